@@ -1,0 +1,40 @@
+//! Caller authentication: credentials from the request headers, checked by an
+//! [`Authenticator`]. The only account for now is the configured administrator
+//! ([`StaticAdmin`]); internal users in the store will implement the same trait.
+//!
+//! A password hash is verified once per distinct credential and the result cached
+//! ([`CachingAuthenticator`]), so the per-request cost is a hash-map lookup.
+
+mod cache;
+mod credentials;
+mod static_admin;
+
+use std::sync::Arc;
+
+pub use cache::CachingAuthenticator;
+pub use credentials::{credentials_from_headers, CredentialsError};
+pub use static_admin::{StaticAdmin, ADMIN_USER, DEFAULT_ADMIN_PASSWORD};
+
+/// Role every administrator has (IDM's `internal/role/openidm-admin`).
+pub const ROLE_ADMIN: &str = "internal/role/openidm-admin";
+pub const ROLE_AUTHORIZED: &str = "internal/role/openidm-authorized";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == ROLE_ADMIN)
+    }
+}
+
+/// Checks a user name and password. Implementations may be slow (a password hash): callers
+/// put a [`CachingAuthenticator`] in front.
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync {
+    async fn authenticate(&self, user: &str, password: &str) -> Option<Arc<Caller>>;
+}

@@ -1,0 +1,8 @@
+//! CREST wire model shared by every handler: the error body and JSON responses.
+//!
+//! This module knows nothing about pingora or the store; it only turns results into
+//! `(status, headers, body)` triples that an HTTP edge writes out.
+
+mod error;
+
+pub use error::{reason_phrase, ResourceError};

@@ -1,0 +1,16 @@
+//! idm-gateway: a reverse-proxy gateway and sync hub for ForgeRock/Ping IDM federation.
+//!
+//! `/openidm/external/idm/<name>/…` is relayed by pingora to the remote IDM instance named by
+//! `conf/external.idm-<name>.json`; everything else under `/openidm` is answered in-process.
+//! See `DESIGN.md` of the project for the module map.
+
+pub mod auth;
+pub mod config;
+pub mod crest;
+pub mod local;
+pub mod metrics;
+pub mod proxy;
+pub mod remote;
+pub mod server;
+pub mod settings;
+pub mod state;

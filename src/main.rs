@@ -1,0 +1,35 @@
+//! `idm-gateway`: parse the command line, set up logging, load settings, run.
+
+use clap::Parser;
+use idm_gateway::config::{GatewayFile, LogFormat};
+use idm_gateway::settings::{Cli, Settings, ADMIN_PASSWORD_ENV};
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    let file = match GatewayFile::load(&cli.conf) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("idm-gateway: {e}");
+            std::process::exit(2);
+        }
+    };
+    let settings = Settings::resolve(cli, file, std::env::var(ADMIN_PASSWORD_ENV).ok());
+    init_logging(settings.log_format);
+    if let Err(e) = idm_gateway::server::run(settings) {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+/// RUST_LOG filters (default `info`); pingora's `log` records are bridged into tracing.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,134 @@
+//! One Prometheus registry and every metric the gateway exports, by name.
+//!
+//! Label values are bounded: instance labels are configured instance names (or `_local`
+//! / `_unknown`), methods are the standard HTTP methods (or `OTHER`). Secrets never become
+//! labels.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Instance label of requests answered by the gateway itself.
+pub const LOCAL: &str = "_local";
+/// Instance label of requests for an instance that is not configured.
+pub const UNKNOWN: &str = "_unknown";
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub token_fetches: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub instances: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_requests_total",
+                "Requests by instance, method and status",
+            ),
+            &["instance", "method", "status"],
+        )
+        .expect("metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "idm_gateway_request_duration_seconds",
+                "Request latency as seen by the gateway, by instance",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["instance"],
+        )
+        .expect("metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_upstream_errors_total",
+                "Failures talking to remote instances, by kind",
+            ),
+            &["instance", "kind"],
+        )
+        .expect("metric");
+        let token_fetches = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_token_fetches_total",
+                "OAuth2 token requests to token endpoints, by outcome",
+            ),
+            &["instance", "outcome"],
+        )
+        .expect("metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_config_reloads_total",
+                "Config objects (re)loaded, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let instances = IntGaugeVec::new(
+            Opts::new(
+                "idm_gateway_instances",
+                "Configured remote instances by state",
+            ),
+            &["state"],
+        )
+        .expect("metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(token_fetches.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(instances.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector");
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_errors,
+            token_fetches,
+            config_reloads,
+            instances,
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A bounded method label.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}

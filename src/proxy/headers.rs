@@ -1,0 +1,234 @@
+//! Header rewriting between caller and remote, as plain functions over pingora's header
+//! types so they can be tested without a session.
+
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::config::InstanceUrl;
+
+pub const TRANSACTION_ID: &str = "x-forgerock-transactionid";
+pub const REMOTE_IDM_PROXY: HeaderValue = HeaderValue::from_static("RemoteIDMProxy");
+/// Longest caller-supplied transaction id that is forwarded as is.
+pub const MAX_TRANSACTION_ID: usize = 128;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus proxy credentials: never forwarded.
+/// `transfer-encoding` is framing and is left to pingora.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// The caller's transaction id if it is sane, else a new one.
+pub fn transaction_id(req: &RequestHeader) -> HeaderValue {
+    if let Some(v) = req.headers.get(TRANSACTION_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_TRANSACTION_ID && b.iter().all(|c| c.is_ascii_graphic())
+        {
+            return v.clone();
+        }
+    }
+    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("uuid is a header value")
+}
+
+/// Rewrites the caller's request into the one the remote receives:
+/// path under the instance's base path (query byte for byte), `Host` of the remote,
+/// caller credentials/cookies/`X-OpenIDM-*`/hop-by-hop removed, the remote's
+/// `Authorization` set, `X-Requested-With` → `RemoteIDMProxy`, transaction id set.
+pub fn rewrite_request(
+    req: &mut RequestHeader,
+    url: &InstanceUrl,
+    rest: &str,
+    authorization: &HeaderValue,
+    txid: &HeaderValue,
+) -> pingora::Result<()> {
+    let mut path_and_query = String::with_capacity(url.base_path.len() + rest.len() + 64);
+    path_and_query.push_str(&url.base_path);
+    path_and_query.push_str(rest);
+    if let Some(q) = req.uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let uri = http::Uri::builder()
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| {
+            pingora::Error::explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                format!("cannot build the upstream URI: {e}"),
+            )
+        })?;
+    req.set_uri(uri);
+
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        req.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+    req.remove_header(&header::AUTHORIZATION);
+    req.remove_header(&header::COOKIE);
+    let openidm: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-openidm-"))
+        .cloned()
+        .collect();
+    for name in openidm {
+        req.remove_header(&name);
+    }
+
+    req.insert_header(header::HOST, url.authority.as_str())?;
+    req.insert_header(header::AUTHORIZATION, authorization.clone())?;
+    if req.headers.contains_key("x-requested-with") {
+        req.insert_header("x-requested-with", REMOTE_IDM_PROXY)?;
+    }
+    req.insert_header(TRANSACTION_ID, txid.clone())?;
+    Ok(())
+}
+
+/// Rewrites the remote's response for the caller: no remote cookies, the transaction id,
+/// HTTP/1.1 framing for HTTP/1 callers whatever the remote spoke.
+pub fn rewrite_response(
+    resp: &mut ResponseHeader,
+    txid: &HeaderValue,
+    downstream_h2: bool,
+) -> pingora::Result<()> {
+    resp.remove_header(&header::SET_COOKIE);
+    resp.insert_header(TRANSACTION_ID, txid.clone())?;
+    if !downstream_h2 {
+        resp.set_version(http::Version::HTTP_11);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url() -> InstanceUrl {
+        InstanceUrl {
+            tls: true,
+            host: "idm.example.com".into(),
+            port: 8443,
+            base_path: "/openidm/".into(),
+            authority: "idm.example.com:8443".into(),
+        }
+    }
+
+    fn caller_request() -> RequestHeader {
+        let mut req = RequestHeader::build(
+            "PUT",
+            b"/openidm/external/idm/dc1/managed/user/a%20b?_queryFilter=userName%20eq%20%22x%22&b=1+2",
+            None,
+        )
+        .unwrap();
+        for (k, v) in [
+            ("host", "gateway.local"),
+            ("authorization", "Basic Y2FsbGVyOnNlY3JldA=="),
+            ("cookie", "session-jwt=abc"),
+            ("x-openidm-username", "openidm-admin"),
+            ("x-openidm-password", "openidm-admin"),
+            ("x-openidm-nosession", "true"),
+            ("x-requested-with", "XMLHttpRequest"),
+            ("connection", "keep-alive, x-drop-me"),
+            ("x-drop-me", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("accept-api-version", "protocol=2.1,resource=1.0"),
+            ("content-type", "application/json"),
+            ("if-match", "\"00000000f20217df\""),
+            ("if-none-match", "*"),
+        ] {
+            req.append_header(k, v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn request_is_rewritten_for_the_remote() {
+        let mut req = caller_request();
+        let auth = HeaderValue::from_static("Bearer remote-token");
+        let txid = HeaderValue::from_static("tx-1");
+        rewrite_request(&mut req, &url(), "managed/user/a%20b", &auth, &txid).unwrap();
+
+        assert_eq!(
+            req.uri.to_string(),
+            "/openidm/managed/user/a%20b?_queryFilter=userName%20eq%20%22x%22&b=1+2"
+        );
+        let h = &req.headers;
+        assert_eq!(h["host"], "idm.example.com:8443");
+        assert_eq!(h["authorization"], "Bearer remote-token");
+        assert_eq!(h.get_all("authorization").iter().count(), 1);
+        assert_eq!(h["x-requested-with"], "RemoteIDMProxy");
+        assert_eq!(h[TRANSACTION_ID], "tx-1");
+        for kept in [
+            "accept-api-version",
+            "content-type",
+            "if-match",
+            "if-none-match",
+        ] {
+            assert!(h.contains_key(kept), "{kept} must be forwarded");
+        }
+        for gone in [
+            "cookie",
+            "x-openidm-username",
+            "x-openidm-password",
+            "x-openidm-nosession",
+            "connection",
+            "x-drop-me",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} must not be forwarded");
+        }
+    }
+
+    #[test]
+    fn x_requested_with_is_only_set_when_present() {
+        let mut req = RequestHeader::build("GET", b"/openidm/external/idm/a/x", None).unwrap();
+        let auth = HeaderValue::from_static("Basic dTpw");
+        rewrite_request(&mut req, &url(), "x", &auth, &HeaderValue::from_static("t")).unwrap();
+        assert!(!req.headers.contains_key("x-requested-with"));
+        assert_eq!(req.uri.to_string(), "/openidm/x");
+    }
+
+    #[test]
+    fn transaction_id_is_kept_only_when_sane() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header(TRANSACTION_ID, "abc-123").unwrap();
+        assert_eq!(transaction_id(&req), "abc-123");
+        req.insert_header(TRANSACTION_ID, "x".repeat(MAX_TRANSACTION_ID + 1))
+            .unwrap();
+        assert_eq!(transaction_id(&req).len(), 36);
+        let fresh = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_ne!(transaction_id(&fresh), transaction_id(&fresh));
+    }
+
+    #[test]
+    fn response_drops_remote_cookies() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("set-cookie", "a=b").unwrap();
+        resp.append_header("set-cookie", "c=d").unwrap();
+        resp.set_version(http::Version::HTTP_2);
+        rewrite_response(&mut resp, &HeaderValue::from_static("t"), false).unwrap();
+        assert!(!resp.headers.contains_key("set-cookie"));
+        assert_eq!(resp.headers[TRANSACTION_ID], "t");
+        assert_eq!(resp.version, http::Version::HTTP_11);
+    }
+}

@@ -1,0 +1,504 @@
+//! `GatewayProxy`: the phases of one request.
+//!
+//! * `request_filter`: transaction id, path check, caller authentication; local resources
+//!   and every error before proxying are answered here (`Ok(true)`: response written).
+//! * `upstream_peer`: the remote from the request's snapshot, its token, its peer options.
+//! * `upstream_request_filter` / `response_filter`: header rewrites.
+//! * `upstream_response_filter` + `error_while_proxy`: one retry after a 401 to a bearer
+//!   request, with a fresh token.
+//! * `fail_to_proxy`: CREST error bodies; `logging`: access log and metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::{Peer, ALPN};
+use pingora::{Error, ErrorType, Result};
+
+use super::errors::classify_upstream_error;
+use super::headers::{rewrite_request, rewrite_response, transaction_id, TRANSACTION_ID};
+use super::route::{classify, Route};
+use super::trust::CaCache;
+use crate::auth::{credentials_from_headers, Caller};
+use crate::crest::ResourceError;
+use crate::local::{self, LocalRequest, LocalResponse, MAX_LOCAL_BODY};
+use crate::metrics::{method_label, LOCAL, UNKNOWN};
+use crate::remote::{Credentials, RemoteInstance, Resolver, Token};
+use crate::state::Gateway;
+
+/// How long an idle pooled connection to a remote is kept.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+pub struct GatewayProxy {
+    gw: Arc<Gateway>,
+    resolver: Resolver,
+    cas: CaCache,
+}
+
+impl GatewayProxy {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        Self {
+            gw,
+            resolver: Resolver::new(),
+            cas: CaCache::default(),
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    txid: HeaderValue,
+    /// Metric/log label: instance name, `_local` or `_unknown`.
+    label: Option<String>,
+    caller: Option<Arc<Caller>>,
+    instance: Option<Arc<RemoteInstance>>,
+    /// Raw path under the instance, e.g. `managed/user`.
+    rest: String,
+    token: Option<Arc<Token>>,
+    bearer_retried: bool,
+    retry_after_401: bool,
+    /// A failure decided before pingora saw an error (token, resolution).
+    failure: Option<(ResourceError, &'static str)>,
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            started: Instant::now(),
+            txid: HeaderValue::from_static(""),
+            label: None,
+            caller: None,
+            instance: None,
+            rest: String::new(),
+            token: None,
+            bearer_retried: false,
+            retry_after_401: false,
+            failure: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.txid = transaction_id(session.req_header());
+        let path = session.req_header().uri.path().to_owned();
+        let route = match classify(&path) {
+            Ok(route) => route,
+            Err(e) => {
+                ctx.label = Some(LOCAL.into());
+                respond_error(session, ctx, &ResourceError::bad_request(e.to_string())).await?;
+                return Ok(true); // response written
+            }
+        };
+        match route {
+            Route::Ping => {
+                ctx.label = Some(LOCAL.into());
+                let body = local::ping_body().to_vec();
+                write_local(
+                    session,
+                    ctx,
+                    LocalResponse {
+                        status: 200,
+                        content_type: "application/json;charset=utf-8",
+                        body,
+                        location: None,
+                    },
+                )
+                .await?;
+                return Ok(true); // response written
+            }
+            Route::Outside => {
+                ctx.label = Some(LOCAL.into());
+                let e = ResourceError::not_found(format!("Resource '{path}' not found"));
+                respond_error(session, ctx, &e).await?;
+                return Ok(true); // response written
+            }
+            _ => {}
+        }
+
+        // Everything else needs an authenticated caller, before anything is forwarded.
+        let caller = match credentials_from_headers(&session.req_header().headers) {
+            Ok(Some((user, password))) => self.gw.auth.authenticate(&user, &password).await,
+            Ok(None) | Err(_) => None,
+        };
+        let Some(caller) = caller else {
+            ctx.label = Some(match &route {
+                Route::Remote { instance, .. } => self.instance_label(instance),
+                _ => LOCAL.into(),
+            });
+            respond_error(session, ctx, &ResourceError::unauthorized()).await?;
+            return Ok(true); // response written
+        };
+        ctx.caller = Some(caller.clone());
+
+        match route {
+            Route::Remote { instance, rest } => {
+                let live = self.gw.live();
+                ctx.label = Some(self.instance_label(&instance));
+                let error = match live.registry.get(&instance) {
+                    Some(inst) if inst.config.enabled => {
+                        ctx.instance = Some(inst.clone());
+                        ctx.rest = rest.to_owned();
+                        return Ok(false); // proxy it
+                    }
+                    Some(_) => format!("Remote instance '{instance}' is disabled"),
+                    None => format!("Remote instance '{instance}' is not configured"),
+                };
+                respond_error(session, ctx, &ResourceError::not_found(error)).await?;
+                Ok(true) // response written
+            }
+            Route::Local(segments) => {
+                ctx.label = Some(LOCAL.into());
+                let body = match read_body(session).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        respond_error(session, ctx, &e).await?;
+                        return Ok(true); // response written
+                    }
+                };
+                let req = session.req_header();
+                let content_type = req
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                let local_req = LocalRequest {
+                    method: &req.method,
+                    segments: &segments,
+                    query: req.uri.query(),
+                    content_type,
+                    caller: &caller,
+                    body,
+                };
+                let result = local::handle(&self.gw, &local_req);
+                match result {
+                    Ok(resp) => write_local(session, ctx, resp).await?,
+                    Err(e) => respond_error(session, ctx, &e).await?,
+                }
+                Ok(true) // response written
+            }
+            Route::Ping | Route::Outside => unreachable!("answered above"),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let inst = ctx
+            .instance
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no instance in context"))?;
+        let cfg = &inst.config;
+        if let Credentials::Bearer(source) = &inst.credentials {
+            match source.token().await {
+                Ok(token) => ctx.token = Some(token),
+                Err(e) => {
+                    ctx.failure = Some((ResourceError::bad_gateway(e.0), "token"));
+                    return Err(Error::explain(
+                        ErrorType::Custom("token unavailable"),
+                        "no access token",
+                    ));
+                }
+            }
+        }
+        let addr = match self.resolver.resolve(&cfg.url.host, cfg.url.port).await {
+            Ok(addr) => addr,
+            Err(_) => {
+                ctx.failure = Some((
+                    ResourceError::bad_gateway(format!(
+                        "The host of remote instance '{}' cannot be resolved",
+                        cfg.name
+                    )),
+                    "resolve",
+                ));
+                return Err(Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    "resolution failed",
+                ));
+            }
+        };
+        // SNI is always the remote host: with rustls an empty SNI disables verification.
+        let mut peer = HttpPeer::new(addr, cfg.url.tls, cfg.url.host.clone());
+        peer.group_key = inst.group_key;
+        let o = &mut peer.options;
+        o.connection_timeout = Some(cfg.connect_timeout);
+        o.total_connection_timeout = Some(cfg.connect_timeout);
+        o.read_timeout = Some(cfg.read_timeout);
+        o.write_timeout = Some(cfg.read_timeout);
+        o.idle_timeout = Some(UPSTREAM_IDLE);
+        if cfg.url.tls {
+            o.alpn = ALPN::H2H1;
+            o.ca = self.cas.get(&inst.trust);
+        }
+        debug_assert!(!cfg.url.tls || !peer.sni().is_empty());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let inst = ctx
+            .instance
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no instance in context"))?;
+        let authorization = match (&inst.credentials, &ctx.token) {
+            (Credentials::Basic(value), _) => value,
+            (Credentials::Bearer(_), Some(token)) => &token.header,
+            (Credentials::Bearer(_), None) => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "no token in context",
+                ))
+            }
+        };
+        rewrite_request(
+            upstream_request,
+            &inst.config.url,
+            &ctx.rest,
+            authorization,
+            &ctx.txid,
+        )
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if upstream_response.status != http::StatusCode::UNAUTHORIZED {
+            return Ok(());
+        }
+        let (Some(inst), Some(token)) = (&ctx.instance, &ctx.token) else {
+            return Ok(());
+        };
+        if let Credentials::Bearer(source) = &inst.credentials {
+            // The remote no longer accepts this token (revoked, key rotation): drop it.
+            source.invalidate(token);
+            // Retry once with a fresh token, if the request body can be replayed.
+            if !ctx.bearer_retried && !session.as_ref().retry_buffer_truncated() {
+                ctx.bearer_retried = true;
+                ctx.retry_after_401 = true;
+                let mut e = Error::explain(
+                    ErrorType::Custom("bearer token rejected"),
+                    "remote answered 401; retrying with a new token",
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        rewrite_response(upstream_response, &ctx.txid, session.is_http2())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.retry_after_401) {
+            // The remote refused the credentials, so it did not act on the request: a
+            // retry is safe whatever the method.
+            e.set_retry(true);
+        } else if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let instance = ctx
+            .instance
+            .as_ref()
+            .map(|i| i.config.name.clone())
+            .unwrap_or_default();
+        let decided = ctx.failure.take().or_else(|| {
+            let (connect_ms, read_ms) = ctx
+                .instance
+                .as_ref()
+                .map(|i| {
+                    (
+                        i.config.connect_timeout.as_millis(),
+                        i.config.read_timeout.as_millis(),
+                    )
+                })
+                .unwrap_or_default();
+            classify_upstream_error(e, &instance, connect_ms, read_ms)
+        });
+        let Some((error, kind)) = decided else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if ctx.instance.is_some() {
+            self.gw
+                .metrics
+                .upstream_errors
+                .with_label_values(&[&instance, kind])
+                .inc();
+            tracing::warn!(instance = %instance, kind, error = %e, "proxy failure");
+        }
+        let code = error.code;
+        if session.response_written().is_none() {
+            let _ = respond_error(session, ctx, &error).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let req = session.req_header();
+        let method = method_label(&req.method);
+        let label = ctx.label.as_deref().unwrap_or(LOCAL);
+        let elapsed = ctx.started.elapsed();
+        let status_label = status_label(status);
+        let m = &self.gw.metrics;
+        m.requests
+            .with_label_values(&[label, method, status_label])
+            .inc();
+        m.request_duration
+            .with_label_values(&[label])
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "access",
+            instance = label,
+            method = %req.method,
+            path = req.uri.path(),
+            status,
+            bytes = session.body_bytes_sent(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            txid = ctx.txid.to_str().unwrap_or(""),
+            user = ctx.caller.as_ref().map(|c| c.user.as_str()).unwrap_or("-"),
+        );
+    }
+}
+
+impl GatewayProxy {
+    /// A bounded label: configured names only.
+    fn instance_label(&self, name: &str) -> String {
+        if self
+            .gw
+            .live()
+            .conf
+            .files
+            .contains_key(&format!("external.idm/{name}"))
+        {
+            name.to_owned()
+        } else {
+            UNKNOWN.into()
+        }
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    const LABELS: [&str; 6] = ["0", "1xx", "2xx", "3xx", "4xx", "5xx"];
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        412 => "412",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s => LABELS[(s / 100).min(5) as usize],
+    }
+}
+
+/// Reads a local request's body, bounded by [`MAX_LOCAL_BODY`].
+async fn read_body(session: &mut Session) -> std::result::Result<Bytes, ResourceError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_LOCAL_BODY {
+                    return Err(ResourceError::new(
+                        413,
+                        format!("The request body exceeds {MAX_LOCAL_BODY} bytes"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.into()),
+            Err(_) => {
+                return Err(ResourceError::bad_request(
+                    "The request body could not be read",
+                ))
+            }
+        }
+    }
+}
+
+async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: LocalResponse) -> Result<()> {
+    let mut header = ResponseHeader::build(resp.status, Some(5))?;
+    header.insert_header(http::header::CONTENT_TYPE, resp.content_type)?;
+    header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(TRANSACTION_ID, ctx.txid.clone())?;
+    if let Some(location) = resp.location {
+        header.insert_header(http::header::LOCATION, location)?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(resp.body)), true)
+        .await
+}
+
+async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &ResourceError) -> Result<()> {
+    let mut resp = LocalResponse {
+        status: e.code,
+        content_type: "application/json;charset=utf-8",
+        body: e.to_body(),
+        location: None,
+    };
+    if e.code == 401 {
+        resp.location = None;
+    }
+    write_local(session, ctx, resp).await
+}

@@ -1,0 +1,196 @@
+//! Command line, environment and `gateway.json`, merged once with a written precedence:
+//! file < environment < command line (clap reads `IDM_GATEWAY_*` and flags; the file fills
+//! what neither gave; then the built-in defaults).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::auth::DEFAULT_ADMIN_PASSWORD;
+use crate::config::{GatewayFile, LogFormat, Secret};
+
+/// idm-gateway: reverse-proxy gateway and sync hub for ForgeRock/Ping IDM federation.
+///
+/// Relays /openidm/external/idm/<name>/* to the remote IDM instance defined by
+/// CONF/external.idm-<name>.json (hot reloaded) and answers the rest of /openidm itself.
+/// Every flag can also be given as an IDM_GATEWAY_* environment variable; flags win over the
+/// environment, which wins over CONF/gateway.json.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "idm-gateway", version, about, long_about)]
+pub struct Cli {
+    /// Configuration directory (external.idm-*.json, gateway.json, …); watched for changes.
+    #[arg(
+        long,
+        env = "IDM_GATEWAY_CONF",
+        value_name = "DIR",
+        default_value = "conf"
+    )]
+    pub conf: PathBuf,
+
+    /// Data directory (embedded store, audit logs). Created if missing.
+    #[arg(
+        long,
+        env = "IDM_GATEWAY_DATA",
+        value_name = "DIR",
+        default_value = "data"
+    )]
+    pub data: PathBuf,
+
+    /// Directory of PEM files: extra CAs trusted for remote instances (added to the platform
+    /// roots), and by default the server certificate and key. Watched for changes.
+    #[arg(
+        long,
+        env = "IDM_GATEWAY_CERTS",
+        value_name = "DIR",
+        default_value = "certs"
+    )]
+    pub certs: PathBuf,
+
+    /// Plain-HTTP listen address [default: 127.0.0.1:8080, or gateway.json "listen"].
+    #[arg(long, env = "IDM_GATEWAY_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+
+    /// HTTPS listen address (HTTP/1.1 and HTTP/2); off unless given here or in gateway.json.
+    #[arg(long, env = "IDM_GATEWAY_TLS_LISTEN", value_name = "HOST:PORT")]
+    pub tls_listen: Option<String>,
+
+    /// Server certificate chain (PEM) for --tls-listen [default: CERTS/server.pem].
+    #[arg(long, env = "IDM_GATEWAY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Server private key (PEM) for --tls-listen [default: CERTS/server.key].
+    #[arg(long, env = "IDM_GATEWAY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Log format: one line of text or one JSON object per event [default: text].
+    #[arg(long, env = "IDM_GATEWAY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Worker threads of the proxy [default: number of cores].
+    #[arg(long, env = "IDM_GATEWAY_THREADS")]
+    pub threads: Option<usize>,
+}
+
+/// Resolved settings the server is built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub conf_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub certs_dir: PathBuf,
+    pub listen: String,
+    pub tls: Option<TlsListen>,
+    pub log_format: LogFormat,
+    pub threads: usize,
+    pub admin_password: Secret,
+    /// True when nobody configured the admin password (the default is in use).
+    pub admin_password_is_default: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    pub addr: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const ADMIN_PASSWORD_ENV: &str = "IDM_GATEWAY_ADMIN_PASSWORD";
+
+impl Settings {
+    /// Applies the precedence. `admin_env` is the value of [`ADMIN_PASSWORD_ENV`].
+    pub fn resolve(cli: Cli, file: GatewayFile, admin_env: Option<String>) -> Settings {
+        let Cli {
+            conf,
+            data,
+            certs,
+            listen,
+            tls_listen,
+            tls_cert,
+            tls_key,
+            log_format,
+            threads,
+        } = cli;
+        let GatewayFile {
+            admin_password,
+            listen: file_listen,
+            tls_listen: file_tls_listen,
+            tls_cert: file_tls_cert,
+            tls_key: file_tls_key,
+            log_format: file_log_format,
+            threads: file_threads,
+            id: _,
+        } = file;
+        let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
+            addr,
+            cert: tls_cert
+                .or(file_tls_cert.map(PathBuf::from))
+                .unwrap_or_else(|| certs.join("server.pem")),
+            key: tls_key
+                .or(file_tls_key.map(PathBuf::from))
+                .unwrap_or_else(|| certs.join("server.key")),
+        });
+        let configured = admin_env.or(admin_password);
+        Settings {
+            listen: listen
+                .or(file_listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            tls,
+            log_format: log_format.or(file_log_format).unwrap_or_default(),
+            threads: threads
+                .or(file_threads)
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                })
+                .max(1),
+            admin_password_is_default: configured.is_none(),
+            admin_password: Secret::new(
+                configured.unwrap_or_else(|| DEFAULT_ADMIN_PASSWORD.into()),
+            ),
+            conf_dir: conf,
+            data_dir: data,
+            certs_dir: certs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_wins_over_file_which_wins_over_defaults() {
+        let cli = Cli::parse_from(["idm-gateway", "--listen", "127.0.0.1:1"]);
+        let file = GatewayFile {
+            listen: Some("127.0.0.1:2".into()),
+            tls_listen: Some("127.0.0.1:3".into()),
+            log_format: Some(LogFormat::Json),
+            admin_password: Some("from-file".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(cli, file, None);
+        assert_eq!(s.listen, "127.0.0.1:1");
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.addr, "127.0.0.1:3");
+        assert_eq!(tls.cert, PathBuf::from("certs/server.pem"));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.admin_password.expose(), "from-file");
+        assert!(!s.admin_password_is_default);
+    }
+
+    #[test]
+    fn env_password_wins_and_default_is_flagged() {
+        let cli = Cli::parse_from(["idm-gateway"]);
+        let s = Settings::resolve(cli.clone(), GatewayFile::default(), None);
+        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert!(s.admin_password_is_default);
+        assert_eq!(s.admin_password.expose(), DEFAULT_ADMIN_PASSWORD);
+        let file = GatewayFile {
+            admin_password: Some("file".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(cli, file, Some("env".into()));
+        assert_eq!(s.admin_password.expose(), "env");
+    }
+}
