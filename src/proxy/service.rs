@@ -373,6 +373,11 @@ impl ProxyHttp for GatewayProxy {
         }
         let code = error.code;
         if session.response_written().is_none() {
+            // pingora will not keep this connection: say so, or an HTTP/1 client may send
+            // its next request into a closing socket.
+            if !session.is_http2() {
+                session.set_keepalive(None);
+            }
             let _ = respond_error(session, ctx, &error).await;
         }
         FailToProxy {

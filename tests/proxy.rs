@@ -1,0 +1,486 @@
+//! The federation proxy end to end: the real binary in front of recording, TLS, fault
+//! and gateway upstreams.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const USER_PATH: &str = "/openidm/external/idm/dc1/managed/user";
+
+async fn gateway_with(instance: Value) -> Gateway {
+    Gateway::builder()
+        .conf_file("external.idm-dc1", instance)
+        .start()
+        .await
+}
+
+fn basic(user: &str, pw: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    )
+}
+
+/// Sends raw bytes (for paths an HTTP client library would normalise) and returns the
+/// status code and the body.
+fn raw_request(gw: &Gateway, request_line_path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {request_line_path} HTTP/1.1\r\nHost: x\r\nX-OpenIDM-Username: openidm-admin\r\nX-OpenIDM-Password: openidm-admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwards_path_query_and_rewrites_headers() {
+    let up = RecordingUpstream::start();
+    let gw = gateway_with(basic_instance(&up.url(), "remote-user", "remote-pw")).await;
+    let query =
+        "_queryFilter=userName%20eq%20%22b%C3%A9a%22&_fields=_id,userName&x=1+2&empty=&flag";
+    let resp = gw
+        .get(&format!("{USER_PATH}?{query}"))
+        .header("X-Requested-With", "XMLHttpRequest")
+        .header("Cookie", "session-jwt=caller-secret")
+        .header("Accept-API-Version", "protocol=2.1,resource=1.0")
+        .header("If-None-Match", "\"0000000012\"")
+        .header("X-ForgeRock-TransactionId", "tx-123")
+        .header("X-OpenIDM-NoSession", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-forgerock-transactionid"], "tx-123");
+    assert!(
+        resp.headers().get("set-cookie").is_none(),
+        "remote cookies must not reach the caller"
+    );
+    assert_eq!(resp.headers()["x-upstream"], "recording");
+
+    let r = up.last().unwrap();
+    assert_eq!(
+        r.uri,
+        format!("/openidm/managed/user?{query}"),
+        "query byte for byte"
+    );
+    assert_eq!(
+        r.header("host").unwrap(),
+        format!("127.0.0.1:{}", up.port())
+    );
+    assert_eq!(
+        r.header_all("authorization"),
+        vec![basic("remote-user", "remote-pw")]
+    );
+    assert_eq!(r.header("x-requested-with"), Some("RemoteIDMProxy"));
+    assert_eq!(
+        r.header("accept-api-version"),
+        Some("protocol=2.1,resource=1.0")
+    );
+    assert_eq!(r.header("if-none-match"), Some("\"0000000012\""));
+    assert_eq!(r.header("x-forgerock-transactionid"), Some("tx-123"));
+    assert!(!r.has_header("cookie"));
+    for (name, _) in &r.headers {
+        assert!(!name.starts_with("x-openidm-"), "{name} forwarded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caller_credentials_never_reach_the_remote() {
+    let up = RecordingUpstream::start();
+    let gw = gateway_with(basic_instance(&up.url(), "remote-user", "remote-pw")).await;
+    let resp = gw
+        .anon(Method::GET, USER_PATH)
+        .header("Authorization", basic("openidm-admin", "openidm-admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = up.last().unwrap();
+    assert_eq!(
+        r.header_all("authorization"),
+        vec![basic("remote-user", "remote-pw")]
+    );
+    // No X-Requested-With from the caller: none is invented.
+    assert!(!r.has_header("x-requested-with"));
+    // A transaction id is generated when the caller sends none, and returned.
+    let txid = r.header("x-forgerock-transactionid").unwrap().to_owned();
+    assert_eq!(txid.len(), 36);
+    assert_eq!(resp.headers()["x-forgerock-transactionid"], txid.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_are_authenticated_before_anything_is_forwarded() {
+    let up = RecordingUpstream::start();
+    let gw = gateway_with(basic_instance(&up.url(), "u", "p")).await;
+    for req in [
+        gw.anon(Method::GET, USER_PATH),
+        gw.as_user(Method::GET, USER_PATH, "openidm-admin", "wrong"),
+        gw.as_user(Method::GET, USER_PATH, "someone", "openidm-admin"),
+        gw.anon(Method::GET, USER_PATH)
+            .header("Authorization", "Basic !!!"),
+        gw.anon(Method::GET, USER_PATH)
+            .header("X-OpenIDM-Username", "openidm-admin"),
+    ] {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"code":401,"reason":"Unauthorized","message":"Access Denied"})
+        );
+    }
+    assert_eq!(
+        up.count(),
+        0,
+        "nothing may be forwarded for unauthenticated callers"
+    );
+    let ping: Value = gw
+        .anon(Method::GET, "/openidm/info/ping")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ping,
+        json!({"_id":"","state":"ACTIVE_READY","shortDesc":"OpenIDM ready"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_method_is_relayed_with_its_body() {
+    let up = RecordingUpstream::start();
+    let gw = gateway_with(basic_instance(&up.url(), "u", "p")).await;
+    let body = br#"{"userName":"bjensen","givenName":"Barbara"}"#.to_vec();
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ] {
+        up.clear();
+        let mut req = gw
+            .request(method.clone(), &format!("{USER_PATH}/bjensen?_action=x"))
+            .header("If-Match", "\"3\"");
+        if method != Method::GET {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(body.clone());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{method}");
+        let r = up.last().unwrap();
+        assert_eq!(r.method, method.as_str());
+        assert_eq!(r.uri, "/openidm/managed/user/bjensen?_action=x");
+        assert_eq!(r.header("if-match"), Some("\"3\""));
+        if method != Method::GET {
+            assert_eq!(r.body_sha256, sha256_hex(&body), "{method}");
+            assert_eq!(r.header("content-type"), Some("application/json"));
+        }
+    }
+    // Remote status codes pass through untouched.
+    let resp = gw
+        .get("/openidm/external/idm/dc1/status/412")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 412);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_bodies_stream_both_ways_with_flat_memory() {
+    let up = RecordingUpstream::start();
+    let gw = gateway_with(basic_instance(&up.url(), "u", "p")).await;
+    // Warm up so the baseline includes runtime and pool allocations.
+    assert_eq!(gw.get(USER_PATH).send().await.unwrap().status(), 200);
+    let before = rss_kib(gw.pid());
+
+    let upload = big_pattern(24 * 1024 * 1024);
+    let resp = gw
+        .post(&format!("{USER_PATH}?_action=create"))
+        .header("Content-Type", "application/octet-stream")
+        .body(upload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = up.last().unwrap();
+    assert!(r.body_complete);
+    assert_eq!(r.body_len, upload.len() as u64);
+    assert_eq!(r.body_sha256, sha256_hex(&upload));
+    drop(upload);
+
+    let n: u64 = 48 * 1024 * 1024;
+    let mut resp = gw
+        .get(&format!("/openidm/external/idm/dc1/big?n={n}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut seen: u64 = 0;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        for (i, b) in chunk.iter().enumerate() {
+            assert_eq!(
+                *b,
+                big_pattern_byte(seen + i as u64),
+                "byte {}",
+                seen + i as u64
+            );
+        }
+        seen += chunk.len() as u64;
+    }
+    assert_eq!(seen, n);
+    let after = rss_kib(gw.pid());
+    // 72 MiB went through; a buffering proxy would grow by at least that much.
+    assert!(
+        after.saturating_sub(before) < 24 * 1024,
+        "gateway RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_segments_and_bad_encoding_are_refused_and_never_forwarded() {
+    let up = RecordingUpstream::start();
+    let gw = gateway_with(basic_instance(&up.url(), "u", "p")).await;
+    for path in [
+        "/openidm/external/idm/dc1/../config",
+        "/openidm/external/idm/dc1/managed/./user",
+        "/openidm/external/idm/dc1/%2e%2e/config",
+        "/openidm/external/idm/dc1/%2E%2e/%2e%2E/info",
+        "/openidm/external/idm/dc1/.%2e/x",
+        "/openidm/external/idm/dc1/x%zz",
+    ] {
+        let (status, body) = raw_request(&gw, path);
+        assert_eq!(status, 400, "{path}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["reason"], "Bad Request");
+    }
+    assert_eq!(up.count(), 0);
+    // A dot inside a segment is fine.
+    let (status, _) = raw_request(&gw, "/openidm/external/idm/dc1/managed/user/a..b");
+    assert_eq!(status, 200);
+    assert_eq!(up.last().unwrap().uri, "/openidm/managed/user/a..b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_and_disabled_instances_are_404() {
+    let up = RecordingUpstream::start();
+    let mut disabled = basic_instance(&up.url(), "u", "p");
+    disabled["enabled"] = json!(false);
+    let gw = Gateway::builder()
+        .conf_file("external.idm-off", disabled)
+        .start()
+        .await;
+    for (path, needle) in [
+        (
+            "/openidm/external/idm/nope/managed/user",
+            "'nope' is not configured",
+        ),
+        (
+            "/openidm/external/idm/off/managed/user",
+            "'off' is disabled",
+        ),
+    ] {
+        let resp = gw.get(path).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], 404);
+        assert_eq!(body["reason"], "Not Found");
+        assert!(body["message"].as_str().unwrap().contains(needle), "{body}");
+    }
+    assert_eq!(up.count(), 0);
+}
+
+async fn crest_error(gw: &Gateway, path: &str) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let resp = gw.get(path).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    (status, body, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_failures_become_crest_errors_naming_the_instance() {
+    let hanging = HangingUpstream::start();
+    let resetting = ResettingUpstream::start();
+    let garbage = GarbageUpstream::start();
+    let closed_port = free_port();
+    let with_timeout = |url: String| {
+        let mut v = basic_instance(&url, "u", "secret-remote-pw");
+        v["readTimeout"] = json!(500);
+        v
+    };
+    let gw = Gateway::builder()
+        .conf_file("external.idm-hang", with_timeout(hanging.url()))
+        .conf_file("external.idm-reset", with_timeout(resetting.url()))
+        .conf_file("external.idm-garbage", with_timeout(garbage.url()))
+        .conf_file(
+            "external.idm-down",
+            with_timeout(format!("http://127.0.0.1:{closed_port}/openidm/")),
+        )
+        .start()
+        .await;
+    for (name, code) in [
+        ("down", 502),
+        ("hang", 504),
+        ("reset", 502),
+        ("garbage", 502),
+    ] {
+        let (status, body, took) =
+            crest_error(&gw, &format!("/openidm/external/idm/{name}/managed/user")).await;
+        assert_eq!(status, code, "{name}: {body}");
+        assert_eq!(body["code"], code);
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(&format!("'{name}'")), "{name}: {message}");
+        assert!(!body.to_string().contains("secret-remote-pw"));
+        assert!(took < Duration::from_secs(10), "{name} took {took:?}");
+    }
+    assert!(!gw.logs().contains("secret-remote-pw"));
+    let metrics = gw
+        .get("/openidm/metrics/prometheus")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"idm_gateway_upstream_errors_total{instance="hang",kind="read_timeout"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        r#"idm_gateway_upstream_errors_total{instance="down",kind="connect_refused"} 1"#
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_remote_with_http2_and_trust_from_certs_dir() {
+    let pki = TestPki::new();
+    let trusted = RecordingUpstream::start_tls(pki.server_config());
+    let untrusted = RecordingUpstream::start_tls(pki.untrusted_server_config());
+    let wrong_name = RecordingUpstream::start_tls(pki.server_config_for(&["other.example.com"]));
+    let https = |up: &RecordingUpstream| format!("https://127.0.0.1:{}/openidm/", up.port());
+    let gw = Gateway::builder()
+        .cert("test-ca.pem", &pki.ca_pem())
+        .conf_file(
+            "external.idm-ok",
+            basic_instance(&https(&trusted), "u", "p"),
+        )
+        .conf_file(
+            "external.idm-bad-ca",
+            basic_instance(&https(&untrusted), "u", "p"),
+        )
+        .conf_file(
+            "external.idm-bad-name",
+            basic_instance(&https(&wrong_name), "u", "p"),
+        )
+        .start()
+        .await;
+
+    let resp = gw
+        .get("/openidm/external/idm/ok/managed/user?_queryFilter=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.version(),
+        reqwest::Version::HTTP_11,
+        "HTTP/1 caller gets HTTP/1.1 framing"
+    );
+    let r = trusted.last().unwrap();
+    assert!(r.tls);
+    assert_eq!(
+        r.version, "HTTP/2.0",
+        "TLS remotes are spoken to over HTTP/2 when offered"
+    );
+    assert_eq!(r.uri, "/openidm/managed/user?_queryFilter=true");
+
+    for name in ["bad-ca", "bad-name"] {
+        let (status, body, _) =
+            crest_error(&gw, &format!("/openidm/external/idm/{name}/managed/user")).await;
+        assert_eq!(status, 502, "{name}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("TLS"), "{body}");
+    }
+    assert_eq!(untrusted.count(), 0);
+    assert_eq!(wrong_name.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_gateway_is_a_remote_idm() {
+    let b = Gateway::builder()
+        .admin_password("b-admin-pw")
+        .start()
+        .await;
+    let remote = basic_instance(
+        &format!("{}/openidm/", b.base_url()),
+        "openidm-admin",
+        "b-admin-pw",
+    );
+    let a = Gateway::builder()
+        .conf_file("external.idm-b", remote)
+        .start()
+        .await;
+
+    let login: Value = a
+        .get("/openidm/external/idm/b/info/login")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login["authenticationId"], "openidm-admin");
+    let config = a
+        .get("/openidm/external/idm/b/config")
+        .header("X-ForgeRock-TransactionId", "through-two-gateways")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 200);
+    assert_eq!(
+        config.headers()["x-forgerock-transactionid"],
+        "through-two-gateways"
+    );
+    let config: Value = config.json().await.unwrap();
+    assert_eq!(config["_id"], "");
+    assert!(config["configurations"].is_array());
+    // B's own errors pass through A as they are.
+    let resp = a
+        .get("/openidm/external/idm/b/nothing/here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(b.logs().contains("through-two-gateways"));
+}
