@@ -496,14 +496,11 @@ async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: LocalRespons
 }
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &ResourceError) -> Result<()> {
-    let mut resp = LocalResponse {
+    let resp = LocalResponse {
         status: e.code,
         content_type: "application/json;charset=utf-8",
         body: e.to_body(),
         location: None,
     };
-    if e.code == 401 {
-        resp.location = None;
-    }
     write_local(session, ctx, resp).await
 }

@@ -236,20 +236,18 @@ fn describe<RE: std::error::Error + 'static>(
             format!("the token endpoint refused the request ({})", resp.error())
         }
         RequestTokenError::Request(err) => {
-            let mut msg = "the token endpoint could not be reached".to_string();
-            let mut source = std::error::Error::source(err);
+            // Walk the source chain: reqwest puts "operation timed out" deep inside.
+            let mut timed_out = false;
+            let mut source: Option<&dyn std::error::Error> = Some(err);
             while let Some(s) = source {
-                if s.to_string().contains("timed out")
-                    || s.to_string().contains("operation timed out")
-                {
-                    msg = "the token endpoint did not answer in time".into();
-                }
+                timed_out |= s.to_string().contains("timed out");
                 source = s.source();
             }
-            if err.to_string().contains("timed out") {
-                msg = "the token endpoint did not answer in time".into();
+            if timed_out {
+                "the token endpoint did not answer in time".into()
+            } else {
+                "the token endpoint could not be reached".into()
             }
-            msg
         }
         RequestTokenError::Parse(_, body) => format!(
             "the token endpoint returned a response that is not a token ({} bytes)",
