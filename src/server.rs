@@ -66,9 +66,9 @@ pub fn run(settings: Settings) -> Result<(), String> {
         threads: settings.threads,
         grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
         graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
-        // One retry after a remote rejected a bearer token (and pingora's own retries of
-        // failed reused connections).
-        max_retries: 2,
+        // One retry after a remote rejected a bearer token, plus one of pingora's own
+        // retries of a failed reused connection.
+        max_retries: 3,
         upstream_keepalive_pool_size: 512,
         ..ServerConf::default()
     };

@@ -355,7 +355,11 @@ async fn remote_failures_become_crest_errors_naming_the_instance() {
         ("garbage", 502),
     ] {
         let (status, body, took) =
-            crest_error(&gw, &format!("/openidm/external/idm/{name}/managed/user")).await;
+            crest_error(
+            &gw,
+            &format!("/openidm/external/idm/{name}/managed/user?_queryFilter=password%20eq%20%22query-secret-x%22"),
+        )
+        .await;
         assert_eq!(status, code, "{name}: {body}");
         assert_eq!(body["code"], code);
         let message = body["message"].as_str().unwrap();
@@ -363,7 +367,12 @@ async fn remote_failures_become_crest_errors_naming_the_instance() {
         assert!(!body.to_string().contains("secret-remote-pw"));
         assert!(took < Duration::from_secs(10), "{name} took {took:?}");
     }
-    assert!(!gw.logs().contains("secret-remote-pw"));
+    let logs = gw.logs();
+    assert!(!logs.contains("secret-remote-pw"));
+    assert!(
+        !logs.contains("query-secret-x"),
+        "query strings must not reach the logs"
+    );
     let metrics = gw
         .get("/openidm/metrics/prometheus")
         .send()

@@ -27,7 +27,7 @@ pub enum Route<'a> {
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("The request path contains a '.' or '..' segment, which is not allowed")]
+    #[error("The request path contains a '.' or '..' segment (or an encoded '/' or '\\'), which is not allowed")]
     DotSegment,
     #[error("The request path contains malformed percent-encoding")]
     BadEncoding,
@@ -53,7 +53,10 @@ pub fn classify(path: &str) -> Result<Route<'_>, RouteError> {
             continue;
         }
         let seg = decode(raw)?;
-        if seg == "." || seg == ".." {
+        // `..;x` is `..` to servlet containers (path parameters); an encoded `/` or `\`
+        // would hide a dot segment from this check.
+        let bare = seg.split(';').next().unwrap_or("");
+        if bare == "." || bare == ".." || seg.contains(['/', '\\']) {
             return Err(RouteError::DotSegment);
         }
         decoded.push(seg);
@@ -147,6 +150,10 @@ mod tests {
             "/openidm/external/idm/dc1/%2e%2e/config",
             "/openidm/external/idm/dc1/%2E./config",
             "/openidm/external/idm/dc1/.%2e",
+            "/openidm/external/idm/dc1/..;/config",
+            "/openidm/external/idm/dc1/.;x/config",
+            "/openidm/external/idm/dc1/a%2f..%2fconfig",
+            "/openidm/external/idm/dc1/a%5C..%5Cconfig",
             "/openidm/external/idm/%2e%2e/x",
             "/openidm/../etc/passwd",
             "/..",

@@ -386,6 +386,19 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
+    /// What pingora's own log lines say about a request: never the query string (it may
+    /// carry secrets), never headers.
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {} instance={} txid={}",
+            req.method,
+            req.uri.path(),
+            ctx.label.as_deref().unwrap_or("-"),
+            ctx.txid.to_str().unwrap_or("")
+        )
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session
             .response_written()

@@ -34,6 +34,8 @@ use crate::metrics::Metrics;
 pub const FAILURE_MEMORY: Duration = Duration::from_secs(1);
 /// Lifetime assumed when the token endpoint sends no `expires_in`.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// Longest lifetime believed; a token is re-fetched at least this often.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Refresh at most this long before expiry (less for short-lived tokens).
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(30);
 
@@ -173,7 +175,9 @@ impl TokenSource {
                 let lifetime = response
                     .expires_in()
                     .filter(|d| !d.is_zero())
-                    .unwrap_or(DEFAULT_LIFETIME);
+                    .unwrap_or(DEFAULT_LIFETIME)
+                    // A huge `expires_in` must not overflow `Instant` arithmetic.
+                    .min(MAX_LIFETIME);
                 let mut header =
                     HeaderValue::from_str(&format!("Bearer {}", response.access_token().secret()))
                         .map_err(|_| {

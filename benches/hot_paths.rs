@@ -1,0 +1,255 @@
+//! Micro-benchmarks of the work the gateway does on every proxied request, outside pingora:
+//! path classification, request/response header rewriting, the bearer-token cache hit and
+//! the verified-credential cache hit.
+//!
+//! `cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3`
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+
+use idm_gateway::auth::{Authenticator, CachingAuthenticator, StaticAdmin};
+use idm_gateway::config::{BearerConfig, InstanceUrl, Secret, TokenAuthMethod, Trust};
+use idm_gateway::metrics::Metrics;
+use idm_gateway::proxy::{classify, rewrite_request, rewrite_response, Route};
+use idm_gateway::remote::{http_client, TokenSource};
+
+const PLAIN_PATH: &str = "/openidm/external/idm/dc1/managed/user";
+const ENCODED_PATH: &str =
+    "/openidm/external/idm/dc%2D1/managed/user/j%C3%BCrgen%20m%C3%BCller%40example.com";
+const CALLER_URI: &[u8] =
+    b"/openidm/external/idm/dc1/managed/user?_queryFilter=userName%20eq%20%22bjensen%22&_fields=userName,mail&_pageSize=50";
+
+/// Polls a future once and returns its output if it is ready (the cache-hit paths never
+/// wait), falling back to the runtime otherwise so the bench stays correct either way.
+fn ready_or_block<F: Future>(rt: &Runtime, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => rt.block_on(fut),
+    }
+}
+
+fn routing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("classify");
+    g.bench_function("remote_plain", |b| {
+        b.iter(|| {
+            let r = classify(black_box(PLAIN_PATH)).unwrap();
+            debug_assert!(matches!(r, Route::Remote { .. }));
+            black_box(r);
+        })
+    });
+    g.bench_function("remote_percent_encoded", |b| {
+        b.iter(|| {
+            let r = classify(black_box(ENCODED_PATH)).unwrap();
+            debug_assert!(matches!(r, Route::Remote { .. }));
+            black_box(r);
+        })
+    });
+    g.finish();
+}
+
+/// What a browser-based admin UI sends through the gateway.
+fn caller_request() -> RequestHeader {
+    let mut req = RequestHeader::build("GET", CALLER_URI, Some(16)).unwrap();
+    for (k, v) in [
+        ("host", "gateway.example.com:8443"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
+        ("accept", "application/json, text/javascript, */*; q=0.01"),
+        ("accept-language", "en-US,en;q=0.9"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("accept-api-version", "protocol=2.1,resource=1.0"),
+        ("x-openidm-username", "openidm-admin"),
+        ("x-openidm-password", "openidm-admin"),
+        ("x-openidm-nosession", "true"),
+        ("x-requested-with", "XMLHttpRequest"),
+        ("cookie", "session-jwt=eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.e30.abc; i18next=en"),
+        ("connection", "keep-alive"),
+        ("referer", "https://gateway.example.com:8443/admin/"),
+        ("content-type", "application/json"),
+    ] {
+        req.append_header(k, v).unwrap();
+    }
+    req
+}
+
+fn remote_url() -> InstanceUrl {
+    InstanceUrl {
+        tls: true,
+        host: "idm.example.com".into(),
+        port: 8443,
+        base_path: "/openidm/".into(),
+        authority: "idm.example.com:8443".into(),
+    }
+}
+
+/// What IDM answers to a query.
+fn upstream_response() -> ResponseHeader {
+    let mut resp = ResponseHeader::build(200, Some(10)).unwrap();
+    for (k, v) in [
+        ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ("content-type", "application/json;charset=utf-8"),
+        ("content-length", "251"),
+        ("cache-control", "no-store"),
+        ("content-api-version", "protocol=2.1,resource=1.0"),
+        (
+            "set-cookie",
+            "session-jwt=eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.e30.abc; Path=/; HttpOnly",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "SAMEORIGIN"),
+    ] {
+        resp.append_header(k, v).unwrap();
+    }
+    resp.set_version(http::Version::HTTP_2);
+    resp
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    let url = remote_url();
+    let auth = HeaderValue::from_static("Basic b3BlbmlkbS1hZG1pbjpvcGVuaWRtLWFkbWlu");
+    let txid = HeaderValue::from_static("5d1a3c5e-8a0e-4c7e-9a55-0c1f2e3d4b5a");
+    let template = caller_request();
+    let rest = "managed/user";
+
+    let mut g = c.benchmark_group("headers");
+    // Baseline for the two rewrite benches below: cloning the template is their setup.
+    g.bench_function("clone_request_template", |b| {
+        b.iter(|| black_box(template.clone()))
+    });
+    g.bench_function("rewrite_request", |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |req| rewrite_request(req, &url, rest, &auth, &txid).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    let resp_template = upstream_response();
+    g.bench_function("rewrite_response", |b| {
+        b.iter_batched_ref(
+            || resp_template.clone(),
+            |resp| rewrite_response(resp, &txid, false).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// A one-route OAuth2 token endpoint: every request gets the same client-credentials
+/// response. Returns its URL.
+async fn token_endpoint() -> url::Url {
+    const BODY: &str = r#"{"access_token":"bench-access-token-0123456789","token_type":"Bearer","expires_in":3600}"#;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(2048);
+                // Read the head, then as much body as Content-Length announces.
+                let want = loop {
+                    if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break i + 4 + len;
+                    }
+                };
+                while buf.len() < want {
+                    if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+                    BODY.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}/oauth2/token").parse().unwrap()
+}
+
+fn caches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+
+    let token_url = rt.block_on(token_endpoint());
+    let config = BearerConfig {
+        client_id: "idm-gateway".into(),
+        client_secret: Secret::new("bench-secret"),
+        token_endpoint: token_url,
+        scope: vec!["fr:idm:*".into()],
+        scope_delimiter: " ".into(),
+        auth_method: TokenAuthMethod::ClientSecretBasic,
+    };
+    let client = http_client(
+        &Trust::default(),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let source = Arc::new(TokenSource::new(
+        "dc1",
+        &config,
+        client,
+        Arc::new(Metrics::new()),
+    ));
+    let first = rt
+        .block_on(source.token())
+        .expect("warm-up token from the local endpoint");
+    assert_eq!(
+        first.header.to_str().unwrap(),
+        "Bearer bench-access-token-0123456789"
+    );
+
+    let admin = StaticAdmin::new(&Secret::new("pw")).unwrap();
+    let auth = CachingAuthenticator::new(Arc::new(admin));
+    assert!(
+        rt.block_on(auth.authenticate("openidm-admin", "pw"))
+            .is_some(),
+        "warm-up authentication"
+    );
+
+    let mut g = c.benchmark_group("cache_hit");
+    g.bench_function("token_source_token", |b| {
+        b.iter(|| black_box(ready_or_block(&rt, source.token()).unwrap()))
+    });
+    g.bench_function("caching_authenticator", |b| {
+        b.iter(|| {
+            let caller = ready_or_block(
+                &rt,
+                auth.authenticate(black_box("openidm-admin"), black_box("pw")),
+            );
+            black_box(caller.unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, routing, header_rewrite, caches);
+criterion_main!(benches);
