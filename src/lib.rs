@@ -11,6 +11,7 @@ pub mod local;
 pub mod metrics;
 pub mod proxy;
 pub mod remote;
+pub mod repo;
 pub mod server;
 pub mod settings;
 pub mod state;

@@ -1,8 +1,11 @@
-//! CREST wire model shared by every handler: the error body and JSON responses.
+//! CREST wire model shared by every handler: the error body, query filters, query
+//! parameters and JSON responses.
 //!
 //! This module knows nothing about pingora or the store; it only turns results into
 //! `(status, headers, body)` triples that an HTTP edge writes out.
 
 mod error;
+pub mod filter;
+pub mod query;
 
 pub use error::{reason_phrase, ResourceError};

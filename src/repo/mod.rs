@@ -1,0 +1,138 @@
+//! The object store: JSON objects by resource (`managed/user`, `internal/user`, …) and id,
+//! with a revision, queried by `_queryFilter` pushed down to SQL.
+//!
+//! [`Repo`] is what handlers see; [`sqlite::SqliteRepo`] is the embedded default. A
+//! PostgreSQL implementation fills the same trait without touching handlers. SQL stays in
+//! this module; handlers never see it.
+//!
+//! Contract every implementation keeps:
+//! * `rev` changes on every write and is an opaque string to callers.
+//! * Conditional writes (`rev: Some(..)`) are atomic: of two writers holding the same
+//!   revision exactly one succeeds, the other gets [`RepoError::RevisionMismatch`].
+//! * A write that returned `Ok` is durable (survives `kill -9` of the process).
+//! * Unique properties are checked in the same transaction as the write.
+//! * Queries never load a whole resource to filter it in memory.
+
+use serde_json::{Map, Value};
+
+use crate::crest::filter::{JsonPointer, QueryFilter};
+use crate::crest::query::{CountPolicy, SortKey};
+use crate::crest::ResourceError;
+
+/// One stored object. `content` never holds `_id` or `_rev`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    pub id: String,
+    pub rev: String,
+    pub content: Map<String, Value>,
+}
+
+/// Options of a create or update.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions<'a> {
+    /// Properties whose value must be unique within the resource (IDM's `unique` policy).
+    /// Objects where the property is absent or null do not conflict.
+    pub unique: &'a [JsonPointer],
+}
+
+/// A query against one resource.
+#[derive(Debug, Clone, Copy)]
+pub struct RepoQuery<'a> {
+    pub filter: &'a QueryFilter,
+    /// Sort order; ties (and an empty list) are broken by `_id` ascending.
+    pub sort: &'a [SortKey],
+    /// Results per page; 0 means no paging (every match).
+    pub page_size: usize,
+    /// Opaque cookie from a previous page of the same query (keyset paging: stable while
+    /// objects are inserted concurrently).
+    pub cookie: Option<&'a str>,
+    /// Results to skip (`_pagedResultsOffset`), when no cookie is given.
+    pub offset: usize,
+    pub count: CountPolicy,
+}
+
+/// One page of query results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoPage {
+    pub results: Vec<StoredObject>,
+    /// Cookie for the next page; `None` on the last page or when not paging.
+    pub next_cookie: Option<String>,
+    /// Total matches over all pages, when `CountPolicy::Exact` was asked.
+    pub total: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RepoError {
+    #[error("Object {id} not found in {resource}")]
+    NotFound { resource: String, id: String },
+    #[error("Object {id} already exists in {resource}")]
+    AlreadyExists { resource: String, id: String },
+    #[error("Revision {expected} does not match the current revision of {resource}/{id}")]
+    RevisionMismatch {
+        resource: String,
+        id: String,
+        expected: String,
+    },
+    #[error("Value of {property} already used by another object in {resource}")]
+    Unique { resource: String, property: String },
+    #[error("The paged results cookie is not valid for this query")]
+    BadCookie,
+    #[error("Invalid query: {0}")]
+    BadQuery(String),
+    #[error("Store failure: {0}")]
+    Internal(String),
+}
+
+impl From<RepoError> for ResourceError {
+    fn from(e: RepoError) -> Self {
+        let code = match &e {
+            RepoError::NotFound { .. } => 404,
+            RepoError::AlreadyExists { .. } => 412,
+            RepoError::RevisionMismatch { .. } => 412,
+            RepoError::Unique { .. } => 409,
+            RepoError::BadCookie | RepoError::BadQuery(_) => 400,
+            RepoError::Internal(_) => 500,
+        };
+        ResourceError::new(code, e.to_string())
+    }
+}
+
+/// The store, as handlers see it. Every method may be called concurrently.
+#[async_trait::async_trait]
+pub trait Repo: Send + Sync + 'static {
+    /// Creates `id`; [`RepoError::AlreadyExists`] if it exists.
+    async fn create(
+        &self,
+        resource: &str,
+        id: &str,
+        content: Map<String, Value>,
+        opts: WriteOptions<'_>,
+    ) -> Result<StoredObject, RepoError>;
+
+    async fn read(&self, resource: &str, id: &str) -> Result<Option<StoredObject>, RepoError>;
+
+    /// Replaces `id`'s content. `rev: Some(r)` fails with [`RepoError::RevisionMismatch`]
+    /// unless the current revision is `r`; [`RepoError::NotFound`] if `id` does not exist.
+    async fn update(
+        &self,
+        resource: &str,
+        id: &str,
+        rev: Option<&str>,
+        content: Map<String, Value>,
+        opts: WriteOptions<'_>,
+    ) -> Result<StoredObject, RepoError>;
+
+    /// Deletes `id` and returns its last state; same revision rule as `update`.
+    async fn delete(
+        &self,
+        resource: &str,
+        id: &str,
+        rev: Option<&str>,
+    ) -> Result<StoredObject, RepoError>;
+
+    async fn query(&self, resource: &str, query: RepoQuery<'_>) -> Result<RepoPage, RepoError>;
+
+    /// Declares the searchable properties of a resource: the store keeps an index for each
+    /// (creating missing ones, dropping ones no longer declared). Idempotent.
+    async fn set_indexes(&self, resource: &str, fields: &[JsonPointer]) -> Result<(), RepoError>;
+}
