@@ -90,12 +90,8 @@ mod tests {
     impl Authenticator for Counting {
         async fn authenticate(&self, user: &str, password: &str) -> Option<Arc<Caller>> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            (user == "u" && password == "p").then(|| {
-                Arc::new(Caller {
-                    user: "u".into(),
-                    roles: vec![],
-                })
-            })
+            (user == "u" && password == "p")
+                .then(|| Arc::new(Caller::new("u", "internal/user", vec![])))
         }
     }
 

@@ -15,22 +15,7 @@ pub use cache::CachingAuthenticator;
 pub use credentials::{credentials_from_headers, CredentialsError};
 pub use static_admin::{StaticAdmin, ADMIN_USER, DEFAULT_ADMIN_PASSWORD};
 
-/// Role every administrator has (IDM's `internal/role/openidm-admin`).
-pub const ROLE_ADMIN: &str = "internal/role/openidm-admin";
-pub const ROLE_AUTHORIZED: &str = "internal/role/openidm-authorized";
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub user: String,
-    pub roles: Vec<String>,
-}
-
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.roles.iter().any(|r| r == ROLE_ADMIN)
-    }
-}
+pub use crate::crest::{Caller, ROLE_ADMIN, ROLE_AUTHORIZED, ROLE_REG};
 
 /// Checks a user name and password. Implementations may be slow (a password hash): callers
 /// put a [`CachingAuthenticator`] in front.

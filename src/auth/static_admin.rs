@@ -33,10 +33,11 @@ impl StaticAdmin {
         };
         Ok(Self {
             hash,
-            caller: Arc::new(Caller {
-                user: ADMIN_USER.into(),
-                roles: vec![ROLE_ADMIN.into(), ROLE_AUTHORIZED.into()],
-            }),
+            caller: Arc::new(Caller::new(
+                ADMIN_USER,
+                "internal/user",
+                vec![ROLE_ADMIN.into(), ROLE_AUTHORIZED.into()],
+            )),
         })
     }
 }

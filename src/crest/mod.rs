@@ -1,11 +1,20 @@
-//! CREST wire model shared by every handler: the error body, query filters, query
-//! parameters and JSON responses.
+//! CREST, independent of HTTP servers and of the store: the request model, HTTP → request
+//! mapping, the router, responses and their HTTP form, errors, query filters, query
+//! parameters, PATCH and `_fields`.
 //!
-//! This module knows nothing about pingora or the store; it only turns results into
-//! `(status, headers, body)` triples that an HTTP edge writes out.
+//! This module depends on nothing else of ours; handlers and the HTTP edge depend on it.
 
+mod caller;
 mod error;
 pub mod filter;
+pub mod http;
 pub mod query;
+mod request;
+mod response;
+mod router;
 
+pub use caller::{Caller, ROLE_ADMIN, ROLE_AUTHORIZED, ROLE_REG};
 pub use error::{reason_phrase, ResourceError};
+pub use request::{join_path, split_path, Operation, Params, QueryKind, QueryParams, Request};
+pub use response::{HttpResponse, QueryResponse, ResourceResponse, Response, JSON_CONTENT_TYPE};
+pub use router::{Authorizer, RequestHandler, Router};
