@@ -4,10 +4,13 @@
 //! `conf/external.idm-<name>.json`; everything else under `/openidm` is answered in-process.
 //! See `DESIGN.md` of the project for the module map.
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod crest;
+pub mod internal;
 pub mod local;
+pub mod managed;
 pub mod metrics;
 pub mod proxy;
 pub mod remote;

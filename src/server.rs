@@ -6,33 +6,63 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{Opt, Server};
 use pingora::server::configuration::ServerConf;
 
-use crate::auth::{CachingAuthenticator, StaticAdmin};
+use crate::auth::CachingAuthenticator;
 use crate::config::{watcher, Dirs};
+use crate::crest::Router;
+use crate::internal::{InternalHandler, StoreAuthenticator};
+use crate::local::{ConfigHandler, InfoHandler, MetricsHandler};
+use crate::managed::ManagedHandler;
 use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
+use crate::repo::sqlite::SqliteRepo;
+use crate::repo::Repo;
 use crate::settings::Settings;
 use crate::state::Gateway;
+
+/// Everything a running gateway is made of.
+pub struct Built {
+    pub gw: Arc<Gateway>,
+    pub router: Arc<Router>,
+    pub repo: Arc<dyn Repo>,
+    pub watch: watcher::WatchHandle,
+}
 
 /// Seconds a graceful stop (SIGTERM) waits before closing listeners, and then for
 /// in-flight requests: short, so container stops do not end in a kill.
 const GRACE_PERIOD_SECONDS: u64 = 1;
 const GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
-/// Builds the shared state (first config load included) and the watcher.
-pub fn build_gateway(settings: &Settings) -> Result<(Arc<Gateway>, watcher::WatchHandle), String> {
+/// Opens the store (seeding it on first start), loads the conf, builds the router and
+/// starts the watcher.
+pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         format!(
             "cannot create data dir {}: {e}",
             settings.data_dir.display()
         )
     })?;
+    let repo: Arc<dyn Repo> = Arc::new(
+        SqliteRepo::open(&settings.data_dir)
+            .map_err(|e| format!("cannot open the store in {}: {e}", settings.data_dir.display()))?,
+    );
+    // Start-up work on the store runs on a short-lived runtime: pingora builds its own.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(crate::internal::seed(
+        repo.as_ref(),
+        &settings.admin_password,
+        !settings.admin_password_is_default,
+    ))?;
     if settings.admin_password_is_default {
         tracing::warn!(
-            "the openidm-admin password is the default 'openidm-admin': set adminPassword in gateway.json or IDM_GATEWAY_ADMIN_PASSWORD"
+            "the openidm-admin password is the default 'openidm-admin' unless changed in the store: set adminPassword in gateway.json or IDM_GATEWAY_ADMIN_PASSWORD"
         );
     }
-    let admin = StaticAdmin::new(&settings.admin_password)?;
-    let auth = Arc::new(CachingAuthenticator::new(Arc::new(admin)));
+    let caching = Arc::new(CachingAuthenticator::new(Arc::new(StoreAuthenticator::new(
+        repo.clone(),
+    ))));
     let mut certs_exclude = Vec::new();
     if let Some(tls) = &settings.tls {
         certs_exclude.push(tls.cert.clone());
@@ -43,13 +73,40 @@ pub fn build_gateway(settings: &Settings) -> Result<(Arc<Gateway>, watcher::Watc
         certs: settings.certs_dir.clone(),
         certs_exclude,
     };
-    let gw = Arc::new(Gateway::new(dirs.clone(), Arc::new(Metrics::new()), auth));
+    let metrics = Arc::new(Metrics::new());
+    let gw = Arc::new(Gateway::new(dirs.clone(), metrics.clone(), caching.clone()));
+
+    let schema_gw = gw.clone();
+    let managed = Arc::new(ManagedHandler::new(
+        repo.clone(),
+        Arc::new(move || schema_gw.live().managed.clone()),
+    ));
+    rt.block_on(managed.index_all());
+    let mut router = Router::new(crate::access::authorize);
+    router
+        .mount("info", Arc::new(InfoHandler))
+        .mount("config", Arc::new(ConfigHandler(gw.clone())))
+        .mount("metrics", Arc::new(MetricsHandler(metrics)))
+        .mount("managed", managed)
+        .mount(
+            "internal",
+            Arc::new(InternalHandler::new(
+                repo.clone(),
+                Arc::new(move || caching.invalidate_all()),
+            )),
+        );
+
     let reloader = gw.clone();
     let watch = watcher::spawn(&[dirs.conf, dirs.certs], move || {
         reloader.reload();
     })
     .map_err(|e| format!("cannot watch the conf directory: {e}"))?;
-    Ok((gw, watch))
+    Ok(Built {
+        gw,
+        router: Arc::new(router),
+        repo,
+        watch,
+    })
 }
 
 /// Runs the gateway until it is stopped (SIGTERM: graceful; SIGINT: fast).
@@ -60,7 +117,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
             settings.conf_dir.display()
         ));
     }
-    let (gw, _watch) = build_gateway(&settings)?;
+    let built = build_gateway(&settings)?;
 
     let conf = ServerConf {
         threads: settings.threads,
@@ -76,7 +133,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
     server.bootstrap();
 
     let mut service =
-        pingora::proxy::http_proxy_service(&server.configuration, GatewayProxy::new(gw));
+        pingora::proxy::http_proxy_service(&server.configuration, GatewayProxy::new(built.gw.clone(), built.router.clone()));
     service.add_tcp(&settings.listen);
     if let Some(tls) = &settings.tls {
         let cert = tls.cert.to_string_lossy();

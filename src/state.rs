@@ -6,14 +6,36 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use serde_json::Value;
+
 use crate::auth::Authenticator;
 use crate::config::{self, ConfSnapshot, Dirs, ReloadOutcome};
+use crate::managed::{parse_managed, ManagedSchema};
 use crate::metrics::Metrics;
 use crate::remote::Registry;
+
+/// Config id of the managed object types.
+pub const MANAGED_CONFIG: &str = "managed";
 
 pub struct Live {
     pub conf: Arc<ConfSnapshot>,
     pub registry: Arc<Registry>,
+    /// Managed object types (the last good `managed.json`).
+    pub managed: Arc<ManagedSchema>,
+}
+
+/// Validates config documents the conf layer does not understand itself.
+pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
+    if !doc.is_object() {
+        return Err(vec!["the file must contain a JSON object".into()]);
+    }
+    if let Some(name) = config::instance_name(id) {
+        return config::lower_instance(name, doc).map(|_| ());
+    }
+    match id {
+        MANAGED_CONFIG => parse_managed(doc).map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
 pub struct Gateway {
@@ -34,6 +56,7 @@ impl Gateway {
             live: ArcSwap::from_pointee(Live {
                 conf: Arc::new(ConfSnapshot::default()),
                 registry: Arc::new(Registry::default()),
+                managed: Arc::new(ManagedSchema::default()),
             }),
             reload_lock: Mutex::new(()),
         };
@@ -50,14 +73,16 @@ impl Gateway {
     pub fn reload(&self) -> Vec<(String, ReloadOutcome)> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let prev = self.live.load_full();
-        let (conf, outcomes) = config::load(&self.dirs, &prev.conf);
+        let (conf, outcomes) = config::load_with(&self.dirs, &prev.conf, &validate_conf);
         if outcomes.is_empty() {
             return outcomes;
         }
         let registry = Registry::build(&conf, &prev.registry, &self.metrics);
+        let managed = managed_schema(&conf, &outcomes, &prev.managed);
         self.live.store(Arc::new(Live {
             conf: Arc::new(conf),
             registry: Arc::new(registry),
+            managed,
         }));
         let live = self.live.load();
         for (id, outcome) in &outcomes {
@@ -91,5 +116,25 @@ impl Gateway {
         g.with_label_values(&["enabled"]).set(enabled as i64);
         g.with_label_values(&["disabled"]).set(disabled as i64);
         g.with_label_values(&["invalid"]).set(invalid as i64);
+    }
+}
+
+/// The managed types after a reload: re-parsed when `managed.json` was applied, empty when
+/// it was removed, the last good ones otherwise (unchanged or rejected).
+fn managed_schema(
+    conf: &ConfSnapshot,
+    outcomes: &[(String, ReloadOutcome)],
+    prev: &Arc<ManagedSchema>,
+) -> Arc<ManagedSchema> {
+    match outcomes.iter().find(|(id, _)| id == MANAGED_CONFIG) {
+        Some((_, ReloadOutcome::Applied)) => conf
+            .files
+            .get(MANAGED_CONFIG)
+            .and_then(|f| f.raw.as_ref())
+            .and_then(|raw| parse_managed(raw).ok())
+            .map(Arc::new)
+            .unwrap_or_else(|| prev.clone()),
+        Some((_, ReloadOutcome::Removed)) => Arc::new(ManagedSchema::default()),
+        _ => prev.clone(),
     }
 }

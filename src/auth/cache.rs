@@ -45,6 +45,12 @@ impl CachingAuthenticator {
         }
     }
 
+    /// Forgets every cached verdict (after internal users changed).
+    pub fn invalidate_all(&self) {
+        self.accepted.invalidate_all();
+        self.rejected.invalidate_all();
+    }
+
     fn key(&self, user: &str, password: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.salt);

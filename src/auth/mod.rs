@@ -7,6 +7,7 @@
 
 mod cache;
 mod credentials;
+pub mod password;
 mod static_admin;
 
 use std::sync::Arc;

@@ -94,6 +94,19 @@ pub struct Dirs {
 /// did not change and keeping the last good instance for files that became invalid.
 /// Returns the snapshot and one `(config id, outcome)` per file that changed.
 pub fn load(dirs: &Dirs, prev: &ConfSnapshot) -> (ConfSnapshot, Vec<(String, ReloadOutcome)>) {
+    load_with(dirs, prev, &|_, _| Ok(()))
+}
+
+/// Checks a config document other than a remote instance (`managed`, …): the problems
+/// that make it rejected. Provided by the layer that understands the document.
+pub type Validator<'a> = &'a dyn Fn(&str, &Value) -> Result<(), Vec<String>>;
+
+/// [`load`], with `validate` run on every valid-JSON object that is not a remote instance.
+pub fn load_with(
+    dirs: &Dirs,
+    prev: &ConfSnapshot,
+    validate: Validator<'_>,
+) -> (ConfSnapshot, Vec<(String, ReloadOutcome)>) {
     let mut outcomes = Vec::new();
     let mut files = BTreeMap::new();
     let mut instances = BTreeMap::new();
@@ -124,7 +137,7 @@ pub fn load(dirs: &Dirs, prev: &ConfSnapshot) -> (ConfSnapshot, Vec<(String, Rel
                     None if !raw.is_object() => {
                         Err(vec!["the file must contain a JSON object".into()])
                     }
-                    None => Ok(()),
+                    None => validate(&id, &raw),
                 };
                 (Some(raw), result)
             }

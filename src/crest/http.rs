@@ -66,7 +66,11 @@ pub fn request_from_http(
         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
             if k.starts_with('_') {
                 match RESERVED.iter().find(|r| r.eq_ignore_ascii_case(&k)) {
-                    Some(canonical) => reserved.push(((*canonical).to_owned(), v.into_owned())),
+                    Some(canonical) => {
+                        // Also visible to handlers (a patch by query reads `_queryId`).
+                        params.insert(*canonical, v.as_ref());
+                        reserved.push(((*canonical).to_owned(), v.into_owned()))
+                    }
                     None => {
                         return Err(ResourceError::bad_request(format!(
                             "Unrecognized request parameter '{k}'"

@@ -16,5 +16,5 @@ mod router;
 pub use caller::{Caller, ROLE_ADMIN, ROLE_AUTHORIZED, ROLE_REG};
 pub use error::{reason_phrase, ResourceError};
 pub use request::{join_path, split_path, Operation, Params, QueryKind, QueryParams, Request};
-pub use response::{HttpResponse, QueryResponse, ResourceResponse, Response, JSON_CONTENT_TYPE};
+pub use response::{member_url, HttpResponse, QueryResponse, ResourceResponse, Response, JSON_CONTENT_TYPE};
 pub use router::{Authorizer, RequestHandler, Router};

@@ -127,9 +127,8 @@ fn etag(rev: &Option<String>) -> Option<String> {
 }
 
 impl Response {
-    /// The HTTP form. `collection_url` is the URL of the collection a created resource
-    /// belongs to (for `Location`).
-    pub fn into_http(self, pretty: bool, collection_url: &str) -> HttpResponse {
+    /// The HTTP form. `location` gives the URL of a created resource from its id.
+    pub fn into_http(self, pretty: bool, location: impl FnOnce(&str) -> String) -> HttpResponse {
         let json = |status: u16, v: &Value| HttpResponse {
             status,
             content_type: JSON_CONTENT_TYPE,
@@ -143,11 +142,7 @@ impl Response {
                 ..json(200, &r.to_json())
             },
             Response::Created(r) => {
-                let location = format!(
-                    "{}/{}",
-                    collection_url.trim_end_matches('/'),
-                    percent_encoding::utf8_percent_encode(&r.id, SEGMENT)
-                );
+                let location = location(&r.id);
                 HttpResponse {
                     etag: etag(&r.rev),
                     location: Some(location),
@@ -186,6 +181,15 @@ impl Response {
     }
 }
 
+/// `collection_url/<id>`, the id escaped as one path segment.
+pub fn member_url(collection_url: &str, id: &str) -> String {
+    format!(
+        "{}/{}",
+        collection_url.trim_end_matches('/'),
+        percent_encoding::utf8_percent_encode(id, SEGMENT)
+    )
+}
+
 /// Characters escaped in one path segment of a `Location`.
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
@@ -210,7 +214,8 @@ mod tests {
         content.insert("userName".into(), json!("psmith"));
         content.insert("_rev".into(), json!("ignored"));
         let r = ResourceResponse::new("psmith", Some("1".into()), content);
-        let h = Response::Created(r).into_http(false, "http://h/openidm/managed/user");
+        let h = Response::Created(r)
+            .into_http(false, |id| member_url("http://h/openidm/managed/user", id));
         assert_eq!(h.status, 201);
         assert_eq!(h.etag.as_deref(), Some("\"1\""));
         assert_eq!(
@@ -237,6 +242,6 @@ mod tests {
 
     #[test]
     fn empty_action_is_204() {
-        assert_eq!(Response::Action(None).into_http(false, "").status, 204);
+        assert_eq!(Response::Action(None).into_http(false, |_| String::new()).status, 204);
     }
 }

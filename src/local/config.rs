@@ -1,37 +1,76 @@
-//! `/openidm/config`: list, read, write and delete the conf files, with IDM's ids.
-//! Writes are validated first (a file that would be rejected is never written), stored
-//! atomically, and made live at once (the watcher would also pick them up).
+//! `/openidm/config`: list, query, read, write, patch and delete the conf files, with
+//! IDM's ids. Writes are validated first (a file that would be rejected is never written),
+//! stored atomically, and made live at once (the watcher would also pick them up).
+
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::{not_supported, LocalRequest, LocalResponse};
 use crate::config::{
-    delete_config_file, factory_of, file_for_config_id, instance_name, lower_instance, pid_for,
-    write_config_file,
+    delete_config_file, factory_of, file_for_config_id, pid_for, write_config_file,
 };
-use crate::crest::ResourceError;
-use crate::state::Gateway;
+use crate::crest::{filter, patch, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError, Response};
+use crate::state::{validate_conf, Gateway};
 
-pub fn handle(gw: &Gateway, req: &LocalRequest<'_>) -> Result<LocalResponse, ResourceError> {
-    if req.segments.len() == 1 {
-        return match *req.method {
-            http::Method::GET => Ok(list(gw, req)),
-            _ => Err(not_supported(req)),
+pub struct ConfigHandler(pub Arc<Gateway>);
+
+#[async_trait::async_trait]
+impl RequestHandler for ConfigHandler {
+    async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
+        let gw = &self.0;
+        if rest.is_empty() {
+            return match &req.op {
+                Operation::Read { .. } => Ok(list(gw)),
+                Operation::Query(q) => query(gw, &q.kind),
+                _ => Err(req.not_supported()),
+            };
+        }
+        let id = rest.join("/");
+        let (id, op) = match &req.op {
+            // PUT + If-None-Match: * names the new config in its last segment.
+            Operation::Create { new_id: Some(new_id) } => (format!("{id}/{new_id}"), &req.op),
+            op => (id, op),
         };
-    }
-    let id = req.segments[1..].join("/");
-    let file_name = file_for_config_id(&id).ok_or_else(|| {
-        ResourceError::bad_request(format!("'{id}' is not a valid configuration id"))
-    })?;
-    match *req.method {
-        http::Method::GET => read(gw, req, &id),
-        http::Method::PUT => put(gw, req, &id, &file_name),
-        http::Method::DELETE => delete(gw, req, &id, &file_name),
-        _ => Err(not_supported(req)),
+        let file_name = file_for_config_id(&id).ok_or_else(|| {
+            ResourceError::bad_request(format!("'{id}' is not a valid configuration id"))
+        })?;
+        match op {
+            Operation::Read { .. } => read(gw, &id),
+            Operation::Update { rev, .. } => {
+                if rev.is_some() && !gw.live().conf.files.contains_key(&id) {
+                    return Err(not_found(&id));
+                }
+                put(gw, &id, file_name, req.body_object()?.clone(), false).await
+            }
+            Operation::Create { .. } => {
+                if gw.live().conf.files.contains_key(&id) {
+                    return Err(ResourceError::new(
+                        412,
+                        format!("Configuration {id} already exists"),
+                    ));
+                }
+                put(gw, &id, file_name, req.body_object()?.clone(), true).await
+            }
+            Operation::Patch { .. } => {
+                let ops = patch::parse_patch(&req.body)?;
+                let current = match read(gw, &id)? {
+                    Response::Json(_, doc) => doc,
+                    _ => return Err(not_found(&id)),
+                };
+                let mut doc = current;
+                patch::apply_patch(&mut doc, &ops, true)?;
+                let Value::Object(doc) = doc else {
+                    return Err(ResourceError::bad_request("A configuration must be a JSON object"));
+                };
+                put(gw, &id, file_name, doc, false).await
+            }
+            Operation::Delete { .. } => delete(gw, &id, file_name).await,
+            _ => Err(req.not_supported()),
+        }
     }
 }
 
-fn list(gw: &Gateway, req: &LocalRequest<'_>) -> LocalResponse {
+fn list(gw: &Gateway) -> Response {
     let live = gw.live();
     let configurations: Vec<Value> = live
         .conf
@@ -49,11 +88,37 @@ fn list(gw: &Gateway, req: &LocalRequest<'_>) -> LocalResponse {
             Value::Object(entry)
         })
         .collect();
-    LocalResponse::json(
-        200,
-        &json!({"_id": "", "configurations": configurations}),
-        req.pretty(),
-    )
+    Response::Json(200, json!({"_id": "", "configurations": configurations}))
+}
+
+/// `GET /openidm/config?_queryFilter=…`: the config documents (with `_id`) that match.
+fn query(gw: &Gateway, kind: &QueryKind) -> Result<Response, ResourceError> {
+    let f = match kind {
+        QueryKind::Filter(text) => {
+            filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?
+        }
+        QueryKind::Id(id) if id == "query-all-ids" || id == "query-all" => filter::QueryFilter::True,
+        _ => {
+            return Err(ResourceError::bad_request(
+                "Configurations are queried with _queryFilter, query-all-ids or query-all",
+            ))
+        }
+    };
+    let live = gw.live();
+    let results = live
+        .conf
+        .files
+        .iter()
+        .filter_map(|(id, file)| match &file.raw {
+            Some(Value::Object(doc)) => Some(with_id(id, doc)),
+            _ => None,
+        })
+        .filter(|doc| f.matches(doc))
+        .collect();
+    Ok(Response::Query(QueryResponse {
+        results,
+        ..Default::default()
+    }))
 }
 
 fn with_id(id: &str, doc: &Map<String, Value>) -> Value {
@@ -71,11 +136,11 @@ fn not_found(id: &str) -> ResourceError {
     ResourceError::not_found(format!("No configuration exists for id {id}"))
 }
 
-fn read(gw: &Gateway, req: &LocalRequest<'_>, id: &str) -> Result<LocalResponse, ResourceError> {
+fn read(gw: &Gateway, id: &str) -> Result<Response, ResourceError> {
     let live = gw.live();
     let file = live.conf.files.get(id).ok_or_else(|| not_found(id))?;
     match &file.raw {
-        Some(Value::Object(doc)) => Ok(LocalResponse::json(200, &with_id(id, doc), req.pretty())),
+        Some(Value::Object(doc)) => Ok(Response::Json(200, with_id(id, doc))),
         _ => Err(ResourceError::internal(format!(
             "Configuration {id} cannot be read: {}",
             file.problems.join("; ")
@@ -83,58 +148,74 @@ fn read(gw: &Gateway, req: &LocalRequest<'_>, id: &str) -> Result<LocalResponse,
     }
 }
 
-fn put(
-    gw: &Gateway,
-    req: &LocalRequest<'_>,
+async fn put(
+    gw: &Arc<Gateway>,
     id: &str,
-    file_name: &str,
-) -> Result<LocalResponse, ResourceError> {
-    let mut doc = req.json_object()?;
+    file_name: String,
+    mut doc: Map<String, Value>,
+    create: bool,
+) -> Result<Response, ResourceError> {
     doc.remove("_id");
     let doc_value = Value::Object(doc.clone());
-    if let Some(name) = instance_name(id) {
-        lower_instance(name, &doc_value).map_err(|problems| {
-            ResourceError::bad_request(format!(
-                "Configuration {id} is invalid: {}",
-                problems.join("; ")
-            ))
-            .with_detail(json!({ "problems": problems }))
-        })?;
-    }
-    let existed = gw.live().conf.files.contains_key(id) || gw.dirs.conf.join(file_name).exists();
+    validate_conf(id, &doc_value).map_err(|problems| {
+        ResourceError::bad_request(format!(
+            "Configuration {id} is invalid: {}",
+            problems.join("; ")
+        ))
+        .with_detail(json!({ "problems": problems }))
+    })?;
+    let existed = gw.live().conf.files.contains_key(id) || gw.dirs.conf.join(&file_name).exists();
     let mut bytes = serde_json::to_vec_pretty(&doc_value).unwrap_or_default();
     bytes.push(b'\n');
-    write_config_file(&gw.dirs.conf, file_name, &bytes).map_err(|e| {
-        ResourceError::internal(format!("Configuration {id} could not be written: {e}"))
-    })?;
-    gw.reload();
-    let mut resp = LocalResponse::json(
-        if existed { 200 } else { 201 },
-        &with_id(id, &doc),
-        req.pretty(),
-    );
-    if !existed {
-        resp.location = Some(format!("/openidm/config/{id}"));
+    let writer = gw.clone();
+    let written_id = id.to_owned();
+    // fsync + reload: off the event loop.
+    tokio::task::spawn_blocking(move || {
+        write_config_file(&writer.dirs.conf, &file_name, &bytes).map_err(|e| {
+            ResourceError::internal(format!(
+                "Configuration {written_id} could not be written: {e}"
+            ))
+        })?;
+        writer.reload();
+        Ok::<_, ResourceError>(())
+    })
+    .await
+    .map_err(|e| ResourceError::internal(format!("configuration write failed: {e}")))??;
+    let body = with_id(id, &doc);
+    if create || !existed {
+        let content = match body {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        return Ok(Response::Created(crate::crest::ResourceResponse::new(
+            id.to_owned(),
+            None,
+            content,
+        )));
     }
-    Ok(resp)
+    Ok(Response::Json(200, body))
 }
 
-fn delete(
-    gw: &Gateway,
-    req: &LocalRequest<'_>,
-    id: &str,
-    file_name: &str,
-) -> Result<LocalResponse, ResourceError> {
+async fn delete(gw: &Arc<Gateway>, id: &str, file_name: String) -> Result<Response, ResourceError> {
     let live = gw.live();
     let old = live.conf.files.get(id).ok_or_else(|| not_found(id))?;
     let body = match &old.raw {
         Some(Value::Object(doc)) => with_id(id, doc),
         _ => json!({ "_id": id }),
     };
-    delete_config_file(&gw.dirs.conf, file_name).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => not_found(id),
-        _ => ResourceError::internal(format!("Configuration {id} could not be deleted: {e}")),
-    })?;
-    gw.reload();
-    Ok(LocalResponse::json(200, &body, req.pretty()))
+    let writer = gw.clone();
+    let deleted_id = id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        delete_config_file(&writer.dirs.conf, &file_name).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => not_found(&deleted_id),
+            _ => ResourceError::internal(format!(
+                "Configuration {deleted_id} could not be deleted: {e}"
+            )),
+        })?;
+        writer.reload();
+        Ok::<_, ResourceError>(())
+    })
+    .await
+    .map_err(|e| ResourceError::internal(format!("configuration delete failed: {e}")))??;
+    Ok(Response::Json(200, body))
 }

@@ -25,8 +25,9 @@ use super::headers::{rewrite_request, rewrite_response, transaction_id, TRANSACT
 use super::route::{classify, Route};
 use super::trust::CaCache;
 use crate::auth::{credentials_from_headers, Caller};
-use crate::crest::ResourceError;
-use crate::local::{self, LocalRequest, LocalResponse, MAX_LOCAL_BODY};
+use crate::crest::http::{request_from_http, HttpRequest};
+use crate::crest::{member_url, HttpResponse, Operation, ResourceError, Router, JSON_CONTENT_TYPE};
+use crate::local::{self, MAX_LOCAL_BODY};
 use crate::metrics::{method_label, LOCAL, UNKNOWN};
 use crate::remote::{Credentials, RemoteInstance, Resolver, Token};
 use crate::state::Gateway;
@@ -36,14 +37,17 @@ const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
 pub struct GatewayProxy {
     gw: Arc<Gateway>,
+    /// The CREST router of everything local under `/openidm`.
+    router: Arc<Router>,
     resolver: Resolver,
     cas: CaCache,
 }
 
 impl GatewayProxy {
-    pub fn new(gw: Arc<Gateway>) -> Self {
+    pub fn new(gw: Arc<Gateway>, router: Arc<Router>) -> Self {
         Self {
             gw,
+            router,
             resolver: Resolver::new(),
             cas: CaCache::default(),
         }
@@ -98,17 +102,18 @@ impl ProxyHttp for GatewayProxy {
             }
         };
         match route {
-            Route::Ping => {
+            Route::Ping if session.req_header().method == http::Method::GET => {
                 ctx.label = Some(LOCAL.into());
                 let body = local::ping_body().to_vec();
                 write_local(
                     session,
                     ctx,
-                    LocalResponse {
+                    HttpResponse {
                         status: 200,
-                        content_type: "application/json;charset=utf-8",
-                        body,
+                        content_type: JSON_CONTENT_TYPE,
+                        etag: None,
                         location: None,
+                        body,
                     },
                 )
                 .await?;
@@ -142,6 +147,12 @@ impl ProxyHttp for GatewayProxy {
             Route::Remote { instance, rest } => {
                 let live = self.gw.live();
                 ctx.label = Some(self.instance_label(&instance));
+                // Only administrators may act on remote instances (IDM's access rules).
+                if !caller.is_admin() {
+                    respond_error(session, ctx, &ResourceError::forbidden("Access denied"))
+                        .await?;
+                    return Ok(true); // response written
+                }
                 let error = match live.registry.get(&instance) {
                     Some(inst) if inst.config.enabled => {
                         ctx.instance = Some(inst.clone());
@@ -163,27 +174,26 @@ impl ProxyHttp for GatewayProxy {
                         return Ok(true); // response written
                     }
                 };
-                let req = session.req_header();
-                let content_type = req
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok());
-                let local_req = LocalRequest {
-                    method: &req.method,
-                    segments: &segments,
-                    query: req.uri.query(),
-                    content_type,
-                    caller: &caller,
-                    body,
-                };
-                let result = local::handle(&self.gw, &local_req);
-                match result {
-                    Ok(resp) => write_local(session, ctx, resp).await?,
-                    Err(e) => respond_error(session, ctx, &e).await?,
-                }
+                let resp = self.handle_local(session, segments, &body, caller).await;
+                write_local(session, ctx, resp).await?;
                 Ok(true) // response written
             }
-            Route::Ping | Route::Outside => unreachable!("answered above"),
+            Route::Ping => {
+                // Ping with another method than GET: the router says what is allowed.
+                let segments = vec!["info".into(), "ping".into()];
+                ctx.label = Some(LOCAL.into());
+                let body = match read_body(session).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        respond_error(session, ctx, &e).await?;
+                        return Ok(true); // response written
+                    }
+                };
+                let resp = self.handle_local(session, segments, &body, caller).await;
+                write_local(session, ctx, resp).await?;
+                Ok(true) // response written
+            }
+            Route::Outside => unreachable!("answered above"),
         }
     }
 
@@ -431,6 +441,42 @@ impl ProxyHttp for GatewayProxy {
 }
 
 impl GatewayProxy {
+    /// Maps a local request to CREST, runs it through the router, and renders the result.
+    async fn handle_local(
+        &self,
+        session: &Session,
+        segments: Vec<std::borrow::Cow<'_, str>>,
+        body: &[u8],
+        caller: Arc<Caller>,
+    ) -> HttpResponse {
+        let req = session.req_header();
+        let http_req = HttpRequest {
+            method: &req.method,
+            segments: segments.into_iter().map(|s| s.into_owned()).collect(),
+            query: req.uri.query(),
+            headers: &req.headers,
+            body,
+        };
+        let crest_req = match request_from_http(http_req, caller) {
+            Ok(r) => r,
+            Err(e) => return HttpResponse::error(&e),
+        };
+        let pretty = crest_req.pretty;
+        match self.router.handle(&crest_req).await {
+            Ok(resp) => {
+                let origin = origin(req);
+                resp.into_http(pretty, |id| match &crest_req.op {
+                    Operation::Create { new_id: None } => {
+                        member_url(&format!("{origin}/openidm/{}", crest_req.path_string()), id)
+                    }
+                    // PUT: the resource is where it was put.
+                    _ => format!("{origin}{}", req.uri.path()),
+                })
+            }
+            Err(e) => HttpResponse::error(&e),
+        }
+    }
+
     /// A bounded label: configured names only.
     fn instance_label(&self, name: &str) -> String {
         if self
@@ -491,12 +537,33 @@ async fn read_body(session: &mut Session) -> std::result::Result<Bytes, Resource
     }
 }
 
-async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: LocalResponse) -> Result<()> {
-    let mut header = ResponseHeader::build(resp.status, Some(5))?;
-    header.insert_header(http::header::CONTENT_TYPE, resp.content_type)?;
-    header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
+/// `scheme://host` of the request, for `Location` headers.
+fn origin(req: &pingora::http::RequestHeader) -> String {
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let scheme = req.uri.scheme_str().unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse) -> Result<()> {
+    let mut header = ResponseHeader::build(resp.status, Some(6))?;
+    // 204 and 304 carry no body (and no length: a 304's would describe the resource).
+    let body = if resp.status == 204 || resp.status == 304 {
+        Vec::new()
+    } else {
+        header.insert_header(http::header::CONTENT_TYPE, resp.content_type)?;
+        header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
+        resp.body
+    };
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     header.insert_header(TRANSACTION_ID, ctx.txid.clone())?;
+    if let Some(etag) = resp.etag {
+        header.insert_header(http::header::ETAG, etag)?;
+    }
     if let Some(location) = resp.location {
         header.insert_header(http::header::LOCATION, location)?;
     }
@@ -504,16 +571,10 @@ async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: LocalRespons
         .write_response_header(Box::new(header), false)
         .await?;
     session
-        .write_response_body(Some(Bytes::from(resp.body)), true)
+        .write_response_body(Some(Bytes::from(body)), true)
         .await
 }
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &ResourceError) -> Result<()> {
-    let resp = LocalResponse {
-        status: e.code,
-        content_type: "application/json;charset=utf-8",
-        body: e.to_body(),
-        location: None,
-    };
-    write_local(session, ctx, resp).await
+    write_local(session, ctx, HttpResponse::error(e)).await
 }

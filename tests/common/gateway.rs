@@ -382,6 +382,14 @@ impl Gateway {
         self.spawn_until_ready().await;
     }
 
+    /// Stops the process and starts it again with another admin password (same dirs).
+    pub async fn with_admin_password(mut self, password: &str) -> Gateway {
+        self.stop();
+        self.spec.admin_password = password.to_string();
+        self.spawn_until_ready().await;
+        self
+    }
+
     fn spawn_child(&mut self) {
         let log = OpenOptions::new()
             .create(true)

@@ -1,0 +1,24 @@
+//! Who may do what (IDM's `access.js`, reduced to the gateway's resources): administrators
+//! everything; any caller `info/ping`; authenticated users `info/*`; a metrics role the
+//! Prometheus endpoint; everything else is 403.
+
+use crate::crest::{Request, ResourceError, ROLE_AUTHORIZED};
+
+pub fn authorize(req: &Request) -> Result<(), ResourceError> {
+    let caller = &req.caller;
+    if caller.is_admin() {
+        return Ok(());
+    }
+    let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+    let allowed = match path.as_slice() {
+        ["info", "ping"] => true,
+        ["info", "login" | "version" | "features"] => caller.has_role(ROLE_AUTHORIZED),
+        ["metrics", "prometheus"] => caller.roles.iter().any(|r| r.ends_with("metrics")),
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ResourceError::forbidden("Access denied"))
+    }
+}

@@ -1,0 +1,93 @@
+//! `/openidm/managed/<type>[/<id>]`: managed objects of the types `conf/managed.json`
+//! declares, stored in the [`Repo`]. The types are read from the live snapshot at each
+//! request, so a changed `managed.json` applies at once; searchable properties get store
+//! indexes the first time a type (or a new version of it) is used.
+
+pub mod objects;
+pub mod policy;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::crest::filter::JsonPointer;
+use crate::crest::{Request, RequestHandler, ResourceError, Response};
+use crate::repo::Repo;
+
+pub use objects::ObjectSet;
+pub use schema::{parse_managed, ManagedSchema, ObjectSchema};
+
+/// The live managed types.
+pub type SchemaSource = Arc<dyn Fn() -> Arc<ManagedSchema> + Send + Sync>;
+
+pub struct ManagedHandler {
+    repo: Arc<dyn Repo>,
+    schema: SchemaSource,
+    /// Searchable properties last indexed, by resource.
+    indexed: tokio::sync::Mutex<HashMap<String, Vec<JsonPointer>>>,
+}
+
+impl ManagedHandler {
+    pub fn new(repo: Arc<dyn Repo>, schema: SchemaSource) -> Self {
+        Self {
+            repo,
+            schema,
+            indexed: Default::default(),
+        }
+    }
+
+    /// Creates the indexes of `schema` if they are not the ones last made.
+    async fn ensure_indexes(&self, schema: &ObjectSchema) -> Result<(), ResourceError> {
+        let wanted = schema.searchable();
+        let mut indexed = self.indexed.lock().await;
+        if indexed.get(&schema.resource) == Some(&wanted) {
+            return Ok(());
+        }
+        self.repo
+            .set_indexes(&schema.resource, &wanted)
+            .await
+            .map_err(|e| {
+                tracing::error!(resource = %schema.resource, error = %e, "cannot create indexes");
+                ResourceError::internal("The store failed to prepare the object type")
+            })?;
+        indexed.insert(schema.resource.clone(), wanted);
+        Ok(())
+    }
+
+    /// Indexes every declared type now (at start-up), instead of on first use.
+    pub async fn index_all(&self) {
+        let types = (self.schema)();
+        for schema in types.types.values() {
+            let _ = self.ensure_indexes(schema).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for ManagedHandler {
+    async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
+        let types = (self.schema)();
+        let (type_name, id) = match rest {
+            [t] => (t, None),
+            [t, id] => (t, Some(id.as_str())),
+            _ => {
+                return Err(ResourceError::not_found(format!(
+                    "Resource 'openidm/{}' not found",
+                    req.path_string()
+                )))
+            }
+        };
+        let schema = types.types.get(type_name.as_str()).ok_or_else(|| {
+            ResourceError::not_found(format!(
+                "Managed object type '{type_name}' is not defined in managed.json"
+            ))
+        })?;
+        self.ensure_indexes(schema).await?;
+        ObjectSet {
+            repo: self.repo.as_ref(),
+            schema,
+        }
+        .handle(req, id)
+        .await
+    }
+}

@@ -1,0 +1,514 @@
+//! CRUDPAQ on one object set (a managed type or the internal users/roles) over the store:
+//! ids, revisions, defaults, password hashing, policy validation, `_fields`, queries and
+//! patch-by-query. Shared by `managed/*` and `internal/*`.
+
+use serde_json::{Map, Value};
+
+use super::policy;
+use super::schema::ObjectSchema;
+use crate::auth::password;
+use crate::crest::fields::{self, FieldSpec};
+use crate::crest::filter::{self, JsonPointer, QueryFilter};
+use crate::crest::patch;
+use crate::crest::{
+    Operation, QueryKind, QueryParams, QueryResponse, Request, ResourceError, ResourceResponse,
+    Response,
+};
+use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOptions};
+
+/// How often a read-modify-write without `If-Match` retries after losing a race.
+const MAX_WRITE_RETRIES: usize = 16;
+/// Objects patched per store page in a patch-by-query.
+const PATCH_BY_QUERY_PAGE: usize = 100;
+/// Longest accepted object id.
+const MAX_ID_LEN: usize = 255;
+
+/// One object set: its schema and the store.
+pub struct ObjectSet<'a> {
+    pub repo: &'a dyn Repo,
+    pub schema: &'a ObjectSchema,
+}
+
+impl ObjectSet<'_> {
+    /// Serves `req` on the collection (`id` None) or on one object.
+    pub async fn handle(&self, req: &Request, id: Option<&str>) -> Result<Response, ResourceError> {
+        match (&req.op, id) {
+            (Operation::Create { new_id }, None) => {
+                let body_id = req
+                    .body
+                    .get("_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                self.create(req, new_id.clone().or(body_id)).await
+            }
+            (Operation::Query(q), None) => self.query(req, q).await,
+            (Operation::Action { name }, None) if name == "patch" => {
+                self.patch_by_query(req).await
+            }
+            (Operation::Action { name }, _) => Err(ResourceError::bad_request(format!(
+                "Action '{name}' is not supported on resource 'openidm/{}'",
+                req.path_string()
+            ))),
+            (Operation::Read { if_none_match }, Some(id)) => {
+                let obj = self.read_existing(id).await?;
+                if if_none_match.as_deref() == Some(obj.rev.as_str()) {
+                    return Ok(Response::NotModified { rev: obj.rev });
+                }
+                Ok(Response::Resource(self.render(obj, &fields_of(req)?)))
+            }
+            (Operation::Update { rev, upsert }, Some(id)) => {
+                self.update(req, id, rev.as_deref(), *upsert).await
+            }
+            (Operation::Patch { rev }, Some(id)) => {
+                let ops = self.patch_ops(&req.body)?;
+                let obj = self.patch_one(id, rev.as_deref(), &ops).await?;
+                Ok(Response::Resource(self.render(obj, &fields_of(req)?)))
+            }
+            (Operation::Delete { rev }, Some(id)) => {
+                let obj = self
+                    .repo
+                    .delete(&self.schema.resource, id, rev.as_deref())
+                    .await
+                    .map_err(|e| self.store_error(e))?;
+                Ok(Response::Resource(self.render(obj, &fields_of(req)?)))
+            }
+            _ => Err(req.not_supported()),
+        }
+    }
+
+    async fn read_existing(&self, id: &str) -> Result<StoredObject, ResourceError> {
+        self.repo
+            .read(&self.schema.resource, id)
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(|| self.not_found(id))
+    }
+
+    async fn create(&self, req: &Request, id: Option<String>) -> Result<Response, ResourceError> {
+        let id = match id {
+            Some(id) => {
+                check_id(&id)?;
+                id
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let mut content = content_of(req)?;
+        for prop in &self.schema.properties {
+            if let Some(default) = &prop.default {
+                if !content.contains_key(&prop.name) {
+                    content.insert(prop.name.clone(), default.clone());
+                }
+            }
+        }
+        let content = self.prepare(content).await?;
+        let unique = self.schema.unique();
+        let obj = self
+            .repo
+            .create(
+                &self.schema.resource,
+                &id,
+                content,
+                WriteOptions { unique: &unique },
+            )
+            .await
+            .map_err(|e| match e {
+                RepoError::AlreadyExists { .. } => ResourceError::new(
+                    412,
+                    format!(
+                        "The resource with ID '{id}' could not be created because there is already another resource with the same ID"
+                    ),
+                ),
+                e => self.store_error(e),
+            })?;
+        Ok(Response::Created(self.render(obj, &fields_of(req)?)))
+    }
+
+    async fn update(
+        &self,
+        req: &Request,
+        id: &str,
+        rev: Option<&str>,
+        upsert: bool,
+    ) -> Result<Response, ResourceError> {
+        check_id(id)?;
+        let body = content_of(req)?;
+        let unique = self.schema.unique();
+        for _ in 0..MAX_WRITE_RETRIES {
+            let existing = self
+                .repo
+                .read(&self.schema.resource, id)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            let Some(existing) = existing else {
+                if rev.is_some() || !upsert {
+                    return Err(self.not_found(id));
+                }
+                match self.create(req, Some(id.to_owned())).await {
+                    Err(e) if e.code == 412 => continue, // created meanwhile: update it
+                    other => return other,
+                }
+            };
+            if let Some(rev) = rev {
+                if rev != existing.rev {
+                    return Err(self.rev_mismatch(id, rev));
+                }
+            }
+            // Private properties are never returned, so a read-modify-write PUT cannot
+            // carry them: keep the stored ones the body does not mention.
+            let mut content = body.clone();
+            for (k, v) in &existing.content {
+                if self.schema.is_private(k) && !content.contains_key(k) {
+                    content.insert(k.clone(), v.clone());
+                }
+            }
+            let content = self.prepare(content).await?;
+            match self
+                .repo
+                .update(
+                    &self.schema.resource,
+                    id,
+                    Some(&existing.rev),
+                    content,
+                    WriteOptions { unique: &unique },
+                )
+                .await
+            {
+                Ok(obj) => return Ok(Response::Resource(self.render(obj, &fields_of(req)?))),
+                Err(RepoError::RevisionMismatch { .. }) if rev.is_none() => continue,
+                Err(RepoError::RevisionMismatch { .. }) => {
+                    return Err(self.rev_mismatch(id, rev.unwrap_or_default()))
+                }
+                Err(RepoError::NotFound { .. }) if upsert && rev.is_none() => continue,
+                Err(e) => return Err(self.store_error(e)),
+            }
+        }
+        Err(self.contention(id))
+    }
+
+    fn patch_ops(&self, body: &Value) -> Result<Vec<patch::PatchOperation>, ResourceError> {
+        // A patch must not read a private property into a visible one.
+        if let Value::Array(ops) = body {
+            for op in ops {
+                if let Some(from) = op.get("from").and_then(Value::as_str) {
+                    let ptr = JsonPointer::parse(from);
+                    if ptr
+                        .tokens()
+                        .first()
+                        .is_some_and(|t| self.schema.is_private(t))
+                    {
+                        return Err(ResourceError::bad_request(format!(
+                            "The private property '{from}' cannot be copied or moved"
+                        )));
+                    }
+                }
+            }
+        }
+        patch::parse_patch(body)
+    }
+
+    /// Applies `ops` to one object, atomically with respect to concurrent writers.
+    async fn patch_one(
+        &self,
+        id: &str,
+        rev: Option<&str>,
+        ops: &[patch::PatchOperation],
+    ) -> Result<StoredObject, ResourceError> {
+        let unique = self.schema.unique();
+        for _ in 0..MAX_WRITE_RETRIES {
+            let existing = self.read_existing(id).await?;
+            if let Some(rev) = rev {
+                if rev != existing.rev {
+                    return Err(self.rev_mismatch(id, rev));
+                }
+            }
+            let mut doc = Value::Object(existing.content.clone());
+            patch::apply_patch(&mut doc, ops, false)?;
+            let Value::Object(mut content) = doc else {
+                return Err(ResourceError::bad_request(
+                    "The patched resource is not a JSON object",
+                ));
+            };
+            content.remove("_id");
+            content.remove("_rev");
+            let content = self.prepare(content).await?;
+            match self
+                .repo
+                .update(
+                    &self.schema.resource,
+                    id,
+                    Some(&existing.rev),
+                    content,
+                    WriteOptions { unique: &unique },
+                )
+                .await
+            {
+                Ok(obj) => return Ok(obj),
+                Err(RepoError::RevisionMismatch { .. }) if rev.is_none() => continue,
+                Err(RepoError::RevisionMismatch { .. }) => {
+                    return Err(self.rev_mismatch(id, rev.unwrap_or_default()))
+                }
+                Err(e) => return Err(self.store_error(e)),
+            }
+        }
+        Err(self.contention(id))
+    }
+
+    /// `POST …?_action=patch&_queryId=…|_queryFilter=…`: patches every match; answers the
+    /// patched objects.
+    async fn patch_by_query(&self, req: &Request) -> Result<Response, ResourceError> {
+        let ops = self.patch_ops(&req.body)?;
+        let kind = match (req.param("_queryFilter"), req.param("_queryId")) {
+            (Some(f), None) => QueryKind::Filter(f.to_owned()),
+            (None, Some(q)) => QueryKind::Id(q.to_owned()),
+            (Some(_), Some(_)) => {
+                return Err(ResourceError::bad_request(
+                    "The parameters _queryId and _queryFilter are mutually exclusive",
+                ))
+            }
+            (None, None) => {
+                return Err(ResourceError::bad_request(
+                    "A patch by query needs _queryId or _queryFilter",
+                ))
+            }
+        };
+        let (filter, _) = self.filter_for(req, &kind)?;
+        let spec = fields_of(req)?;
+        let mut patched = Vec::new();
+        let mut cookie: Option<String> = None;
+        loop {
+            let page = self
+                .repo
+                .query(
+                    &self.schema.resource,
+                    RepoQuery {
+                        filter: &filter,
+                        sort: &[],
+                        page_size: PATCH_BY_QUERY_PAGE,
+                        cookie: cookie.as_deref(),
+                        offset: 0,
+                        count: Default::default(),
+                    },
+                )
+                .await
+                .map_err(|e| self.store_error(e))?;
+            for obj in page.results {
+                match self.patch_one(&obj.id, None, &ops).await {
+                    Ok(obj) => patched.push(self.render(obj, &spec).to_json()),
+                    // Deleted since the page was read: nothing to patch.
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.next_cookie {
+                Some(c) => cookie = Some(c),
+                None => break,
+            }
+        }
+        Ok(Response::Action(Some(Value::Array(patched))))
+    }
+
+    async fn query(&self, req: &Request, q: &QueryParams) -> Result<Response, ResourceError> {
+        let (filter, ids_only) = self.filter_for(req, &q.kind)?;
+        for key in &q.sort_keys {
+            self.check_queryable(&key.field)?;
+        }
+        let page = self
+            .repo
+            .query(
+                &self.schema.resource,
+                RepoQuery {
+                    filter: &filter,
+                    sort: &q.sort_keys,
+                    page_size: q.page_size,
+                    cookie: q.cookie.as_deref(),
+                    offset: q.offset,
+                    count: q.count_policy,
+                },
+            )
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let spec = if ids_only {
+            fields::parse_fields(&["_id"])?
+        } else {
+            fields_of(req)?
+        };
+        let results = page
+            .results
+            .into_iter()
+            .map(|obj| self.render(obj, &spec).to_json())
+            .collect();
+        Ok(Response::Query(QueryResponse {
+            results,
+            cookie: page.next_cookie,
+            policy: q.count_policy,
+            total: page.total,
+        }))
+    }
+
+    /// The filter of a query (and whether it asks for ids only).
+    fn filter_for(
+        &self,
+        req: &Request,
+        kind: &QueryKind,
+    ) -> Result<(QueryFilter, bool), ResourceError> {
+        match kind {
+            QueryKind::Filter(text) => {
+                let f = filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?;
+                let mut pointers = Vec::new();
+                filter_fields(&f, &mut pointers);
+                for p in pointers {
+                    self.check_queryable(p)?;
+                }
+                Ok((f, false))
+            }
+            QueryKind::Id(id) => match id.as_str() {
+                "query-all-ids" => Ok((QueryFilter::True, true)),
+                "query-all" => Ok((QueryFilter::True, false)),
+                "for-userName" => {
+                    let uid = req.required_param("uid")?;
+                    Ok((
+                        QueryFilter::Compare {
+                            field: JsonPointer(vec!["userName".into()]),
+                            op: filter::CompareOp::Eq,
+                            value: filter::FilterValue::String(uid.to_owned()),
+                        },
+                        false,
+                    ))
+                }
+                other => Err(ResourceError::bad_request(format!(
+                    "The query id '{other}' is not supported on resource 'openidm/{}'; use query-all-ids, query-all, for-userName or _queryFilter",
+                    req.path_string()
+                ))),
+            },
+            QueryKind::Expression(_) => Err(ResourceError::not_supported(
+                "_queryExpression (native queries) is not supported by this gateway; use _queryFilter",
+            )),
+        }
+    }
+
+    fn check_queryable(&self, field: &JsonPointer) -> Result<(), ResourceError> {
+        match field.tokens().first() {
+            Some(first) if self.schema.is_private(first) => Err(ResourceError::bad_request(
+                format!("The private property '{first}' cannot be used in a query"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hashes secrets given in clear and checks the schema's policies.
+    async fn prepare(
+        &self,
+        mut content: Map<String, Value>,
+    ) -> Result<Map<String, Value>, ResourceError> {
+        content.remove("_id");
+        content.remove("_rev");
+        let failures = policy::check(self.schema, &content);
+        if !failures.is_empty() {
+            return Err(policy::policy_error(&failures));
+        }
+        for prop in self.schema.properties.iter().filter(|p| p.hashed) {
+            if let Some(Value::String(clear)) = content.get(&prop.name) {
+                let hashed = password::hash_async(clear.clone())
+                    .await
+                    .map_err(ResourceError::internal)?;
+                content.insert(prop.name.clone(), hashed);
+            }
+        }
+        Ok(content)
+    }
+
+    /// The object as the caller sees it: private properties never, `_fields` applied.
+    pub fn render(&self, obj: StoredObject, spec: &FieldSpec) -> ResourceResponse {
+        let mut full = Map::with_capacity(obj.content.len() + 2);
+        full.insert("_id".into(), Value::String(obj.id.clone()));
+        full.insert("_rev".into(), Value::String(obj.rev.clone()));
+        for (k, v) in obj.content {
+            if !self.schema.is_private(&k) {
+                full.insert(k, v);
+            }
+        }
+        let schema = self.schema;
+        let projected = fields::project(
+            &full,
+            spec,
+            &|name| schema.returned_by_default(name),
+            &|name| schema.is_relationship(name),
+        );
+        ResourceResponse::new(obj.id, Some(obj.rev), projected)
+    }
+
+    fn not_found(&self, id: &str) -> ResourceError {
+        ResourceError::not_found(format!(
+            "Object {id} not found in {}",
+            self.schema.resource
+        ))
+    }
+
+    fn rev_mismatch(&self, id: &str, rev: &str) -> ResourceError {
+        ResourceError::new(
+            412,
+            format!(
+                "Revision {rev} does not match the current revision of {}/{id}",
+                self.schema.resource
+            ),
+        )
+    }
+
+    fn contention(&self, id: &str) -> ResourceError {
+        ResourceError::unavailable(format!(
+            "{}/{id} is being changed by other requests; try again",
+            self.schema.resource
+        ))
+    }
+
+    fn store_error(&self, e: RepoError) -> ResourceError {
+        match e {
+            RepoError::Unique { property, .. } => policy::policy_error(&[policy::Failure {
+                property,
+                requirement: "UNIQUE",
+                params: None,
+            }]),
+            RepoError::Internal(msg) => {
+                tracing::error!(resource = %self.schema.resource, error = %msg, "store failure");
+                ResourceError::internal("The store failed to process the request")
+            }
+            e => e.into(),
+        }
+    }
+}
+
+/// The request's `_fields`.
+pub fn fields_of(req: &Request) -> Result<FieldSpec, ResourceError> {
+    let values: Vec<&str> = req.fields.iter().map(String::as_str).collect();
+    fields::parse_fields(&values)
+}
+
+/// The body of a create or update: a JSON object.
+fn content_of(req: &Request) -> Result<Map<String, Value>, ResourceError> {
+    let mut content = req.body_object()?.clone();
+    content.remove("_id");
+    content.remove("_rev");
+    Ok(content)
+}
+
+fn check_id(id: &str) -> Result<(), ResourceError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) || id == "." || id == ".." {
+        return Err(ResourceError::bad_request(format!(
+            "'{}' is not a valid object id",
+            id.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+
+/// Every field a filter reads.
+fn filter_fields<'f>(f: &'f QueryFilter, out: &mut Vec<&'f JsonPointer>) {
+    match f {
+        QueryFilter::True | QueryFilter::False => {}
+        QueryFilter::And(fs) | QueryFilter::Or(fs) => fs.iter().for_each(|f| filter_fields(f, out)),
+        QueryFilter::Not(f) => filter_fields(f, out),
+        QueryFilter::Present(p) => out.push(p),
+        QueryFilter::Compare { field, .. } | QueryFilter::In { field, .. } => out.push(field),
+    }
+}

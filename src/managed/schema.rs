@@ -1,0 +1,353 @@
+//! Object schemas: `conf/managed.json` (IDM's format) lowered to plain types, plus the
+//! built-in schemas of internal users and roles.
+//!
+//! ```json
+//! {"objects": [{"name": "user",
+//!   "schema": {"required": ["userName"],
+//!     "properties": {"userName": {"type": "string", "searchable": true,
+//!                                  "policies": [{"policyId": "unique"}]},
+//!                    "password": {"type": "string", "scope": "private",
+//!                                 "secureHash": {"algorithm": "ARGON2"}},
+//!                    "accountStatus": {"type": "string", "default": "active"}}}}]}
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::crest::filter::JsonPointer;
+
+/// JSON types a property may hold (`"type": "string"` or `["string", "null"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+    Object,
+    Array,
+    Null,
+    /// A relationship (`{"_ref": …}`) — stored as given until relationships exist.
+    Relationship,
+    /// `"type"` absent or `"any"`.
+    Any,
+}
+
+impl JsonType {
+    fn parse(name: &str) -> Option<JsonType> {
+        Some(match name {
+            "string" => JsonType::String,
+            "number" => JsonType::Number,
+            "integer" => JsonType::Integer,
+            "boolean" => JsonType::Boolean,
+            "object" => JsonType::Object,
+            "array" => JsonType::Array,
+            "null" => JsonType::Null,
+            "relationship" => JsonType::Relationship,
+            "any" => JsonType::Any,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JsonType::String => "string",
+            JsonType::Number => "number",
+            JsonType::Integer => "integer",
+            JsonType::Boolean => "boolean",
+            JsonType::Object => "object",
+            JsonType::Array => "array",
+            JsonType::Null => "null",
+            JsonType::Relationship => "relationship",
+            JsonType::Any => "any",
+        }
+    }
+
+    /// Whether `v` is of this type.
+    pub fn accepts(self, v: &Value) -> bool {
+        match self {
+            JsonType::String => v.is_string(),
+            JsonType::Number => v.is_number(),
+            JsonType::Integer => v.is_i64() || v.is_u64(),
+            JsonType::Boolean => v.is_boolean(),
+            JsonType::Object | JsonType::Relationship => v.is_object(),
+            JsonType::Array => v.is_array(),
+            JsonType::Null => v.is_null(),
+            JsonType::Any => true,
+        }
+    }
+}
+
+/// One declared property.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Property {
+    pub name: String,
+    pub types: Vec<JsonType>,
+    /// Items of an array of relationships count as a relationship property.
+    pub relationship: bool,
+    pub searchable: bool,
+    /// Returned when `_fields` is empty or `*`. False for private properties and, unless
+    /// `returnByDefault` says otherwise, relationships and virtual properties.
+    pub return_by_default: bool,
+    /// Never returned, never queryable (`scope: private`, hashed secrets).
+    pub private: bool,
+    /// Stored as a salted slow hash (`secureHash` or `encryption` declared).
+    pub hashed: bool,
+    pub unique: bool,
+    pub default: Option<Value>,
+}
+
+/// The schema of one object set (`managed/user`, `internal/user`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectSchema {
+    /// Resource path, e.g. `managed/user`.
+    pub resource: String,
+    pub properties: Vec<Property>,
+    pub required: Vec<String>,
+}
+
+impl ObjectSchema {
+    pub fn property(&self, name: &str) -> Option<&Property> {
+        self.properties.iter().find(|p| p.name == name)
+    }
+
+    /// Undeclared properties are stored and returned, as in IDM.
+    pub fn returned_by_default(&self, name: &str) -> bool {
+        self.property(name).is_none_or(|p| p.return_by_default)
+    }
+
+    pub fn is_private(&self, name: &str) -> bool {
+        self.property(name).is_some_and(|p| p.private)
+    }
+
+    pub fn is_relationship(&self, name: &str) -> bool {
+        self.property(name).is_some_and(|p| p.relationship)
+    }
+
+    pub fn searchable(&self) -> Vec<JsonPointer> {
+        self.properties
+            .iter()
+            .filter(|p| p.searchable && !p.private)
+            .map(|p| JsonPointer(vec![p.name.clone()]))
+            .collect()
+    }
+
+    pub fn unique(&self) -> Vec<JsonPointer> {
+        self.properties
+            .iter()
+            .filter(|p| p.unique)
+            .map(|p| JsonPointer(vec![p.name.clone()]))
+            .collect()
+    }
+}
+
+/// The managed object types of `managed.json`, by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManagedSchema {
+    pub types: BTreeMap<String, Arc<ObjectSchema>>,
+}
+
+/// Parses `managed.json`, reporting every problem at once.
+pub fn parse_managed(doc: &Value) -> Result<ManagedSchema, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut types = BTreeMap::new();
+    let objects = match doc.get("objects") {
+        Some(Value::Array(objects)) => objects.as_slice(),
+        Some(_) => return Err(vec!["objects: must be an array".into()]),
+        None => return Err(vec!["objects: required".into()]),
+    };
+    for (i, obj) in objects.iter().enumerate() {
+        let at = format!("objects[{i}]");
+        let Some(name) = obj.get("name").and_then(Value::as_str) else {
+            problems.push(format!("{at}.name: required, a string"));
+            continue;
+        };
+        if !valid_type_name(name) {
+            problems.push(format!(
+                "{at}.name: '{name}' must be letters, digits, '_', '-' or '.'"
+            ));
+            continue;
+        }
+        if types.contains_key(name) {
+            problems.push(format!("{at}.name: '{name}' is defined twice"));
+            continue;
+        }
+        let empty = Value::Object(Map::new());
+        let schema = obj.get("schema").unwrap_or(&empty);
+        match parse_schema(&format!("managed/{name}"), schema, &format!("{at}.schema")) {
+            Ok(s) => {
+                types.insert(name.to_owned(), Arc::new(s));
+            }
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(ManagedSchema { types })
+    } else {
+        Err(problems)
+    }
+}
+
+fn valid_type_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name != "."
+        && name != ".."
+}
+
+/// Parses one `schema` object (JSON-schema flavoured, IDM extensions).
+pub fn parse_schema(resource: &str, schema: &Value, at: &str) -> Result<ObjectSchema, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut properties = Vec::new();
+    match schema.get("properties") {
+        None => {}
+        Some(Value::Object(props)) => {
+            for (name, def) in props {
+                match parse_property(name, def, &format!("{at}.properties.{name}")) {
+                    Ok(p) => properties.push(p),
+                    Err(mut p) => problems.append(&mut p),
+                }
+            }
+        }
+        Some(_) => problems.push(format!("{at}.properties: must be an object")),
+    }
+    let mut required = Vec::new();
+    match schema.get("required") {
+        None => {}
+        Some(Value::Array(names)) => {
+            for n in names {
+                match n.as_str() {
+                    Some(n) => required.push(n.to_owned()),
+                    None => problems.push(format!("{at}.required: must hold property names")),
+                }
+            }
+        }
+        Some(_) => problems.push(format!("{at}.required: must be an array of names")),
+    }
+    if problems.is_empty() {
+        Ok(ObjectSchema {
+            resource: resource.to_owned(),
+            properties,
+            required,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<String>> {
+    let mut problems = Vec::new();
+    let Some(def) = def.as_object() else {
+        return Err(vec![format!("{at}: must be an object")]);
+    };
+    let mut types = Vec::new();
+    match def.get("type") {
+        None => types.push(JsonType::Any),
+        Some(Value::String(t)) => match JsonType::parse(t) {
+            Some(t) => types.push(t),
+            None => problems.push(format!("{at}.type: unknown type '{t}'")),
+        },
+        Some(Value::Array(ts)) => {
+            for t in ts {
+                match t.as_str().and_then(JsonType::parse) {
+                    Some(t) => types.push(t),
+                    None => problems.push(format!("{at}.type: unknown type {t}")),
+                }
+            }
+        }
+        Some(_) => problems.push(format!("{at}.type: must be a type name or an array of them")),
+    }
+    let flag = |key: &str, problems: &mut Vec<String>| -> Option<bool> {
+        match def.get(key) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                problems.push(format!("{at}.{key}: must be true or false"));
+                None
+            }
+        }
+    };
+    let searchable = flag("searchable", &mut problems).unwrap_or(false);
+    let return_by_default_flag = flag("returnByDefault", &mut problems);
+    let virtual_ = flag("isVirtual", &mut problems).unwrap_or(false);
+    let items_relationship = def
+        .get("items")
+        .and_then(|i| i.get("type"))
+        .and_then(Value::as_str)
+        == Some("relationship");
+    let relationship = types.contains(&JsonType::Relationship) || items_relationship;
+    let private = def.get("scope").and_then(Value::as_str) == Some("private");
+    let hashed = def.contains_key("secureHash") || def.contains_key("encryption");
+    let unique = match def.get("policies") {
+        None => false,
+        Some(Value::Array(policies)) => policies.iter().any(|p| {
+            matches!(
+                p.get("policyId").and_then(Value::as_str),
+                Some("unique") | Some("valid-username")
+            )
+        }),
+        Some(_) => {
+            problems.push(format!("{at}.policies: must be an array"));
+            false
+        }
+    };
+    let return_by_default = !private
+        && !hashed
+        && return_by_default_flag.unwrap_or(!(relationship || virtual_));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Property {
+        name: name.to_owned(),
+        types,
+        relationship,
+        searchable,
+        return_by_default,
+        private: private || hashed,
+        hashed,
+        unique,
+        default: def.get("default").cloned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shipped_managed_json_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/managed.json"))
+            .unwrap();
+        let schema = parse_managed(&serde_json::from_str(&text).unwrap()).unwrap();
+        for t in ["user", "role", "group", "organization"] {
+            assert!(schema.types.contains_key(t), "{t}");
+        }
+        let user = &schema.types["user"];
+        assert!(user.property("userName").unwrap().unique);
+        assert!(user.property("password").unwrap().hashed);
+        assert!(!user.returned_by_default("password"));
+        assert!(user.returned_by_default("undeclared"));
+        assert!(user.searchable().contains(&JsonPointer(vec!["userName".into()])));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let doc = json!({"objects": [
+            {"name": "a/b"},
+            {"schema": {}},
+            {"name": "ok", "schema": {"properties": {"x": {"type": "strng", "searchable": "yes"}}, "required": "x"}},
+        ]});
+        let problems = parse_managed(&doc).unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems[0].contains("objects[0].name"));
+        assert!(problems[1].contains("objects[1].name: required"));
+        assert!(problems.iter().any(|p| p.contains("unknown type 'strng'")));
+        assert!(problems.iter().any(|p| p.contains("searchable: must be true or false")));
+        assert!(problems.iter().any(|p| p.contains("required: must be an array")));
+    }
+}
