@@ -6,6 +6,7 @@
 
 mod error;
 pub mod filter;
+pub mod patch;
 pub mod query;
 
 pub use error::{reason_phrase, ResourceError};
