@@ -5,6 +5,7 @@
 //! `(status, headers, body)` triples that an HTTP edge writes out.
 
 mod error;
+pub mod fields;
 pub mod filter;
 pub mod patch;
 pub mod query;
