@@ -6,8 +6,10 @@
 
 mod caller;
 mod error;
+pub mod fields;
 pub mod filter;
 pub mod http;
+pub mod patch;
 pub mod query;
 mod request;
 mod response;
@@ -16,5 +18,7 @@ mod router;
 pub use caller::{Caller, ROLE_ADMIN, ROLE_AUTHORIZED, ROLE_REG};
 pub use error::{reason_phrase, ResourceError};
 pub use request::{join_path, split_path, Operation, Params, QueryKind, QueryParams, Request};
-pub use response::{member_url, HttpResponse, QueryResponse, ResourceResponse, Response, JSON_CONTENT_TYPE};
+pub use response::{
+    member_url, HttpResponse, QueryResponse, ResourceResponse, Response, JSON_CONTENT_TYPE,
+};
 pub use router::{Authorizer, RequestHandler, Router};
