@@ -123,3 +123,98 @@ impl fmt::Display for JsonPointer {
         Ok(())
     }
 }
+
+impl fmt::Display for CompareOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for FilterValue {
+    /// Strings as JSON strings (double quotes, backslash escapes); floats always with a `.`
+    /// or an exponent so that they read back as floats, not integers.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FilterValue::String(s) => write_quoted(f, s),
+            FilterValue::Integer(i) => write!(f, "{i}"),
+            // `Debug` is the shortest text that reads back as the same f64 and always has a
+            // `.` or an exponent (`1.0`, `1e20`), unlike `Display` (`1`, `100000000000000000000`).
+            FilterValue::Float(x) => write!(f, "{x:?}"),
+            FilterValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A JSON string literal: valid filter syntax, escapes included.
+fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    match serde_json::to_string(s) {
+        Ok(quoted) => f.write_str(&quoted),
+        Err(_) => Err(fmt::Error),
+    }
+}
+
+impl QueryFilter {
+    /// A condition that needs no parentheses after `!`.
+    fn is_leaf(&self) -> bool {
+        !matches!(
+            self,
+            QueryFilter::And(_) | QueryFilter::Or(_) | QueryFilter::Not(_)
+        )
+    }
+
+    /// Writes `items` joined by `keyword`, parenthesising the children for which `wrap` holds.
+    fn write_joined(
+        f: &mut fmt::Formatter<'_>,
+        items: &[QueryFilter],
+        keyword: &str,
+        wrap: fn(&QueryFilter) -> bool,
+    ) -> fmt::Result {
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                write!(f, " {keyword} ")?;
+            }
+            if wrap(item) {
+                write!(f, "({item})")?;
+            } else {
+                write!(f, "{item}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Filter text that parses back to the same tree, with only the parentheses the tree needs:
+/// `and` binds tighter than `or`, and a nested `and` in an `and` (or `or` in an `or`) keeps
+/// its parentheses because the parser does not merge parenthesised groups. Fields print as
+/// `/pointer`, strings as JSON strings, `!` is followed by a leaf or a parenthesised group.
+///
+/// The round trip holds for every tree the parser builds. A hand-built tree can step outside
+/// the syntax: an `And`/`Or` with fewer than two operands prints as `true`/`false`/its only
+/// operand, a NaN or infinite float prints as `NaN`/`inf`, a pointer token holding
+/// whitespace, a parenthesis or a quote has no filter spelling, and the pointer made of one
+/// empty token prints as `/`, which reads back as the empty pointer.
+impl fmt::Display for QueryFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryFilter::True => f.write_str("true"),
+            QueryFilter::False => f.write_str("false"),
+            QueryFilter::And(items) if items.is_empty() => f.write_str("true"),
+            QueryFilter::Or(items) if items.is_empty() => f.write_str("false"),
+            QueryFilter::And(items) => Self::write_joined(f, items, "and", |child| {
+                matches!(child, QueryFilter::And(_) | QueryFilter::Or(_))
+            }),
+            QueryFilter::Or(items) => {
+                Self::write_joined(f, items, "or", |child| matches!(child, QueryFilter::Or(_)))
+            }
+            QueryFilter::Not(inner) if inner.is_leaf() => write!(f, "!{inner}"),
+            QueryFilter::Not(inner) => write!(f, "!({inner})"),
+            QueryFilter::Present(field) => write!(f, "{field} pr"),
+            QueryFilter::Compare { field, op, value } => write!(f, "{field} {op} {value}"),
+            QueryFilter::In { field, values } => {
+                let array = serde_json::to_string(values).map_err(|_| fmt::Error)?;
+                write!(f, "{field} in ")?;
+                write_quoted(f, &array)
+            }
+        }
+    }
+}
