@@ -13,6 +13,8 @@
 //! * Unique properties are checked in the same transaction as the write.
 //! * Queries never load a whole resource to filter it in memory.
 
+pub mod sqlite;
+
 use serde_json::{Map, Value};
 
 use crate::crest::filter::{JsonPointer, QueryFilter};

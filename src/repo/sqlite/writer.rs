@@ -1,0 +1,329 @@
+//! The single writer thread and its group commit.
+//!
+//! Callers send a [`Command`] over a channel and await a oneshot reply. The writer takes
+//! everything queued (up to [`MAX_BATCH`]), runs each command in its own `SAVEPOINT` inside
+//! one `BEGIN IMMEDIATE` transaction (a failing command rolls back only its savepoint), commits
+//! once, and only then replies to all of them: one fsync serves a whole batch, and no caller
+//! hears `Ok` before its write is on disk. While a commit is being fsynced the next batch
+//! queues up, so the batch size grows with the load without any timer.
+//!
+//! Being the only writer also makes conditional writes and unique checks atomic: a command
+//! reads the current revision (or looks for a conflicting value) and writes in the same
+//! transaction, and nothing else writes in between.
+
+use std::collections::HashMap;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, RwLock};
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::schema::{self, internal};
+use super::sql::{type_expr, value_expr};
+use crate::crest::filter::JsonPointer;
+use crate::repo::RepoError;
+
+/// Most commands committed by one transaction.
+pub(crate) const MAX_BATCH: usize = 512;
+
+/// Resource → object table, as committed. Shared with the readers.
+pub(crate) type Tables = Arc<RwLock<HashMap<String, String>>>;
+
+/// A property that must be unique, with the value the written object has.
+#[derive(Debug, Clone)]
+pub(crate) struct UniqueValue {
+    pub field: JsonPointer,
+    pub value: Value,
+}
+
+#[derive(Debug)]
+pub(crate) enum Op {
+    Create {
+        id: String,
+        body: String,
+        unique: Vec<UniqueValue>,
+    },
+    Update {
+        id: String,
+        rev: Option<String>,
+        body: String,
+        unique: Vec<UniqueValue>,
+    },
+    Delete {
+        id: String,
+        rev: Option<String>,
+    },
+    SetIndexes {
+        fields: Vec<JsonPointer>,
+    },
+}
+
+/// What a write produced: the new revision (the last one for a delete) and, for a delete,
+/// the deleted body as JSON text.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub rev: String,
+    pub body: Option<String>,
+}
+
+pub(crate) struct Command {
+    pub resource: String,
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<Done, RepoError>>,
+}
+
+/// Runs until every sender is dropped.
+pub(crate) fn run(mut conn: Connection, rx: Receiver<Command>, tables: Tables) {
+    let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        let results = run_batch(&mut conn, &batch, &tables);
+        for (cmd, result) in batch.drain(..).zip(results) {
+            // A caller that stopped waiting is not an error.
+            let _ = cmd.reply.send(result);
+        }
+    }
+}
+
+/// Runs one batch in one transaction; one result per command, in order.
+fn run_batch(
+    conn: &mut Connection,
+    batch: &[Command],
+    tables: &Tables,
+) -> Vec<Result<Done, RepoError>> {
+    let fail_all = |e: RepoError| batch.iter().map(|_| Err(e.clone())).collect();
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(internal("starting a write transaction")(e)),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    let mut created: Vec<(String, String)> = Vec::new();
+    for cmd in batch {
+        if let Err(e) = tx.execute_batch("SAVEPOINT w") {
+            return fail_all(internal("starting a savepoint")(e));
+        }
+        let mut new_tables = Vec::new();
+        let result = apply(&tx, cmd, tables, &mut new_tables);
+        let end = if result.is_ok() {
+            "RELEASE w"
+        } else {
+            "ROLLBACK TO w; RELEASE w"
+        };
+        if let Err(e) = tx.execute_batch(end) {
+            // The transaction's state is unknown: drop (roll back) all of it.
+            return fail_all(internal("ending a savepoint")(e));
+        }
+        if result.is_ok() {
+            created.append(&mut new_tables);
+        }
+        results.push(result);
+    }
+    if let Err(e) = tx.commit() {
+        return fail_all(internal("committing")(e));
+    }
+    if !created.is_empty() {
+        let mut map = tables.write().unwrap_or_else(|p| p.into_inner());
+        map.extend(created);
+    }
+    results
+}
+
+/// The table of `resource`, created when `create` and missing.
+fn table(
+    tx: &Transaction<'_>,
+    resource: &str,
+    create: bool,
+    tables: &Tables,
+    created: &mut Vec<(String, String)>,
+) -> Result<Option<String>, RepoError> {
+    if let Some(t) = tables
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(resource)
+    {
+        return Ok(Some(t.clone()));
+    }
+    if let Some(t) = schema::find_table(tx, resource)? {
+        return Ok(Some(t));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let t = schema::create_table(tx, resource)?;
+    created.push((resource.to_string(), t.clone()));
+    Ok(Some(t))
+}
+
+fn apply(
+    tx: &Transaction<'_>,
+    cmd: &Command,
+    tables: &Tables,
+    created: &mut Vec<(String, String)>,
+) -> Result<Done, RepoError> {
+    let resource = cmd.resource.as_str();
+    let not_found = |id: &str| RepoError::NotFound {
+        resource: resource.to_string(),
+        id: id.to_string(),
+    };
+    match &cmd.op {
+        Op::Create { id, body, unique } => {
+            let tbl = table(tx, resource, true, tables, created)?
+                .ok_or_else(|| RepoError::Internal("object table missing".into()))?;
+            if current_rev(tx, &tbl, id)?.is_some() {
+                return Err(RepoError::AlreadyExists {
+                    resource: resource.to_string(),
+                    id: id.clone(),
+                });
+            }
+            check_unique(tx, &tbl, resource, id, unique)?;
+            let rev = "0".to_string();
+            tx.prepare_cached(&format!(
+                "INSERT INTO \"{tbl}\" (id, rev, body) VALUES (?1, ?2, jsonb(?3))"
+            ))
+            .and_then(|mut s| s.execute(rusqlite::params![id, rev, body]))
+            .map_err(internal("inserting an object"))?;
+            Ok(Done { rev, body: None })
+        }
+        Op::Update {
+            id,
+            rev,
+            body,
+            unique,
+        } => {
+            let tbl = table(tx, resource, false, tables, created)?.ok_or_else(|| not_found(id))?;
+            let current = current_rev(tx, &tbl, id)?.ok_or_else(|| not_found(id))?;
+            check_rev(resource, id, rev.as_deref(), &current)?;
+            check_unique(tx, &tbl, resource, id, unique)?;
+            let next = next_rev(&current);
+            tx.prepare_cached(&format!(
+                "UPDATE \"{tbl}\" SET rev = ?2, body = jsonb(?3) WHERE id = ?1"
+            ))
+            .and_then(|mut s| s.execute(rusqlite::params![id, next, body]))
+            .map_err(internal("updating an object"))?;
+            Ok(Done {
+                rev: next,
+                body: None,
+            })
+        }
+        Op::Delete { id, rev } => {
+            let tbl = table(tx, resource, false, tables, created)?.ok_or_else(|| not_found(id))?;
+            let (current, old): (String, String) = tx
+                .prepare_cached(&format!(
+                    "SELECT rev, json(body) FROM \"{tbl}\" WHERE id = ?1"
+                ))
+                .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(internal("reading an object"))?
+                .ok_or_else(|| not_found(id))?;
+            check_rev(resource, id, rev.as_deref(), &current)?;
+            tx.prepare_cached(&format!("DELETE FROM \"{tbl}\" WHERE id = ?1"))
+                .and_then(|mut s| s.execute([id]))
+                .map_err(internal("deleting an object"))?;
+            Ok(Done {
+                rev: current,
+                body: Some(old),
+            })
+        }
+        Op::SetIndexes { fields } => {
+            let tbl = table(tx, resource, true, tables, created)?
+                .ok_or_else(|| RepoError::Internal("object table missing".into()))?;
+            schema::set_indexes(tx, &tbl, fields)?;
+            Ok(Done {
+                rev: String::new(),
+                body: None,
+            })
+        }
+    }
+}
+
+fn current_rev(tx: &Transaction<'_>, tbl: &str, id: &str) -> Result<Option<String>, RepoError> {
+    tx.prepare_cached(&format!("SELECT rev FROM \"{tbl}\" WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(internal("reading a revision"))
+}
+
+fn check_rev(
+    resource: &str,
+    id: &str,
+    expected: Option<&str>,
+    current: &str,
+) -> Result<(), RepoError> {
+    match expected {
+        Some(expected) if expected != current => Err(RepoError::RevisionMismatch {
+            resource: resource.to_string(),
+            id: id.to_string(),
+            expected: expected.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Revisions are a per-object counter: "0" at creation, then "1", "2", …
+fn next_rev(current: &str) -> String {
+    current
+        .parse::<u64>()
+        .map_or(0, |n| n.wrapping_add(1))
+        .to_string()
+}
+
+/// Fails with [`RepoError::Unique`] when another object of the table has the same value for
+/// one of the unique properties (absent and null values never conflict).
+fn check_unique(
+    tx: &Transaction<'_>,
+    tbl: &str,
+    resource: &str,
+    id: &str,
+    unique: &[UniqueValue],
+) -> Result<(), RepoError> {
+    for u in unique {
+        let (param, types, rhs) = match &u.value {
+            Value::Null => continue,
+            Value::String(s) => (SqlValue::Text(s.clone()), "'text'", "?1"),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => (SqlValue::Integer(i), "'integer','real'", "?1"),
+                None => (
+                    SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+                    "'integer','real'",
+                    "?1",
+                ),
+            },
+            Value::Bool(b) => (
+                SqlValue::Integer(i64::from(*b)),
+                if *b { "'true'" } else { "'false'" },
+                "?1",
+            ),
+            Value::Array(_) | Value::Object(_) => (
+                SqlValue::Text(u.value.to_string()),
+                if u.value.is_array() {
+                    "'array'"
+                } else {
+                    "'object'"
+                },
+                "json(?1)",
+            ),
+        };
+        let sql = format!(
+            "SELECT 1 FROM \"{tbl}\" WHERE {v} = {rhs} AND {t} IN ({types}) AND id <> ?2 LIMIT 1",
+            v = value_expr(&u.field),
+            t = type_expr(&u.field),
+        );
+        let taken = tx
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.exists(rusqlite::params![param, id]))
+            .map_err(internal("checking a unique property"))?;
+        if taken {
+            return Err(RepoError::Unique {
+                resource: resource.to_string(),
+                property: u.field.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
