@@ -41,10 +41,12 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             settings.data_dir.display()
         )
     })?;
-    let repo: Arc<dyn Repo> = Arc::new(
-        SqliteRepo::open(&settings.data_dir)
-            .map_err(|e| format!("cannot open the store in {}: {e}", settings.data_dir.display()))?,
-    );
+    let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot open the store in {}: {e}",
+            settings.data_dir.display()
+        )
+    })?);
     // Start-up work on the store runs on a short-lived runtime: pingora builds its own.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -60,9 +62,9 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             "the openidm-admin password is the default 'openidm-admin' unless changed in the store: set adminPassword in gateway.json or IDM_GATEWAY_ADMIN_PASSWORD"
         );
     }
-    let caching = Arc::new(CachingAuthenticator::new(Arc::new(StoreAuthenticator::new(
-        repo.clone(),
-    ))));
+    let caching = Arc::new(CachingAuthenticator::new(Arc::new(
+        StoreAuthenticator::new(repo.clone()),
+    )));
     let mut certs_exclude = Vec::new();
     if let Some(tls) = &settings.tls {
         certs_exclude.push(tls.cert.clone());
@@ -132,8 +134,10 @@ pub fn run(settings: Settings) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let mut service =
-        pingora::proxy::http_proxy_service(&server.configuration, GatewayProxy::new(built.gw.clone(), built.router.clone()));
+    let mut service = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        GatewayProxy::new(built.gw.clone(), built.router.clone()),
+    );
     service.add_tcp(&settings.listen);
     if let Some(tls) = &settings.tls {
         let cert = tls.cert.to_string_lossy();

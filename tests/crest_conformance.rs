@@ -19,9 +19,9 @@ fn shipped(name: &str) -> Value {
 fn matches(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
         (Value::String(s), _) if s == "<any>" => true,
-        (Value::Object(e), Value::Object(a)) => {
-            e.iter().all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av)))
-        }
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av))),
         (Value::Array(e), Value::Array(a)) => {
             e.len() == a.len() && e.iter().zip(a).all(|(x, y)| matches(x, y))
         }
@@ -203,7 +203,11 @@ async fn seed_and_wire_examples() {
             rb = rb.header(*k, *v);
         }
         if let Some(b) = &c.body {
-            if !c.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            if !c
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
                 rb = rb.header("Content-Type", "application/json");
             }
             rb = rb.body(b.to_string());
@@ -211,16 +215,33 @@ async fn seed_and_wire_examples() {
         let resp = rb.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        assert_eq!(status, c.status, "{}: {} {} -> {text}", c.what, c.method, c.path);
+        assert_eq!(
+            status, c.status,
+            "{}: {} {} -> {text}",
+            c.what, c.method, c.path
+        );
         if let Some(expect) = &c.expect {
             let body: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", c.what));
-            assert!(matches(expect, &body), "{}: expected ⊆ {expect}\n got {body}", c.what);
-            assert!(!text.contains("$crypto") && !text.contains("Passw0rd"), "{}: secret leaked: {text}", c.what);
+            assert!(
+                matches(expect, &body),
+                "{}: expected ⊆ {expect}\n got {body}",
+                c.what
+            );
+            assert!(
+                !text.contains("$crypto") && !text.contains("Passw0rd"),
+                "{}: secret leaked: {text}",
+                c.what
+            );
         }
         if let Some(keys) = c.keys {
             let body: Value = serde_json::from_str(&text).unwrap();
-            let actual: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+            let actual: Vec<&str> = body
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
             assert_eq!(actual, keys, "{}: key order", c.what);
         }
     }
@@ -308,7 +329,12 @@ async fn http_semantics_etag_location_304_and_paging() {
         .json()
         .await
         .unwrap();
-    let ns: Vec<i64> = page["result"].as_array().unwrap().iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    let ns: Vec<i64> = page["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(ns, vec![21, 22]);
 
     // A garbage cookie is a 400, not a crash.
@@ -327,7 +353,9 @@ fn uuid_like(s: &str) -> bool {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

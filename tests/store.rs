@@ -87,7 +87,11 @@ async fn acknowledged_creates_survive_sigkill() {
         .iter()
         .filter(|i| !stored.contains(&format!("u{i}")))
         .collect();
-    assert!(lost.is_empty(), "{} acknowledged creates lost: {lost:?}", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged creates lost: {lost:?}",
+        lost.len()
+    );
     // The store still takes writes.
     let resp = gw
         .put("/openidm/managed/user/after-crash")
@@ -138,11 +142,22 @@ async fn concurrent_conditional_updates_one_winner_per_revision() {
             }
         });
         let results = futures_util::future::join_all(tasks).await;
-        let winners: Vec<&Value> = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
+        let winners: Vec<&Value> = results
+            .iter()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b)
+            .collect();
         let losers = results.iter().filter(|(s, _)| *s == 412).count();
         assert_eq!(winners.len(), 1, "round {round}: {results:?}");
         assert_eq!(losers, 31, "round {round}");
-        let now: Value = gw.get("/openidm/managed/user/target").send().await.unwrap().json().await.unwrap();
+        let now: Value = gw
+            .get("/openidm/managed/user/target")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(now["description"], winners[0]["description"]);
         assert_ne!(now["_rev"].as_str().unwrap(), rev);
         rev = now["_rev"].as_str().unwrap().to_owned();
@@ -155,7 +170,11 @@ async fn managed_json_reloads_live_and_bad_file_keeps_last_good() {
         .conf_file("managed", shipped("managed"))
         .start()
         .await;
-    let resp = gw.get("/openidm/managed/device?_queryFilter=true").send().await.unwrap();
+    let resp = gw
+        .get("/openidm/managed/device?_queryFilter=true")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let mut doc = shipped("managed");
     doc["objects"]
@@ -165,7 +184,12 @@ async fn managed_json_reloads_live_and_bad_file_keeps_last_good() {
     gw.write_conf("managed", &doc);
     assert!(
         eventually(Duration::from_secs(3), || async {
-            gw.get("/openidm/managed/device?_queryFilter=true").send().await.unwrap().status() == 200
+            gw.get("/openidm/managed/device?_queryFilter=true")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
         })
         .await
     );
@@ -181,13 +205,28 @@ async fn managed_json_reloads_live_and_bad_file_keeps_last_good() {
     gw.write_conf_bytes("managed.json", br#"{"objects": [{"name": 42}]}"#);
     assert!(
         eventually(Duration::from_secs(3), || async {
-            let list: Value = gw.get("/openidm/config").send().await.unwrap().json().await.unwrap();
-            list["configurations"].as_array().unwrap().iter().any(|c| c["_id"] == "managed" && c.get("problems").is_some())
+            let list: Value = gw
+                .get("/openidm/config")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            list["configurations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["_id"] == "managed" && c.get("problems").is_some())
         })
         .await
     );
     assert_eq!(
-        gw.get("/openidm/managed/device?_queryFilter=true").send().await.unwrap().status(),
+        gw.get("/openidm/managed/device?_queryFilter=true")
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     // PUT through the config endpoint validates first.
@@ -221,22 +260,49 @@ async fn internal_users_authenticate_and_authorization_is_enforced() {
         json!([{"_ref": "internal/role/openidm-admin"}, {"_ref": "internal/role/openidm-authorized"}])
     );
     assert!(admin.get("password").is_none());
-    let roles: Value = gw.get("/openidm/internal/role?_queryId=query-all-ids").send().await.unwrap().json().await.unwrap();
+    let roles: Value = gw
+        .get("/openidm/internal/role?_queryId=query-all-ids")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(roles["resultCount"], 3);
 
     // anonymous: ping only.
-    let r = gw.as_user(Method::GET, "/openidm/info/ping", "anonymous", "anonymous").send().await.unwrap();
+    let r = gw
+        .as_user(Method::GET, "/openidm/info/ping", "anonymous", "anonymous")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    for path in ["/openidm/managed/user?_queryFilter=true", "/openidm/config", "/openidm/internal/user/openidm-admin"] {
-        let r = gw.as_user(Method::GET, path, "anonymous", "anonymous").send().await.unwrap();
+    for path in [
+        "/openidm/managed/user?_queryFilter=true",
+        "/openidm/config",
+        "/openidm/internal/user/openidm-admin",
+    ] {
+        let r = gw
+            .as_user(Method::GET, path, "anonymous", "anonymous")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 403, "{path}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["reason"], "Forbidden");
     }
     // No or wrong credentials: 401.
-    let r = gw.anon(Method::GET, "/openidm/managed/user?_queryFilter=true").send().await.unwrap();
+    let r = gw
+        .anon(Method::GET, "/openidm/managed/user?_queryFilter=true")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = gw.as_user(Method::GET, "/openidm/info/login", "openidm-admin", "wrong").send().await.unwrap();
+    let r = gw
+        .as_user(Method::GET, "/openidm/info/login", "openidm-admin", "wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     // A new internal user with only openidm-authorized: info/login yes, managed no.
@@ -257,10 +323,31 @@ async fn internal_users_authenticate_and_authorization_is_enforced() {
         .await
         .unwrap();
     assert_eq!(login["authenticationId"], "auditor");
-    assert_eq!(login["authorization"]["roles"], json!(["internal/role/openidm-authorized"]));
-    let r = gw.as_user(Method::GET, "/openidm/managed/user?_queryFilter=true", "auditor", "Aud1tor!").send().await.unwrap();
+    assert_eq!(
+        login["authorization"]["roles"],
+        json!(["internal/role/openidm-authorized"])
+    );
+    let r = gw
+        .as_user(
+            Method::GET,
+            "/openidm/managed/user?_queryFilter=true",
+            "auditor",
+            "Aud1tor!",
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = gw.as_user(Method::GET, "/openidm/external/idm/x/managed/user", "auditor", "Aud1tor!").send().await.unwrap();
+    let r = gw
+        .as_user(
+            Method::GET,
+            "/openidm/external/idm/x/managed/user",
+            "auditor",
+            "Aud1tor!",
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "the proxy is for administrators");
 
     // Changing the password takes effect at once (the credential cache is dropped).
@@ -271,9 +358,17 @@ async fn internal_users_authenticate_and_authorization_is_enforced() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = gw.as_user(Method::GET, "/openidm/info/login", "auditor", "Aud1tor!").send().await.unwrap();
+    let r = gw
+        .as_user(Method::GET, "/openidm/info/login", "auditor", "Aud1tor!")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = gw.as_user(Method::GET, "/openidm/info/login", "auditor", "N3w-pass").send().await.unwrap();
+    let r = gw
+        .as_user(Method::GET, "/openidm/info/login", "auditor", "N3w-pass")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // The stored hash is argon2, never the clear text.
@@ -286,9 +381,24 @@ async fn internal_users_authenticate_and_authorization_is_enforced() {
 #[tokio::test]
 async fn configured_admin_password_rotates_on_restart() {
     let gw = Gateway::builder().admin_password("first-pw").start().await;
-    assert_eq!(gw.get("/openidm/info/login").send().await.unwrap().status(), 200);
+    assert_eq!(
+        gw.get("/openidm/info/login").send().await.unwrap().status(),
+        200
+    );
     let gw = gw.with_admin_password("second-pw").await;
-    assert_eq!(gw.get("/openidm/info/login").send().await.unwrap().status(), 200);
-    let r = gw.as_user(Method::GET, "/openidm/info/login", "openidm-admin", "first-pw").send().await.unwrap();
+    assert_eq!(
+        gw.get("/openidm/info/login").send().await.unwrap().status(),
+        200
+    );
+    let r = gw
+        .as_user(
+            Method::GET,
+            "/openidm/info/login",
+            "openidm-admin",
+            "first-pw",
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }

@@ -36,11 +36,7 @@ pub fn is_hashed(v: &Value) -> bool {
 
 /// The PHC string inside a `$crypto` envelope.
 fn phc(stored: &Value) -> Option<&str> {
-    stored
-        .get("$crypto")?
-        .get("value")?
-        .get("data")?
-        .as_str()
+    stored.get("$crypto")?.get("value")?.get("data")?.as_str()
 }
 
 /// Whether `password` matches the stored hash. Anything that is not a valid hash never

@@ -242,6 +242,11 @@ mod tests {
 
     #[test]
     fn empty_action_is_204() {
-        assert_eq!(Response::Action(None).into_http(false, |_| String::new()).status, 204);
+        assert_eq!(
+            Response::Action(None)
+                .into_http(false, |_| String::new())
+                .status,
+            204
+        );
     }
 }

@@ -72,10 +72,7 @@ impl RequestHandler for InternalHandler {
         let (set, id) = match rest {
             [set] => (set.as_str(), None),
             [set, id] => (set.as_str(), Some(id.as_str())),
-            _ => (
-                "",
-                None,
-            ),
+            _ => ("", None),
         };
         let schema = match set {
             "user" => &self.users,
@@ -160,7 +157,12 @@ pub async fn seed(
         ("openidm-reg", "Anonymous access"),
     ];
     for (name, description) in roles {
-        if repo.read(ROLES, name).await.map_err(|e| e.to_string())?.is_none() {
+        if repo
+            .read(ROLES, name)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
             let content = json!({"name": name, "description": description});
             create(repo, ROLES, name, content).await?;
         }
@@ -173,7 +175,11 @@ pub async fn seed(
             password::hash(p)
         }
     };
-    match repo.read(USERS, ADMIN_USER).await.map_err(|e| e.to_string())? {
+    match repo
+        .read(USERS, ADMIN_USER)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         None => {
             let content = json!({
                 "password": admin_hash()?,
@@ -183,7 +189,11 @@ pub async fn seed(
         }
         Some(existing) if admin_password_explicit => {
             let p = admin_password.expose();
-            let stored = existing.content.get("password").cloned().unwrap_or(Value::Null);
+            let stored = existing
+                .content
+                .get("password")
+                .cloned()
+                .unwrap_or(Value::Null);
             let same = if p.starts_with("$argon2") {
                 password::from_phc(p).ok().as_ref() == Some(&stored)
             } else {
@@ -192,15 +202,26 @@ pub async fn seed(
             if !same {
                 let mut content = existing.content.clone();
                 content.insert("password".into(), admin_hash()?);
-                repo.update(USERS, ADMIN_USER, Some(&existing.rev), content, WriteOptions::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                repo.update(
+                    USERS,
+                    ADMIN_USER,
+                    Some(&existing.rev),
+                    content,
+                    WriteOptions::default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 tracing::info!("openidm-admin password replaced by the configured one");
             }
         }
         Some(_) => {}
     }
-    if repo.read(USERS, ANONYMOUS_USER).await.map_err(|e| e.to_string())?.is_none() {
+    if repo
+        .read(USERS, ANONYMOUS_USER)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
         let content = json!({
             "password": password::hash("anonymous")?,
             "authzRoles": [{"_ref": ROLE_REG}],
@@ -214,7 +235,10 @@ async fn create(repo: &dyn Repo, resource: &str, id: &str, content: Value) -> Re
     let Value::Object(content) = content else {
         return Err("seed content must be an object".into());
     };
-    match repo.create(resource, id, content, WriteOptions::default()).await {
+    match repo
+        .create(resource, id, content, WriteOptions::default())
+        .await
+    {
         Ok(_) | Err(crate::repo::RepoError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(format!("cannot create {resource}/{id}: {e}")),
     }

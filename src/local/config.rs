@@ -9,7 +9,10 @@ use serde_json::{json, Map, Value};
 use crate::config::{
     delete_config_file, factory_of, file_for_config_id, pid_for, write_config_file,
 };
-use crate::crest::{filter, patch, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError, Response};
+use crate::crest::{
+    filter, patch, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError,
+    Response,
+};
 use crate::state::{validate_conf, Gateway};
 
 pub struct ConfigHandler(pub Arc<Gateway>);
@@ -28,7 +31,9 @@ impl RequestHandler for ConfigHandler {
         let id = rest.join("/");
         let (id, op) = match &req.op {
             // PUT + If-None-Match: * names the new config in its last segment.
-            Operation::Create { new_id: Some(new_id) } => (format!("{id}/{new_id}"), &req.op),
+            Operation::Create {
+                new_id: Some(new_id),
+            } => (format!("{id}/{new_id}"), &req.op),
             op => (id, op),
         };
         let file_name = file_for_config_id(&id).ok_or_else(|| {
@@ -60,7 +65,9 @@ impl RequestHandler for ConfigHandler {
                 let mut doc = current;
                 patch::apply_patch(&mut doc, &ops, true)?;
                 let Value::Object(doc) = doc else {
-                    return Err(ResourceError::bad_request("A configuration must be a JSON object"));
+                    return Err(ResourceError::bad_request(
+                        "A configuration must be a JSON object",
+                    ));
                 };
                 put(gw, &id, file_name, doc, false).await
             }
@@ -97,7 +104,9 @@ fn query(gw: &Gateway, kind: &QueryKind) -> Result<Response, ResourceError> {
         QueryKind::Filter(text) => {
             filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?
         }
-        QueryKind::Id(id) if id == "query-all-ids" || id == "query-all" => filter::QueryFilter::True,
+        QueryKind::Id(id) if id == "query-all-ids" || id == "query-all" => {
+            filter::QueryFilter::True
+        }
         _ => {
             return Err(ResourceError::bad_request(
                 "Configurations are queried with _queryFilter, query-all-ids or query-all",

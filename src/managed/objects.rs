@@ -42,9 +42,7 @@ impl ObjectSet<'_> {
                 self.create(req, new_id.clone().or(body_id)).await
             }
             (Operation::Query(q), None) => self.query(req, q).await,
-            (Operation::Action { name }, None) if name == "patch" => {
-                self.patch_by_query(req).await
-            }
+            (Operation::Action { name }, None) if name == "patch" => self.patch_by_query(req).await,
             (Operation::Action { name }, _) => Err(ResourceError::bad_request(format!(
                 "Action '{name}' is not supported on resource 'openidm/{}'",
                 req.path_string()
@@ -438,10 +436,7 @@ impl ObjectSet<'_> {
     }
 
     fn not_found(&self, id: &str) -> ResourceError {
-        ResourceError::not_found(format!(
-            "Object {id} not found in {}",
-            self.schema.resource
-        ))
+        ResourceError::not_found(format!("Object {id} not found in {}", self.schema.resource))
     }
 
     fn rev_mismatch(&self, id: &str, rev: &str) -> ResourceError {
@@ -464,7 +459,7 @@ impl ObjectSet<'_> {
     fn store_error(&self, e: RepoError) -> ResourceError {
         match e {
             RepoError::Unique { property, .. } => policy::policy_error(&[policy::Failure {
-                property,
+                property: property.trim_start_matches('/').to_owned(),
                 requirement: "UNIQUE",
                 params: None,
             }]),
@@ -492,7 +487,12 @@ fn content_of(req: &Request) -> Result<Map<String, Value>, ResourceError> {
 }
 
 fn check_id(id: &str) -> Result<(), ResourceError> {
-    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) || id == "." || id == ".." {
+    if id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || id.chars().any(char::is_control)
+        || id == "."
+        || id == ".."
+    {
         return Err(ResourceError::bad_request(format!(
             "'{}' is not a valid object id",
             id.escape_debug()
@@ -500,7 +500,6 @@ fn check_id(id: &str) -> Result<(), ResourceError> {
     }
     Ok(())
 }
-
 
 /// Every field a filter reads.
 fn filter_fields<'f>(f: &'f QueryFilter, out: &mut Vec<&'f JsonPointer>) {

@@ -259,7 +259,9 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
                 }
             }
         }
-        Some(_) => problems.push(format!("{at}.type: must be a type name or an array of them")),
+        Some(_) => problems.push(format!(
+            "{at}.type: must be a type name or an array of them"
+        )),
     }
     let flag = |key: &str, problems: &mut Vec<String>| -> Option<bool> {
         match def.get(key) {
@@ -295,9 +297,8 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
             false
         }
     };
-    let return_by_default = !private
-        && !hashed
-        && return_by_default_flag.unwrap_or(!(relationship || virtual_));
+    let return_by_default =
+        !private && !hashed && return_by_default_flag.unwrap_or(!(relationship || virtual_));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -321,8 +322,9 @@ mod tests {
 
     #[test]
     fn shipped_managed_json_parses() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/managed.json"))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/managed.json"))
+                .unwrap();
         let schema = parse_managed(&serde_json::from_str(&text).unwrap()).unwrap();
         for t in ["user", "role", "group", "organization"] {
             assert!(schema.types.contains_key(t), "{t}");
@@ -332,7 +334,9 @@ mod tests {
         assert!(user.property("password").unwrap().hashed);
         assert!(!user.returned_by_default("password"));
         assert!(user.returned_by_default("undeclared"));
-        assert!(user.searchable().contains(&JsonPointer(vec!["userName".into()])));
+        assert!(user
+            .searchable()
+            .contains(&JsonPointer(vec!["userName".into()])));
     }
 
     #[test]
@@ -347,7 +351,11 @@ mod tests {
         assert!(problems[0].contains("objects[0].name"));
         assert!(problems[1].contains("objects[1].name: required"));
         assert!(problems.iter().any(|p| p.contains("unknown type 'strng'")));
-        assert!(problems.iter().any(|p| p.contains("searchable: must be true or false")));
-        assert!(problems.iter().any(|p| p.contains("required: must be an array")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("searchable: must be true or false")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("required: must be an array")));
     }
 }

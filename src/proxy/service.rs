@@ -149,8 +149,7 @@ impl ProxyHttp for GatewayProxy {
                 ctx.label = Some(self.instance_label(&instance));
                 // Only administrators may act on remote instances (IDM's access rules).
                 if !caller.is_admin() {
-                    respond_error(session, ctx, &ResourceError::forbidden("Access denied"))
-                        .await?;
+                    respond_error(session, ctx, &ResourceError::forbidden("Access denied")).await?;
                     return Ok(true); // response written
                 }
                 let error = match live.registry.get(&instance) {
