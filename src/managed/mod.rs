@@ -23,8 +23,10 @@ pub type SchemaSource = Arc<dyn Fn() -> Arc<ManagedSchema> + Send + Sync>;
 pub struct ManagedHandler {
     repo: Arc<dyn Repo>,
     schema: SchemaSource,
-    /// Searchable properties last indexed, by resource.
-    indexed: tokio::sync::Mutex<HashMap<String, Vec<JsonPointer>>>,
+    /// Searchable properties last indexed, by resource (read on every request).
+    indexed: std::sync::RwLock<HashMap<String, Vec<JsonPointer>>>,
+    /// Serialises index changes.
+    indexing: tokio::sync::Mutex<()>,
 }
 
 impl ManagedHandler {
@@ -33,14 +35,25 @@ impl ManagedHandler {
             repo,
             schema,
             indexed: Default::default(),
+            indexing: Default::default(),
         }
     }
 
     /// Creates the indexes of `schema` if they are not the ones last made.
     async fn ensure_indexes(&self, schema: &ObjectSchema) -> Result<(), ResourceError> {
         let wanted = schema.searchable();
-        let mut indexed = self.indexed.lock().await;
-        if indexed.get(&schema.resource) == Some(&wanted) {
+        let current = |indexed: &std::sync::RwLock<HashMap<String, Vec<JsonPointer>>>| {
+            indexed
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&schema.resource)
+                == Some(&wanted)
+        };
+        if current(&self.indexed) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.indexing.lock().await;
+        if current(&self.indexed) {
             return Ok(());
         }
         self.repo
@@ -50,7 +63,10 @@ impl ManagedHandler {
                 tracing::error!(resource = %schema.resource, error = %e, "cannot create indexes");
                 ResourceError::internal("The store failed to prepare the object type")
             })?;
-        indexed.insert(schema.resource.clone(), wanted);
+        self.indexed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(schema.resource.clone(), wanted);
         Ok(())
     }
 
