@@ -183,7 +183,7 @@ impl SqliteRepo {
     async fn read_with<T, F>(&self, f: F) -> Result<T, RepoError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &Inner) -> Result<T, RepoError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, RepoError> + Send + 'static,
     {
         let permit = self
             .inner
@@ -204,7 +204,7 @@ impl SqliteRepo {
                 Some(c) => c,
                 None => open_reader(&inner.path)?,
             };
-            let result = f(&mut conn, &inner);
+            let result = f(&mut conn);
             inner
                 .readers
                 .lock()
@@ -477,7 +477,7 @@ impl Repo for SqliteRepo {
             return Ok(None);
         };
         let id = id.to_string();
-        self.read_with(move |conn, _| {
+        self.read_with(move |conn| {
             let row: Option<(String, String)> = conn
                 .prepare_cached(&format!(
                     "SELECT rev, json(body) FROM \"{tbl}\" WHERE id = ?1"
@@ -564,7 +564,7 @@ impl Repo for SqliteRepo {
         };
         let plan = plan(&tbl, resource, &query)?;
         let n_keys = query.sort.len();
-        self.read_with(move |conn, _| run_plan(conn, &plan, n_keys))
+        self.read_with(move |conn| run_plan(conn, &plan, n_keys))
             .await
     }
 
