@@ -1,6 +1,7 @@
 //! Caller authentication: credentials from the request headers, checked by an
-//! [`Authenticator`]. The only account for now is the configured administrator
-//! ([`StaticAdmin`]); internal users in the store will implement the same trait.
+//! [`Authenticator`]. The gateway checks internal users in the store
+//! (`crate::internal::StoreAuthenticator`); [`StaticAdmin`], a single fixed administrator,
+//! serves benchmarks and tests that need no store.
 //!
 //! A password hash is verified once per distinct credential and the result cached
 //! ([`CachingAuthenticator`]), so the per-request cost is a hash-map lookup.

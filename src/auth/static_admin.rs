@@ -1,4 +1,4 @@
-//! The single configured administrator, until internal users live in the store.
+//! A single fixed administrator without a store (benchmarks of the credential cache, tests).
 
 use std::sync::Arc;
 
