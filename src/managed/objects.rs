@@ -130,6 +130,41 @@ impl ObjectSet<'_> {
     ) -> Result<Response, ResourceError> {
         check_id(id)?;
         let body = content_of(req)?;
+        for _ in 0..MAX_WRITE_RETRIES {
+            // Private properties are never returned, so a read-modify-write PUT cannot
+            // carry them: keep the stored ones the body does not mention.
+            let written = self
+                .rewrite(id, rev, |existing| {
+                    let mut content = body.clone();
+                    for (k, v) in &existing.content {
+                        if self.schema.is_private(k) && !content.contains_key(k) {
+                            content.insert(k.clone(), v.clone());
+                        }
+                    }
+                    Ok(content)
+                })
+                .await?;
+            match written {
+                Some(obj) => return Ok(Response::Resource(self.render(obj, &fields_of(req)?))),
+                None if rev.is_some() || !upsert => return Err(self.not_found(id)),
+                None => match self.create(req, Some(id.to_owned())).await {
+                    Err(e) if e.code == 412 => continue, // created meanwhile: update it
+                    other => return other,
+                },
+            }
+        }
+        Err(self.contention(id))
+    }
+
+    /// Read-modify-write of one object, atomic against concurrent writers: `build` makes
+    /// the new content from the stored object. Without `rev` a lost race is retried; with
+    /// `rev` a different stored revision is a 412. `None` when the object does not exist.
+    async fn rewrite(
+        &self,
+        id: &str,
+        rev: Option<&str>,
+        build: impl Fn(&StoredObject) -> Result<Map<String, Value>, ResourceError>,
+    ) -> Result<Option<StoredObject>, ResourceError> {
         let unique = self.schema.unique();
         for _ in 0..MAX_WRITE_RETRIES {
             let existing = self
@@ -138,28 +173,14 @@ impl ObjectSet<'_> {
                 .await
                 .map_err(|e| self.store_error(e))?;
             let Some(existing) = existing else {
-                if rev.is_some() || !upsert {
-                    return Err(self.not_found(id));
-                }
-                match self.create(req, Some(id.to_owned())).await {
-                    Err(e) if e.code == 412 => continue, // created meanwhile: update it
-                    other => return other,
-                }
+                return Ok(None);
             };
             if let Some(rev) = rev {
                 if rev != existing.rev {
                     return Err(self.rev_mismatch(id, rev));
                 }
             }
-            // Private properties are never returned, so a read-modify-write PUT cannot
-            // carry them: keep the stored ones the body does not mention.
-            let mut content = body.clone();
-            for (k, v) in &existing.content {
-                if self.schema.is_private(k) && !content.contains_key(k) {
-                    content.insert(k.clone(), v.clone());
-                }
-            }
-            let content = self.prepare(content).await?;
+            let content = self.prepare(build(&existing)?).await?;
             match self
                 .repo
                 .update(
@@ -171,12 +192,12 @@ impl ObjectSet<'_> {
                 )
                 .await
             {
-                Ok(obj) => return Ok(Response::Resource(self.render(obj, &fields_of(req)?))),
+                Ok(obj) => return Ok(Some(obj)),
                 Err(RepoError::RevisionMismatch { .. }) if rev.is_none() => continue,
                 Err(RepoError::RevisionMismatch { .. }) => {
                     return Err(self.rev_mismatch(id, rev.unwrap_or_default()))
                 }
-                Err(RepoError::NotFound { .. }) if upsert && rev.is_none() => continue,
+                Err(RepoError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(self.store_error(e)),
             }
         }
@@ -211,44 +232,18 @@ impl ObjectSet<'_> {
         rev: Option<&str>,
         ops: &[patch::PatchOperation],
     ) -> Result<StoredObject, ResourceError> {
-        let unique = self.schema.unique();
-        for _ in 0..MAX_WRITE_RETRIES {
-            let existing = self.read_existing(id).await?;
-            if let Some(rev) = rev {
-                if rev != existing.rev {
-                    return Err(self.rev_mismatch(id, rev));
-                }
-            }
+        self.rewrite(id, rev, |existing| {
             let mut doc = Value::Object(existing.content.clone());
             patch::apply_patch(&mut doc, ops, false)?;
-            let Value::Object(mut content) = doc else {
-                return Err(ResourceError::bad_request(
+            match doc {
+                Value::Object(content) => Ok(content),
+                _ => Err(ResourceError::bad_request(
                     "The patched resource is not a JSON object",
-                ));
-            };
-            content.remove("_id");
-            content.remove("_rev");
-            let content = self.prepare(content).await?;
-            match self
-                .repo
-                .update(
-                    &self.schema.resource,
-                    id,
-                    Some(&existing.rev),
-                    content,
-                    WriteOptions { unique: &unique },
-                )
-                .await
-            {
-                Ok(obj) => return Ok(obj),
-                Err(RepoError::RevisionMismatch { .. }) if rev.is_none() => continue,
-                Err(RepoError::RevisionMismatch { .. }) => {
-                    return Err(self.rev_mismatch(id, rev.unwrap_or_default()))
-                }
-                Err(e) => return Err(self.store_error(e)),
+                )),
             }
-        }
-        Err(self.contention(id))
+        })
+        .await?
+        .ok_or_else(|| self.not_found(id))
     }
 
     /// `POST …?_action=patch&_queryId=…|_queryFilter=…`: patches every match; answers the
