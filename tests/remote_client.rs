@@ -503,9 +503,12 @@ async fn request_on_the_wire_and_reload() {
     );
     assert_eq!(rec.body_len, br#"{"k":1}"#.len() as u64);
 
-    // Connections are pooled: a second request reuses the first connection.
-    a.call(read("external/idm/rec/x")).await.unwrap();
-    assert_eq!(up.connections(), 1);
+    // Connections are pooled: sequential requests reuse them (a connection may still be on
+    // its way back to the pool when the next request starts, hence not exactly one).
+    for _ in 0..20 {
+        a.call(read("external/idm/rec/x")).await.unwrap();
+    }
+    assert!(up.connections() <= 5, "{} connections", up.connections());
 
     // A body that is not JSON, and an error status without a CREST body.
     let e = a
