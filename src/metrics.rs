@@ -21,6 +21,7 @@ pub struct Metrics {
     pub token_fetches: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub instances: IntGaugeVec,
+    pub remote_query_page: HistogramVec,
 }
 
 impl Metrics {
@@ -78,6 +79,18 @@ impl Metrics {
             &["state"],
         )
         .expect("metric");
+        let remote_query_page = HistogramVec::new(
+            HistogramOpts::new(
+                "idm_gateway_remote_query_page_seconds",
+                "Latency of one query page from a remote instance (internal CREST client), by instance",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
+            &["instance"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -85,6 +98,7 @@ impl Metrics {
             Box::new(token_fetches.clone()),
             Box::new(config_reloads.clone()),
             Box::new(instances.clone()),
+            Box::new(remote_query_page.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -102,6 +116,7 @@ impl Metrics {
             token_fetches,
             config_reloads,
             instances,
+            remote_query_page,
         }
     }
 

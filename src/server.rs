@@ -14,6 +14,7 @@ use crate::local::{ConfigHandler, InfoHandler, MetricsHandler};
 use crate::managed::ManagedHandler;
 use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
+use crate::remote::RemoteHandler;
 use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
 use crate::settings::Settings;
@@ -90,6 +91,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("config", Arc::new(ConfigHandler(gw.clone())))
         .mount("metrics", Arc::new(MetricsHandler(metrics)))
         .mount("managed", managed)
+        .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
         .mount(
             "internal",
             Arc::new(InternalHandler::new(

@@ -2,13 +2,16 @@
 //! (Basic, or an OAuth2 client-credentials token cache), and name resolution.
 //!
 //! No pingora types here: the proxy turns a [`RemoteInstance`] into a peer, and the CREST
-//! client of the sync hub will use the same registry and token cache.
+//! client ([`client::RemoteHandler`], mounted on `external/idm` of the internal router) uses
+//! the same registry and token cache.
 
+pub mod client;
 mod registry;
 mod resolve;
 mod tls;
 mod token;
 
+pub use client::{query_pages, QueryPager, RemoteHandler};
 pub use registry::{Credentials, Registry, RemoteInstance};
 pub use resolve::Resolver;
 pub use tls::http_client;

@@ -1,0 +1,1281 @@
+//! The CREST client of the internal router: `external/idm/<name>/<path>` answered by the
+//! remote instance `<name>`, so internal callers (reconciliation, implicit sync) get from
+//! `external/idm/dc2/managed/user` exactly what a local `managed/user` would answer.
+//!
+//! * Same registry, credentials and token cache as the HTTP proxy: the live registry is read
+//!   at each request (reloads apply), Basic headers and [`TokenSource`]s are shared. A bearer
+//!   request the remote answers 401 invalidates the token and is retried once with a new one.
+//! * Same trust: platform roots plus `certs/*.pem`. One `reqwest::Client` (connection pool)
+//!   per instance, rebuilt when the instance's `group_key` changes (URL, timeouts or trust).
+//!   `connectTimeout` bounds connecting, `readTimeout` each read of the response. Proxies
+//!   from the environment are not used, as on the HTTP path.
+//! * The CREST request is mapped back to HTTP as CREST's HTTP adapter expects it
+//!   ([`build_call`]), the answer back to a [`Response`] ([`map_response`]). Remote CREST
+//!   errors keep their code and detail, the message prefixed with the instance name.
+//! * Paging: [`QueryPager`] / [`query_pages`] follow `pagedResultsCookie` one page at a time
+//!   through any [`Router`], so memory is bounded by the page size.
+//!
+//! [`TokenSource`]: super::TokenSource
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
+use serde_json::{Map, Value};
+
+use crate::config::InstanceConfig;
+use crate::crest::query::CountPolicy;
+use crate::crest::{
+    reason_phrase, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError,
+    ResourceResponse, Response, Router,
+};
+use crate::metrics::Metrics;
+use crate::state::Gateway;
+
+use super::{Credentials, Registry, RemoteInstance};
+
+/// `Accept-API-Version` sent when the request names no resource version.
+pub const API_VERSION: &str = "protocol=2.1,resource=1.0";
+/// Transaction id header (one id per request, the same on a retry).
+pub const TRANSACTION_ID: &str = "x-forgerock-transactionid";
+/// Largest response body accepted from a remote; a bigger one is a 502 (a page that big
+/// means a page size nobody should use, or a remote that misbehaves).
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// Idle pooled connections to a remote are closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+const POOL_MAX_IDLE_PER_HOST: usize = 64;
+
+/// Request parameters this client writes itself from the request model; an additional
+/// parameter of the same name (case-insensitive) is not sent twice.
+const GENERATED: &[&str] = &[
+    "_queryFilter",
+    "_queryId",
+    "_queryExpression",
+    "_pageSize",
+    "_pagedResultsCookie",
+    "_pagedResultsOffset",
+    "_totalPagedResultsPolicy",
+    "_sortKeys",
+    "_fields",
+    "_action",
+    "_prettyPrint",
+];
+
+/// Characters escaped in one path segment sent to a remote.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'\\')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'^')
+    .add(b'[')
+    .add(b']')
+    .add(b';')
+    .add(b'+')
+    .add(b'&')
+    .add(b'=');
+
+/// Characters escaped in a query parameter name or value: all but RFC 3986 unreserved.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+type RegistrySource = Arc<dyn Fn() -> Arc<Registry> + Send + Sync>;
+
+/// The `external/idm` resource provider of the internal router.
+pub struct RemoteHandler {
+    registry: RegistrySource,
+    metrics: Arc<Metrics>,
+    /// Instance name → (its `group_key`, the pooled client built for it).
+    clients: Mutex<HashMap<String, (u64, reqwest::Client)>>,
+}
+
+impl RemoteHandler {
+    /// A handler reading the live registry of `gw` at each request.
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        let metrics = gw.metrics.clone();
+        Self::with_registry(move || gw.live().registry.clone(), metrics)
+    }
+
+    /// A handler over any source of registries (tests, tools).
+    pub fn with_registry(
+        registry: impl Fn() -> Arc<Registry> + Send + Sync + 'static,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            registry: Arc::new(registry),
+            metrics,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pooled client of `inst`, built on first use and whenever its settings changed.
+    fn client(
+        &self,
+        inst: &RemoteInstance,
+        registry: &Registry,
+    ) -> Result<reqwest::Client, ResourceError> {
+        let name = &inst.config.name;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key, client)) = clients.get(name) {
+            if *key == inst.group_key {
+                return Ok(client.clone());
+            }
+        }
+        let client = build_client(inst).map_err(|_| {
+            ResourceError::internal(format!(
+                "Cannot build the HTTP client for remote instance '{name}'"
+            ))
+        })?;
+        // Forget clients of instances that are gone.
+        clients.retain(|n, _| registry.get(n).is_some());
+        clients.insert(name.clone(), (inst.group_key, client.clone()));
+        Ok(client)
+    }
+
+    /// Sends `call` to `inst`, with one retry when a bearer token is rejected.
+    async fn execute(
+        &self,
+        inst: &RemoteInstance,
+        client: &reqwest::Client,
+        call: &Call,
+        op: &Operation,
+    ) -> Result<Response, ResourceError> {
+        let cfg = &inst.config;
+        let url = format!("{}{}", base_url(cfg), call.path_and_query);
+        let txid = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .map_err(|_| ResourceError::internal("cannot form a transaction id"))?;
+        let mut retried = false;
+        loop {
+            let (authorization, token) = match &inst.credentials {
+                Credentials::Basic(value) => (value.clone(), None),
+                Credentials::Bearer(source) => match source.token().await {
+                    Ok(token) => (token.header.clone(), Some(token)),
+                    Err(e) => {
+                        self.count_error(cfg, "token");
+                        return Err(ResourceError::bad_gateway(e.0));
+                    }
+                },
+            };
+            let mut builder = client
+                .request(call.method.clone(), &url)
+                .headers(call.headers.clone())
+                .header(header::AUTHORIZATION, authorization)
+                .header(TRANSACTION_ID, txid.clone());
+            if let Some(body) = &call.body {
+                builder = builder.body(body.clone());
+            }
+            let resp = match builder.send().await {
+                Ok(resp) => resp,
+                Err(e) => return Err(self.transport_error(cfg, &e)),
+            };
+            if resp.status() == http::StatusCode::UNAUTHORIZED {
+                if let (Credentials::Bearer(source), Some(token)) = (&inst.credentials, &token) {
+                    // The remote no longer accepts this token (revoked, key rotation).
+                    source.invalidate(token);
+                    if !retried {
+                        retried = true;
+                        continue;
+                    }
+                }
+            }
+            let status = resp.status().as_u16();
+            let etag = resp
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(strip_quotes);
+            let body = self.read_body(cfg, resp).await?;
+            return map_response(op, &cfg.name, status, etag, &body);
+        }
+    }
+
+    /// The whole body, at most [`MAX_RESPONSE_BYTES`].
+    async fn read_body(
+        &self,
+        cfg: &InstanceConfig,
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<u8>, ResourceError> {
+        let hint = resp.content_length().unwrap_or(0) as usize;
+        if hint > MAX_RESPONSE_BYTES {
+            self.count_error(cfg, "too_large");
+            return Err(too_large(&cfg.name));
+        }
+        let mut body = Vec::with_capacity(hint.min(1024 * 1024));
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        self.count_error(cfg, "too_large");
+                        return Err(too_large(&cfg.name));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => return Err(self.transport_error(cfg, &e)),
+            }
+        }
+    }
+
+    fn transport_error(&self, cfg: &InstanceConfig, e: &reqwest::Error) -> ResourceError {
+        let (err, kind) = classify_transport(cfg, e);
+        tracing::warn!(
+            instance = %cfg.name,
+            kind,
+            error = %source_chain(e),
+            "remote CREST request failed"
+        );
+        self.count_error(cfg, kind);
+        err
+    }
+
+    fn count_error(&self, cfg: &InstanceConfig, kind: &str) {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[&cfg.name, kind])
+            .inc();
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for RemoteHandler {
+    async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
+        let Some((name, path)) = rest.split_first() else {
+            return Err(ResourceError::not_found(format!(
+                "Resource 'openidm/{}' not found",
+                req.path_string()
+            )));
+        };
+        let registry = (self.registry)();
+        let inst = match registry.get(name) {
+            Some(inst) if inst.config.enabled => inst.clone(),
+            Some(_) => {
+                return Err(ResourceError::not_found(format!(
+                    "Remote instance '{name}' is disabled"
+                )))
+            }
+            None => {
+                return Err(ResourceError::not_found(format!(
+                    "Remote instance '{name}' is not configured"
+                )))
+            }
+        };
+        let call = build_call(req, path)?;
+        let client = self.client(&inst, &registry)?;
+        let started = Instant::now();
+        let result = self.execute(&inst, &client, &call, &req.op).await;
+        if matches!(req.op, Operation::Query(_)) {
+            self.metrics
+                .remote_query_page
+                .with_label_values(&[&inst.config.name])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+}
+
+/// The reqwest client of one instance: rustls, platform roots plus `certs/`, no redirects,
+/// no environment proxies, the instance's timeouts, pooled connections.
+fn build_client(inst: &RemoteInstance) -> reqwest::Result<reqwest::Client> {
+    let cfg = &inst.config;
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(cfg.connect_timeout)
+        .read_timeout(cfg.read_timeout)
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .tcp_nodelay(true)
+        .user_agent(concat!("idm-gateway/", env!("CARGO_PKG_VERSION")));
+    for der in &inst.trust.certificates {
+        if let Ok(cert) = reqwest::Certificate::from_der(der) {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build()
+}
+
+/// `http(s)://authority/base/path/` of an instance (always ending in `/`).
+fn base_url(cfg: &InstanceConfig) -> String {
+    let scheme = if cfg.url.tls { "https" } else { "http" };
+    format!("{scheme}://{}{}", cfg.url.authority, cfg.url.base_path)
+}
+
+/// One HTTP request to a remote, without credentials and transaction id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub method: Method,
+    /// Relative to the instance's base URL: encoded path, then `?` and the query, if any.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Option<Vec<u8>>,
+}
+
+/// Maps a CREST request on `path` (the segments after the instance name) to the HTTP
+/// request CREST's HTTP adapter turns back into the same request.
+pub fn build_call(req: &Request, path: &[String]) -> Result<Call, ResourceError> {
+    let mut segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let api_version = match &req.resource_version {
+        Some(v) => HeaderValue::from_str(&format!("protocol=2.1,resource={v}"))
+            .map_err(|_| ResourceError::bad_request("The resource version is not valid"))?,
+        None => HeaderValue::from_static(API_VERSION),
+    };
+    headers.insert(HeaderName::from_static("accept-api-version"), api_version);
+    headers.insert(
+        HeaderName::from_static("x-requested-with"),
+        HeaderValue::from_static("RemoteIDMProxy"),
+    );
+
+    let mut query = Query::default();
+    let mut with_body = false;
+    let method = match &req.op {
+        Operation::Read { if_none_match } => {
+            if let Some(rev) = if_none_match {
+                headers.insert(header::IF_NONE_MATCH, quoted(rev)?);
+            }
+            Method::GET
+        }
+        Operation::Query(q) => {
+            match &q.kind {
+                QueryKind::Filter(f) => query.push("_queryFilter", f),
+                QueryKind::Id(id) => query.push("_queryId", id),
+                QueryKind::Expression(e) => query.push("_queryExpression", e),
+            }
+            if q.page_size > 0 {
+                query.push("_pageSize", &q.page_size.to_string());
+            }
+            if let Some(cookie) = &q.cookie {
+                query.push("_pagedResultsCookie", cookie);
+            }
+            if q.offset > 0 {
+                query.push("_pagedResultsOffset", &q.offset.to_string());
+            }
+            if q.count_policy != CountPolicy::None {
+                query.push("_totalPagedResultsPolicy", q.count_policy.as_str());
+            }
+            if !q.sort_keys.is_empty() {
+                let keys: Vec<String> = q.sort_keys.iter().map(ToString::to_string).collect();
+                query.push("_sortKeys", &keys.join(","));
+            }
+            Method::GET
+        }
+        Operation::Create { new_id: None } => {
+            query.push("_action", "create");
+            with_body = true;
+            Method::POST
+        }
+        Operation::Create { new_id: Some(id) } => {
+            segments.push(id);
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+            with_body = true;
+            Method::PUT
+        }
+        Operation::Update { rev, upsert } => {
+            match rev {
+                Some(rev) => {
+                    headers.insert(header::IF_MATCH, quoted(rev)?);
+                }
+                // Without If-Match, CREST's PUT creates when absent (upsert).
+                None if !upsert => {
+                    headers.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+                }
+                None => {}
+            }
+            with_body = true;
+            Method::PUT
+        }
+        Operation::Patch { rev } => {
+            if let Some(rev) = rev {
+                headers.insert(header::IF_MATCH, quoted(rev)?);
+            }
+            with_body = true;
+            Method::PATCH
+        }
+        Operation::Delete { rev } => {
+            if let Some(rev) = rev {
+                headers.insert(header::IF_MATCH, quoted(rev)?);
+            }
+            Method::DELETE
+        }
+        Operation::Action { name } => {
+            query.push("_action", name);
+            with_body = true;
+            Method::POST
+        }
+    };
+    if !req.fields.is_empty() {
+        query.push("_fields", &req.fields.join(","));
+    }
+    for (name, value) in req.params.iter() {
+        if !GENERATED.iter().any(|g| g.eq_ignore_ascii_case(name)) {
+            query.push(name, value);
+        }
+    }
+
+    let mut path_and_query = String::with_capacity(64);
+    for (i, seg) in segments.iter().enumerate() {
+        let bare = seg.split(';').next().unwrap_or("");
+        if seg.is_empty() || bare == "." || bare == ".." || seg.contains(['/', '\\']) {
+            return Err(ResourceError::bad_request(
+                "The request path contains a '.' or '..' segment (or an encoded '/' or '\\'), which is not allowed",
+            ));
+        }
+        if i > 0 {
+            path_and_query.push('/');
+        }
+        path_and_query.extend(utf8_percent_encode(seg, SEGMENT));
+    }
+    if !query.0.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&query.0);
+    }
+    let body = if with_body && !req.body.is_null() {
+        Some(
+            serde_json::to_vec(&req.body)
+                .map_err(|_| ResourceError::bad_request("The request body cannot be sent"))?,
+        )
+    } else {
+        None
+    };
+    Ok(Call {
+        method,
+        path_and_query,
+        headers,
+        body,
+    })
+}
+
+/// A query string under construction, every name and value escaped.
+#[derive(Default)]
+struct Query(String);
+
+impl Query {
+    fn push(&mut self, name: &str, value: &str) {
+        if !self.0.is_empty() {
+            self.0.push('&');
+        }
+        self.0.extend(utf8_percent_encode(name, QUERY));
+        self.0.push('=');
+        self.0.extend(utf8_percent_encode(value, QUERY));
+    }
+}
+
+fn quoted(rev: &str) -> Result<HeaderValue, ResourceError> {
+    HeaderValue::from_str(&format!("\"{rev}\"")).map_err(|_| {
+        ResourceError::bad_request(format!("The revision '{rev}' is not a valid header value"))
+    })
+}
+
+fn strip_quotes(v: &str) -> String {
+    let v = v.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+        v[1..v.len() - 1].to_owned()
+    } else {
+        v.to_owned()
+    }
+}
+
+/// Maps a remote's answer to `op` back to the response a local handler would give.
+/// `etag` is the unquoted `ETag`, when there was one.
+pub fn map_response(
+    op: &Operation,
+    instance: &str,
+    status: u16,
+    etag: Option<String>,
+    body: &[u8],
+) -> Result<Response, ResourceError> {
+    match status {
+        304 => {
+            let rev = etag
+                .or_else(|| match op {
+                    Operation::Read { if_none_match } => if_none_match.clone(),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            Ok(Response::NotModified { rev })
+        }
+        200..=299 => {
+            if status == 204 || body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Response::Action(None));
+            }
+            let value: Value = serde_json::from_slice(body).map_err(|_| {
+                ResourceError::bad_gateway(format!(
+                    "Remote instance '{instance}' sent a response that is not JSON"
+                ))
+            })?;
+            match op {
+                Operation::Query(_) => query_response(value).ok_or_else(|| {
+                    ResourceError::bad_gateway(format!(
+                        "Remote instance '{instance}' sent a query response without a result list"
+                    ))
+                }),
+                Operation::Action { .. } => Ok(Response::Action(Some(value))),
+                _ => Ok(match resource(value, etag) {
+                    Ok(r) if status == 201 => Response::Created(r),
+                    Ok(r) => Response::Resource(r),
+                    Err(other) => Response::Json(status, other),
+                }),
+            }
+        }
+        400..=599 => Err(remote_error(instance, status, body)),
+        _ => Err(ResourceError::bad_gateway(format!(
+            "Remote instance '{instance}' answered with unexpected status {status}"
+        ))),
+    }
+}
+
+/// A resource from a JSON object with an `_id`; anything else is given back.
+fn resource(value: Value, etag: Option<String>) -> Result<ResourceResponse, Value> {
+    let Value::Object(mut obj) = value else {
+        return Err(value);
+    };
+    let id = match obj.get("_id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(Value::Object(obj)),
+    };
+    obj.shift_remove("_id");
+    let rev = match obj.shift_remove("_rev") {
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => etag,
+    };
+    Ok(ResourceResponse::new(id, rev, obj))
+}
+
+/// The query envelope (`result`, `pagedResultsCookie`, `totalPagedResultsPolicy`,
+/// `totalPagedResults`) as a page.
+fn query_response(value: Value) -> Option<Response> {
+    let Value::Object(mut obj) = value else {
+        return None;
+    };
+    let Some(Value::Array(results)) = obj.shift_remove("result") else {
+        return None;
+    };
+    let cookie = match obj.get("pagedResultsCookie") {
+        Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),
+        _ => None,
+    };
+    let policy = match obj.get("totalPagedResultsPolicy").and_then(Value::as_str) {
+        Some(p) if p.eq_ignore_ascii_case("EXACT") || p.eq_ignore_ascii_case("ESTIMATE") => {
+            CountPolicy::Exact
+        }
+        _ => CountPolicy::None,
+    };
+    let total = obj
+        .get("totalPagedResults")
+        .and_then(Value::as_i64)
+        .filter(|t| *t >= 0)
+        .map(|t| t as u64);
+    Some(Response::Query(QueryResponse {
+        results,
+        cookie,
+        policy,
+        total,
+    }))
+}
+
+/// A remote's error: its status, its CREST message (prefixed with the instance) and detail.
+fn remote_error(instance: &str, status: u16, body: &[u8]) -> ResourceError {
+    let parsed: Option<Map<String, Value>> = match serde_json::from_slice(body) {
+        Ok(Value::Object(obj)) => Some(obj),
+        _ => None,
+    };
+    let message = parsed
+        .as_ref()
+        .and_then(|o| o.get("message"))
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty());
+    let message = match message {
+        Some(m) => format!("Remote instance '{instance}': {m}"),
+        None => format!(
+            "Remote instance '{instance}' answered {status} {}",
+            reason_phrase(status)
+        ),
+    };
+    let mut err = ResourceError::new(status, message);
+    if let Some(detail) = parsed
+        .as_ref()
+        .and_then(|o| o.get("detail"))
+        .filter(|d| !d.is_null())
+    {
+        err = err.with_detail(detail.clone());
+    }
+    err
+}
+
+fn too_large(instance: &str) -> ResourceError {
+    ResourceError::bad_gateway(format!(
+        "Remote instance '{instance}' sent a response larger than {MAX_RESPONSE_BYTES} bytes"
+    ))
+}
+
+/// The CREST error for a request that got no (complete) answer, and a metric kind.
+fn classify_transport(cfg: &InstanceConfig, e: &reqwest::Error) -> (ResourceError, &'static str) {
+    let name = &cfg.name;
+    if e.is_timeout() {
+        return if e.is_connect() {
+            (
+                ResourceError::gateway_timeout(format!(
+                    "Remote instance '{name}' did not accept a connection within {} ms",
+                    cfg.connect_timeout.as_millis()
+                )),
+                "connect_timeout",
+            )
+        } else {
+            (
+                ResourceError::gateway_timeout(format!(
+                    "Remote instance '{name}' did not answer within {} ms",
+                    cfg.read_timeout.as_millis()
+                )),
+                "read_timeout",
+            )
+        };
+    }
+    if e.is_connect() {
+        let mut refused = false;
+        let mut tls = false;
+        let mut dns = false;
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+            }
+            let text = s.to_string().to_ascii_lowercase();
+            tls |=
+                text.contains("certificate") || text.contains("tls") || text.contains("handshake");
+            dns |= text.contains("dns error") || text.contains("failed to lookup");
+            source = s.source();
+        }
+        return if refused {
+            (
+                ResourceError::bad_gateway(format!(
+                    "Remote instance '{name}' refused the connection"
+                )),
+                "connect_refused",
+            )
+        } else if tls {
+            (
+                ResourceError::bad_gateway(format!(
+                    "TLS handshake with remote instance '{name}' failed: its certificate is not trusted or does not match the host name"
+                )),
+                "tls",
+            )
+        } else if dns {
+            (
+                ResourceError::bad_gateway(format!(
+                    "The host of remote instance '{name}' cannot be resolved"
+                )),
+                "resolve",
+            )
+        } else {
+            (
+                ResourceError::bad_gateway(format!("Remote instance '{name}' cannot be reached")),
+                "connect",
+            )
+        };
+    }
+    (
+        ResourceError::bad_gateway(format!(
+            "The connection to remote instance '{name}' failed before a complete response was received"
+        )),
+        "connection",
+    )
+}
+
+/// The causes of `e`, without the URL reqwest puts at the top (no secret is in either,
+/// but the causes are what an operator needs).
+fn source_chain(e: &reqwest::Error) -> String {
+    let mut out = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    if out.is_empty() {
+        out = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connect error"
+        } else {
+            "request error"
+        }
+        .to_owned();
+    }
+    out
+}
+
+/// Pages through a query on any router path (local or `external/idm/…`), one page at a
+/// time, following `pagedResultsCookie`:
+///
+/// ```ignore
+/// let mut q = QueryParams::filter("true");
+/// q.page_size = 500;
+/// let req = Request::new(Operation::Query(Box::new(q)), "external/idm/dc2/managed/user", caller);
+/// let mut pager = QueryPager::new(req)?;
+/// while let Some(page) = pager.next_page(&router).await? {
+///     for obj in page.results { /* … */ }
+/// }
+/// ```
+///
+/// Each call makes one request; only the current page is held. With `page_size` 0 the
+/// query is answered in one page. Paging ends when a page has no cookie; a cookie equal
+/// to the one just sent is a 500 (paging would never end).
+pub struct QueryPager {
+    request: Request,
+    done: bool,
+    pages: u64,
+}
+
+impl QueryPager {
+    /// `request` must be a query; its cookie and offset, if any, say where to start.
+    pub fn new(request: Request) -> Result<Self, ResourceError> {
+        if !matches!(request.op, Operation::Query(_)) {
+            return Err(ResourceError::bad_request(format!(
+                "Paging needs a query request, not {}",
+                request.op.name()
+            )));
+        }
+        Ok(Self {
+            request,
+            done: false,
+            pages: 0,
+        })
+    }
+
+    /// Pages fetched so far.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The next page, or `None` after the last one. An error ends paging.
+    pub async fn next_page(
+        &mut self,
+        router: &Router,
+    ) -> Result<Option<QueryResponse>, ResourceError> {
+        if self.done {
+            return Ok(None);
+        }
+        let result = router.handle(&self.request).await;
+        let page = match result {
+            Ok(Response::Query(page)) => page,
+            Ok(_) => {
+                self.done = true;
+                return Err(ResourceError::internal(format!(
+                    "The query of 'openidm/{}' did not answer a query result",
+                    self.request.path_string()
+                )));
+            }
+            Err(e) => {
+                self.done = true;
+                return Err(e);
+            }
+        };
+        self.pages += 1;
+        let Operation::Query(q) = &mut self.request.op else {
+            unreachable!("checked in new")
+        };
+        match (&page.cookie, q.page_size) {
+            (Some(next), size) if size > 0 => {
+                if q.cookie.as_ref() == Some(next) {
+                    self.done = true;
+                    return Err(ResourceError::internal(format!(
+                        "The query of 'openidm/{}' returned the same paged results cookie twice; paging stopped",
+                        self.request.path_string()
+                    )));
+                }
+                q.cookie = Some(next.clone());
+                q.offset = 0;
+            }
+            _ => self.done = true,
+        }
+        Ok(Some(page))
+    }
+}
+
+/// Runs `request` (a query) page by page through `router`, handing each page to
+/// `on_page`, which answers whether to go on. Returns the number of objects seen.
+pub async fn query_pages<F, Fut>(
+    router: &Router,
+    request: Request,
+    mut on_page: F,
+) -> Result<u64, ResourceError>
+where
+    F: FnMut(QueryResponse) -> Fut,
+    Fut: Future<Output = Result<bool, ResourceError>>,
+{
+    let mut pager = QueryPager::new(request)?;
+    let mut seen = 0u64;
+    while let Some(page) = pager.next_page(router).await? {
+        seen += page.results.len() as u64;
+        if !on_page(page).await? {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfSnapshot;
+    use crate::crest::query::SortKey;
+    use crate::crest::{Caller, Params, QueryParams};
+    use serde_json::json;
+
+    fn req(op: Operation, path: &str) -> Request {
+        Request::new(op, path, Arc::new(Caller::system()))
+    }
+
+    fn call(r: &Request) -> Call {
+        build_call(r, &r.path).unwrap()
+    }
+
+    fn header<'a>(c: &'a Call, name: &str) -> Option<&'a str> {
+        c.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn read_and_query_are_get() {
+        let c = call(&req(
+            Operation::Read {
+                if_none_match: Some("3".into()),
+            },
+            "managed/user/a b",
+        ));
+        assert_eq!(c.method, Method::GET);
+        assert_eq!(c.path_and_query, "managed/user/a%20b");
+        assert_eq!(header(&c, "if-none-match"), Some("\"3\""));
+        assert_eq!(header(&c, "accept-api-version"), Some(API_VERSION));
+        assert_eq!(header(&c, "x-requested-with"), Some("RemoteIDMProxy"));
+        assert_eq!(header(&c, "content-type"), Some("application/json"));
+        assert!(c.body.is_none());
+
+        let mut q = QueryParams::filter("userName eq \"a&b\"");
+        q.page_size = 2;
+        q.cookie = Some("c/1=".into());
+        q.offset = 4;
+        q.count_policy = CountPolicy::Exact;
+        q.sort_keys = vec![
+            SortKey::parse("-sn").unwrap(),
+            SortKey::parse("givenName").unwrap(),
+        ];
+        let mut r = req(Operation::Query(Box::new(q)), "managed/user");
+        r.fields = vec!["_id,userName".into(), "mail".into()];
+        r.params = Params::new()
+            .with("_queryFilter", "ignored")
+            .with("uid", "x y");
+        let c = call(&r);
+        assert_eq!(
+            c.path_and_query,
+            "managed/user?_queryFilter=userName%20eq%20%22a%26b%22&_pageSize=2&_pagedResultsCookie=c%2F1%3D&_pagedResultsOffset=4&_totalPagedResultsPolicy=EXACT&_sortKeys=-sn%2CgivenName&_fields=_id%2CuserName%2Cmail&uid=x%20y"
+        );
+        let q = QueryParams {
+            kind: QueryKind::Id("query-all-ids".into()),
+            ..QueryParams::filter("")
+        };
+        let c = call(&req(Operation::Query(Box::new(q)), "managed/user"));
+        assert_eq!(c.path_and_query, "managed/user?_queryId=query-all-ids");
+    }
+
+    #[test]
+    fn writes_map_to_crest_http() {
+        let body = json!({"userName": "a"});
+        let c =
+            call(&req(Operation::Create { new_id: None }, "managed/user").with_body(body.clone()));
+        assert_eq!(
+            (c.method.clone(), c.path_and_query.as_str()),
+            (Method::POST, "managed/user?_action=create")
+        );
+        assert_eq!(c.body.as_deref(), Some(br#"{"userName":"a"}"#.as_slice()));
+
+        let e = build_call(
+            &req(
+                Operation::Create {
+                    new_id: Some("id/1".into()),
+                },
+                "managed/user",
+            ),
+            &["managed".into(), "user".into()],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 400);
+        let c = call(&req(
+            Operation::Create {
+                new_id: Some("p smith".into()),
+            },
+            "managed/user",
+        ));
+        assert_eq!(c.method, Method::PUT);
+        assert_eq!(c.path_and_query, "managed/user/p%20smith");
+        assert_eq!(header(&c, "if-none-match"), Some("*"));
+
+        for (rev, upsert, expected) in [
+            (Some("7"), true, Some("\"7\"")),
+            (None, false, Some("*")),
+            (None, true, None),
+        ] {
+            let c = call(&req(
+                Operation::Update {
+                    rev: rev.map(str::to_owned),
+                    upsert,
+                },
+                "managed/user/a",
+            ));
+            assert_eq!(c.method, Method::PUT);
+            assert_eq!(header(&c, "if-match"), expected);
+        }
+        let c = call(&req(
+            Operation::Patch {
+                rev: Some("2".into()),
+            },
+            "managed/user/a",
+        ));
+        assert_eq!(
+            (c.method.clone(), header(&c, "if-match")),
+            (Method::PATCH, Some("\"2\""))
+        );
+        let c = call(&req(
+            Operation::Delete {
+                rev: Some("2".into()),
+            },
+            "managed/user/a",
+        ));
+        assert_eq!(
+            (c.method.clone(), header(&c, "if-match")),
+            (Method::DELETE, Some("\"2\""))
+        );
+        assert!(c.body.is_none());
+        let r = req(
+            Operation::Action {
+                name: "reset pw".into(),
+            },
+            "managed/user",
+        )
+        .with_params(Params::new().with("_action", "x").with("uid", "1"));
+        let c = call(&r);
+        assert_eq!(c.method, Method::POST);
+        assert_eq!(c.path_and_query, "managed/user?_action=reset%20pw&uid=1");
+    }
+
+    #[test]
+    fn dot_segments_and_bad_revisions_are_400() {
+        for path in [
+            vec!["managed", ".."],
+            vec!["."],
+            vec!["a", "..;x"],
+            vec!["a", "b/c"],
+            vec!["a", "b\\c"],
+        ] {
+            let path: Vec<String> = path.into_iter().map(String::from).collect();
+            let r = req(
+                Operation::Read {
+                    if_none_match: None,
+                },
+                "x",
+            );
+            assert_eq!(build_call(&r, &path).unwrap_err().code, 400, "{path:?}");
+        }
+        let r = req(
+            Operation::Delete {
+                rev: Some("a\nb".into()),
+            },
+            "a",
+        );
+        assert_eq!(build_call(&r, &r.path).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn responses_map_back() {
+        let read = Operation::Read {
+            if_none_match: None,
+        };
+        let r = map_response(&read, "dc2", 200, None, br#"{"_id":"a","_rev":"1","x":1}"#).unwrap();
+        let mut content = Map::new();
+        content.insert("x".into(), json!(1));
+        assert_eq!(
+            r,
+            Response::Resource(ResourceResponse::new(
+                "a",
+                Some("1".into()),
+                content.clone()
+            ))
+        );
+        let r = map_response(
+            &Operation::Create { new_id: None },
+            "dc2",
+            201,
+            Some("9".into()),
+            br#"{"_id":"a","x":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Response::Created(ResourceResponse::new("a", Some("9".into()), content))
+        );
+        assert_eq!(
+            map_response(&read, "dc2", 200, None, br#"{"state":"x"}"#).unwrap(),
+            Response::Json(200, json!({"state": "x"}))
+        );
+        assert_eq!(
+            map_response(
+                &Operation::Read {
+                    if_none_match: Some("4".into())
+                },
+                "dc2",
+                304,
+                None,
+                b""
+            )
+            .unwrap(),
+            Response::NotModified { rev: "4".into() }
+        );
+        let action = Operation::Action { name: "x".into() };
+        assert_eq!(
+            map_response(&action, "dc2", 204, None, b"").unwrap(),
+            Response::Action(None)
+        );
+        assert_eq!(
+            map_response(&action, "dc2", 200, None, b"[1]").unwrap(),
+            Response::Action(Some(json!([1])))
+        );
+        let query = Operation::Query(Box::new(QueryParams::filter("true")));
+        let q = map_response(
+            &query,
+            "dc2",
+            200,
+            None,
+            br#"{"result":[{"_id":"a"}],"resultCount":1,"pagedResultsCookie":"c","totalPagedResultsPolicy":"EXACT","totalPagedResults":5,"remainingPagedResults":-1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            Response::Query(QueryResponse {
+                results: vec![json!({"_id": "a"})],
+                cookie: Some("c".into()),
+                policy: CountPolicy::Exact,
+                total: Some(5),
+            })
+        );
+        let q = map_response(
+            &query,
+            "dc2",
+            200,
+            None,
+            br#"{"result":[],"pagedResultsCookie":null,"totalPagedResults":-1}"#,
+        )
+        .unwrap();
+        assert_eq!(q, Response::Query(QueryResponse::default()));
+        let e = map_response(&query, "dc2", 200, None, br#"{"results":[]}"#).unwrap_err();
+        assert_eq!(e.code, 502);
+        let e = map_response(&read, "dc2", 200, None, b"<html>").unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                502,
+                "Remote instance 'dc2' sent a response that is not JSON"
+            )
+        );
+        let e = map_response(&read, "dc2", 302, None, b"").unwrap_err();
+        assert_eq!(e.code, 502);
+    }
+
+    #[test]
+    fn remote_errors_pass_through_prefixed() {
+        let read = Operation::Read {
+            if_none_match: None,
+        };
+        let e = map_response(
+            &read,
+            "dc2",
+            412,
+            None,
+            br#"{"code":412,"reason":"Precondition Failed","message":"Revision mismatch","detail":{"a":1}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 412);
+        assert_eq!(e.message, "Remote instance 'dc2': Revision mismatch");
+        assert_eq!(e.detail, Some(json!({"a": 1})));
+        let e = map_response(&read, "dc2", 503, None, b"down").unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str(), e.detail.is_none()),
+            (
+                503,
+                "Remote instance 'dc2' answered 503 Service Unavailable",
+                true
+            )
+        );
+    }
+
+    fn registry(instances: &[(&str, Value)]) -> Arc<Registry> {
+        let mut conf = ConfSnapshot::default();
+        for (name, doc) in instances {
+            let cfg = crate::config::lower_instance(name, doc).expect("valid instance");
+            conf.instances.insert((*name).to_owned(), Arc::new(cfg));
+        }
+        Arc::new(Registry::build(
+            &conf,
+            &Registry::default(),
+            &Arc::new(Metrics::new()),
+        ))
+    }
+
+    fn basic(url: &str) -> Value {
+        json!({"authType": "basic", "instanceUrl": url, "userName": "u", "password": "s3cret-pw",
+               "connectTimeout": 500, "readTimeout": 500})
+    }
+
+    #[tokio::test]
+    async fn unknown_disabled_and_refused() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}/openidm/");
+        let mut disabled = basic(&url);
+        disabled["enabled"] = json!(false);
+        let reg = registry(&[("down", basic(&url)), ("off", disabled)]);
+        let metrics = Arc::new(Metrics::new());
+        let handler = RemoteHandler::with_registry(move || reg.clone(), metrics.clone());
+        let mut router = Router::new(|_| Ok(()));
+        router.mount("external/idm", Arc::new(handler));
+        let read = |path: &str| {
+            req(
+                Operation::Read {
+                    if_none_match: None,
+                },
+                path,
+            )
+        };
+        let e = router
+            .handle(&read("external/idm/nope/managed/user/a"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (404, "Remote instance 'nope' is not configured")
+        );
+        let e = router
+            .handle(&read("external/idm/off/managed/user/a"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (404, "Remote instance 'off' is disabled")
+        );
+        let e = router.handle(&read("external/idm")).await.unwrap_err();
+        assert_eq!(e.code, 404);
+        let q = req(
+            Operation::Query(Box::new(QueryParams::filter("true"))),
+            "external/idm/down/managed/user",
+        );
+        let e = router.handle(&q).await.unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (502, "Remote instance 'down' refused the connection")
+        );
+        assert!(!e.to_string().contains("s3cret"));
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains("idm_gateway_remote_query_page_seconds_count{instance=\"down\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("kind=\"connect_refused\""), "{text}");
+    }
+
+    /// Answers query pages from a fixed list, 2 per page, cookie = next offset.
+    struct Pages(Vec<Value>, bool);
+
+    #[async_trait::async_trait]
+    impl RequestHandler for Pages {
+        async fn handle(&self, req: &Request, _rest: &[String]) -> Result<Response, ResourceError> {
+            let Operation::Query(q) = &req.op else {
+                return Err(req.not_supported());
+            };
+            if self.1 {
+                // A broken server: always the same cookie.
+                return Ok(Response::Query(QueryResponse {
+                    results: vec![json!(1)],
+                    cookie: Some("same".into()),
+                    ..Default::default()
+                }));
+            }
+            let start: usize = q.cookie.as_deref().map_or(0, |c| c.parse().unwrap());
+            let end = (start + q.page_size).min(self.0.len());
+            Ok(Response::Query(QueryResponse {
+                results: self.0[start..end].to_vec(),
+                cookie: (end < self.0.len()).then(|| end.to_string()),
+                ..Default::default()
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn pager_follows_cookies_and_stops_on_a_loop() {
+        let mut router = Router::new(|_| Ok(()));
+        router.mount(
+            "ok",
+            Arc::new(Pages((0..5).map(|i| json!(i)).collect(), false)),
+        );
+        router.mount("loop", Arc::new(Pages(Vec::new(), true)));
+        let query = |path: &str| {
+            let mut q = QueryParams::filter("true");
+            q.page_size = 2;
+            req(Operation::Query(Box::new(q)), path)
+        };
+        let mut pager = QueryPager::new(query("ok")).unwrap();
+        let mut all = Vec::new();
+        while let Some(page) = pager.next_page(&router).await.unwrap() {
+            assert!(page.results.len() <= 2);
+            all.extend(page.results);
+        }
+        assert_eq!(all, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
+        assert_eq!(pager.pages(), 3);
+
+        let mut pages = 0;
+        let seen = query_pages(&router, query("ok"), |_| {
+            pages += 1;
+            async move { Ok(pages < 2) }
+        })
+        .await
+        .unwrap();
+        assert_eq!((seen, pages), (4, 2));
+
+        let mut pager = QueryPager::new(query("loop")).unwrap();
+        assert!(pager.next_page(&router).await.unwrap().is_some());
+        assert_eq!(pager.next_page(&router).await.unwrap_err().code, 500);
+        assert!(pager.next_page(&router).await.unwrap().is_none());
+
+        let read = req(
+            Operation::Read {
+                if_none_match: None,
+            },
+            "ok",
+        );
+        assert_eq!(QueryPager::new(read).err().unwrap().code, 400);
+    }
+}
