@@ -98,7 +98,7 @@ LOADGEN=$(cargo bench --quiet --bench loadgen --no-run --message-format=json 2>/
 
 # ---------------------------------------------------------------- helpers
 USED_PORTS=" "
-free_port() {
+free_port() { # variable name: set to a loopback port nothing listens on (and not handed out yet)
     local p
     while :; do
         p=$((20000 + RANDOM % 30000))
@@ -106,7 +106,7 @@ free_port() {
         # Connection refused: nothing listens there.
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             USED_PORTS+="$p "
-            echo "$p"
+            printf -v "$1" '%s' "$p"
             return
         fi
     done
@@ -182,7 +182,7 @@ to_ms() {
 HDR=(-H "X-OpenIDM-Username: openidm-admin" -H "X-OpenIDM-Password: $ADMIN_PW"
     -H "X-Requested-With: XMLHttpRequest")
 
-declare -A PEAK P50 P99 HALF HALF_P99 DIRECT_P99 CPU_PER_REQ URL PID_OF
+declare -A PEAK P50 P99 HALF HALF_P99 HALF_CPU DIRECT_P99 CPU_PER_REQ URL PID_OF
 ORDER=()
 
 # Peak with wrk (closed loop). Sets PEAK/P50/P99/CPU_PER_REQ for the target.
@@ -220,11 +220,13 @@ run_peak() { # key
         'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
 }
 
-# Fixed rate with loadgen (open loop); prints the p99 in ms.
+# Fixed rate with loadgen (open loop); prints "p99_ms server_cpu_us_per_request".
 run_rate() { # key rate
-    local out
+    local out before after
+    before=$(cpu_ticks "${PID_OF[$1]}")
     out=$("$LOADGEN" --url "${URL[$1]}" --rate "$2" --duration "$RATE_SECS" \
         --warmup "$RATE_WARMUP" --connections $CONNS --threads "$LOADGEN_THREADS" "${HDR[@]}")
+    after=$(cpu_ticks "${PID_OF[$1]}")
     printf '%s\n' "$out" >>"$WORK/loadgen-$1.txt"
     echo "---- loadgen --rate $2 --connections $CONNS --duration $RATE_SECS  [$1]" >&2
     printf '%s\n' "$out" | grep -v '^RESULT' | sed 's/^/    /' >&2
@@ -233,14 +235,36 @@ run_rate() { # key rate
     if ! grep -q ' non2xx=0 errors=0 ' <<<"$result"; then
         die "$1 had errors at $2 req/s: $result"
     fi
-    sed 's/.* p99_ms=\([0-9.]*\).*/\1/' <<<"$result"
+    # Requests sent during the whole run (warm-up included) = rate * (warm-up + duration).
+    awk -v r="$result" -v t=$((after - before)) -v hz="$HZ" -v rate="$2" \
+        -v secs="$(awk -v a="$RATE_WARMUP" -v b="$RATE_SECS" 'BEGIN {print a + b}')" 'BEGIN {
+            match(r, /p99_ms=[0-9.]+/); p99 = substr(r, RSTART + 7, RLENGTH - 7)
+            printf "%s %.1f\n", p99, t / hz * 1e6 / (rate * secs)
+        }'
+}
+
+# Idle share of all CPUs over one second, to tell a busy machine from a slow target.
+cpu_idle_pct() {
+    local a b
+    a=($(head -1 /proc/stat))
+    sleep 1
+    b=($(head -1 /proc/stat))
+    local total=0 i
+    for i in 1 2 3 4 5 6 7 8; do
+        total=$((total + b[i] - a[i]))
+    done
+    echo $((100 * (b[4] - a[4]) / (total > 0 ? total : 1)))
 }
 
 # ---------------------------------------------------------------- upstream
-UP_PORT=$(free_port)
-NGX_PORT=$(free_port)
-GW_PORT=$(free_port)
-GW2_PORT=$(free_port)
+IDLE_BEFORE=$(cpu_idle_pct)
+if ((IDLE_BEFORE < 85)); then
+    log "WARNING: the machine is only ${IDLE_BEFORE}% idle before the run: numbers will be low and noisy"
+fi
+free_port UP_PORT
+free_port NGX_PORT
+free_port GW_PORT
+free_port GW2_PORT
 
 start_nginx upstream "$UP_PORT" "
 worker_processes $THREADS;
@@ -252,7 +276,7 @@ http {
     keepalive_requests 10000000;
     keepalive_timeout 120s;
     server {
-        listen 127.0.0.1:$UP_PORT;
+        listen 127.0.0.1:$UP_PORT reuseport;
         # What the remote received (used once to check both proxies do the same rewrite).
         location = /openidm/echo {
             default_type text/plain;
@@ -294,7 +318,7 @@ http {
         keepalive_timeout 60s;
     }
     server {
-        listen 127.0.0.1:$NGX_PORT;
+        listen 127.0.0.1:$NGX_PORT reuseport;
         location /openidm/external/idm/bench/ {
             if (\$idm_caller_ok = 0) {
                 return 401;
@@ -352,14 +376,16 @@ declare -A LABEL=(
 declare -A RSS_BEFORE RSS_AFTER THREADS_OF
 
 measure_target() { # key
-    local key=$1 half
+    local key=$1 half res
     ORDER+=("$key")
     run_peak "$key"
     half=$((PEAK[$key] / 2))
     HALF[$key]=$half
-    HALF_P99[$key]=$(run_rate "$key" "$half")
+    res=$(run_rate "$key" "$half")
+    read -r "HALF_P99[$key]" "HALF_CPU[$key]" <<<"$res"
     if [[ $key != direct ]]; then
-        DIRECT_P99[$key]=$(run_rate direct "$half")
+        res=$(run_rate direct "$half")
+        read -r "DIRECT_P99[$key]" _ <<<"$res"
     fi
 }
 
@@ -398,7 +424,7 @@ echo "${RATE_SECS}s measured after ${RATE_WARMUP}s warm-up. \"added p99\" = p99 
 echo "minus p99 of the direct upstream at that same rate. Latencies in ms. GET of a $(printf %s "$BODY" | wc -c)-byte JSON body."
 echo "Proxy workers: $THREADS (nginx worker_processes / gateway --threads); upstream nginx: $THREADS workers;"
 echo "loadgen: $LOADGEN_THREADS threads. Server CPU per request: user+sys ticks of the target's processes during"
-echo "the wrk run divided by requests served (the direct row is the upstream alone; proxy rows exclude the upstream)."
+echo "the run divided by requests served (the direct row is the upstream alone; proxy rows exclude the upstream)."
 echo "The gateway's RSS \"before load\" is after one authenticated request (argon2 verification included)."
 echo
 echo "| target | peak req/s | p50 | p99 | p99 at half-peak | added p99 vs direct |"
@@ -413,10 +439,10 @@ for key in "${ORDER[@]}"; do
     echo "| ${LABEL[$key]} | ${PEAK[$key]} | ${P50[$key]} | ${P99[$key]} | ${HALF_P99[$key]} @ ${HALF[$key]}/s | $added |"
 done
 echo
-echo "| target | server CPU per request at peak (µs, user+sys of all its processes) |"
-echo "|---|---:|"
+echo "| target | server CPU µs/request at peak (wrk) | server CPU µs/request at half-peak (fixed rate) |"
+echo "|---|---:|---:|"
 for key in "${ORDER[@]}"; do
-    echo "| ${LABEL[$key]} | ${CPU_PER_REQ[$key]} |"
+    echo "| ${LABEL[$key]} | ${CPU_PER_REQ[$key]} | ${HALF_CPU[$key]} |"
 done
 echo
 for key in gateway gateway_warn; do
@@ -425,7 +451,11 @@ for key in gateway gateway_warn; do
 done
 echo "Access-log lines written by the RUST_LOG=info gateway: $ACCESS_LINES ($(du -h "$WORK/gw/gateway-info.log" | cut -f1))"
 echo
+echo "CPU idle before the run: ${IDLE_BEFORE}%; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo
 echo "Note: load generator, proxy and upstream share the same $(nproc) CPU cores, so every number"
 echo "here includes CPU contention between them (wrk alone uses up to 2 threads); compare rows"
 echo "with each other, not with numbers from a machine where the load comes from elsewhere."
+echo "On a shared VM, run-to-run variation of the peak req/s can exceed 30%: repeat before"
+echo "drawing conclusions from small differences."
 log "done"
