@@ -141,8 +141,13 @@ impl ProxyHttp for GatewayProxy {
         match route {
             Route::Remote { instance, rest } => {
                 let live = self.gw.live();
-                ctx.label = Some(self.instance_label(&instance));
-                let error = match live.registry.get(&instance) {
+                let found = live.registry.get(&instance);
+                // Every live instance comes from a configured file: its name is a bounded label.
+                ctx.label = Some(match found {
+                    Some(_) => instance.to_string(),
+                    None => self.instance_label(&instance),
+                });
+                let error = match found {
                     Some(inst) if inst.config.enabled => {
                         ctx.instance = Some(inst.clone());
                         ctx.rest = rest.to_owned();
