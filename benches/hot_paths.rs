@@ -21,7 +21,7 @@ use tokio::runtime::Runtime;
 use idm_gateway::auth::{Authenticator, CachingAuthenticator, StaticAdmin};
 use idm_gateway::config::{BearerConfig, InstanceUrl, Secret, TokenAuthMethod, Trust};
 use idm_gateway::metrics::Metrics;
-use idm_gateway::proxy::{classify, rewrite_request, rewrite_response, Route};
+use idm_gateway::proxy::{classify, rewrite_request, rewrite_response, transaction_id, Route};
 use idm_gateway::remote::{http_client, TokenSource};
 
 const PLAIN_PATH: &str = "/openidm/external/idm/dc1/managed/user";
@@ -133,6 +133,11 @@ fn header_rewrite(c: &mut Criterion) {
             |req| rewrite_request(req, &url, rest, &auth, &txid).unwrap(),
             BatchSize::SmallInput,
         )
+    });
+    // A caller without a transaction id: a fresh UUID per request.
+    let bare = RequestHeader::build("GET", CALLER_URI, None).unwrap();
+    g.bench_function("new_transaction_id", |b| {
+        b.iter(|| black_box(transaction_id(&bare)))
     });
     let resp_template = upstream_response();
     g.bench_function("rewrite_response", |b| {

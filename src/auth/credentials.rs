@@ -1,6 +1,8 @@
 //! Reading caller credentials from request headers: `X-OpenIDM-Username` /
 //! `X-OpenIDM-Password`, or `Authorization: Basic`.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use http::HeaderMap;
 
@@ -14,17 +16,21 @@ pub enum CredentialsError {
     NotUtf8,
 }
 
-/// `Ok(None)` when the request carries no credentials at all.
+/// A caller's user name and password.
+pub type UserPassword<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// `Ok(None)` when the request carries no credentials at all. `X-OpenIDM-*` credentials are
+/// borrowed from the headers (no copy per request); Basic ones are decoded.
 pub fn credentials_from_headers(
     headers: &HeaderMap,
-) -> Result<Option<(String, String)>, CredentialsError> {
+) -> Result<Option<UserPassword<'_>>, CredentialsError> {
     let user = headers.get("x-openidm-username");
     let password = headers.get("x-openidm-password");
     match (user, password) {
         (Some(u), Some(p)) => {
             let u = u.to_str().map_err(|_| CredentialsError::NotUtf8)?;
             let p = p.to_str().map_err(|_| CredentialsError::NotUtf8)?;
-            return Ok(Some((u.to_owned(), p.to_owned())));
+            return Ok(Some((Cow::Borrowed(u), Cow::Borrowed(p))));
         }
         (Some(_), None) | (None, Some(_)) => return Err(CredentialsError::Incomplete),
         (None, None) => {}
@@ -44,7 +50,7 @@ pub fn credentials_from_headers(
     let (u, p) = decoded
         .split_once(':')
         .ok_or(CredentialsError::MalformedBasic)?;
-    Ok(Some((u.to_owned(), p.to_owned())))
+    Ok(Some((Cow::Owned(u.to_owned()), Cow::Owned(p.to_owned()))))
 }
 
 #[cfg(test)]

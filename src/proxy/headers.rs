@@ -32,7 +32,16 @@ pub fn transaction_id(req: &RequestHeader) -> HeaderValue {
             return v.clone();
         }
     }
-    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("uuid is a header value")
+    new_transaction_id()
+}
+
+/// A random (v4) UUID from the thread-local CSPRNG: no `getrandom` system call and no
+/// `String` per request.
+fn new_transaction_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes())
+        .expect("uuid is a header value")
 }
 
 /// Rewrites the caller's request into the one the remote receives:
@@ -64,31 +73,37 @@ pub fn rewrite_request(
         })?;
     req.set_uri(uri);
 
-    // Headers named in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = req
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        req.remove_header(&name);
+    // Headers named in `Connection` are hop-by-hop too (HTTP/1.1 callers rarely send one:
+    // nothing is collected then).
+    if req.headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = req
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            req.remove_header(&name);
+        }
     }
     for name in HOP_BY_HOP {
         req.remove_header(name);
     }
     req.remove_header(&header::AUTHORIZATION);
     req.remove_header(&header::COOKIE);
-    let openidm: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-openidm-"))
-        .cloned()
-        .collect();
-    for name in openidm {
-        req.remove_header(&name);
+    let is_openidm = |k: &HeaderName| k.as_str().starts_with("x-openidm-");
+    if req.headers.keys().any(is_openidm) {
+        let openidm: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| is_openidm(k))
+            .cloned()
+            .collect();
+        for name in openidm {
+            req.remove_header(&name);
+        }
     }
 
     req.insert_header(header::HOST, url.authority.as_str())?;

@@ -146,13 +146,18 @@ impl ProxyHttp for GatewayProxy {
         match route {
             Route::Remote { instance, rest } => {
                 let live = self.gw.live();
-                ctx.label = Some(self.instance_label(&instance));
+                let found = live.registry.get(&instance);
+                // Every live instance comes from a configured file: its name is a bounded label.
+                ctx.label = Some(match found {
+                    Some(_) => instance.to_string(),
+                    None => self.instance_label(&instance),
+                });
                 // Only administrators may act on remote instances (IDM's access rules).
                 if !caller.is_admin() {
                     respond_error(session, ctx, &ResourceError::forbidden("Access denied")).await?;
                     return Ok(true); // response written
                 }
-                let error = match live.registry.get(&instance) {
+                let error = match found {
                     Some(inst) if inst.config.enabled => {
                         ctx.instance = Some(inst.clone());
                         ctx.rest = rest.to_owned();
@@ -164,22 +169,12 @@ impl ProxyHttp for GatewayProxy {
                 respond_error(session, ctx, &ResourceError::not_found(error)).await?;
                 Ok(true) // response written
             }
-            Route::Local(segments) => {
-                ctx.label = Some(LOCAL.into());
-                let body = match read_body(session).await {
-                    Ok(body) => body,
-                    Err(e) => {
-                        respond_error(session, ctx, &e).await?;
-                        return Ok(true); // response written
-                    }
+            route @ (Route::Local(_) | Route::Ping) => {
+                let segments = match route {
+                    Route::Local(segments) => segments,
+                    // Ping with another method than GET: the router says what is allowed.
+                    _ => vec!["info".into(), "ping".into()],
                 };
-                let resp = self.handle_local(session, segments, &body, caller).await;
-                write_local(session, ctx, resp).await?;
-                Ok(true) // response written
-            }
-            Route::Ping => {
-                // Ping with another method than GET: the router says what is allowed.
-                let segments = vec!["info".into(), "ping".into()];
                 ctx.label = Some(LOCAL.into());
                 let body = match read_body(session).await {
                     Ok(body) => body,
