@@ -226,9 +226,11 @@ impl Template {
                 Some(p) if p.starts_with('.') && p.len() > 1 => {
                     JsonPointer(p[1..].split('.').map(str::to_owned).collect())
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "placeholder '${{{name}}}' must name a source property, like ${{source.mail}}"
-                )),
+                ))
+                }
             };
             parts.push(TemplatePart::Source(path));
             rest = &after[end + 1..];
@@ -573,7 +575,6 @@ pub fn parse_mapping(
         return Err(p.list);
     }
     Ok(Mapping {
-        name,
         source,
         target,
         properties,
@@ -591,7 +592,14 @@ pub fn parse_mapping(
         source_query,
         target_query,
         page_size,
-        raw: doc.clone(),
+        raw: {
+            let mut raw = obj.clone();
+            if !raw.contains_key("name") {
+                raw.insert("name".into(), Value::String(name.clone()));
+            }
+            Value::Object(raw)
+        },
+        name,
     })
 }
 
@@ -1030,5 +1038,259 @@ pub fn set_pointer(doc: &mut Value, ptr: &JsonPointer, value: Value) {
     }
     if let Value::Object(map) = cur {
         map.insert(last.clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Value {
+        json!({"name": "u2o", "source": "managed/user", "target": "managed/other"})
+    }
+
+    fn with(extra: Value) -> Value {
+        let mut doc = base();
+        for (k, v) in extra.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        doc
+    }
+
+    fn one(doc: Value) -> Mapping {
+        parse_mapping(&doc, None, "").unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    fn problems(doc: Value) -> Vec<String> {
+        parse_mapping(&doc, None, "").unwrap_err()
+    }
+
+    #[test]
+    fn defaults() {
+        let m = one(base());
+        assert_eq!(m.task_threads, 10);
+        assert_eq!(m.page_size, 1000);
+        assert!(m.run_target_phase && m.enable_sync);
+        assert!(!m.correlate_empty_target_set && !m.prefetch_links);
+        assert_eq!(
+            (m.source_query.as_str(), m.target_query.as_str()),
+            ("true", "true")
+        );
+        assert_eq!(m.action(Situation::Absent), Action::Create);
+        assert_eq!(m.action(Situation::Ambiguous), Action::Exception);
+        assert_eq!(m.link_type(), "u2o");
+    }
+
+    #[test]
+    fn policies_override_defaults_only_where_listed() {
+        let m = one(with(json!({"policies": [
+            {"situation": "SOURCE_MISSING", "action": "DELETE"},
+            {"situation": "UNASSIGNED", "action": "UNLINK"}]})));
+        assert_eq!(m.action(Situation::SourceMissing), Action::Delete);
+        assert_eq!(m.action(Situation::Unassigned), Action::Unlink);
+        assert_eq!(m.action(Situation::Confirmed), Action::Update);
+    }
+
+    #[test]
+    fn correlation_array_form_as_the_admin_ui_writes_it() {
+        let m = one(with(json!({"correlationQuery": [{
+            "linkQualifier": "default",
+            "expressionTree": {"all": ["mail", {"any": ["userName", "sn"]}]},
+            "mapping": "u2o", "type": "text/javascript", "file": "ui/correlateTreeToQueryFilter.js"}],
+            "properties": [{"source": "email", "target": "mail"}, {"source": "sn", "target": "sn"}]})));
+        let source = json!({"email": "a@x", "userName": "alice"});
+        let mapped = m.map_properties(&source);
+        let f = m
+            .correlation
+            .as_ref()
+            .unwrap()
+            .filter_for(&source, &mapped)
+            .unwrap();
+        // mail is mapped (from email); userName is not mapped, so the source's; sn is mapped
+        // to null, so it is left out of the `any`.
+        assert_eq!(f, r#"/mail eq "a@x" and /userName eq "alice""#);
+        // A missing value in `all`: no candidate.
+        let src = json!({"userName": "alice"});
+        assert_eq!(
+            m.correlation
+                .as_ref()
+                .unwrap()
+                .filter_for(&src, &m.map_properties(&src)),
+            None
+        );
+    }
+
+    #[test]
+    fn correlation_single_object_form() {
+        let m = one(with(
+            json!({"correlationQuery": {"expressionTree": {"any": ["mail", "userName"]}}}),
+        ));
+        let source = json!({"userName": "bob", "age": 3});
+        let f = m
+            .correlation
+            .as_ref()
+            .unwrap()
+            .filter_for(&source, &Map::new())
+            .unwrap();
+        assert_eq!(f, r#"/userName eq "bob""#);
+        let m = one(with(
+            json!({"correlationQuery": {"expressionTree": {"all": ["age"]}}}),
+        ));
+        assert_eq!(
+            m.correlation
+                .unwrap()
+                .filter_for(&source, &Map::new())
+                .unwrap(),
+            "/age eq 3"
+        );
+    }
+
+    #[test]
+    fn correlation_query_filter_template_escapes_values() {
+        let m = one(with(json!({"correlationQuery":
+            {"_queryFilter": "mail eq \"${source.mail}\" and name/given eq \"${source.name.given}\""}})));
+        let c = m.correlation.unwrap();
+        let source = json!({"mail": "a\"b\\c@x", "name": {"given": "Ann"}});
+        let f = c.filter_for(&source, &Map::new()).unwrap();
+        assert_eq!(f, r#"mail eq "a\"b\\c@x" and name/given eq "Ann""#);
+        let parsed = filter::parse(&f).unwrap();
+        assert!(parsed.matches(&json!({"mail": "a\"b\\c@x", "name": {"given": "Ann"}})));
+        assert_eq!(c.filter_for(&json!({"mail": "m"}), &Map::new()), None);
+    }
+
+    #[test]
+    fn javascript_forms_are_rejected_with_a_clear_message() {
+        let p = problems(with(json!({
+            "correlationQuery": {"type": "text/javascript", "source": "var q = {};q;"},
+            "validSource": {"type": "text/javascript", "source": "true"},
+            "properties": [{"target": "x", "transform": {"type": "text/javascript", "source": "1"}},
+                           {"target": "y", "condition": {"type": "groovy", "source": "true"}}],
+            "policies": [{"situation": "ABSENT", "action": {"type": "text/javascript", "source": "'CREATE'"}}],
+            "onCreate": {"type": "text/javascript", "source": "x"}})));
+        assert_eq!(p.len(), 6, "{p:#?}");
+        assert!(
+            p.iter().all(|m| m.contains("scripting is not available")),
+            "{p:#?}"
+        );
+        assert!(p
+            .iter()
+            .any(|m| m.starts_with("'correlationQuery' is a script")));
+        assert!(p
+            .iter()
+            .any(|m| m.starts_with("properties[0]: 'transform'")));
+    }
+
+    #[test]
+    fn a_bad_file_reports_every_problem() {
+        let doc = json!({"mappings": [
+            {"name": "ok", "source": "managed/user", "target": "managed/other"},
+            {"name": "bad", "source": "managed/../x", "taskThreads": 0,
+             "reconSourceQueryPageSize": "big", "validTarget": "mail eq",
+             "policies": [{"situation": "NOPE", "action": "CREATE"},
+                          {"situation": "ABSENT", "action": "MAKE"}],
+             "properties": [{"source": "a"}],
+             "correlationQuery": {"expressionTree": {"some": ["a"]}}},
+            {"source": "managed/user", "target": "managed/other"},
+            {"name": "ok", "source": "managed/user", "target": "managed/other"}]});
+        let p = parse_sync(&doc).unwrap_err();
+        let expect = [
+            "mappings[1] ('bad'): 'source' must be a resource path",
+            "mappings[1] ('bad'): 'target' is required",
+            "mappings[1] ('bad'): properties[0]: 'target' is required",
+            "mappings[1] ('bad'): 'correlationQuery.expressionTree': 'some' is not 'all' or 'any'",
+            "mappings[1] ('bad'): 'validTarget' is not a valid _queryFilter",
+            "mappings[1] ('bad'): policies[0]: unknown situation 'NOPE'",
+            "mappings[1] ('bad'): policies[1]: unknown action 'MAKE'",
+            "mappings[1] ('bad'): 'taskThreads' must be a whole number from 1 to 64",
+            "mappings[1] ('bad'): 'reconSourceQueryPageSize' must be a whole number",
+            "mappings[2]: 'name' is required",
+            "mappings[3] ('ok'): the name 'ok' is used twice",
+        ];
+        for e in expect {
+            assert!(
+                p.iter().any(|m| m.starts_with(e)),
+                "missing {e:?} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn mapping_files_take_their_name_from_the_file() {
+        let doc = json!({"source": "managed/user", "target": "managed/other"});
+        let ms = parse_config("mapping/u2o", &doc).unwrap();
+        assert_eq!(ms[0].name, "u2o");
+        assert_eq!(ms[0].raw["name"], "u2o");
+        let p = parse_config("mapping/u2o", &with(json!({"name": "other"}))).unwrap_err();
+        assert!(p[0].contains("the file defines mapping 'u2o'"), "{p:?}");
+        assert!(is_mapping_config("sync") && is_mapping_config("mapping/x"));
+        assert!(!is_mapping_config("managed") && !is_mapping_config("mappings"));
+        assert_eq!(parse_sync(&json!({"mappings": []})).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn queries_and_qualification_filters() {
+        let m = one(with(json!({
+            "sourceQuery": {"_queryFilter": "accountStatus eq \"active\""},
+            "targetQuery": {"_queryId": "query-all-ids"},
+            "validSource": "mail pr",
+            "sourceCondition": {"_queryFilter": "userName sw \"a\""}})));
+        assert_eq!(m.source_query, "accountStatus eq \"active\"");
+        assert_eq!(m.target_query, "true");
+        assert!(m.valid_source.unwrap().matches(&json!({"mail": "x"})));
+        assert!(!m
+            .source_condition
+            .unwrap()
+            .matches(&json!({"userName": "bob"})));
+        let p = problems(with(json!({"sourceQuery": {"_queryId": "for-userName"}})));
+        assert!(p[0].contains("not supported"), "{p:?}");
+    }
+
+    #[test]
+    fn property_mapping_forms() {
+        let m = one(with(json!({"properties": [
+            {"source": "userName", "target": "userName"},
+            {"source": "mail", "target": "contact/mail", "transform": {"type": "lowercase"}},
+            {"target": "displayName", "transform": {"type": "template", "source": "${source.givenName} ${source.sn}"}},
+            {"source": "status", "target": "accountStatus",
+             "transform": {"type": "map", "values": {"A": "active", "I": "inactive"}, "default": "unknown"}},
+            {"source": "missing", "target": "password", "default": "Passw0rd"},
+            {"source": "", "target": "copy", "condition": "/object/copyMe eq true"},
+            {"source": "sn", "target": "sn", "condition": "/object/sn pr"}]})));
+        let src = json!({"userName": "ann", "mail": "Ann@X.org", "givenName": "Ann", "sn": "Lee",
+                         "status": "Z"});
+        let out = Value::Object(m.map_properties(&src));
+        assert_eq!(
+            out,
+            json!({"userName": "ann", "contact": {"mail": "ann@x.org"},
+            "displayName": "Ann Lee", "accountStatus": "unknown", "password": "Passw0rd",
+            "sn": "Lee"})
+        );
+        let src = json!({"copyMe": true, "status": "A"});
+        let out = m.map_properties(&src);
+        assert_eq!(out["copy"], src);
+        assert_eq!(out["accountStatus"], "active");
+        assert_eq!(out["userName"], Value::Null);
+        assert_eq!(out["displayName"], Value::Null);
+        assert!(!out.contains_key("sn"));
+    }
+
+    #[test]
+    fn processing_order_is_sync_json_then_files_by_name() {
+        let m = |n: &str| parse_mapping(&with(json!({"name": n})), None, "").unwrap();
+        let prev = Mappings::default();
+        let ms = Mappings::with_changes(
+            &prev,
+            [
+                ("mapping/b".to_string(), Some(vec![m("b")])),
+                ("mapping/a".to_string(), Some(vec![m("a")])),
+                ("sync".to_string(), Some(vec![m("z"), m("y"), m("a")])),
+            ],
+        );
+        let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["z", "y", "a", "b"]);
+        let ms = Mappings::with_changes(&ms, [("sync".to_string(), None)]);
+        let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
     }
 }
