@@ -18,3 +18,4 @@ pub mod repo;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod sync;

@@ -22,6 +22,11 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub instances: IntGaugeVec,
     pub remote_query_page: HistogramVec,
+    /// Reconciliation runs by mapping and final state (`SUCCESS`, `FAILED`, `CANCELED`).
+    pub recon_runs: IntCounterVec,
+    /// Objects reconciled by mapping, situation and action.
+    pub recon_objects: IntCounterVec,
+    pub recon_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -91,6 +96,34 @@ impl Metrics {
             &["instance"],
         )
         .expect("metric");
+        // Mapping labels are configured mapping names: bounded by the conf directory.
+        let recon_runs = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_recon_runs_total",
+                "Reconciliation runs by mapping and outcome",
+            ),
+            &["mapping", "outcome"],
+        )
+        .expect("metric");
+        let recon_objects = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_recon_objects_total",
+                "Objects reconciled by mapping, situation and action",
+            ),
+            &["mapping", "situation", "action"],
+        )
+        .expect("metric");
+        let recon_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "idm_gateway_recon_duration_seconds",
+                "Duration of reconciliation runs by mapping",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
+            &["mapping"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -99,6 +132,9 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(instances.clone()),
             Box::new(remote_query_page.clone()),
+            Box::new(recon_runs.clone()),
+            Box::new(recon_objects.clone()),
+            Box::new(recon_duration.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -117,6 +153,9 @@ impl Metrics {
             config_reloads,
             instances,
             remote_query_page,
+            recon_runs,
+            recon_objects,
+            recon_duration,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
 use crate::settings::Settings;
 use crate::state::Gateway;
+use crate::sync::{ReconHandler, SyncHandler, SyncService};
 
 /// Everything a running gateway is made of.
 pub struct Built {
@@ -85,11 +86,21 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         Arc::new(move || schema_gw.live().managed.clone()),
     ));
     rt.block_on(managed.index_all());
+    let mappings_gw = gw.clone();
+    let sync = Arc::new(SyncService::new(
+        repo.clone(),
+        Arc::new(move || mappings_gw.live().mappings.clone()),
+        metrics.clone(),
+    ));
+    rt.block_on(sync.recover())
+        .map_err(|e| format!("cannot read the reconciliation runs: {e}"))?;
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler))
         .mount("config", Arc::new(ConfigHandler(gw.clone())))
         .mount("metrics", Arc::new(MetricsHandler(metrics)))
+        .mount("recon", Arc::new(ReconHandler(sync.clone())))
+        .mount("sync", Arc::new(SyncHandler(sync.clone())))
         .mount("managed", managed)
         .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
         .mount(
@@ -105,9 +116,11 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         reloader.reload();
     })
     .map_err(|e| format!("cannot watch the conf directory: {e}"))?;
+    let router = Arc::new(router);
+    sync.set_router(&router);
     Ok(Built {
         gw,
-        router: Arc::new(router),
+        router,
         repo,
         watch,
     })

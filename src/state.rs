@@ -13,6 +13,7 @@ use crate::config::{self, ConfSnapshot, Dirs, ReloadOutcome};
 use crate::managed::{parse_managed, ManagedSchema};
 use crate::metrics::Metrics;
 use crate::remote::Registry;
+use crate::sync::mapping::{self, Mappings};
 
 /// Config id of the managed object types.
 pub const MANAGED_CONFIG: &str = "managed";
@@ -22,6 +23,8 @@ pub struct Live {
     pub registry: Arc<Registry>,
     /// Managed object types (the last good `managed.json`).
     pub managed: Arc<ManagedSchema>,
+    /// Sync mappings in processing order (the last good `sync.json` and `mapping-*.json`).
+    pub mappings: Arc<Mappings>,
 }
 
 /// Validates config documents the conf layer does not understand itself.
@@ -34,6 +37,7 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
     }
     match id {
         MANAGED_CONFIG => parse_managed(doc).map(|_| ()),
+        id if mapping::is_mapping_config(id) => mapping::parse_config(id, doc).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -57,6 +61,7 @@ impl Gateway {
                 conf: Arc::new(ConfSnapshot::default()),
                 registry: Arc::new(Registry::default()),
                 managed: Arc::new(ManagedSchema::default()),
+                mappings: Arc::new(Mappings::default()),
             }),
             reload_lock: Mutex::new(()),
         };
@@ -79,10 +84,12 @@ impl Gateway {
         }
         let registry = Registry::build(&conf, &prev.registry, &self.metrics);
         let managed = managed_schema(&conf, &outcomes, &prev.managed);
+        let mappings = sync_mappings(&conf, &outcomes, &prev.mappings);
         self.live.store(Arc::new(Live {
             conf: Arc::new(conf),
             registry: Arc::new(registry),
             managed,
+            mappings,
         }));
         let live = self.live.load();
         for (id, outcome) in &outcomes {
@@ -137,4 +144,31 @@ fn managed_schema(
         Some((_, ReloadOutcome::Removed)) => Arc::new(ManagedSchema::default()),
         _ => prev.clone(),
     }
+}
+
+/// The mappings after a reload: the files applied are re-parsed, removed ones dropped, and
+/// rejected or unchanged ones keep their last good mappings.
+fn sync_mappings(
+    conf: &ConfSnapshot,
+    outcomes: &[(String, ReloadOutcome)],
+    prev: &Arc<Mappings>,
+) -> Arc<Mappings> {
+    let changes: Vec<_> = outcomes
+        .iter()
+        .filter(|(id, _)| mapping::is_mapping_config(id))
+        .filter_map(|(id, outcome)| match outcome {
+            ReloadOutcome::Applied => conf
+                .files
+                .get(id)
+                .and_then(|f| f.raw.as_ref())
+                .and_then(|raw| mapping::parse_config(id, raw).ok())
+                .map(|ms| (id.clone(), Some(ms))),
+            ReloadOutcome::Removed => Some((id.clone(), None)),
+            _ => None,
+        })
+        .collect();
+    if changes.is_empty() {
+        return prev.clone();
+    }
+    Arc::new(Mappings::with_changes(prev, changes))
 }

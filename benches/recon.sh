@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Reconciliation throughput on one gateway: N users managed/user → managed/other.
+#
+#   bash benches/recon.sh            # N=100000
+#   N=20000 bash benches/recon.sh
+#
+# Starts the release gateway on a free loopback port in a temp dir (stopped on exit), seeds
+# N users over HTTP (python3, keep-alive connections), then times with
+# `POST /openidm/recon?_action=recon&mapping=u2o&waitForCompletion=true`:
+#   1. the first run (every source ABSENT → CREATE + link),
+#   2. an unchanged re-run (every source CONFIRMED, nothing written),
+# and reports objects/s, the run's situation summary, and the gateway's RSS (VmRSS now and
+# VmHWM, the peak) after each run. Knobs: N, THREADS (gateway workers, default nproc),
+# SEED_CONNS (16), KEEP_TMP (0).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+N=${N:-100000}
+THREADS=${THREADS:-$(nproc)}
+SEED_CONNS=${SEED_CONNS:-16}
+KEEP_TMP=${KEEP_TMP:-0}
+ADMIN_PW=bench-admin-pw
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+
+cargo build --release --quiet
+BIN=$TARGET_DIR/release/idm-gateway
+
+TMP=$(mktemp -d /tmp/recon-bench.XXXXXX)
+GW_PID=
+cleanup() {
+    if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
+    if [ "$KEEP_TMP" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+mkdir -p "$TMP/conf" "$TMP/data" "$TMP/certs"
+
+python3 - "$TMP/conf" <<'EOF'
+import json, sys
+conf = sys.argv[1]
+managed = json.load(open("conf/managed.json"))
+managed["objects"].append({"name": "other", "schema": {"properties": {
+    "userName": {"type": "string", "searchable": True},
+    "mail": {"type": "string", "searchable": True},
+    "givenName": {"type": "string"}, "sn": {"type": "string"}}}})
+json.dump(managed, open(f"{conf}/managed.json", "w"))
+json.dump({"mappings": [{
+    "name": "u2o", "source": "managed/user", "target": "managed/other",
+    "properties": [{"source": p, "target": p} for p in ("userName", "mail", "givenName", "sn")],
+    "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""},
+    "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}]}]},
+    open(f"{conf}/sync.json", "w"))
+EOF
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+IDM_GATEWAY_ADMIN_PASSWORD=$ADMIN_PW RUST_LOG=warn "$BIN" --conf "$TMP/conf" --data "$TMP/data" \
+    --certs "$TMP/certs" --listen "127.0.0.1:$PORT" --threads "$THREADS" >"$TMP/gateway.log" 2>&1 &
+GW_PID=$!
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$PORT/openidm/info/ping" >/dev/null && break
+    sleep 0.1
+done
+
+AUTH=(-H "X-OpenIDM-Username: openidm-admin" -H "X-OpenIDM-Password: $ADMIN_PW")
+
+echo "seeding $N users ($SEED_CONNS connections)…"
+SEED_START=$(date +%s.%N)
+python3 - "$PORT" "$ADMIN_PW" "$N" "$SEED_CONNS" <<'EOF'
+import http.client, json, sys, threading
+port, pw, n, conns = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+headers = {"X-OpenIDM-Username": "openidm-admin", "X-OpenIDM-Password": pw,
+           "Content-Type": "application/json"}
+def work(k):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(k, n, conns):
+        body = json.dumps({"userName": f"user{i}", "givenName": "Given", "sn": f"Sn{i}",
+                           "mail": f"user{i}@example.com"})
+        c.request("PUT", f"/openidm/managed/user/u{i}", body, headers)
+        r = c.getresponse(); r.read()
+        if r.status >= 300:
+            raise SystemExit(f"seed failed: {r.status}")
+threads = [threading.Thread(target=work, args=(k,)) for k in range(conns)]
+[t.start() for t in threads]; [t.join() for t in threads]
+EOF
+SEED_END=$(date +%s.%N)
+printf 'seeded in %.1f s\n' "$(echo "$SEED_END - $SEED_START" | bc)"
+
+rss() { awk '/^VmRSS|^VmHWM/ {printf "%s %d MB  ", $1, $2/1024}' "/proc/$GW_PID/status"; echo; }
+echo "after seeding: $(rss)"
+
+run() {
+    local label=$1 start end secs id
+    start=$(date +%s.%N)
+    id=$(curl -sf "${AUTH[@]}" -X POST \
+        "http://127.0.0.1:$PORT/openidm/recon?_action=recon&mapping=u2o&waitForCompletion=true" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["_id"])')
+    end=$(date +%s.%N)
+    secs=$(echo "$end - $start" | bc)
+    curl -sf "${AUTH[@]}" "http://127.0.0.1:$PORT/openidm/recon/$id" >"$TMP/$label.json"
+    python3 - "$TMP/$label.json" "$label" "$secs" "$N" <<'EOF'
+import json, sys
+run, label, secs, n = json.load(open(sys.argv[1])), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+sits = {k: v for k, v in run["situationSummary"].items() if v}
+print(f"{label:10s} {run['state']:8s} {secs:7.2f} s  {n / secs:9.0f} objects/s  "
+      f"situations={sits} status={run['statusSummary']} target={run['progress']['target']}")
+EOF
+    echo "           $(rss)"
+}
+run first
+run unchanged

@@ -1,0 +1,111 @@
+//! REST shells over [`SyncService`]:
+//!
+//! * `recon` (IDM's recon endpoint): `POST ?_action=recon&mapping=X[&waitForCompletion=true]`,
+//!   `POST ?_action=reconById&mapping=X&id=Y`, `GET` (list), `GET <id>`,
+//!   `POST <id>?_action=cancel`, `DELETE <id>`.
+//! * `sync`: `GET sync/mappings?_queryFilter=…` (processing order), `GET sync/mappings/<name>`,
+//!   `POST ?_action=getLinkedResources&resourceName=…`.
+//!
+//! Who may call them is the router's authorizer's business (administrators).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::service::SyncService;
+use crate::crest::filter;
+use crate::crest::{
+    Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError, Response,
+};
+
+/// `/openidm/recon`.
+pub struct ReconHandler(pub Arc<SyncService>);
+
+#[async_trait::async_trait]
+impl RequestHandler for ReconHandler {
+    async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
+        let svc = &self.0;
+        match (rest, &req.op) {
+            ([], Operation::Action { name }) if name == "recon" || name == "reconById" => {
+                let mapping = req.required_param("mapping")?;
+                let source_id = if name == "reconById" {
+                    Some(req.required_param("id")?.to_owned())
+                } else {
+                    None
+                };
+                let wait = req
+                    .param("waitForCompletion")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                let run = svc.start(mapping, source_id).await?;
+                if wait {
+                    run.wait().await;
+                }
+                Ok(Response::Action(Some(
+                    json!({"_id": run.id, "state": run.stage().state()}),
+                )))
+            }
+            ([], Operation::Action { name }) => Err(ResourceError::bad_request(format!(
+                "Action '{name}' is not supported on resource 'openidm/recon'; use recon or reconById"
+            ))),
+            ([], Operation::Read { .. }) => Ok(Response::Json(
+                200,
+                json!({"reconciliations": svc.list().await?}),
+            )),
+            ([id], Operation::Read { .. }) => Ok(Response::Json(200, svc.get(id).await?)),
+            ([id], Operation::Action { name }) if name == "cancel" => {
+                svc.cancel(id)?;
+                Ok(Response::Action(Some(
+                    json!({"_id": id, "action": "cancel", "status": "INITIATED"}),
+                )))
+            }
+            ([id], Operation::Delete { .. }) => Ok(Response::Json(200, svc.delete(id).await?)),
+            _ => Err(req.not_supported()),
+        }
+    }
+}
+
+/// `/openidm/sync`.
+pub struct SyncHandler(pub Arc<SyncService>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SyncHandler {
+    async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
+        let svc = &self.0;
+        match (rest, &req.op) {
+            ([], Operation::Action { name }) if name == "getLinkedResources" => {
+                let resource = req.required_param("resourceName")?;
+                Ok(Response::Action(Some(
+                    svc.linked_resources(resource).await?,
+                )))
+            }
+            ([m], Operation::Query(q)) if m == "mappings" => {
+                let text = match &q.kind {
+                    QueryKind::Filter(text) => text.as_str(),
+                    QueryKind::Id(id) if id == "query-all" || id == "query-all-ids" => "true",
+                    _ => {
+                        return Err(ResourceError::bad_request(
+                            "Mappings are queried with _queryFilter",
+                        ))
+                    }
+                };
+                let f = filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?;
+                let results: Vec<Value> = svc
+                    .mappings()
+                    .iter()
+                    .map(|m| m.raw.clone())
+                    .filter(|raw| f.matches(raw))
+                    .collect();
+                Ok(Response::Query(QueryResponse {
+                    results,
+                    ..Default::default()
+                }))
+            }
+            ([m, name], Operation::Read { .. }) if m == "mappings" => svc
+                .mappings()
+                .get(name)
+                .map(|m| Response::Json(200, m.raw.clone()))
+                .ok_or_else(|| ResourceError::not_found(format!("Mapping '{name}' not found"))),
+            _ => Err(req.not_supported()),
+        }
+    }
+}

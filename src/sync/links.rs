@@ -1,0 +1,221 @@
+//! Links between source and target ids, stored in the [`Repo`] under `link/<linkType>` as
+//! `{"firstId", "secondId", "linkQualifier"}` with an index on each id, so lookups both ways
+//! are indexed queries. The link type is the mapping's name, or the mapping named by its
+//! `links`; a mapping that shares the links of its reverse mapping reads them the other way
+//! round (`reversed`: its source ids are the `secondId`s).
+//!
+//! Links are the sync module's own records: they go to the store directly, never through
+//! the router (which serves the mapped resources).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use crate::crest::filter::{JsonPointer, QueryFilter};
+use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOptions};
+
+use super::mapping::DEFAULT_LINK_QUALIFIER;
+
+/// Resource prefix of the link tables.
+pub const LINK_RESOURCE: &str = "link";
+const FIRST: &str = "firstId";
+const SECOND: &str = "secondId";
+
+/// One link, seen from a mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub id: String,
+    pub source_id: String,
+    pub target_id: String,
+}
+
+/// The links of one link type, oriented for one mapping.
+#[derive(Clone)]
+pub struct LinkStore {
+    repo: Arc<dyn Repo>,
+    resource: String,
+    reversed: bool,
+}
+
+impl LinkStore {
+    pub fn new(repo: Arc<dyn Repo>, link_type: &str, reversed: bool) -> Self {
+        Self {
+            repo,
+            resource: format!("{LINK_RESOURCE}/{link_type}"),
+            reversed,
+        }
+    }
+
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// Declares the two id indexes (idempotent).
+    pub async fn ensure_indexes(&self) -> Result<(), RepoError> {
+        self.repo
+            .set_indexes(
+                &self.resource,
+                &[JsonPointer::parse(FIRST), JsonPointer::parse(SECOND)],
+            )
+            .await
+    }
+
+    fn source_field(&self) -> &'static str {
+        if self.reversed {
+            SECOND
+        } else {
+            FIRST
+        }
+    }
+
+    fn target_field(&self) -> &'static str {
+        if self.reversed {
+            FIRST
+        } else {
+            SECOND
+        }
+    }
+
+    fn to_link(&self, obj: StoredObject) -> Option<Link> {
+        let first = obj.content.get(FIRST)?.as_str()?.to_owned();
+        let second = obj.content.get(SECOND)?.as_str()?.to_owned();
+        let (source_id, target_id) = if self.reversed {
+            (second, first)
+        } else {
+            (first, second)
+        };
+        Some(Link {
+            id: obj.id,
+            source_id,
+            target_id,
+        })
+    }
+
+    /// Links whose `field` is one of `ids`, by that id (one indexed query).
+    async fn by_field(
+        &self,
+        field: &'static str,
+        ids: &[String],
+    ) -> Result<HashMap<String, Link>, RepoError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let filter = QueryFilter::In {
+            field: JsonPointer::parse(field),
+            values: ids.to_vec(),
+        };
+        let page = self
+            .repo
+            .query(
+                &self.resource,
+                RepoQuery {
+                    filter: &filter,
+                    sort: &[],
+                    page_size: 0,
+                    cookie: None,
+                    offset: 0,
+                    count: Default::default(),
+                },
+            )
+            .await?;
+        for obj in page.results {
+            if let Some(link) = self.to_link(obj) {
+                let key = if field == self.source_field() {
+                    link.source_id.clone()
+                } else {
+                    link.target_id.clone()
+                };
+                out.entry(key).or_insert(link);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The links of these source ids, by source id.
+    pub async fn by_sources(&self, ids: &[String]) -> Result<HashMap<String, Link>, RepoError> {
+        self.by_field(self.source_field(), ids).await
+    }
+
+    /// The links of these target ids, by target id.
+    pub async fn by_targets(&self, ids: &[String]) -> Result<HashMap<String, Link>, RepoError> {
+        self.by_field(self.target_field(), ids).await
+    }
+
+    pub async fn by_source(&self, id: &str) -> Result<Option<Link>, RepoError> {
+        Ok(self.by_sources(&[id.to_owned()]).await?.remove(id))
+    }
+
+    pub async fn by_target(&self, id: &str) -> Result<Option<Link>, RepoError> {
+        Ok(self.by_targets(&[id.to_owned()]).await?.remove(id))
+    }
+
+    pub async fn create(&self, source_id: &str, target_id: &str) -> Result<Link, RepoError> {
+        let (first, second) = if self.reversed {
+            (target_id, source_id)
+        } else {
+            (source_id, target_id)
+        };
+        let content: Map<String, Value> = match json!({
+            FIRST: first, SECOND: second, "linkQualifier": DEFAULT_LINK_QUALIFIER,
+        }) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        self.repo
+            .create(&self.resource, &id, content, WriteOptions::default())
+            .await?;
+        Ok(Link {
+            id,
+            source_id: source_id.to_owned(),
+            target_id: target_id.to_owned(),
+        })
+    }
+
+    /// Deletes a link; one already gone is not an error.
+    pub async fn delete(&self, link: &Link) -> Result<(), RepoError> {
+        match self.repo.delete(&self.resource, &link.id, None).await {
+            Ok(_) | Err(RepoError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::sqlite::SqliteRepo;
+
+    #[tokio::test]
+    async fn lookups_both_ways_and_reversed_view() {
+        let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+        let links = LinkStore::new(repo.clone(), "a_b", false);
+        links.ensure_indexes().await.unwrap();
+        let l1 = links.create("s1", "t1").await.unwrap();
+        links.create("s2", "t2").await.unwrap();
+        let found = links
+            .by_sources(&["s1".into(), "s2".into(), "s3".into()])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found["s1"].target_id, "t1");
+        assert_eq!(
+            links.by_target("t2").await.unwrap().unwrap().source_id,
+            "s2"
+        );
+
+        // The reverse mapping sharing these links sees t1 as its source.
+        let reverse = LinkStore::new(repo, "a_b", true);
+        let back = reverse.by_source("t1").await.unwrap().unwrap();
+        assert_eq!(
+            (back.source_id.as_str(), back.target_id.as_str()),
+            ("t1", "s1")
+        );
+
+        links.delete(&l1).await.unwrap();
+        links.delete(&l1).await.unwrap();
+        assert_eq!(links.by_source("s1").await.unwrap(), None);
+    }
+}

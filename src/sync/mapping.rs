@@ -1,0 +1,1296 @@
+//! Sync mappings: `conf/sync.json` (`{"mappings": […]}`) and `conf/mapping-<name>.json`
+//! (config id `mapping/<name>`, one mapping object) lowered once into plain types, with
+//! every problem of a file reported at once.
+//!
+//! IDM's format (crest-wire.md §9), declarative forms only — the gateway has no script
+//! engine, so any `{"type": "text/javascript"|"groovy", …}` script is rejected with a message
+//! saying scripting is not available:
+//!
+//! * `properties[]`: `target` (required), `source` (`""` is the whole source object),
+//!   `default`, `condition` (a `_queryFilter` string evaluated on
+//!   `{"object": <source>, "source": <source>, "linkQualifier": "default"}`) and `transform`
+//!   in one of these declarative forms: `{"type": "template", "source": "${source.givenName}
+//!   ${source.sn}"}`, `{"type": "lowercase"|"uppercase"|"trim"}`, `{"type": "map", "values":
+//!   {"A": "active"}, "default": …}` (value lookup by the text of the value).
+//! * `correlationQuery`: the admin UI's array `[{"linkQualifier": "default", "expressionTree":
+//!   {"all": ["mail", …]}, …}]` (its `type`/`file` naming the UI's script are ignored: the tree is
+//!   evaluated natively), the same tree as a single object, or `{"_queryFilter": "mail eq
+//!   \"${source.mail}\""}`. In a tree, a field `f` stands for `f eq <value>`, the value being the
+//!   mapped target value of `f` (the value the mapping would write), or the source's `f` when no
+//!   property maps to `f`; `all` needs every value, `any` uses the values present. In a template,
+//!   `${source.a.b}` is replaced by the source's value (strings JSON-escaped, to be written inside
+//!   quotes). A missing value means no correlation candidate.
+//! * `validSource`, `validTarget`, `sourceCondition`: `_queryFilter` strings (or
+//!   `{"_queryFilter": …}`) evaluated on the object.
+//! * `policies[]`: `{"situation", "action"}`; situations not listed take IDM's default action.
+//! * `sourceQuery`/`targetQuery`: `{"_queryFilter": …}` or `{"_queryId": "query-all-ids"}`.
+//!
+//! This module is pure: it never reads files or talks to the router.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use super::situation::{Action, Situation};
+use crate::crest::filter::{self, CompareOp, FilterValue, JsonPointer, QueryFilter};
+
+/// Config id of the mapping list.
+pub const SYNC_CONFIG: &str = "sync";
+/// Factory pid of single-mapping files (`mapping-<name>.json` → `mapping/<name>`).
+pub const MAPPING_FACTORY: &str = "mapping";
+
+pub const DEFAULT_TASK_THREADS: usize = 10;
+pub const MAX_TASK_THREADS: usize = 64;
+pub const DEFAULT_PAGE_SIZE: usize = 1000;
+pub const MAX_PAGE_SIZE: usize = 10_000;
+/// Deepest `all`/`any` nesting accepted in a correlation expression tree.
+pub const MAX_TREE_DEPTH: usize = 16;
+/// The only link qualifier supported.
+pub const DEFAULT_LINK_QUALIFIER: &str = "default";
+
+const NO_SCRIPTING: &str = "scripting is not available in this gateway; use a declarative form";
+
+/// One mapping, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    pub properties: Vec<PropertyMapping>,
+    pub correlation: Option<Correlation>,
+    pub valid_source: Option<QueryFilter>,
+    pub valid_target: Option<QueryFilter>,
+    pub source_condition: Option<QueryFilter>,
+    /// Action per situation, the defaults filled in.
+    pub policies: HashMap<Situation, Action>,
+    /// Name of the mapping whose links this one shares.
+    pub links: Option<String>,
+    pub enable_sync: bool,
+    pub run_target_phase: bool,
+    pub correlate_empty_target_set: bool,
+    pub prefetch_links: bool,
+    pub task_threads: usize,
+    /// `_queryFilter` text of the source and target queries (`true` by default).
+    pub source_query: String,
+    pub target_query: String,
+    pub page_size: usize,
+    /// The mapping as written (served by `sync/mappings`).
+    pub raw: Value,
+}
+
+impl Mapping {
+    pub fn action(&self, situation: Situation) -> Action {
+        self.policies
+            .get(&situation)
+            .copied()
+            .unwrap_or_else(|| situation.default_action())
+    }
+
+    /// The name under which links are stored (`links`, or the mapping's own name).
+    pub fn link_type(&self) -> &str {
+        self.links.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The target object the mapping makes of `source` (only the mapped properties).
+    pub fn map_properties(&self, source: &Value) -> Map<String, Value> {
+        let mut out = Value::Object(Map::new());
+        for p in &self.properties {
+            if let Some(value) = p.apply(source) {
+                set_pointer(&mut out, &p.target, value);
+            }
+        }
+        match out {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+}
+
+/// One entry of `properties`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropertyMapping {
+    /// `None`: no source value (a default or a template only); empty pointer: the whole source.
+    pub source: Option<JsonPointer>,
+    pub target: JsonPointer,
+    pub default: Option<Value>,
+    pub condition: Option<QueryFilter>,
+    pub transform: Option<Transform>,
+}
+
+impl PropertyMapping {
+    /// The value for the target: `None` when the condition excludes the property, otherwise
+    /// the (transformed) source value, or the default, or `null`.
+    pub fn apply(&self, source: &Value) -> Option<Value> {
+        if let Some(cond) = &self.condition {
+            let scope = json!({"object": source, "source": source,
+                               "linkQualifier": DEFAULT_LINK_QUALIFIER});
+            if !cond.matches(&scope) {
+                return None;
+            }
+        }
+        let mut value = self
+            .source
+            .as_ref()
+            .and_then(|p| p.resolve(source))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Some(t) = &self.transform {
+            value = t.apply(value, source);
+        }
+        if value.is_null() {
+            if let Some(d) = &self.default {
+                value = d.clone();
+            }
+        }
+        Some(value)
+    }
+}
+
+/// Declarative property transforms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// `${source.a.b}` placeholders replaced by the source's values (as text).
+    Template(Template),
+    Lowercase,
+    Uppercase,
+    Trim,
+    /// Lookup by the text of the value; `default` (else the value itself) when not listed.
+    ValueMap {
+        values: Map<String, Value>,
+        default: Option<Value>,
+    },
+}
+
+impl Transform {
+    fn apply(&self, value: Value, source: &Value) -> Value {
+        let on_str = |v: Value, f: fn(&str) -> String| match v {
+            Value::String(s) => Value::String(f(&s)),
+            other => other,
+        };
+        match self {
+            Transform::Template(t) => t
+                .render(source, |v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+                    _ => None,
+                })
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+            Transform::Lowercase => on_str(value, str::to_lowercase),
+            Transform::Uppercase => on_str(value, str::to_uppercase),
+            Transform::Trim => on_str(value, |s| s.trim().to_owned()),
+            Transform::ValueMap { values, default } => {
+                let key = match &value {
+                    Value::String(s) => s.clone(),
+                    Value::Null => return value,
+                    other => other.to_string(),
+                };
+                match values.get(&key) {
+                    Some(v) => v.clone(),
+                    None => default.clone().unwrap_or(value),
+                }
+            }
+        }
+    }
+}
+
+/// Text with `${source.<path>}` placeholders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum TemplatePart {
+    Text(String),
+    Source(JsonPointer),
+}
+
+impl Template {
+    /// Parses `text`; a placeholder must be `${source}` or `${source.<a.b>}`.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            if start > 0 {
+                parts.push(TemplatePart::Text(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unterminated placeholder in '{text}'"))?;
+            let name = after[..end].trim();
+            let path = match name.strip_prefix("source") {
+                Some("") => JsonPointer::default(),
+                Some(p) if p.starts_with('.') && p.len() > 1 => {
+                    JsonPointer(p[1..].split('.').map(str::to_owned).collect())
+                }
+                _ => {
+                    return Err(format!(
+                    "placeholder '${{{name}}}' must name a source property, like ${{source.mail}}"
+                ))
+                }
+            };
+            parts.push(TemplatePart::Source(path));
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Text(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The text with each placeholder replaced by `value(source value)`; `None` when a value
+    /// is missing or `value` refuses it.
+    pub fn render(
+        &self,
+        source: &Value,
+        value: impl Fn(&Value) -> Option<String>,
+    ) -> Option<String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Source(p) => out.push_str(&value(p.resolve(source)?)?),
+            }
+        }
+        Some(out)
+    }
+}
+
+/// How unlinked sources find their target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Correlation {
+    Tree(TreeNode),
+    /// A `_queryFilter` template.
+    Filter(Template),
+}
+
+/// A node of an expression tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TreeNode {
+    Field(String),
+    All(Vec<TreeNode>),
+    Any(Vec<TreeNode>),
+}
+
+impl Correlation {
+    /// The `_queryFilter` text that finds the candidates for `source` (whose mapped target
+    /// values are `mapped`); `None` when a needed value is missing (no candidate).
+    pub fn filter_for(&self, source: &Value, mapped: &Map<String, Value>) -> Option<String> {
+        match self {
+            Correlation::Tree(node) => tree_filter(node, source, mapped).map(|f| f.to_string()),
+            Correlation::Filter(t) => t.render(source, |v| match v {
+                // Inside quotes: JSON escaping without the quotes.
+                Value::String(s) => serde_json::to_string(s)
+                    .ok()
+                    .map(|q| q[1..q.len() - 1].to_owned()),
+                Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+                _ => None,
+            }),
+        }
+    }
+}
+
+fn tree_filter(
+    node: &TreeNode,
+    source: &Value,
+    mapped: &Map<String, Value>,
+) -> Option<QueryFilter> {
+    match node {
+        TreeNode::Field(f) => {
+            let ptr = JsonPointer::parse(f);
+            let mapped_root = Value::Object(mapped.clone());
+            let value = match ptr.resolve(&mapped_root) {
+                Some(v) => v.clone(),
+                None => ptr.resolve(source)?.clone(),
+            };
+            let value = match value {
+                Value::String(s) => FilterValue::String(s),
+                Value::Bool(b) => FilterValue::Bool(b),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => FilterValue::Integer(i),
+                    None => FilterValue::Float(n.as_f64()?),
+                },
+                _ => return None,
+            };
+            Some(QueryFilter::Compare {
+                field: ptr,
+                op: CompareOp::Eq,
+                value,
+            })
+        }
+        TreeNode::All(items) => {
+            let mut out = items
+                .iter()
+                .map(|n| tree_filter(n, source, mapped))
+                .collect::<Option<Vec<_>>>()?;
+            (!out.is_empty()).then_some(())?;
+            Some(if out.len() == 1 {
+                out.remove(0)
+            } else {
+                QueryFilter::And(out)
+            })
+        }
+        TreeNode::Any(items) => {
+            let mut out: Vec<_> = items
+                .iter()
+                .filter_map(|n| tree_filter(n, source, mapped))
+                .collect();
+            (!out.is_empty()).then_some(())?;
+            Some(if out.len() == 1 {
+                out.remove(0)
+            } else {
+                QueryFilter::Or(out)
+            })
+        }
+    }
+}
+
+/// Every live mapping, in processing order: `sync.json` order, then `mapping-*.json` by name.
+#[derive(Debug, Clone, Default)]
+pub struct Mappings {
+    list: Vec<Arc<Mapping>>,
+    /// The last good mappings of each config id (`sync`, `mapping/<name>`).
+    by_config: BTreeMap<String, Vec<Arc<Mapping>>>,
+}
+
+impl Mappings {
+    pub fn get(&self, name: &str) -> Option<&Arc<Mapping>> {
+        self.list.iter().find(|m| m.name == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Mapping>> {
+        self.list.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// `prev` with the changed config ids replaced: `Some(mappings)` for a file (re)applied,
+    /// `None` for a file removed. Ids not listed keep their last good mappings. A name
+    /// defined twice is used once (the first in processing order) and logged.
+    pub fn with_changes(
+        prev: &Mappings,
+        changes: impl IntoIterator<Item = (String, Option<Vec<Mapping>>)>,
+    ) -> Mappings {
+        let mut by_config = prev.by_config.clone();
+        for (id, change) in changes {
+            match change {
+                Some(ms) => {
+                    by_config.insert(id, ms.into_iter().map(Arc::new).collect());
+                }
+                None => {
+                    by_config.remove(&id);
+                }
+            }
+        }
+        let mut list: Vec<Arc<Mapping>> = Vec::new();
+        let ordered = by_config.get(SYNC_CONFIG).into_iter().chain(
+            by_config
+                .iter()
+                .filter(|(id, _)| *id != SYNC_CONFIG)
+                .map(|(_, v)| v),
+        );
+        for ms in ordered {
+            for m in ms {
+                if list.iter().any(|x| x.name == m.name) {
+                    tracing::warn!(mapping = %m.name, "mapping defined twice; the first definition is used");
+                    continue;
+                }
+                list.push(m.clone());
+            }
+        }
+        for m in &list {
+            if let Some(l) = &m.links {
+                if !list.iter().any(|x| &x.name == l) {
+                    tracing::warn!(mapping = %m.name, links = %l, "mapping shares the links of a mapping that does not exist");
+                }
+            }
+        }
+        Mappings { list, by_config }
+    }
+}
+
+/// Whether a config id holds mappings.
+pub fn is_mapping_config(id: &str) -> bool {
+    id == SYNC_CONFIG || mapping_file_name(id).is_some()
+}
+
+/// `mapping/<name>` → `<name>`.
+pub fn mapping_file_name(id: &str) -> Option<&str> {
+    id.strip_prefix(MAPPING_FACTORY)?.strip_prefix('/')
+}
+
+/// Parses the mappings of config `id` (`sync` or `mapping/<name>`).
+pub fn parse_config(id: &str, doc: &Value) -> Result<Vec<Mapping>, Vec<String>> {
+    match mapping_file_name(id) {
+        Some(name) => parse_mapping(doc, Some(name), "").map(|m| vec![m]),
+        None => parse_sync(doc),
+    }
+}
+
+/// `{"mappings": […]}`: every mapping, or every problem of every mapping.
+pub fn parse_sync(doc: &Value) -> Result<Vec<Mapping>, Vec<String>> {
+    let mut problems = Vec::new();
+    let items = match doc.get("mappings") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(vec!["'mappings' must be an array of mapping objects".into()]),
+    };
+    let mut out: Vec<Mapping> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let label = match item.get("name").and_then(Value::as_str) {
+            Some(n) => format!("mappings[{i}] ('{n}'): "),
+            None => format!("mappings[{i}]: "),
+        };
+        match parse_mapping(item, None, &label) {
+            Ok(m) => {
+                if out.iter().any(|x| x.name == m.name) {
+                    problems.push(format!("{label}the name '{}' is used twice", m.name));
+                }
+                out.push(m);
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// One mapping object. `file_name`: the `<name>` of `mapping-<name>.json` (the mapping's
+/// name when it gives none). Problems are prefixed with `label`.
+pub fn parse_mapping(
+    doc: &Value,
+    file_name: Option<&str>,
+    label: &str,
+) -> Result<Mapping, Vec<String>> {
+    let mut p = Problems {
+        label,
+        list: Vec::new(),
+    };
+    let Some(obj) = doc.as_object() else {
+        return Err(vec![format!("{label}a mapping must be a JSON object")]);
+    };
+    let name = match (obj.get("name"), file_name) {
+        (Some(Value::String(n)), Some(f)) if n != f => {
+            p.add(format!(
+                "'name' is '{n}' but the file defines mapping '{f}'"
+            ));
+            n.clone()
+        }
+        (Some(Value::String(n)), _) if valid_name(n) => n.clone(),
+        (Some(Value::String(n)), _) => {
+            p.add(format!(
+                "'name' '{n}' must be letters, digits, '_', '-' or '.' (1 to 128)"
+            ));
+            n.clone()
+        }
+        (None, Some(f)) => f.to_owned(),
+        (None, None) => {
+            p.add("'name' is required".into());
+            String::new()
+        }
+        (Some(_), _) => {
+            p.add("'name' must be a string".into());
+            String::new()
+        }
+    };
+    let source = resource_path(obj, "source", &mut p);
+    let target = resource_path(obj, "target", &mut p);
+
+    for key in [
+        "onCreate",
+        "onUpdate",
+        "onDelete",
+        "onLink",
+        "onUnlink",
+        "result",
+        "validSourceScript",
+    ] {
+        if obj.get(key).is_some_and(|v| !v.is_null()) {
+            p.add(format!("'{key}' is a script hook: {NO_SCRIPTING}"));
+        }
+    }
+
+    let properties = match obj.get("properties") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| parse_property(item, i, &mut p))
+            .collect(),
+        Some(_) => {
+            p.add("'properties' must be an array".into());
+            Vec::new()
+        }
+    };
+    let correlation = parse_correlation(obj.get("correlationQuery"), &mut p);
+    let valid_source = filter_setting(obj, "validSource", &mut p);
+    let valid_target = filter_setting(obj, "validTarget", &mut p);
+    let source_condition = filter_setting(obj, "sourceCondition", &mut p);
+    let policies = parse_policies(obj.get("policies"), &mut p);
+    let links = match obj.get("links") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(l)) if valid_name(l) => Some(l.clone()),
+        Some(_) => {
+            p.add("'links' must name another mapping".into());
+            None
+        }
+    };
+    if links.as_deref() == Some(name.as_str()) {
+        p.add("'links' names the mapping itself".into());
+    }
+    let enable_sync = bool_setting(obj, "enableSync", true, &mut p);
+    let run_target_phase = bool_setting(obj, "runTargetPhase", true, &mut p);
+    let correlate_empty_target_set = bool_setting(obj, "correlateEmptyTargetSet", false, &mut p);
+    let prefetch_links = bool_setting(obj, "prefetchLinks", false, &mut p);
+    let task_threads = count_setting(
+        obj,
+        "taskThreads",
+        DEFAULT_TASK_THREADS,
+        MAX_TASK_THREADS,
+        &mut p,
+    );
+    let page_size = count_setting(
+        obj,
+        "reconSourceQueryPageSize",
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+        &mut p,
+    );
+    let source_query = query_setting(obj, "sourceQuery", &mut p);
+    let target_query = query_setting(obj, "targetQuery", &mut p);
+
+    if !p.list.is_empty() {
+        return Err(p.list);
+    }
+    Ok(Mapping {
+        source,
+        target,
+        properties,
+        correlation,
+        valid_source,
+        valid_target,
+        source_condition,
+        policies,
+        links,
+        enable_sync,
+        run_target_phase,
+        correlate_empty_target_set,
+        prefetch_links,
+        task_threads,
+        source_query,
+        target_query,
+        page_size,
+        raw: {
+            let mut raw = obj.clone();
+            if !raw.contains_key("name") {
+                raw.insert("name".into(), Value::String(name.clone()));
+            }
+            Value::Object(raw)
+        },
+        name,
+    })
+}
+
+struct Problems<'a> {
+    label: &'a str,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, message: String) {
+        self.list.push(format!("{}{message}", self.label));
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && n != "."
+        && n != ".."
+}
+
+/// A script object (`{"type": "text/javascript", …}` or `{"source"|"file": …}` without a
+/// declarative type).
+fn is_script(v: &Value) -> bool {
+    match v.get("type").and_then(Value::as_str) {
+        Some(t) => t.starts_with("text/") || t == "groovy" || t == "javascript",
+        None => v.get("file").is_some(),
+    }
+}
+
+fn resource_path(obj: &Map<String, Value>, key: &str, p: &mut Problems) -> String {
+    match obj.get(key) {
+        Some(Value::String(s)) => {
+            let segments: Vec<&str> = s.trim_matches('/').split('/').collect();
+            if s.trim_matches('/').is_empty()
+                || segments
+                    .iter()
+                    .any(|seg| seg.is_empty() || *seg == "." || *seg == "..")
+            {
+                p.add(format!(
+                    "'{key}' must be a resource path like 'managed/user', not '{s}'"
+                ));
+            }
+            s.trim_matches('/').to_owned()
+        }
+        None => {
+            p.add(format!("'{key}' is required"));
+            String::new()
+        }
+        Some(_) => {
+            p.add(format!("'{key}' must be a string"));
+            String::new()
+        }
+    }
+}
+
+fn bool_setting(obj: &Map<String, Value>, key: &str, default: bool, p: &mut Problems) -> bool {
+    match obj.get(key) {
+        None | Some(Value::Null) => default,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            p.add(format!("'{key}' must be true or false"));
+            default
+        }
+    }
+}
+
+fn count_setting(
+    obj: &Map<String, Value>,
+    key: &str,
+    default: usize,
+    max: usize,
+    p: &mut Problems,
+) -> usize {
+    match obj.get(key) {
+        None | Some(Value::Null) => default,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n as usize <= max => n as usize,
+            _ => {
+                p.add(format!("'{key}' must be a whole number from 1 to {max}"));
+                default
+            }
+        },
+    }
+}
+
+/// A `_queryFilter`, parsed, with the problem reported under `what`.
+fn filter_text(text: &str, what: &str, p: &mut Problems) -> Option<QueryFilter> {
+    match filter::parse(text) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            p.add(format!("{what} is not a valid _queryFilter: {e}"));
+            None
+        }
+    }
+}
+
+/// `validSource`-like settings: a filter string or `{"_queryFilter": …}`.
+fn filter_setting(obj: &Map<String, Value>, key: &str, p: &mut Problems) -> Option<QueryFilter> {
+    match obj.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => filter_text(s, &format!("'{key}'"), p),
+        Some(v) if is_script(v) => {
+            p.add(format!(
+                "'{key}' is a script: {NO_SCRIPTING} (a _queryFilter string)"
+            ));
+            None
+        }
+        Some(v) => match v.get("_queryFilter").and_then(Value::as_str) {
+            Some(s) => filter_text(s, &format!("'{key}'"), p),
+            None => {
+                p.add(format!(
+                    "'{key}' must be a _queryFilter string or {{\"_queryFilter\": …}}"
+                ));
+                None
+            }
+        },
+    }
+}
+
+/// `sourceQuery`/`targetQuery` → filter text (`true` when absent).
+fn query_setting(obj: &Map<String, Value>, key: &str, p: &mut Problems) -> String {
+    let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
+        return "true".into();
+    };
+    if is_script(v) {
+        p.add(format!("'{key}' is a script: {NO_SCRIPTING}"));
+        return "true".into();
+    }
+    match (
+        v.get("_queryFilter").and_then(Value::as_str),
+        v.get("_queryId").and_then(Value::as_str),
+    ) {
+        (Some(f), None) => {
+            filter_text(f, &format!("'{key}._queryFilter'"), p);
+            f.to_owned()
+        }
+        (None, Some("query-all-ids" | "query-all")) => "true".into(),
+        (None, Some(other)) => {
+            p.add(format!(
+                "'{key}._queryId' '{other}' is not supported; use _queryFilter or query-all-ids"
+            ));
+            "true".into()
+        }
+        _ => {
+            p.add(format!(
+                "'{key}' must be {{\"_queryFilter\": …}} or {{\"_queryId\": \"query-all-ids\"}}"
+            ));
+            "true".into()
+        }
+    }
+}
+
+fn parse_property(item: &Value, i: usize, p: &mut Problems) -> Option<PropertyMapping> {
+    let at = format!("properties[{i}]");
+    let Some(obj) = item.as_object() else {
+        p.add(format!("{at} must be an object"));
+        return None;
+    };
+    let before = p.list.len();
+    let target = match obj.get("target") {
+        Some(Value::String(t)) if !t.trim_matches('/').is_empty() => JsonPointer::parse(t),
+        _ => {
+            p.add(format!("{at}: 'target' is required (a property path)"));
+            JsonPointer::default()
+        }
+    };
+    if matches!(target.tokens().first().map(String::as_str), Some("_rev")) {
+        p.add(format!("{at}: '_rev' cannot be a target"));
+    }
+    let source = match obj.get("source") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(JsonPointer::parse(s)),
+        Some(_) => {
+            p.add(format!("{at}: 'source' must be a string"));
+            None
+        }
+    };
+    let condition = match obj.get("condition") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => filter_text(s, &format!("{at}: 'condition'"), p),
+        Some(v) if is_script(v) => {
+            p.add(format!(
+                "{at}: 'condition' is a script: {NO_SCRIPTING} (a _queryFilter string on /object)"
+            ));
+            None
+        }
+        Some(_) => {
+            p.add(format!("{at}: 'condition' must be a _queryFilter string"));
+            None
+        }
+    };
+    let transform = match obj.get("transform") {
+        None | Some(Value::Null) => None,
+        Some(v) if is_script(v) => {
+            p.add(format!("{at}: 'transform' is a script: {NO_SCRIPTING} (template, lowercase, uppercase, trim or map)"));
+            None
+        }
+        Some(v) => parse_transform(v, &at, p),
+    };
+    if p.list.len() > before {
+        return None;
+    }
+    Some(PropertyMapping {
+        source,
+        target,
+        default: obj.get("default").cloned(),
+        condition,
+        transform,
+    })
+}
+
+fn parse_transform(v: &Value, at: &str, p: &mut Problems) -> Option<Transform> {
+    match v.get("type").and_then(Value::as_str) {
+        Some("template") => match v.get("source").and_then(Value::as_str) {
+            Some(text) => match Template::parse(text) {
+                Ok(t) => Some(Transform::Template(t)),
+                Err(e) => {
+                    p.add(format!("{at}: 'transform': {e}"));
+                    None
+                }
+            },
+            None => {
+                p.add(format!(
+                    "{at}: a template transform needs a 'source' string"
+                ));
+                None
+            }
+        },
+        Some("lowercase") => Some(Transform::Lowercase),
+        Some("uppercase") => Some(Transform::Uppercase),
+        Some("trim") => Some(Transform::Trim),
+        Some("map") => match v.get("values") {
+            Some(Value::Object(values)) => Some(Transform::ValueMap {
+                values: values.clone(),
+                default: v.get("default").cloned(),
+            }),
+            _ => {
+                p.add(format!("{at}: a map transform needs a 'values' object"));
+                None
+            }
+        },
+        Some(other) => {
+            p.add(format!(
+                "{at}: transform type '{other}' is unknown; use template, lowercase, uppercase, trim or map"
+            ));
+            None
+        }
+        None => {
+            p.add(format!("{at}: 'transform' needs a 'type'"));
+            None
+        }
+    }
+}
+
+fn parse_correlation(v: Option<&Value>, p: &mut Problems) -> Option<Correlation> {
+    let v = v.filter(|v| !v.is_null())?;
+    let one = match v {
+        Value::Array(items) => match items.as_slice() {
+            [] => return None,
+            [one] => one,
+            _ => {
+                p.add("'correlationQuery' with several link qualifiers is not supported; only 'default'".into());
+                return None;
+            }
+        },
+        other => other,
+    };
+    let Some(obj) = one.as_object() else {
+        p.add("'correlationQuery' must be an object or an array of objects".into());
+        return None;
+    };
+    if let Some(q) = obj.get("linkQualifier").and_then(Value::as_str) {
+        if q != DEFAULT_LINK_QUALIFIER {
+            p.add(format!(
+                "'correlationQuery' link qualifier '{q}' is not supported; only 'default'"
+            ));
+        }
+    }
+    if let Some(tree) = obj.get("expressionTree") {
+        return parse_tree(tree, 0, p).map(Correlation::Tree);
+    }
+    if let Some(text) = obj.get("_queryFilter") {
+        let Some(text) = text.as_str() else {
+            p.add("'correlationQuery._queryFilter' must be a string".into());
+            return None;
+        };
+        let template = match Template::parse(text) {
+            Ok(t) => t,
+            Err(e) => {
+                p.add(format!("'correlationQuery._queryFilter': {e}"));
+                return None;
+            }
+        };
+        // The shape is checked with a neutral value in every placeholder.
+        let probe = template
+            .parts
+            .iter()
+            .map(|part| match part {
+                TemplatePart::Text(t) => t.clone(),
+                TemplatePart::Source(_) => "0".into(),
+            })
+            .collect::<String>();
+        filter_text(&probe, "'correlationQuery._queryFilter'", p)?;
+        return Some(Correlation::Filter(template));
+    }
+    if is_script(one) {
+        p.add(format!("'correlationQuery' is a script: {NO_SCRIPTING} (an expressionTree or a _queryFilter template)"));
+    } else {
+        p.add("'correlationQuery' needs an 'expressionTree' or a '_queryFilter'".into());
+    }
+    None
+}
+
+fn parse_tree(v: &Value, depth: usize, p: &mut Problems) -> Option<TreeNode> {
+    if depth > MAX_TREE_DEPTH {
+        p.add(format!(
+            "'correlationQuery.expressionTree' is nested deeper than {MAX_TREE_DEPTH} levels"
+        ));
+        return None;
+    }
+    match v {
+        Value::String(f) if !f.is_empty() => Some(TreeNode::Field(f.clone())),
+        Value::Object(obj) if obj.len() == 1 => {
+            let (key, items) = obj.iter().next()?;
+            let Some(items) = items.as_array().filter(|i| !i.is_empty()) else {
+                p.add(format!(
+                    "'correlationQuery.expressionTree': '{key}' must be a non-empty array"
+                ));
+                return None;
+            };
+            let children: Vec<TreeNode> = items
+                .iter()
+                .filter_map(|i| parse_tree(i, depth + 1, p))
+                .collect();
+            match key.as_str() {
+                "all" => Some(TreeNode::All(children)),
+                "any" => Some(TreeNode::Any(children)),
+                other => {
+                    p.add(format!(
+                        "'correlationQuery.expressionTree': '{other}' is not 'all' or 'any'"
+                    ));
+                    None
+                }
+            }
+        }
+        _ => {
+            p.add(
+                "'correlationQuery.expressionTree' nodes are field names or {\"all\"|\"any\": […]}"
+                    .into(),
+            );
+            None
+        }
+    }
+}
+
+fn parse_policies(v: Option<&Value>, p: &mut Problems) -> HashMap<Situation, Action> {
+    let mut out = HashMap::new();
+    let items = match v {
+        None | Some(Value::Null) => return out,
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            p.add("'policies' must be an array".into());
+            return out;
+        }
+    };
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("policies[{i}]");
+        let situation = match item.get("situation").and_then(Value::as_str) {
+            Some(s) => match Situation::parse(s) {
+                Some(s) => Some(s),
+                None => {
+                    p.add(format!("{at}: unknown situation '{s}'"));
+                    None
+                }
+            },
+            None => {
+                p.add(format!("{at}: 'situation' is required"));
+                None
+            }
+        };
+        let action = match item.get("action") {
+            Some(Value::String(a)) => match Action::parse(a) {
+                Some(a) => Some(a),
+                None => {
+                    p.add(format!("{at}: unknown action '{a}'"));
+                    None
+                }
+            },
+            Some(v) if v.is_object() => {
+                p.add(format!(
+                    "{at}: 'action' is a script: {NO_SCRIPTING} (an action name)"
+                ));
+                None
+            }
+            _ => {
+                p.add(format!("{at}: 'action' is required (an action name)"));
+                None
+            }
+        };
+        if item.get("postAction").is_some_and(|v| !v.is_null()) {
+            p.add(format!("{at}: 'postAction' is a script: {NO_SCRIPTING}"));
+        }
+        if item.get("condition").is_some_and(|v| !v.is_null()) {
+            p.add(format!("{at}: policy conditions are not supported"));
+        }
+        if let (Some(s), Some(a)) = (situation, action) {
+            if out.insert(s, a).is_some() {
+                p.add(format!("{at}: situation {} is listed twice", s.as_str()));
+            }
+        }
+    }
+    out
+}
+
+/// Sets `ptr` in `doc`, creating parent objects.
+pub fn set_pointer(doc: &mut Value, ptr: &JsonPointer, value: Value) {
+    let tokens = ptr.tokens();
+    let Some((last, parents)) = tokens.split_last() else {
+        return;
+    };
+    let mut cur = doc;
+    for t in parents {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(map) = cur else { return };
+        cur = map
+            .entry(t.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    if !cur.is_object() {
+        *cur = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = cur {
+        map.insert(last.clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Value {
+        json!({"name": "u2o", "source": "managed/user", "target": "managed/other"})
+    }
+
+    fn with(extra: Value) -> Value {
+        let mut doc = base();
+        for (k, v) in extra.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        doc
+    }
+
+    fn one(doc: Value) -> Mapping {
+        parse_mapping(&doc, None, "").unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    fn problems(doc: Value) -> Vec<String> {
+        parse_mapping(&doc, None, "").unwrap_err()
+    }
+
+    #[test]
+    fn defaults() {
+        let m = one(base());
+        assert_eq!(m.task_threads, 10);
+        assert_eq!(m.page_size, 1000);
+        assert!(m.run_target_phase && m.enable_sync);
+        assert!(!m.correlate_empty_target_set && !m.prefetch_links);
+        assert_eq!(
+            (m.source_query.as_str(), m.target_query.as_str()),
+            ("true", "true")
+        );
+        assert_eq!(m.action(Situation::Absent), Action::Create);
+        assert_eq!(m.action(Situation::Ambiguous), Action::Exception);
+        assert_eq!(m.link_type(), "u2o");
+    }
+
+    #[test]
+    fn policies_override_defaults_only_where_listed() {
+        let m = one(with(json!({"policies": [
+            {"situation": "SOURCE_MISSING", "action": "DELETE"},
+            {"situation": "UNASSIGNED", "action": "UNLINK"}]})));
+        assert_eq!(m.action(Situation::SourceMissing), Action::Delete);
+        assert_eq!(m.action(Situation::Unassigned), Action::Unlink);
+        assert_eq!(m.action(Situation::Confirmed), Action::Update);
+    }
+
+    #[test]
+    fn correlation_array_form_as_the_admin_ui_writes_it() {
+        let m = one(with(json!({"correlationQuery": [{
+            "linkQualifier": "default",
+            "expressionTree": {"all": ["mail", {"any": ["userName", "sn"]}]},
+            "mapping": "u2o", "type": "text/javascript", "file": "ui/correlateTreeToQueryFilter.js"}],
+            "properties": [{"source": "email", "target": "mail"}, {"source": "sn", "target": "sn"}]})));
+        let source = json!({"email": "a@x", "userName": "alice"});
+        let mapped = m.map_properties(&source);
+        let f = m
+            .correlation
+            .as_ref()
+            .unwrap()
+            .filter_for(&source, &mapped)
+            .unwrap();
+        // mail is mapped (from email); userName is not mapped, so the source's; sn is mapped
+        // to null, so it is left out of the `any`.
+        assert_eq!(f, r#"/mail eq "a@x" and /userName eq "alice""#);
+        // A missing value in `all`: no candidate.
+        let src = json!({"userName": "alice"});
+        assert_eq!(
+            m.correlation
+                .as_ref()
+                .unwrap()
+                .filter_for(&src, &m.map_properties(&src)),
+            None
+        );
+    }
+
+    #[test]
+    fn correlation_single_object_form() {
+        let m = one(with(
+            json!({"correlationQuery": {"expressionTree": {"any": ["mail", "userName"]}}}),
+        ));
+        let source = json!({"userName": "bob", "age": 3});
+        let f = m
+            .correlation
+            .as_ref()
+            .unwrap()
+            .filter_for(&source, &Map::new())
+            .unwrap();
+        assert_eq!(f, r#"/userName eq "bob""#);
+        let m = one(with(
+            json!({"correlationQuery": {"expressionTree": {"all": ["age"]}}}),
+        ));
+        assert_eq!(
+            m.correlation
+                .unwrap()
+                .filter_for(&source, &Map::new())
+                .unwrap(),
+            "/age eq 3"
+        );
+    }
+
+    #[test]
+    fn correlation_query_filter_template_escapes_values() {
+        let m = one(with(json!({"correlationQuery":
+            {"_queryFilter": "mail eq \"${source.mail}\" and name/given eq \"${source.name.given}\""}})));
+        let c = m.correlation.unwrap();
+        let source = json!({"mail": "a\"b\\c@x", "name": {"given": "Ann"}});
+        let f = c.filter_for(&source, &Map::new()).unwrap();
+        assert_eq!(f, r#"mail eq "a\"b\\c@x" and name/given eq "Ann""#);
+        let parsed = filter::parse(&f).unwrap();
+        assert!(parsed.matches(&json!({"mail": "a\"b\\c@x", "name": {"given": "Ann"}})));
+        assert_eq!(c.filter_for(&json!({"mail": "m"}), &Map::new()), None);
+    }
+
+    #[test]
+    fn javascript_forms_are_rejected_with_a_clear_message() {
+        let p = problems(with(json!({
+            "correlationQuery": {"type": "text/javascript", "source": "var q = {};q;"},
+            "validSource": {"type": "text/javascript", "source": "true"},
+            "properties": [{"target": "x", "transform": {"type": "text/javascript", "source": "1"}},
+                           {"target": "y", "condition": {"type": "groovy", "source": "true"}}],
+            "policies": [{"situation": "ABSENT", "action": {"type": "text/javascript", "source": "'CREATE'"}}],
+            "onCreate": {"type": "text/javascript", "source": "x"}})));
+        assert_eq!(p.len(), 6, "{p:#?}");
+        assert!(
+            p.iter().all(|m| m.contains("scripting is not available")),
+            "{p:#?}"
+        );
+        assert!(p
+            .iter()
+            .any(|m| m.starts_with("'correlationQuery' is a script")));
+        assert!(p
+            .iter()
+            .any(|m| m.starts_with("properties[0]: 'transform'")));
+    }
+
+    #[test]
+    fn a_bad_file_reports_every_problem() {
+        let doc = json!({"mappings": [
+            {"name": "ok", "source": "managed/user", "target": "managed/other"},
+            {"name": "bad", "source": "managed/../x", "taskThreads": 0,
+             "reconSourceQueryPageSize": "big", "validTarget": "mail eq",
+             "policies": [{"situation": "NOPE", "action": "CREATE"},
+                          {"situation": "ABSENT", "action": "MAKE"}],
+             "properties": [{"source": "a"}],
+             "correlationQuery": {"expressionTree": {"some": ["a"]}}},
+            {"source": "managed/user", "target": "managed/other"},
+            {"name": "ok", "source": "managed/user", "target": "managed/other"}]});
+        let p = parse_sync(&doc).unwrap_err();
+        let expect = [
+            "mappings[1] ('bad'): 'source' must be a resource path",
+            "mappings[1] ('bad'): 'target' is required",
+            "mappings[1] ('bad'): properties[0]: 'target' is required",
+            "mappings[1] ('bad'): 'correlationQuery.expressionTree': 'some' is not 'all' or 'any'",
+            "mappings[1] ('bad'): 'validTarget' is not a valid _queryFilter",
+            "mappings[1] ('bad'): policies[0]: unknown situation 'NOPE'",
+            "mappings[1] ('bad'): policies[1]: unknown action 'MAKE'",
+            "mappings[1] ('bad'): 'taskThreads' must be a whole number from 1 to 64",
+            "mappings[1] ('bad'): 'reconSourceQueryPageSize' must be a whole number",
+            "mappings[2]: 'name' is required",
+            "mappings[3] ('ok'): the name 'ok' is used twice",
+        ];
+        for e in expect {
+            assert!(
+                p.iter().any(|m| m.starts_with(e)),
+                "missing {e:?} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn mapping_files_take_their_name_from_the_file() {
+        let doc = json!({"source": "managed/user", "target": "managed/other"});
+        let ms = parse_config("mapping/u2o", &doc).unwrap();
+        assert_eq!(ms[0].name, "u2o");
+        assert_eq!(ms[0].raw["name"], "u2o");
+        let p = parse_config("mapping/u2o", &with(json!({"name": "other"}))).unwrap_err();
+        assert!(p[0].contains("the file defines mapping 'u2o'"), "{p:?}");
+        assert!(is_mapping_config("sync") && is_mapping_config("mapping/x"));
+        assert!(!is_mapping_config("managed") && !is_mapping_config("mappings"));
+        assert_eq!(parse_sync(&json!({"mappings": []})).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn queries_and_qualification_filters() {
+        let m = one(with(json!({
+            "sourceQuery": {"_queryFilter": "accountStatus eq \"active\""},
+            "targetQuery": {"_queryId": "query-all-ids"},
+            "validSource": "mail pr",
+            "sourceCondition": {"_queryFilter": "userName sw \"a\""}})));
+        assert_eq!(m.source_query, "accountStatus eq \"active\"");
+        assert_eq!(m.target_query, "true");
+        assert!(m.valid_source.unwrap().matches(&json!({"mail": "x"})));
+        assert!(!m
+            .source_condition
+            .unwrap()
+            .matches(&json!({"userName": "bob"})));
+        let p = problems(with(json!({"sourceQuery": {"_queryId": "for-userName"}})));
+        assert!(p[0].contains("not supported"), "{p:?}");
+    }
+
+    #[test]
+    fn property_mapping_forms() {
+        let m = one(with(json!({"properties": [
+            {"source": "userName", "target": "userName"},
+            {"source": "mail", "target": "contact/mail", "transform": {"type": "lowercase"}},
+            {"target": "displayName", "transform": {"type": "template", "source": "${source.givenName} ${source.sn}"}},
+            {"source": "status", "target": "accountStatus",
+             "transform": {"type": "map", "values": {"A": "active", "I": "inactive"}, "default": "unknown"}},
+            {"source": "missing", "target": "password", "default": "Passw0rd"},
+            {"source": "", "target": "copy", "condition": "/object/copyMe eq true"},
+            {"source": "sn", "target": "sn", "condition": "/object/sn pr"}]})));
+        let src = json!({"userName": "ann", "mail": "Ann@X.org", "givenName": "Ann", "sn": "Lee",
+                         "status": "Z"});
+        let out = Value::Object(m.map_properties(&src));
+        assert_eq!(
+            out,
+            json!({"userName": "ann", "contact": {"mail": "ann@x.org"},
+            "displayName": "Ann Lee", "accountStatus": "unknown", "password": "Passw0rd",
+            "sn": "Lee"})
+        );
+        let src = json!({"copyMe": true, "status": "A"});
+        let out = m.map_properties(&src);
+        assert_eq!(out["copy"], src);
+        assert_eq!(out["accountStatus"], "active");
+        assert_eq!(out["userName"], Value::Null);
+        assert_eq!(out["displayName"], Value::Null);
+        assert!(!out.contains_key("sn"));
+    }
+
+    #[test]
+    fn processing_order_is_sync_json_then_files_by_name() {
+        let m = |n: &str| parse_mapping(&with(json!({"name": n})), None, "").unwrap();
+        let prev = Mappings::default();
+        let ms = Mappings::with_changes(
+            &prev,
+            [
+                ("mapping/b".to_string(), Some(vec![m("b")])),
+                ("mapping/a".to_string(), Some(vec![m("a")])),
+                ("sync".to_string(), Some(vec![m("z"), m("y"), m("a")])),
+            ],
+        );
+        let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["z", "y", "a", "b"]);
+        let ms = Mappings::with_changes(&ms, [("sync".to_string(), None)]);
+        let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+}

@@ -1,0 +1,28 @@
+//! The sync hub: mappings, links, situations and policies, the reconciliation engine and its
+//! runs, and the `recon` and `sync` REST endpoints.
+//!
+//! Owns: mapping parsing and validation ([`mapping`]), situation assessment ([`situation`]),
+//! links (`link/<linkType>` in the store, [`links`]), run records (`recon/run` in the store,
+//! [`run`]), the engine ([`recon`]) and the service behind the endpoints ([`service`],
+//! [`handler`]).
+//!
+//! Must not: touch a mapped resource except through [`crate::crest::Router`] — a source or
+//! target may be `managed/*` as well as `external/idm/<name>/…`, and the engine must not know
+//! which; call another module's handler directly; run scripts (there is no script engine:
+//! script forms in mappings are rejected when the file is validated).
+//!
+//! Not yet here: implicit sync on managed-object writes, schedules, link qualifiers other
+//! than `default`, link clean-up of links whose source and target are both gone.
+
+pub mod handler;
+pub mod links;
+pub mod mapping;
+pub mod recon;
+pub mod run;
+pub mod service;
+pub mod situation;
+
+pub use handler::{ReconHandler, SyncHandler};
+pub use mapping::{Mapping, Mappings};
+pub use service::SyncService;
+pub use situation::{Action, Situation};

@@ -1,0 +1,848 @@
+//! The reconciliation engine: one run of one mapping, every source and target read and
+//! written through the [`Router`] (so `managed/*` and `external/idm/<name>/…` are the same
+//! to it), links through [`LinkStore`].
+//!
+//! * **Source phase**: source pages (`_pageSize` + cookie); per page one link query and one
+//!   batched read of the linked targets; then each source, with at most `taskThreads` in
+//!   flight: qualification, correlation when unlinked, situation, the policy's action.
+//! * **Target phase**: target pages; per page one link query by target id and one batched
+//!   existence check of the linked sources. A target whose source exists was handled by the
+//!   source phase; the others are UNASSIGNED, SOURCE_MISSING or TARGET_IGNORED. Nothing is
+//!   remembered between pages, so memory grows with the page size, not with the object count.
+//! * A page that cannot be read (source, target or links) ends the run FAILED before anything
+//!   of that page is acted on: an unreachable source never looks like deleted sources.
+//!   A single object that fails is counted (`statusSummary.FAILURE`), logged with its id, and
+//!   the run goes on.
+//! * An update writes only the mapped properties that differ, so an unchanged re-run writes
+//!   nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::links::{Link, LinkStore};
+use super::mapping::Mapping;
+use super::run::{bump, Run, Stage};
+use super::situation::{assess_source, assess_target, Action, Situation, SourceFacts, TargetFacts};
+use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
+use crate::crest::query::CountPolicy;
+use crate::crest::{Caller, Operation, QueryParams, Request, ResourceError, Response, Router};
+use crate::metrics::Metrics;
+use crate::repo::Repo;
+
+/// Ids per batched read (`_id eq "a" or _id eq "b" …`), well under the filter length limit.
+const READ_BATCH: usize = 100;
+/// How often the stored run record is refreshed while the run is active.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Resource of the stored run records.
+pub const RUN_RESOURCE: &str = "recon/run";
+
+/// Why a run stopped early.
+#[derive(Debug)]
+pub enum Stop {
+    Canceled,
+    Failed(String),
+}
+
+/// What a run covers.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    All,
+    /// `reconById`: one source id, no target phase.
+    One(String),
+}
+
+/// One query page, whatever handler answered it.
+struct Page {
+    results: Vec<Value>,
+    cookie: Option<String>,
+    total: Option<u64>,
+}
+
+pub struct Engine {
+    pub router: Arc<Router>,
+    pub repo: Arc<dyn Repo>,
+    pub links: LinkStore,
+    pub mapping: Arc<Mapping>,
+    pub run: Arc<Run>,
+    pub metrics: Arc<Metrics>,
+    caller: Arc<Caller>,
+    /// Correlation is skipped (no candidates) when the target set was empty at the start and
+    /// `correlateEmptyTargetSet` is false.
+    skip_correlation: std::sync::atomic::AtomicBool,
+    last_save: std::sync::Mutex<Instant>,
+}
+
+impl Engine {
+    pub fn new(
+        router: Arc<Router>,
+        repo: Arc<dyn Repo>,
+        links: LinkStore,
+        mapping: Arc<Mapping>,
+        run: Arc<Run>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            router,
+            repo,
+            links,
+            mapping,
+            run,
+            metrics,
+            caller: Arc::new(Caller::system()),
+            skip_correlation: Default::default(),
+            last_save: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Runs to the end and returns the final stage.
+    pub async fn execute(self: Arc<Self>, scope: Scope) -> Stage {
+        let result = match scope {
+            Scope::All => self.clone().full().await,
+            Scope::One(id) => self.clone().one(&id).await,
+        };
+        match result {
+            Ok(()) if self.run.is_canceled() => Stage::CompletedCanceled,
+            Ok(()) => Stage::CompletedSuccess,
+            Err(Stop::Canceled) => Stage::CompletedCanceled,
+            Err(Stop::Failed(reason)) => {
+                tracing::error!(mapping = %self.mapping.name, run = %self.run.id, reason = %reason,
+                    "reconciliation failed");
+                Stage::CompletedFailed
+            }
+        }
+    }
+
+    /// Stores the run record.
+    pub async fn save(&self) {
+        save_run(self.repo.as_ref(), &self.run).await;
+        *self.last_save.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    async fn save_now_and_then(&self) {
+        let due = self
+            .last_save
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= SAVE_EVERY;
+        if due {
+            self.save().await;
+        }
+    }
+
+    async fn full(self: Arc<Self>) -> Result<(), Stop> {
+        self.links
+            .ensure_indexes()
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot prepare the link store: {e}")))?;
+        self.run.set_stage(Stage::ActiveQueryEntries);
+        if self.mapping.correlation.is_some() && !self.mapping.correlate_empty_target_set {
+            let probe = self
+                .query_page(
+                    &self.mapping.target,
+                    &self.mapping.target_query,
+                    1,
+                    None,
+                    false,
+                )
+                .await
+                .map_err(|e| self.unreadable("target", e))?;
+            self.skip_correlation.store(
+                probe.results.is_empty(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        self.run.set_stage(Stage::ActiveReconcilingSource);
+        let started = Instant::now();
+        self.clone().source_phase().await?;
+        self.run.time("sourcePhase", started.elapsed());
+        if self.mapping.run_target_phase && !self.run.is_canceled() {
+            self.run.set_stage(Stage::ActiveReconcilingTarget);
+            let started = Instant::now();
+            self.clone().target_phase().await?;
+            self.run.time("targetPhase", started.elapsed());
+        }
+        Ok(())
+    }
+
+    async fn source_phase(self: Arc<Self>) -> Result<(), Stop> {
+        let workers = Arc::new(Semaphore::new(self.mapping.task_threads));
+        let mut cookie: Option<String> = None;
+        let mut first = true;
+        loop {
+            if self.run.is_canceled() {
+                return Err(Stop::Canceled);
+            }
+            let t = Instant::now();
+            let page = self
+                .query_page(
+                    &self.mapping.source,
+                    &self.mapping.source_query,
+                    self.mapping.page_size,
+                    cookie.as_deref(),
+                    first,
+                )
+                .await
+                .map_err(|e| self.unreadable("source", e))?;
+            self.run.time("sourceQuery", t.elapsed());
+            if first {
+                self.run.set_source_total(page.total);
+                first = false;
+            }
+            let ids: Vec<String> = page.results.iter().filter_map(object_id).collect();
+            let t = Instant::now();
+            let links = self
+                .links
+                .by_sources(&ids)
+                .await
+                .map_err(|e| Stop::Failed(format!("cannot read links: {e}")))?;
+            self.run.time("sourceLinkQuery", t.elapsed());
+            let target_ids: Vec<String> = links.values().map(|l| l.target_id.clone()).collect();
+            let t = Instant::now();
+            let mut targets = self
+                .read_many(&self.mapping.target, &target_ids)
+                .await
+                .map_err(|e| self.unreadable("target", e))?;
+            self.run.time("targetObjectQuery", t.elapsed());
+
+            let mut tasks = JoinSet::new();
+            let mut links = links;
+            for source in page.results {
+                let Some(id) = object_id(&source) else {
+                    bump(&self.run.counters.failure);
+                    tracing::warn!(mapping = %self.mapping.name, "source object without an _id skipped");
+                    continue;
+                };
+                let link = links.remove(&id);
+                let target = link.as_ref().and_then(|l| targets.remove(&l.target_id));
+                let permit = workers
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Stop::Canceled)?;
+                let engine = self.clone();
+                tasks.spawn(async move {
+                    engine.process_source(&id, Some(source), link, target).await;
+                    drop(permit);
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            self.save_now_and_then().await;
+            match page.cookie {
+                Some(c) if !c.is_empty() => cookie = Some(c),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn target_phase(self: Arc<Self>) -> Result<(), Stop> {
+        let workers = Arc::new(Semaphore::new(self.mapping.task_threads));
+        let mut cookie: Option<String> = None;
+        let mut first = true;
+        loop {
+            if self.run.is_canceled() {
+                return Err(Stop::Canceled);
+            }
+            let t = Instant::now();
+            let page = self
+                .query_page(
+                    &self.mapping.target,
+                    &self.mapping.target_query,
+                    self.mapping.page_size,
+                    cookie.as_deref(),
+                    first,
+                )
+                .await
+                .map_err(|e| self.unreadable("target", e))?;
+            self.run.time("targetQuery", t.elapsed());
+            if first {
+                self.run.set_target_total(page.total);
+                first = false;
+            }
+            let ids: Vec<String> = page.results.iter().filter_map(object_id).collect();
+            let t = Instant::now();
+            let mut links = self
+                .links
+                .by_targets(&ids)
+                .await
+                .map_err(|e| Stop::Failed(format!("cannot read links: {e}")))?;
+            self.run.time("targetLinkQuery", t.elapsed());
+            let source_ids: Vec<String> = links.values().map(|l| l.source_id.clone()).collect();
+            let t = Instant::now();
+            let sources = self
+                .read_many(&self.mapping.source, &source_ids)
+                .await
+                .map_err(|e| self.unreadable("source", e))?;
+            self.run.time("sourceObjectQuery", t.elapsed());
+
+            let mut tasks = JoinSet::new();
+            for target in page.results {
+                let Some(id) = object_id(&target) else {
+                    continue;
+                };
+                bump(&self.run.counters.target_processed);
+                let link = links.remove(&id);
+                let source_exists = link
+                    .as_ref()
+                    .is_some_and(|l| sources.contains_key(&l.source_id));
+                let permit = workers
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Stop::Canceled)?;
+                let engine = self.clone();
+                tasks.spawn(async move {
+                    engine
+                        .process_target(&id, target, link, source_exists)
+                        .await;
+                    drop(permit);
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            self.save_now_and_then().await;
+            match page.cookie {
+                Some(c) if !c.is_empty() => cookie = Some(c),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// `reconById`: the source may be gone (SOURCE_MISSING, LINK_ONLY, ALL_GONE).
+    async fn one(self: Arc<Self>, id: &str) -> Result<(), Stop> {
+        self.links
+            .ensure_indexes()
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot prepare the link store: {e}")))?;
+        self.run.set_stage(Stage::ActiveReconcilingSource);
+        let source = self
+            .read_many(&self.mapping.source, &[id.to_owned()])
+            .await
+            .map_err(|e| self.unreadable("source", e))?
+            .remove(id);
+        let link = self
+            .links
+            .by_source(id)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot read links: {e}")))?;
+        let target = match &link {
+            Some(l) => self
+                .read_many(&self.mapping.target, std::slice::from_ref(&l.target_id))
+                .await
+                .map_err(|e| self.unreadable("target", e))?
+                .remove(&l.target_id),
+            None => None,
+        };
+        self.run.set_source_total(Some(1));
+        self.process_source(id, source, link, target).await;
+        Ok(())
+    }
+
+    fn unreadable(&self, what: &str, e: ResourceError) -> Stop {
+        if self.run.is_canceled() {
+            return Stop::Canceled;
+        }
+        let resource = if what == "source" {
+            &self.mapping.source
+        } else {
+            &self.mapping.target
+        };
+        Stop::Failed(format!("the {what} {resource} cannot be queried: {e}"))
+    }
+
+    /// One source: assess, act, count.
+    async fn process_source(
+        &self,
+        id: &str,
+        source: Option<Value>,
+        link: Option<Link>,
+        target: Option<Value>,
+    ) {
+        if self.run.is_canceled() {
+            return;
+        }
+        if source.is_some() {
+            bump(&self.run.counters.source_processed);
+        }
+        if link.is_some() {
+            bump(&self.run.counters.links_processed);
+        }
+        let m = &self.mapping;
+        let qualifies = source.as_ref().is_some_and(|s| {
+            m.valid_source.as_ref().is_none_or(|f| f.matches(s))
+                && m.source_condition.as_ref().is_none_or(|f| f.matches(s))
+        });
+        let mapped = match (&source, qualifies) {
+            (Some(s), true) => Some(m.map_properties(s)),
+            _ => None,
+        };
+        let mut facts = SourceFacts {
+            source_exists: source.is_some(),
+            qualifies,
+            linked: link.is_some(),
+            linked_target_exists: target.is_some(),
+            candidates: 0,
+            candidate_linked: false,
+        };
+        let mut target = target;
+        if let (Some(s), Some(mapped), None) = (&source, &mapped, &link) {
+            let t = Instant::now();
+            let found = self.correlate(s, mapped).await;
+            self.run.time("correlationQuery", t.elapsed());
+            match found {
+                Ok(mut candidates) => {
+                    facts.candidates = candidates.len();
+                    if candidates.len() == 1 {
+                        let candidate = candidates.remove(0);
+                        match object_id(&candidate) {
+                            Some(cid) => match self.links.by_target(&cid).await {
+                                Ok(l) => facts.candidate_linked = l.is_some(),
+                                Err(e) => return self.failed_early(id, &e.to_string()),
+                            },
+                            None => return self.failed_early(id, "a correlated target has no _id"),
+                        }
+                        target = Some(candidate);
+                    }
+                }
+                Err(e) => return self.failed_early(id, &format!("correlation query failed: {e}")),
+            }
+        }
+        let situation = assess_source(facts);
+        let action = m.action(situation);
+        let result = self
+            .apply_source(situation, action, id, source.as_ref(), mapped, link, target)
+            .await;
+        self.record(id, situation, action, result);
+    }
+
+    /// A failure before any situation could be assessed.
+    fn failed_early(&self, id: &str, error: &str) {
+        bump(&self.run.counters.failure);
+        tracing::warn!(mapping = %self.mapping.name, run = %self.run.id, id = %id, error = %error,
+            "reconciliation of one object failed");
+    }
+
+    fn record(&self, id: &str, situation: Situation, action: Action, result: Result<(), String>) {
+        self.run.counters.situation(situation);
+        self.metrics
+            .recon_objects
+            .with_label_values(&[&self.mapping.name, situation.as_str(), action.as_str()])
+            .inc();
+        match result {
+            Ok(()) => bump(&self.run.counters.success),
+            Err(error) => {
+                bump(&self.run.counters.failure);
+                tracing::warn!(mapping = %self.mapping.name, run = %self.run.id, id = %id,
+                    situation = situation.as_str(), action = action.as_str(), error = %error,
+                    "reconciliation of one object failed");
+            }
+        }
+    }
+
+    /// The targets the correlation query finds (at most two: one is FOUND, two AMBIGUOUS).
+    async fn correlate(
+        &self,
+        source: &Value,
+        mapped: &Map<String, Value>,
+    ) -> Result<Vec<Value>, ResourceError> {
+        let Some(c) = &self.mapping.correlation else {
+            return Ok(Vec::new());
+        };
+        if self
+            .skip_correlation
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(Vec::new());
+        }
+        let Some(filter) = c.filter_for(source, mapped) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .query_page(&self.mapping.target, &filter, 2, None, false)
+            .await?
+            .results)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_source(
+        &self,
+        situation: Situation,
+        action: Action,
+        id: &str,
+        source: Option<&Value>,
+        mapped: Option<Map<String, Value>>,
+        link: Option<Link>,
+        target: Option<Value>,
+    ) -> Result<(), String> {
+        let target_id = target.as_ref().and_then(object_id);
+        let c = &self.run.counters;
+        match action {
+            Action::Create => {
+                if target.is_some() {
+                    return Err(format!(
+                        "{}: CREATE is not possible, the target exists",
+                        situation.as_str()
+                    ));
+                }
+                let Some(source) = source else {
+                    return Err("CREATE is not possible without a source".into());
+                };
+                let body = mapped.unwrap_or_else(|| self.mapping.map_properties(source));
+                let t = Instant::now();
+                let created = self.create_target(body).await.map_err(|e| e.to_string())?;
+                self.run.time("createTargetObject", t.elapsed());
+                bump(&c.created);
+                if let Some(l) = &link {
+                    self.links.delete(l).await.map_err(|e| e.to_string())?;
+                }
+                self.links
+                    .create(id, &created)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                bump(&c.links_created);
+                Ok(())
+            }
+            Action::Update => {
+                let (Some(target), Some(tid), Some(source)) = (&target, &target_id, source) else {
+                    return Err(format!(
+                        "{}: UPDATE needs a source and a target",
+                        situation.as_str()
+                    ));
+                };
+                let mapped = mapped.unwrap_or_else(|| self.mapping.map_properties(source));
+                let ops = self.changes(&mapped, target);
+                if ops.is_empty() {
+                    bump(&c.unchanged);
+                } else {
+                    let t = Instant::now();
+                    self.patch_target(tid, ops)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.run.time("updateTargetObject", t.elapsed());
+                    bump(&c.updated);
+                }
+                if link.is_none() {
+                    self.links
+                        .create(id, tid)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    bump(&c.links_created);
+                }
+                Ok(())
+            }
+            Action::Delete => {
+                if let Some(tid) = &target_id {
+                    let t = Instant::now();
+                    self.delete_object(&self.mapping.target, tid)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.run.time("deleteTargetObject", t.elapsed());
+                    bump(&c.deleted);
+                }
+                if let Some(l) = &link {
+                    self.links.delete(l).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            Action::Link => {
+                let Some(tid) = &target_id else {
+                    return Err(format!("{}: LINK needs a target", situation.as_str()));
+                };
+                if link.is_none() {
+                    self.links
+                        .create(id, tid)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    bump(&c.links_created);
+                }
+                Ok(())
+            }
+            Action::Unlink => {
+                if let Some(l) = &link {
+                    self.links.delete(l).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            Action::Exception => Err(format!(
+                "situation {} is handled as an EXCEPTION",
+                situation.as_str()
+            )),
+            Action::Ignore | Action::Report | Action::NoReport | Action::Async => Ok(()),
+        }
+    }
+
+    /// One target no source handled.
+    async fn process_target(
+        &self,
+        id: &str,
+        target: Value,
+        link: Option<Link>,
+        source_exists: bool,
+    ) {
+        if self.run.is_canceled() {
+            return;
+        }
+        let qualifies = self
+            .mapping
+            .valid_target
+            .as_ref()
+            .is_none_or(|f| f.matches(&target));
+        let Some(situation) = assess_target(TargetFacts {
+            qualifies,
+            linked: link.is_some(),
+            linked_source_exists: source_exists,
+        }) else {
+            return;
+        };
+        if link.is_some() {
+            bump(&self.run.counters.links_processed);
+        }
+        let action = self.mapping.action(situation);
+        let result = match action {
+            Action::Delete => {
+                let deleted = self.delete_object(&self.mapping.target, id).await;
+                match deleted {
+                    Ok(()) => {
+                        bump(&self.run.counters.deleted);
+                        match &link {
+                            Some(l) => self.links.delete(l).await.map_err(|e| e.to_string()),
+                            None => Ok(()),
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Action::Unlink => match &link {
+                Some(l) => self.links.delete(l).await.map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
+            Action::Exception => Err(format!(
+                "situation {} is handled as an EXCEPTION",
+                situation.as_str()
+            )),
+            Action::Create | Action::Update | Action::Link => Err(format!(
+                "{}: {} is not possible for a target without a source",
+                situation.as_str(),
+                action.as_str()
+            )),
+            Action::Ignore | Action::Report | Action::NoReport | Action::Async => Ok(()),
+        };
+        self.record(id, situation, action, result);
+    }
+
+    /// Replace operations for the mapped properties whose value differs from the target's.
+    fn changes(&self, mapped: &Map<String, Value>, target: &Value) -> Vec<Value> {
+        let mapped = Value::Object(mapped.clone());
+        let mut ops = Vec::new();
+        for p in &self.mapping.properties {
+            if p.target.tokens().first().is_some_and(|t| t == "_id") {
+                continue;
+            }
+            let Some(want) = p.target.resolve(&mapped) else {
+                continue; // excluded by its condition
+            };
+            let have = p.target.resolve(target).unwrap_or(&Value::Null);
+            if !same_value(want, have) {
+                ops.push(
+                    json!({"operation": "replace", "field": p.target.to_string(),
+                                "value": want}),
+                );
+            }
+        }
+        ops
+    }
+
+    fn request(&self, op: Operation, resource: &str, id: Option<&str>) -> Request {
+        let mut req = Request::new(op, resource, self.caller.clone());
+        if let Some(id) = id {
+            req.path.push(id.to_owned());
+        }
+        req
+    }
+
+    async fn create_target(&self, mut body: Map<String, Value>) -> Result<String, ResourceError> {
+        let new_id = match body.remove("_id") {
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            _ => None,
+        };
+        let req = self
+            .request(Operation::Create { new_id }, &self.mapping.target, None)
+            .with_body(Value::Object(body));
+        match self.router.handle(&req).await? {
+            Response::Created(r) | Response::Resource(r) => Ok(r.id),
+            Response::Json(_, v) | Response::Action(Some(v)) => object_id(&v)
+                .ok_or_else(|| ResourceError::bad_gateway("the created target has no _id")),
+            _ => Err(ResourceError::bad_gateway("unexpected answer to a create")),
+        }
+    }
+
+    async fn patch_target(&self, id: &str, ops: Vec<Value>) -> Result<(), ResourceError> {
+        let req = self
+            .request(
+                Operation::Patch { rev: None },
+                &self.mapping.target,
+                Some(id),
+            )
+            .with_body(Value::Array(ops));
+        self.router.handle(&req).await.map(|_| ())
+    }
+
+    /// Deletes one object; one already gone is not an error.
+    async fn delete_object(&self, resource: &str, id: &str) -> Result<(), ResourceError> {
+        let req = self.request(Operation::Delete { rev: None }, resource, Some(id));
+        match self.router.handle(&req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One query page, canceled with the run.
+    async fn query_page(
+        &self,
+        resource: &str,
+        filter: &str,
+        page_size: usize,
+        cookie: Option<&str>,
+        count: bool,
+    ) -> Result<Page, ResourceError> {
+        let mut q = QueryParams::filter(filter);
+        q.page_size = page_size;
+        q.cookie = cookie.map(str::to_owned);
+        if count {
+            q.count_policy = CountPolicy::Exact;
+        }
+        let req = self.request(Operation::Query(Box::new(q)), resource, None);
+        let answer = tokio::select! {
+            r = self.router.handle(&req) => r?,
+            _ = self.run.canceled() => return Err(ResourceError::unavailable("canceled")),
+        };
+        match answer {
+            Response::Query(q) => Ok(Page {
+                results: q.results,
+                cookie: q.cookie,
+                total: q.total,
+            }),
+            Response::Json(200, v) => page_from_envelope(v)
+                .ok_or_else(|| ResourceError::bad_gateway("the query answer is not a result page")),
+            _ => Err(ResourceError::bad_gateway(
+                "the query answer is not a result page",
+            )),
+        }
+    }
+
+    /// The objects of `ids` that exist, by id, in batched queries.
+    async fn read_many(
+        &self,
+        resource: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, Value>, ResourceError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(READ_BATCH) {
+            let eq = |id: &String| QueryFilter::Compare {
+                field: JsonPointer::parse("_id"),
+                op: CompareOp::Eq,
+                value: FilterValue::String(id.clone()),
+            };
+            let filter = match chunk {
+                [one] => eq(one),
+                many => QueryFilter::Or(many.iter().map(eq).collect()),
+            };
+            let page = self
+                .query_page(resource, &filter.to_string(), 0, None, false)
+                .await?;
+            for obj in page.results {
+                if let Some(id) = object_id(&obj) {
+                    out.insert(id, obj);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn object_id(v: &Value) -> Option<String> {
+    v.get("_id").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Equal as JSON, numbers by value, `null` and absent alike.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+fn page_from_envelope(v: Value) -> Option<Page> {
+    let Value::Object(mut m) = v else {
+        return None;
+    };
+    let Some(Value::Array(results)) = m.remove("result") else {
+        return None;
+    };
+    let cookie = m
+        .get("pagedResultsCookie")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let total = m
+        .get("totalPagedResults")
+        .and_then(Value::as_i64)
+        .filter(|t| *t >= 0)
+        .map(|t| t as u64);
+    Some(Page {
+        results,
+        cookie,
+        total,
+    })
+}
+
+/// Stores (creates or replaces) the record of `run`.
+pub async fn save_run(repo: &dyn Repo, run: &Run) {
+    let Value::Object(mut content) = run.to_json() else {
+        return;
+    };
+    content.remove("_id");
+    let result = match repo
+        .update(
+            RUN_RESOURCE,
+            &run.id,
+            None,
+            content.clone(),
+            Default::default(),
+        )
+        .await
+    {
+        Err(crate::repo::RepoError::NotFound { .. }) => repo
+            .create(RUN_RESOURCE, &run.id, content, Default::default())
+            .await
+            .map(|_| ()),
+        other => other.map(|_| ()),
+    };
+    if let Err(e) = result {
+        tracing::error!(run = %run.id, error = %e, "cannot store the reconciliation run");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_compare_by_value_and_envelopes_parse() {
+        assert!(same_value(&json!(1), &json!(1.0)));
+        assert!(!same_value(&json!("1"), &json!(1)));
+        assert!(same_value(&Value::Null, &Value::Null));
+        let p = page_from_envelope(json!({"result": [{"_id": "a"}], "resultCount": 1,
+            "pagedResultsCookie": "c", "totalPagedResults": -1}))
+        .unwrap();
+        assert_eq!(
+            (p.results.len(), p.cookie.as_deref(), p.total),
+            (1, Some("c"), None)
+        );
+        assert!(page_from_envelope(json!({"code": 500})).is_none());
+    }
+}

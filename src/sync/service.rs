@@ -1,0 +1,394 @@
+//! [`SyncService`]: starts, tracks, cancels and stores reconciliation runs, and answers the
+//! link questions of `sync?_action=getLinkedResources`. The REST handlers are thin shells
+//! over it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::SystemTime;
+
+use serde_json::{json, Map, Value};
+
+use super::links::LinkStore;
+use super::mapping::{Mapping, Mappings};
+use super::recon::{save_run, Engine, Scope, RUN_RESOURCE};
+use super::run::{iso8601, Run, Stage};
+use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
+use crate::crest::query::SortKey;
+use crate::crest::{Caller, Operation, Request, ResourceError, Response, Router};
+use crate::metrics::Metrics;
+use crate::repo::{Repo, RepoError, RepoQuery};
+
+/// The live mappings.
+pub type MappingSource = Arc<dyn Fn() -> Arc<Mappings> + Send + Sync>;
+
+/// Key order of a stored run record (crest-wire.md §7).
+const RUN_KEYS: [&str; 13] = [
+    "_id",
+    "mapping",
+    "state",
+    "stage",
+    "stageDescription",
+    "progress",
+    "situationSummary",
+    "statusSummary",
+    "durationSummary",
+    "parameters",
+    "started",
+    "ended",
+    "duration",
+];
+
+pub struct SyncService {
+    repo: Arc<dyn Repo>,
+    /// Set once the router that mounts this service's handlers exists (a weak reference:
+    /// the router owns the handlers).
+    router: OnceLock<Weak<Router>>,
+    mappings: MappingSource,
+    metrics: Arc<Metrics>,
+    active: Mutex<HashMap<String, Arc<Run>>>,
+}
+
+impl SyncService {
+    pub fn new(repo: Arc<dyn Repo>, mappings: MappingSource, metrics: Arc<Metrics>) -> Self {
+        Self {
+            repo,
+            router: OnceLock::new(),
+            mappings,
+            metrics,
+            active: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn set_router(&self, router: &Arc<Router>) {
+        let _ = self.router.set(Arc::downgrade(router));
+    }
+
+    fn router(&self) -> Result<Arc<Router>, ResourceError> {
+        self.router
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| ResourceError::unavailable("the gateway is starting or stopping"))
+    }
+
+    pub fn mappings(&self) -> Arc<Mappings> {
+        (self.mappings)()
+    }
+
+    /// At start-up: indexes the run records, and marks runs a stop cut off (still ACTIVE)
+    /// as FAILED. Returns how many were marked.
+    pub async fn recover(&self) -> Result<usize, RepoError> {
+        self.repo
+            .set_indexes(
+                RUN_RESOURCE,
+                &[JsonPointer::parse("state"), JsonPointer::parse("started")],
+            )
+            .await?;
+        let filter = QueryFilter::Compare {
+            field: JsonPointer::parse("state"),
+            op: CompareOp::Eq,
+            value: FilterValue::String("ACTIVE".into()),
+        };
+        let page = self.repo.query(RUN_RESOURCE, all(&filter, &[])).await?;
+        let mut marked = 0;
+        for obj in page.results {
+            let mut content = obj.content;
+            let stage = Stage::CompletedFailed;
+            content.insert("state".into(), json!(stage.state()));
+            content.insert("stage".into(), json!(stage.name()));
+            content.insert("stageDescription".into(), json!(stage.description()));
+            content.insert("ended".into(), json!(iso8601(SystemTime::now())));
+            self.repo
+                .update(RUN_RESOURCE, &obj.id, None, content, Default::default())
+                .await?;
+            tracing::warn!(run = %obj.id, "reconciliation cut off by a stop marked FAILED");
+            marked += 1;
+        }
+        Ok(marked)
+    }
+
+    fn mapping(&self, name: &str) -> Result<(Arc<Mappings>, Arc<Mapping>), ResourceError> {
+        let all = self.mappings();
+        let m = all.get(name).cloned().ok_or_else(|| {
+            ResourceError::bad_request(format!(
+                "Mapping '{name}' is not defined (conf/sync.json or conf/mapping-{name}.json)"
+            ))
+        })?;
+        Ok((all, m))
+    }
+
+    /// The links of `mapping`, oriented: a mapping sharing the links of its reverse mapping
+    /// reads them the other way round.
+    fn link_store(&self, all: &Mappings, m: &Mapping) -> Result<LinkStore, ResourceError> {
+        let reversed = match &m.links {
+            None => false,
+            Some(other) => {
+                let o = all.get(other).ok_or_else(|| {
+                    ResourceError::bad_request(format!(
+                        "Mapping '{}' shares the links of mapping '{other}', which is not defined",
+                        m.name
+                    ))
+                })?;
+                o.source == m.target && o.target == m.source
+            }
+        };
+        Ok(LinkStore::new(self.repo.clone(), m.link_type(), reversed))
+    }
+
+    /// Starts a run of `mapping` (all sources, or one source id) in the background.
+    pub async fn start(
+        self: &Arc<Self>,
+        mapping: &str,
+        source_id: Option<String>,
+    ) -> Result<Arc<Run>, ResourceError> {
+        let (all, m) = self.mapping(mapping)?;
+        let links = self.link_store(&all, &m)?;
+        let router = self.router()?;
+        let mut parameters = Map::new();
+        if let Some(id) = &source_id {
+            parameters.insert("sourceIds".into(), json!([id]));
+        }
+        parameters.insert(
+            "sourceQuery".into(),
+            json!({"resourceName": m.source, "_queryFilter": m.source_query}),
+        );
+        parameters.insert(
+            "targetQuery".into(),
+            json!({"resourceName": m.target, "_queryFilter": m.target_query}),
+        );
+        let run = Arc::new(Run::new(&m.name, Value::Object(parameters)));
+        {
+            let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            if source_id.is_none() {
+                if let Some(other) = active
+                    .values()
+                    .find(|r| r.mapping == m.name && r.parameters.get("sourceIds").is_none())
+                {
+                    return Err(ResourceError::new(
+                        409,
+                        format!(
+                            "A reconciliation of mapping '{}' is already running: {}",
+                            m.name, other.id
+                        ),
+                    ));
+                }
+            }
+            active.insert(run.id.clone(), run.clone());
+        }
+        save_run(self.repo.as_ref(), &run).await;
+        let engine = Arc::new(Engine::new(
+            router,
+            self.repo.clone(),
+            links,
+            m.clone(),
+            run.clone(),
+            self.metrics.clone(),
+        ));
+        let scope = match source_id {
+            Some(id) => Scope::One(id),
+            None => Scope::All,
+        };
+        let service = self.clone();
+        tracing::info!(mapping = %m.name, run = %run.id, "reconciliation started");
+        tokio::spawn(async move {
+            let stage = engine.clone().execute(scope).await;
+            let run = &engine.run;
+            run.set_stage(stage);
+            engine.save().await;
+            service
+                .active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&run.id);
+            let name = &engine.mapping.name;
+            service
+                .metrics
+                .recon_runs
+                .with_label_values(&[name, stage.state()])
+                .inc();
+            service
+                .metrics
+                .recon_duration
+                .with_label_values(&[name])
+                .observe(run.elapsed().as_secs_f64());
+            tracing::info!(mapping = %name, run = %run.id, state = stage.state(),
+                duration_ms = run.elapsed().as_millis() as u64, "reconciliation finished");
+            run.finish(stage);
+        });
+        Ok(run)
+    }
+
+    /// Asks an active run to stop.
+    pub fn cancel(&self, id: &str) -> Result<(), ResourceError> {
+        let run = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        match run {
+            Some(run) if run.cancel() => Ok(()),
+            _ => Err(ResourceError::bad_request(format!(
+                "Reconciliation run '{id}' is not active"
+            ))),
+        }
+    }
+
+    fn live(&self, id: &str) -> Option<Arc<Run>> {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every stored run, oldest first, active ones with their live counters.
+    pub async fn list(&self) -> Result<Vec<Value>, ResourceError> {
+        let sort = [SortKey {
+            field: JsonPointer::parse("started"),
+            ascending: true,
+        }];
+        let page = self
+            .repo
+            .query(RUN_RESOURCE, all(&QueryFilter::True, &sort))
+            .await
+            .map_err(store_error)?;
+        Ok(page
+            .results
+            .into_iter()
+            .map(|obj| match self.live(&obj.id) {
+                Some(run) => run.to_json(),
+                None => ordered(&obj.id, obj.content),
+            })
+            .collect())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Value, ResourceError> {
+        if let Some(run) = self.live(id) {
+            return Ok(run.to_json());
+        }
+        match self
+            .repo
+            .read(RUN_RESOURCE, id)
+            .await
+            .map_err(store_error)?
+        {
+            Some(obj) => Ok(ordered(&obj.id, obj.content)),
+            None => Err(not_found(id)),
+        }
+    }
+
+    /// Deletes a finished run's record.
+    pub async fn delete(&self, id: &str) -> Result<Value, ResourceError> {
+        if self.live(id).is_some() {
+            return Err(ResourceError::new(
+                409,
+                format!("Reconciliation run '{id}' is active; cancel it first"),
+            ));
+        }
+        match self.repo.delete(RUN_RESOURCE, id, None).await {
+            Ok(obj) => Ok(ordered(&obj.id, obj.content)),
+            Err(RepoError::NotFound { .. }) => Err(not_found(id)),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// `getLinkedResources`: the objects linked to `resource_name` (`managed/user/<id>`) by
+    /// every mapping that has its collection as source or target.
+    pub async fn linked_resources(&self, resource_name: &str) -> Result<Value, ResourceError> {
+        let trimmed = resource_name.trim_matches('/');
+        let Some((collection, id)) = trimmed
+            .rsplit_once('/')
+            .filter(|(c, i)| !c.is_empty() && !i.is_empty())
+        else {
+            return Err(ResourceError::bad_request(format!(
+                "'{resource_name}' is not a resource name like managed/user/<id>"
+            )));
+        };
+        let all = self.mappings();
+        let router = self.router()?;
+        let caller = Arc::new(Caller::system());
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for m in all.iter() {
+            let as_source = m.source == collection;
+            let as_target = m.target == collection;
+            if !as_source && !as_target {
+                continue;
+            }
+            let Ok(links) = self.link_store(&all, m) else {
+                continue;
+            };
+            links.ensure_indexes().await.map_err(store_error)?;
+            let mut found = Vec::new();
+            if as_source {
+                if let Some(l) = links.by_source(id).await.map_err(store_error)? {
+                    found.push((m.target.clone(), l.target_id));
+                }
+            }
+            if as_target {
+                if let Some(l) = links.by_target(id).await.map_err(store_error)? {
+                    found.push((m.source.clone(), l.source_id));
+                }
+            }
+            for (resource, other) in found {
+                let name = format!("{resource}/{other}");
+                if !seen.insert((m.link_type().to_owned(), name.clone())) {
+                    continue;
+                }
+                let mut req = Request::new(
+                    Operation::Read {
+                        if_none_match: None,
+                    },
+                    &resource,
+                    caller.clone(),
+                );
+                req.path.push(other.clone());
+                let content = match router.handle(&req).await {
+                    Ok(Response::Resource(r)) => r.to_json(),
+                    Ok(Response::Json(_, v)) => v,
+                    _ => Value::Null,
+                };
+                out.push(json!({
+                    "resourceName": name,
+                    "content": content,
+                    "linkQualifier": "default",
+                    "linkType": m.link_type(),
+                }));
+            }
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+fn all<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
+    RepoQuery {
+        filter,
+        sort,
+        page_size: 0,
+        cookie: None,
+        offset: 0,
+        count: Default::default(),
+    }
+}
+
+/// A stored record with `_id` first and IDM's key order.
+fn ordered(id: &str, mut content: Map<String, Value>) -> Value {
+    let mut out = Map::new();
+    out.insert("_id".into(), json!(id));
+    for key in &RUN_KEYS[1..] {
+        if let Some(v) = content.remove(*key) {
+            out.insert((*key).into(), v);
+        }
+    }
+    out.extend(content);
+    Value::Object(out)
+}
+
+fn not_found(id: &str) -> ResourceError {
+    ResourceError::not_found(format!("Reconciliation run '{id}' not found"))
+}
+
+fn store_error(e: RepoError) -> ResourceError {
+    tracing::error!(error = %e, "sync store failure");
+    ResourceError::internal("The store failed to process the request")
+}
