@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod remote;
 pub mod repo;
+pub mod scheduler;
 pub mod server;
 pub mod settings;
 pub mod state;

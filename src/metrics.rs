@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Objects reconciled by mapping, situation and action.
     pub recon_objects: IntCounterVec,
     pub recon_duration: HistogramVec,
+    /// Scheduled job fires by job and outcome (`started`, `skipped_overlap`, `failed`).
+    pub scheduler_fires: IntCounterVec,
 }
 
 impl Metrics {
@@ -124,6 +126,15 @@ impl Metrics {
             &["mapping"],
         )
         .expect("metric");
+        // Job labels are configured job names (conf files or REST-created jobs).
+        let scheduler_fires = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_scheduler_fires_total",
+                "Scheduled job fires by job and outcome",
+            ),
+            &["job", "outcome"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -135,6 +146,7 @@ impl Metrics {
             Box::new(recon_runs.clone()),
             Box::new(recon_objects.clone()),
             Box::new(recon_duration.clone()),
+            Box::new(scheduler_fires.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -156,6 +168,7 @@ impl Metrics {
             recon_runs,
             recon_objects,
             recon_duration,
+            scheduler_fires,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::proxy::GatewayProxy;
 use crate::remote::RemoteHandler;
 use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
+use crate::scheduler::{Scheduler, SchedulerHandler};
 use crate::settings::Settings;
 use crate::state::Gateway;
 use crate::sync::{ReconHandler, SyncHandler, SyncService};
@@ -27,6 +28,7 @@ pub struct Built {
     pub router: Arc<Router>,
     pub repo: Arc<dyn Repo>,
     pub watch: watcher::WatchHandle,
+    pub scheduler: Arc<Scheduler>,
 }
 
 /// Seconds a graceful stop (SIGTERM) waits before closing listeners, and then for
@@ -94,6 +96,16 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     ));
     rt.block_on(sync.recover())
         .map_err(|e| format!("cannot read the reconciliation runs: {e}"))?;
+    let schedules_gw = gw.clone();
+    let scheduler = Arc::new(Scheduler::new(
+        Arc::new(move || schedules_gw.live().schedules.clone()),
+        sync.clone(),
+        metrics.clone(),
+    ));
+    let scheduler_handler = Arc::new(SchedulerHandler {
+        gw: gw.clone(),
+        scheduler: scheduler.clone(),
+    });
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler))
@@ -101,6 +113,8 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("metrics", Arc::new(MetricsHandler(metrics)))
         .mount("recon", Arc::new(ReconHandler(sync.clone())))
         .mount("sync", Arc::new(SyncHandler(sync.clone())))
+        .mount("scheduler/job", scheduler_handler.clone())
+        .mount("scheduler", scheduler_handler)
         .mount("managed", managed)
         .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
         .mount(
@@ -118,12 +132,30 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     .map_err(|e| format!("cannot watch the conf directory: {e}"))?;
     let router = Arc::new(router);
     sync.set_router(&router);
+    spawn_scheduler(scheduler.clone())?;
     Ok(Built {
         gw,
         router,
         repo,
         watch,
+        scheduler,
     })
+}
+
+/// The scheduler loop runs on its own small runtime: `build_gateway` runs before pingora's
+/// runtimes exist, and scheduled runs should not compete with request threads anyway.
+fn spawn_scheduler(scheduler: Arc<Scheduler>) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("scheduler")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the scheduler runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("scheduler".into())
+        .spawn(move || rt.block_on(scheduler.run()))
+        .map_err(|e| format!("cannot start the scheduler thread: {e}"))?;
+    Ok(())
 }
 
 /// Runs the gateway until it is stopped (SIGTERM: graceful; SIGINT: fast).

@@ -13,6 +13,7 @@ use crate::config::{self, ConfSnapshot, Dirs, ReloadOutcome};
 use crate::managed::{parse_managed, ManagedSchema};
 use crate::metrics::Metrics;
 use crate::remote::Registry;
+use crate::scheduler::job::{self as schedule, Schedules};
 use crate::sync::mapping::{self, Mappings};
 
 /// Config id of the managed object types.
@@ -25,6 +26,8 @@ pub struct Live {
     pub managed: Arc<ManagedSchema>,
     /// Sync mappings in processing order (the last good `sync.json` and `mapping-*.json`).
     pub mappings: Arc<Mappings>,
+    /// Scheduled jobs by name (the last good `schedule-*.json`).
+    pub schedules: Arc<Schedules>,
 }
 
 /// Validates config documents the conf layer does not understand itself.
@@ -38,6 +41,9 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
     match id {
         MANAGED_CONFIG => parse_managed(doc).map(|_| ()),
         id if mapping::is_mapping_config(id) => mapping::parse_config(id, doc).map(|_| ()),
+        id if schedule::schedule_name(id).is_some() => {
+            schedule::parse_job(schedule::schedule_name(id).unwrap_or_default(), doc).map(|_| ())
+        }
         _ => Ok(()),
     }
 }
@@ -62,6 +68,7 @@ impl Gateway {
                 registry: Arc::new(Registry::default()),
                 managed: Arc::new(ManagedSchema::default()),
                 mappings: Arc::new(Mappings::default()),
+                schedules: Arc::new(Schedules::default()),
             }),
             reload_lock: Mutex::new(()),
         };
@@ -85,11 +92,13 @@ impl Gateway {
         let registry = Registry::build(&conf, &prev.registry, &self.metrics);
         let managed = managed_schema(&conf, &outcomes, &prev.managed);
         let mappings = sync_mappings(&conf, &outcomes, &prev.mappings);
+        let schedules = schedules(&conf, &outcomes, &prev.schedules);
         self.live.store(Arc::new(Live {
             conf: Arc::new(conf),
             registry: Arc::new(registry),
             managed,
             mappings,
+            schedules,
         }));
         let live = self.live.load();
         for (id, outcome) in &outcomes {
@@ -171,4 +180,37 @@ fn sync_mappings(
         return prev.clone();
     }
     Arc::new(Mappings::with_changes(prev, changes))
+}
+
+/// The schedules after a reload: applied files re-parsed, removed ones dropped, rejected or
+/// unchanged ones keep their last good job (the same `Arc`, so the scheduler sees no change).
+fn schedules(
+    conf: &ConfSnapshot,
+    outcomes: &[(String, ReloadOutcome)],
+    prev: &Arc<Schedules>,
+) -> Arc<Schedules> {
+    let mut next: Option<Schedules> = None;
+    for (id, outcome) in outcomes {
+        let Some(name) = schedule::schedule_name(id) else {
+            continue;
+        };
+        match outcome {
+            ReloadOutcome::Applied => {
+                let parsed = conf
+                    .files
+                    .get(id)
+                    .and_then(|f| f.raw.as_ref())
+                    .and_then(|raw| schedule::parse_job(name, raw).ok());
+                if let Some(job) = parsed {
+                    next.get_or_insert_with(|| (**prev).clone())
+                        .insert(name.to_owned(), Arc::new(job));
+                }
+            }
+            ReloadOutcome::Removed => {
+                next.get_or_insert_with(|| (**prev).clone()).remove(name);
+            }
+            _ => {}
+        }
+    }
+    next.map(Arc::new).unwrap_or_else(|| prev.clone())
 }
