@@ -95,17 +95,18 @@ impl SchedulerHandler {
         for key in COMPUTED {
             doc.remove(key);
         }
-        let existed = self.scheduler.get(id).is_some() || self.gw.dirs.conf.join(&file_name).exists();
+        let existed =
+            self.scheduler.get(id).is_some() || self.gw.dirs.conf.join(&file_name).exists();
         if create && existed {
-            return Err(ResourceError::new(412, format!("Schedule '{id}' already exists")));
+            return Err(ResourceError::new(
+                412,
+                format!("Schedule '{id}' already exists"),
+            ));
         }
         let doc = Value::Object(doc);
         validate_conf(&config_id, &doc).map_err(|problems| {
-            ResourceError::bad_request(format!(
-                "Schedule {id} is invalid: {}",
-                problems.join("; ")
-            ))
-            .with_detail(json!({ "problems": problems }))
+            ResourceError::bad_request(format!("Schedule {id} is invalid: {}", problems.join("; ")))
+                .with_detail(json!({ "problems": problems }))
         })?;
         let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
         bytes.push(b'\n');
@@ -131,7 +132,11 @@ impl SchedulerHandler {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        Ok(Response::Created(ResourceResponse::new(id.to_owned(), None, content)))
+        Ok(Response::Created(ResourceResponse::new(
+            id.to_owned(),
+            None,
+            content,
+        )))
     }
 
     async fn delete(&self, id: &str) -> Result<Response, ResourceError> {
@@ -146,9 +151,9 @@ impl SchedulerHandler {
         tokio::task::spawn_blocking(move || {
             delete_config_file(&gw.dirs.conf, &file_name).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => not_found(&deleted),
-                _ => ResourceError::internal(format!(
-                    "Schedule {deleted} could not be deleted: {e}"
-                )),
+                _ => {
+                    ResourceError::internal(format!("Schedule {deleted} could not be deleted: {e}"))
+                }
             })?;
             gw.reload();
             Ok::<_, ResourceError>(())
@@ -156,6 +161,9 @@ impl SchedulerHandler {
         .await
         .map_err(|e| ResourceError::internal(format!("schedule delete failed: {e}")))??;
         self.scheduler.wake();
-        Ok(Response::Json(200, before.unwrap_or_else(|| json!({ "_id": id }))))
+        Ok(Response::Json(
+            200,
+            before.unwrap_or_else(|| json!({ "_id": id })),
+        ))
     }
 }

@@ -46,7 +46,9 @@ impl MisfirePolicy {
 pub enum Trigger {
     Cron(Box<cron::Schedule>),
     /// Every `interval`, from `startTime` (or from when the job was loaded).
-    Simple { interval: Duration },
+    Simple {
+        interval: Duration,
+    },
 }
 
 /// What a job does. Only reconciliations are supported.
@@ -95,7 +97,9 @@ pub fn parse_job(name: &str, doc: &Value) -> Result<Job, Vec<String>> {
         None | Some(Value::Null) => Some("cron"),
         Some(Value::String(s)) if s == "cron" || s == "simple" => Some(s.as_str()),
         Some(other) => {
-            problems.push(format!("'type' must be \"cron\" or \"simple\", not {other}"));
+            problems.push(format!(
+                "'type' must be \"cron\" or \"simple\", not {other}"
+            ));
             None
         }
     };
@@ -109,11 +113,14 @@ pub fn parse_job(name: &str, doc: &Value) -> Result<Job, Vec<String>> {
                 }
             },
             None | Some(Value::Null) => {
-                problems.push("'schedule' (a cron expression) is required for type \"cron\"".into());
+                problems
+                    .push("'schedule' (a cron expression) is required for type \"cron\"".into());
                 None
             }
             Some(other) => {
-                problems.push(format!("'schedule' must be a cron expression string, not {other}"));
+                problems.push(format!(
+                    "'schedule' must be a cron expression string, not {other}"
+                ));
                 None
             }
         },
@@ -276,10 +283,14 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|n| n.and_utc())
+    [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .map(|n| n.and_utc())
 }
 
 /// A Quartz cron expression: 6 or 7 whitespace-separated fields, seconds first.
@@ -298,7 +309,11 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
         // look for the Quartz special forms only where they are special.
         let special = match i {
             3 => upper == "L" || upper.starts_with("L-") || upper.ends_with('W') || upper == "LW",
-            5 => upper.contains('#') || (upper.ends_with('L') && upper[..upper.len() - 1].chars().all(|c| c.is_ascii_digit())),
+            5 => {
+                upper.contains('#')
+                    || (upper.ends_with('L')
+                        && upper[..upper.len() - 1].chars().all(|c| c.is_ascii_digit()))
+            }
             _ => false,
         };
         if special || f.contains('#') {
@@ -356,7 +371,10 @@ impl Job {
         let mut out = Map::new();
         out.insert("_id".into(), json!(self.name));
         out.insert("enabled".into(), json!(self.enabled));
-        out.insert("persisted".into(), self.raw.get("persisted").cloned().unwrap_or(json!(false)));
+        out.insert(
+            "persisted".into(),
+            self.raw.get("persisted").cloned().unwrap_or(json!(false)),
+        );
         out.insert("misfirePolicy".into(), json!(self.misfire.name()));
         out.insert("type".into(), json!(self.type_name()));
         match &self.trigger {
@@ -372,11 +390,17 @@ impl Job {
         out.insert("endTime".into(), json!(self.end.map(format_time)));
         out.insert("timeZone".into(), json!("UTC"));
         for key in ["invokeService", "invokeContext"] {
-            out.insert(key.into(), self.raw.get(key).cloned().unwrap_or(Value::Null));
+            out.insert(
+                key.into(),
+                self.raw.get(key).cloned().unwrap_or(Value::Null),
+            );
         }
         out.insert(
             "invokeLogLevel".into(),
-            self.raw.get("invokeLogLevel").cloned().unwrap_or(json!("info")),
+            self.raw
+                .get("invokeLogLevel")
+                .cloned()
+                .unwrap_or(json!("info")),
         );
         out.insert("concurrentExecution".into(), json!(self.concurrent));
         out
@@ -464,9 +488,15 @@ mod tests {
         }
         assert_eq!(problems.len(), 10, "{all}");
         assert!(parse_job("x", &json!([])).is_err());
-        let no_ctx = parse_job("x", &json!({"schedule": "* * * * * ?", "invokeService": "sync"}))
-            .unwrap_err();
-        assert!(no_ctx[0].contains("'invokeContext' is required"), "{no_ctx:?}");
+        let no_ctx = parse_job(
+            "x",
+            &json!({"schedule": "* * * * * ?", "invokeService": "sync"}),
+        )
+        .unwrap_err();
+        assert!(
+            no_ctx[0].contains("'invokeContext' is required"),
+            "{no_ctx:?}"
+        );
     }
 
     #[test]
@@ -566,6 +596,9 @@ mod tests {
         let mut doc = good();
         doc["timeZone"] = json!("UTC");
         assert!(parse_job("x", &doc).is_ok());
-        assert_eq!(format_time(at("2024-01-31T10:00:00Z")), "2024-01-31T10:00:00.000Z");
+        assert_eq!(
+            format_time(at("2024-01-31T10:00:00Z")),
+            "2024-01-31T10:00:00.000Z"
+        );
     }
 }

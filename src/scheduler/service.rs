@@ -273,7 +273,10 @@ pub fn not_found(name: &str) -> ResourceError {
 
 fn view(s: &JobState) -> Value {
     let mut out = s.job.to_json();
-    out.insert("nextRunDate".into(), json!(s.next.filter(|_| !s.paused).map(format_time)));
+    out.insert(
+        "nextRunDate".into(),
+        json!(s.next.filter(|_| !s.paused).map(format_time)),
+    );
     out.insert("previousRunDate".into(), json!(s.previous.map(format_time)));
     out.insert("paused".into(), json!(s.paused));
     out.insert("running".into(), json!(s.active.load(Ordering::SeqCst) > 0));
