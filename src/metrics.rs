@@ -29,6 +29,8 @@ pub struct Metrics {
     pub recon_duration: HistogramVec,
     /// Scheduled job fires by job and outcome (`started`, `skipped_overlap`, `failed`).
     pub scheduler_fires: IntCounterVec,
+    /// Failed implicit-sync pushes (first tries and retries) by mapping.
+    pub implicit_sync_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -135,6 +137,14 @@ impl Metrics {
             &["job", "outcome"],
         )
         .expect("metric");
+        let implicit_sync_failures = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_implicit_sync_failures_total",
+                "Failed implicit-sync pushes (queued for retry) by mapping",
+            ),
+            &["mapping"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -147,6 +157,7 @@ impl Metrics {
             Box::new(recon_objects.clone()),
             Box::new(recon_duration.clone()),
             Box::new(scheduler_fires.clone()),
+            Box::new(implicit_sync_failures.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -169,6 +180,7 @@ impl Metrics {
             recon_objects,
             recon_duration,
             scheduler_fires,
+            implicit_sync_failures,
         }
     }
 

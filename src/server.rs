@@ -82,12 +82,6 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     let metrics = Arc::new(Metrics::new());
     let gw = Arc::new(Gateway::new(dirs.clone(), metrics.clone(), caching.clone()));
 
-    let schema_gw = gw.clone();
-    let managed = Arc::new(ManagedHandler::new(
-        repo.clone(),
-        Arc::new(move || schema_gw.live().managed.clone()),
-    ));
-    rt.block_on(managed.index_all());
     let mappings_gw = gw.clone();
     let sync = Arc::new(SyncService::new(
         repo.clone(),
@@ -106,6 +100,17 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         gw: gw.clone(),
         scheduler: scheduler.clone(),
     });
+    // Managed-object writes are pushed to the targets of their mappings (implicit sync).
+    let implicit = crate::sync::implicit::start(sync.clone())?;
+    let schema_gw = gw.clone();
+    let managed = Arc::new(
+        ManagedHandler::new(
+            repo.clone(),
+            Arc::new(move || schema_gw.live().managed.clone()),
+        )
+        .with_hook(implicit),
+    );
+    rt.block_on(managed.index_all());
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler))

@@ -39,7 +39,10 @@ fn mapping(extra: Value) -> Value {
             {"source": "sn", "target": "sn"}
         ],
         "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""},
-        "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}]
+        "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
+        // Reconciliation alone: these tests count what a run finds (tests/implicit_sync.rs
+        // covers implicit sync).
+        "enableSync": false
     });
     for (k, v) in extra.as_object().unwrap() {
         m[k] = v.clone();

@@ -97,7 +97,7 @@ async fn recon_from_a_remote_gateway_and_back() {
                  "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
                  "reconSourceQueryPageSize": 7},
                 {"name": "aUser_bUser", "source": "managed/user", "target": "external/idm/b/managed/user",
-                 "links": "bUser_aUser", "properties": props(),
+                 "links": "bUser_aUser", "properties": props(), "enableSync": false,
                  "correlationQuery": {"_queryFilter": "userName eq \"${source.userName}\""}}
             ]}),
         )

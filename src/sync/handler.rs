@@ -4,6 +4,7 @@
 //!   `POST ?_action=reconById&mapping=X&id=Y`, `GET` (list), `GET <id>`,
 //!   `POST <id>?_action=cancel`, `DELETE <id>`.
 //! * `sync`: `GET sync/mappings?_queryFilter=…` (processing order), `GET sync/mappings/<name>`,
+//!   `GET sync/queue?_queryFilter=…` and `GET sync/queue/<id>` (implicit-sync retries),
 //!   `POST ?_action=getLinkedResources&resourceName=…`.
 //!
 //! Who may call them is the router's authorizer's business (administrators).
@@ -100,6 +101,32 @@ impl RequestHandler for SyncHandler {
                     ..Default::default()
                 }))
             }
+            ([q], Operation::Query(query)) if q == "queue" => {
+                let text = match &query.kind {
+                    QueryKind::Filter(text) => text.as_str(),
+                    QueryKind::Id(id) if id == "query-all" || id == "query-all-ids" => "true",
+                    _ => {
+                        return Err(ResourceError::bad_request(
+                            "The sync queue is queried with _queryFilter",
+                        ))
+                    }
+                };
+                let f = filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?;
+                let results = svc.queue().list(&f).await.map_err(queue_error)?;
+                Ok(Response::Query(QueryResponse {
+                    results,
+                    ..Default::default()
+                }))
+            }
+            ([q, id], Operation::Read { .. }) if q == "queue" => svc
+                .queue()
+                .read(id)
+                .await
+                .map_err(queue_error)?
+                .map(|v| Response::Json(200, v))
+                .ok_or_else(|| {
+                    ResourceError::not_found(format!("Sync queue entry '{id}' not found"))
+                }),
             ([m, name], Operation::Read { .. }) if m == "mappings" => svc
                 .mappings()
                 .get(name)
@@ -108,4 +135,9 @@ impl RequestHandler for SyncHandler {
             _ => Err(req.not_supported()),
         }
     }
+}
+
+fn queue_error(e: crate::repo::RepoError) -> ResourceError {
+    tracing::error!(error = %e, "cannot read the implicit sync retry queue");
+    ResourceError::internal("The store failed to process the request")
 }

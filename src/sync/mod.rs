@@ -11,12 +11,17 @@
 //! which; call another module's handler directly; run scripts (there is no script engine:
 //! script forms in mappings are rejected when the file is validated).
 //!
-//! Not yet here: implicit sync on managed-object writes, schedules, link qualifiers other
+//! Implicit sync ([`implicit`]) pushes managed-object writes through the same one-object
+//! path, with a retry queue (`sync/queue` in the store, [`queue`]).
+//!
+//! Not yet here: schedules, link qualifiers other
 //! than `default`, link clean-up of links whose source and target are both gone.
 
 pub mod handler;
+pub mod implicit;
 pub mod links;
 pub mod mapping;
+pub mod queue;
 pub mod recon;
 pub mod run;
 pub mod service;

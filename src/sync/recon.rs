@@ -75,6 +75,8 @@ pub struct Engine {
     /// `correlateEmptyTargetSet` is false.
     skip_correlation: std::sync::atomic::AtomicBool,
     last_save: std::sync::Mutex<Instant>,
+    /// The last failure's reason (implicit sync records it in its retry queue).
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Engine {
@@ -86,6 +88,7 @@ impl Engine {
         run: Arc<Run>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let caller = Arc::new(super::implicit::sync_caller(&mapping.name));
         Self {
             router,
             repo,
@@ -93,9 +96,10 @@ impl Engine {
             mapping,
             run,
             metrics,
-            caller: Arc::new(Caller::system()),
+            caller,
             skip_correlation: Default::default(),
             last_save: std::sync::Mutex::new(Instant::now()),
+            last_error: Default::default(),
         }
     }
 
@@ -110,6 +114,7 @@ impl Engine {
             Ok(()) => Stage::CompletedSuccess,
             Err(Stop::Canceled) => Stage::CompletedCanceled,
             Err(Stop::Failed(reason)) => {
+                self.note_error(&reason);
                 tracing::error!(mapping = %self.mapping.name, run = %self.run.id, reason = %reason,
                     "reconciliation failed");
                 Stage::CompletedFailed
@@ -419,8 +424,21 @@ impl Engine {
         self.record(id, situation, action, result);
     }
 
+    /// The last failure's reason, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn note_error(&self, error: &str) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
+    }
+
     /// A failure before any situation could be assessed.
     fn failed_early(&self, id: &str, error: &str) {
+        self.note_error(error);
         bump(&self.run.counters.failure);
         tracing::warn!(mapping = %self.mapping.name, run = %self.run.id, id = %id, error = %error,
             "reconciliation of one object failed");
@@ -435,6 +453,7 @@ impl Engine {
         match result {
             Ok(()) => bump(&self.run.counters.success),
             Err(error) => {
+                self.note_error(&error);
                 bump(&self.run.counters.failure);
                 tracing::warn!(mapping = %self.mapping.name, run = %self.run.id, id = %id,
                     situation = situation.as_str(), action = action.as_str(), error = %error,

@@ -8,8 +8,10 @@ use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
 
+use super::implicit::SyncOneError;
 use super::links::LinkStore;
 use super::mapping::{Mapping, Mappings};
+use super::queue::SyncQueue;
 use super::recon::{save_run, Engine, Scope, RUN_RESOURCE};
 use super::run::{iso8601, Run, Stage};
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
@@ -46,11 +48,14 @@ pub struct SyncService {
     mappings: MappingSource,
     metrics: Arc<Metrics>,
     active: Mutex<HashMap<String, Arc<Run>>>,
+    /// Implicit-sync pushes to retry.
+    queue: SyncQueue,
 }
 
 impl SyncService {
     pub fn new(repo: Arc<dyn Repo>, mappings: MappingSource, metrics: Arc<Metrics>) -> Self {
         Self {
+            queue: SyncQueue::new(repo.clone()),
             repo,
             router: OnceLock::new(),
             mappings,
@@ -72,6 +77,63 @@ impl SyncService {
 
     pub fn mappings(&self) -> Arc<Mappings> {
         (self.mappings)()
+    }
+
+    pub fn mapping_source(&self) -> MappingSource {
+        self.mappings.clone()
+    }
+
+    pub fn queue(&self) -> &SyncQueue {
+        &self.queue
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Implicit sync of one source object: the engine's `reconById` path, without a stored
+    /// run record. `Dropped` when the mapping is gone or no longer implicit-synced.
+    pub async fn sync_one(&self, mapping: &str, source_id: &str) -> Result<(), SyncOneError> {
+        let all = self.mappings();
+        let Some(m) = all.get(mapping).cloned() else {
+            return Err(SyncOneError::Dropped(format!(
+                "mapping '{mapping}' is not defined"
+            )));
+        };
+        if !m.enable_sync {
+            return Err(SyncOneError::Dropped(format!(
+                "mapping '{mapping}' has enableSync false"
+            )));
+        }
+        let fail = |e: ResourceError| SyncOneError::Failed(e.to_string());
+        let links = self.link_store(&all, &m).map_err(fail)?;
+        let router = self.router().map_err(fail)?;
+        let run = Arc::new(Run::new(
+            &m.name,
+            json!({"sourceIds": [source_id], "implicitSync": true}),
+        ));
+        let engine = Arc::new(Engine::new(
+            router,
+            self.repo.clone(),
+            links,
+            m,
+            run.clone(),
+            self.metrics.clone(),
+        ));
+        let stage = engine
+            .clone()
+            .execute(Scope::One(source_id.to_owned()))
+            .await;
+        let failures = run
+            .counters
+            .failure
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if stage == Stage::CompletedSuccess && failures == 0 {
+            return Ok(());
+        }
+        Err(SyncOneError::Failed(engine.last_error().unwrap_or_else(
+            || format!("the push ended {}", stage.state()),
+        )))
     }
 
     /// At start-up: indexes the run records, and marks runs a stop cut off (still ACTIVE)
