@@ -1,0 +1,489 @@
+//! Implicit sync: managed-object writes pushed to the targets of their mappings at once
+//! (no recon), `enableSync: false`, failed pushes queued in `sync/queue` and retried until
+//! they succeed, and no ping-pong between two mappings in opposite directions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{basic_instance, eventually, free_port, Gateway};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn shipped(name: &str) -> Value {
+    let path = format!("{}/conf/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The shipped managed.json plus a schema-light type `other`.
+fn managed_with_other() -> Value {
+    let mut doc = shipped("managed");
+    doc["objects"].as_array_mut().unwrap().push(json!({
+        "name": "other",
+        "schema": {"properties": {
+            "userName": {"type": "string", "searchable": true},
+            "mail": {"type": "string", "searchable": true},
+            "givenName": {"type": "string"},
+            "sn": {"type": "string"}}}}));
+    doc
+}
+
+fn props() -> Value {
+    json!([
+        {"source": "userName", "target": "userName"},
+        {"source": "mail", "target": "mail"},
+        {"source": "givenName", "target": "givenName"},
+        {"source": "sn", "target": "sn"}
+    ])
+}
+
+fn mapping(name: &str, source: &str, target: &str, extra: Value) -> Value {
+    let mut m = json!({
+        "name": name,
+        "source": source,
+        "target": target,
+        "properties": props(),
+        "correlationQuery": {"_queryFilter": "userName eq \"${source.userName}\""},
+        "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        m[k] = v.clone();
+    }
+    m
+}
+
+fn user(i: usize) -> Value {
+    json!({"userName": format!("user{i}"), "givenName": "Given", "sn": format!("Sn{i}"),
+           "mail": format!("user{i}@example.com")})
+}
+
+async fn all(gw: &Gateway, resource: &str) -> Vec<Value> {
+    let v: Value = gw
+        .get(&format!(
+            "/openidm/{resource}?_queryFilter=true&_sortKeys=userName"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["result"].as_array().cloned().unwrap_or_default()
+}
+
+async fn queue(gw: &Gateway) -> Vec<Value> {
+    let r = gw
+        .get("/openidm/sync/queue?_queryFilter=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["result"].as_array().cloned().unwrap()
+}
+
+async fn create(gw: &Gateway, resource: &str, id: &str, body: &Value) -> reqwest::Response {
+    gw.put(&format!("/openidm/{resource}/{id}"))
+        .header("If-None-Match", "*")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn patch(gw: &Gateway, path: &str, field: &str, value: &str) -> reqwest::Response {
+    gw.request(reqwest::Method::PATCH, path)
+        .json(&json!([{"operation": "replace", "field": field, "value": value}]))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The values of `field` in `resource`, sorted.
+async fn values(gw: &Gateway, resource: &str, field: &str) -> Vec<String> {
+    let mut out: Vec<String> = all(gw, resource)
+        .await
+        .iter()
+        .filter_map(|o| o[field].as_str().map(str::to_owned))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn create_update_delete_are_pushed_at_once_and_in_order() {
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_other())
+        .conf_file(
+            "sync",
+            json!({"mappings": [mapping("u2o", "managed/user", "managed/other", json!({}))]}),
+        )
+        .start()
+        .await;
+
+    // Create: ABSENT → CREATE, linked.
+    assert_eq!(
+        create(&gw, "managed/user", "u1", &user(1)).await.status(),
+        201
+    );
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "userName").await == ["user1"]
+        })
+        .await
+    );
+    let linked: Value = gw
+        .post("/openidm/sync?_action=getLinkedResources&resourceName=managed/user/u1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(linked.as_array().unwrap().len(), 1, "{linked}");
+    assert_eq!(linked[0]["content"]["mail"], "user1@example.com");
+
+    // Update (PUT and PATCH): CONFIRMED → UPDATE.
+    let mut changed = user(1);
+    changed["sn"] = json!("Renamed");
+    let r = gw
+        .put("/openidm/managed/user/u1")
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "sn").await == ["Renamed"]
+        })
+        .await
+    );
+
+    // Quick successive writes of one object: the last one wins.
+    for i in 0..8 {
+        let r = patch(
+            &gw,
+            "/openidm/managed/user/u1",
+            "givenName",
+            &format!("G{i}"),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "givenName").await == ["G7"]
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(values(&gw, "managed/other", "givenName").await, ["G7"]);
+    assert_eq!(all(&gw, "managed/other").await.len(), 1);
+
+    // A second user, created with a server-chosen id.
+    let r = gw
+        .post("/openidm/managed/user?_action=create")
+        .json(&user(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "userName").await == ["user1", "user2"]
+        })
+        .await
+    );
+
+    // Delete: the link gives SOURCE_MISSING → DELETE (the mapping's policy).
+    let r = gw.delete("/openidm/managed/user/u1").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "userName").await == ["user2"]
+        })
+        .await
+    );
+    assert!(queue(&gw).await.is_empty());
+
+    // Nothing was reconciled.
+    let runs: Value = gw
+        .get("/openidm/recon")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["reconciliations"], json!([]));
+}
+
+#[tokio::test]
+async fn enable_sync_false_pushes_nothing() {
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_other())
+        .conf_file(
+            "sync",
+            json!({"mappings": [mapping("u2o", "managed/user", "managed/other",
+                json!({"enableSync": false}))]}),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        create(&gw, "managed/user", "u1", &user(1)).await.status(),
+        201
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(all(&gw, "managed/other").await.is_empty());
+    assert!(queue(&gw).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_push_is_queued_and_retried_until_it_succeeds() {
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{port}/openidm/");
+    let a = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file(
+            "external.idm-x",
+            basic_instance(&dead, "openidm-admin", "b-admin"),
+        )
+        .conf_file(
+            "sync",
+            json!({"mappings": [mapping("aUser_xUser", "managed/user",
+                "external/idm/x/managed/user", json!({}))]}),
+        )
+        .start()
+        .await;
+
+    // The caller's write succeeds although its push cannot.
+    assert_eq!(
+        create(&a, "managed/user", "u1", &user(1)).await.status(),
+        201
+    );
+    assert!(
+        eventually(WAIT, || async {
+            matches!(queue(&a).await.as_slice(),
+                [e] if e["attempts"].as_u64() >= Some(2))
+        })
+        .await,
+        "{:?}",
+        queue(&a).await
+    );
+    let entry = queue(&a).await.remove(0);
+    assert_eq!(entry["mapping"], "aUser_xUser");
+    assert_eq!(entry["sourceId"], "u1");
+    assert_eq!(entry["operation"], "create");
+    assert!(entry["_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(entry["nextAttempt"]
+        .as_str()
+        .is_some_and(|s| s.ends_with('Z')));
+    let error = entry["lastError"].as_str().unwrap();
+    assert!(!error.is_empty());
+    assert!(!error.contains("b-admin"), "{error}");
+    // One entry per object: a read by id and a filter on it.
+    let r = a
+        .get(&format!(
+            "/openidm/sync/queue/{}",
+            entry["_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = a
+        .get("/openidm/sync/queue?_queryFilter=mapping+eq+%22nope%22")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["resultCount"], 0);
+    // An update meanwhile is still a 200, and still one entry.
+    let r = patch(&a, "/openidm/managed/user/u1", "sn", "Later").await;
+    assert_eq!(r.status(), 200);
+    let metrics = a
+        .get("/openidm/metrics/prometheus")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("idm_gateway_implicit_sync_failures_total{mapping=\"aUser_xUser\"}"),
+        "{metrics}"
+    );
+    assert_eq!(queue(&a).await.len(), 1);
+
+    // The target comes up (another gateway) and the conf points at it: the retry succeeds
+    // with the latest state, and the queue empties.
+    let b = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .admin_password("b-admin")
+        .start()
+        .await;
+    a.write_conf(
+        "external.idm-x",
+        &basic_instance(&b.url("/openidm/"), "openidm-admin", "b-admin"),
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            queue(&a).await.is_empty()
+        })
+        .await,
+        "{:?}",
+        queue(&a).await
+    );
+    let on_b = all(&b, "managed/user").await;
+    assert_eq!(on_b.len(), 1, "{on_b:?}");
+    assert_eq!(on_b[0]["userName"], "user1");
+    assert_eq!(on_b[0]["sn"], "Later");
+
+    // From now on pushes go straight through.
+    let r = patch(&a, "/openidm/managed/user/u1", "sn", "Again").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(WAIT, || async {
+            values(&b, "managed/user", "sn").await == ["Again"]
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_push_the_target_rejects_is_retried_after_the_conf_is_fixed() {
+    // `other` requires a property the mapping does not fill: the create is rejected.
+    let mut managed = managed_with_other();
+    let other = managed["objects"]
+        .as_array_mut()
+        .unwrap()
+        .last_mut()
+        .unwrap();
+    other["schema"]["required"] = json!(["userName", "mail", "employeeNumber"]);
+    other["schema"]["properties"]["employeeNumber"] = json!({"type": "string"});
+    let gw = Gateway::builder()
+        .conf_file("managed", managed.clone())
+        .conf_file(
+            "sync",
+            json!({"mappings": [mapping("u2o", "managed/user", "managed/other", json!({}))]}),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        create(&gw, "managed/user", "u1", &user(1)).await.status(),
+        201
+    );
+    assert!(
+        eventually(WAIT, || async {
+            queue(&gw)
+                .await
+                .first()
+                .is_some_and(|e| e["attempts"].as_u64() >= Some(1))
+        })
+        .await
+    );
+    assert!(all(&gw, "managed/other").await.is_empty());
+
+    // Fixed: the mapping fills the property.
+    let mut props = props();
+    props
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"target": "employeeNumber", "default": "E-1"}));
+    gw.write_conf(
+        "sync",
+        &json!({"mappings": [mapping("u2o", "managed/user", "managed/other",
+            json!({"properties": props}))]}),
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            queue(&gw).await.is_empty()
+        })
+        .await,
+        "{:?}",
+        queue(&gw).await
+    );
+    assert_eq!(
+        values(&gw, "managed/other", "employeeNumber").await,
+        ["E-1"]
+    );
+}
+
+#[tokio::test]
+async fn opposite_mappings_sharing_links_do_not_loop() {
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_other())
+        .conf_file(
+            "sync",
+            json!({"mappings": [
+                mapping("u2o", "managed/user", "managed/other", json!({})),
+                mapping("o2u", "managed/other", "managed/user", json!({"links": "u2o"}))
+            ]}),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        create(&gw, "managed/user", "u1", &user(1)).await.status(),
+        201
+    );
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "userName").await == ["user1"]
+        })
+        .await
+    );
+    // The other direction: an edit of the target flows back to the user.
+    let other_id = all(&gw, "managed/other").await[0]["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = patch(
+        &gw,
+        &format!("/openidm/managed/other/{other_id}"),
+        "sn",
+        "FromOther",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/user", "sn").await == ["FromOther"]
+        })
+        .await
+    );
+    // A new object on the other side creates its twin.
+    assert_eq!(
+        create(&gw, "managed/other", "o2", &user(2)).await.status(),
+        201
+    );
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/user", "userName").await == ["user1", "user2"]
+        })
+        .await
+    );
+    // Then everything settles: no revision moves any more, no twin of a twin.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let revs = |v: Vec<Value>| -> Vec<String> {
+        v.iter()
+            .map(|o| o["_rev"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = (
+        revs(all(&gw, "managed/user").await),
+        revs(all(&gw, "managed/other").await),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = (
+        revs(all(&gw, "managed/user").await),
+        revs(all(&gw, "managed/other").await),
+    );
+    assert_eq!(before, after);
+    assert_eq!(before.0.len(), 2);
+    assert_eq!(before.1.len(), 2);
+    assert!(queue(&gw).await.is_empty());
+}
