@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Reconciliation throughput on one gateway: N users managed/user → managed/other.
+# Reconciliation throughput:
+#   local:  N users managed/user → managed/other on one gateway (B);
+#   remote: a second gateway A reconciles external/idm/b/managed/user (B's N users, through
+#           A's remote CREST client and B's HTTP API) → managed/user on A.
 #
 #   bash benches/recon.sh            # N=100000
 #   N=20000 bash benches/recon.sh
@@ -10,8 +13,9 @@
 #   1. the first run (every source ABSENT → CREATE + link),
 #   2. an unchanged re-run (every source CONFIRMED, nothing written),
 # and reports objects/s, the run's situation summary, and the gateway's RSS (VmRSS now and
-# VmHWM, the peak) after each run. Knobs: N, THREADS (gateway workers, default nproc),
-# SEED_CONNS (16), KEEP_TMP (0).
+# VmHWM, the peak) of the gateways after each run (B also serves the remote case's source).
+# Knobs: N, THREADS (gateway workers, default nproc), SEED_CONNS (16), KEEP_TMP (0),
+# CASES ("local remote").
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +23,7 @@ N=${N:-100000}
 THREADS=${THREADS:-$(nproc)}
 SEED_CONNS=${SEED_CONNS:-16}
 KEEP_TMP=${KEEP_TMP:-0}
+CASES=${CASES:-local remote}
 ADMIN_PW=bench-admin-pw
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
@@ -27,8 +32,9 @@ BIN=$TARGET_DIR/release/idm-gateway
 
 TMP=$(mktemp -d /tmp/recon-bench.XXXXXX)
 GW_PID=
+A_PID=
 cleanup() {
-    if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
+    for p in $GW_PID $A_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     if [ "$KEEP_TMP" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -84,18 +90,24 @@ EOF
 SEED_END=$(date +%s.%N)
 printf 'seeded in %.1f s\n' "$(echo "$SEED_END - $SEED_START" | bc)"
 
-rss() { awk '/^VmRSS|^VmHWM/ {printf "%s %d MB  ", $1, $2/1024}' "/proc/$GW_PID/status"; echo; }
+rss1() { awk '/^VmRSS|^VmHWM/ {printf "%s %d MB  ", $1, $2/1024}' "/proc/$1/status"; }
+rss() {
+    echo -n "B: $(rss1 "$GW_PID")"
+    if [ -n "$A_PID" ]; then echo -n "  A: $(rss1 "$A_PID")"; fi
+    echo
+}
 echo "after seeding: $(rss)"
 
+# run LABEL PORT MAPPING
 run() {
-    local label=$1 start end secs id
+    local label=$1 port=$2 mapping=$3 start end secs id
     start=$(date +%s.%N)
     id=$(curl -sf "${AUTH[@]}" -X POST \
-        "http://127.0.0.1:$PORT/openidm/recon?_action=recon&mapping=u2o&waitForCompletion=true" |
+        "http://127.0.0.1:$port/openidm/recon?_action=recon&mapping=$mapping&waitForCompletion=true" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["_id"])')
     end=$(date +%s.%N)
     secs=$(echo "$end - $start" | bc)
-    curl -sf "${AUTH[@]}" "http://127.0.0.1:$PORT/openidm/recon/$id" >"$TMP/$label.json"
+    curl -sf "${AUTH[@]}" "http://127.0.0.1:$port/openidm/recon/$id" >"$TMP/$label.json"
     python3 - "$TMP/$label.json" "$label" "$secs" "$N" <<'EOF'
 import json, sys
 run, label, secs, n = json.load(open(sys.argv[1])), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
@@ -105,5 +117,34 @@ print(f"{label:10s} {run['state']:8s} {secs:7.2f} s  {n / secs:9.0f} objects/s  
 EOF
     echo "           $(rss)"
 }
-run first
-run unchanged
+case " $CASES " in *" local "*)
+    run first "$PORT" u2o
+    run unchanged "$PORT" u2o
+esac
+
+case " $CASES " in *" remote "*)
+    mkdir -p "$TMP/a/conf" "$TMP/a/data" "$TMP/a/certs"
+    cp conf/managed.json "$TMP/a/conf/managed.json"
+    python3 - "$TMP/a/conf" "$PORT" "$ADMIN_PW" <<'EOF'
+import json, sys
+conf, port, pw = sys.argv[1], sys.argv[2], sys.argv[3]
+json.dump({"authType": "basic", "instanceUrl": f"http://127.0.0.1:{port}/openidm/",
+           "userName": "openidm-admin", "password": pw}, open(f"{conf}/external.idm-b.json", "w"))
+json.dump({"mappings": [{
+    "name": "bUser_aUser", "source": "external/idm/b/managed/user", "target": "managed/user",
+    "properties": [{"source": p, "target": p} for p in ("userName", "mail", "givenName", "sn")],
+    "correlationQuery": {"_queryFilter": "userName eq \"${source.userName}\""},
+    "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}]}]},
+    open(f"{conf}/sync.json", "w"))
+EOF
+    A_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    IDM_GATEWAY_ADMIN_PASSWORD=$ADMIN_PW RUST_LOG=warn "$BIN" --conf "$TMP/a/conf" --data "$TMP/a/data" \
+        --certs "$TMP/a/certs" --listen "127.0.0.1:$A_PORT" --threads "$THREADS" >"$TMP/gateway-a.log" 2>&1 &
+    A_PID=$!
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$A_PORT/openidm/info/ping" >/dev/null && break
+        sleep 0.1
+    done
+    run remote-first "$A_PORT" bUser_aUser
+    run remote-unch "$A_PORT" bUser_aUser
+esac

@@ -137,4 +137,46 @@ pub trait Repo: Send + Sync + 'static {
     /// Declares the searchable properties of a resource: the store keeps an index for each
     /// (creating missing ones, dropping ones no longer declared). Idempotent.
     async fn set_indexes(&self, resource: &str, fields: &[JsonPointer]) -> Result<(), RepoError>;
+
+    /// Several independent writes; one result per op, in order, each as the single call
+    /// would give it (`Create` → the created object, `Delete` → the deleted one). One op
+    /// failing does not undo the others. Every op that returned `Ok` is durable, as for the
+    /// single calls; an implementation may commit them together (the embedded store commits
+    /// a batch in one transaction, one fsync). The default runs them one after the other.
+    async fn batch(&self, ops: Vec<WriteOp>) -> Vec<Result<StoredObject, RepoError>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                WriteOp::Create {
+                    resource,
+                    id,
+                    content,
+                } => {
+                    self.create(&resource, &id, content, Default::default())
+                        .await
+                }
+                WriteOp::Delete { resource, id, rev } => {
+                    self.delete(&resource, &id, rev.as_deref()).await
+                }
+            });
+        }
+        out
+    }
+}
+
+/// One write of [`Repo::batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Like [`Repo::create`] without unique properties.
+    Create {
+        resource: String,
+        id: String,
+        content: Map<String, Value>,
+    },
+    /// Like [`Repo::delete`].
+    Delete {
+        resource: String,
+        id: String,
+        rev: Option<String>,
+    },
 }

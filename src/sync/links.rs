@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::crest::filter::{JsonPointer, QueryFilter};
-use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOptions};
+use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOp, WriteOptions};
 
 use super::mapping::DEFAULT_LINK_QUALIFIER;
 
@@ -28,6 +28,14 @@ pub struct Link {
     pub id: String,
     pub source_id: String,
     pub target_id: String,
+}
+
+/// A link to create, replacing `replaces` (a stale link of the same source).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLink {
+    pub source_id: String,
+    pub target_id: String,
+    pub replaces: Option<Link>,
 }
 
 /// The links of one link type, oriented for one mapping.
@@ -151,18 +159,22 @@ impl LinkStore {
         Ok(self.by_targets(&[id.to_owned()]).await?.remove(id))
     }
 
-    pub async fn create(&self, source_id: &str, target_id: &str) -> Result<Link, RepoError> {
+    fn content(&self, source_id: &str, target_id: &str) -> Map<String, Value> {
         let (first, second) = if self.reversed {
             (target_id, source_id)
         } else {
             (source_id, target_id)
         };
-        let content: Map<String, Value> = match json!({
+        match json!({
             FIRST: first, SECOND: second, "linkQualifier": DEFAULT_LINK_QUALIFIER,
         }) {
             Value::Object(m) => m,
             _ => Map::new(),
-        };
+        }
+    }
+
+    pub async fn create(&self, source_id: &str, target_id: &str) -> Result<Link, RepoError> {
+        let content = self.content(source_id, target_id);
         let id = uuid::Uuid::new_v4().to_string();
         self.repo
             .create(&self.resource, &id, content, WriteOptions::default())
@@ -172,6 +184,53 @@ impl LinkStore {
             source_id: source_id.to_owned(),
             target_id: target_id.to_owned(),
         })
+    }
+
+    /// Several link changes in one [`Repo::batch`] (one commit in the embedded store): for
+    /// each, the old link (if any) is deleted, then the new one created. One result per
+    /// change, in order; an old link already gone is not an error.
+    pub async fn apply(&self, changes: &[NewLink]) -> Vec<Result<Link, RepoError>> {
+        let mut ops = Vec::with_capacity(changes.len() + 1);
+        let mut ids = Vec::with_capacity(changes.len());
+        for c in changes {
+            if let Some(old) = &c.replaces {
+                ops.push(WriteOp::Delete {
+                    resource: self.resource.clone(),
+                    id: old.id.clone(),
+                    rev: None,
+                });
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            ops.push(WriteOp::Create {
+                resource: self.resource.clone(),
+                id: id.clone(),
+                content: self.content(&c.source_id, &c.target_id),
+            });
+            ids.push(id);
+        }
+        let mut results = self.repo.batch(ops).await.into_iter();
+        let mut none = || Err(RepoError::Internal("a batch lost a result".into()));
+        changes
+            .iter()
+            .zip(ids)
+            .map(|(c, id)| {
+                if c.replaces.is_some() {
+                    match results.next().unwrap_or_else(&mut none) {
+                        Ok(_) | Err(RepoError::NotFound { .. }) => {}
+                        Err(e) => {
+                            results.next(); // the create that belongs to it
+                            return Err(e);
+                        }
+                    }
+                }
+                results.next().unwrap_or_else(&mut none)?;
+                Ok(Link {
+                    id,
+                    source_id: c.source_id.clone(),
+                    target_id: c.target_id.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Deletes a link; one already gone is not an error.
@@ -217,5 +276,42 @@ mod tests {
         links.delete(&l1).await.unwrap();
         links.delete(&l1).await.unwrap();
         assert_eq!(links.by_source("s1").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn batched_changes_create_and_replace() {
+        let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+        let links = LinkStore::new(repo, "a_b", false);
+        links.ensure_indexes().await.unwrap();
+        let stale = links.create("s1", "gone").await.unwrap();
+        let already_deleted = Link {
+            id: "no-such-link".into(),
+            source_id: "s3".into(),
+            target_id: "t0".into(),
+        };
+        let new = |s: &str, t: &str, replaces: Option<Link>| NewLink {
+            source_id: s.into(),
+            target_id: t.into(),
+            replaces,
+        };
+        let results = links
+            .apply(&[
+                new("s1", "t1", Some(stale)),
+                new("s2", "t2", None),
+                new("s3", "t3", Some(already_deleted)),
+            ])
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let found = links
+            .by_sources(&["s1".into(), "s2".into(), "s3".into()])
+            .await
+            .unwrap();
+        let targets: Vec<_> = ["s1", "s2", "s3"]
+            .iter()
+            .map(|s| found[*s].target_id.as_str())
+            .collect();
+        assert_eq!(targets, ["t1", "t2", "t3"]);
+        assert_eq!(links.by_target("gone").await.unwrap(), None);
+        assert!(links.apply(&[]).await.is_empty());
     }
 }

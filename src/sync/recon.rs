@@ -3,8 +3,10 @@
 //! to it), links through [`LinkStore`].
 //!
 //! * **Source phase**: source pages (`_pageSize` + cookie); per page one link query and one
-//!   batched read of the linked targets; then each source, with at most `taskThreads` in
-//!   flight: qualification, correlation when unlinked, situation, the policy's action.
+//!   batched read of the linked targets; then each source, with up to 100 × `taskThreads`
+//!   in flight (at most the page): qualification, correlation when unlinked, situation, the
+//!   policy's action. The links the page creates are written at its end in one batch
+//!   ([`LinkStore::apply`], one commit), after the target writes they belong to.
 //! * **Target phase**: target pages; per page one link query by target id and one batched
 //!   existence check of the linked sources. A target whose source exists was handled by the
 //!   source phase; the others are UNASSIGNED, SOURCE_MISSING or TARGET_IGNORED. Nothing is
@@ -24,7 +26,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::links::{Link, LinkStore};
+use super::links::{Link, LinkStore, NewLink};
 use super::mapping::Mapping;
 use super::run::{bump, Run, Stage};
 use super::situation::{assess_source, assess_target, Action, Situation, SourceFacts, TargetFacts};
@@ -36,6 +38,10 @@ use crate::repo::Repo;
 
 /// Ids per batched read (`_id eq "a" or _id eq "b" …`), well under the filter length limit.
 const READ_BATCH: usize = 100;
+/// Objects of a page in flight per `taskThreads` (bounded by the page size): the work is
+/// mostly waiting for the store or a remote, and the store's group commit needs many
+/// concurrent writes to fill its batches.
+const IN_FLIGHT_PER_THREAD: usize = 100;
 /// How often the stored run record is refreshed while the run is active.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Resource of the stored run records.
@@ -56,6 +62,14 @@ pub enum Scope {
     One(String),
 }
 
+/// An object whose outcome waits for its link write (done once per page, in one batch).
+struct Deferred {
+    id: String,
+    situation: Situation,
+    action: Action,
+    link: NewLink,
+}
+
 /// One query page, whatever handler answered it.
 struct Page {
     results: Vec<Value>,
@@ -74,6 +88,9 @@ pub struct Engine {
     /// Correlation is skipped (no candidates) when the target set was empty at the start and
     /// `correlateEmptyTargetSet` is false.
     skip_correlation: std::sync::atomic::AtomicBool,
+    /// Targets correlated in the current page: their links are written at the end of the
+    /// page, so a second source finding the same target sees it as linked meanwhile.
+    claimed: std::sync::Mutex<std::collections::HashSet<String>>,
     last_save: std::sync::Mutex<Instant>,
     /// The last failure's reason (implicit sync records it in its retry queue).
     last_error: std::sync::Mutex<Option<String>>,
@@ -98,6 +115,7 @@ impl Engine {
             metrics,
             caller,
             skip_correlation: Default::default(),
+            claimed: Default::default(),
             last_save: std::sync::Mutex::new(Instant::now()),
             last_error: Default::default(),
         }
@@ -176,7 +194,10 @@ impl Engine {
     }
 
     async fn source_phase(self: Arc<Self>) -> Result<(), Stop> {
-        let workers = Arc::new(Semaphore::new(self.mapping.task_threads));
+        let in_flight = (self.mapping.task_threads * IN_FLIGHT_PER_THREAD)
+            .min(self.mapping.page_size)
+            .max(1);
+        let workers = Arc::new(Semaphore::new(in_flight));
         let mut cookie: Option<String> = None;
         let mut first = true;
         loop {
@@ -232,11 +253,18 @@ impl Engine {
                     .map_err(|_| Stop::Canceled)?;
                 let engine = self.clone();
                 tasks.spawn(async move {
-                    engine.process_source(&id, Some(source), link, target).await;
+                    let deferred = engine.process_source(&id, Some(source), link, target).await;
                     drop(permit);
+                    deferred
                 });
             }
-            while tasks.join_next().await.is_some() {}
+            let mut deferred = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                if let Ok(Some(d)) = done {
+                    deferred.push(d);
+                }
+            }
+            self.write_links(deferred).await;
             self.save_now_and_then().await;
             match page.cookie {
                 Some(c) if !c.is_empty() => cookie = Some(c),
@@ -343,7 +371,8 @@ impl Engine {
             None => None,
         };
         self.run.set_source_total(Some(1));
-        self.process_source(id, source, link, target).await;
+        let deferred = self.process_source(id, source, link, target).await;
+        self.write_links(deferred.into_iter().collect()).await;
         Ok(())
     }
 
@@ -359,16 +388,48 @@ impl Engine {
         Stop::Failed(format!("the {what} {resource} cannot be queried: {e}"))
     }
 
-    /// One source: assess, act, count.
+    /// The link writes of one page in one batch, then the outcome of their objects.
+    ///
+    /// A crash between a target write and the batch leaves targets without links (never a
+    /// link without its target, never a link to the wrong target): the next run finds them
+    /// with the correlation query (FOUND → UPDATE + LINK); without a correlation query they
+    /// are created again and the orphans show up as UNASSIGNED in the target phase.
+    async fn write_links(&self, deferred: Vec<Deferred>) {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        if deferred.is_empty() {
+            return;
+        }
+        let t = Instant::now();
+        let changes: Vec<NewLink> = deferred.iter().map(|d| d.link.clone()).collect();
+        let results = self.links.apply(&changes).await;
+        self.run.time("linkWrite", t.elapsed());
+        for (d, result) in deferred.into_iter().zip(results) {
+            if result.is_ok() {
+                bump(&self.run.counters.links_created);
+            }
+            self.record(
+                &d.id,
+                d.situation,
+                d.action,
+                result.map(|_| ()).map_err(|e| e.to_string()),
+            );
+        }
+    }
+
+    /// One source: assess, act, count. An outcome that needs a new link is returned
+    /// instead, to be recorded by [`Self::write_links`].
     async fn process_source(
         &self,
         id: &str,
         source: Option<Value>,
         link: Option<Link>,
         target: Option<Value>,
-    ) {
+    ) -> Option<Deferred> {
         if self.run.is_canceled() {
-            return;
+            return None;
         }
         if source.is_some() {
             bump(&self.run.counters.source_processed);
@@ -405,15 +466,31 @@ impl Engine {
                         let candidate = candidates.remove(0);
                         match object_id(&candidate) {
                             Some(cid) => match self.links.by_target(&cid).await {
-                                Ok(l) => facts.candidate_linked = l.is_some(),
-                                Err(e) => return self.failed_early(id, &e.to_string()),
+                                Ok(l) => {
+                                    let claimed = !self
+                                        .claimed
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .insert(cid);
+                                    facts.candidate_linked = l.is_some() || claimed;
+                                }
+                                Err(e) => {
+                                    self.failed_early(id, &e.to_string());
+                                    return None;
+                                }
                             },
-                            None => return self.failed_early(id, "a correlated target has no _id"),
+                            None => {
+                                self.failed_early(id, "a correlated target has no _id");
+                                return None;
+                            }
                         }
                         target = Some(candidate);
                     }
                 }
-                Err(e) => return self.failed_early(id, &format!("correlation query failed: {e}")),
+                Err(e) => {
+                    self.failed_early(id, &format!("correlation query failed: {e}"));
+                    return None;
+                }
             }
         }
         let situation = assess_source(facts);
@@ -421,7 +498,22 @@ impl Engine {
         let result = self
             .apply_source(situation, action, id, source.as_ref(), mapped, link, target)
             .await;
-        self.record(id, situation, action, result);
+        match result {
+            Ok(Some(link)) => Some(Deferred {
+                id: id.to_owned(),
+                situation,
+                action,
+                link,
+            }),
+            Ok(None) => {
+                self.record(id, situation, action, Ok(()));
+                None
+            }
+            Err(e) => {
+                self.record(id, situation, action, Err(e));
+                None
+            }
+        }
     }
 
     /// The last failure's reason, if any.
@@ -486,6 +578,7 @@ impl Engine {
             .results)
     }
 
+    /// Acts; a link to create is returned, not written (see [`Self::write_links`]).
     #[allow(clippy::too_many_arguments)]
     async fn apply_source(
         &self,
@@ -496,8 +589,13 @@ impl Engine {
         mapped: Option<Map<String, Value>>,
         link: Option<Link>,
         target: Option<Value>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<NewLink>, String> {
         let target_id = target.as_ref().and_then(object_id);
+        let new_link = |target_id: &str, replaces: Option<Link>| NewLink {
+            source_id: id.to_owned(),
+            target_id: target_id.to_owned(),
+            replaces,
+        };
         let c = &self.run.counters;
         match action {
             Action::Create => {
@@ -515,15 +613,7 @@ impl Engine {
                 let created = self.create_target(body).await.map_err(|e| e.to_string())?;
                 self.run.time("createTargetObject", t.elapsed());
                 bump(&c.created);
-                if let Some(l) = &link {
-                    self.links.delete(l).await.map_err(|e| e.to_string())?;
-                }
-                self.links
-                    .create(id, &created)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                bump(&c.links_created);
-                Ok(())
+                Ok(Some(new_link(&created, link)))
             }
             Action::Update => {
                 let (Some(target), Some(tid), Some(source)) = (&target, &target_id, source) else {
@@ -544,14 +634,7 @@ impl Engine {
                     self.run.time("updateTargetObject", t.elapsed());
                     bump(&c.updated);
                 }
-                if link.is_none() {
-                    self.links
-                        .create(id, tid)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    bump(&c.links_created);
-                }
-                Ok(())
+                Ok(link.is_none().then(|| new_link(tid, None)))
             }
             Action::Delete => {
                 if let Some(tid) = &target_id {
@@ -565,32 +648,25 @@ impl Engine {
                 if let Some(l) = &link {
                     self.links.delete(l).await.map_err(|e| e.to_string())?;
                 }
-                Ok(())
+                Ok(None)
             }
             Action::Link => {
                 let Some(tid) = &target_id else {
                     return Err(format!("{}: LINK needs a target", situation.as_str()));
                 };
-                if link.is_none() {
-                    self.links
-                        .create(id, tid)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    bump(&c.links_created);
-                }
-                Ok(())
+                Ok(link.is_none().then(|| new_link(tid, None)))
             }
             Action::Unlink => {
                 if let Some(l) = &link {
                     self.links.delete(l).await.map_err(|e| e.to_string())?;
                 }
-                Ok(())
+                Ok(None)
             }
             Action::Exception => Err(format!(
                 "situation {} is handled as an EXCEPTION",
                 situation.as_str()
             )),
-            Action::Ignore | Action::Report | Action::NoReport | Action::Async => Ok(()),
+            Action::Ignore | Action::Report | Action::NoReport | Action::Async => Ok(None),
         }
     }
 

@@ -1,8 +1,9 @@
 //! The single writer thread and its group commit.
 //!
 //! Callers send a [`Command`] over a channel and await a oneshot reply. The writer takes
-//! everything queued (up to [`MAX_BATCH`]), runs each command in its own `SAVEPOINT` inside
-//! one `BEGIN IMMEDIATE` transaction (a failing command rolls back only its savepoint), commits
+//! everything queued (up to [`MAX_BATCH`]), runs each command inside one `BEGIN IMMEDIATE`
+//! transaction, multi-statement commands in their own `SAVEPOINT` (a failing command rolls
+//! back only its own changes; single-statement ones are atomic by themselves), commits
 //! once, and only then replies to all of them: one fsync serves a whole batch, and no caller
 //! hears `Ok` before its write is on disk. While a commit is being fsynced the next batch
 //! queues up, so the batch size grows with the load without any timer.
@@ -74,14 +75,31 @@ pub(crate) struct Command {
     pub reply: oneshot::Sender<Result<Done, RepoError>>,
 }
 
+/// What callers send: one command, or several that go into the same transaction
+/// (`Repo::batch`; each still in its own savepoint, with its own reply).
+pub(crate) enum Message {
+    One(Command),
+    Many(Vec<Command>),
+}
+
+impl Message {
+    fn append_to(self, batch: &mut Vec<Command>) {
+        match self {
+            Message::One(cmd) => batch.push(cmd),
+            Message::Many(mut cmds) => batch.append(&mut cmds),
+        }
+    }
+}
+
 /// Runs until every sender is dropped.
-pub(crate) fn run(mut conn: Connection, rx: Receiver<Command>, tables: Tables) {
+pub(crate) fn run(mut conn: Connection, rx: Receiver<Message>, tables: Tables) {
     let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
-        batch.push(first);
+        first.append_to(&mut batch);
+        // A `Many` is never split: a batch may exceed MAX_BATCH by one message.
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
+                Ok(msg) => msg.append_to(&mut batch),
                 Err(_) => break,
             }
         }
@@ -107,10 +125,22 @@ fn run_batch(
     let mut results = Vec::with_capacity(batch.len());
     let mut created: Vec<(String, String)> = Vec::new();
     for cmd in batch {
+        let mut new_tables = Vec::new();
+        if single_statement(cmd, tables) {
+            // One modifying statement, after read-only checks: SQLite makes the statement
+            // atomic itself, so no savepoint (and no sub-journal) is needed. A check failing
+            // wrote nothing; a store failure leaves the transaction in an unknown state (it
+            // may have been rolled back): fail all of it, no caller hears `Ok`.
+            let result = apply(&tx, cmd, tables, &mut new_tables);
+            if let Err(e @ RepoError::Internal(_)) = &result {
+                return fail_all(e.clone());
+            }
+            results.push(result);
+            continue;
+        }
         if let Err(e) = tx.execute_batch("SAVEPOINT w") {
             return fail_all(internal("starting a savepoint")(e));
         }
-        let mut new_tables = Vec::new();
         let result = apply(&tx, cmd, tables, &mut new_tables);
         let end = if result.is_ok() {
             "RELEASE w"
@@ -134,6 +164,19 @@ fn run_batch(
         map.extend(created);
     }
     results
+}
+
+/// Whether `cmd` writes with a single statement: a create into an existing table, an update,
+/// a delete (the table is never created for these).
+fn single_statement(cmd: &Command, tables: &Tables) -> bool {
+    match cmd.op {
+        Op::Update { .. } | Op::Delete { .. } => true,
+        Op::Create { .. } => tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&cmd.resource),
+        Op::SetIndexes { .. } => false,
+    }
 }
 
 /// The table of `resource`, created when `create` and missing.
