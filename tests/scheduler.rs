@@ -38,7 +38,9 @@ fn mapping(extra: Value) -> Value {
             {"source": "givenName", "target": "givenName"},
             {"source": "sn", "target": "sn"}
         ],
-        "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""}
+        "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""},
+        // Only scheduled reconciliations may create targets here, not implicit sync.
+        "enableSync": false
     });
     for (k, v) in extra.as_object().unwrap() {
         m[k] = v.clone();
