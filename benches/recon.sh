@@ -53,7 +53,9 @@ json.dump({"mappings": [{
     "name": "u2o", "source": "managed/user", "target": "managed/other",
     "properties": [{"source": p, "target": p} for p in ("userName", "mail", "givenName", "sn")],
     "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""},
-    "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}]}]},
+    "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
+    # Seeding must not push every user by implicit sync: the runs below measure recon.
+    "enableSync": False}]},
     open(f"{conf}/sync.json", "w"))
 EOF
 
