@@ -137,5 +137,6 @@ peak=$(sort -n "$WORK/rss.samples" | tail -1)
 echo
 echo "Paged scan: $scanned users in $pages pages of 1000 in $(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.1f", b - a}') s;"
 echo "gateway RSS before the scan ${RSS_BEFORE} kB, peak during the scan ${peak} kB."
-echo "Store size: $(du -sh "$WORK/data" | cut -f1). Gateway RSS at the end: $(rss_kb) kB."
+echo "Store size: $(du -sh "$WORK/data" | cut -f1). Gateway RSS at the end: $(rss_kb) kB"
+echo "($(grep -E '^(RssAnon|RssFile|RssShmem)' "/proc/$GW_PID/status" | tr -s ' \t' ' ' | paste -sd, -))."
 log done
