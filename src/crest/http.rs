@@ -329,7 +329,8 @@ fn revision(if_match: Option<String>) -> Option<String> {
         .filter(|v| v != "*" && !v.is_empty())
 }
 
-fn strip_quotes(v: &str) -> String {
+/// An entity tag as sent in `ETag`/`If-Match` → the bare revision (quotes and `W/` removed).
+pub fn strip_quotes(v: &str) -> String {
     let v = v.trim();
     let v = v.strip_prefix("W/").unwrap_or(v);
     if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {

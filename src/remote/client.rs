@@ -27,6 +27,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC
 use serde_json::{Map, Value};
 
 use crate::config::InstanceConfig;
+use crate::crest::http::strip_quotes;
 use crate::crest::query::CountPolicy;
 use crate::crest::{
     reason_phrase, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError,
@@ -484,16 +485,6 @@ fn quoted(rev: &str) -> Result<HeaderValue, ResourceError> {
     HeaderValue::from_str(&format!("\"{rev}\"")).map_err(|_| {
         ResourceError::bad_request(format!("The revision '{rev}' is not a valid header value"))
     })
-}
-
-fn strip_quotes(v: &str) -> String {
-    let v = v.trim();
-    let v = v.strip_prefix("W/").unwrap_or(v);
-    if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
-        v[1..v.len() - 1].to_owned()
-    } else {
-        v.to_owned()
-    }
 }
 
 /// Maps a remote's answer to `op` back to the response a local handler would give.
