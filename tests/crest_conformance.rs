@@ -6,14 +6,11 @@
 
 mod common;
 
+use common::fixtures::shipped;
+
 use common::Gateway;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn shipped(name: &str) -> Value {
-    let path = format!("{}/conf/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// `expected` ⊆ `actual`, `"<any>"` matching anything present.
 fn matches(expected: &Value, actual: &Value) -> bool {

@@ -4,30 +4,14 @@
 
 mod common;
 
+use common::fixtures::{managed_with_other, shipped, user};
+
 use std::time::Duration;
 
 use common::{basic_instance, eventually, free_port, Gateway};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn shipped(name: &str) -> Value {
-    let path = format!("{}/conf/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The shipped managed.json plus a schema-light type `other`.
-fn managed_with_other() -> Value {
-    let mut doc = shipped("managed");
-    doc["objects"].as_array_mut().unwrap().push(json!({
-        "name": "other",
-        "schema": {"properties": {
-            "userName": {"type": "string", "searchable": true},
-            "mail": {"type": "string", "searchable": true},
-            "givenName": {"type": "string"},
-            "sn": {"type": "string"}}}}));
-    doc
-}
 
 fn props() -> Value {
     json!([
@@ -51,11 +35,6 @@ fn mapping(name: &str, source: &str, target: &str, extra: Value) -> Value {
         m[k] = v.clone();
     }
     m
-}
-
-fn user(i: usize) -> Value {
-    json!({"userName": format!("user{i}"), "givenName": "Given", "sn": format!("Sn{i}"),
-           "mail": format!("user{i}@example.com")})
 }
 
 async fn all(gw: &Gateway, resource: &str) -> Vec<Value> {

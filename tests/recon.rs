@@ -4,28 +4,12 @@
 
 mod common;
 
+use common::fixtures::{managed_with_other, user};
+
 use std::time::Duration;
 
 use common::{eventually, Gateway};
 use serde_json::{json, Value};
-
-fn shipped(name: &str) -> Value {
-    let path = format!("{}/conf/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The shipped managed.json plus a schema-light type `other`.
-fn managed_with_other() -> Value {
-    let mut doc = shipped("managed");
-    doc["objects"].as_array_mut().unwrap().push(json!({
-        "name": "other",
-        "schema": {"properties": {
-            "userName": {"type": "string", "searchable": true},
-            "mail": {"type": "string", "searchable": true},
-            "givenName": {"type": "string"},
-            "sn": {"type": "string"}}}}));
-    doc
-}
 
 fn mapping(extra: Value) -> Value {
     let mut m = json!({
@@ -65,11 +49,6 @@ const RUN_KEYS: [&str; 13] = [
     "ended",
     "duration",
 ];
-
-fn user(i: usize) -> Value {
-    json!({"userName": format!("user{i}"), "givenName": "Given", "sn": format!("Sn{i}"),
-           "mail": format!("user{i}@example.com")})
-}
 
 async fn put_user(gw: &Gateway, id: &str, body: &Value) {
     let r = gw

@@ -4,18 +4,10 @@
 
 mod common;
 
+use common::fixtures::{shipped, user};
+
 use common::{basic_instance, Gateway};
 use serde_json::{json, Value};
-
-fn shipped(name: &str) -> Value {
-    let path = format!("{}/conf/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn user(i: usize) -> Value {
-    json!({"userName": format!("user{i}"), "givenName": "Given", "sn": format!("Sn{i}"),
-           "mail": format!("user{i}@example.com")})
-}
 
 fn props() -> Value {
     json!([

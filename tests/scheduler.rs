@@ -4,28 +4,12 @@
 
 mod common;
 
+use common::fixtures::{managed_with_other, user};
+
 use std::time::Duration;
 
 use common::{eventually, Gateway};
 use serde_json::{json, Value};
-
-fn shipped(name: &str) -> Value {
-    let path = format!("{}/conf/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The shipped managed.json plus a schema-light type `other`.
-fn managed_with_other() -> Value {
-    let mut doc = shipped("managed");
-    doc["objects"].as_array_mut().unwrap().push(json!({
-        "name": "other",
-        "schema": {"properties": {
-            "userName": {"type": "string", "searchable": true},
-            "mail": {"type": "string", "searchable": true},
-            "givenName": {"type": "string"},
-            "sn": {"type": "string"}}}}));
-    doc
-}
 
 fn mapping(extra: Value) -> Value {
     let mut m = json!({
@@ -73,11 +57,6 @@ async fn gateway(extra_mapping: Value, schedules: &[(&str, Value)]) -> Gateway {
         b = b.conf_file(&format!("schedule-{name}"), doc.clone());
     }
     b.start().await
-}
-
-fn user(i: usize) -> Value {
-    json!({"userName": format!("user{i}"), "givenName": "Given", "sn": format!("Sn{i}"),
-           "mail": format!("user{i}@example.com")})
 }
 
 async fn seed_users(gw: &Gateway, n: usize) {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::fixtures::shipped;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +13,6 @@ use std::time::Duration;
 use common::{eventually, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn shipped(name: &str) -> Value {
-    let path = format!("{}/conf/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn user(i: usize) -> Value {
     json!({"userName": format!("user{i}"), "givenName": "G", "sn": "S", "mail": format!("u{i}@example.com")})

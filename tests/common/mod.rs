@@ -11,6 +11,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod faults;
+pub mod fixtures;
 pub mod gateway;
 pub mod oauth;
 pub mod pki;
