@@ -182,6 +182,7 @@ fn bench(c: &mut Criterion) {
                     cookie: cookie.as_deref(),
                     offset: 0,
                     count: CountPolicy::None,
+                    ids_only: false,
                 },
             ))
             .expect("page");
@@ -210,6 +211,7 @@ fn query_ref(filter: &QueryFilter) -> RepoQuery<'_> {
         cookie: None,
         offset: 0,
         count: CountPolicy::None,
+        ids_only: false,
     }
 }
 

@@ -280,6 +280,7 @@ impl ObjectSet<'_> {
                         cookie: cookie.as_deref(),
                         offset: 0,
                         count: Default::default(),
+                        ids_only: false,
                     },
                 )
                 .await
@@ -305,6 +306,11 @@ impl ObjectSet<'_> {
         for key in &q.sort_keys {
             self.check_queryable(&key.field)?;
         }
+        let spec = if ids_only {
+            fields::parse_fields(&["_id"])?
+        } else {
+            fields_of(req)?
+        };
         let page = self
             .repo
             .query(
@@ -316,15 +322,11 @@ impl ObjectSet<'_> {
                     cookie: q.cookie.as_deref(),
                     offset: q.offset,
                     count: q.count_policy,
+                    ids_only: asks_ids_only(&spec),
                 },
             )
             .await
             .map_err(|e| self.store_error(e))?;
-        let spec = if ids_only {
-            fields::parse_fields(&["_id"])?
-        } else {
-            fields_of(req)?
-        };
         let results = page
             .results
             .into_iter()
@@ -471,6 +473,20 @@ impl ObjectSet<'_> {
 pub fn fields_of(req: &Request) -> Result<FieldSpec, ResourceError> {
     let values: Vec<&str> = req.fields.iter().map(String::as_str).collect();
     fields::parse_fields(&values)
+}
+
+/// Whether `_fields` names nothing but `_id`/`_rev` (then the store need not read bodies).
+fn asks_ids_only(spec: &FieldSpec) -> bool {
+    match spec {
+        FieldSpec::Fields(selectors) => {
+            !selectors.is_empty()
+                && selectors.iter().all(|s| {
+                    matches!(s, fields::FieldSelector::Pointer(p)
+                        if p.tokens() == ["_id"] || p.tokens() == ["_rev"])
+                })
+        }
+        FieldSpec::All => false,
+    }
 }
 
 /// The body of a create or update: a JSON object.

@@ -51,6 +51,9 @@ pub struct RepoQuery<'a> {
     /// Results to skip (`_pagedResultsOffset`), when no cookie is given.
     pub offset: usize,
     pub count: CountPolicy,
+    /// Only ids and revisions are wanted: results come back with empty `content` and the
+    /// store does not read or parse the bodies (`_queryId=query-all-ids`, existence checks).
+    pub ids_only: bool,
 }
 
 /// One page of query results.

@@ -125,6 +125,7 @@ impl LinkStore {
                     cookie: None,
                     offset: 0,
                     count: Default::default(),
+                    ids_only: false,
                 },
             )
             .await?;

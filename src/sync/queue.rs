@@ -215,6 +215,7 @@ fn all() -> RepoQuery<'static> {
         cookie: None,
         offset: 0,
         count: Default::default(),
+        ids_only: false,
     }
 }
 

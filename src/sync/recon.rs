@@ -282,13 +282,16 @@ impl Engine {
                 return Err(Stop::Canceled);
             }
             let t = Instant::now();
+            // Without validTarget the target phase needs only ids: links say the rest.
+            let fields = self.mapping.valid_target.is_none().then_some("_id");
             let page = self
-                .query_page(
+                .query_page_fields(
                     &self.mapping.target,
                     &self.mapping.target_query,
                     self.mapping.page_size,
                     cookie.as_deref(),
                     first,
+                    fields,
                 )
                 .await
                 .map_err(|e| self.unreadable("target", e))?;
@@ -307,8 +310,9 @@ impl Engine {
             self.run.time("targetLinkQuery", t.elapsed());
             let source_ids: Vec<String> = links.values().map(|l| l.source_id.clone()).collect();
             let t = Instant::now();
+            // Only whether each linked source still exists.
             let sources = self
-                .read_many(&self.mapping.source, &source_ids)
+                .read_many_fields(&self.mapping.source, &source_ids, Some("_id"))
                 .await
                 .map_err(|e| self.unreadable("source", e))?;
             self.run.time("sourceObjectQuery", t.elapsed());
@@ -805,13 +809,31 @@ impl Engine {
         cookie: Option<&str>,
         count: bool,
     ) -> Result<Page, ResourceError> {
+        self.query_page_fields(resource, filter, page_size, cookie, count, None)
+            .await
+    }
+
+    /// [`Self::query_page`] asking only for `fields` (e.g. `_id`: the store then skips the
+    /// bodies, a remote sends less).
+    async fn query_page_fields(
+        &self,
+        resource: &str,
+        filter: &str,
+        page_size: usize,
+        cookie: Option<&str>,
+        count: bool,
+        fields: Option<&str>,
+    ) -> Result<Page, ResourceError> {
         let mut q = QueryParams::filter(filter);
         q.page_size = page_size;
         q.cookie = cookie.map(str::to_owned);
         if count {
             q.count_policy = CountPolicy::Exact;
         }
-        let req = self.request(Operation::Query(Box::new(q)), resource, None);
+        let mut req = self.request(Operation::Query(Box::new(q)), resource, None);
+        if let Some(fields) = fields {
+            req.fields = vec![fields.to_owned()];
+        }
         let answer = tokio::select! {
             r = self.router.handle(&req) => r?,
             _ = self.run.canceled() => return Err(ResourceError::unavailable("canceled")),
@@ -836,6 +858,16 @@ impl Engine {
         resource: &str,
         ids: &[String],
     ) -> Result<HashMap<String, Value>, ResourceError> {
+        self.read_many_fields(resource, ids, None).await
+    }
+
+    /// [`Self::read_many`] asking only for `fields`.
+    async fn read_many_fields(
+        &self,
+        resource: &str,
+        ids: &[String],
+        fields: Option<&str>,
+    ) -> Result<HashMap<String, Value>, ResourceError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(READ_BATCH) {
             let eq = |id: &String| QueryFilter::Compare {
@@ -848,7 +880,7 @@ impl Engine {
                 many => QueryFilter::Or(many.iter().map(eq).collect()),
             };
             let page = self
-                .query_page(resource, &filter.to_string(), 0, None, false)
+                .query_page_fields(resource, &filter.to_string(), 0, None, false, fields)
                 .await?;
             for obj in page.results {
                 if let Some(id) = object_id(&obj) {

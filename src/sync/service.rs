@@ -430,6 +430,7 @@ fn all<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
         cookie: None,
         offset: 0,
         count: Default::default(),
+        ids_only: false,
     }
 }
 

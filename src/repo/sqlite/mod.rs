@@ -382,8 +382,9 @@ fn plan(tbl: &str, resource: &str, query: &RepoQuery<'_>) -> Result<Plan, RepoEr
         .map(|k| format!(", {}", sql::sort_expr(&k.field)))
         .collect();
     let mut text = format!(
-        "SELECT id, rev, json(body){keys} FROM \"{tbl}\" WHERE {where_} ORDER BY {}",
-        sql::order_by(query.sort)
+        "SELECT id, rev, {body}{keys} FROM \"{tbl}\" WHERE {where_} ORDER BY {}",
+        sql::order_by(query.sort),
+        body = if query.ids_only { "NULL" } else { "json(body)" }
     );
     let offset = if cookie.is_some() { 0 } else { query.offset };
     let limit = match query.page_size {
@@ -426,7 +427,7 @@ fn run_plan(conn: &mut Connection, plan: &Plan, n_keys: usize) -> Result<RepoPag
             }
             let id: String = row.get(0).map_err(query_error)?;
             let rev: String = row.get(1).map_err(query_error)?;
-            let body: String = row.get(2).map_err(query_error)?;
+            let body: Option<String> = row.get(2).map_err(query_error)?;
             if plan.page_size > 0 {
                 last_keys = (0..n_keys)
                     .map(|i| {
@@ -436,11 +437,11 @@ fn run_plan(conn: &mut Connection, plan: &Plan, n_keys: usize) -> Result<RepoPag
                     })
                     .collect::<Result<_, _>>()?;
             }
-            results.push(Some(StoredObject {
-                id,
-                rev,
-                content: parse_body(&body)?,
-            }));
+            let content = match body {
+                Some(body) => parse_body(&body)?,
+                None => Map::new(), // ids only
+            };
+            results.push(Some(StoredObject { id, rev, content }));
         }
     }
     let more = matches!(results.last(), Some(None));

@@ -40,6 +40,7 @@ fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
         cookie: None,
         offset: 0,
         count: CountPolicy::None,
+        ids_only: false,
     }
 }
 
@@ -628,6 +629,7 @@ async fn all_pages(
                     cookie: cookie.as_deref(),
                     offset: 0,
                     count: CountPolicy::None,
+                    ids_only: false,
                 },
             )
             .await
@@ -722,6 +724,7 @@ async fn offset_count_and_last_page() {
                 cookie: None,
                 offset: 10,
                 count: CountPolicy::Exact,
+                ids_only: false,
             },
         )
         .await
@@ -739,6 +742,7 @@ async fn offset_count_and_last_page() {
                 cookie: None,
                 offset: 0,
                 count: CountPolicy::None,
+                ids_only: false,
             },
         )
         .await
@@ -757,6 +761,7 @@ async fn offset_count_and_last_page() {
                 cookie: None,
                 offset: 10,
                 count: CountPolicy::None,
+                ids_only: false,
             },
         )
         .await
@@ -795,6 +800,7 @@ async fn bad_cookies_are_rejected() {
                 cookie: None,
                 offset: 0,
                 count: CountPolicy::None,
+                ids_only: false,
             },
         )
         .await
@@ -817,6 +823,7 @@ async fn bad_cookies_are_rejected() {
                     cookie: Some(cookie),
                     offset: 0,
                     count: CountPolicy::None,
+                    ids_only: false,
                 },
             )
             .await;
@@ -832,6 +839,7 @@ async fn bad_cookies_are_rejected() {
                 cookie: Some("garbage"),
                 offset: 0,
                 count: CountPolicy::None,
+                ids_only: false,
             },
         )
         .await;
@@ -1015,4 +1023,51 @@ async fn repos_are_shared_across_tasks() {
     }
     drop(repo);
     assert!(!dir.exists(), "a temporary store removes its directory");
+}
+
+/// `ids_only`: the same rows, revisions and cookies as a full query, with no content.
+#[tokio::test]
+async fn ids_only_queries_skip_bodies_but_page_the_same() {
+    let repo = SqliteRepo::open_temporary().unwrap();
+    for i in 0..7 {
+        create(
+            &repo,
+            &format!("u{i}"),
+            json!({"userName": format!("n{i}"), "n": i}),
+        )
+        .await;
+    }
+    let filter = cmp("n", CompareOp::Ge, FilterValue::Integer(2));
+    let sort = [SortKey::parse("-userName").unwrap()];
+    let (mut a, mut b) = (None::<String>, None::<String>);
+    let (mut seen_full, mut seen_bare) = (Vec::new(), Vec::new());
+    loop {
+        let mut full = query(&filter, &sort);
+        full.page_size = 2;
+        full.cookie = a.as_deref();
+        let mut bare = query(&filter, &sort);
+        bare.page_size = 2;
+        bare.ids_only = true;
+        bare.cookie = b.as_deref();
+        let pf = repo.query(USERS, full).await.unwrap();
+        let pb = repo.query(USERS, bare).await.unwrap();
+        assert!(pb.results.iter().all(|o| o.content.is_empty()));
+        assert!(pf.results.iter().all(|o| !o.content.is_empty()));
+        let revs = |p: &RepoPage| {
+            p.results
+                .iter()
+                .map(|o| (o.id.clone(), o.rev.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(revs(&pf), revs(&pb));
+        seen_full.extend(ids(&pf));
+        seen_bare.extend(ids(&pb));
+        match (pf.next_cookie, pb.next_cookie) {
+            (Some(x), Some(y)) => (a, b) = (Some(x), Some(y)),
+            (None, None) => break,
+            other => panic!("paging differs: {other:?}"),
+        }
+    }
+    assert_eq!(seen_full, vec!["u6", "u5", "u4", "u3", "u2"]);
+    assert_eq!(seen_full, seen_bare);
 }
