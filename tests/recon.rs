@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::fixtures::{managed_with_other, user};
+use common::fixtures::{
+    get_run, managed_with_other, put_user, recon, seed_users, situations, user,
+};
 
 use std::time::Duration;
 
@@ -50,52 +52,6 @@ const RUN_KEYS: [&str; 13] = [
     "duration",
 ];
 
-async fn put_user(gw: &Gateway, id: &str, body: &Value) {
-    let r = gw
-        .put(&format!("/openidm/managed/user/{id}"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-}
-
-async fn seed_users(gw: &Gateway, n: usize) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
-        futures_util::future::join_all(
-            chunk
-                .iter()
-                .map(|&i| async move { put_user(gw, &format!("u{i}"), &user(i)).await }),
-        )
-        .await;
-    }
-}
-
-/// Runs `mapping` to completion and returns the stored run.
-async fn recon(gw: &Gateway, mapping: &str) -> Value {
-    let r = gw
-        .post(&format!(
-            "/openidm/recon?_action=recon&mapping={mapping}&waitForCompletion=true"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let started: Value = r.json().await.unwrap();
-    assert_ne!(started["state"], "ACTIVE", "{started}");
-    get_run(gw, started["_id"].as_str().unwrap()).await
-}
-
-async fn get_run(gw: &Gateway, id: &str) -> Value {
-    let r = gw
-        .get(&format!("/openidm/recon/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
 /// Target objects by userName, with their `_rev`.
 async fn targets(gw: &Gateway) -> Vec<Value> {
     let v: Value = gw
@@ -107,16 +63,6 @@ async fn targets(gw: &Gateway) -> Vec<Value> {
         .await
         .unwrap();
     v["result"].as_array().unwrap().clone()
-}
-
-fn situations(run: &Value) -> Vec<(String, u64)> {
-    run["situationSummary"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(_, n)| n.as_u64() != Some(0))
-        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
-        .collect()
 }
 
 fn status(run: &Value) -> (u64, u64) {

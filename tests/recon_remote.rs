@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fixtures::{shipped, user};
+use common::fixtures::{recon, shipped, situations, user};
 
 use common::{basic_instance, Gateway};
 use serde_json::{json, Value};
@@ -16,36 +16,6 @@ fn props() -> Value {
         {"source": "givenName", "target": "givenName"},
         {"source": "sn", "target": "sn"}
     ])
-}
-
-async fn recon(gw: &Gateway, mapping: &str) -> Value {
-    let r = gw
-        .post(&format!(
-            "/openidm/recon?_action=recon&mapping={mapping}&waitForCompletion=true"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let started: Value = r.json().await.unwrap();
-    let id = started["_id"].as_str().unwrap();
-    gw.get(&format!("/openidm/recon/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn summary(run: &Value) -> Vec<(String, u64)> {
-    run["situationSummary"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(_, n)| n.as_u64() != Some(0))
-        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
-        .collect()
 }
 
 async fn users(gw: &Gateway) -> Vec<Value> {
@@ -109,7 +79,7 @@ async fn recon_from_a_remote_gateway_and_back() {
     let run = recon(&a, "bUser_aUser").await;
     assert_eq!(run["state"], "SUCCESS", "{run}");
     assert_eq!(
-        summary(&run),
+        situations(&run),
         vec![("ABSENT".to_string(), 24), ("FOUND".to_string(), 1)],
         "{run}"
     );
@@ -124,7 +94,11 @@ async fn recon_from_a_remote_gateway_and_back() {
     // Nothing changed: a second run confirms everything and writes nothing.
     let revs: Vec<Value> = got.iter().map(|u| u["_rev"].clone()).collect();
     let run = recon(&a, "bUser_aUser").await;
-    assert_eq!(summary(&run), vec![("CONFIRMED".to_string(), 25)], "{run}");
+    assert_eq!(
+        situations(&run),
+        vec![("CONFIRMED".to_string(), 25)],
+        "{run}"
+    );
     let again: Vec<Value> = users(&a).await.iter().map(|u| u["_rev"].clone()).collect();
     assert_eq!(revs, again, "an unchanged re-run writes nothing");
 

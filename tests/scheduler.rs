@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fixtures::{managed_with_other, user};
+use common::fixtures::{managed_with_other, seed_users};
 
 use std::time::Duration;
 
@@ -57,21 +57,6 @@ async fn gateway(extra_mapping: Value, schedules: &[(&str, Value)]) -> Gateway {
         b = b.conf_file(&format!("schedule-{name}"), doc.clone());
     }
     b.start().await
-}
-
-async fn seed_users(gw: &Gateway, n: usize) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
-        futures_util::future::join_all(chunk.iter().map(|&i| async move {
-            let r = gw
-                .put(&format!("/openidm/managed/user/u{i}"))
-                .json(&user(i))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
-        }))
-        .await;
-    }
 }
 
 async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {

@@ -26,3 +26,63 @@ pub fn user(i: usize) -> Value {
     json!({"userName": format!("user{i}"), "givenName": "Given", "sn": format!("Sn{i}"),
            "mail": format!("user{i}@example.com")})
 }
+
+/// `PUT managed/user/<id>` (create or replace), asserting success.
+pub async fn put_user(gw: &super::Gateway, id: &str, body: &Value) {
+    let r = gw
+        .put(&format!("/openidm/managed/user/{id}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+/// Users `u0..u<n>` ([`user`]), 32 requests at a time.
+pub async fn seed_users(gw: &super::Gateway, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
+        futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|&i| async move { put_user(gw, &format!("u{i}"), &user(i)).await }),
+        )
+        .await;
+    }
+}
+
+/// Runs `mapping` to completion (`waitForCompletion=true`) and returns the stored run.
+pub async fn recon(gw: &super::Gateway, mapping: &str) -> Value {
+    let r = gw
+        .post(&format!(
+            "/openidm/recon?_action=recon&mapping={mapping}&waitForCompletion=true"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let started: Value = r.json().await.unwrap();
+    assert_ne!(started["state"], "ACTIVE", "{started}");
+    get_run(gw, started["_id"].as_str().unwrap()).await
+}
+
+/// `GET recon/<id>`, asserting it exists.
+pub async fn get_run(gw: &super::Gateway, id: &str) -> Value {
+    let r = gw
+        .get(&format!("/openidm/recon/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The situations of a run that occurred, with their counts, in the run's order.
+pub fn situations(run: &Value) -> Vec<(String, u64)> {
+    run["situationSummary"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect()
+}
