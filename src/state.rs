@@ -80,6 +80,35 @@ impl Gateway {
         self.live.load_full()
     }
 
+    /// Writes `conf/<file_name>` atomically (temp file, fsync, rename) and reloads, on the
+    /// blocking pool: the fsync and the reload stay off the event loop.
+    pub async fn write_conf_file(
+        self: &Arc<Self>,
+        file_name: String,
+        bytes: Vec<u8>,
+    ) -> std::io::Result<()> {
+        let gw = self.clone();
+        tokio::task::spawn_blocking(move || {
+            config::write_config_file(&gw.dirs.conf, &file_name, &bytes)?;
+            gw.reload();
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Deletes `conf/<file_name>` and reloads, on the blocking pool.
+    pub async fn delete_conf_file(self: &Arc<Self>, file_name: String) -> std::io::Result<()> {
+        let gw = self.clone();
+        tokio::task::spawn_blocking(move || {
+            config::delete_config_file(&gw.dirs.conf, &file_name)?;
+            gw.reload();
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// Re-reads the conf and certs directories and swaps in the result if anything
     /// changed. Safe to call from any thread at any time; calls are serialised.
     pub fn reload(&self) -> Vec<(String, ReloadOutcome)> {

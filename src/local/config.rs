@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{
-    delete_config_file, factory_of, file_for_config_id, pid_for, write_config_file,
-};
+use crate::config::{factory_of, file_for_config_id, pid_for};
 use crate::crest::{
     filter, patch, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError,
     Response,
@@ -176,20 +174,9 @@ async fn put(
     let existed = gw.live().conf.files.contains_key(id) || gw.dirs.conf.join(&file_name).exists();
     let mut bytes = serde_json::to_vec_pretty(&doc_value).unwrap_or_default();
     bytes.push(b'\n');
-    let writer = gw.clone();
-    let written_id = id.to_owned();
-    // fsync + reload: off the event loop.
-    tokio::task::spawn_blocking(move || {
-        write_config_file(&writer.dirs.conf, &file_name, &bytes).map_err(|e| {
-            ResourceError::internal(format!(
-                "Configuration {written_id} could not be written: {e}"
-            ))
-        })?;
-        writer.reload();
-        Ok::<_, ResourceError>(())
-    })
-    .await
-    .map_err(|e| ResourceError::internal(format!("configuration write failed: {e}")))??;
+    gw.write_conf_file(file_name, bytes).await.map_err(|e| {
+        ResourceError::internal(format!("Configuration {id} could not be written: {e}"))
+    })?;
     let body = with_id(id, &doc);
     if create || !existed {
         let content = match body {
@@ -212,19 +199,11 @@ async fn delete(gw: &Arc<Gateway>, id: &str, file_name: String) -> Result<Respon
         Some(Value::Object(doc)) => with_id(id, doc),
         _ => json!({ "_id": id }),
     };
-    let writer = gw.clone();
-    let deleted_id = id.to_owned();
-    tokio::task::spawn_blocking(move || {
-        delete_config_file(&writer.dirs.conf, &file_name).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => not_found(&deleted_id),
-            _ => ResourceError::internal(format!(
-                "Configuration {deleted_id} could not be deleted: {e}"
-            )),
+    gw.delete_conf_file(file_name)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => not_found(id),
+            _ => ResourceError::internal(format!("Configuration {id} could not be deleted: {e}")),
         })?;
-        writer.reload();
-        Ok::<_, ResourceError>(())
-    })
-    .await
-    .map_err(|e| ResourceError::internal(format!("configuration delete failed: {e}")))??;
     Ok(Response::Json(200, body))
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::job::SCHEDULE_FACTORY;
 use super::service::{not_found, Scheduler};
-use crate::config::{delete_config_file, file_for_config_id, write_config_file};
+use crate::config::file_for_config_id;
 use crate::crest::{
     filter, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError,
     ResourceResponse, Response,
@@ -110,17 +110,12 @@ impl SchedulerHandler {
         })?;
         let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
         bytes.push(b'\n');
-        let gw = self.gw.clone();
-        let written = id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            write_config_file(&gw.dirs.conf, &file_name, &bytes).map_err(|e| {
-                ResourceError::internal(format!("Schedule {written} could not be written: {e}"))
+        self.gw
+            .write_conf_file(file_name, bytes)
+            .await
+            .map_err(|e| {
+                ResourceError::internal(format!("Schedule {id} could not be written: {e}"))
             })?;
-            gw.reload();
-            Ok::<_, ResourceError>(())
-        })
-        .await
-        .map_err(|e| ResourceError::internal(format!("schedule write failed: {e}")))??;
         self.scheduler.wake();
         let view = self.scheduler.get(id).ok_or_else(|| {
             ResourceError::internal(format!("Schedule {id} was written but is not live"))
@@ -146,20 +141,13 @@ impl SchedulerHandler {
         if before.is_none() && !self.gw.dirs.conf.join(&file_name).exists() {
             return Err(not_found(id));
         }
-        let gw = self.gw.clone();
-        let deleted = id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            delete_config_file(&gw.dirs.conf, &file_name).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => not_found(&deleted),
-                _ => {
-                    ResourceError::internal(format!("Schedule {deleted} could not be deleted: {e}"))
-                }
+        self.gw
+            .delete_conf_file(file_name)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => not_found(id),
+                _ => ResourceError::internal(format!("Schedule {id} could not be deleted: {e}")),
             })?;
-            gw.reload();
-            Ok::<_, ResourceError>(())
-        })
-        .await
-        .map_err(|e| ResourceError::internal(format!("schedule delete failed: {e}")))??;
         self.scheduler.wake();
         Ok(Response::Json(
             200,
