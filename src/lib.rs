@@ -20,3 +20,4 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod sync;
+pub mod system;

@@ -1,0 +1,1 @@
+//! The REST surface of `/openidm/system` (to be written).
