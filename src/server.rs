@@ -21,6 +21,8 @@ use crate::scheduler::{Scheduler, SchedulerHandler};
 use crate::settings::Settings;
 use crate::state::Gateway;
 use crate::sync::{ReconHandler, SyncHandler, SyncService};
+use crate::system::handler::SystemHandler;
+use crate::system::service::SystemService;
 
 /// Everything a running gateway is made of.
 pub struct Built {
@@ -108,9 +110,21 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             repo.clone(),
             Arc::new(move || schema_gw.live().managed.clone()),
         )
-        .with_hook(implicit),
+        .with_hook(implicit.clone()),
     );
     rt.block_on(managed.index_all());
+    // System objects: REST writes are pushed like managed ones; liveSync pushes through
+    // the sync service.
+    let systems_gw = gw.clone();
+    let systems = Arc::new(
+        SystemService::new(
+            Arc::new(move || systems_gw.live().systems.clone()),
+            repo.clone(),
+        )
+        .with_hook(implicit.clone()),
+    );
+    systems.set_sink(sync.clone());
+    scheduler.set_systems(systems.clone());
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler))
@@ -121,6 +135,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("scheduler/job", scheduler_handler.clone())
         .mount("scheduler", scheduler_handler)
         .mount("managed", managed)
+        .mount("system", Arc::new(SystemHandler { service: systems }))
         .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
         .mount(
             "internal",

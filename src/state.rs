@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::remote::Registry;
 use crate::scheduler::job::{self as schedule, Schedules};
 use crate::sync::mapping::{self, Mappings};
+use crate::system::{self, provisioner_name, Systems};
 
 /// Config id of the managed object types.
 pub const MANAGED_CONFIG: &str = "managed";
@@ -28,6 +29,8 @@ pub struct Live {
     pub mappings: Arc<Mappings>,
     /// Scheduled jobs by name (the last good `schedule-*.json`).
     pub schedules: Arc<Schedules>,
+    /// Connector systems by name (the last good `provisioner.openicf-*.json`).
+    pub systems: Arc<Systems>,
 }
 
 /// Validates config documents the conf layer does not understand itself.
@@ -41,6 +44,9 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
     match id {
         MANAGED_CONFIG => parse_managed(doc).map(|_| ()),
         id if mapping::is_mapping_config(id) => mapping::parse_config(id, doc).map(|_| ()),
+        id if provisioner_name(id).is_some() => {
+            system::parse_and_build(provisioner_name(id).unwrap_or_default(), doc).map(|_| ())
+        }
         id if schedule::schedule_name(id).is_some() => {
             schedule::parse_job(schedule::schedule_name(id).unwrap_or_default(), doc).map(|_| ())
         }
@@ -69,6 +75,7 @@ impl Gateway {
                 managed: Arc::new(ManagedSchema::default()),
                 mappings: Arc::new(Mappings::default()),
                 schedules: Arc::new(Schedules::default()),
+                systems: Arc::new(Systems::default()),
             }),
             reload_lock: Mutex::new(()),
         };
@@ -122,12 +129,14 @@ impl Gateway {
         let managed = managed_schema(&conf, &outcomes, &prev.managed);
         let mappings = sync_mappings(&conf, &outcomes, &prev.mappings);
         let schedules = schedules(&conf, &outcomes, &prev.schedules);
+        let systems = systems(&conf, &outcomes, &prev.systems);
         self.live.store(Arc::new(Live {
             conf: Arc::new(conf),
             registry: Arc::new(registry),
             managed,
             mappings,
             schedules,
+            systems,
         }));
         let live = self.live.load();
         for (id, outcome) in &outcomes {
@@ -242,4 +251,32 @@ fn schedules(
         }
     }
     next.map(Arc::new).unwrap_or_else(|| prev.clone())
+}
+
+/// The systems after a reload: applied provisioner files rebuilt (a new connector, so new
+/// connections), removed ones dropped, rejected or unchanged ones keep their connector.
+fn systems(
+    conf: &ConfSnapshot,
+    outcomes: &[(String, ReloadOutcome)],
+    prev: &Arc<Systems>,
+) -> Arc<Systems> {
+    let changes: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(id, outcome)| {
+            let name = provisioner_name(id)?;
+            match outcome {
+                ReloadOutcome::Applied => conf
+                    .files
+                    .get(id)
+                    .and_then(|f| f.raw.as_ref())
+                    .map(|raw| (name.to_owned(), Some(raw))),
+                ReloadOutcome::Removed => Some((name.to_owned(), None)),
+                _ => None,
+            }
+        })
+        .collect();
+    if changes.is_empty() {
+        return prev.clone();
+    }
+    Arc::new(Systems::with_changes(prev, changes))
 }

@@ -162,7 +162,7 @@ impl RequestHandler for ManagedHandler {
 }
 
 /// Tells `hook` of the writes `answer` (a successful answer to `req`) reports.
-fn notify(hook: &dyn ChangeHook, resource: &str, req: &Request, answer: &Response) {
+pub fn notify(hook: &dyn ChangeHook, resource: &str, req: &Request, answer: &Response) {
     let one = |kind: ChangeKind, id: &str, content: &Map<String, Value>| {
         let (before, after) = match kind {
             ChangeKind::Delete => (Some(content), None),

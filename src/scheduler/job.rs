@@ -51,10 +51,12 @@ pub enum Trigger {
     },
 }
 
-/// What a job does. Only reconciliations are supported.
+/// What a job does: a reconciliation (`invokeService: "sync"`) or a liveSync of a system
+/// object type (`invokeService: "provisioner"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invoke {
     Reconcile { mapping: String },
+    LiveSync { source: String },
 }
 
 /// One parsed schedule.
@@ -200,24 +202,36 @@ pub fn parse_job(name: &str, doc: &Value) -> Result<Job, Vec<String>> {
 }
 
 fn parse_invoke(obj: &Map<String, Value>, problems: &mut Vec<String>) -> Option<Invoke> {
-    let service_ok = match obj.get("invokeService") {
-        Some(Value::String(s)) if s == "sync" || s == "org.forgerock.openidm.sync" => true,
+    #[derive(PartialEq)]
+    enum Service {
+        Sync,
+        Provisioner,
+    }
+    let service = match obj.get("invokeService") {
+        Some(Value::String(s)) if s == "sync" || s == "org.forgerock.openidm.sync" => {
+            Some(Service::Sync)
+        }
+        Some(Value::String(s))
+            if s == "provisioner" || s == "org.forgerock.openidm.provisioner" =>
+        {
+            Some(Service::Provisioner)
+        }
         None | Some(Value::Null) => {
-            problems.push("'invokeService' is required (\"sync\")".into());
-            false
+            problems.push("'invokeService' is required (\"sync\" or \"provisioner\")".into());
+            None
         }
         Some(other) => {
             problems.push(format!(
-                "'invokeService' {other} is not supported: only \"sync\" (reconciliation) is"
+                "'invokeService' {other} is not supported: only \"sync\" (reconciliation) and \"provisioner\" (liveSync) are"
             ));
-            false
+            None
         }
     };
     let ctx = match obj.get("invokeContext") {
         Some(Value::Object(ctx)) => ctx,
         None | Some(Value::Null) => {
             problems.push(
-                "'invokeContext' is required: {\"action\": \"reconcile\", \"mapping\": \"<name>\"}"
+                "'invokeContext' is required: {\"action\": \"reconcile\", \"mapping\": \"<name>\"} or {\"action\": \"liveSync\", \"source\": \"system/<name>/<type>\"}"
                     .into(),
             );
             return None;
@@ -227,19 +241,43 @@ fn parse_invoke(obj: &Map<String, Value>, problems: &mut Vec<String>) -> Option<
             return None;
         }
     };
-    let mut ok = service_ok;
+    let want = match service {
+        Some(Service::Provisioner) => "liveSync",
+        _ => "reconcile",
+    };
+    let mut ok = service.is_some();
     match ctx.get("action") {
-        Some(Value::String(a)) if a == "reconcile" => {}
+        Some(Value::String(a)) if a == want => {}
         Some(other) => {
             problems.push(format!(
-                "'invokeContext.action' {other} is not supported: only \"reconcile\" is"
+                "'invokeContext.action' {other} is not supported with this invokeService: only \"{want}\" is"
             ));
             ok = false;
         }
         None => {
-            problems.push("'invokeContext.action' is required (\"reconcile\")".into());
+            problems.push(format!("'invokeContext.action' is required (\"{want}\")"));
             ok = false;
         }
+    }
+    if service == Some(Service::Provisioner) {
+        let source = match ctx.get("source") {
+            Some(Value::String(s))
+                if crate::system::service::SystemService::split_source(s).is_ok() =>
+            {
+                Some(s.trim_matches('/').to_owned())
+            }
+            _ => {
+                problems.push(
+                    "'invokeContext.source' must name a system object type (system/<name>/<type>)"
+                        .into(),
+                );
+                None
+            }
+        };
+        return match (ok, source) {
+            (true, Some(source)) => Some(Invoke::LiveSync { source }),
+            _ => None,
+        };
     }
     let mapping = match ctx.get("mapping") {
         Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
@@ -496,6 +534,28 @@ mod tests {
         assert!(
             no_ctx[0].contains("'invokeContext' is required"),
             "{no_ctx:?}"
+        );
+    }
+
+    #[test]
+    fn provisioner_jobs_run_live_sync_of_a_system_object_type() {
+        let doc = json!({"schedule": "0/15 * * * * ?", "persisted": true,
+            "invokeService": "provisioner",
+            "invokeContext": {"action": "liveSync", "source": "system/ldap/account"}});
+        let job = parse_job("ldap-sync", &doc).unwrap();
+        assert_eq!(
+            job.invoke,
+            Invoke::LiveSync {
+                source: "system/ldap/account".into()
+            }
+        );
+        let bad = json!({"schedule": "0/15 * * * * ?", "invokeService": "provisioner",
+            "invokeContext": {"action": "reconcile", "source": "managed/user"}});
+        let all = parse_job("x", &bad).unwrap_err().join("\n");
+        assert!(all.contains("only \"liveSync\" is"), "{all}");
+        assert!(
+            all.contains("'invokeContext.source' must name a system object type"),
+            "{all}"
         );
     }
 

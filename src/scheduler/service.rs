@@ -15,6 +15,7 @@ use super::job::{format_time, Invoke, Job, MisfirePolicy, Schedules};
 use crate::crest::ResourceError;
 use crate::metrics::Metrics;
 use crate::sync::SyncService;
+use crate::system::service::SystemService;
 
 /// The live schedules.
 pub type ScheduleSource = Arc<dyn Fn() -> Arc<Schedules> + Send + Sync>;
@@ -48,6 +49,8 @@ impl JobState {
 pub struct Scheduler {
     schedules: ScheduleSource,
     sync: Arc<SyncService>,
+    /// liveSync jobs (`invokeService: "provisioner"`); set once the systems exist.
+    systems: std::sync::OnceLock<Arc<SystemService>>,
     metrics: Arc<Metrics>,
     state: Mutex<HashMap<String, JobState>>,
     wake: tokio::sync::Notify,
@@ -78,6 +81,7 @@ impl Scheduler {
         Self {
             schedules,
             sync,
+            systems: std::sync::OnceLock::new(),
             metrics,
             state: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
@@ -171,6 +175,50 @@ impl Scheduler {
         }
     }
 
+    /// Gives the scheduler the systems its liveSync jobs run on.
+    pub fn set_systems(&self, systems: Arc<SystemService>) {
+        let _ = self.systems.set(systems);
+    }
+
+    /// Runs one liveSync of `source` in the background; the job stays active until it ends.
+    async fn live_sync(
+        &self,
+        job: &Job,
+        source: &str,
+        active: &Arc<AtomicUsize>,
+    ) -> Result<Value, FireError> {
+        let fail = |e: ResourceError| {
+            active.fetch_sub(1, Ordering::SeqCst);
+            self.metrics
+                .scheduler_fires
+                .with_label_values(&[&job.name, "failed"])
+                .inc();
+            tracing::error!(job = %job.name, source = %source, error = %e, "scheduled liveSync failed to start");
+            FireError::Failed(e)
+        };
+        let Some(systems) = self.systems.get().cloned() else {
+            return Err(fail(ResourceError::unavailable(
+                "the systems are not started",
+            )));
+        };
+        let (system, type_name) = SystemService::split_source(source).map_err(fail)?;
+        systems.object_type(system, type_name).map_err(fail)?;
+        self.metrics
+            .scheduler_fires
+            .with_label_values(&[&job.name, "started"])
+            .inc();
+        let (system, type_name) = (system.to_owned(), type_name.to_owned());
+        let (name, active) = (job.name.clone(), active.clone());
+        tokio::spawn(async move {
+            if let Err(e) = systems.live_sync(&system, &type_name).await {
+                tracing::error!(job = %name, source = %format!("system/{system}/{type_name}"),
+                    error = %e, "scheduled liveSync failed");
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+        Ok(json!({"_id": job.name, "success": true, "source": source}))
+    }
+
     /// Starts one run of `job`, unless its previous run is still active and it may not
     /// overlap. Counted in `idm_gateway_scheduler_fires_total`.
     async fn fire(&self, job: &Job, active: &Arc<AtomicUsize>) -> Result<Value, FireError> {
@@ -191,7 +239,10 @@ impl Scheduler {
                 "scheduled job skipped: its previous run is still active (concurrentExecution false)");
             return Err(FireError::Overlap);
         }
-        let Invoke::Reconcile { mapping } = &job.invoke;
+        let mapping = match &job.invoke {
+            Invoke::Reconcile { mapping } => mapping,
+            Invoke::LiveSync { source } => return self.live_sync(job, source, active).await,
+        };
         match self.sync.start(mapping, None).await {
             Ok(run) => {
                 count("started");

@@ -16,7 +16,9 @@
 //!   names the mapping ([`sync_caller`]); such a write does not trigger the mapping that
 //!   made it nor its reverse (target → source), so A→B and B→A sharing links do not bounce,
 //!   while chains (A→B, then B→C) still flow.
-//! * Sources other than `managed/*` (e.g. `external/idm/…`) are reconciliation only.
+//! * Sources: `managed/*`, and `system/*` objects written through REST (the system handler
+//!   has the same hook); changes made in the resource itself come through liveSync
+//!   ([`crate::system::service`]). `external/idm/…` sources are reconciliation only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -455,3 +455,22 @@ fn store_error(e: RepoError) -> ResourceError {
     tracing::error!(error = %e, "sync store failure");
     ResourceError::internal("The store failed to process the request")
 }
+
+/// liveSync of system objects pushes each changed object through every mapping whose
+/// source is its object type and whose `enableSync` is on.
+#[async_trait::async_trait]
+impl crate::system::service::ChangeSink for SyncService {
+    async fn push(&self, resource: &str, id: &str) -> Result<(), String> {
+        let all = self.mappings();
+        for m in all.iter() {
+            if !m.enable_sync || m.source != resource {
+                continue;
+            }
+            match self.sync_one(&m.name, id).await {
+                Ok(()) | Err(SyncOneError::Dropped(_)) => {}
+                Err(SyncOneError::Failed(e)) => return Err(format!("mapping {}: {e}", m.name)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -10,10 +10,12 @@
 //! keeps its connector (and its pooled connections); a rejected file keeps the last good one.
 
 pub mod connector;
+pub mod convert;
 pub mod csv;
 pub mod handler;
 pub mod ldap;
 pub mod provisioner;
+pub mod service;
 pub mod table;
 
 use std::collections::BTreeMap;

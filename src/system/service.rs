@@ -1,0 +1,291 @@
+//! What the REST handler and the scheduler share: the live systems, the stored liveSync
+//! tokens, and the push of changed system objects through their mappings.
+//!
+//! liveSync of `system/<name>/<type>`:
+//! * The token lives in the store as IDM keeps it, `synchronisation/pooledSyncStage/
+//!   SYSTEM<NAME><TYPE>` with `connectorData.syncToken`.
+//! * The first run only records the connector's latest token (IDM does the same: changes
+//!   made before liveSync was first run are reconciliation's job).
+//! * Later runs read changes after the token in batches, push each changed object through
+//!   every mapping whose source is that object type and whose `enableSync` is on (the
+//!   reconciliation engine's one-object path), and store the batch's token after the batch.
+//! * A push that still fails after [`PUSH_ATTEMPTS`] stops the run *before* the token moves
+//!   past it: the next run starts again from the last stored token, so no change is lost
+//!   (pushes are idempotent, so the ones already done are harmless to repeat).
+//! * Runs of one object type are serialised (a scheduled and a manual run never overlap).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::crest::ResourceError;
+use crate::managed::ChangeHook;
+use crate::repo::{Repo, WriteOptions};
+
+use super::provisioner::ObjectType;
+use super::{System, Systems};
+
+/// Store resource of liveSync tokens (IDM's name).
+pub const TOKENS: &str = "synchronisation/pooledSyncStage";
+/// Changes asked of a connector per batch.
+pub const SYNC_BATCH: usize = 500;
+/// Tries of one push before the run stops.
+pub const PUSH_ATTEMPTS: u32 = 3;
+
+/// The live systems.
+pub type SystemsSource = Arc<dyn Fn() -> Arc<Systems> + Send + Sync>;
+
+/// Pushes a changed source object through the mappings whose source is `resource`.
+#[async_trait::async_trait]
+pub trait ChangeSink: Send + Sync {
+    async fn push(&self, resource: &str, id: &str) -> Result<(), String>;
+}
+
+pub struct SystemService {
+    systems: SystemsSource,
+    repo: Arc<dyn Repo>,
+    /// Told of REST writes (implicit sync), as for managed objects.
+    pub(super) hook: Option<Arc<dyn ChangeHook>>,
+    sink: OnceLock<Arc<dyn ChangeSink>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl SystemService {
+    pub fn new(systems: SystemsSource, repo: Arc<dyn Repo>) -> Self {
+        Self {
+            systems,
+            repo,
+            hook: None,
+            sink: OnceLock::new(),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn with_hook(mut self, hook: Arc<dyn ChangeHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Where liveSync pushes changes (set once, after the router exists).
+    pub fn set_sink(&self, sink: Arc<dyn ChangeSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    pub fn systems(&self) -> Arc<Systems> {
+        (self.systems)()
+    }
+
+    /// An enabled system, or a 404 naming it.
+    pub fn system(&self, name: &str) -> Result<Arc<System>, ResourceError> {
+        let systems = self.systems();
+        match systems.get(name) {
+            Some(s) if s.config.enabled => Ok(s.clone()),
+            Some(_) => Err(ResourceError::not_found(format!(
+                "System '{name}' is disabled (enabled is false in provisioner.openicf-{name}.json)"
+            ))),
+            None => Err(ResourceError::not_found(format!(
+                "System '{name}' is not configured (no conf/provisioner.openicf-{name}.json)"
+            ))),
+        }
+    }
+
+    /// An enabled system and one of its object types, or a 404 naming what is missing.
+    pub fn object_type(
+        &self,
+        system: &str,
+        type_name: &str,
+    ) -> Result<(Arc<System>, Arc<ObjectType>), ResourceError> {
+        let sys = self.system(system)?;
+        let class = sys.config.object_type(type_name).cloned().ok_or_else(|| {
+            ResourceError::not_found(format!(
+                "Object type '{type_name}' is not defined for system '{system}'"
+            ))
+        })?;
+        Ok((sys, class))
+    }
+
+    /// `system/ldap/account` → (`ldap`, `account`).
+    pub fn split_source(source: &str) -> Result<(&str, &str), ResourceError> {
+        match source.trim_matches('/').split('/').collect::<Vec<_>>()[..] {
+            ["system", name, type_name] => Ok((name, type_name)),
+            _ => Err(ResourceError::bad_request(format!(
+                "The source '{source}' is not a system object type (system/<name>/<type>)"
+            ))),
+        }
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs liveSync of one object type; answers the stored token object.
+    pub async fn live_sync(&self, system: &str, type_name: &str) -> Result<Value, ResourceError> {
+        let (sys, class) = self.object_type(system, type_name)?;
+        let id = token_id(system, type_name);
+        let lock = self.lock(&id);
+        let _one_at_a_time = lock.lock().await;
+        let resource = format!("system/{system}/{type_name}");
+        let stored = self.repo.read(TOKENS, &id).await?;
+        let mut token = stored
+            .as_ref()
+            .and_then(|s| s.content.get("connectorData"))
+            .and_then(|c| c.get("syncToken"))
+            .filter(|t| !t.is_null())
+            .cloned();
+        let mut rev = stored.map(|s| s.rev);
+        let timeout = sys.config.timeout("SYNC");
+        let Some(mut current) = token.take() else {
+            let latest =
+                with_timeout(timeout, &resource, sys.connector.latest_sync_token(&class)).await?;
+            return self.save_token(&id, rev, latest).await;
+        };
+        let mut pushed = 0usize;
+        loop {
+            let batch = with_timeout(
+                timeout,
+                &resource,
+                sys.connector.sync(&class, &current, SYNC_BATCH),
+            )
+            .await?;
+            let n = batch.deltas.len();
+            for delta in &batch.deltas {
+                let uid = match delta {
+                    super::connector::SyncDelta::CreateOrUpdate(o) => o.uid.as_str(),
+                    super::connector::SyncDelta::Delete(uid) => uid.as_str(),
+                };
+                self.push(&resource, uid).await.map_err(|e| {
+                    tracing::error!(source = %resource, id = %uid, error = %e,
+                        "liveSync stopped: a change could not be pushed; the next run retries it");
+                    ResourceError::internal(format!(
+                        "liveSync of {resource} stopped at object '{uid}': {e}; the token was not moved past it, so the next liveSync retries it"
+                    ))
+                })?;
+                pushed += 1;
+            }
+            let answer = self.save_token(&id, rev, batch.token.clone()).await?;
+            rev = answer
+                .get("_rev")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            current = batch.token;
+            if n < SYNC_BATCH {
+                tracing::info!(source = %resource, changes = pushed, "liveSync done");
+                return Ok(answer);
+            }
+        }
+    }
+
+    async fn push(&self, resource: &str, uid: &str) -> Result<(), String> {
+        let Some(sink) = self.sink.get() else {
+            return Ok(());
+        };
+        let mut attempt = 1;
+        loop {
+            match sink.push(resource, uid).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= PUSH_ATTEMPTS => return Err(e),
+                Err(e) => {
+                    tracing::warn!(source = %resource, id = %uid, attempt, error = %e,
+                        "liveSync push failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << (2 * attempt))).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn save_token(
+        &self,
+        id: &str,
+        rev: Option<String>,
+        token: Value,
+    ) -> Result<Value, ResourceError> {
+        let native_type = match &token {
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Bool(_) => "boolean",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+            Value::Null => "null",
+        };
+        let mut content = Map::new();
+        content.insert(
+            "connectorData".into(),
+            json!({"nativeType": native_type, "syncToken": token}),
+        );
+        let stored = match rev {
+            Some(rev) => {
+                self.repo
+                    .update(TOKENS, id, Some(&rev), content, WriteOptions::default())
+                    .await?
+            }
+            None => {
+                self.repo
+                    .create(TOKENS, id, content, WriteOptions::default())
+                    .await?
+            }
+        };
+        let mut out = Map::new();
+        out.insert("_id".into(), json!(stored.id));
+        out.insert("_rev".into(), json!(stored.rev));
+        out.extend(stored.content);
+        Ok(Value::Object(out))
+    }
+}
+
+/// IDM's id of a liveSync token: `SYSTEM` + system name + object type, upper-cased,
+/// letters and digits only (`system/ldap/account` → `SYSTEMLDAPACCOUNT`).
+pub fn token_id(system: &str, type_name: &str) -> String {
+    format!("system{system}{type_name}")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// Runs a connector call under its `operationTimeout`.
+pub async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    resource: &str,
+    call: impl std::future::Future<Output = super::connector::ConnectorResult<T>>,
+) -> Result<T, ResourceError> {
+    match timeout {
+        None => call.await.map_err(ResourceError::from),
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(r) => r.map_err(ResourceError::from),
+            Err(_) => Err(ResourceError::gateway_timeout(format!(
+                "{resource}: the connector did not answer within {} ms (operationTimeout)",
+                limit.as_millis()
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ids_are_idm_shaped() {
+        assert_eq!(token_id("ldap", "account"), "SYSTEMLDAPACCOUNT");
+        assert_eq!(token_id("hr-csv", "account_2"), "SYSTEMHRCSVACCOUNT2");
+        assert_eq!(
+            SystemService::split_source("system/ldap/account").unwrap(),
+            ("ldap", "account")
+        );
+        assert_eq!(
+            SystemService::split_source("managed/user")
+                .unwrap_err()
+                .code,
+            400
+        );
+    }
+}
