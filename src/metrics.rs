@@ -31,6 +31,10 @@ pub struct Metrics {
     pub scheduler_fires: IntCounterVec,
     /// Failed implicit-sync pushes (first tries and retries) by mapping.
     pub implicit_sync_failures: IntCounterVec,
+    /// Connector operations by system, ICF operation (`GET`, `SEARCH`, …) and outcome
+    /// (`ok` or the CREST status of the failure).
+    pub connector_operations: IntCounterVec,
+    pub connector_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -145,6 +149,26 @@ impl Metrics {
             &["mapping"],
         )
         .expect("metric");
+        let connector_operations = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_connector_operations_total",
+                "System connector operations by system, operation and outcome",
+            ),
+            &["system", "operation", "outcome"],
+        )
+        .expect("metric");
+        let connector_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "idm_gateway_connector_operation_duration_seconds",
+                "System connector operation latency by system and operation",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 10.0,
+            ]),
+            &["system", "operation"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -158,6 +182,8 @@ impl Metrics {
             Box::new(recon_duration.clone()),
             Box::new(scheduler_fires.clone()),
             Box::new(implicit_sync_failures.clone()),
+            Box::new(connector_operations.clone()),
+            Box::new(connector_duration.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -181,6 +207,8 @@ impl Metrics {
             recon_duration,
             scheduler_fires,
             implicit_sync_failures,
+            connector_operations,
+            connector_duration,
         }
     }
 

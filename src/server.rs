@@ -120,6 +120,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         SystemService::new(
             Arc::new(move || systems_gw.live().systems.clone()),
             repo.clone(),
+            metrics.clone(),
         )
         .with_hook(implicit.clone()),
     );

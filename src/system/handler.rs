@@ -49,6 +49,7 @@ impl RequestHandler for SystemHandler {
                 let (sys, class) = self.service.object_type(name, type_name)?;
                 let id = rest.get(2).map(String::as_str);
                 let objects = Objects {
+                    service: &self.service,
                     system: &sys,
                     class: &class,
                     resource: convert::resource_name(name, &class),
@@ -308,6 +309,7 @@ fn no_scripts() -> ResourceError {
 
 /// The objects of one object type of one system.
 struct Objects<'a> {
+    service: &'a SystemService,
     system: &'a System,
     class: &'a ObjectType,
     /// `system/<name>/<type>`.
@@ -321,10 +323,10 @@ impl Objects<'_> {
 
     async fn call<T>(
         &self,
-        op: &str,
+        op: &'static str,
         f: impl std::future::Future<Output = super::connector::ConnectorResult<T>>,
     ) -> Result<T, ResourceError> {
-        with_timeout(self.system.config.timeout(op), &self.resource, f).await
+        self.service.call(self.system, op, &self.resource, f).await
     }
 
     async fn handle(&self, req: &Request, id: Option<&str>) -> Result<Response, ResourceError> {

@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 use crate::crest::ResourceError;
 use crate::managed::ChangeHook;
+use crate::metrics::Metrics;
 use crate::repo::{Repo, WriteOptions};
 
 use super::provisioner::ObjectType;
@@ -46,6 +47,7 @@ pub trait ChangeSink: Send + Sync {
 pub struct SystemService {
     systems: SystemsSource,
     repo: Arc<dyn Repo>,
+    metrics: Arc<Metrics>,
     /// Told of REST writes (implicit sync), as for managed objects.
     pub(super) hook: Option<Arc<dyn ChangeHook>>,
     sink: OnceLock<Arc<dyn ChangeSink>>,
@@ -53,10 +55,11 @@ pub struct SystemService {
 }
 
 impl SystemService {
-    pub fn new(systems: SystemsSource, repo: Arc<dyn Repo>) -> Self {
+    pub fn new(systems: SystemsSource, repo: Arc<dyn Repo>, metrics: Arc<Metrics>) -> Self {
         Self {
             systems,
             repo,
+            metrics,
             hook: None,
             sink: OnceLock::new(),
             locks: Mutex::new(HashMap::new()),
@@ -125,6 +128,33 @@ impl SystemService {
             .clone()
     }
 
+    /// Runs one connector operation of `sys` under its `operationTimeout`, counted and timed
+    /// in `idm_gateway_connector_operation*{system, operation}`.
+    pub async fn call<T>(
+        &self,
+        sys: &System,
+        operation: &'static str,
+        resource: &str,
+        call: impl std::future::Future<Output = super::connector::ConnectorResult<T>>,
+    ) -> Result<T, ResourceError> {
+        let started = std::time::Instant::now();
+        let result = with_timeout(sys.config.timeout(operation), resource, call).await;
+        let name = sys.config.name.as_str();
+        self.metrics
+            .connector_duration
+            .with_label_values(&[name, operation])
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => std::borrow::Cow::Borrowed("ok"),
+            Err(e) => std::borrow::Cow::Owned(e.code.to_string()),
+        };
+        self.metrics
+            .connector_operations
+            .with_label_values(&[name, operation, &outcome])
+            .inc();
+        result
+    }
+
     /// Runs liveSync of one object type; answers the stored token object.
     pub async fn live_sync(&self, system: &str, type_name: &str) -> Result<Value, ResourceError> {
         let (sys, class) = self.object_type(system, type_name)?;
@@ -148,12 +178,14 @@ impl SystemService {
         };
         let mut pushed = 0usize;
         loop {
-            let batch = with_timeout(
-                timeout,
-                &resource,
-                sys.connector.sync(&class, &current, SYNC_BATCH),
-            )
-            .await?;
+            let batch = self
+                .call(
+                    &sys,
+                    "SYNC",
+                    &resource,
+                    sys.connector.sync(&class, &current, SYNC_BATCH),
+                )
+                .await?;
             let n = batch.deltas.len();
             for delta in &batch.deltas {
                 let uid = match delta {
