@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::fixtures::recon;
+use common::fixtures::{recon, shipped};
 use common::{eventually, Gateway};
 use serde_json::{json, Value};
 
@@ -594,13 +594,14 @@ async fn recon_and_live_sync_from_a_csv_file_into_managed_users() {
     ]);
     let gw = Gateway::builder()
         .conf_file("provisioner.openicf-csv", provisioner(&f.csv))
+        .conf_file("managed", shipped("managed"))
         .conf_file("sync", csv_to_user_mapping())
         .start()
         .await;
 
     // Reconciliation reads the system through the router like any resource.
     let run = recon(&gw, "systemCsvAccount_managedUser").await;
-    assert_eq!(run["state"], "SUCCESS", "{run}");
+    assert_eq!(run["state"], "SUCCESS", "{run}\n{}", gw.logs());
     assert_eq!(user_by_name(&gw, "u1").await.unwrap()["sn"], "One");
     assert_eq!(
         user_by_name(&gw, "u2").await.unwrap()["mail"],

@@ -26,6 +26,8 @@ const RESERVED: &[&str] = &[
     "_prettyPrint",
     "_action",
     "_mimeType",
+    // IDM's script action on system objects (answered 501: no script engine here).
+    "_scriptId",
 ];
 
 /// The parts of an HTTP request the mapping needs.
