@@ -226,8 +226,19 @@ impl Slapd {
         require("ldapsearch");
         let out = Command::new("ldapsearch")
             .args([
-                "-x", "-LLL", "-o", "ldif-wrap=no", "-H", &self.url(), "-D", ROOT_DN, "-w",
-                ROOT_PW, "-b", base, filter,
+                "-x",
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-H",
+                &self.url(),
+                "-D",
+                ROOT_DN,
+                "-w",
+                ROOT_PW,
+                "-b",
+                base,
+                filter,
             ])
             .args(attrs)
             .output()
