@@ -266,10 +266,11 @@ impl Config {
             }
             _ => strings("baseContexts", &[], &mut problems),
         };
-        if c.get("baseContexts").is_some_and(|v| !v.is_null()) && base_contexts.is_empty() {
-            if !problems.iter().any(|m| m.starts_with(&at("baseContexts"))) {
-                problems.push(format!("{}: must not be empty", at("baseContexts")));
-            }
+        if c.get("baseContexts").is_some_and(|v| !v.is_null())
+            && base_contexts.is_empty()
+            && !problems.iter().any(|m| m.starts_with(&at("baseContexts")))
+        {
+            problems.push(format!("{}: must not be empty", at("baseContexts")));
         }
         for b in &base_contexts {
             if !b.contains('=') {
