@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::slapd::{people_ldif, Slapd, GROUPS, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
+use common::slapd::{people_ldif, Slapd, ACCESSLOG, GROUPS, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
 use idm_gateway::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use idm_gateway::system::connector::{
     Connector, ConnectorError, ObjectClass, QueryOptions, SyncDelta, NAME, PASSWORD, UID,
@@ -675,6 +675,65 @@ async fn live_sync_returns_each_change_once_in_order() {
 
     let e = f.conn.sync(&acc, &json!({"x": 1}), 10).await.unwrap_err();
     assert!(matches!(e, ConnectorError::InvalidAttribute(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn live_sync_sees_deletes_in_the_accesslog() {
+    let slapd = Slapd::builder().people("d", 2).accesslog().start();
+    let f = Fixture::with(slapd.port(), json!({"accessLogBase": ACCESSLOG}));
+    let acc = f.account();
+    let page = f
+        .conn
+        .query(
+            &acc,
+            Some(&cmp("uid", CompareOp::Eq, "d0")),
+            &QueryOptions::default(),
+        )
+        .await
+        .unwrap();
+    let d0 = page.objects[0].uid.clone();
+    let gid = f
+        .conn
+        .create(
+            &f.group(),
+            None,
+            attrs(json!({NAME: format!("cn=g,{GROUPS}"), "cn": "g",
+                         "uniqueMember": format!("uid=d1,{PEOPLE}")})),
+        )
+        .await
+        .unwrap();
+    let token = f.conn.latest_sync_token(&acc).await.unwrap();
+
+    let n = f
+        .conn
+        .create(&acc, None, person("new", "New"))
+        .await
+        .unwrap();
+    f.conn.delete(&acc, &d0).await.unwrap();
+    f.conn.delete(&f.group(), &gid).await.unwrap();
+    f.conn.delete(&acc, &n).await.unwrap();
+
+    let batch = f.conn.sync(&acc, &token, 100).await.unwrap();
+    // The create is gone by now (nothing to read); the deletes come in order, and the
+    // group's delete is not an account's.
+    assert_eq!(
+        batch.deltas,
+        vec![SyncDelta::Delete(d0.clone()), SyncDelta::Delete(n.clone())]
+    );
+    let groups = f.conn.sync(&f.group(), &token, 100).await.unwrap();
+    assert_eq!(groups.deltas, vec![SyncDelta::Delete(gid)]);
+    // Nothing twice.
+    let again = f.conn.sync(&acc, &batch.token, 100).await.unwrap();
+    assert!(again.deltas.is_empty(), "{:?}", again.deltas);
+    // The latest token counts deletes too.
+    let latest = f.conn.latest_sync_token(&acc).await.unwrap();
+    assert!(f
+        .conn
+        .sync(&acc, &latest, 100)
+        .await
+        .unwrap()
+        .deltas
+        .is_empty());
 }
 
 #[tokio::test]

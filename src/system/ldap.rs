@@ -42,8 +42,15 @@
 //! nothing is returned twice and entries sharing a timestamp are not missed.
 //! `latest_sync_token` is the greatest `contextCSN` of the naming contexts when the server
 //! keeps one (syncprov), otherwise the greatest `entryCSN` under `baseContexts`.
-//! **Deletes are not seen by liveSync** (a deleted entry leaves no `entryCSN` behind; the
-//! accesslog overlay is not read): reconciliation finds them.
+//! Deletes leave no entry behind. With `accessLogBase` set (the suffix of OpenLDAP's
+//! `accesslog` overlay database, e.g. `cn=accesslog`, logging at least `logops delete` with
+//! `logsuccess TRUE`, ideally `logold (objectClass=*)`), `sync` also reads the logged
+//! deletes after the token (`auditDelete` entries, ordered by their own `entryCSN`) and
+//! returns them as [`SyncDelta::Delete`] with the uid from `reqEntryUUID` (or the old
+//! entry); without `logold` a delete cannot be matched to an object class and is reported
+//! for every class. **Without `accessLogBase`, deletes are not seen by liveSync**:
+//! reconciliation finds them. `accountSearchFilter`/`groupSearchFilter` do not apply to
+//! logged deletes.
 //!
 //! Secrets: `credentials` and passwords never appear in logs, errors or `Debug`.
 
@@ -95,6 +102,7 @@ struct Config {
     password_attribute: String,
     use_paged_results: bool,
     block_size: usize,
+    access_log_base: Option<String>,
     connect_timeout: Duration,
     timeouts: HashMap<String, Duration>,
     pool_size: usize,
@@ -330,6 +338,12 @@ impl Config {
         let password_attribute = attribute("passwordAttribute", "userPassword", &mut problems);
         let use_paged_results = boolean("usePagedResultControl", true, &mut problems);
         let block_size = number("blockSize", 100, &mut problems).clamp(1, 10_000) as usize;
+        let access_log_base = string("accessLogBase", &mut problems);
+        if let Some(b) = &access_log_base {
+            if !b.contains('=') {
+                problems.push(format!("{}: '{b}' is not a DN", at("accessLogBase")));
+            }
+        }
         let connect_timeout = match number("connectTimeout", 0, &mut problems) {
             0 => DEFAULT_CONNECT_TIMEOUT,
             ms => Duration::from_millis(ms),
@@ -355,6 +369,7 @@ impl Config {
             password_attribute,
             use_paged_results,
             block_size,
+            access_log_base,
             connect_timeout,
             timeouts: p.timeouts.clone(),
             pool_size: p.pool.max_objects.clamp(1, 64),
@@ -1620,7 +1635,7 @@ impl LdapConnector {
             scope: Scope::Subtree,
             filter: "(objectClass=*)".into(),
         };
-        let entries = self
+        let mut entries = self
             .search_all(
                 ldap,
                 &spec,
@@ -1629,6 +1644,23 @@ impl LdapConnector {
                 "the sync token",
             )
             .await?;
+        if let Some(log) = &self.cfg.access_log_base {
+            let spec = SearchSpec {
+                bases: vec![log.clone()],
+                scope: Scope::Subtree,
+                filter: "(objectClass=auditDelete)".into(),
+            };
+            entries.extend(
+                self.search_all(
+                    ldap,
+                    &spec,
+                    &["entryCSN".to_owned()],
+                    None,
+                    "the sync token",
+                )
+                .await?,
+            );
+        }
         Ok(entries
             .iter()
             .filter_map(|e| first_value(e, "entryCSN"))
@@ -1652,6 +1684,84 @@ impl LdapConnector {
                 self.sys()
             ))),
         }
+    }
+
+    /// Deletes of `class` logged by the accesslog overlay after `token`, with their CSN.
+    async fn logged_deletes(
+        &self,
+        ldap: &mut Ldap,
+        class: &ObjectClass,
+        token: &str,
+    ) -> ConnectorResult<Vec<(String, SyncDelta)>> {
+        let Some(log) = &self.cfg.access_log_base else {
+            return Ok(Vec::new());
+        };
+        let t = escape_filter_value(token);
+        let spec = SearchSpec {
+            bases: vec![log.clone()],
+            scope: Scope::Subtree,
+            filter: format!(
+                "(&(objectClass=auditDelete)(reqResult=0)(entryCSN>={t})(!(entryCSN={t})))"
+            ),
+        };
+        let attrs = ["entryCSN", "reqDN", "reqEntryUUID", "reqOld"].map(str::to_owned);
+        let entries = self
+            .search_all(ldap, &spec, &attrs, None, "liveSync (accesslog)")
+            .await?;
+        let classes: Vec<String> = self
+            .object_classes(class)
+            .into_iter()
+            .filter(|c| !c.eq_ignore_ascii_case("top"))
+            .collect();
+        let mut out = Vec::new();
+        for e in &entries {
+            let (Some(csn), Some(dn)) = (first_value(e, "entryCSN"), first_value(e, "reqDN"))
+            else {
+                continue;
+            };
+            if !self.cfg.base_contexts.iter().any(|b| dn_under(&dn, b)) {
+                continue;
+            }
+            // The old entry's attributes, as "name: value" lines.
+            let old: Vec<(String, String)> = entry_values(e, "reqOld")
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|v| {
+                    let v = v.as_str()?;
+                    let (a, val) = v.split_once(':')?;
+                    Some((a.trim().to_owned(), val.trim().to_owned()))
+                })
+                .collect();
+            let old_classes: Vec<&str> = old
+                .iter()
+                .filter(|(a, _)| a.eq_ignore_ascii_case("objectClass"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            // Without the old entry (no logold) the class is unknown: report the delete.
+            if !old_classes.is_empty()
+                && !classes
+                    .iter()
+                    .all(|c| old_classes.iter().any(|o| o.eq_ignore_ascii_case(c)))
+            {
+                continue;
+            }
+            let old_value = |attr: &str| {
+                old.iter()
+                    .find(|(a, _)| a.eq_ignore_ascii_case(attr))
+                    .map(|(_, v)| v.clone())
+            };
+            let uid = if self.cfg.uid_is_dn() {
+                Some(dn)
+            } else if self.cfg.uid_attribute.eq_ignore_ascii_case("entryUUID") {
+                first_value(e, "reqEntryUUID").or_else(|| old_value("entryUUID"))
+            } else {
+                old_value(&self.cfg.uid_attribute)
+            };
+            if let Some(uid) = uid {
+                out.push((csn, SyncDelta::Delete(uid)));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -2275,20 +2385,23 @@ impl Connector for LdapConnector {
             let entries = self
                 .search_all(&mut ldap, &spec, &wire, None, "liveSync")
                 .await?;
-            let mut changed: Vec<(String, ConnectorObject)> = entries
+            let mut changed: Vec<(String, SyncDelta)> = entries
                 .iter()
-                .filter_map(|e| Some((first_value(e, "entryCSN")?, self.to_object(e, &requested)?)))
+                .filter_map(|e| {
+                    Some((
+                        first_value(e, "entryCSN")?,
+                        SyncDelta::CreateOrUpdate(self.to_object(e, &requested)?),
+                    ))
+                })
                 .collect();
+            changed.extend(self.logged_deletes(&mut ldap, class, &token).await?);
             changed.sort_by(|a, b| a.0.cmp(&b.0));
             if max > 0 {
                 changed.truncate(max);
             }
             let next = changed.last().map(|(csn, _)| csn.clone()).unwrap_or(token);
             Ok(SyncBatch {
-                deltas: changed
-                    .into_iter()
-                    .map(|(_, o)| SyncDelta::CreateOrUpdate(o))
-                    .collect(),
+                deltas: changed.into_iter().map(|(_, d)| d).collect(),
                 token: Value::String(next),
             })
         })

@@ -23,6 +23,8 @@ pub const ROOT_DN: &str = "cn=admin,dc=example,dc=com";
 pub const ROOT_PW: &str = "adminSecret-9f2c";
 pub const PEOPLE: &str = "ou=people,dc=example,dc=com";
 pub const GROUPS: &str = "ou=groups,dc=example,dc=com";
+/// The accesslog database's suffix (see [`SlapdBuilder::accesslog`]).
+pub const ACCESSLOG: &str = "cn=accesslog";
 
 const SLAPD: &str = "/usr/sbin/slapd";
 const SLAPADD: &str = "/usr/sbin/slapadd";
@@ -57,6 +59,7 @@ pub struct Slapd {
 #[derive(Default)]
 pub struct SlapdBuilder {
     ldif: String,
+    accesslog: bool,
 }
 
 impl SlapdBuilder {
@@ -75,8 +78,15 @@ impl SlapdBuilder {
         self.ldif(&ldif)
     }
 
+    /// Runs the `accesslog` overlay: successful deletes are logged under
+    /// [`ACCESSLOG`] (with the old entry), where liveSync finds them.
+    pub fn accesslog(mut self) -> Self {
+        self.accesslog = true;
+        self
+    }
+
     pub fn start(self) -> Slapd {
-        Slapd::start_with(&self.ldif)
+        Slapd::start_with(&self.ldif, self.accesslog)
     }
 }
 
@@ -100,17 +110,18 @@ impl Slapd {
 
     /// A server with the base entries only.
     pub fn start() -> Slapd {
-        Self::start_with("")
+        Self::start_with("", false)
     }
 
-    fn start_with(extra_ldif: &str) -> Slapd {
+    fn start_with(extra_ldif: &str, accesslog: bool) -> Slapd {
         require(SLAPD);
         require(SLAPADD);
         let dir = tempfile::tempdir().expect("tempdir for slapd");
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).expect("create slapd data dir");
+        for sub in ["data", "accesslog"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("create slapd data dir");
+        }
         let conf = dir.path().join("slapd.conf");
-        std::fs::write(&conf, slapd_conf(dir.path())).expect("write slapd.conf");
+        std::fs::write(&conf, slapd_conf(dir.path(), accesslog)).expect("write slapd.conf");
 
         let mut ldif = base_ldif();
         ldif.push_str(extra_ldif);
@@ -118,6 +129,8 @@ impl Slapd {
         std::fs::write(&ldif_path, ldif).expect("write init.ldif");
         let out = Command::new(SLAPADD)
             .arg("-q")
+            .arg("-b")
+            .arg(SUFFIX)
             .arg("-f")
             .arg(&conf)
             .arg("-l")
@@ -268,9 +281,24 @@ impl Drop for Slapd {
     }
 }
 
-fn slapd_conf(dir: &Path) -> String {
+fn slapd_conf(dir: &Path, accesslog: bool) -> String {
     let schema = |name: &str| format!("include /etc/ldap/schema/{name}.schema\n");
     let data: PathBuf = dir.join("data");
+    let (log_db, log_overlay) = if accesslog {
+        (
+            format!(
+                "moduleload accesslog\ndatabase mdb\nsuffix \"{ACCESSLOG}\"\nrootdn \"{ROOT_DN}\"\n\
+                 directory {}\nindex entryCSN,reqStart eq\n",
+                dir.join("accesslog").display()
+            ),
+            format!(
+                "overlay accesslog\nlogdb \"{ACCESSLOG}\"\nlogops delete\nlogsuccess TRUE\n\
+                 logold (objectClass=*)\nlogpurge 07+00:00 01+00:00\n"
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     format!(
         "{}{}{}{}\
 pidfile {dir}/slapd.pid\n\
@@ -279,6 +307,7 @@ modulepath /usr/lib/ldap\n\
 moduleload back_mdb\n\
 moduleload sssvlv\n\
 sizelimit unlimited\n\
+{log_db}\
 database mdb\n\
 maxsize 104857600\n\
 suffix \"{SUFFIX}\"\n\
@@ -291,7 +320,8 @@ index entryUUID eq\n\
 index entryCSN eq\n\
 access to attrs=userPassword by self write by anonymous auth by * none\n\
 access to * by * read\n\
-overlay sssvlv\n",
+overlay sssvlv\n\
+{log_overlay}",
         schema("core"),
         schema("cosine"),
         schema("inetorgperson"),
