@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod gateway;
 pub mod oauth;
 pub mod pki;
+pub mod slapd;
 pub mod token;
 pub mod upstream;
 
@@ -26,6 +27,7 @@ pub use faults::{GarbageUpstream, HangingUpstream, ResettingUpstream, SlowBodyUp
 pub use gateway::{basic_instance, bearer_instance, Gateway, GatewayBuilder, ADMIN_USER};
 pub use oauth::OidcProvider;
 pub use pki::TestPki;
+pub use slapd::Slapd;
 pub use token::{FakeTokenEndpoint, TokenMode, TokenRequest};
 pub use upstream::{Recorded, RecordingUpstream};
 

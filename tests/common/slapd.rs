@@ -1,0 +1,341 @@
+//! `Slapd`: a throwaway OpenLDAP server for the LDAP connector tests.
+//!
+//! Each instance lives in its own temp directory (slapd.conf, an mdb database, logs) and
+//! listens on a free 127.0.0.1 port: suffix `dc=example,dc=com`, root DN
+//! [`ROOT_DN`]/[`ROOT_PW`], schemas core/cosine/inetorgperson/nis, `ou=people` and
+//! `ou=groups`, the `sssvlv` overlay (server side sort). It runs in the foreground
+//! (`-d 0`) and is killed on drop.
+//!
+//! Entries given to [`SlapdBuilder::entries`] are bulk-loaded with `slapadd` before the
+//! server starts (thousands per second); [`Slapd::ldapadd`] adds to a running server.
+//!
+//! Needs `/usr/sbin/slapd` and ldap-utils: `make test` installs them. Missing binaries
+//! fail the test (never skip it).
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SUFFIX: &str = "dc=example,dc=com";
+pub const ROOT_DN: &str = "cn=admin,dc=example,dc=com";
+pub const ROOT_PW: &str = "adminSecret-9f2c";
+pub const PEOPLE: &str = "ou=people,dc=example,dc=com";
+pub const GROUPS: &str = "ou=groups,dc=example,dc=com";
+/// The accesslog database's suffix (see [`SlapdBuilder::accesslog`]).
+pub const ACCESSLOG: &str = "cn=accesslog";
+
+const SLAPD: &str = "/usr/sbin/slapd";
+const SLAPADD: &str = "/usr/sbin/slapadd";
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn require(bin: &str) {
+    assert!(
+        Path::new(bin).exists() || which(bin),
+        "{bin} is missing: the LDAP connector tests need OpenLDAP (slapd, ldap-utils); \
+         run `make test` (it installs them with apt) instead of plain `cargo test`"
+    );
+}
+
+fn which(bin: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A running slapd.
+pub struct Slapd {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// How to start a [`Slapd`].
+#[derive(Default)]
+pub struct SlapdBuilder {
+    ldif: String,
+    accesslog: bool,
+}
+
+impl SlapdBuilder {
+    /// Extra LDIF loaded with slapadd before start (after the base entries).
+    pub fn ldif(mut self, ldif: &str) -> Self {
+        self.ldif.push_str(ldif);
+        if !self.ldif.ends_with("\n\n") {
+            self.ldif.push('\n');
+        }
+        self
+    }
+
+    /// `n` inetOrgPerson entries `uid=<prefix><i>,ou=people` (cn "<prefix> <i>", sn "Sn<i>").
+    pub fn people(self, prefix: &str, n: usize) -> Self {
+        let ldif = people_ldif(prefix, 0..n);
+        self.ldif(&ldif)
+    }
+
+    /// Runs the `accesslog` overlay: successful deletes are logged under
+    /// [`ACCESSLOG`] (with the old entry), where liveSync finds them.
+    pub fn accesslog(mut self) -> Self {
+        self.accesslog = true;
+        self
+    }
+
+    pub fn start(self) -> Slapd {
+        Slapd::start_with(&self.ldif, self.accesslog)
+    }
+}
+
+/// LDIF of inetOrgPerson entries `uid=<prefix><i>,ou=people`.
+pub fn people_ldif(prefix: &str, range: std::ops::Range<usize>) -> String {
+    let mut out = String::new();
+    for i in range {
+        out.push_str(&format!(
+            "dn: uid={prefix}{i},{PEOPLE}\nobjectClass: top\nobjectClass: person\n\
+             objectClass: organizationalPerson\nobjectClass: inetOrgPerson\nuid: {prefix}{i}\n\
+             cn: {prefix} {i}\nsn: Sn{i}\nmail: {prefix}{i}@example.com\n\n"
+        ));
+    }
+    out
+}
+
+impl Slapd {
+    pub fn builder() -> SlapdBuilder {
+        SlapdBuilder::default()
+    }
+
+    /// A server with the base entries only.
+    pub fn start() -> Slapd {
+        Self::start_with("", false)
+    }
+
+    fn start_with(extra_ldif: &str, accesslog: bool) -> Slapd {
+        require(SLAPD);
+        require(SLAPADD);
+        let dir = tempfile::tempdir().expect("tempdir for slapd");
+        for sub in ["data", "accesslog"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("create slapd data dir");
+        }
+        let conf = dir.path().join("slapd.conf");
+        std::fs::write(&conf, slapd_conf(dir.path(), accesslog)).expect("write slapd.conf");
+
+        let mut ldif = base_ldif();
+        ldif.push_str(extra_ldif);
+        let ldif_path = dir.path().join("init.ldif");
+        std::fs::write(&ldif_path, ldif).expect("write init.ldif");
+        let out = Command::new(SLAPADD)
+            .arg("-q")
+            .arg("-b")
+            .arg(SUFFIX)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-l")
+            .arg(&ldif_path)
+            .output()
+            .expect("run slapadd");
+        assert!(
+            out.status.success(),
+            "slapadd failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let port = super::free_port();
+            let log = std::fs::File::create(dir.path().join("slapd.log")).expect("slapd log");
+            let child = Command::new(SLAPD)
+                .arg("-d")
+                .arg("0")
+                .arg("-f")
+                .arg(&conf)
+                .arg("-h")
+                .arg(format!("ldap://127.0.0.1:{port}/"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("spawn slapd");
+            let mut child = child;
+            if wait_ready(&mut child, port) {
+                return Slapd {
+                    child: Some(child),
+                    port,
+                    dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last = std::fs::read_to_string(dir.path().join("slapd.log")).unwrap_or_default();
+        }
+        panic!("slapd did not become ready: {last}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What slapd logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("slapd.log")).unwrap_or_default()
+    }
+
+    /// Stops the server (the port then refuses connections).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `ldapadd` of `ldif` as the root DN, asserting success.
+    pub fn ldapadd(&self, ldif: &str) {
+        self.ldap_tool("ldapadd", ldif);
+    }
+
+    /// `ldapmodify` of `ldif` as the root DN, asserting success.
+    pub fn ldapmodify(&self, ldif: &str) {
+        self.ldap_tool("ldapmodify", ldif);
+    }
+
+    fn ldap_tool(&self, tool: &str, ldif: &str) {
+        require(tool);
+        let mut child = Command::new(tool)
+            .args(["-x", "-H", &self.url(), "-D", ROOT_DN, "-w", ROOT_PW])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(ldif.as_bytes())
+            .expect("write ldif");
+        let out = child.wait_with_output().expect("wait for tool");
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ldapsearch` (root DN, LDIF output without wrapping).
+    pub fn ldapsearch(&self, base: &str, filter: &str, attrs: &[&str]) -> String {
+        require("ldapsearch");
+        let out = Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-H",
+                &self.url(),
+                "-D",
+                ROOT_DN,
+                "-w",
+                ROOT_PW,
+                "-b",
+                base,
+                filter,
+            ])
+            .args(attrs)
+            .output()
+            .expect("run ldapsearch");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn wait_ready(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    false
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn slapd_conf(dir: &Path, accesslog: bool) -> String {
+    let schema = |name: &str| format!("include /etc/ldap/schema/{name}.schema\n");
+    let data: PathBuf = dir.join("data");
+    let (log_db, log_overlay) = if accesslog {
+        (
+            format!(
+                "moduleload accesslog\ndatabase mdb\nsuffix \"{ACCESSLOG}\"\nrootdn \"{ROOT_DN}\"\n\
+                 directory {}\nindex entryCSN,reqStart eq\n",
+                dir.join("accesslog").display()
+            ),
+            format!(
+                "overlay accesslog\nlogdb \"{ACCESSLOG}\"\nlogops delete\nlogsuccess TRUE\n\
+                 logold (objectClass=*)\nlogpurge 07+00:00 01+00:00\n"
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    format!(
+        "{}{}{}{}\
+pidfile {dir}/slapd.pid\n\
+argsfile {dir}/slapd.args\n\
+modulepath /usr/lib/ldap\n\
+moduleload back_mdb\n\
+moduleload sssvlv\n\
+sizelimit unlimited\n\
+{log_db}\
+database mdb\n\
+maxsize 104857600\n\
+suffix \"{SUFFIX}\"\n\
+rootdn \"{ROOT_DN}\"\n\
+rootpw {ROOT_PW}\n\
+directory {data}\n\
+index objectClass eq\n\
+index uid,cn eq\n\
+index entryUUID eq\n\
+index entryCSN eq\n\
+access to attrs=userPassword by self write by anonymous auth by * none\n\
+access to * by * read\n\
+overlay sssvlv\n\
+{log_overlay}",
+        schema("core"),
+        schema("cosine"),
+        schema("inetorgperson"),
+        schema("nis"),
+        dir = dir.display(),
+        data = data.display(),
+    )
+}
+
+fn base_ldif() -> String {
+    format!(
+        "dn: {SUFFIX}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\n\
+         o: Example\ndc: example\n\n\
+         dn: {PEOPLE}\nobjectClass: top\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: {GROUPS}\nobjectClass: top\nobjectClass: organizationalUnit\nou: groups\n\n"
+    )
+}
