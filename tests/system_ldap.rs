@@ -1,0 +1,525 @@
+//! `/openidm/system/ldap/…` end to end: a real gateway in front of a real OpenLDAP `slapd`.
+//! Seed 004's examples (create, rename by PUT of a new DN, query-all-ids, authenticate),
+//! LDAP errors as CREST errors that never show the bind password, and the sync chain
+//! `system/ldap/account` → `managed/user` → `system/csv/account` by reconciliation,
+//! implicit sync and liveSync.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::fixtures::{recon, shipped};
+use common::slapd::{people_ldif, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
+use common::{eventually, Gateway, Slapd};
+use serde_json::{json, Value};
+
+/// The bind password reaches the gateway through `&{LDAP_BIND_PASSWORD}` only.
+fn ldap_provisioner(port: u16) -> Value {
+    json!({
+        "name": "ldap",
+        "enabled": true,
+        "connectorRef": {
+            "bundleName": "org.forgerock.openicf.connectors.ldap-connector",
+            "bundleVersion": "[1.4.0.0,1.6.0.0)",
+            "connectorName": "org.identityconnectors.ldap.LdapConnector"
+        },
+        "configurationProperties": {
+            "host": "127.0.0.1",
+            "port": port,
+            "ssl": false,
+            "principal": ROOT_DN,
+            "credentials": "&{LDAP_BIND_PASSWORD}",
+            "baseContexts": [SUFFIX],
+            "accountObjectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"],
+            "accountUserNameAttributes": ["uid"],
+            "uidAttribute": "entryUUID"
+        },
+        "operationTimeout": {"SEARCH": 10000, "GET": 5000},
+        "objectTypes": {
+            "account": {
+                "$schema": "http://json-schema.org/draft-03/schema",
+                "id": "__ACCOUNT__",
+                "type": "object",
+                "nativeType": "__ACCOUNT__",
+                "properties": {
+                    "dn": {"type": "string", "nativeName": "__NAME__", "nativeType": "string", "required": true},
+                    "uid": {"type": "string", "nativeName": "uid", "nativeType": "string"},
+                    "cn": {"type": "string", "nativeName": "cn", "nativeType": "string", "required": true},
+                    "sn": {"type": "string", "nativeName": "sn", "nativeType": "string", "required": true},
+                    "givenName": {"type": "string", "nativeName": "givenName", "nativeType": "string"},
+                    "mail": {"type": "string", "nativeName": "mail", "nativeType": "string"},
+                    "telephoneNumber": {"type": "string", "nativeName": "telephoneNumber", "nativeType": "string"},
+                    "description": {"type": "string", "nativeName": "description", "nativeType": "string"},
+                    "userPassword": {"type": "string", "nativeName": "__PASSWORD__",
+                                     "nativeType": "JAVA_TYPE_GUARDEDSTRING",
+                                     "flags": ["NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"]}
+                }
+            }
+        }
+    })
+}
+
+fn csv_provisioner(csv: &Path) -> Value {
+    json!({
+        "name": "csv",
+        "connectorRef": {"connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"},
+        "configurationProperties": {"csvFile": csv.to_str().unwrap(), "headerUid": "uid",
+                                    "headerName": "uid"},
+        "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
+            "uid": {"type": "string", "nativeName": "__NAME__", "required": true},
+            "fullName": {"type": "string"},
+            "lastName": {"type": "string"},
+            "email": {"type": "string"}
+        }}}
+    })
+}
+
+async fn gateway(slapd: &Slapd, extra: &[(&str, Value)]) -> Gateway {
+    let mut b = Gateway::builder()
+        .env("LDAP_BIND_PASSWORD", ROOT_PW)
+        .conf_file("managed", shipped("managed"))
+        .conf_file("provisioner.openicf-ldap", ldap_provisioner(slapd.port()));
+    for (name, doc) in extra {
+        b = b.conf_file(name, doc.clone());
+    }
+    b.start().await
+}
+
+async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn ldap_objects_over_rest_follow_seed_004() {
+    let slapd = Slapd::builder().people("pre", 3).start();
+    let gw = gateway(&slapd, &[]).await;
+
+    let (s, v) = json_of(
+        gw.post("/openidm/system/ldap?_action=test")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, &v["ok"]), (200, &json!(true)), "{v}");
+
+    // Create (seed 004): the server-assigned entryUUID is the _id; absent attributes null.
+    let (s, created) = json_of(
+        gw.post("/openidm/system/ldap/account?_action=create")
+            .json(
+                &json!({"cn": "James Smith", "dn": format!("uid=jsmith,{PEOPLE}"),
+                          "uid": "jsmith", "sn": "Smith", "givenName": "James",
+                          "mail": "jsmith@example.com", "description": "Created by IDM REST",
+                          "userPassword": "Passw0rd-js"}),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "entryUUID: {id}");
+    assert_eq!(created["telephoneNumber"], Value::Null);
+    assert_eq!(created["dn"], format!("uid=jsmith,{PEOPLE}"));
+    assert!(created.get("userPassword").is_none(), "{created}");
+
+    // Rename by PUT of a new DN: same _id, attributes not named are kept.
+    let (s, v) = json_of(
+        gw.put(&format!("/openidm/system/ldap/account/{id}"))
+            .header("If-Match", "*")
+            .json(
+                &json!({"cn": "James Smith", "dn": format!("uid=jimmysmith,{PEOPLE}"),
+                          "uid": "jimmysmith", "sn": "Smith", "givenName": "James",
+                          "mail": "jsmith@example.com"}),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["_id"], id.as_str());
+    assert_eq!(v["dn"], format!("uid=jimmysmith,{PEOPLE}"));
+    assert_eq!(v["description"], "Created by IDM REST");
+    assert!(slapd
+        .ldapsearch(SUFFIX, "(uid=jimmysmith)", &["dn"])
+        .contains("uid=jimmysmith"));
+
+    // query-all-ids: _id and dn.
+    let (s, v) = json_of(
+        gw.get("/openidm/system/ldap/account?_queryId=query-all-ids")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let all = v["result"].as_array().unwrap();
+    assert_eq!(all.len(), 4, "{v}");
+    assert!(
+        all.iter()
+            .all(|o| o.as_object().unwrap().len() == 2 && o["dn"].is_string()),
+        "{v}"
+    );
+
+    // Filters are LDAP filters; paging across requests.
+    let (s, v) = json_of(
+        gw.get("/openidm/system/ldap/account")
+            .query(&[
+                ("_queryFilter", "uid sw \"pre\" and !(sn eq \"Sn1\")"),
+                ("_fields", "uid,sn"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let mut uids: Vec<&str> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["uid"].as_str().unwrap())
+        .collect();
+    uids.sort();
+    assert_eq!(uids, ["pre0", "pre2"]);
+    let (s, v) = json_of(
+        gw.get("/openidm/system/ldap/account")
+            .query(&[
+                ("_queryFilter", "true"),
+                ("_pageSize", "3"),
+                ("_fields", "uid"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, v["resultCount"].as_u64()), (200, Some(3)), "{v}");
+    let cookie = v["pagedResultsCookie"].as_str().unwrap().to_owned();
+    let (s, v) = json_of(
+        gw.get("/openidm/system/ldap/account")
+            .query(&[
+                ("_queryFilter", "true"),
+                ("_pageSize", "3"),
+                ("_fields", "uid"),
+                ("_pagedResultsCookie", cookie.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, v["resultCount"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(v["pagedResultsCookie"], Value::Null);
+
+    // Authenticate (seed 004): the account's _id; a wrong password is a 401.
+    let (s, v) = json_of(
+        gw.post("/openidm/system/ldap/account?_action=authenticate")
+            .json(&json!({"username": "jimmysmith", "password": "Passw0rd-js"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, v), (200, json!({"_id": id})));
+    let (s, _) = json_of(
+        gw.post("/openidm/system/ldap/account?_action=authenticate")
+            .json(&json!({"username": "jimmysmith", "password": "nope"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 401);
+
+    // LDAP errors as CREST errors.
+    for (body, code, needle) in [
+        // Parent entry does not exist: noSuchObject.
+        (
+            json!({"dn": "uid=x1,ou=nowhere,dc=example,dc=com", "cn": "X", "sn": "X"}),
+            404,
+            "ou=nowhere",
+        ),
+        // The DN exists already: entryAlreadyExists.
+        (
+            json!({"dn": format!("uid=pre0,{PEOPLE}"), "cn": "X", "sn": "X", "uid": "pre0"}),
+            412,
+            "uid=pre0",
+        ),
+        // mail is an IA5 string: invalidAttributeSyntax.
+        (
+            json!({"dn": format!("uid=x2,{PEOPLE}"), "cn": "X", "sn": "X", "mail": "jérôme@example.com"}),
+            400,
+            "mail",
+        ),
+    ] {
+        let (s, v) = json_of(
+            gw.post("/openidm/system/ldap/account?_action=create")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, code, "{body}: {v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{body}: {v}");
+        assert!(!msg.contains(ROOT_PW), "{v}");
+    }
+    let (s, v) = json_of(
+        gw.get("/openidm/system/ldap/account/00000000-0000-0000-0000-000000000000")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+
+    // Delete.
+    let (s, v) = json_of(
+        gw.delete(&format!("/openidm/system/ldap/account/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, &v["uid"]), (200, &json!("jimmysmith")), "{v}");
+    let r = gw
+        .get(&format!("/openidm/system/ldap/account/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The server goes away: 503, and the bind password shows nowhere.
+    let mut slapd = slapd;
+    slapd.kill();
+    let (s, v) = json_of(
+        gw.get("/openidm/system/ldap/account?_queryFilter=true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(!v.to_string().contains(ROOT_PW), "{v}");
+    let (s, v) = json_of(
+        gw.post("/openidm/system?_action=test")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, &v[0]["ok"]), (200, &json!(false)), "{v}");
+    assert!(!v.to_string().contains(ROOT_PW), "{v}");
+    let metrics = gw
+        .get("/openidm/metrics/prometheus")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("idm_gateway_connector_operations_total{operation=\"SEARCH\",outcome=\"503\",system=\"ldap\"}"), "{metrics}");
+    assert!(
+        !gw.logs().contains(ROOT_PW),
+        "the bind password is in the logs"
+    );
+}
+
+#[tokio::test]
+async fn wrong_bind_credentials_fail_without_showing_them() {
+    let slapd = Slapd::start();
+    let gw = Gateway::builder()
+        .env("LDAP_BIND_PASSWORD", "not-the-password-7731")
+        .conf_file("provisioner.openicf-ldap", ldap_provisioner(slapd.port()))
+        .start()
+        .await;
+    let (s, v) = json_of(
+        gw.get("/openidm/system/ldap/account?_queryFilter=true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(s == 503 || s == 500, "{s} {v}");
+    assert!(v["message"].as_str().unwrap().contains("principal"), "{v}");
+    assert!(!v.to_string().contains("not-the-password-7731"), "{v}");
+    let (_, v) = json_of(
+        gw.post("/openidm/system/ldap?_action=test")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(!v.to_string().contains("not-the-password-7731"), "{v}");
+    assert!(!gw.logs().contains("not-the-password-7731"));
+}
+
+fn chain_mappings() -> Value {
+    json!({"mappings": [
+        {
+            "name": "systemLdapAccounts_managedUser",
+            "source": "system/ldap/account",
+            "target": "managed/user",
+            "properties": [
+                {"source": "uid", "target": "userName"},
+                {"source": "cn", "target": "givenName"},
+                {"source": "sn", "target": "sn"},
+                {"source": "mail", "target": "mail"}
+            ],
+            "correlationQuery": {"_queryFilter": "userName eq \"${source.uid}\""},
+            "policies": [
+                {"situation": "ABSENT", "action": "CREATE"},
+                {"situation": "FOUND", "action": "UPDATE"},
+                {"situation": "CONFIRMED", "action": "UPDATE"},
+                {"situation": "SOURCE_MISSING", "action": "DELETE"}
+            ]
+        },
+        {
+            "name": "managedUser_systemCsvAccount",
+            "source": "managed/user",
+            "target": "system/csv/account",
+            "properties": [
+                {"source": "userName", "target": "uid"},
+                {"source": "sn", "target": "lastName"},
+                {"source": "mail", "target": "email"}
+            ],
+            "correlationQuery": {"_queryFilter": "uid eq \"${source.userName}\""},
+            "policies": [
+                {"situation": "ABSENT", "action": "CREATE"},
+                {"situation": "FOUND", "action": "UPDATE"},
+                {"situation": "CONFIRMED", "action": "UPDATE"},
+                {"situation": "SOURCE_MISSING", "action": "DELETE"}
+            ]
+        }
+    ]})
+}
+
+async fn csv_row(gw: &Gateway, uid: &str) -> Option<Value> {
+    let r = gw
+        .get(&format!("/openidm/system/csv/account/{uid}"))
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 404 {
+        return None;
+    }
+    Some(r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn ldap_to_managed_to_csv_by_recon_implicit_sync_and_live_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("accounts.csv");
+    std::fs::write(&csv, "uid,fullName,lastName,email\n").unwrap();
+    let slapd = Slapd::builder().people("p", 25).start();
+    let gw = gateway(
+        &slapd,
+        &[
+            ("provisioner.openicf-csv", csv_provisioner(&csv)),
+            ("sync", chain_mappings()),
+        ],
+    )
+    .await;
+
+    // LDAP → managed by reconciliation; managed → CSV follows by implicit sync.
+    let run = recon(&gw, "systemLdapAccounts_managedUser").await;
+    assert_eq!(run["state"], "SUCCESS", "{run}\n{}", gw.logs());
+    assert_eq!(run["situationSummary"]["ABSENT"], 25, "{run}");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            std::fs::read_to_string(&csv).unwrap().lines().count() == 26
+        })
+        .await,
+        "{}\n{}",
+        std::fs::read_to_string(&csv).unwrap(),
+        gw.logs()
+    );
+    assert_eq!(csv_row(&gw, "p7").await.unwrap()["email"], "p7@example.com");
+    // A reconciliation managed → CSV now finds everything in place.
+    let run = recon(&gw, "managedUser_systemCsvAccount").await;
+    assert_eq!(run["state"], "SUCCESS", "{run}");
+    assert_eq!(run["situationSummary"]["CONFIRMED"], 25, "{run}");
+
+    // liveSync: the first run records the token; a change made in LDAP then flows through.
+    let (s, v) = json_of(
+        gw.post("/openidm/system/ldap/account?_action=liveSync")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, &v["_id"]), (200, &json!("SYSTEMLDAPACCOUNT")), "{v}");
+    slapd.ldapmodify(&format!(
+        "dn: uid=p3,{PEOPLE}\nchangetype: modify\nreplace: sn\nsn: Renamed\n"
+    ));
+    slapd.ldapadd(&people_ldif("late", 0..1));
+    let (s, v) = json_of(
+        gw.post("/openidm/system?_action=liveSync&source=system/ldap/account")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    let (_, users) = json_of(
+        gw.get("/openidm/managed/user")
+            .query(&[(
+                "_queryFilter",
+                "userName eq \"p3\" or userName eq \"late0\"",
+            )])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut got: Vec<(String, String)> = users["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["userName"].as_str().unwrap().into(),
+                u["sn"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("late0".into(), "Sn0".into()),
+            ("p3".into(), "Renamed".into())
+        ]
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            csv_row(&gw, "p3")
+                .await
+                .is_some_and(|r| r["lastName"] == "Renamed")
+                && csv_row(&gw, "late0").await.is_some()
+        })
+        .await,
+        "{}",
+        std::fs::read_to_string(&csv).unwrap()
+    );
+    // A liveSync with nothing new moves nothing and answers the same token.
+    let (_, again) = json_of(
+        gw.post("/openidm/system/ldap/account?_action=liveSync")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again["connectorData"], v["connectorData"], "{again}");
+}
