@@ -12,7 +12,11 @@
 //!   same directory, which is fsynced, renamed over `csvFile`, and the directory fsynced.
 //!   A reader opens either the old or the new file, never a torn one; a temporary file left
 //!   by a crash is never read.
-//! * Queries filter, sort and page in memory (a CSV file has no index), in file order.
+//! * Queries filter, sort and page in memory (a CSV file has no index), in file order. Every
+//!   value is a string, so a filter compares strings (`age gt 5` with a number never
+//!   matches; `age gt '5'` compares text), and sorting is by code point.
+//! * The cache key cannot see an edit in place that keeps the length within one mtime tick
+//!   (writes through this connector replace the file, so they always can).
 //! * liveSync compares contents: a token `n` names a copy of the file as it was,
 //!   `<csvFile>.sync.<n>`, kept beside it (the newest `syncFileRetentionCount`, default 3).
 //!   `sync` diffs that copy against the file now: new or changed rows are
