@@ -1038,11 +1038,17 @@ impl Connector for SqliteTable {
                     cols.q(cols.key)
                 )
             };
+            let wanted = values.get(&cols.key).map(uid_of);
             let key: SqlValue = conn
                 .query_row(&text, rusqlite::params_from_iter(sql.params.iter()), |r| {
                     r.get(0)
                 })
-                .map_err(|e| sql_error(e, &cfg.table))?;
+                .map_err(|e| match (sql_error(e, &cfg.table), &wanted) {
+                    (ConnectorError::AlreadyExists(m), Some(k)) => {
+                        ConnectorError::AlreadyExists(format!("object '{k}': {m}"))
+                    }
+                    (e, _) => e,
+                })?;
             if key == SqlValue::Null {
                 return Err(ConnectorError::InvalidAttribute(format!(
                     "the key column '{}' needs a value (__NAME__)",
