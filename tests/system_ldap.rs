@@ -336,6 +336,79 @@ async fn ldap_objects_over_rest_follow_seed_004() {
 }
 
 #[tokio::test]
+async fn core_and_full_config_are_built_from_the_connector_and_the_server_schema() {
+    let slapd = Slapd::start();
+    let gw = Gateway::builder().start().await;
+    // createCoreConfig: the connector's properties and their defaults.
+    let (s, core) = json_of(
+        gw.post("/openidm/system?_action=createCoreConfig")
+            .json(&json!({"name": "ldap", "connectorRef": {
+                "connectorName": "org.identityconnectors.ldap.LdapConnector"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{core}");
+    assert_eq!(core["connectorRef"]["systemType"], "provisioner.openicf");
+    assert_eq!(core["configurationProperties"]["uidAttribute"], "entryUUID");
+    assert_eq!(core["configurationProperties"]["port"], 389);
+    assert!(core["operationTimeout"]["SEARCH"].is_number(), "{core}");
+    // Fill in the server, then createFullConfig reads objectTypes from its schema.
+    let mut config = core.clone();
+    let props = config["configurationProperties"].as_object_mut().unwrap();
+    props.insert("host".into(), json!("127.0.0.1"));
+    props.insert("port".into(), json!(slapd.port()));
+    props.insert("principal".into(), json!(ROOT_DN));
+    props.insert("credentials".into(), json!(ROOT_PW));
+    props.insert("baseContexts".into(), json!([SUFFIX]));
+    let (s, full) = json_of(
+        gw.post("/openidm/system?_action=createFullConfig")
+            .json(&config)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{full}");
+    let account = &full["objectTypes"]["account"];
+    assert_eq!(account["nativeType"], "__ACCOUNT__", "{full}");
+    assert_eq!(
+        account["properties"]["dn"]["nativeName"], "__NAME__",
+        "{account}"
+    );
+    assert_eq!(account["properties"]["sn"]["required"], true, "{account}");
+    assert!(account["properties"]["mail"].is_object(), "{account}");
+    assert!(full["objectTypes"]["group"].is_object(), "{full}");
+    // The full config is a valid provisioner file: testConfig says ok, and saved through
+    // the config endpoint it serves objects at once.
+    let (s, v) = json_of(
+        gw.post("/openidm/system?_action=testConfig")
+            .json(&full)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, &v["ok"]), (200, &json!(true)), "{v}");
+    let r = gw
+        .put("/openidm/config/provisioner.openicf/ldap")
+        .json(&full)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (s, v) = json_of(
+        gw.get("/openidm/system/ldap/account?_queryFilter=true&_fields=dn")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
 async fn wrong_bind_credentials_fail_without_showing_them() {
     let slapd = Slapd::start();
     let gw = Gateway::builder()
