@@ -668,4 +668,23 @@ async fn recon_and_live_sync_from_a_csv_file_into_managed_users() {
         "{}",
         gw.logs()
     );
+
+    // A write of a system object through REST is pushed at once (implicit sync), as for
+    // managed objects.
+    let r = gw
+        .post("/openidm/system/csv/account?_action=create")
+        .json(&json!({"name": "u5", "firstName": "Ed", "lastName": "Five",
+                      "email": "u5@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            user_by_name(&gw, "u5").await.is_some_and(|u| u["sn"] == "Five")
+        })
+        .await,
+        "{}",
+        gw.logs()
+    );
 }
