@@ -16,7 +16,8 @@
 #
 # Knobs (environment): THREADS (proxy workers, default nproc), PEAK_SECS (10),
 # RATE_SECS (6), LOADGEN_THREADS (2), LOG_COMPARE (1: also run the gateway with
-# RUST_LOG=warn), PERF (0; 1: perf-record the gateway during its peak run and print the top
+# RUST_LOG=warn), BASELINE (1: also measure a bare pingora forwarder, the framework's floor,
+# benches/pingora_baseline.rs), PERF (0; 1: perf-record the gateway during its peak run and print the top
 # symbols), KEEP_TMP (0; 1: keep the temp dir with logs, wrk/loadgen output, perf.data).
 set -euo pipefail
 
@@ -95,6 +96,13 @@ log "cargo bench --bench loadgen --no-run"
 LOADGEN=$(cargo bench --quiet --bench loadgen --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*/loadgen-[^"/]*"' | tail -1 | cut -d'"' -f4)
 [[ -x $LOADGEN ]] || die "could not build benches/loadgen.rs"
+BASELINE=${BASELINE:-1}
+if [[ $BASELINE == 1 ]]; then
+    log "cargo bench --bench pingora_baseline --no-run"
+    PINGORA_BIN=$(cargo bench --quiet --bench pingora_baseline --no-run --message-format=json 2>/dev/null |
+        grep -o '"executable":"[^"]*/pingora_baseline-[^"/]*"' | tail -1 | cut -d'"' -f4)
+    [[ -x $PINGORA_BIN ]] || die "could not build benches/pingora_baseline.rs"
+fi
 
 # ---------------------------------------------------------------- helpers
 USED_PORTS=" "
@@ -265,6 +273,7 @@ free_port UP_PORT
 free_port NGX_PORT
 free_port GW_PORT
 free_port GW2_PORT
+free_port PB_PORT
 
 start_nginx upstream "$UP_PORT" "
 worker_processes $THREADS;
@@ -365,6 +374,7 @@ URL[direct]="http://127.0.0.1:$UP_PORT/openidm/managed/user?_queryFilter=true"
 URL[nginx]="http://127.0.0.1:$NGX_PORT/openidm/external/idm/bench/managed/user?_queryFilter=true"
 URL[gateway]="http://127.0.0.1:$GW_PORT/openidm/external/idm/bench/managed/user?_queryFilter=true"
 URL[gateway_warn]="http://127.0.0.1:$GW2_PORT/openidm/external/idm/bench/managed/user?_queryFilter=true"
+URL[pingora]="http://127.0.0.1:$PB_PORT/openidm/managed/user?_queryFilter=true"
 PID_OF[direct]=$upstream_PID
 PID_OF[nginx]=$nginx_proxy_PID
 declare -A LABEL=(
@@ -372,6 +382,7 @@ declare -A LABEL=(
     [nginx]="nginx reverse proxy"
     [gateway]="idm-gateway (RUST_LOG=info, access log to file)"
     [gateway_warn]="idm-gateway (RUST_LOG=warn, no access log)"
+    [pingora]="bare pingora forwarder (benches/pingora_baseline.rs)"
 )
 declare -A RSS_BEFORE RSS_AFTER THREADS_OF
 
@@ -393,6 +404,18 @@ log "measuring direct upstream"
 measure_target direct
 log "measuring nginx reverse proxy"
 measure_target nginx
+
+if [[ $BASELINE == 1 ]]; then
+    log "measuring the bare pingora forwarder"
+    "$PINGORA_BIN" --listen "127.0.0.1:$PB_PORT" --upstream "127.0.0.1:$UP_PORT" \
+        --threads "$THREADS" 2>>"$WORK/pingora-baseline.log" &
+    PB_PID=$!
+    PIDS+=("$PB_PID")
+    wait_http "http://127.0.0.1:$PB_PORT/openidm/managed/user"
+    PID_OF[pingora]=$PB_PID
+    measure_target pingora
+    stop_pid "$PB_PID"
+fi
 
 log "measuring idm-gateway (RUST_LOG=info)"
 PID_OF[gateway]=$GW_PID
