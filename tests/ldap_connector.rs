@@ -70,7 +70,7 @@ impl Fixture {
 
     fn with(port: u16, extra: Value) -> Self {
         let p = provisioner::parse("ldap", &doc(port, extra)).expect("provisioner parses");
-        let conn = build_connector(&p).expect("connector builds");
+        let conn = build_connector(&p, &Arc::default()).expect("connector builds");
         Fixture { conn, p }
     }
 
@@ -838,7 +838,7 @@ async fn operation_timeout() {
     let mut d = doc(port, json!({}));
     d["operationTimeout"] = json!({"GET": 300, "TEST": 300});
     let p = provisioner::parse("ldap", &d).unwrap();
-    let conn = build_connector(&p).unwrap();
+    let conn = build_connector(&p, &Arc::default()).unwrap();
     let acc = (**p.object_type("account").unwrap()).clone();
     let started = std::time::Instant::now();
     let e = conn.read(&acc, "x", &[]).await.unwrap_err();
@@ -895,6 +895,7 @@ async fn new_touches_no_network_and_hides_the_password() {
             ),
         )
         .unwrap(),
+        &Arc::default(),
     )
     .err()
     .unwrap();
