@@ -2639,6 +2639,28 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_ssl_or_starttls() {
+        let tls = |props: Value| uses_tls(&provisioner(props));
+        assert!(!tls(json!({"host": "h", "baseContexts": ["dc=x"]})));
+        assert!(!tls(
+            json!({"host": "h", "baseContexts": ["dc=x"], "ssl": false})
+        ));
+        assert!(tls(
+            json!({"host": "h", "baseContexts": ["dc=x"], "ssl": true})
+        ));
+        assert!(tls(
+            json!({"host": "h", "baseContexts": ["dc=x"], "startTLS": true})
+        ));
+        let c = LdapConnector::new(
+            &provisioner(json!({"host": "h", "baseContexts": ["dc=x"], "startTLS": true})),
+            Arc::default(),
+        )
+        .unwrap();
+        assert!(c.cfg.tls && c.cfg.start_tls);
+        assert_eq!(c.cfg.url, "ldap://h:389");
+    }
+
+    #[test]
     fn config_reports_every_problem() {
         let p = provisioner(json!({
             "host": "bad host/x", "port": "nope", "ssl": "yes", "principal": 5,

@@ -157,3 +157,53 @@ impl Systems {
         next
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ldap(props: Value) -> Value {
+        json!({
+            "connectorRef": {"connectorName": "org.identityconnectors.ldap.LdapConnector"},
+            "configurationProperties": props,
+        })
+    }
+
+    #[test]
+    fn a_trust_change_rebuilds_the_tls_systems_only() {
+        let plain = ldap(json!({"host": "h", "baseContexts": ["dc=x"]}));
+        let ldaps = ldap(json!({"host": "h", "baseContexts": ["dc=x"], "ssl": true}));
+        let start = ldap(json!({"host": "h", "baseContexts": ["dc=x"], "startTLS": true}));
+        let empty = Arc::new(Trust::default());
+        let prev = Systems::with_changes(
+            &Systems::default(),
+            vec![
+                ("plain".into(), Some(&plain)),
+                ("ldaps".into(), Some(&ldaps)),
+                ("start".into(), Some(&start)),
+            ],
+            &empty,
+        );
+        assert!(Arc::ptr_eq(prev.trust(), &empty));
+        let trust = Arc::new(Trust {
+            certificates: vec![vec![1, 2, 3]],
+            fingerprint: 7,
+            ..Default::default()
+        });
+        let next = Systems::with_trust(&prev, &trust);
+        assert!(Arc::ptr_eq(next.trust(), &trust));
+        assert_eq!(next.len(), 3);
+        let same = |name: &str| {
+            let (a, b) = (prev.get(name).unwrap(), next.get(name).unwrap());
+            Arc::ptr_eq(a, b)
+        };
+        assert!(same("plain"));
+        assert!(!same("ldaps"));
+        assert!(!same("start"));
+        assert!(Arc::ptr_eq(
+            &prev.get("ldaps").unwrap().config,
+            &next.get("ldaps").unwrap().config
+        ));
+    }
+}
