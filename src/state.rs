@@ -44,9 +44,13 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
     match id {
         MANAGED_CONFIG => parse_managed(doc).map(|_| ()),
         id if mapping::is_mapping_config(id) => mapping::parse_config(id, doc).map(|_| ()),
-        id if provisioner_name(id).is_some() => {
-            system::parse_and_build(provisioner_name(id).unwrap_or_default(), doc).map(|_| ())
-        }
+        // Building a connector checks its configuration only; the trust does not matter.
+        id if provisioner_name(id).is_some() => system::parse_and_build(
+            provisioner_name(id).unwrap_or_default(),
+            doc,
+            &Arc::default(),
+        )
+        .map(|_| ()),
         id if schedule::schedule_name(id).is_some() => {
             schedule::parse_job(schedule::schedule_name(id).unwrap_or_default(), doc).map(|_| ())
         }
@@ -255,6 +259,8 @@ fn schedules(
 
 /// The systems after a reload: applied provisioner files rebuilt (a new connector, so new
 /// connections), removed ones dropped, rejected or unchanged ones keep their connector.
+/// A change of `certs/` (applied, or partly rejected: the usable certificates are live
+/// either way) also rebuilds every connector that verifies TLS servers with it.
 fn systems(
     conf: &ConfSnapshot,
     outcomes: &[(String, ReloadOutcome)],
@@ -275,8 +281,14 @@ fn systems(
             }
         })
         .collect();
-    if changes.is_empty() {
+    let trust_changed = outcomes.iter().any(|(id, _)| id == "certs");
+    if changes.is_empty() && !trust_changed {
         return prev.clone();
     }
-    Arc::new(Systems::with_changes(prev, changes))
+    let base = if trust_changed {
+        Systems::with_trust(prev, &conf.trust)
+    } else {
+        (**prev).clone()
+    };
+    Arc::new(Systems::with_changes(&base, changes, &conf.trust))
 }

@@ -6,11 +6,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use common::slapd::{people_ldif, Slapd, ACCESSLOG, GROUPS, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
+use common::TestPki;
+use idm_gateway::config::Trust;
 use idm_gateway::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use idm_gateway::system::connector::{
     Connector, ConnectorError, ObjectClass, QueryOptions, SyncDelta, NAME, PASSWORD, UID,
 };
 use idm_gateway::system::{build_connector, provisioner, Provisioner};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde_json::{json, Map, Value};
 
 fn doc(port: u16, extra: Value) -> Value {
@@ -70,7 +74,7 @@ impl Fixture {
 
     fn with(port: u16, extra: Value) -> Self {
         let p = provisioner::parse("ldap", &doc(port, extra)).expect("provisioner parses");
-        let conn = build_connector(&p).expect("connector builds");
+        let conn = build_connector(&p, &Arc::default()).expect("connector builds");
         Fixture { conn, p }
     }
 
@@ -838,7 +842,7 @@ async fn operation_timeout() {
     let mut d = doc(port, json!({}));
     d["operationTimeout"] = json!({"GET": 300, "TEST": 300});
     let p = provisioner::parse("ldap", &d).unwrap();
-    let conn = build_connector(&p).unwrap();
+    let conn = build_connector(&p, &Arc::default()).unwrap();
     let acc = (**p.object_type("account").unwrap()).clone();
     let started = std::time::Instant::now();
     let e = conn.read(&acc, "x", &[]).await.unwrap_err();
@@ -895,6 +899,7 @@ async fn new_touches_no_network_and_hides_the_password() {
             ),
         )
         .unwrap(),
+        &Arc::default(),
     )
     .err()
     .unwrap();
@@ -905,4 +910,132 @@ async fn new_touches_no_network_and_hides_the_password() {
     );
     assert!(all.contains("/configurationProperties/host"), "{all}");
     assert!(!all.contains("secret-3b1e"), "{all}");
+}
+
+// --- TLS (ldaps, StartTLS) ---------------------------------------------------------------
+
+/// The trust of a gateway whose `certs/` holds these certificates.
+fn trust_of(ders: &[CertificateDer<'static>]) -> Arc<Trust> {
+    Arc::new(Trust {
+        certificates: ders.iter().map(|d| d.to_vec()).collect(),
+        ..Default::default()
+    })
+}
+
+fn tls_fixture(port: u16, extra: Value, trust: &Arc<Trust>) -> Fixture {
+    let p = provisioner::parse("ldap", &doc(port, extra)).expect("provisioner parses");
+    let conn = build_connector(&p, trust).expect("connector builds");
+    Fixture { conn, p }
+}
+
+/// A slapd serving TLS with a certificate of `pki`'s CA for `names`.
+fn tls_slapd(pki: &TestPki, names: &[&str]) -> Slapd {
+    let (cert, key) = pki.server_cert(names);
+    Slapd::builder().people("tls", 2).tls(&cert, &key).start()
+}
+
+async fn read_works(f: &Fixture) {
+    f.conn.test().await.expect("test over TLS");
+    let page = f
+        .conn
+        .query(
+            &f.account(),
+            Some(&cmp("uid", CompareOp::Eq, "tls1")),
+            &QueryOptions {
+                attributes: names(&["uid", "cn"]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query over TLS");
+    assert_eq!(page.objects.len(), 1, "{:?}", page.objects);
+    assert_eq!(page.objects[0].attributes["cn"], json!(["tls 1"]));
+}
+
+#[tokio::test]
+async fn tls_ldaps_and_starttls_trust_the_ca_of_certs() {
+    let pki = TestPki::new();
+    let slapd = tls_slapd(&pki, &["localhost", "127.0.0.1"]);
+    let trust = trust_of(&[pki.ca_der()]);
+
+    // ldaps to an IP address (its SAN), and to a DNS name.
+    read_works(&tls_fixture(
+        slapd.ldaps_port(),
+        json!({"ssl": true}),
+        &trust,
+    ))
+    .await;
+    read_works(&tls_fixture(
+        slapd.ldaps_port(),
+        json!({"ssl": true, "host": "localhost"}),
+        &trust,
+    ))
+    .await;
+    // StartTLS on the plain port.
+    let f = tls_fixture(slapd.port(), json!({"startTLS": true}), &trust);
+    read_works(&f).await;
+    // authenticate binds on its own connection: over TLS too.
+    f.conn
+        .authenticate(&f.account(), "tls0", "wrong-password")
+        .await
+        .expect_err("no password set");
+}
+
+#[tokio::test]
+async fn tls_untrusted_ca_fails_naming_tls_and_never_the_password() {
+    let pki = TestPki::new();
+    let slapd = tls_slapd(&pki, &["localhost", "127.0.0.1"]);
+    // Only the platform roots, or an unrelated CA: neither signed slapd's certificate.
+    let other = CertificateDer::from_pem_slice(pki.other_ca_pem().as_bytes()).unwrap();
+    for trust in [Arc::default(), trust_of(&[other])] {
+        for (port, extra) in [
+            (slapd.ldaps_port(), json!({"ssl": true})),
+            (slapd.port(), json!({"startTLS": true})),
+        ] {
+            let f = tls_fixture(port, extra.clone(), &trust);
+            let e = f.conn.test().await.unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(e, ConnectorError::Unavailable(_)),
+                "{extra}: {e:?}"
+            );
+            assert!(msg.contains("TLS handshake"), "{msg}");
+            assert!(msg.contains("UnknownIssuer"), "{msg}");
+            assert!(msg.contains("certs/"), "{msg}");
+            assert!(!msg.contains(ROOT_PW), "{msg}");
+            let e = f
+                .conn
+                .query(&f.account(), None, &QueryOptions::default())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ConnectorError::Unavailable(_)), "{e:?}");
+            assert!(!e.to_string().contains(ROOT_PW), "{e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_wrong_host_name_fails() {
+    let pki = TestPki::new();
+    // The certificate names another host: trusted CA, wrong name.
+    let slapd = tls_slapd(&pki, &["ldap.example.test"]);
+    let trust = trust_of(&[pki.ca_der()]);
+    for (host, port, extra) in [
+        ("127.0.0.1", slapd.ldaps_port(), json!({"ssl": true})),
+        ("localhost", slapd.ldaps_port(), json!({"ssl": true})),
+        ("127.0.0.1", slapd.port(), json!({"startTLS": true})),
+    ] {
+        let mut extra = extra;
+        extra["host"] = json!(host);
+        let f = tls_fixture(port, extra.clone(), &trust);
+        let e = f.conn.test().await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, ConnectorError::Unavailable(_)),
+            "{extra}: {e:?}"
+        );
+        assert!(msg.contains("TLS handshake"), "{msg}");
+        assert!(msg.contains("does not name the configured host"), "{msg}");
+        assert!(!msg.contains(ROOT_PW), "{msg}");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::fixtures::{recon, shipped};
 use common::slapd::{people_ldif, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
-use common::{eventually, Gateway, Slapd};
+use common::{eventually, Gateway, Slapd, TestPki};
 use serde_json::{json, Value};
 
 /// The bind password reaches the gateway through `&{LDAP_BIND_PASSWORD}` only.
@@ -595,4 +595,95 @@ async fn ldap_to_managed_to_csv_by_recon_implicit_sync_and_live_sync() {
     )
     .await;
     assert_eq!(again["connectorData"], v["connectorData"], "{again}");
+}
+
+/// `ldap_provisioner` named `name` with `configurationProperties` changed by `props`.
+fn ldap_provisioner_with(name: &str, port: u16, props: Value) -> Value {
+    let mut doc = ldap_provisioner(port);
+    doc["name"] = json!(name);
+    for (k, v) in props.as_object().unwrap() {
+        doc["configurationProperties"][k] = v.clone();
+    }
+    doc
+}
+
+#[tokio::test]
+async fn ldap_over_tls_trusts_the_certs_dir_and_follows_its_changes() {
+    let pki = TestPki::new();
+    let (cert, key) = pki.server_cert(&["localhost", "127.0.0.1"]);
+    let slapd = Slapd::builder().people("tls", 2).tls(&cert, &key).start();
+    // ldaps, and StartTLS on the plain port; certs/ does not hold the CA yet.
+    let gw = Gateway::builder()
+        .env("LDAP_BIND_PASSWORD", ROOT_PW)
+        .conf_file(
+            "provisioner.openicf-ldap",
+            ldap_provisioner_with("ldap", slapd.ldaps_port(), json!({"ssl": true})),
+        )
+        .conf_file(
+            "provisioner.openicf-ldapstarttls",
+            ldap_provisioner_with("ldapstarttls", slapd.port(), json!({"startTLS": true})),
+        )
+        .start()
+        .await;
+    let query = |system: &str| {
+        let r = gw.get(&format!(
+            "/openidm/system/{system}/account?_queryFilter=uid+eq+\"tls1\"&_fields=cn"
+        ));
+        async move { json_of(r.send().await.unwrap()).await }
+    };
+    for system in ["ldap", "ldapstarttls"] {
+        let (s, v) = query(system).await;
+        assert_eq!(s, 503, "{system}: {v}");
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("TLS handshake"), "{system}: {v}");
+        assert!(msg.contains("UnknownIssuer"), "{system}: {v}");
+        assert!(!v.to_string().contains(ROOT_PW), "{v}");
+        let (_, v) = json_of(
+            gw.post(&format!("/openidm/system/{system}?_action=test"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(v["ok"], false, "{v}");
+        assert!(
+            v["error"].as_str().unwrap_or_default().contains("TLS"),
+            "{v}"
+        );
+    }
+
+    // The CA lands in certs/: after the reload, new connections trust it.
+    gw.write_cert("ldap-ca", &pki.ca_pem());
+    for system in ["ldap", "ldapstarttls"] {
+        let ok = eventually(Duration::from_secs(15), || async {
+            let (s, v) = query(system).await;
+            s == 200
+                && (v["result"][0]["cn"] == json!("tls 1")
+                    || v["result"][0]["cn"] == json!(["tls 1"]))
+        })
+        .await;
+        assert!(ok, "{system}: {:?}", query(system).await);
+    }
+    let (_, v) = json_of(
+        gw.post("/openidm/system?_action=test")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(v.as_array().unwrap().iter().all(|s| s["ok"] == true), "{v}");
+
+    // And leaves it: the systems are rebuilt, their connections with them.
+    std::fs::remove_file(gw.certs_dir().join("ldap-ca.pem")).unwrap();
+    for system in ["ldap", "ldapstarttls"] {
+        let failed = eventually(Duration::from_secs(15), || async {
+            query(system).await.0 == 503
+        })
+        .await;
+        assert!(failed, "{system}: {:?}", query(system).await);
+    }
+    assert!(
+        !gw.logs().contains(ROOT_PW),
+        "the bind password is in the logs"
+    );
 }

@@ -14,5 +14,5 @@ mod token;
 pub use client::{query_pages, QueryPager, RemoteHandler};
 pub use registry::{Credentials, Registry, RemoteInstance};
 pub use resolve::Resolver;
-pub use tls::http_client;
+pub use tls::{http_client, rustls_client_config};
 pub use token::{Token, TokenError, TokenSource};

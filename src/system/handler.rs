@@ -105,7 +105,7 @@ impl SystemHandler {
             "testConfig" => {
                 let body = req.body_object()?;
                 let name = config_name(body)?;
-                match super::parse_and_build(&name, &req.body) {
+                match super::parse_and_build(&name, &req.body, self.service.systems().trust()) {
                     Ok(sys) => Ok(Response::Json(200, status(&sys, true).await)),
                     Err(problems) => Ok(Response::Json(
                         200,
@@ -155,9 +155,10 @@ impl SystemHandler {
         if let Some(obj) = doc.as_object_mut() {
             obj.remove("objectTypes");
         }
-        let sys = super::parse_and_build(&name, &doc).map_err(|p| {
-            ResourceError::bad_request(format!("Invalid configuration: {}", p.join("; ")))
-        })?;
+        let sys =
+            super::parse_and_build(&name, &doc, self.service.systems().trust()).map_err(|p| {
+                ResourceError::bad_request(format!("Invalid configuration: {}", p.join("; ")))
+            })?;
         let schema = with_timeout(
             sys.config.timeout("SCHEMA"),
             &format!("system/{name}"),

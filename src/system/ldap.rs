@@ -31,6 +31,14 @@
 //! * `sort` sends the Server Side Sort control (RFC 2891) as critical; a server without it
 //!   answers [`ConnectorError::NotSupported`].
 //! * `authenticate` binds as the account on a separate, short-lived connection.
+//! * TLS: `ssl` (ldaps) or `startTLS` (the StartTLS extended operation on a plain
+//!   connection). The server's certificate must chain to a platform root or to a
+//!   certificate of the gateway's `certs/` directory (the [`Trust`] the proxy uses, given
+//!   to [`LdapConnector::new`]) and must name `host` (a DNS name or an IP address SAN);
+//!   there is no way to turn verification off. A failed handshake is
+//!   [`ConnectorError::Unavailable`] naming TLS and the reason. A change of `certs/`
+//!   rebuilds the TLS-using LDAP systems ([`uses_tls`]), so new connections use the new
+//!   trust.
 //! * `operationTimeout` (`SEARCH`, `GET`, `CREATE`, `UPDATE`, `DELETE`, `AUTHENTICATE`,
 //!   `TEST`, `SYNC`, `SCHEMA`) bounds each whole operation → [`ConnectorError::Timeout`].
 //!
@@ -66,7 +74,8 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, Search
 use serde_json::{json, Map, Value};
 
 use super::connector::*;
-use super::provisioner::Provisioner;
+use super::provisioner::{ConnectorKind, Provisioner};
+use crate::config::Trust;
 use crate::crest::filter::{CompareOp, FilterValue, QueryFilter};
 
 /// Most paged queries kept open at once (each holds one connection).
@@ -89,6 +98,8 @@ const ZERO_CSN: &str = "00000101000000.000000Z#000000#000#000000";
 struct Config {
     system: String,
     url: String,
+    /// `ssl` or `startTLS`.
+    tls: bool,
     start_tls: bool,
     principal: Option<String>,
     credentials: Option<String>,
@@ -356,6 +367,7 @@ impl Config {
         Ok(Config {
             system: p.name.clone(),
             url: format!("{scheme}://{host}:{port}"),
+            tls: ssl || start_tls,
             start_tls,
             principal,
             credentials,
@@ -768,6 +780,35 @@ fn rc_name(rc: u32) -> &'static str {
     }
 }
 
+/// The TLS failure behind a connection error, if that is what it is.
+fn tls_failure(e: &LdapError) -> Option<String> {
+    let LdapError::Io { source } = e else {
+        return None;
+    };
+    let inner = source.get_ref()?;
+    let tls = inner.downcast_ref::<rustls::Error>()?;
+    let hint = match tls {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+            " (the server's certificate must chain to a platform root or a CA in certs/)"
+        }
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. },
+        ) => " (the server's certificate does not name the configured host)",
+        _ => "",
+    };
+    Some(format!("{tls}{hint}"))
+}
+
+/// Whether a provisioner configures an LDAP connector over TLS (`ssl` or `startTLS`): its
+/// connector depends on the trust of `certs/`.
+pub fn uses_tls(p: &Provisioner) -> bool {
+    p.kind == ConnectorKind::Ldap
+        && ["ssl", "startTLS"]
+            .iter()
+            .any(|k| p.configuration.get(*k) == Some(&Value::Bool(true)))
+}
+
 fn is_connection_error(e: &LdapError) -> bool {
     matches!(
         e,
@@ -814,6 +855,10 @@ struct Sessions {
 
 pub struct LdapConnector {
     cfg: Arc<Config>,
+    /// Trust anchors of `certs/` (with the platform roots) for `ssl`/`startTLS`.
+    trust: Arc<Trust>,
+    /// Built from `trust` on the first TLS connection.
+    tls_config: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     slots: Vec<tokio::sync::Mutex<Option<Ldap>>>,
     next_slot: AtomicUsize,
     sessions: Mutex<Sessions>,
@@ -835,14 +880,17 @@ struct SearchSpec {
 }
 
 impl LdapConnector {
-    /// Checks `configurationProperties`; touches no network.
-    pub fn new(p: &Provisioner) -> Result<Self, Vec<String>> {
+    /// Checks `configurationProperties`; touches no network. `trust` (platform roots plus
+    /// `certs/`) verifies the server's certificate with `ssl` or `startTLS`.
+    pub fn new(p: &Provisioner, trust: Arc<Trust>) -> Result<Self, Vec<String>> {
         let cfg = Config::parse(p)?;
         let slots = (0..cfg.pool_size)
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
         Ok(Self {
             cfg: Arc::new(cfg),
+            trust,
+            tls_config: std::sync::OnceLock::new(),
             slots,
             next_slot: AtomicUsize::new(0),
             sessions: Mutex::new(Sessions::default()),
@@ -918,9 +966,15 @@ impl LdapConnector {
 
     /// A new connection, not bound.
     async fn open(&self) -> ConnectorResult<Ldap> {
-        let settings = LdapConnSettings::new()
+        let mut settings = LdapConnSettings::new()
             .set_conn_timeout(self.cfg.connect_timeout)
             .set_starttls(self.cfg.start_tls);
+        if self.cfg.tls {
+            let config = self
+                .tls_config
+                .get_or_init(|| crate::remote::rustls_client_config(&self.trust));
+            settings = settings.set_config(config.clone());
+        }
         let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url)
             .await
             .map_err(|e| match e {
@@ -928,6 +982,17 @@ impl LdapConnector {
                     "system {}: connecting to {} timed out",
                     self.sys(),
                     self.cfg.url
+                )),
+                e if tls_failure(&e).is_some() => ConnectorError::Unavailable(format!(
+                    "system {}: TLS handshake with {}{} failed: {}",
+                    self.sys(),
+                    self.cfg.url,
+                    if self.cfg.start_tls {
+                        " (StartTLS)"
+                    } else {
+                        ""
+                    },
+                    tls_failure(&e).unwrap_or_default()
                 )),
                 e => ConnectorError::Unavailable(format!(
                     "system {}: cannot connect to {}: {e}",
@@ -2550,7 +2615,7 @@ mod tests {
             json!({"host": "ldap.example.com", "baseContexts": ["dc=example,dc=com"],
                                    "principal": "cn=admin", "credentials": "hunter2-secret"}),
         );
-        let c = LdapConnector::new(&p).unwrap();
+        let c = LdapConnector::new(&p, Arc::default()).unwrap();
         assert_eq!(c.cfg.url, "ldap://ldap.example.com:389");
         assert_eq!(c.cfg.uid_attribute, "entryUUID");
         assert_eq!(c.cfg.password_attribute, "userPassword");
@@ -2567,7 +2632,32 @@ mod tests {
         assert!(!debug.contains("hunter2-secret"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
         let p = provisioner(json!({"host": "h", "ssl": true, "baseContexts": ["dc=x"]}));
-        assert_eq!(LdapConnector::new(&p).unwrap().cfg.url, "ldaps://h:636");
+        assert_eq!(
+            LdapConnector::new(&p, Arc::default()).unwrap().cfg.url,
+            "ldaps://h:636"
+        );
+    }
+
+    #[test]
+    fn tls_is_ssl_or_starttls() {
+        let tls = |props: Value| uses_tls(&provisioner(props));
+        assert!(!tls(json!({"host": "h", "baseContexts": ["dc=x"]})));
+        assert!(!tls(
+            json!({"host": "h", "baseContexts": ["dc=x"], "ssl": false})
+        ));
+        assert!(tls(
+            json!({"host": "h", "baseContexts": ["dc=x"], "ssl": true})
+        ));
+        assert!(tls(
+            json!({"host": "h", "baseContexts": ["dc=x"], "startTLS": true})
+        ));
+        let c = LdapConnector::new(
+            &provisioner(json!({"host": "h", "baseContexts": ["dc=x"], "startTLS": true})),
+            Arc::default(),
+        )
+        .unwrap();
+        assert!(c.cfg.tls && c.cfg.start_tls);
+        assert_eq!(c.cfg.url, "ldap://h:389");
     }
 
     #[test]
@@ -2579,7 +2669,7 @@ mod tests {
             "accountSearchFilter": "(uid=", "uidAttribute": "a b",
             "usePagedResultControl": 1, "blockSize": -3,
         }));
-        let problems = LdapConnector::new(&p).err().unwrap();
+        let problems = LdapConnector::new(&p, Arc::default()).err().unwrap();
         let all = problems.join("\n");
         for want in [
             "/configurationProperties/host: 'bad host/x' is not a host name",
@@ -2600,7 +2690,10 @@ mod tests {
         assert!(!all.contains("hunter2-secret"), "{all}");
 
         let p = provisioner(json!({"baseContexts": []}));
-        let all = LdapConnector::new(&p).err().unwrap().join("\n");
+        let all = LdapConnector::new(&p, Arc::default())
+            .err()
+            .unwrap()
+            .join("\n");
         assert!(
             all.contains("/configurationProperties/host: missing"),
             "{all}"
@@ -2612,7 +2705,10 @@ mod tests {
         let p = provisioner(
             json!({"host": "h", "baseContexts": ["example"], "ssl": true, "startTLS": true}),
         );
-        let all = LdapConnector::new(&p).err().unwrap().join("\n");
+        let all = LdapConnector::new(&p, Arc::default())
+            .err()
+            .unwrap()
+            .join("\n");
         assert!(all.contains("'example' is not a DN"), "{all}");
         assert!(
             all.contains("/configurationProperties/startTLS: ssl (ldaps) and startTLS"),

@@ -6,6 +6,9 @@
 //! `ou=groups`, the `sssvlv` overlay (server side sort). It runs in the foreground
 //! (`-d 0`) and is killed on drop.
 //!
+//! With [`SlapdBuilder::tls`] it also serves TLS with the given certificate and key (PEM):
+//! ldaps on [`Slapd::ldaps_port`], and StartTLS on the plain port.
+//!
 //! Entries given to [`SlapdBuilder::entries`] are bulk-loaded with `slapadd` before the
 //! server starts (thousands per second); [`Slapd::ldapadd`] adds to a running server.
 //!
@@ -52,6 +55,7 @@ fn which(bin: &str) -> bool {
 pub struct Slapd {
     child: Option<Child>,
     port: u16,
+    ldaps_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -60,6 +64,8 @@ pub struct Slapd {
 pub struct SlapdBuilder {
     ldif: String,
     accesslog: bool,
+    /// (certificate chain PEM, private key PEM).
+    tls: Option<(String, String)>,
 }
 
 impl SlapdBuilder {
@@ -85,8 +91,15 @@ impl SlapdBuilder {
         self
     }
 
+    /// Serves TLS with `cert_pem` (the server certificate, optionally followed by its
+    /// chain) and `key_pem`: ldaps on [`Slapd::ldaps_port`] and StartTLS on the plain port.
+    pub fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls = Some((cert_pem.to_owned(), key_pem.to_owned()));
+        self
+    }
+
     pub fn start(self) -> Slapd {
-        Slapd::start_with(&self.ldif, self.accesslog)
+        Slapd::start_with(&self.ldif, self.accesslog, self.tls.as_ref())
     }
 }
 
@@ -110,18 +123,26 @@ impl Slapd {
 
     /// A server with the base entries only.
     pub fn start() -> Slapd {
-        Self::start_with("", false)
+        Self::start_with("", false, None)
     }
 
-    fn start_with(extra_ldif: &str, accesslog: bool) -> Slapd {
+    fn start_with(extra_ldif: &str, accesslog: bool, tls: Option<&(String, String)>) -> Slapd {
         require(SLAPD);
         require(SLAPADD);
         let dir = tempfile::tempdir().expect("tempdir for slapd");
         for sub in ["data", "accesslog"] {
             std::fs::create_dir(dir.path().join(sub)).expect("create slapd data dir");
         }
+        let tls_files = tls.map(|(cert, key)| {
+            let cert_path = dir.path().join("server.crt.pem");
+            let key_path = dir.path().join("server.key.pem");
+            std::fs::write(&cert_path, cert).expect("write slapd certificate");
+            std::fs::write(&key_path, key).expect("write slapd key");
+            (cert_path, key_path)
+        });
         let conf = dir.path().join("slapd.conf");
-        std::fs::write(&conf, slapd_conf(dir.path(), accesslog)).expect("write slapd.conf");
+        std::fs::write(&conf, slapd_conf(dir.path(), accesslog, tls_files.as_ref()))
+            .expect("write slapd.conf");
 
         let mut ldif = base_ldif();
         ldif.push_str(extra_ldif);
@@ -147,6 +168,11 @@ impl Slapd {
         let mut last = String::new();
         for _attempt in 0..3 {
             let port = super::free_port();
+            let ldaps_port = tls.map(|_| super::free_port());
+            let mut urls = format!("ldap://127.0.0.1:{port}/");
+            if let Some(p) = ldaps_port {
+                urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+            }
             let log = std::fs::File::create(dir.path().join("slapd.log")).expect("slapd log");
             let child = Command::new(SLAPD)
                 .arg("-d")
@@ -154,17 +180,19 @@ impl Slapd {
                 .arg("-f")
                 .arg(&conf)
                 .arg("-h")
-                .arg(format!("ldap://127.0.0.1:{port}/"))
+                .arg(urls)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log))
                 .spawn()
                 .expect("spawn slapd");
             let mut child = child;
-            if wait_ready(&mut child, port) {
+            if wait_ready(&mut child, port) && ldaps_port.is_none_or(|p| wait_ready(&mut child, p))
+            {
                 return Slapd {
                     child: Some(child),
                     port,
+                    ldaps_port,
                     dir,
                 };
             }
@@ -177,6 +205,11 @@ impl Slapd {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The ldaps port (a server started with [`SlapdBuilder::tls`]).
+    pub fn ldaps_port(&self) -> u16 {
+        self.ldaps_port.expect("slapd was started without TLS")
     }
 
     pub fn url(&self) -> String {
@@ -281,7 +314,15 @@ impl Drop for Slapd {
     }
 }
 
-fn slapd_conf(dir: &Path, accesslog: bool) -> String {
+fn slapd_conf(dir: &Path, accesslog: bool, tls: Option<&(PathBuf, PathBuf)>) -> String {
+    let tls = match tls {
+        Some((cert, key)) => format!(
+            "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+            cert.display(),
+            key.display()
+        ),
+        None => String::new(),
+    };
     let schema = |name: &str| format!("include /etc/ldap/schema/{name}.schema\n");
     let data: PathBuf = dir.join("data");
     let (log_db, log_overlay) = if accesslog {
@@ -303,6 +344,7 @@ fn slapd_conf(dir: &Path, accesslog: bool) -> String {
         "{}{}{}{}\
 pidfile {dir}/slapd.pid\n\
 argsfile {dir}/slapd.args\n\
+{tls}\
 modulepath /usr/lib/ldap\n\
 moduleload back_mdb\n\
 moduleload sssvlv\n\
