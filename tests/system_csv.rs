@@ -681,7 +681,9 @@ async fn recon_and_live_sync_from_a_csv_file_into_managed_users() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert!(
         eventually(Duration::from_secs(10), || async {
-            user_by_name(&gw, "u5").await.is_some_and(|u| u["sn"] == "Five")
+            user_by_name(&gw, "u5")
+                .await
+                .is_some_and(|u| u["sn"] == "Five")
         })
         .await,
         "{}",
