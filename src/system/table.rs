@@ -25,7 +25,6 @@
 //!
 //! What follows describes SQLite; PostgreSQL behaves the same (see [`postgres`] for how).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,13 +34,17 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connector::*;
 use super::provisioner::Provisioner;
-use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
+use crate::crest::filter::{FilterValue, QueryFilter};
+use crate::repo::sqlite::prefix_successor;
 
 mod postgres;
+mod sql;
+
+use sql::{Dialect, Sql};
 
 /// The one object class a table holds.
 const ACCOUNT: &str = "__ACCOUNT__";
@@ -176,11 +179,9 @@ fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// The table's columns as they are now.
+/// The table's columns as they are now (either database).
 struct Columns {
     names: Vec<String>,
-    /// Declared with TEXT affinity (`CHAR`, `CLOB`, `TEXT` in the type).
-    text: Vec<bool>,
     types: Vec<String>,
     key: usize,
     password: Option<usize>,
@@ -192,34 +193,14 @@ struct Columns {
 }
 
 impl Columns {
-    fn load(conn: &Connection, cfg: &Config) -> ConnectorResult<Columns> {
-        let mut stmt = conn
-            .prepare_cached("SELECT name, type FROM pragma_table_info(?1)")
-            .map_err(|e| sql_error(e, &cfg.table))?;
-        let rows = stmt
-            .query_map([&cfg.table], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| sql_error(e, &cfg.table))?;
-        if rows.is_empty() {
+    /// The columns `names` (typed `types`) of the configured table; none: no such table.
+    fn new(cfg: &Config, names: Vec<String>, types: Vec<String>) -> ConnectorResult<Columns> {
+        if names.is_empty() {
             return Err(ConnectorError::Config(format!(
                 "the table '{}' does not exist in {}",
                 cfg.table, cfg.location
             )));
         }
-        let names: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
-        let types: Vec<String> = rows
-            .iter()
-            .map(|(_, t)| t.clone().unwrap_or_default().to_ascii_uppercase())
-            .collect();
-        let text = types
-            .iter()
-            .map(|t| {
-                !t.contains("INT")
-                    && (t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT"))
-            })
-            .collect();
         let find = |name: &str, key: &str| {
             names.iter().position(|n| n == name).ok_or_else(|| {
                 ConnectorError::Config(format!(
@@ -240,7 +221,6 @@ impl Columns {
         };
         Ok(Columns {
             names,
-            text,
             types,
             key,
             password,
@@ -331,6 +311,206 @@ impl Columns {
     }
 }
 
+/// The columns of a SQLite table, and SQLite's SQL: typed values bound as `?N`, `1`/`0`,
+/// SQLite's own NULL order.
+struct LiteColumns {
+    base: Columns,
+    /// Declared with TEXT affinity (`CHAR`, `CLOB`, `TEXT` in the type).
+    text: Vec<bool>,
+}
+
+impl LiteColumns {
+    fn load(conn: &Connection, cfg: &Config) -> ConnectorResult<LiteColumns> {
+        let mut stmt = conn
+            .prepare_cached("SELECT name, type FROM pragma_table_info(?1)")
+            .map_err(|e| sql_error(e, &cfg.table))?;
+        let rows = stmt
+            .query_map([&cfg.table], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| sql_error(e, &cfg.table))?;
+        let names: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
+        let types: Vec<String> = rows
+            .iter()
+            .map(|(_, t)| t.clone().unwrap_or_default().to_ascii_uppercase())
+            .collect();
+        let text = types
+            .iter()
+            .map(|t| {
+                !t.contains("INT")
+                    && (t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT"))
+            })
+            .collect();
+        Ok(LiteColumns {
+            base: Columns::new(cfg, names, types)?,
+            text,
+        })
+    }
+}
+
+impl Dialect for LiteColumns {
+    type Value = SqlValue;
+    type Cookie = Cookie;
+    const TRUE: &'static str = "1";
+    const FALSE: &'static str = "0";
+    const ASC: &'static str = "ASC";
+    const DESC: &'static str = "DESC";
+    const ECHOES_TOKEN: bool = false;
+
+    fn cols(&self) -> &Columns {
+        &self.base
+    }
+
+    fn placeholder(n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn null() -> SqlValue {
+        SqlValue::Null
+    }
+
+    fn string(s: String) -> SqlValue {
+        SqlValue::Text(s)
+    }
+
+    fn scalar(v: &Value) -> SqlValue {
+        match v {
+            Value::String(s) => SqlValue::Text(s.clone()),
+            Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => SqlValue::Integer(i),
+                None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            _ => SqlValue::Null,
+        }
+    }
+
+    fn bind(&self, sql: &mut Sql<Self>, _c: usize, v: SqlValue) -> String {
+        sql.param(v)
+    }
+
+    fn out(&self, expr: String) -> String {
+        expr
+    }
+
+    fn contains(&self, sql: &mut Sql<Self>, c: usize, s: &str) -> String {
+        let p = sql.param(SqlValue::Text(s.to_owned()));
+        format!("(instr({}, {p}) > 0)", self.base.q(c))
+    }
+
+    fn starts_with(&self, sql: &mut Sql<Self>, c: usize, s: &str) -> String {
+        let col = self.base.q(c);
+        let lo = sql.param(SqlValue::Text(s.to_owned()));
+        if !self.text[c] {
+            return format!("(instr({col}, {lo}) = 1)");
+        }
+        // A range an index on the column serves.
+        match prefix_successor(s) {
+            Some(hi) => {
+                let hi = sql.param(SqlValue::Text(hi));
+                format!("({col} >= {lo} AND {col} < {hi})")
+            }
+            None => format!("({col} >= {lo})"),
+        }
+    }
+
+    fn operand(&self, sql: &mut Sql<Self>, _c: usize, value: &FilterValue) -> String {
+        sql.param(match value {
+            FilterValue::String(s) => SqlValue::Text(s.clone()),
+            FilterValue::Integer(i) => SqlValue::Integer(*i),
+            FilterValue::Float(f) => SqlValue::Real(*f),
+            FilterValue::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        })
+    }
+
+    fn in_list(&self, c: usize, list: &str) -> String {
+        format!(
+            "({} IN (SELECT value FROM json_each({list})))",
+            self.base.q(c)
+        )
+    }
+
+    fn limit(sql: &mut Sql<Self>, n: Option<usize>) -> String {
+        let n = n.map_or(-1, |n| n.min(i64::MAX as usize) as i64);
+        sql.param(SqlValue::Integer(n))
+    }
+
+    fn offset(sql: &mut Sql<Self>, n: usize) -> String {
+        sql.param(SqlValue::Integer(n.min(i64::MAX as usize) as i64))
+    }
+
+    fn json(&self, _c: usize, value: SqlValue) -> Option<Value> {
+        match value {
+            SqlValue::Null => None,
+            SqlValue::Integer(i) => Some(json!(i)),
+            SqlValue::Real(r) => serde_json::Number::from_f64(r).map(Value::Number),
+            SqlValue::Text(t) => Some(Value::String(t)),
+            SqlValue::Blob(b) => Some(Value::String(
+                base64::engine::general_purpose::STANDARD.encode(b),
+            )),
+        }
+    }
+
+    fn uid(value: &SqlValue) -> String {
+        match value {
+            SqlValue::Null => String::new(),
+            SqlValue::Integer(i) => i.to_string(),
+            SqlValue::Real(r) => r.to_string(),
+            SqlValue::Text(t) => t.clone(),
+            SqlValue::Blob(b) => base64::engine::general_purpose::STANDARD.encode(b),
+        }
+    }
+
+    fn key_json(v: SqlValue) -> Value {
+        json!(KeyValue::from_sql(v))
+    }
+
+    fn token_value(v: &Value) -> Option<SqlValue> {
+        match v {
+            Value::Null => Some(SqlValue::Null),
+            Value::String(s) => Some(SqlValue::Text(s.clone())),
+            Value::Number(n) => Some(match n.as_i64() {
+                Some(i) => SqlValue::Integer(i),
+                None => SqlValue::Real(n.as_f64()?),
+            }),
+            _ => None,
+        }
+    }
+
+    fn token_key(v: &Value) -> Option<SqlValue> {
+        serde_json::from_value::<KeyValue>(v.clone())
+            .ok()
+            .map(|k| k.to_sql())
+    }
+
+    fn cookie(values: Vec<SqlValue>) -> Cookie {
+        Cookie {
+            v: values.into_iter().map(KeyValue::from_sql).collect(),
+        }
+    }
+
+    fn cookie_values(cookie: Cookie) -> Vec<SqlValue> {
+        cookie.v.iter().map(KeyValue::to_sql).collect()
+    }
+
+    fn key_shown(v: &SqlValue) -> Option<String> {
+        Some(Self::uid(v))
+    }
+
+    fn generates_key(&self) -> bool {
+        // An INTEGER PRIMARY KEY numbers itself; any other key gets a UUID.
+        !self.base.types[self.base.key].contains("INT")
+    }
+
+    fn password_text(v: &SqlValue) -> Option<&str> {
+        match v {
+            SqlValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// What a SQLite error means to the caller.
 fn sql_error(e: rusqlite::Error, table: &str) -> ConnectorError {
     use rusqlite::ErrorCode;
@@ -360,188 +540,6 @@ fn sql_error(e: rusqlite::Error, table: &str) -> ConnectorError {
         },
         _ => ConnectorError::Other(format!("the table '{table}': {e}")),
     }
-}
-
-/// A JSON value for a column; `null` and `[]` are NULL.
-fn to_sql(column: &str, value: &Value) -> ConnectorResult<SqlValue> {
-    Ok(match value {
-        Value::Null => SqlValue::Null,
-        Value::String(s) => SqlValue::Text(s.clone()),
-        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
-            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::Array(items) if items.is_empty() => SqlValue::Null,
-        Value::Array(items) if items.len() == 1 => to_sql(column, &items[0])?,
-        Value::Array(items) => {
-            return Err(ConnectorError::InvalidAttribute(format!(
-                "the column '{column}' holds one value, not {}",
-                items.len()
-            )))
-        }
-        Value::Object(_) => {
-            return Err(ConnectorError::InvalidAttribute(format!(
-                "the column '{column}' holds one value, not an object"
-            )))
-        }
-    })
-}
-
-/// A column value as JSON; `None` for NULL.
-fn to_json(value: SqlValue) -> Option<Value> {
-    match value {
-        SqlValue::Null => None,
-        SqlValue::Integer(i) => Some(json!(i)),
-        SqlValue::Real(r) => serde_json::Number::from_f64(r).map(Value::Number),
-        SqlValue::Text(t) => Some(Value::String(t)),
-        SqlValue::Blob(b) => Some(Value::String(
-            base64::engine::general_purpose::STANDARD.encode(b),
-        )),
-    }
-}
-
-/// A key value as a uid.
-fn uid_of(value: &SqlValue) -> String {
-    match value {
-        SqlValue::Null => String::new(),
-        SqlValue::Integer(i) => i.to_string(),
-        SqlValue::Real(r) => r.to_string(),
-        SqlValue::Text(t) => t.clone(),
-        SqlValue::Blob(b) => base64::engine::general_purpose::STANDARD.encode(b),
-    }
-}
-
-/// SQL text and its bound parameters (`?N`).
-#[derive(Default)]
-struct Sql {
-    params: Vec<SqlValue>,
-}
-
-impl Sql {
-    fn param(&mut self, value: SqlValue) -> String {
-        self.params.push(value);
-        format!("?{}", self.params.len())
-    }
-}
-
-/// The smallest string above every string starting with `prefix` (see the store's SQL).
-fn prefix_successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last as u32 {
-            0xD7FF => Some('\u{E000}'),
-            n => char::from_u32(n + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-fn field_column(cols: &Columns, field: &JsonPointer) -> ConnectorResult<usize> {
-    match field.tokens() {
-        [one] => cols.read_column(one),
-        _ => Err(ConnectorError::InvalidAttribute(format!(
-            "'{field}' is not a column of the table '{}'",
-            cols.table_name
-        ))),
-    }
-}
-
-/// The `WHERE` expression of a filter (0, 1 or NULL per row; NULL is no match).
-fn where_sql(
-    filter: &QueryFilter,
-    cols: &Columns,
-    sql: &mut Sql,
-    depth: usize,
-) -> ConnectorResult<String> {
-    if depth > MAX_FILTER_DEPTH {
-        return Err(ConnectorError::InvalidAttribute(format!(
-            "filter nested deeper than {MAX_FILTER_DEPTH} levels"
-        )));
-    }
-    Ok(match filter {
-        QueryFilter::True => "1".into(),
-        QueryFilter::False => "0".into(),
-        QueryFilter::And(items) | QueryFilter::Or(items) => {
-            let (joiner, empty) = match filter {
-                QueryFilter::And(_) => (" AND ", "1"),
-                _ => (" OR ", "0"),
-            };
-            if items.is_empty() {
-                return Ok(empty.into());
-            }
-            let parts = items
-                .iter()
-                .map(|f| where_sql(f, cols, sql, depth + 1))
-                .collect::<Result<Vec<_>, _>>()?;
-            format!("({})", parts.join(joiner))
-        }
-        QueryFilter::Not(inner) => {
-            format!(
-                "(({}) IS NOT TRUE)",
-                where_sql(inner, cols, sql, depth + 1)?
-            )
-        }
-        QueryFilter::Present(field) => {
-            let c = field_column(cols, field)?;
-            format!("({} IS NOT NULL)", cols.q(c))
-        }
-        QueryFilter::Compare { field, op, value } => {
-            let c = field_column(cols, field)?;
-            let col = cols.q(c);
-            let param = match value {
-                FilterValue::String(s) => SqlValue::Text(s.clone()),
-                FilterValue::Integer(i) => SqlValue::Integer(*i),
-                FilterValue::Float(f) => SqlValue::Real(*f),
-                FilterValue::Bool(b) => SqlValue::Integer(i64::from(*b)),
-            };
-            match (op, value) {
-                (CompareOp::Co | CompareOp::Sw, FilterValue::String(s)) => {
-                    if *op == CompareOp::Sw && cols.text[c] {
-                        // A range an index on the column serves.
-                        let lo = sql.param(SqlValue::Text(s.clone()));
-                        match prefix_successor(s) {
-                            Some(hi) => {
-                                let hi = sql.param(SqlValue::Text(hi));
-                                format!("({col} >= {lo} AND {col} < {hi})")
-                            }
-                            None => format!("({col} >= {lo})"),
-                        }
-                    } else {
-                        let p = sql.param(param);
-                        let rel = if *op == CompareOp::Co { "> 0" } else { "= 1" };
-                        format!("(instr({col}, {p}) {rel})")
-                    }
-                }
-                (CompareOp::Co | CompareOp::Sw, _) => "0".into(),
-                _ => {
-                    let rel = match op {
-                        CompareOp::Eq => "=",
-                        CompareOp::Lt => "<",
-                        CompareOp::Le => "<=",
-                        CompareOp::Gt => ">",
-                        _ => ">=",
-                    };
-                    let p = sql.param(param);
-                    format!("({col} {rel} {p})")
-                }
-            }
-        }
-        QueryFilter::In { field, values } => {
-            let c = field_column(cols, field)?;
-            if values.is_empty() {
-                return Ok("0".into());
-            }
-            let list = serde_json::to_string(values)
-                .map_err(|e| ConnectorError::Other(format!("encoding an in list: {e}")))?;
-            let p = sql.param(SqlValue::Text(list));
-            format!("({} IN (SELECT value FROM json_each({p})))", cols.q(c))
-        }
-    })
 }
 
 /// A value in a cookie or token, with its storage class.
@@ -587,69 +585,13 @@ struct Cookie {
     v: Vec<KeyValue>,
 }
 
-fn encode_cookie(values: Vec<KeyValue>) -> String {
-    let json = serde_json::to_vec(&Cookie { v: values }).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-fn decode_cookie(text: &str, len: usize) -> ConnectorResult<Vec<KeyValue>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Cookie>(&b).ok())
-        .map(|c| c.v)
-        .filter(|v| v.len() == len)
-        .ok_or_else(|| {
-            ConnectorError::InvalidAttribute(
-                "the paged results cookie is not one this connector returned for this query".into(),
-            )
-        })
-}
-
-/// Rows after `last` in `order` (quoted column, ascending?): SQLite sorts NULL first
-/// ascending and last descending.
-fn after_sql(order: &[(String, bool)], last: &[KeyValue], sql: &mut Sql) -> String {
-    let mut ors = Vec::new();
-    for i in 0..order.len() {
-        let (col, asc) = &order[i];
-        let beyond = match (&last[i], asc) {
-            (KeyValue::Null, true) => format!("{col} IS NOT NULL"),
-            (KeyValue::Null, false) => continue,
-            (v, true) => format!("{col} > {}", sql.param(v.to_sql())),
-            (v, false) => format!("({col} < {} OR {col} IS NULL)", sql.param(v.to_sql())),
-        };
-        let mut ands: Vec<String> = order[..i]
-            .iter()
-            .zip(last)
-            .map(|((c, _), v)| match v {
-                KeyValue::Null => format!("{c} IS NULL"),
-                v => format!("{c} = {}", sql.param(v.to_sql())),
-            })
-            .collect();
-        ands.push(beyond);
-        ors.push(format!("({})", ands.join(" AND ")));
-    }
-    if ors.is_empty() {
-        "0".into()
-    } else {
-        format!("({})", ors.join(" OR "))
-    }
-}
-
-/// Reads an object from `row`: the key at column 0, then `returned` from `first`.
+/// Reads the object of `select` from `row`.
 fn object_of(
+    cols: &LiteColumns,
     row: &rusqlite::Row<'_>,
-    first: usize,
-    returned: &[(usize, String)],
+    select: &sql::Select<LiteColumns>,
 ) -> rusqlite::Result<ConnectorObject> {
-    let uid = uid_of(&row.get::<_, SqlValue>(0)?);
-    let mut attributes = Map::new();
-    for (k, (_, name)) in returned.iter().enumerate() {
-        if let Some(v) = to_json(row.get::<_, SqlValue>(first + k)?) {
-            attributes.insert(name.clone(), v);
-        }
-    }
-    Ok(ConnectorObject { uid, attributes })
+    select.object(cols, |i| row.get::<_, SqlValue>(i))
 }
 
 /// Idle connections and the bound on open ones.
@@ -799,40 +741,37 @@ impl SqliteTable {
     async fn with<T, F>(&self, f: F) -> ConnectorResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &Columns, &Config) -> ConnectorResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection, &LiteColumns, &Config) -> ConnectorResult<T> + Send + 'static,
     {
-        let permit = tokio::time::timeout(
-            self.pool.max_wait,
-            self.pool.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| {
-            ConnectorError::Timeout(format!(
-                "no database connection became free within {} ms (poolConfigOption.maxWait)",
-                self.pool.max_wait.as_millis()
-            ))
-        })?
-        .map_err(|_| ConnectorError::Unavailable("the connection pool is closed".into()))?;
+        let permit = acquire(&self.pool.permits, self.pool.max_wait).await?;
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut conn = pool.take()?;
             let result =
-                Columns::load(&conn, &pool.cfg).and_then(|cols| f(&mut conn, &cols, &pool.cfg));
+                LiteColumns::load(&conn, &pool.cfg).and_then(|cols| f(&mut conn, &cols, &pool.cfg));
             pool.give_back(conn);
             result
         })
         .await
         .map_err(|e| ConnectorError::Other(format!("the database task failed: {e}")))?
     }
+}
 
-    fn check_class(class: &ObjectClass) -> ConnectorResult<()> {
-        check_class(class)
-    }
-
-    fn change_log_required(&self) -> ConnectorResult<()> {
-        change_log_required(&self.pool.cfg)
-    }
+/// A permit to use one connection, waited for at most `max_wait` (`poolConfigOption.maxWait`).
+async fn acquire(
+    permits: &Arc<Semaphore>,
+    max_wait: Duration,
+) -> ConnectorResult<OwnedSemaphorePermit> {
+    tokio::time::timeout(max_wait, permits.clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            ConnectorError::Timeout(format!(
+                "no database connection became free within {} ms (poolConfigOption.maxWait)",
+                max_wait.as_millis()
+            ))
+        })?
+        .map_err(|_| ConnectorError::Unavailable("the connection pool is closed".into()))
 }
 
 fn check_class(class: &ObjectClass) -> ConnectorResult<()> {
@@ -857,36 +796,9 @@ fn change_log_required(cfg: &Config) -> ConnectorResult<()> {
     }
 }
 
-/// Column → value of a write, refusing two different values for one column.
-fn assignments(
-    cols: &Columns,
-    attributes: &Map<String, Value>,
-) -> ConnectorResult<BTreeMap<usize, SqlValue>> {
-    let mut out: BTreeMap<usize, SqlValue> = BTreeMap::new();
-    for (k, v) in attributes {
-        let c = cols.write_column(k)?;
-        let value = to_sql(&cols.names[c], v)?;
-        if let Some(prev) = out.get(&c) {
-            if *prev != value {
-                return Err(ConnectorError::InvalidAttribute(format!(
-                    "two different values for the column '{}'",
-                    cols.names[c]
-                )));
-            }
-        }
-        out.insert(c, value);
-    }
-    Ok(out)
-}
-
-/// The sync token of a change-log value (and the key of the last row when a batch ends
-/// inside a run of equal values).
-fn token_of(value: &SqlValue, key: Option<&SqlValue>) -> Value {
-    let v = to_json(value.clone()).unwrap_or(Value::Null);
-    match key {
-        None => v,
-        Some(k) => json!({"changeLog": v, "key": KeyValue::from_sql(k.clone())}),
-    }
+/// The parameters of a statement, as rusqlite binds them.
+fn params(values: &[SqlValue]) -> rusqlite::ParamsFromIter<std::slice::Iter<'_, SqlValue>> {
+    rusqlite::params_from_iter(values.iter())
 }
 
 #[async_trait::async_trait]
@@ -896,7 +808,7 @@ impl Connector for SqliteTable {
             conn.query_row(
                 &format!(
                     "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1)",
-                    cols.table
+                    cols.base.table
                 ),
                 [],
                 |r| r.get::<_, i64>(0),
@@ -909,39 +821,17 @@ impl Connector for SqliteTable {
 
     async fn schema(&self) -> ConnectorResult<Map<String, Value>> {
         self.with(|_, cols, _| {
-            let mut properties = Map::new();
-            for (i, name) in cols.names.iter().enumerate() {
-                let t = &cols.types[i];
-                let (kind, native) = if t.contains("INT") {
+            let types = &cols.base.types;
+            Ok(sql::schema(&cols.base, |i| {
+                let t = &types[i];
+                if t.contains("INT") {
                     ("integer", "long")
                 } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
                     ("number", "double")
                 } else {
                     ("string", "string")
-                };
-                let prop = if i == cols.key {
-                    json!({"type": kind, "nativeName": NAME, "nativeType": native, "required": true})
-                } else if Some(i) == cols.password {
-                    json!({"type": "string", "nativeName": PASSWORD,
-                           "nativeType": "JAVA_TYPE_GUARDEDSTRING",
-                           "flags": ["NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"]})
-                } else {
-                    json!({"type": kind, "nativeName": name, "nativeType": native})
-                };
-                properties.insert(name.clone(), prop);
-            }
-            let mut out = Map::new();
-            out.insert(
-                "account".into(),
-                json!({
-                    "$schema": "http://json-schema.org/draft-03/schema",
-                    "id": ACCOUNT,
-                    "type": "object",
-                    "nativeType": ACCOUNT,
-                    "properties": properties,
-                }),
-            );
-            Ok(out)
+                }
+            }))
         })
         .await
     }
@@ -952,40 +842,21 @@ impl Connector for SqliteTable {
         username: &str,
         password: &str,
     ) -> ConnectorResult<String> {
-        Self::check_class(class)?;
+        check_class(class)?;
         let (username, password) = (username.to_owned(), password.to_owned());
         self.with(move |conn, cols, cfg| {
-            let Some(pw) = cols.password else {
-                return Err(ConnectorError::NotSupported(format!(
-                    "the table '{}' has no password column (passwordColumn is not set)",
-                    cfg.table
-                )));
-            };
-            let sql = format!(
-                "SELECT {}, {} FROM {} WHERE {} = ?1",
-                cols.q(cols.key),
-                cols.q(pw),
-                cols.table,
-                cols.q(cols.key)
-            );
-            let mut stmt = conn
-                .prepare_cached(&sql)
-                .map_err(|e| sql_error(e, &cfg.table))?;
-            let mut rows = stmt
-                .query([&username])
-                .map_err(|e| sql_error(e, &cfg.table))?;
-            while let Some(row) = rows.next().map_err(|e| sql_error(e, &cfg.table))? {
-                let stored: SqlValue = row.get(1).map_err(|e| sql_error(e, &cfg.table))?;
-                if let SqlValue::Text(stored) = stored {
-                    if !stored.is_empty() && stored == password {
-                        let key: SqlValue = row.get(0).map_err(|e| sql_error(e, &cfg.table))?;
-                        return Ok(uid_of(&key));
-                    }
+            let err = |e| sql_error(e, &cfg.table);
+            let (text, sql) = sql::authenticate_sql(cols, &username)?;
+            let mut stmt = conn.prepare_cached(&text).map_err(err)?;
+            let mut rows = stmt.query(params(&sql.params)).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                let stored: SqlValue = row.get(1).map_err(err)?;
+                if sql::password_matches::<LiteColumns>(&stored, &password) {
+                    let key: SqlValue = row.get(0).map_err(err)?;
+                    return Ok(LiteColumns::uid(&key));
                 }
             }
-            Err(ConnectorError::InvalidCredential(
-                "invalid username or password".into(),
-            ))
+            Err(sql::invalid_credential())
         })
         .await
     }
@@ -996,66 +867,19 @@ impl Connector for SqliteTable {
         uid: Option<&str>,
         attributes: Map<String, Value>,
     ) -> ConnectorResult<String> {
-        Self::check_class(class)?;
+        check_class(class)?;
         let uid = uid.map(str::to_owned);
         self.with(move |conn, cols, cfg| {
-            let mut values = assignments(cols, &attributes)?;
-            match (uid, values.get(&cols.key)) {
-                (Some(u), Some(v)) if *v != SqlValue::Text(u.clone()) && uid_of(v) != u => {
-                    return Err(ConnectorError::InvalidAttribute(format!(
-                        "the id '{u}' and the '{}' value '{}' differ",
-                        cols.names[cols.key],
-                        uid_of(v)
-                    )))
-                }
-                (Some(u), _) => {
-                    values.insert(cols.key, SqlValue::Text(u));
-                }
-                (None, Some(SqlValue::Null)) | (None, None) => {
-                    values.remove(&cols.key);
-                    // An INTEGER PRIMARY KEY numbers itself; any other key gets a UUID.
-                    if !cols.types[cols.key].contains("INT") {
-                        values.insert(cols.key, SqlValue::Text(uuid::Uuid::new_v4().to_string()));
-                    }
-                }
-                (None, Some(_)) => {}
-            }
-            let mut sql = Sql::default();
-            let names: Vec<String> = values.keys().map(|&c| cols.q(c)).collect();
-            let placeholders: Vec<String> = values.values().map(|v| sql.param(v.clone())).collect();
-            let text = if names.is_empty() {
-                format!(
-                    "INSERT INTO {} DEFAULT VALUES RETURNING {}",
-                    cols.table,
-                    cols.q(cols.key)
-                )
-            } else {
-                format!(
-                    "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
-                    cols.table,
-                    names.join(", "),
-                    placeholders.join(", "),
-                    cols.q(cols.key)
-                )
-            };
-            let wanted = values.get(&cols.key).map(uid_of);
+            let (text, sql, wanted) = sql::create_sql(cols, uid.as_deref(), &attributes)?;
             let key: SqlValue = conn
-                .query_row(&text, rusqlite::params_from_iter(sql.params.iter()), |r| {
-                    r.get(0)
-                })
+                .query_row(&text, params(&sql.params), |r| r.get(0))
                 .map_err(|e| match (sql_error(e, &cfg.table), &wanted) {
                     (ConnectorError::AlreadyExists(m), Some(k)) => {
                         ConnectorError::AlreadyExists(format!("object '{k}': {m}"))
                     }
                     (e, _) => e,
                 })?;
-            if key == SqlValue::Null {
-                return Err(ConnectorError::InvalidAttribute(format!(
-                    "the key column '{}' needs a value (__NAME__)",
-                    cols.names[cols.key]
-                )));
-            }
-            Ok(uid_of(&key))
+            sql::created(cols, &key)
         })
         .await
     }
@@ -1066,27 +890,18 @@ impl Connector for SqliteTable {
         uid: &str,
         attributes: &[String],
     ) -> ConnectorResult<Option<ConnectorObject>> {
-        Self::check_class(class)?;
+        check_class(class)?;
         let uid = uid.to_owned();
         let attributes = attributes.to_vec();
         self.with(move |conn, cols, cfg| {
-            let returned = cols.returned(&attributes);
-            let mut select = vec![cols.q(cols.key)];
-            select.extend(returned.iter().map(|(c, _)| cols.q(*c)));
-            let sql = format!(
-                "SELECT {} FROM {} WHERE {} = ?1 LIMIT 1",
-                select.join(", "),
-                cols.table,
-                cols.q(cols.key)
-            );
-            let mut stmt = conn
-                .prepare_cached(&sql)
-                .map_err(|e| sql_error(e, &cfg.table))?;
-            let mut rows = stmt.query([&uid]).map_err(|e| sql_error(e, &cfg.table))?;
-            match rows.next().map_err(|e| sql_error(e, &cfg.table))? {
-                Some(row) => object_of(row, 1, &returned)
-                    .map(Some)
-                    .map_err(|e| sql_error(e, &cfg.table)),
+            let err = |e| sql_error(e, &cfg.table);
+            let Some(select) = sql::read_sql(cols, &uid, &attributes) else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached(&select.text).map_err(err)?;
+            let mut rows = stmt.query(params(&select.sql.params)).map_err(err)?;
+            match rows.next().map_err(err)? {
+                Some(row) => object_of(cols, row, &select).map(Some).map_err(err),
                 None => Ok(None),
             }
         })
@@ -1099,75 +914,38 @@ impl Connector for SqliteTable {
         uid: &str,
         attributes: Map<String, Value>,
     ) -> ConnectorResult<String> {
-        Self::check_class(class)?;
+        check_class(class)?;
         let uid = uid.to_owned();
         self.with(move |conn, cols, cfg| {
-            let values = assignments(cols, &attributes)?;
-            if values.get(&cols.key) == Some(&SqlValue::Null) {
-                return Err(ConnectorError::InvalidAttribute(format!(
-                    "the key column '{}' cannot be cleared",
-                    cols.names[cols.key]
-                )));
-            }
-            let mut sql = Sql::default();
-            let key_param = sql.param(SqlValue::Text(uid.clone()));
-            let text = if values.is_empty() {
-                format!(
-                    "SELECT {} FROM {} WHERE {} = {key_param}",
-                    cols.q(cols.key),
-                    cols.table,
-                    cols.q(cols.key)
-                )
-            } else {
-                let sets: Vec<String> = values
-                    .iter()
-                    .map(|(&c, v)| format!("{} = {}", cols.q(c), sql.param(v.clone())))
-                    .collect();
-                format!(
-                    "UPDATE {} SET {} WHERE {} = {key_param} RETURNING {}",
-                    cols.table,
-                    sets.join(", "),
-                    cols.q(cols.key),
-                    cols.q(cols.key)
-                )
-            };
-            let mut stmt = conn.prepare(&text).map_err(|e| sql_error(e, &cfg.table))?;
-            let mut rows = stmt
-                .query(rusqlite::params_from_iter(sql.params.iter()))
-                .map_err(|e| sql_error(e, &cfg.table))?;
-            let first = rows.next().map_err(|e| sql_error(e, &cfg.table))?;
+            let err = |e| sql_error(e, &cfg.table);
+            let (text, sql) = sql::update_sql(cols, &uid, &attributes)?;
+            let mut stmt = conn.prepare(&text).map_err(err)?;
+            let mut rows = stmt.query(params(&sql.params)).map_err(err)?;
+            let first = rows.next().map_err(err)?;
             match first {
                 Some(row) => {
-                    let key: SqlValue = row.get(0).map_err(|e| sql_error(e, &cfg.table))?;
-                    let key = uid_of(&key);
+                    let key: SqlValue = row.get(0).map_err(err)?;
+                    let key = LiteColumns::uid(&key);
                     // Drain: the statement finishes only when stepped to its end.
-                    while rows.next().map_err(|e| sql_error(e, &cfg.table))?.is_some() {}
+                    while rows.next().map_err(err)?.is_some() {}
                     Ok(key)
                 }
-                None => Err(ConnectorError::NotFound(format!(
-                    "no row with key '{uid}' in the table '{}'",
-                    cfg.table
-                ))),
+                None => Err(sql::not_found(&uid, &cols.base)),
             }
         })
         .await
     }
 
     async fn delete(&self, class: &ObjectClass, uid: &str) -> ConnectorResult<()> {
-        Self::check_class(class)?;
+        check_class(class)?;
         let uid = uid.to_owned();
         self.with(move |conn, cols, cfg| {
+            let (text, sql) = sql::delete_sql(cols, &uid)?;
             let n = conn
-                .execute(
-                    &format!("DELETE FROM {} WHERE {} = ?1", cols.table, cols.q(cols.key)),
-                    [&uid],
-                )
+                .execute(&text, params(&sql.params))
                 .map_err(|e| sql_error(e, &cfg.table))?;
             if n == 0 {
-                return Err(ConnectorError::NotFound(format!(
-                    "no row with key '{uid}' in the table '{}'",
-                    cfg.table
-                )));
+                return Err(sql::not_found(&uid, &cols.base));
             }
             Ok(())
         })
@@ -1180,25 +958,15 @@ impl Connector for SqliteTable {
         filter: Option<&QueryFilter>,
         options: &QueryOptions,
     ) -> ConnectorResult<QueryPage> {
-        Self::check_class(class)?;
+        check_class(class)?;
         let filter = filter.cloned();
         let options = options.clone();
         self.with(move |conn, cols, cfg| {
             let err = |e| sql_error(e, &cfg.table);
-            let mut sql = Sql::default();
-            let condition = match &filter {
-                Some(f) => where_sql(f, cols, &mut sql, 0)?,
-                None => "1".into(),
-            };
-            let mut order: Vec<(String, bool)> = Vec::new();
-            for (attr, asc) in &options.sort {
-                order.push((cols.q(cols.read_column(attr)?), *asc));
-            }
-            order.push((cols.q(cols.key), true));
+            let query = sql::Query::new(cols, filter.as_ref(), &options)?;
             let total = if options.count {
-                let text = format!("SELECT count(*) FROM {} WHERE {condition}", cols.table);
                 Some(
-                    conn.query_row(&text, rusqlite::params_from_iter(sql.params.iter()), |r| {
+                    conn.query_row(&query.count_sql(cols), params(&query.sql.params), |r| {
                         r.get::<_, i64>(0)
                     })
                     .map_err(err)?,
@@ -1206,91 +974,39 @@ impl Connector for SqliteTable {
             } else {
                 None
             };
-            let mut text_where = condition;
-            let mut offset = options.offset;
-            if let Some(cookie) = &options.cookie {
-                let last = decode_cookie(cookie, order.len())?;
-                text_where = format!("{text_where} AND {}", after_sql(&order, &last, &mut sql));
-                offset = 0;
-            }
-            let returned = cols.returned(&options.attributes);
-            let mut select: Vec<String> = order.iter().map(|(c, _)| c.clone()).collect();
-            // Column 0 must be the key for object_of: put it first, then the order columns.
-            select.insert(0, cols.q(cols.key));
-            let first = select.len();
-            select.extend(returned.iter().map(|(c, _)| cols.q(*c)));
-            let order_by: Vec<String> = order
-                .iter()
-                .map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" }))
-                .collect();
-            let limit = if options.page_size == 0 {
-                -1
-            } else {
-                options.page_size.saturating_add(1).min(i64::MAX as usize) as i64
-            };
-            let limit_p = sql.param(SqlValue::Integer(limit));
-            let offset_p = sql.param(SqlValue::Integer(offset.min(i64::MAX as usize) as i64));
-            let text = format!(
-                "SELECT {} FROM {} WHERE {text_where} ORDER BY {} LIMIT {limit_p} OFFSET {offset_p}",
-                select.join(", "),
-                cols.table,
-                order_by.join(", ")
-            );
-            let mut stmt = conn.prepare(&text).map_err(err)?;
-            let mut rows = stmt
-                .query(rusqlite::params_from_iter(sql.params.iter()))
-                .map_err(err)?;
+            let page = query.page(cols, &options)?;
+            let mut stmt = conn.prepare(&page.text).map_err(err)?;
+            let mut rows = stmt.query(params(&page.sql.params)).map_err(err)?;
             let mut objects = Vec::new();
-            let mut last_order: Vec<KeyValue> = Vec::new();
+            let mut last_order: Vec<SqlValue> = Vec::new();
             let mut more = false;
             while let Some(row) = rows.next().map_err(err)? {
                 if options.page_size > 0 && objects.len() == options.page_size {
                     more = true;
                     break;
                 }
-                objects.push(object_of(row, first, &returned).map_err(err)?);
-                last_order = (1..first)
-                    .map(|i| row.get::<_, SqlValue>(i).map(KeyValue::from_sql))
+                objects.push(object_of(cols, row, &page).map_err(err)?);
+                last_order = (1..page.first)
+                    .map(|i| row.get::<_, SqlValue>(i))
                     .collect::<Result<_, _>>()
                     .map_err(err)?;
             }
-            let cookie = more.then(|| encode_cookie(last_order));
-            let remaining = if !more {
-                Some(0)
-            } else if options.cookie.is_none() {
-                total.map(|t| (t - (options.offset + objects.len()) as i64).max(0))
-            } else {
-                None
-            };
-            Ok(QueryPage {
-                objects,
-                cookie,
-                remaining,
-                total,
-            })
+            Ok(sql::query_page::<LiteColumns>(
+                &options, objects, last_order, more, total,
+            ))
         })
         .await
     }
 
     async fn latest_sync_token(&self, class: &ObjectClass) -> ConnectorResult<Value> {
-        Self::check_class(class)?;
-        self.change_log_required()?;
+        check_class(class)?;
+        change_log_required(&self.pool.cfg)?;
         self.with(|conn, cols, cfg| {
-            let Some(chg) = cols.change_log else {
-                return Err(ConnectorError::NotSupported("no changeLogColumn".into()));
-            };
+            let chg = sql::change_log_column(&cols.base)?;
             let max: SqlValue = conn
-                .query_row(
-                    &format!("SELECT max({}) FROM {}", cols.q(chg), cols.table),
-                    [],
-                    |r| r.get(0),
-                )
+                .query_row(&sql::latest_sql(cols, chg), [], |r| r.get(0))
                 .map_err(|e| sql_error(e, &cfg.table))?;
-            Ok(match max {
-                // An empty table: every row to come is after "the beginning".
-                SqlValue::Null => json!({"changeLog": null}),
-                v => token_of(&v, None),
-            })
+            Ok(sql::latest_token(cols, chg, max))
         })
         .await
     }
@@ -1301,8 +1017,8 @@ impl Connector for SqliteTable {
         token: &Value,
         max: usize,
     ) -> ConnectorResult<SyncBatch> {
-        Self::check_class(class)?;
-        self.change_log_required()?;
+        check_class(class)?;
+        change_log_required(&self.pool.cfg)?;
         if token.is_null() {
             let token = self.latest_sync_token(class).await?;
             return Ok(SyncBatch {
@@ -1310,72 +1026,14 @@ impl Connector for SqliteTable {
                 token,
             });
         }
-        let bad = || {
-            ConnectorError::InvalidAttribute(format!(
-                "'{token}' is not a liveSync token of this table (a changeLogColumn value)"
-            ))
-        };
-        let scalar = |v: &Value| -> ConnectorResult<SqlValue> {
-            match v {
-                Value::Null => Ok(SqlValue::Null),
-                Value::String(s) => Ok(SqlValue::Text(s.clone())),
-                Value::Number(n) => Ok(match n.as_i64() {
-                    Some(i) => SqlValue::Integer(i),
-                    None => SqlValue::Real(n.as_f64().ok_or_else(bad)?),
-                }),
-                _ => Err(bad()),
-            }
-        };
-        let (from, after_key) = match token {
-            Value::Object(m) => {
-                let from = scalar(m.get("changeLog").ok_or_else(bad)?)?;
-                let key = match m.get("key") {
-                    None | Some(Value::Null) => None,
-                    Some(k) => Some(
-                        serde_json::from_value::<KeyValue>(k.clone())
-                            .map_err(|_| bad())?
-                            .to_sql(),
-                    ),
-                };
-                (from, key)
-            }
-            other => (scalar(other)?, None),
-        };
+        let from = sql::SyncFrom::<LiteColumns>::parse(token)?;
+        let token = token.clone();
         self.with(move |conn, cols, cfg| {
             let err = |e| sql_error(e, &cfg.table);
-            let Some(chg_col) = cols.change_log else {
-                return Err(ConnectorError::NotSupported("no changeLogColumn".into()));
-            };
-            let chg = cols.q(chg_col);
-            let key = cols.q(cols.key);
-            let mut sql = Sql::default();
-            let condition = match (&from, &after_key) {
-                (SqlValue::Null, _) => format!("{chg} IS NOT NULL"),
-                (v, None) => format!("{chg} > {}", sql.param(v.clone())),
-                (v, Some(k)) => {
-                    let p = sql.param(v.clone());
-                    let kp = sql.param(k.clone());
-                    format!("({chg} > {p} OR ({chg} = {p} AND {key} > {kp}))")
-                }
-            };
-            let returned = cols.returned(&[]);
-            let mut select = vec![key.clone(), chg.clone()];
-            select.extend(returned.iter().map(|(c, _)| cols.q(*c)));
-            let limit = if max == 0 {
-                -1
-            } else {
-                max.saturating_add(1).min(i64::MAX as usize) as i64
-            };
-            let lp = sql.param(SqlValue::Integer(limit));
-            let text = format!(
-                "SELECT {} FROM {} WHERE {condition} ORDER BY {chg} ASC, {key} ASC LIMIT {lp}",
-                select.join(", "),
-                cols.table
-            );
-            let mut stmt = conn.prepare(&text).map_err(err)?;
-            let mut rows = stmt
-                .query(rusqlite::params_from_iter(sql.params.iter()))
-                .map_err(err)?;
+            let chg = sql::change_log_column(&cols.base)?;
+            let select = from.sql(cols, chg, max);
+            let mut stmt = conn.prepare(&select.text).map_err(err)?;
+            let mut rows = stmt.query(params(&select.sql.params)).map_err(err)?;
             let mut deltas = Vec::new();
             let mut last: Option<(SqlValue, SqlValue)> = None;
             let mut next_value: Option<SqlValue> = None;
@@ -1386,20 +1044,11 @@ impl Connector for SqliteTable {
                     break;
                 }
                 deltas.push(SyncDelta::CreateOrUpdate(
-                    object_of(row, 2, &returned).map_err(err)?,
+                    object_of(cols, row, &select).map_err(err)?,
                 ));
                 last = Some((value, row.get(0).map_err(err)?));
             }
-            let token = match last {
-                None => match (&from, &after_key) {
-                    // Nothing new: the same token.
-                    (SqlValue::Null, _) => json!({"changeLog": null}),
-                    (v, k) => token_of(v, k.as_ref()),
-                },
-                // The batch ends inside a run of equal values: remember the key too.
-                Some((v, k)) if next_value.as_ref() == Some(&v) => token_of(&v, Some(&k)),
-                Some((v, _)) => token_of(&v, None),
-            };
+            let token = from.next_token(cols, chg, &token, last, next_value);
             Ok(SyncBatch { deltas, token })
         })
         .await

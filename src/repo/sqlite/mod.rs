@@ -51,6 +51,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, Semaphore};
 
 use self::schema::internal;
+/// Shared with the database table connector, which pages and filters the same way.
+pub(crate) use self::sql::prefix_successor;
 use self::sql::{Cookie, KeyValue, Sql};
 use self::writer::{Command, Done, Message, Op, Tables, UniqueValue};
 use super::{Repo, RepoError, RepoPage, RepoQuery, StoredObject, WriteOp, WriteOptions};

@@ -259,7 +259,7 @@ fn compare(v: &str, t: Option<&str>, op: CompareOp, value: &FilterValue, sql: &m
 /// there is none (empty prefix, or only `char::MAX`s). UTF-8 byte order, which SQLite's
 /// BINARY collation uses, is code point order, so `[prefix, successor)` is exactly the set
 /// of strings starting with `prefix`.
-fn prefix_successor(prefix: &str) -> Option<String> {
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         let next = match last as u32 {

@@ -19,12 +19,10 @@ use tokio_postgres::{Client, NoTls};
 
 use super::super::connector::*;
 use super::super::provisioner::PoolConfig;
-use super::{
-    change_log_required, check_class, field_column, quote, Columns, Config, MAX_FILTER_DEPTH,
-};
-use crate::crest::filter::{CompareOp, FilterValue, QueryFilter};
+use super::sql::{self, Dialect, Sql};
+use super::{acquire, change_log_required, check_class, quote, Columns, Config};
+use crate::crest::filter::{FilterValue, QueryFilter};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Parses what follows `jdbc:postgresql:` (`//host[:port]/database[?user=…]` or
@@ -86,7 +84,9 @@ pub(super) fn parse_url(
     Ok((pg, format!("postgresql://{host}:{port}/{database}")))
 }
 
-/// The table's columns with what PostgreSQL says of their types.
+/// The table's columns with what PostgreSQL says of their types, and PostgreSQL's SQL:
+/// text values bound as `$N::text` and cast to the column's type, `TRUE`/`FALSE`,
+/// `NULLS FIRST` ascending and `NULLS LAST` descending.
 struct PgColumns {
     base: Columns,
     /// `pg_type.typcategory`: `N` numeric, `B` boolean, `S` string, `D` date/time, ….
@@ -100,17 +100,92 @@ impl PgColumns {
         &self.base.types[c]
     }
 
-    /// `column::text`.
-    fn text(&self, c: usize) -> String {
-        format!("{}::text", self.base.q(c))
+    /// `($n::text)::<type>`.
+    fn typed(sql: &mut Sql<Self>, v: Option<String>, ty: &str) -> String {
+        format!("({})::{ty}", sql.param(v))
+    }
+}
+
+impl Dialect for PgColumns {
+    type Value = Option<String>;
+    type Cookie = Cookie;
+    const TRUE: &'static str = "TRUE";
+    const FALSE: &'static str = "FALSE";
+    const ASC: &'static str = "ASC NULLS FIRST";
+    const DESC: &'static str = "DESC NULLS LAST";
+    const ECHOES_TOKEN: bool = true;
+
+    fn cols(&self) -> &Columns {
+        &self.base
     }
 
-    /// Whether `uid` can be a value of the key column (else no row has it).
-    fn key_parses(&self, uid: &str) -> bool {
-        self.category[self.base.key] != 'N' || uid.trim().parse::<f64>().is_ok()
+    fn placeholder(n: usize) -> String {
+        format!("${n}::text")
     }
 
-    /// A column's text as JSON.
+    fn null() -> Option<String> {
+        None
+    }
+
+    fn string(s: String) -> Option<String> {
+        Some(s)
+    }
+
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn bind(&self, sql: &mut Sql<Self>, c: usize, v: Option<String>) -> String {
+        Self::typed(sql, v, self.ty(c))
+    }
+
+    fn out(&self, expr: String) -> String {
+        format!("{expr}::text")
+    }
+
+    fn contains(&self, sql: &mut Sql<Self>, c: usize, s: &str) -> String {
+        let p = sql.param(Some(s.to_owned()));
+        format!("(strpos({}, {p}) > 0)", self.select(c))
+    }
+
+    fn starts_with(&self, sql: &mut Sql<Self>, c: usize, s: &str) -> String {
+        let p = sql.param(Some(s.to_owned()));
+        format!("starts_with({}, {p})", self.select(c))
+    }
+
+    fn operand(&self, sql: &mut Sql<Self>, c: usize, value: &FilterValue) -> String {
+        let (text, ty) = match value {
+            FilterValue::String(s) => (s.clone(), self.ty(c)),
+            FilterValue::Integer(i) => (i.to_string(), self.ty(c)),
+            // A fraction against an integer column compares as numeric.
+            FilterValue::Float(f) if self.category[c] == 'N' => (f.to_string(), "numeric"),
+            FilterValue::Float(f) => (f.to_string(), self.ty(c)),
+            FilterValue::Bool(b) => (b.to_string(), self.ty(c)),
+        };
+        Self::typed(sql, Some(text), ty)
+    }
+
+    fn in_list(&self, c: usize, list: &str) -> String {
+        format!(
+            "({} IN (SELECT json_array_elements_text(({list})::json)))",
+            self.select(c)
+        )
+    }
+
+    fn limit(_sql: &mut Sql<Self>, n: Option<usize>) -> String {
+        n.map_or_else(|| "ALL".to_owned(), |n| n.to_string())
+    }
+
+    fn offset(_sql: &mut Sql<Self>, n: usize) -> String {
+        n.to_string()
+    }
+
+    /// Shaped by the type's category.
     fn json(&self, c: usize, text: Option<String>) -> Option<Value> {
         let text = text?;
         Some(match self.category[c] {
@@ -131,6 +206,69 @@ impl PgColumns {
             _ => Value::String(text),
         })
     }
+
+    fn uid(v: &Option<String>) -> String {
+        v.clone().unwrap_or_default()
+    }
+
+    fn key_json(v: Option<String>) -> Value {
+        json!(v)
+    }
+
+    fn token_value(v: &Value) -> Option<Option<String>> {
+        match v {
+            Value::Null => Some(None),
+            Value::String(s) => Some(Some(s.clone())),
+            Value::Number(n) => Some(Some(n.to_string())),
+            _ => None,
+        }
+    }
+
+    fn token_key(v: &Value) -> Option<Option<String>> {
+        match v {
+            Value::String(k) => Some(Some(k.clone())),
+            _ => None,
+        }
+    }
+
+    fn cookie(values: Vec<Option<String>>) -> Cookie {
+        Cookie { pg: values }
+    }
+
+    fn cookie_values(cookie: Cookie) -> Vec<Option<String>> {
+        cookie.pg
+    }
+
+    fn key_shown(v: &Option<String>) -> Option<String> {
+        v.clone()
+    }
+
+    fn generates_key(&self) -> bool {
+        !self.key_has_default && self.category[self.base.key] == 'S'
+    }
+
+    fn password_text(v: &Option<String>) -> Option<&str> {
+        v.as_deref()
+    }
+
+    /// Whether `uid` can be a value of the key column (else no row has it).
+    fn key_parses(&self, uid: &str) -> bool {
+        self.category[self.base.key] != 'N' || uid.trim().parse::<f64>().is_ok()
+    }
+}
+
+/// The cookie of a page: the order values (as text) of its last row.
+#[derive(Serialize, Deserialize)]
+struct Cookie {
+    pg: Vec<Option<String>>,
+}
+
+/// The parameters of a statement, as tokio-postgres binds them.
+fn refs(sql: &Sql<PgColumns>) -> Vec<&(dyn ToSql + Sync)> {
+    sql.params
+        .iter()
+        .map(|p| p as &(dyn ToSql + Sync))
+        .collect()
 }
 
 fn pg_error(e: tokio_postgres::Error, cfg: &Config) -> ConnectorError {
@@ -164,229 +302,6 @@ fn pg_error(e: tokio_postgres::Error, cfg: &Config) -> ConnectorError {
             cfg.location
         )),
     }
-}
-
-/// Text parameters, each cast in SQL.
-#[derive(Default)]
-struct PgSql {
-    params: Vec<Option<String>>,
-}
-
-impl PgSql {
-    /// `$n::text`.
-    fn param(&mut self, v: Option<String>) -> String {
-        self.params.push(v);
-        format!("${}::text", self.params.len())
-    }
-
-    /// `($n::text)::<type>`.
-    fn typed(&mut self, v: Option<String>, ty: &str) -> String {
-        format!("({})::{ty}", self.param(v))
-    }
-
-    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params
-            .iter()
-            .map(|p| p as &(dyn ToSql + Sync))
-            .collect()
-    }
-}
-
-/// A JSON value as the text of a column value; `None` is NULL.
-fn to_text(column: &str, value: &Value) -> ConnectorResult<Option<String>> {
-    Ok(match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Array(items) if items.is_empty() => None,
-        Value::Array(items) if items.len() == 1 => to_text(column, &items[0])?,
-        Value::Array(items) => {
-            return Err(ConnectorError::InvalidAttribute(format!(
-                "the column '{column}' holds one value, not {}",
-                items.len()
-            )))
-        }
-        Value::Object(_) => {
-            return Err(ConnectorError::InvalidAttribute(format!(
-                "the column '{column}' holds one value, not an object"
-            )))
-        }
-    })
-}
-
-fn where_pg(
-    filter: &QueryFilter,
-    cols: &PgColumns,
-    sql: &mut PgSql,
-    depth: usize,
-) -> ConnectorResult<String> {
-    if depth > MAX_FILTER_DEPTH {
-        return Err(ConnectorError::InvalidAttribute(format!(
-            "filter nested deeper than {MAX_FILTER_DEPTH} levels"
-        )));
-    }
-    Ok(match filter {
-        QueryFilter::True => "TRUE".into(),
-        QueryFilter::False => "FALSE".into(),
-        QueryFilter::And(items) | QueryFilter::Or(items) => {
-            let (joiner, empty) = match filter {
-                QueryFilter::And(_) => (" AND ", "TRUE"),
-                _ => (" OR ", "FALSE"),
-            };
-            if items.is_empty() {
-                return Ok(empty.into());
-            }
-            let parts = items
-                .iter()
-                .map(|f| where_pg(f, cols, sql, depth + 1))
-                .collect::<Result<Vec<_>, _>>()?;
-            format!("({})", parts.join(joiner))
-        }
-        QueryFilter::Not(inner) => {
-            format!("(({}) IS NOT TRUE)", where_pg(inner, cols, sql, depth + 1)?)
-        }
-        QueryFilter::Present(field) => {
-            let c = field_column(&cols.base, field)?;
-            format!("({} IS NOT NULL)", cols.base.q(c))
-        }
-        QueryFilter::Compare { field, op, value } => {
-            let c = field_column(&cols.base, field)?;
-            let col = cols.base.q(c);
-            match (op, value) {
-                (CompareOp::Co, FilterValue::String(s)) => {
-                    let p = sql.param(Some(s.clone()));
-                    format!("(strpos({}, {p}) > 0)", cols.text(c))
-                }
-                (CompareOp::Sw, FilterValue::String(s)) => {
-                    let p = sql.param(Some(s.clone()));
-                    format!("starts_with({}, {p})", cols.text(c))
-                }
-                (CompareOp::Co | CompareOp::Sw, _) => "FALSE".into(),
-                _ => {
-                    let rel = match op {
-                        CompareOp::Eq => "=",
-                        CompareOp::Lt => "<",
-                        CompareOp::Le => "<=",
-                        CompareOp::Gt => ">",
-                        _ => ">=",
-                    };
-                    let (text, ty) = match value {
-                        FilterValue::String(s) => (s.clone(), cols.ty(c).to_owned()),
-                        FilterValue::Integer(i) => (i.to_string(), cols.ty(c).to_owned()),
-                        // A fraction against an integer column compares as numeric.
-                        FilterValue::Float(f) if cols.category[c] == 'N' => {
-                            (f.to_string(), "numeric".to_owned())
-                        }
-                        FilterValue::Float(f) => (f.to_string(), cols.ty(c).to_owned()),
-                        FilterValue::Bool(b) => (b.to_string(), cols.ty(c).to_owned()),
-                    };
-                    let p = sql.typed(Some(text), &ty);
-                    format!("({col} {rel} {p})")
-                }
-            }
-        }
-        QueryFilter::In { field, values } => {
-            let c = field_column(&cols.base, field)?;
-            if values.is_empty() {
-                return Ok("FALSE".into());
-            }
-            let list = serde_json::to_string(values)
-                .map_err(|e| ConnectorError::Other(format!("encoding an in list: {e}")))?;
-            let p = sql.param(Some(list));
-            format!(
-                "({} IN (SELECT json_array_elements_text(({p})::json)))",
-                cols.text(c)
-            )
-        }
-    })
-}
-
-/// The cookie of a page: the order values (as text) of its last row.
-#[derive(Serialize, Deserialize)]
-struct Cookie {
-    pg: Vec<Option<String>>,
-}
-
-fn encode_cookie(values: Vec<Option<String>>) -> String {
-    let json = serde_json::to_vec(&Cookie { pg: values }).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-fn decode_cookie(text: &str, len: usize) -> ConnectorResult<Vec<Option<String>>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Cookie>(&b).ok())
-        .map(|c| c.pg)
-        .filter(|v| v.len() == len)
-        .ok_or_else(|| {
-            ConnectorError::InvalidAttribute(
-                "the paged results cookie is not one this connector returned for this query".into(),
-            )
-        })
-}
-
-/// Rows after `last` in `order` (column index, ascending?), NULLs first ascending.
-fn after_pg(
-    cols: &PgColumns,
-    order: &[(usize, bool)],
-    last: &[Option<String>],
-    sql: &mut PgSql,
-) -> String {
-    let mut ors = Vec::new();
-    for i in 0..order.len() {
-        let (c, asc) = order[i];
-        let col = cols.base.q(c);
-        let beyond = match (&last[i], asc) {
-            (None, true) => format!("{col} IS NOT NULL"),
-            (None, false) => continue,
-            (Some(v), true) => format!("{col} > {}", sql.typed(Some(v.clone()), cols.ty(c))),
-            (Some(v), false) => format!(
-                "({col} < {} OR {col} IS NULL)",
-                sql.typed(Some(v.clone()), cols.ty(c))
-            ),
-        };
-        let mut ands: Vec<String> = order[..i]
-            .iter()
-            .zip(last)
-            .map(|(&(c, _), v)| match v {
-                None => format!("{} IS NULL", cols.base.q(c)),
-                Some(v) => format!(
-                    "{} = {}",
-                    cols.base.q(c),
-                    sql.typed(Some(v.clone()), cols.ty(c))
-                ),
-            })
-            .collect();
-        ands.push(beyond);
-        ors.push(format!("({})", ands.join(" AND ")));
-    }
-    if ors.is_empty() {
-        "FALSE".into()
-    } else {
-        format!("({})", ors.join(" OR "))
-    }
-}
-
-/// An object from a row: the key text at 0, `returned` from `first`.
-fn object_of(
-    cols: &PgColumns,
-    row: &tokio_postgres::Row,
-    first: usize,
-    returned: &[(usize, String)],
-) -> Result<ConnectorObject, tokio_postgres::Error> {
-    let uid: Option<String> = row.try_get(0)?;
-    let mut attributes = Map::new();
-    for (k, (c, name)) in returned.iter().enumerate() {
-        if let Some(v) = cols.json(*c, row.try_get(first + k)?) {
-            attributes.insert(name.clone(), v);
-        }
-    }
-    Ok(ConnectorObject {
-        uid: uid.unwrap_or_default(),
-        attributes,
-    })
 }
 
 /// A pooled client; back to the idle list when dropped (unless closed).
@@ -444,15 +359,7 @@ impl PgTable {
     }
 
     async fn conn(&self) -> ConnectorResult<Conn> {
-        let permit = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                ConnectorError::Timeout(format!(
-                    "no database connection became free within {} ms (poolConfigOption.maxWait)",
-                    self.max_wait.as_millis()
-                ))
-            })?
-            .map_err(|_| ConnectorError::Unavailable("the connection pool is closed".into()))?;
+        let permit = acquire(&self.permits, self.max_wait).await?;
         let reused = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let mut found = None;
@@ -498,12 +405,6 @@ impl PgTable {
             )
             .await
             .map_err(self.err())?;
-        if rows.is_empty() {
-            return Err(ConnectorError::Config(format!(
-                "the table '{}' does not exist in {}",
-                self.cfg.table, self.cfg.location
-            )));
-        }
         let mut names = Vec::new();
         let mut types = Vec::new();
         let mut category = Vec::new();
@@ -515,74 +416,17 @@ impl PgTable {
             category.push(cat.chars().next().unwrap_or('X'));
             defaults.push(r.try_get::<_, bool>(3).map_err(self.err())?);
         }
-        let cfg = &self.cfg;
-        let find = |name: &str, key: &str| {
-            names.iter().position(|n| n == name).ok_or_else(|| {
-                ConnectorError::Config(format!(
-                    "{key} '{name}' is not a column of the table '{}' (it has {})",
-                    cfg.table,
-                    names.join(", ")
-                ))
-            })
-        };
-        let key = find(&cfg.key_column, "keyColumn")?;
-        let password = match &cfg.password_column {
-            Some(p) => Some(find(p, "passwordColumn")?),
-            None => None,
-        };
-        let change_log = match &cfg.change_log_column {
-            Some(c) => Some(find(c, "changeLogColumn")?),
-            None => None,
-        };
-        let text = category.iter().map(|&c| c == 'S').collect();
-        let key_has_default = defaults[key];
+        let base = Columns::new(&self.cfg, names, types)?;
+        let key_has_default = defaults[base.key];
         Ok((
             conn,
             PgColumns {
-                base: Columns {
-                    names,
-                    text,
-                    types,
-                    key,
-                    password,
-                    change_log,
-                    table: quote(&cfg.table),
-                    table_name: cfg.table.clone(),
-                },
+                base,
                 category,
                 key_has_default,
             },
         ))
     }
-
-    fn not_found(&self, uid: &str) -> ConnectorError {
-        ConnectorError::NotFound(format!(
-            "no row with key '{uid}' in the table '{}'",
-            self.cfg.table
-        ))
-    }
-}
-
-/// Column → text of a write, refusing two different values for one column.
-fn assignments(
-    cols: &PgColumns,
-    attributes: &Map<String, Value>,
-) -> ConnectorResult<std::collections::BTreeMap<usize, Option<String>>> {
-    let mut out = std::collections::BTreeMap::new();
-    for (k, v) in attributes {
-        let c = cols.base.write_column(k)?;
-        let value = to_text(&cols.base.names[c], v)?;
-        if let Some(prev) = out.get(&c) {
-            if *prev != value {
-                return Err(ConnectorError::InvalidAttribute(format!(
-                    "two different values for the column '{}'",
-                    cols.base.names[c]
-                )));
-            }
-        }
-        out.insert(c, value);
-    }
-    Ok(out)
 }
 
 #[async_trait::async_trait]
@@ -597,38 +441,12 @@ impl Connector for PgTable {
 
     async fn schema(&self) -> ConnectorResult<Map<String, Value>> {
         let (_conn, cols) = self.open().await?;
-        let b = &cols.base;
-        let mut properties = Map::new();
-        for (i, name) in b.names.iter().enumerate() {
-            let (kind, native) = match cols.category[i] {
-                'N' if b.types[i].contains("int") => ("integer", "long"),
-                'N' => ("number", "double"),
-                'B' => ("boolean", "boolean"),
-                _ => ("string", "string"),
-            };
-            let prop = if i == b.key {
-                json!({"type": kind, "nativeName": NAME, "nativeType": native, "required": true})
-            } else if Some(i) == b.password {
-                json!({"type": "string", "nativeName": PASSWORD,
-                       "nativeType": "JAVA_TYPE_GUARDEDSTRING",
-                       "flags": ["NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"]})
-            } else {
-                json!({"type": kind, "nativeName": name, "nativeType": native})
-            };
-            properties.insert(name.clone(), prop);
-        }
-        let mut out = Map::new();
-        out.insert(
-            "account".into(),
-            json!({
-                "$schema": "http://json-schema.org/draft-03/schema",
-                "id": "__ACCOUNT__",
-                "type": "object",
-                "nativeType": "__ACCOUNT__",
-                "properties": properties,
-            }),
-        );
-        Ok(out)
+        Ok(sql::schema(&cols.base, |i| match cols.category[i] {
+            'N' if cols.ty(i).contains("int") => ("integer", "long"),
+            'N' => ("number", "double"),
+            'B' => ("boolean", "boolean"),
+            _ => ("string", "string"),
+        }))
     }
 
     async fn authenticate(
@@ -639,35 +457,16 @@ impl Connector for PgTable {
     ) -> ConnectorResult<String> {
         check_class(class)?;
         let (conn, cols) = self.open().await?;
-        let Some(pw) = cols.base.password else {
-            return Err(ConnectorError::NotSupported(format!(
-                "the table '{}' has no password column (passwordColumn is not set)",
-                self.cfg.table
-            )));
-        };
-        let invalid = || ConnectorError::InvalidCredential("invalid username or password".into());
-        if !cols.key_parses(username) {
-            return Err(invalid());
-        }
-        let b = &cols.base;
-        let mut sql = PgSql::default();
-        let k = sql.typed(Some(username.to_owned()), cols.ty(b.key));
-        let text = format!(
-            "SELECT {}, {} FROM {} WHERE {} = {k}",
-            cols.text(b.key),
-            cols.text(pw),
-            b.table,
-            b.q(b.key)
-        );
-        let rows = conn.query(&text, &sql.refs()).await.map_err(self.err())?;
+        let (text, sql) = sql::authenticate_sql(&cols, username)?;
+        let rows = conn.query(&text, &refs(&sql)).await.map_err(self.err())?;
         for row in rows {
             let stored: Option<String> = row.try_get(1).map_err(self.err())?;
-            if stored.is_some_and(|s| !s.is_empty() && s == password) {
+            if sql::password_matches::<PgColumns>(&stored, password) {
                 let uid: Option<String> = row.try_get(0).map_err(self.err())?;
-                return Ok(uid.unwrap_or_default());
+                return Ok(PgColumns::uid(&uid));
             }
         }
-        Err(invalid())
+        Err(sql::invalid_credential())
     }
 
     async fn create(
@@ -678,58 +477,13 @@ impl Connector for PgTable {
     ) -> ConnectorResult<String> {
         check_class(class)?;
         let (conn, cols) = self.open().await?;
-        let b = &cols.base;
-        let mut values = assignments(&cols, &attributes)?;
-        match (uid, values.get(&b.key)) {
-            (Some(u), Some(Some(v))) if v != u => {
-                return Err(ConnectorError::InvalidAttribute(format!(
-                    "the id '{u}' and the '{}' value '{v}' differ",
-                    b.names[b.key]
-                )))
-            }
-            (Some(u), _) => {
-                values.insert(b.key, Some(u.to_owned()));
-            }
-            (None, None) | (None, Some(None)) => {
-                values.remove(&b.key);
-                if !cols.key_has_default && cols.category[b.key] == 'S' {
-                    values.insert(b.key, Some(uuid::Uuid::new_v4().to_string()));
-                }
-            }
-            (None, Some(Some(_))) => {}
-        }
-        let mut sql = PgSql::default();
-        let names: Vec<String> = values.keys().map(|&c| b.q(c)).collect();
-        let placeholders: Vec<String> = values
-            .iter()
-            .map(|(&c, v)| sql.typed(v.clone(), cols.ty(c)))
-            .collect();
-        let text = if names.is_empty() {
-            format!(
-                "INSERT INTO {} DEFAULT VALUES RETURNING {}",
-                b.table,
-                cols.text(b.key)
-            )
-        } else {
-            format!(
-                "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
-                b.table,
-                names.join(", "),
-                placeholders.join(", "),
-                cols.text(b.key)
-            )
-        };
+        let (text, sql, _) = sql::create_sql(&cols, uid, &attributes)?;
         let row = conn
-            .query_one(&text, &sql.refs())
+            .query_one(&text, &refs(&sql))
             .await
             .map_err(self.err())?;
         let key: Option<String> = row.try_get(0).map_err(self.err())?;
-        key.ok_or_else(|| {
-            ConnectorError::InvalidAttribute(format!(
-                "the key column '{}' needs a value (__NAME__)",
-                b.names[b.key]
-            ))
-        })
+        sql::created(&cols, &key)
     }
 
     async fn read(
@@ -740,26 +494,14 @@ impl Connector for PgTable {
     ) -> ConnectorResult<Option<ConnectorObject>> {
         check_class(class)?;
         let (conn, cols) = self.open().await?;
-        if !cols.key_parses(uid) {
+        let Some(select) = sql::read_sql(&cols, uid, attributes) else {
             return Ok(None);
-        }
-        let b = &cols.base;
-        let returned = b.returned(attributes);
-        let mut select = vec![cols.text(b.key)];
-        select.extend(returned.iter().map(|(c, _)| cols.text(*c)));
-        let mut sql = PgSql::default();
-        let k = sql.typed(Some(uid.to_owned()), cols.ty(b.key));
-        let text = format!(
-            "SELECT {} FROM {} WHERE {} = {k} LIMIT 1",
-            select.join(", "),
-            b.table,
-            b.q(b.key)
-        );
+        };
         let row = conn
-            .query_opt(&text, &sql.refs())
+            .query_opt(&select.text, &refs(&select.sql))
             .await
             .map_err(self.err())?;
-        row.map(|r| object_of(&cols, &r, 1, &returned))
+        row.map(|r| object_of(&cols, &r, &select))
             .transpose()
             .map_err(self.err())
     }
@@ -772,67 +514,21 @@ impl Connector for PgTable {
     ) -> ConnectorResult<String> {
         check_class(class)?;
         let (conn, cols) = self.open().await?;
-        let b = &cols.base;
-        let values = assignments(&cols, &attributes)?;
-        if values.get(&b.key) == Some(&None) {
-            return Err(ConnectorError::InvalidAttribute(format!(
-                "the key column '{}' cannot be cleared",
-                b.names[b.key]
-            )));
-        }
-        if !cols.key_parses(uid) {
-            return Err(self.not_found(uid));
-        }
-        let mut sql = PgSql::default();
-        let k = sql.typed(Some(uid.to_owned()), cols.ty(b.key));
-        let text = if values.is_empty() {
-            format!(
-                "SELECT {} FROM {} WHERE {} = {k}",
-                cols.text(b.key),
-                b.table,
-                b.q(b.key)
-            )
-        } else {
-            let sets: Vec<String> = values
-                .iter()
-                .map(|(&c, v)| format!("{} = {}", b.q(c), sql.typed(v.clone(), cols.ty(c))))
-                .collect();
-            format!(
-                "UPDATE {} SET {} WHERE {} = {k} RETURNING {}",
-                b.table,
-                sets.join(", "),
-                b.q(b.key),
-                cols.text(b.key)
-            )
-        };
-        let rows = conn.query(&text, &sql.refs()).await.map_err(self.err())?;
+        let (text, sql) = sql::update_sql(&cols, uid, &attributes)?;
+        let rows = conn.query(&text, &refs(&sql)).await.map_err(self.err())?;
         match rows.first() {
-            Some(r) => Ok(r
-                .try_get::<_, Option<String>>(0)
-                .map_err(self.err())?
-                .unwrap_or_default()),
-            None => Err(self.not_found(uid)),
+            Some(r) => Ok(PgColumns::uid(&r.try_get(0).map_err(self.err())?)),
+            None => Err(sql::not_found(uid, &cols.base)),
         }
     }
 
     async fn delete(&self, class: &ObjectClass, uid: &str) -> ConnectorResult<()> {
         check_class(class)?;
         let (conn, cols) = self.open().await?;
-        if !cols.key_parses(uid) {
-            return Err(self.not_found(uid));
-        }
-        let b = &cols.base;
-        let mut sql = PgSql::default();
-        let k = sql.typed(Some(uid.to_owned()), cols.ty(b.key));
-        let n = conn
-            .execute(
-                &format!("DELETE FROM {} WHERE {} = {k}", b.table, b.q(b.key)),
-                &sql.refs(),
-            )
-            .await
-            .map_err(self.err())?;
+        let (text, sql) = sql::delete_sql(&cols, uid)?;
+        let n = conn.execute(&text, &refs(&sql)).await.map_err(self.err())?;
         if n == 0 {
-            return Err(self.not_found(uid));
+            return Err(sql::not_found(uid, &cols.base));
         }
         Ok(())
     }
@@ -845,122 +541,52 @@ impl Connector for PgTable {
     ) -> ConnectorResult<QueryPage> {
         check_class(class)?;
         let (conn, cols) = self.open().await?;
-        let b = &cols.base;
-        let mut sql = PgSql::default();
-        let condition = match filter {
-            Some(f) => where_pg(f, &cols, &mut sql, 0)?,
-            None => "TRUE".into(),
-        };
-        let mut order: Vec<(usize, bool)> = Vec::new();
-        for (attr, asc) in &options.sort {
-            order.push((b.read_column(attr)?, *asc));
-        }
-        order.push((b.key, true));
+        let query = sql::Query::new(&cols, filter, options)?;
         let total = if options.count {
-            let text = format!("SELECT count(*) FROM {} WHERE {condition}", b.table);
             let row = conn
-                .query_one(&text, &sql.refs())
+                .query_one(&query.count_sql(&cols), &refs(&query.sql))
                 .await
                 .map_err(self.err())?;
             Some(row.try_get::<_, i64>(0).map_err(self.err())?)
         } else {
             None
         };
-        let mut condition = condition;
-        let mut offset = options.offset;
-        if let Some(cookie) = &options.cookie {
-            let last = decode_cookie(cookie, order.len())?;
-            condition = format!(
-                "{condition} AND {}",
-                after_pg(&cols, &order, &last, &mut sql)
-            );
-            offset = 0;
-        }
-        let returned = b.returned(&options.attributes);
-        let mut select = vec![cols.text(b.key)];
-        select.extend(order.iter().map(|(c, _)| cols.text(*c)));
-        let first = select.len();
-        select.extend(returned.iter().map(|(c, _)| cols.text(*c)));
-        let order_by: Vec<String> = order
-            .iter()
-            .map(|(c, asc)| {
-                format!(
-                    "{} {}",
-                    b.q(*c),
-                    if *asc {
-                        "ASC NULLS FIRST"
-                    } else {
-                        "DESC NULLS LAST"
-                    }
-                )
-            })
-            .collect();
-        let limit = if options.page_size == 0 {
-            "ALL".to_owned()
-        } else {
-            options.page_size.saturating_add(1).to_string()
-        };
-        let text = format!(
-            "SELECT {} FROM {} WHERE {condition} ORDER BY {} LIMIT {limit} OFFSET {offset}",
-            select.join(", "),
-            b.table,
-            order_by.join(", ")
-        );
-        let rows = conn.query(&text, &sql.refs()).await.map_err(self.err())?;
+        let page = query.page(&cols, options)?;
+        let rows = conn
+            .query(&page.text, &refs(&page.sql))
+            .await
+            .map_err(self.err())?;
         let more = options.page_size > 0 && rows.len() > options.page_size;
         let take = if more { options.page_size } else { rows.len() };
         let mut objects = Vec::with_capacity(take);
         for row in &rows[..take] {
-            objects.push(object_of(&cols, row, first, &returned).map_err(self.err())?);
+            objects.push(object_of(&cols, row, &page).map_err(self.err())?);
         }
-        let cookie = if more {
+        let last_order = if more {
             let row = &rows[take - 1];
-            let values = (1..first)
+            (1..page.first)
                 .map(|i| row.try_get::<_, Option<String>>(i))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(self.err())?;
-            Some(encode_cookie(values))
+                .map_err(self.err())?
         } else {
-            None
+            Vec::new()
         };
-        let remaining = if !more {
-            Some(0)
-        } else if options.cookie.is_none() {
-            total.map(|t| (t - (options.offset + objects.len()) as i64).max(0))
-        } else {
-            None
-        };
-        Ok(QueryPage {
-            objects,
-            cookie,
-            remaining,
-            total,
-        })
+        Ok(sql::query_page::<PgColumns>(
+            options, objects, last_order, more, total,
+        ))
     }
 
     async fn latest_sync_token(&self, class: &ObjectClass) -> ConnectorResult<Value> {
         check_class(class)?;
         change_log_required(&self.cfg)?;
         let (conn, cols) = self.open().await?;
-        let Some(chg) = cols.base.change_log else {
-            return Err(ConnectorError::NotSupported("no changeLogColumn".into()));
-        };
+        let chg = sql::change_log_column(&cols.base)?;
         let row = conn
-            .query_one(
-                &format!(
-                    "SELECT max({})::text FROM {}",
-                    cols.base.q(chg),
-                    cols.base.table
-                ),
-                &[],
-            )
+            .query_one(&sql::latest_sql(&cols, chg), &[])
             .await
             .map_err(self.err())?;
         let max: Option<String> = row.try_get(0).map_err(self.err())?;
-        Ok(match cols.json(chg, max) {
-            None => json!({"changeLog": null}),
-            Some(v) => v,
-        })
+        Ok(sql::latest_token(&cols, chg, max))
     }
 
     async fn sync(
@@ -978,68 +604,20 @@ impl Connector for PgTable {
                 token,
             });
         }
-        let bad = || {
-            ConnectorError::InvalidAttribute(format!(
-                "'{token}' is not a liveSync token of this table (a changeLogColumn value)"
-            ))
-        };
-        let scalar = |v: &Value| -> ConnectorResult<Option<String>> {
-            match v {
-                Value::Null => Ok(None),
-                Value::String(s) => Ok(Some(s.clone())),
-                Value::Number(n) => Ok(Some(n.to_string())),
-                _ => Err(bad()),
-            }
-        };
-        let (from, after_key) = match token {
-            Value::Object(m) => {
-                let from = scalar(m.get("changeLog").ok_or_else(bad)?)?;
-                let key = match m.get("key") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(k)) => Some(k.clone()),
-                    Some(_) => return Err(bad()),
-                };
-                (from, key)
-            }
-            other => (scalar(other)?, None),
-        };
+        let from = sql::SyncFrom::<PgColumns>::parse(token)?;
         let (conn, cols) = self.open().await?;
-        let b = &cols.base;
-        let Some(chg_col) = b.change_log else {
-            return Err(ConnectorError::NotSupported("no changeLogColumn".into()));
-        };
-        let chg = b.q(chg_col);
-        let key = b.q(b.key);
-        let mut sql = PgSql::default();
-        let condition = match (&from, &after_key) {
-            (None, _) => format!("{chg} IS NOT NULL"),
-            (Some(v), None) => format!("{chg} > {}", sql.typed(Some(v.clone()), cols.ty(chg_col))),
-            (Some(v), Some(k)) => {
-                let p = sql.typed(Some(v.clone()), cols.ty(chg_col));
-                let kp = sql.typed(Some(k.clone()), cols.ty(b.key));
-                format!("({chg} > {p} OR ({chg} = {p} AND {key} > {kp}))")
-            }
-        };
-        let returned = b.returned(&[]);
-        let mut select = vec![cols.text(b.key), cols.text(chg_col)];
-        select.extend(returned.iter().map(|(c, _)| cols.text(*c)));
-        let limit = if max == 0 {
-            "ALL".to_owned()
-        } else {
-            max.saturating_add(1).to_string()
-        };
-        let text = format!(
-            "SELECT {} FROM {} WHERE {condition} ORDER BY {chg} ASC, {key} ASC LIMIT {limit}",
-            select.join(", "),
-            b.table
-        );
-        let rows = conn.query(&text, &sql.refs()).await.map_err(self.err())?;
+        let chg = sql::change_log_column(&cols.base)?;
+        let select = from.sql(&cols, chg, max);
+        let rows = conn
+            .query(&select.text, &refs(&select.sql))
+            .await
+            .map_err(self.err())?;
         let more = max > 0 && rows.len() > max;
         let take = if more { max } else { rows.len() };
         let mut deltas = Vec::with_capacity(take);
         for row in &rows[..take] {
             deltas.push(SyncDelta::CreateOrUpdate(
-                object_of(&cols, row, 2, &returned).map_err(self.err())?,
+                object_of(&cols, row, &select).map_err(self.err())?,
             ));
         }
         let text_at = |i: usize, col: usize| -> ConnectorResult<Option<String>> {
@@ -1047,26 +625,23 @@ impl Connector for PgTable {
                 .try_get::<_, Option<String>>(col)
                 .map_err(self.err())
         };
-        let token = if take == 0 {
-            match (&from, &after_key) {
-                (None, _) => json!({"changeLog": null}),
-                (Some(_), None) => token.clone(),
-                (Some(_), Some(_)) => token.clone(),
-            }
-        } else {
-            let last_value = text_at(take - 1, 1)?;
-            let value_json = cols
-                .json(chg_col, last_value.clone())
-                .unwrap_or(Value::Null);
-            if more && text_at(take, 1)? == last_value {
-                // The batch ends inside a run of equal values: remember the key too.
-                json!({"changeLog": value_json, "key": text_at(take - 1, 0)?})
-            } else {
-                value_json
-            }
+        let last = match take {
+            0 => None,
+            _ => Some((text_at(take - 1, 1)?, text_at(take - 1, 0)?)),
         };
+        let next = if more { Some(text_at(take, 1)?) } else { None };
+        let token = from.next_token(&cols, chg, token, last, next);
         Ok(SyncBatch { deltas, token })
     }
+}
+
+/// Reads the object of `select` from `row`.
+fn object_of(
+    cols: &PgColumns,
+    row: &tokio_postgres::Row,
+    select: &sql::Select<PgColumns>,
+) -> Result<ConnectorObject, tokio_postgres::Error> {
+    select.object(cols, |i| row.try_get(i))
 }
 
 #[cfg(test)]
