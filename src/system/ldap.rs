@@ -2752,7 +2752,7 @@ mod tests {
             }),
         )
         .unwrap();
-        let c = LdapConnector::new(&p).unwrap();
+        let c = LdapConnector::new(&p, Arc::default()).unwrap();
         let account = p.object_type("account").unwrap();
         let classes = "(objectClass=person)(objectClass=organizationalPerson)\
                        (objectClass=inetOrgPerson)(employeeType=staff)";
