@@ -3,14 +3,19 @@
 //! to it), links through [`LinkStore`].
 //!
 //! * **Source phase**: source pages (`_pageSize` + cookie); per page one link query and one
-//!   batched read of the linked targets; then each source, with up to 100 × `taskThreads`
-//!   in flight (at most the page): qualification, correlation when unlinked, situation, the
-//!   policy's action. The links the page creates are written at its end in one batch
-//!   ([`LinkStore::apply`], one commit), after the target writes they belong to.
+//!   batched read of the linked targets (`_id in […]`, one query per page on this gateway's
+//!   resources, `or`-ed `_id eq` chunks on a remote); then each source, with up to
+//!   100 × `taskThreads` in flight (at most the page): qualification, correlation when
+//!   unlinked, situation, the policy's action. The links the page creates are written after
+//!   it in one batch ([`LinkStore::apply`], one commit), after the target writes they belong
+//!   to, while the next page is processed; until committed, their targets count as linked
+//!   for the next page's correlations. The next page (source, links, targets) is read while
+//!   a page is processed; targets the page wrote are read again for the next one.
 //! * **Target phase**: target pages; per page one link query by target id and one batched
-//!   existence check of the linked sources. A target whose source exists was handled by the
-//!   source phase; the others are UNASSIGNED, SOURCE_MISSING or TARGET_IGNORED. Nothing is
-//!   remembered between pages, so memory grows with the page size, not with the object count.
+//!   existence check of the linked sources, read while the previous page is processed. A
+//!   target whose source exists was handled by the source phase; the others are UNASSIGNED,
+//!   SOURCE_MISSING or TARGET_IGNORED. Nothing is remembered between pages, so memory grows
+//!   with the page size (two pages), not with the object count.
 //! * A page that cannot be read (source, target or links) ends the run FAILED before anything
 //!   of that page is acted on: an unreachable source never looks like deleted sources.
 //!   A single object that fails is counted (`statusSummary.FAILURE`), logged with its id, and
@@ -139,6 +144,8 @@ pub struct Engine {
     /// Targets correlated in the current page: their links are written at the end of the
     /// page, so a second source finding the same target sees it as linked meanwhile.
     claimed: std::sync::Mutex<HashSet<String>>,
+    /// Targets of the links being written (the previous page's, see [`Self::source_pages`]).
+    linking: std::sync::Mutex<HashSet<String>>,
     /// Targets the current page updated or deleted (the next page's were read meanwhile).
     touched: std::sync::Mutex<HashSet<String>>,
     last_save: std::sync::Mutex<Instant>,
@@ -167,6 +174,7 @@ impl Engine {
             skip_correlation: Default::default(),
             claimed: Default::default(),
             touched: Default::default(),
+            linking: Default::default(),
             last_save: std::sync::Mutex::new(Instant::now()),
             last_error: Default::default(),
         }
@@ -285,6 +293,21 @@ impl Engine {
     }
 
     async fn source_phase(self: Arc<Self>) -> Result<(), Stop> {
+        let mut writing = None;
+        let result = self.clone().source_pages(&mut writing).await;
+        // Never abandoned: the targets of these links are written.
+        if let Some(w) = writing {
+            let _ = w.await;
+        }
+        result
+    }
+
+    /// The source pages; each page's links are written while the next page is processed
+    /// (`writing`: the write in flight, at most one).
+    async fn source_pages(
+        self: Arc<Self>,
+        writing: &mut Option<tokio::task::JoinHandle<()>>,
+    ) -> Result<(), Stop> {
         let in_flight = (self.mapping.task_threads * IN_FLIGHT_PER_THREAD)
             .min(self.mapping.page_size)
             .max(1);
@@ -341,7 +364,26 @@ impl Engine {
                     deferred.push(d);
                 }
             }
-            self.write_links(deferred).await;
+            if let Some(w) = writing.take() {
+                let _ = w.await;
+            }
+            // The next page's correlations see this page's targets as linked: claimed ones
+            // through `linking` until their links are committed, then through the store.
+            *self.linking.lock().unwrap_or_else(|e| e.into_inner()) =
+                deferred.iter().map(|d| d.link.target_id.clone()).collect();
+            self.claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            let engine = self.clone();
+            *writing = Some(tokio::spawn(async move {
+                engine.write_links(deferred).await;
+                engine
+                    .linking
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }));
             touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|e| e.into_inner()));
             self.save_now_and_then().await;
         }
@@ -528,10 +570,6 @@ impl Engine {
     /// with the correlation query (FOUND → UPDATE + LINK); without a correlation query they
     /// are created again and the orphans show up as UNASSIGNED in the target phase.
     async fn write_links(&self, deferred: Vec<Deferred>) {
-        self.claimed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
         if deferred.is_empty() {
             return;
         }
@@ -598,20 +636,23 @@ impl Engine {
                     if candidates.len() == 1 {
                         let candidate = candidates.remove(0);
                         match object_id(&candidate) {
-                            Some(cid) => match self.links.by_target(&cid).await {
-                                Ok(l) => {
-                                    let claimed = !self
-                                        .claimed
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .insert(cid);
-                                    facts.candidate_linked = l.is_some() || claimed;
+                            // Before the store: a link leaves `linking` once committed.
+                            Some(cid) => {
+                                match (self.is_linking(&cid), self.links.by_target(&cid).await) {
+                                    (linking, Ok(l)) => {
+                                        let claimed = !self
+                                            .claimed
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner())
+                                            .insert(cid);
+                                        facts.candidate_linked = linking || l.is_some() || claimed;
+                                    }
+                                    (_, Err(e)) => {
+                                        self.failed_early(id, &e.to_string());
+                                        return None;
+                                    }
                                 }
-                                Err(e) => {
-                                    self.failed_early(id, &e.to_string());
-                                    return None;
-                                }
-                            },
+                            }
                             None => {
                                 self.failed_early(id, "a correlated target has no _id");
                                 return None;
@@ -647,6 +688,13 @@ impl Engine {
                 None
             }
         }
+    }
+
+    fn is_linking(&self, target_id: &str) -> bool {
+        self.linking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(target_id)
     }
 
     /// Notes a target written by the source phase (see [`Self::refresh_targets`]).
