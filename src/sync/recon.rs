@@ -9,13 +9,15 @@
 //!   unlinked, situation, the policy's action. The links the page creates are written after
 //!   it in one batch ([`LinkStore::apply`], one commit), after the target writes they belong
 //!   to, while the next page is processed; until committed, their targets count as linked
-//!   for the next page's correlations. The next page (source, links, targets) is read while
-//!   a page is processed; targets the page wrote are read again for the next one.
+//!   for the next page's correlations. Pages are read ahead of their processing (up to
+//!   [`READ_AHEAD`] waiting; the page queries one after the other, each page's links and
+//!   targets in a task of its own); targets that pages processed meanwhile wrote are read
+//!   again before a page is processed.
 //! * **Target phase**: target pages; per page one link query by target id and one batched
-//!   existence check of the linked sources, read while the previous page is processed. A
+//!   existence check of the linked sources, read ahead as in the source phase. A
 //!   target whose source exists was handled by the source phase; the others are UNASSIGNED,
 //!   SOURCE_MISSING or TARGET_IGNORED. Nothing is remembered between pages, so memory grows
-//!   with the page size (two pages), not with the object count.
+//!   with the page size (a few pages), not with the object count.
 //! * A page that cannot be read (source, target or links) ends the run FAILED before anything
 //!   of that page is acted on: an unreachable source never looks like deleted sources.
 //!   A single object that fails is counted (`statusSummary.FAILURE`), logged with its id, and
@@ -54,6 +56,8 @@ const IN_FILTER_BYTES: usize = MAX_FILTER_LENGTH - 256;
 /// mostly waiting for the store or a remote, and the store's group commit needs many
 /// concurrent writes to fill its batches.
 const IN_FLIGHT_PER_THREAD: usize = 100;
+/// Pages read ahead of the one being processed (each of at most the page size).
+const READ_AHEAD: usize = 2;
 /// How often the stored run record is refreshed while the run is active.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Resource of the stored run records.
@@ -89,6 +93,8 @@ struct SourcePage {
     links: HashMap<String, Link>,
     /// The linked targets that exist, by id.
     targets: HashMap<String, Value>,
+    /// Pages processed when the targets were read.
+    read_after: usize,
 }
 
 /// A target page as the target phase reads it.
@@ -100,8 +106,69 @@ struct TargetPage {
     sources: HashSet<String>,
 }
 
-/// A page being read by its own task while the previous one is processed; dropping it
-/// (the run ends early) stops the read.
+/// Which objects a phase pages through.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Source,
+    Target,
+}
+
+/// A task stopped when dropped.
+struct Aborting(tokio::task::JoinHandle<()>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The pages of a phase, read ahead ([`Engine::read_ahead`]); dropping it stops the reads.
+struct ReadAhead<T> {
+    pages: tokio::sync::mpsc::Receiver<Prefetch<T>>,
+    _producer: Aborting,
+    /// The last page had a cookie.
+    more: bool,
+}
+
+impl<T: Send + 'static> ReadAhead<T> {
+    /// The next page, `None` after the last.
+    async fn next(&mut self, engine: &Engine) -> Result<Option<T>, Stop>
+    where
+        T: HasPage,
+    {
+        if engine.run.is_canceled() {
+            return Err(Stop::Canceled);
+        }
+        match self.pages.recv().await {
+            Some(pending) => {
+                let page = pending.wait().await?;
+                self.more = page.page().cookie.as_deref().is_some_and(|c| !c.is_empty());
+                Ok(Some(page))
+            }
+            None if self.more => Err(Stop::Failed("the page reader stopped early".into())),
+            None => Ok(None),
+        }
+    }
+}
+
+trait HasPage {
+    fn page(&self) -> &Page;
+}
+
+impl HasPage for SourcePage {
+    fn page(&self) -> &Page {
+        &self.page
+    }
+}
+
+impl HasPage for TargetPage {
+    fn page(&self) -> &Page {
+        &self.page
+    }
+}
+
+/// A page being read by its own task while earlier ones are processed; dropping it (the
+/// run ends early) stops the read.
 struct Prefetch<T>(tokio::task::JoinHandle<Result<T, Stop>>);
 
 impl<T: Send + 'static> Prefetch<T> {
@@ -146,8 +213,11 @@ pub struct Engine {
     claimed: std::sync::Mutex<HashSet<String>>,
     /// Targets of the links being written (the previous page's, see [`Self::source_pages`]).
     linking: std::sync::Mutex<HashSet<String>>,
-    /// Targets the current page updated or deleted (the next page's were read meanwhile).
-    touched: std::sync::Mutex<HashSet<String>>,
+    /// Targets the source phase updated or deleted, with the page (its number) that did,
+    /// for the pages read ahead (see [`Self::refresh_targets`]).
+    touched: std::sync::Mutex<HashMap<String, usize>>,
+    /// Pages of the current phase processed.
+    pages_done: std::sync::atomic::AtomicUsize,
     last_save: std::sync::Mutex<Instant>,
     /// The last failure's reason (implicit sync records it in its retry queue).
     last_error: std::sync::Mutex<Option<String>>,
@@ -174,6 +244,7 @@ impl Engine {
             skip_correlation: Default::default(),
             claimed: Default::default(),
             touched: Default::default(),
+            pages_done: Default::default(),
             linking: Default::default(),
             last_save: std::sync::Mutex::new(Instant::now()),
             last_error: Default::default(),
@@ -252,24 +323,100 @@ impl Engine {
         Ok(())
     }
 
-    /// One source page with its links and linked targets.
-    async fn read_source_page(
+    /// The query of one page of a phase's objects (the target phase asks for ids only
+    /// unless it needs whole targets for validTarget).
+    async fn query_phase_page(
         self: Arc<Self>,
+        phase: Phase,
         cookie: Option<String>,
         first: bool,
-    ) -> Result<SourcePage, Stop> {
+    ) -> Result<Page, Stop> {
         let t = Instant::now();
-        let page = self
-            .query_page(
+        let (resource, filter, fields, what, timer) = match phase {
+            Phase::Source => (
                 &self.mapping.source,
                 &self.mapping.source_query,
+                None,
+                "source",
+                "sourceQuery",
+            ),
+            Phase::Target => (
+                &self.mapping.target,
+                &self.mapping.target_query,
+                self.mapping.valid_target.is_none().then_some("_id"),
+                "target",
+                "targetQuery",
+            ),
+        };
+        let page = self
+            .query_page_fields(
+                resource,
+                filter,
                 self.mapping.page_size,
                 cookie.as_deref(),
                 first,
+                fields,
             )
             .await
-            .map_err(|e| self.unreadable("source", e))?;
-        self.run.time("sourceQuery", t.elapsed());
+            .map_err(|e| self.unreadable(what, e))?;
+        self.run.time(timer, t.elapsed());
+        Ok(page)
+    }
+
+    /// Reads the pages of a phase ahead of their processing: the queries one after the
+    /// other (each needs the cookie of the one before), the rest of each page (`complete`:
+    /// links, linked objects) in a task of its own, so the two run at once. The receiver gets
+    /// the pages in order, at most [`READ_AHEAD`] of them waiting.
+    fn read_ahead<T, C, F>(self: &Arc<Self>, phase: Phase, complete: C) -> ReadAhead<T>
+    where
+        T: Send + 'static,
+        C: Fn(Arc<Self>, Page, usize) -> F + Send + 'static,
+        F: std::future::Future<Output = Result<T, Stop>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let engine = self.clone();
+        let producer = tokio::spawn(async move {
+            let mut cookie = None;
+            let mut first = true;
+            loop {
+                let read = engine
+                    .clone()
+                    .query_phase_page(phase, cookie.take(), first)
+                    .await;
+                first = false;
+                let page = match read {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Prefetch::spawn(async move { Err(e) })).await;
+                        return;
+                    }
+                };
+                let next = page.cookie.clone().filter(|c| !c.is_empty());
+                let done = engine.pages_done.load(std::sync::atomic::Ordering::SeqCst);
+                let read = complete(engine.clone(), page, done);
+                if tx.send(Prefetch::spawn(read)).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(c) => cookie = Some(c),
+                    None => return,
+                }
+            }
+        });
+        ReadAhead {
+            pages: rx,
+            _producer: Aborting(producer),
+            more: true,
+        }
+    }
+
+    /// The links of a source page and its linked targets; `done`: pages processed when the
+    /// targets were read (the writes of later pages may be missing from them).
+    async fn complete_source_page(
+        self: Arc<Self>,
+        page: Page,
+        done: usize,
+    ) -> Result<SourcePage, Stop> {
         let ids: Vec<String> = page.results.iter().filter_map(object_id).collect();
         let t = Instant::now();
         let links = self
@@ -289,6 +436,7 @@ impl Engine {
             page,
             links,
             targets,
+            read_after: done,
         })
     }
 
@@ -312,30 +460,20 @@ impl Engine {
             .min(self.mapping.page_size)
             .max(1);
         let workers = Arc::new(Semaphore::new(in_flight));
-        let mut next = Some(Prefetch::spawn(self.clone().read_source_page(None, true)));
+        let mut pages = self.read_ahead(Phase::Source, Self::complete_source_page);
         let mut first = true;
-        // Targets the previous page wrote: the next page was read meanwhile.
-        let mut touched = HashSet::new();
-        while let Some(pending) = next.take() {
-            if self.run.is_canceled() {
-                return Err(Stop::Canceled);
-            }
-            let SourcePage {
-                page,
-                mut links,
-                mut targets,
-            } = pending.wait().await?;
+        while let Some(SourcePage {
+            page,
+            mut links,
+            mut targets,
+            read_after,
+        }) = pages.next(&self).await?
+        {
             if first {
                 self.run.set_source_total(page.total);
                 first = false;
             }
-            // The next page is read while this one is processed.
-            if let Some(c) = page.cookie.filter(|c| !c.is_empty()) {
-                next = Some(Prefetch::spawn(
-                    self.clone().read_source_page(Some(c), false),
-                ));
-            }
-            self.refresh_targets(&mut targets, &touched).await?;
+            self.refresh_targets(&mut targets, read_after).await?;
 
             let mut tasks = JoinSet::new();
             for source in page.results {
@@ -384,24 +522,30 @@ impl Engine {
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
             }));
-            touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|e| e.into_inner()));
+            self.pages_done
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.save_now_and_then().await;
         }
         Ok(())
     }
 
-    /// Reads again the targets of a prefetched page that the page before it wrote after
-    /// (or while) they were read; one gone since is dropped.
+    /// Reads again the targets of a page read ahead that pages processed since (`read_after`
+    /// and later) wrote; one gone since is dropped.
     async fn refresh_targets(
         &self,
         targets: &mut HashMap<String, Value>,
-        touched: &HashSet<String>,
+        read_after: usize,
     ) -> Result<(), Stop> {
-        let stale: Vec<String> = targets
-            .keys()
-            .filter(|id| touched.contains(*id))
-            .cloned()
-            .collect();
+        let stale: Vec<String> = {
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            // Later pages were read after the pages before `read_after`: forgotten.
+            touched.retain(|_, page| *page >= read_after);
+            targets
+                .keys()
+                .filter(|id| touched.contains_key(*id))
+                .cloned()
+                .collect()
+        };
         if stale.is_empty() {
             return Ok(());
         }
@@ -418,27 +562,12 @@ impl Engine {
         Ok(())
     }
 
-    /// One target page with its links and which of the linked sources exist.
-    async fn read_target_page(
+    /// The links of a target page and which of the linked sources exist.
+    async fn complete_target_page(
         self: Arc<Self>,
-        cookie: Option<String>,
-        first: bool,
+        page: Page,
+        _done: usize,
     ) -> Result<TargetPage, Stop> {
-        let t = Instant::now();
-        // Without validTarget the target phase needs only ids: links say the rest.
-        let fields = self.mapping.valid_target.is_none().then_some("_id");
-        let page = self
-            .query_page_fields(
-                &self.mapping.target,
-                &self.mapping.target_query,
-                self.mapping.page_size,
-                cookie.as_deref(),
-                first,
-                fields,
-            )
-            .await
-            .map_err(|e| self.unreadable("target", e))?;
-        self.run.time("targetQuery", t.elapsed());
         let ids: Vec<String> = page.results.iter().filter_map(object_id).collect();
         let t = Instant::now();
         let links = self
@@ -464,27 +593,18 @@ impl Engine {
 
     async fn target_phase(self: Arc<Self>) -> Result<(), Stop> {
         let workers = Arc::new(Semaphore::new(self.mapping.task_threads));
-        let mut next = Some(Prefetch::spawn(self.clone().read_target_page(None, true)));
+        // Pages are read ahead: processing a page only deletes its own targets and links.
+        let mut pages = self.read_ahead(Phase::Target, Self::complete_target_page);
         let mut first = true;
-        while let Some(pending) = next.take() {
-            if self.run.is_canceled() {
-                return Err(Stop::Canceled);
-            }
-            let TargetPage {
-                page,
-                mut links,
-                sources,
-            } = pending.wait().await?;
+        while let Some(TargetPage {
+            page,
+            mut links,
+            sources,
+        }) = pages.next(&self).await?
+        {
             if first {
                 self.run.set_target_total(page.total);
                 first = false;
-            }
-            // The next page is read while this one is processed (which only deletes this
-            // page's targets and their links).
-            if let Some(c) = page.cookie.filter(|c| !c.is_empty()) {
-                next = Some(Prefetch::spawn(
-                    self.clone().read_target_page(Some(c), false),
-                ));
             }
 
             let mut tasks = JoinSet::new();
@@ -699,10 +819,11 @@ impl Engine {
 
     /// Notes a target written by the source phase (see [`Self::refresh_targets`]).
     fn touch(&self, target_id: &str) {
+        let page = self.pages_done.load(std::sync::atomic::Ordering::SeqCst);
         self.touched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(target_id.to_owned());
+            .insert(target_id.to_owned(), page);
     }
 
     /// The last failure's reason, if any.
