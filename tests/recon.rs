@@ -439,3 +439,100 @@ async fn bad_mapping_file_is_rejected_and_the_last_good_stays_live() {
         .unwrap();
     assert_eq!(m["properties"].as_array().unwrap().len(), 4);
 }
+
+/// Pages of one source: each page is read while the one before it is processed and its
+/// links are written while the next one is. Neither changes what a run finds: a target
+/// correlated on one page counts as linked on the next, and a target a page updated is
+/// compared afresh on the next page.
+#[tokio::test]
+async fn read_ahead_pages_see_the_previous_page_s_links_and_writes() {
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_other())
+        .conf_file(
+            "mapping-u2o",
+            mapping(json!({
+                "reconSourceQueryPageSize": 1,
+                "policies": [
+                    {"situation": "SOURCE_MISSING", "action": "DELETE"},
+                    {"situation": "FOUND_ALREADY_LINKED", "action": "UPDATE"}
+                ]
+            })),
+        )
+        .start()
+        .await;
+    // u2 is linked to o2 by a first run.
+    put_user(
+        &gw,
+        "u2",
+        &json!({"userName": "u2", "givenName": "Two", "sn": "S", "mail": "same@x"}),
+    )
+    .await;
+    let r = gw
+        .put("/openidm/managed/other/o2")
+        .json(&json!({"userName": "old", "mail": "same@x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let run = recon(&gw, "u2o").await;
+    assert_eq!(situations(&run), pairs(&[("FOUND", 1)]));
+
+    // u1 (the page before u2's) finds o2 linked to u2 and, by policy, updates it; u2's page
+    // then finds o2 changed and updates it back.
+    put_user(
+        &gw,
+        "u1",
+        &json!({"userName": "u1", "givenName": "One", "sn": "S", "mail": "same@x"}),
+    )
+    .await;
+    let run = recon(&gw, "u2o").await;
+    assert_eq!(
+        sorted(situations(&run)),
+        pairs(&[("CONFIRMED", 1), ("FOUND_ALREADY_LINKED", 1)])
+    );
+    assert_eq!(status(&run), (2, 0));
+    assert_eq!(run["progress"]["target"]["updated"], 2, "{run}");
+    let o2 = &targets(&gw).await[0];
+    assert_eq!(
+        (&o2["userName"], &o2["givenName"]),
+        (&json!("u2"), &json!("Two")),
+        "{o2}"
+    );
+
+    // A third source correlating to a target the page before it correlated (and whose link
+    // may still be in flight) finds it linked.
+    for (id, mail) in [("v1", "v@x"), ("v2", "v@x")] {
+        put_user(
+            &gw,
+            id,
+            &json!({"userName": id, "givenName": "V", "sn": "V", "mail": mail}),
+        )
+        .await;
+    }
+    let r = gw
+        .put("/openidm/managed/other/ov")
+        .json(&json!({"userName": "old-v", "mail": "v@x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let run = recon(&gw, "u2o").await;
+    assert_eq!(
+        sorted(situations(&run)),
+        pairs(&[("CONFIRMED", 2), ("FOUND", 1), ("FOUND_ALREADY_LINKED", 1)])
+    );
+    let linked: Value = gw
+        .post("/openidm/sync?_action=getLinkedResources&resourceName=managed/user/v1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(linked[0]["resourceName"], "managed/other/ov");
+}
+
+fn sorted(mut v: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    v.sort();
+    v
+}

@@ -3,14 +3,21 @@
 //! to it), links through [`LinkStore`].
 //!
 //! * **Source phase**: source pages (`_pageSize` + cookie); per page one link query and one
-//!   batched read of the linked targets; then each source, with up to 100 × `taskThreads`
-//!   in flight (at most the page): qualification, correlation when unlinked, situation, the
-//!   policy's action. The links the page creates are written at its end in one batch
-//!   ([`LinkStore::apply`], one commit), after the target writes they belong to.
+//!   batched read of the linked targets (`_id in […]`, one query per page on this gateway's
+//!   resources, `or`-ed `_id eq` chunks on a remote); then each source, with up to
+//!   100 × `taskThreads` in flight (at most the page): qualification, correlation when
+//!   unlinked, situation, the policy's action. The links the page creates are written after
+//!   it in one batch ([`LinkStore::apply`], one commit), after the target writes they belong
+//!   to, while the next page is processed; until committed, their targets count as linked
+//!   for the next page's correlations. Pages are read ahead of their processing (up to
+//!   [`READ_AHEAD`] waiting; the page queries one after the other, each page's links and
+//!   targets in a task of its own); targets that pages processed meanwhile wrote are read
+//!   again before a page is processed.
 //! * **Target phase**: target pages; per page one link query by target id and one batched
-//!   existence check of the linked sources. A target whose source exists was handled by the
-//!   source phase; the others are UNASSIGNED, SOURCE_MISSING or TARGET_IGNORED. Nothing is
-//!   remembered between pages, so memory grows with the page size, not with the object count.
+//!   existence check of the linked sources, read ahead as in the source phase. A
+//!   target whose source exists was handled by the source phase; the others are UNASSIGNED,
+//!   SOURCE_MISSING or TARGET_IGNORED. Nothing is remembered between pages, so memory grows
+//!   with the page size (a few pages), not with the object count.
 //! * A page that cannot be read (source, target or links) ends the run FAILED before anything
 //!   of that page is acted on: an unreachable source never looks like deleted sources.
 //!   A single object that fails is counted (`statusSummary.FAILURE`), logged with its id, and
@@ -18,7 +25,7 @@
 //! * An update writes only the mapped properties that differ, so an unchanged re-run writes
 //!   nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,18 +37,27 @@ use super::links::{Link, LinkStore, NewLink};
 use super::mapping::Mapping;
 use super::run::{bump, Run, Stage};
 use super::situation::{assess_source, assess_target, Action, Situation, SourceFacts, TargetFacts};
-use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
+use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter, MAX_FILTER_LENGTH};
 use crate::crest::query::CountPolicy;
 use crate::crest::{Caller, Operation, QueryParams, Request, ResourceError, Response, Router};
 use crate::metrics::Metrics;
 use crate::repo::Repo;
 
-/// Ids per batched read (`_id eq "a" or _id eq "b" …`), well under the filter length limit.
+/// Ids per batched read of a remote resource (`_id eq "a" or _id eq "b" …`): a real IDM's
+/// support of `in` is unconfirmed, and the filter travels in the URL.
 const READ_BATCH: usize = 100;
+/// Ids per batched read of a resource of this gateway (`_id in '["a","b",…]'`, which the
+/// store answers from its primary key with one bound parameter): a whole default page.
+const IN_BATCH: usize = 1000;
+/// Longest `_id in …` filter text sent, under the parser's [`MAX_FILTER_LENGTH`]; long ids
+/// (UUIDs: ~41 bytes each, escaped) make more, smaller queries.
+const IN_FILTER_BYTES: usize = MAX_FILTER_LENGTH - 256;
 /// Objects of a page in flight per `taskThreads` (bounded by the page size): the work is
 /// mostly waiting for the store or a remote, and the store's group commit needs many
 /// concurrent writes to fill its batches.
 const IN_FLIGHT_PER_THREAD: usize = 100;
+/// Pages read ahead of the one being processed (each of at most the page size).
+const READ_AHEAD: usize = 2;
 /// How often the stored run record is refreshed while the run is active.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Resource of the stored run records.
@@ -70,6 +86,110 @@ struct Deferred {
     link: NewLink,
 }
 
+/// A source page as the source phase reads it.
+struct SourcePage {
+    page: Page,
+    /// By source id.
+    links: HashMap<String, Link>,
+    /// The linked targets that exist, by id.
+    targets: HashMap<String, Value>,
+    /// Pages processed when the targets were read.
+    read_after: usize,
+}
+
+/// A target page as the target phase reads it.
+struct TargetPage {
+    page: Page,
+    /// By target id.
+    links: HashMap<String, Link>,
+    /// The linked sources that exist.
+    sources: HashSet<String>,
+}
+
+/// Which objects a phase pages through.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Source,
+    Target,
+}
+
+/// A task stopped when dropped.
+struct Aborting(tokio::task::JoinHandle<()>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The pages of a phase, read ahead ([`Engine::read_ahead`]); dropping it stops the reads.
+struct ReadAhead<T> {
+    pages: tokio::sync::mpsc::Receiver<Prefetch<T>>,
+    _producer: Aborting,
+    /// The last page had a cookie.
+    more: bool,
+}
+
+impl<T: Send + 'static> ReadAhead<T> {
+    /// The next page, `None` after the last.
+    async fn next(&mut self, engine: &Engine) -> Result<Option<T>, Stop>
+    where
+        T: HasPage,
+    {
+        if engine.run.is_canceled() {
+            return Err(Stop::Canceled);
+        }
+        match self.pages.recv().await {
+            Some(pending) => {
+                let page = pending.wait().await?;
+                self.more = page.page().cookie.as_deref().is_some_and(|c| !c.is_empty());
+                Ok(Some(page))
+            }
+            None if self.more => Err(Stop::Failed("the page reader stopped early".into())),
+            None => Ok(None),
+        }
+    }
+}
+
+trait HasPage {
+    fn page(&self) -> &Page;
+}
+
+impl HasPage for SourcePage {
+    fn page(&self) -> &Page {
+        &self.page
+    }
+}
+
+impl HasPage for TargetPage {
+    fn page(&self) -> &Page {
+        &self.page
+    }
+}
+
+/// A page being read by its own task while earlier ones are processed; dropping it (the
+/// run ends early) stops the read.
+struct Prefetch<T>(tokio::task::JoinHandle<Result<T, Stop>>);
+
+impl<T: Send + 'static> Prefetch<T> {
+    fn spawn(read: impl std::future::Future<Output = Result<T, Stop>> + Send + 'static) -> Self {
+        Self(tokio::spawn(read))
+    }
+
+    async fn wait(mut self) -> Result<T, Stop> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(e) => Err(Stop::Failed(format!("reading a page failed: {e}"))),
+        }
+    }
+}
+
+impl<T> Drop for Prefetch<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One query page, whatever handler answered it.
 struct Page {
     results: Vec<Value>,
@@ -90,7 +210,14 @@ pub struct Engine {
     skip_correlation: std::sync::atomic::AtomicBool,
     /// Targets correlated in the current page: their links are written at the end of the
     /// page, so a second source finding the same target sees it as linked meanwhile.
-    claimed: std::sync::Mutex<std::collections::HashSet<String>>,
+    claimed: std::sync::Mutex<HashSet<String>>,
+    /// Targets of the links being written (the previous page's, see [`Self::source_pages`]).
+    linking: std::sync::Mutex<HashSet<String>>,
+    /// Targets the source phase updated or deleted, with the page (its number) that did,
+    /// for the pages read ahead (see [`Self::refresh_targets`]).
+    touched: std::sync::Mutex<HashMap<String, usize>>,
+    /// Pages of the current phase processed.
+    pages_done: std::sync::atomic::AtomicUsize,
     last_save: std::sync::Mutex<Instant>,
     /// The last failure's reason (implicit sync records it in its retry queue).
     last_error: std::sync::Mutex<Option<String>>,
@@ -116,6 +243,9 @@ impl Engine {
             caller,
             skip_correlation: Default::default(),
             claimed: Default::default(),
+            touched: Default::default(),
+            pages_done: Default::default(),
+            linking: Default::default(),
             last_save: std::sync::Mutex::new(Instant::now()),
             last_error: Default::default(),
         }
@@ -193,51 +323,159 @@ impl Engine {
         Ok(())
     }
 
+    /// The query of one page of a phase's objects (the target phase asks for ids only
+    /// unless it needs whole targets for validTarget).
+    async fn query_phase_page(
+        self: Arc<Self>,
+        phase: Phase,
+        cookie: Option<String>,
+        first: bool,
+    ) -> Result<Page, Stop> {
+        let t = Instant::now();
+        let (resource, filter, fields, what, timer) = match phase {
+            Phase::Source => (
+                &self.mapping.source,
+                &self.mapping.source_query,
+                None,
+                "source",
+                "sourceQuery",
+            ),
+            Phase::Target => (
+                &self.mapping.target,
+                &self.mapping.target_query,
+                self.mapping.valid_target.is_none().then_some("_id"),
+                "target",
+                "targetQuery",
+            ),
+        };
+        let page = self
+            .query_page_fields(
+                resource,
+                filter,
+                self.mapping.page_size,
+                cookie.as_deref(),
+                first,
+                fields,
+            )
+            .await
+            .map_err(|e| self.unreadable(what, e))?;
+        self.run.time(timer, t.elapsed());
+        Ok(page)
+    }
+
+    /// Reads the pages of a phase ahead of their processing: the queries one after the
+    /// other (each needs the cookie of the one before), the rest of each page (`complete`:
+    /// links, linked objects) in a task of its own, so the two run at once. The receiver gets
+    /// the pages in order, at most [`READ_AHEAD`] of them waiting.
+    fn read_ahead<T, C, F>(self: &Arc<Self>, phase: Phase, complete: C) -> ReadAhead<T>
+    where
+        T: Send + 'static,
+        C: Fn(Arc<Self>, Page, usize) -> F + Send + 'static,
+        F: std::future::Future<Output = Result<T, Stop>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let engine = self.clone();
+        let producer = tokio::spawn(async move {
+            let mut cookie = None;
+            let mut first = true;
+            loop {
+                let read = engine
+                    .clone()
+                    .query_phase_page(phase, cookie.take(), first)
+                    .await;
+                first = false;
+                let page = match read {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Prefetch::spawn(async move { Err(e) })).await;
+                        return;
+                    }
+                };
+                let next = page.cookie.clone().filter(|c| !c.is_empty());
+                let done = engine.pages_done.load(std::sync::atomic::Ordering::SeqCst);
+                let read = complete(engine.clone(), page, done);
+                if tx.send(Prefetch::spawn(read)).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(c) => cookie = Some(c),
+                    None => return,
+                }
+            }
+        });
+        ReadAhead {
+            pages: rx,
+            _producer: Aborting(producer),
+            more: true,
+        }
+    }
+
+    /// The links of a source page and its linked targets; `done`: pages processed when the
+    /// targets were read (the writes of later pages may be missing from them).
+    async fn complete_source_page(
+        self: Arc<Self>,
+        page: Page,
+        done: usize,
+    ) -> Result<SourcePage, Stop> {
+        let ids: Vec<String> = page.results.iter().filter_map(object_id).collect();
+        let t = Instant::now();
+        let links = self
+            .links
+            .by_sources(&ids)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot read links: {e}")))?;
+        self.run.time("sourceLinkQuery", t.elapsed());
+        let target_ids: Vec<String> = links.values().map(|l| l.target_id.clone()).collect();
+        let t = Instant::now();
+        let targets = self
+            .read_many(&self.mapping.target, &target_ids)
+            .await
+            .map_err(|e| self.unreadable("target", e))?;
+        self.run.time("targetObjectQuery", t.elapsed());
+        Ok(SourcePage {
+            page,
+            links,
+            targets,
+            read_after: done,
+        })
+    }
+
     async fn source_phase(self: Arc<Self>) -> Result<(), Stop> {
+        let mut writing = None;
+        let result = self.clone().source_pages(&mut writing).await;
+        // Never abandoned: the targets of these links are written.
+        if let Some(w) = writing {
+            let _ = w.await;
+        }
+        result
+    }
+
+    /// The source pages; each page's links are written while the next page is processed
+    /// (`writing`: the write in flight, at most one).
+    async fn source_pages(
+        self: Arc<Self>,
+        writing: &mut Option<tokio::task::JoinHandle<()>>,
+    ) -> Result<(), Stop> {
         let in_flight = (self.mapping.task_threads * IN_FLIGHT_PER_THREAD)
             .min(self.mapping.page_size)
             .max(1);
         let workers = Arc::new(Semaphore::new(in_flight));
-        let mut cookie: Option<String> = None;
+        let mut pages = self.read_ahead(Phase::Source, Self::complete_source_page);
         let mut first = true;
-        loop {
-            if self.run.is_canceled() {
-                return Err(Stop::Canceled);
-            }
-            let t = Instant::now();
-            let page = self
-                .query_page(
-                    &self.mapping.source,
-                    &self.mapping.source_query,
-                    self.mapping.page_size,
-                    cookie.as_deref(),
-                    first,
-                )
-                .await
-                .map_err(|e| self.unreadable("source", e))?;
-            self.run.time("sourceQuery", t.elapsed());
+        while let Some(SourcePage {
+            page,
+            mut links,
+            mut targets,
+            read_after,
+        }) = pages.next(&self).await?
+        {
             if first {
                 self.run.set_source_total(page.total);
                 first = false;
             }
-            let ids: Vec<String> = page.results.iter().filter_map(object_id).collect();
-            let t = Instant::now();
-            let links = self
-                .links
-                .by_sources(&ids)
-                .await
-                .map_err(|e| Stop::Failed(format!("cannot read links: {e}")))?;
-            self.run.time("sourceLinkQuery", t.elapsed());
-            let target_ids: Vec<String> = links.values().map(|l| l.target_id.clone()).collect();
-            let t = Instant::now();
-            let mut targets = self
-                .read_many(&self.mapping.target, &target_ids)
-                .await
-                .map_err(|e| self.unreadable("target", e))?;
-            self.run.time("targetObjectQuery", t.elapsed());
+            self.refresh_targets(&mut targets, read_after).await?;
 
             let mut tasks = JoinSet::new();
-            let mut links = links;
             for source in page.results {
                 let Some(id) = object_id(&source) else {
                     bump(&self.run.counters.failure);
@@ -264,58 +502,110 @@ impl Engine {
                     deferred.push(d);
                 }
             }
-            self.write_links(deferred).await;
-            self.save_now_and_then().await;
-            match page.cookie {
-                Some(c) if !c.is_empty() => cookie = Some(c),
-                _ => return Ok(()),
+            if let Some(w) = writing.take() {
+                let _ = w.await;
             }
+            // The next page's correlations see this page's targets as linked: claimed ones
+            // through `linking` until their links are committed, then through the store.
+            *self.linking.lock().unwrap_or_else(|e| e.into_inner()) =
+                deferred.iter().map(|d| d.link.target_id.clone()).collect();
+            self.claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            let engine = self.clone();
+            *writing = Some(tokio::spawn(async move {
+                engine.write_links(deferred).await;
+                engine
+                    .linking
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }));
+            self.pages_done
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.save_now_and_then().await;
         }
+        Ok(())
+    }
+
+    /// Reads again the targets of a page read ahead that pages processed since (`read_after`
+    /// and later) wrote; one gone since is dropped.
+    async fn refresh_targets(
+        &self,
+        targets: &mut HashMap<String, Value>,
+        read_after: usize,
+    ) -> Result<(), Stop> {
+        let stale: Vec<String> = {
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            // Later pages were read after the pages before `read_after`: forgotten.
+            touched.retain(|_, page| *page >= read_after);
+            targets
+                .keys()
+                .filter(|id| touched.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut fresh = self
+            .read_many(&self.mapping.target, &stale)
+            .await
+            .map_err(|e| self.unreadable("target", e))?;
+        for id in stale {
+            match fresh.remove(&id) {
+                Some(t) => targets.insert(id, t),
+                None => targets.remove(&id),
+            };
+        }
+        Ok(())
+    }
+
+    /// The links of a target page and which of the linked sources exist.
+    async fn complete_target_page(
+        self: Arc<Self>,
+        page: Page,
+        _done: usize,
+    ) -> Result<TargetPage, Stop> {
+        let ids: Vec<String> = page.results.iter().filter_map(object_id).collect();
+        let t = Instant::now();
+        let links = self
+            .links
+            .by_targets(&ids)
+            .await
+            .map_err(|e| Stop::Failed(format!("cannot read links: {e}")))?;
+        self.run.time("targetLinkQuery", t.elapsed());
+        let source_ids: Vec<String> = links.values().map(|l| l.source_id.clone()).collect();
+        let t = Instant::now();
+        // Only whether each linked source still exists.
+        let sources = self
+            .read_many_fields(&self.mapping.source, &source_ids, Some("_id"))
+            .await
+            .map_err(|e| self.unreadable("source", e))?;
+        self.run.time("sourceObjectQuery", t.elapsed());
+        Ok(TargetPage {
+            page,
+            links,
+            sources: sources.into_keys().collect(),
+        })
     }
 
     async fn target_phase(self: Arc<Self>) -> Result<(), Stop> {
         let workers = Arc::new(Semaphore::new(self.mapping.task_threads));
-        let mut cookie: Option<String> = None;
+        // Pages are read ahead: processing a page only deletes its own targets and links.
+        let mut pages = self.read_ahead(Phase::Target, Self::complete_target_page);
         let mut first = true;
-        loop {
-            if self.run.is_canceled() {
-                return Err(Stop::Canceled);
-            }
-            let t = Instant::now();
-            // Without validTarget the target phase needs only ids: links say the rest.
-            let fields = self.mapping.valid_target.is_none().then_some("_id");
-            let page = self
-                .query_page_fields(
-                    &self.mapping.target,
-                    &self.mapping.target_query,
-                    self.mapping.page_size,
-                    cookie.as_deref(),
-                    first,
-                    fields,
-                )
-                .await
-                .map_err(|e| self.unreadable("target", e))?;
-            self.run.time("targetQuery", t.elapsed());
+        while let Some(TargetPage {
+            page,
+            mut links,
+            sources,
+        }) = pages.next(&self).await?
+        {
             if first {
                 self.run.set_target_total(page.total);
                 first = false;
             }
-            let ids: Vec<String> = page.results.iter().filter_map(object_id).collect();
-            let t = Instant::now();
-            let mut links = self
-                .links
-                .by_targets(&ids)
-                .await
-                .map_err(|e| Stop::Failed(format!("cannot read links: {e}")))?;
-            self.run.time("targetLinkQuery", t.elapsed());
-            let source_ids: Vec<String> = links.values().map(|l| l.source_id.clone()).collect();
-            let t = Instant::now();
-            // Only whether each linked source still exists.
-            let sources = self
-                .read_many_fields(&self.mapping.source, &source_ids, Some("_id"))
-                .await
-                .map_err(|e| self.unreadable("source", e))?;
-            self.run.time("sourceObjectQuery", t.elapsed());
 
             let mut tasks = JoinSet::new();
             for target in page.results {
@@ -326,7 +616,13 @@ impl Engine {
                 let link = links.remove(&id);
                 let source_exists = link
                     .as_ref()
-                    .is_some_and(|l| sources.contains_key(&l.source_id));
+                    .is_some_and(|l| sources.contains(&l.source_id));
+                // Most targets are their source's (handled by the source phase): assessed
+                // here, without a task.
+                let Some(situation) = self.assess_target(&target, link.is_some(), source_exists)
+                else {
+                    continue;
+                };
                 let permit = workers
                     .clone()
                     .acquire_owned()
@@ -334,19 +630,14 @@ impl Engine {
                     .map_err(|_| Stop::Canceled)?;
                 let engine = self.clone();
                 tasks.spawn(async move {
-                    engine
-                        .process_target(&id, target, link, source_exists)
-                        .await;
+                    engine.process_target(&id, link, situation).await;
                     drop(permit);
                 });
             }
             while tasks.join_next().await.is_some() {}
             self.save_now_and_then().await;
-            match page.cookie {
-                Some(c) if !c.is_empty() => cookie = Some(c),
-                _ => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     /// `reconById`: the source may be gone (SOURCE_MISSING, LINK_ONLY, ALL_GONE).
@@ -399,10 +690,6 @@ impl Engine {
     /// with the correlation query (FOUND → UPDATE + LINK); without a correlation query they
     /// are created again and the orphans show up as UNASSIGNED in the target phase.
     async fn write_links(&self, deferred: Vec<Deferred>) {
-        self.claimed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
         if deferred.is_empty() {
             return;
         }
@@ -469,20 +756,23 @@ impl Engine {
                     if candidates.len() == 1 {
                         let candidate = candidates.remove(0);
                         match object_id(&candidate) {
-                            Some(cid) => match self.links.by_target(&cid).await {
-                                Ok(l) => {
-                                    let claimed = !self
-                                        .claimed
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .insert(cid);
-                                    facts.candidate_linked = l.is_some() || claimed;
+                            // Before the store: a link leaves `linking` once committed.
+                            Some(cid) => {
+                                match (self.is_linking(&cid), self.links.by_target(&cid).await) {
+                                    (linking, Ok(l)) => {
+                                        let claimed = !self
+                                            .claimed
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner())
+                                            .insert(cid);
+                                        facts.candidate_linked = linking || l.is_some() || claimed;
+                                    }
+                                    (_, Err(e)) => {
+                                        self.failed_early(id, &e.to_string());
+                                        return None;
+                                    }
                                 }
-                                Err(e) => {
-                                    self.failed_early(id, &e.to_string());
-                                    return None;
-                                }
-                            },
+                            }
                             None => {
                                 self.failed_early(id, "a correlated target has no _id");
                                 return None;
@@ -518,6 +808,22 @@ impl Engine {
                 None
             }
         }
+    }
+
+    fn is_linking(&self, target_id: &str) -> bool {
+        self.linking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(target_id)
+    }
+
+    /// Notes a target written by the source phase (see [`Self::refresh_targets`]).
+    fn touch(&self, target_id: &str) {
+        let page = self.pages_done.load(std::sync::atomic::Ordering::SeqCst);
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(target_id.to_owned(), page);
     }
 
     /// The last failure's reason, if any.
@@ -627,10 +933,11 @@ impl Engine {
                     ));
                 };
                 let mapped = mapped.unwrap_or_else(|| self.mapping.map_properties(source));
-                let ops = self.changes(&mapped, target);
+                let ops = self.changes(mapped, target);
                 if ops.is_empty() {
                     bump(&c.unchanged);
                 } else {
+                    self.touch(tid);
                     let t = Instant::now();
                     self.patch_target(tid, ops)
                         .await
@@ -642,6 +949,7 @@ impl Engine {
             }
             Action::Delete => {
                 if let Some(tid) = &target_id {
+                    self.touch(tid);
                     let t = Instant::now();
                     self.delete_object(&self.mapping.target, tid)
                         .await
@@ -674,29 +982,34 @@ impl Engine {
         }
     }
 
-    /// One target no source handled.
-    async fn process_target(
+    /// The situation of a target no source handled, `None` when there is nothing to do (or
+    /// the run is canceled).
+    fn assess_target(
         &self,
-        id: &str,
-        target: Value,
-        link: Option<Link>,
+        target: &Value,
+        linked: bool,
         source_exists: bool,
-    ) {
+    ) -> Option<Situation> {
         if self.run.is_canceled() {
-            return;
+            return None;
         }
         let qualifies = self
             .mapping
             .valid_target
             .as_ref()
-            .is_none_or(|f| f.matches(&target));
-        let Some(situation) = assess_target(TargetFacts {
+            .is_none_or(|f| f.matches(target));
+        assess_target(TargetFacts {
             qualifies,
-            linked: link.is_some(),
+            linked,
             linked_source_exists: source_exists,
-        }) else {
+        })
+    }
+
+    /// One target no source handled, in `situation`.
+    async fn process_target(&self, id: &str, link: Option<Link>, situation: Situation) {
+        if self.run.is_canceled() {
             return;
-        };
+        }
         if link.is_some() {
             bump(&self.run.counters.links_processed);
         }
@@ -734,8 +1047,8 @@ impl Engine {
     }
 
     /// Replace operations for the mapped properties whose value differs from the target's.
-    fn changes(&self, mapped: &Map<String, Value>, target: &Value) -> Vec<Value> {
-        let mapped = Value::Object(mapped.clone());
+    fn changes(&self, mapped: Map<String, Value>, target: &Value) -> Vec<Value> {
+        let mapped = Value::Object(mapped);
         let mut ops = Vec::new();
         for p in &self.mapping.properties {
             if p.target.tokens().first().is_some_and(|t| t == "_id") {
@@ -861,7 +1174,9 @@ impl Engine {
         self.read_many_fields(resource, ids, None).await
     }
 
-    /// [`Self::read_many`] asking only for `fields`.
+    /// [`Self::read_many`] asking only for `fields`: one `_id in […]` query per
+    /// [`IN_BATCH`] ids on a resource of this gateway, `_id eq … or …` queries of
+    /// [`READ_BATCH`] ids on a remote one.
     async fn read_many_fields(
         &self,
         resource: &str,
@@ -869,18 +1184,9 @@ impl Engine {
         fields: Option<&str>,
     ) -> Result<HashMap<String, Value>, ResourceError> {
         let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(READ_BATCH) {
-            let eq = |id: &String| QueryFilter::Compare {
-                field: JsonPointer::parse("_id"),
-                op: CompareOp::Eq,
-                value: FilterValue::String(id.clone()),
-            };
-            let filter = match chunk {
-                [one] => eq(one),
-                many => QueryFilter::Or(many.iter().map(eq).collect()),
-            };
+        for filter in id_filters(resource, ids) {
             let page = self
-                .query_page_fields(resource, &filter.to_string(), 0, None, false, fields)
+                .query_page_fields(resource, &filter, 0, None, false, fields)
                 .await?;
             for obj in page.results {
                 if let Some(id) = object_id(&obj) {
@@ -890,6 +1196,73 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// Whether `resource` is answered by a remote IDM (`external/idm/<name>/…`), whose support
+/// of the `in` operator is unconfirmed; every other resource is served by this gateway's
+/// own handlers (managed, internal, system), which evaluate `in`.
+fn is_remote(resource: &str) -> bool {
+    resource == "external" || resource.starts_with("external/")
+}
+
+/// The filters that select `ids` by `_id`, in order, each id in exactly one.
+fn id_filters(resource: &str, ids: &[String]) -> Vec<String> {
+    if is_remote(resource) {
+        ids.chunks(READ_BATCH).map(eq_filter).collect()
+    } else {
+        in_filters(ids, IN_BATCH, IN_FILTER_BYTES)
+    }
+}
+
+/// `_id eq "a" or _id eq "b" …` (just `_id eq "a"` for one id).
+fn eq_filter(ids: &[String]) -> String {
+    let eq = |id: &String| QueryFilter::Compare {
+        field: JsonPointer::parse("_id"),
+        op: CompareOp::Eq,
+        value: FilterValue::String(id.clone()),
+    };
+    match ids {
+        [one] => eq(one),
+        many => QueryFilter::Or(many.iter().map(eq).collect()),
+    }
+    .to_string()
+}
+
+/// `_id in '[…]'` filters of at most `max_ids` ids and, unless a single id is longer, at most
+/// `max_len` bytes each.
+fn in_filters(ids: &[String], max_ids: usize, max_len: usize) -> Vec<String> {
+    let filter = |values: &[String]| {
+        QueryFilter::In {
+            field: JsonPointer::parse("_id"),
+            values: values.to_vec(),
+        }
+        .to_string()
+    };
+    // `_id in "[]"`, then per id its JSON string, escaped again as part of the quoted
+    // array, and a comma.
+    let overhead = filter(&[]).len();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut len = overhead;
+    for (i, id) in ids.iter().enumerate() {
+        let cost = escaped_len(id) + 1;
+        if i > start && (i - start >= max_ids || len + cost > max_len) {
+            out.push(filter(&ids[start..i]));
+            start = i;
+            len = overhead;
+        }
+        len += cost;
+    }
+    if start < ids.len() {
+        out.push(filter(&ids[start..]));
+    }
+    out
+}
+
+/// Bytes `id` takes inside the quoted JSON array of an `in` filter: JSON-encoded twice.
+fn escaped_len(id: &str) -> usize {
+    let once = Value::String(id.to_owned()).to_string();
+    Value::String(once).to_string().len() - 2
 }
 
 fn object_id(v: &Value) -> Option<String> {
@@ -971,5 +1344,67 @@ mod tests {
             (1, Some("c"), None)
         );
         assert!(page_from_envelope(json!({"code": 500})).is_none());
+    }
+
+    /// The ids of each filter, parsed back.
+    fn ids_of(filter: &str) -> Vec<String> {
+        match crate::crest::filter::parse(filter).unwrap() {
+            QueryFilter::In { field, values } => {
+                assert_eq!(field, JsonPointer::parse("_id"));
+                values
+            }
+            other => panic!("not an in filter: {other}"),
+        }
+    }
+
+    #[test]
+    fn in_filters_chunk_by_count_and_length() {
+        let ids: Vec<String> = (0..2500).map(|i| format!("u{i}")).collect();
+        let filters = in_filters(&ids, 1000, IN_FILTER_BYTES);
+        assert_eq!(filters.len(), 3);
+        let back: Vec<String> = filters.iter().flat_map(|f| ids_of(f)).collect();
+        assert_eq!(back, ids);
+        assert_eq!(ids_of(&filters[2]).len(), 500);
+
+        // UUID-sized ids, quotes and backslashes: chunks end at the length limit, every
+        // filter parses, none is longer than allowed, and nothing is lost or repeated.
+        let ids: Vec<String> = (0..1000)
+            .map(|i| format!("{i:08}-\"it's\\-0000-0000-000000000000"))
+            .collect();
+        let filters = in_filters(&ids, 1000, IN_FILTER_BYTES);
+        assert!(filters.len() > 1, "{}", filters.len());
+        assert!(filters.iter().all(|f| f.len() <= IN_FILTER_BYTES));
+        assert!(filters
+            .iter()
+            .all(|f| f.len() > IN_FILTER_BYTES * 9 / 10 || f == filters.last().unwrap()));
+        let back: Vec<String> = filters.iter().flat_map(|f| ids_of(f)).collect();
+        assert_eq!(back, ids);
+
+        // One id longer than the limit still gets its own filter; none for no ids.
+        let long = vec!["a".repeat(100), "b".into()];
+        assert_eq!(in_filters(&long, 10, 50).len(), 2);
+        assert!(in_filters(&[], 10, 50).is_empty());
+        assert_eq!(ids_of(&in_filters(&["x".into()], 10, 50)[0]), ["x"]);
+    }
+
+    #[test]
+    fn remote_resources_get_or_chunks_local_ones_in() {
+        let ids: Vec<String> = (0..250).map(|i| format!("u{i}")).collect();
+        let local = id_filters("managed/user", &ids);
+        assert_eq!(local.len(), 1);
+        assert_eq!(ids_of(&local[0]), ids);
+        assert_eq!(id_filters("system/ldap/account", &ids).len(), 1);
+
+        let remote = id_filters("external/idm/b/managed/user", &ids);
+        assert_eq!(remote.len(), 3);
+        assert_eq!(remote[2].matches(" or ").count(), 49);
+        assert!(remote.iter().all(|f| !f.contains(" in ")));
+        assert_eq!(
+            id_filters("external/idm/b/managed/user", &ids[..1]),
+            ["/_id eq \"u0\""]
+        );
+        let parsed = crate::crest::filter::parse(&remote[0]).unwrap();
+        assert!(parsed.matches(&json!({"_id": "u99"})));
+        assert!(!parsed.matches(&json!({"_id": "u100"})));
     }
 }
