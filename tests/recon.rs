@@ -322,7 +322,9 @@ async fn cancel_stops_a_long_run_and_a_run_cut_off_by_a_stop_is_failed() {
         )
         .start()
         .await;
-    seed_users(&gw, 400).await;
+    // Enough objects that the run is still going when the cancel arrives (the engine reads
+    // pages ahead, so a few hundred objects take well under 100 ms).
+    seed_users(&gw, 1500).await;
     let started: Value = gw
         .post("/openidm/recon?_action=recon&mapping=u2o")
         .send()
@@ -340,7 +342,7 @@ async fn cancel_stops_a_long_run_and_a_run_cut_off_by_a_stop_is_failed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let r: Value = gw
         .post(&format!("/openidm/recon/{id}?_action=cancel"))
         .send()
@@ -364,7 +366,8 @@ async fn cancel_stops_a_long_run_and_a_run_cut_off_by_a_stop_is_failed() {
         run["progress"]["source"]["existing"]["processed"]
             .as_u64()
             .unwrap()
-            < 400
+            < 1500,
+        "{run:#}"
     );
 
     // A run active when the gateway is killed shows FAILED after the restart.
