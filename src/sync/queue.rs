@@ -14,7 +14,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::run::iso8601;
-use crate::crest::filter::QueryFilter;
+use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
+use crate::crest::query::SortKey;
 use crate::repo::{Repo, RepoError, RepoQuery};
 
 /// Resource of the queue entries.
@@ -24,6 +25,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Longest `lastError` kept.
 const MAX_ERROR_LEN: usize = 1000;
+/// Due entries read per check (the rest follow at the next check): a long queue (a remote
+/// down for hours) costs one indexed, bounded query per check, not a read of the queue.
+const DUE_BATCH: usize = 1000;
+/// The indexed property due entries are found and ordered by.
+const NEXT_ATTEMPT: &str = "nextAttempt";
 
 /// One queued push.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,9 +57,21 @@ impl SyncQueue {
         }
     }
 
-    /// Reads the stored entries' ids (at start-up).
+    /// Indexes `nextAttempt` and reads the stored entries' ids (at start-up).
     pub async fn load(&self) -> Result<usize, RepoError> {
-        let page = self.repo.query(QUEUE_RESOURCE, all()).await?;
+        self.repo
+            .set_indexes(QUEUE_RESOURCE, &[JsonPointer::parse(NEXT_ATTEMPT)])
+            .await?;
+        let page = self
+            .repo
+            .query(
+                QUEUE_RESOURCE,
+                RepoQuery {
+                    ids_only: true,
+                    ..query(&QueryFilter::True, &[], 0)
+                },
+            )
+            .await?;
         let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
         queued.extend(page.results.into_iter().map(|o| o.id));
         Ok(queued.len())
@@ -138,7 +156,7 @@ impl SyncQueue {
         Ok(())
     }
 
-    /// Entries whose next attempt is due at `now`.
+    /// Entries whose next attempt is due at `now`, oldest first, at most [`DUE_BATCH`].
     pub async fn due(&self, now: SystemTime) -> Result<Vec<Entry>, RepoError> {
         if self
             .queued
@@ -149,7 +167,15 @@ impl SyncQueue {
             return Ok(Vec::new());
         }
         let now = iso8601(now);
-        let page = self.repo.query(QUEUE_RESOURCE, all()).await?;
+        let due = QueryFilter::Compare {
+            field: JsonPointer::parse(NEXT_ATTEMPT),
+            op: CompareOp::Le,
+            value: FilterValue::String(now.clone()),
+        };
+        let page = self
+            .repo
+            .query(QUEUE_RESOURCE, query(&due, &by_next_attempt(), DUE_BATCH))
+            .await?;
         Ok(page
             .results
             .into_iter()
@@ -172,10 +198,14 @@ impl SyncQueue {
             .collect())
     }
 
-    /// Every entry matching `filter`, as JSON (`_id` first), oldest next attempt first.
+    /// Every entry matching `filter` (evaluated by the store), as JSON (`_id` first),
+    /// oldest next attempt first.
     pub async fn list(&self, filter: &QueryFilter) -> Result<Vec<Value>, RepoError> {
-        let page = self.repo.query(QUEUE_RESOURCE, all()).await?;
-        let mut out: Vec<Value> = page
+        let page = self
+            .repo
+            .query(QUEUE_RESOURCE, query(filter, &by_next_attempt(), 0))
+            .await?;
+        Ok(page
             .results
             .into_iter()
             .map(|o| {
@@ -184,17 +214,7 @@ impl SyncQueue {
                 v.extend(o.content);
                 Value::Object(v)
             })
-            .filter(|v| filter.matches(v))
-            .collect();
-        out.sort_by(|a, b| {
-            let k = |v: &Value| {
-                v.get("nextAttempt")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            };
-            k(a).cmp(&k(b))
-        });
-        Ok(out)
+            .collect())
     }
 
     pub async fn read(&self, id: &str) -> Result<Option<Value>, RepoError> {
@@ -207,16 +227,23 @@ impl SyncQueue {
     }
 }
 
-fn all() -> RepoQuery<'static> {
+fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey], page_size: usize) -> RepoQuery<'a> {
     RepoQuery {
-        filter: &QueryFilter::True,
-        sort: &[],
-        page_size: 0,
+        filter,
+        sort,
+        page_size,
         cookie: None,
         offset: 0,
         count: Default::default(),
         ids_only: false,
     }
+}
+
+fn by_next_attempt() -> [SortKey; 1] {
+    [SortKey {
+        field: JsonPointer::parse(NEXT_ATTEMPT),
+        ascending: true,
+    }]
 }
 
 /// The entry id of (mapping, source id): stable, and safe in a URL whatever the id is.
@@ -248,6 +275,42 @@ mod tests {
         assert_eq!(backoff(4), Duration::from_secs(4));
         assert_eq!(backoff(1000), MAX_BACKOFF);
         assert_eq!(backoff(0), FIRST_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn due_entries_come_from_an_indexed_bounded_query_oldest_first() {
+        let repo: Arc<dyn Repo> =
+            Arc::new(crate::repo::sqlite::SqliteRepo::open_temporary().unwrap());
+        let q = SyncQueue::new(repo.clone());
+        assert_eq!(q.load().await.unwrap(), 0);
+        // b fails twice (next attempt 1 s out), a and c once (0.5 s out).
+        q.failed("m", "a", "update", "down").await.unwrap();
+        q.failed("m", "b", "update", "down").await.unwrap();
+        q.failed("m", "b", "update", "still down").await.unwrap();
+        q.failed("m", "c", "create", "down").await.unwrap();
+        let now = SystemTime::now();
+        assert!(q.due(now).await.unwrap().is_empty());
+        let soon: Vec<String> = q
+            .due(now + Duration::from_millis(700))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.source_id)
+            .collect();
+        assert_eq!(soon, ["a", "c"]);
+        let later = q.due(now + Duration::from_secs(2)).await.unwrap();
+        assert_eq!(later.last().unwrap().source_id, "b");
+        assert_eq!(later.last().unwrap().attempts, 2);
+        // The listing filter is the store's.
+        let f = crate::crest::filter::parse(r#"operation eq "create""#).unwrap();
+        let listed = q.list(&f).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["sourceId"], "c");
+        // A restarted queue knows its entries.
+        let again = SyncQueue::new(repo);
+        assert_eq!(again.load().await.unwrap(), 3);
+        q.done("m", "a").await.unwrap();
+        assert_eq!(q.list(&QueryFilter::True).await.unwrap().len(), 2);
     }
 
     #[test]
