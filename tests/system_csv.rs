@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::fixtures::{recon, shipped};
-use common::{eventually, Gateway};
+use common::{eventually, json_of, Gateway};
 use serde_json::{json, Value};
 
 const HEADER: &str = "uid,firstName,lastName,email,password\n";
@@ -72,15 +72,6 @@ fn csv_fixture(rows: &[(&str, &str, &str, &str, &str)]) -> Fixture {
     let csv = dir.path().join("accounts.csv");
     write_csv(&csv, rows);
     Fixture { _dir: dir, csv }
-}
-
-async fn json_of(r: reqwest::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 #[tokio::test]

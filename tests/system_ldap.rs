@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::fixtures::{recon, shipped};
 use common::slapd::{people_ldif, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
-use common::{eventually, Gateway, Slapd, TestPki};
+use common::{eventually, json_of, Gateway, Slapd, TestPki};
 use serde_json::{json, Value};
 
 /// The bind password reaches the gateway through `&{LDAP_BIND_PASSWORD}` only.
@@ -84,15 +84,6 @@ async fn gateway(slapd: &Slapd, extra: &[(&str, Value)]) -> Gateway {
         b = b.conf_file(name, doc.clone());
     }
     b.start().await
-}
-
-async fn json_of(r: reqwest::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 #[tokio::test]

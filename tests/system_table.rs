@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::fixtures::{recon, seed_users, shipped};
-use common::{eventually, Gateway};
+use common::{eventually, json_of, Gateway};
 use serde_json::{json, Value};
 
 fn provisioner(db: &Path) -> Value {
@@ -58,15 +58,6 @@ fn sql(db: &Path, statement: &str) {
         .unwrap()
         .execute_batch(statement)
         .unwrap();
-}
-
-async fn json_of(r: reqwest::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 #[tokio::test]

@@ -31,6 +31,17 @@ pub use slapd::Slapd;
 pub use token::{FakeTokenEndpoint, TokenMode, TokenRequest};
 pub use upstream::{Recorded, RecordingUpstream};
 
+/// Status and body of a response: the body as JSON, or as a JSON string when it is not
+/// JSON (so an assertion message still shows it).
+pub async fn json_of(r: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (bind port 0, read, drop).
 ///
 /// Only for processes we cannot hand a listener to (the gateway, node); the
