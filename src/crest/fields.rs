@@ -47,6 +47,12 @@ pub enum FieldSelector {
     RelationshipsExpanded,
 }
 
+/// The `_fields` of a request, parsed.
+pub fn of_request(req: &super::Request) -> Result<FieldSpec, ResourceError> {
+    let values: Vec<&str> = req.fields.iter().map(String::as_str).collect();
+    parse_fields(&values)
+}
+
 /// Parses the values of every `_fields` parameter of a request.
 ///
 /// An entry that is not a JSON pointer (a bad `~` escape, a `*` other than the forms above)

@@ -52,7 +52,9 @@ impl ObjectSet<'_> {
                 if if_none_match.as_deref() == Some(obj.rev.as_str()) {
                     return Ok(Response::NotModified { rev: obj.rev });
                 }
-                Ok(Response::Resource(self.render(obj, &fields_of(req)?)))
+                Ok(Response::Resource(
+                    self.render(obj, &fields::of_request(req)?),
+                ))
             }
             (Operation::Update { rev, upsert }, Some(id)) => {
                 self.update(req, id, rev.as_deref(), *upsert).await
@@ -60,7 +62,9 @@ impl ObjectSet<'_> {
             (Operation::Patch { rev }, Some(id)) => {
                 let ops = self.patch_ops(&req.body)?;
                 let obj = self.patch_one(id, rev.as_deref(), &ops).await?;
-                Ok(Response::Resource(self.render(obj, &fields_of(req)?)))
+                Ok(Response::Resource(
+                    self.render(obj, &fields::of_request(req)?),
+                ))
             }
             (Operation::Delete { rev }, Some(id)) => {
                 let obj = self
@@ -68,7 +72,9 @@ impl ObjectSet<'_> {
                     .delete(&self.schema.resource, id, rev.as_deref())
                     .await
                     .map_err(|e| self.store_error(e))?;
-                Ok(Response::Resource(self.render(obj, &fields_of(req)?)))
+                Ok(Response::Resource(
+                    self.render(obj, &fields::of_request(req)?),
+                ))
             }
             _ => Err(req.not_supported()),
         }
@@ -118,7 +124,9 @@ impl ObjectSet<'_> {
                 ),
                 e => self.store_error(e),
             })?;
-        Ok(Response::Created(self.render(obj, &fields_of(req)?)))
+        Ok(Response::Created(
+            self.render(obj, &fields::of_request(req)?),
+        ))
     }
 
     async fn update(
@@ -145,7 +153,11 @@ impl ObjectSet<'_> {
                 })
                 .await?;
             match written {
-                Some(obj) => return Ok(Response::Resource(self.render(obj, &fields_of(req)?))),
+                Some(obj) => {
+                    return Ok(Response::Resource(
+                        self.render(obj, &fields::of_request(req)?),
+                    ))
+                }
                 None if rev.is_some() || !upsert => return Err(self.not_found(id)),
                 None => match self.create(req, Some(id.to_owned())).await {
                     Err(e) if e.code == 412 => continue, // created meanwhile: update it
@@ -265,7 +277,7 @@ impl ObjectSet<'_> {
             }
         };
         let (filter, _) = self.filter_for(req, &kind)?;
-        let spec = fields_of(req)?;
+        let spec = fields::of_request(req)?;
         let mut patched = Vec::new();
         let mut cookie: Option<String> = None;
         loop {
@@ -309,7 +321,7 @@ impl ObjectSet<'_> {
         let spec = if ids_only {
             fields::parse_fields(&["_id"])?
         } else {
-            fields_of(req)?
+            fields::of_request(req)?
         };
         let page = self
             .repo
@@ -467,12 +479,6 @@ impl ObjectSet<'_> {
             e => e.into(),
         }
     }
-}
-
-/// The request's `_fields`.
-pub fn fields_of(req: &Request) -> Result<FieldSpec, ResourceError> {
-    let values: Vec<&str> = req.fields.iter().map(String::as_str).collect();
-    fields::parse_fields(&values)
 }
 
 /// Whether `_fields` names nothing but `_id`/`_rev` (then the store need not read bodies).

@@ -364,7 +364,7 @@ impl Objects<'_> {
             }
             (Operation::Action { name }, Some(_)) => Err(unknown_action(name, req)),
             (Operation::Read { .. }, Some(id)) => {
-                let spec = fields_spec(req)?;
+                let spec = fields::of_request(req)?;
                 let obj = self.read(id, &spec).await?;
                 Ok(Response::Resource(obj))
             }
@@ -464,7 +464,7 @@ impl Objects<'_> {
                 self.system.connector.create(self.class, uid, native),
             )
             .await?;
-        let spec = fields_spec(req)?;
+        let spec = fields::of_request(req)?;
         Ok(Response::Created(self.read(&new_uid, &spec).await?))
     }
 
@@ -487,7 +487,7 @@ impl Objects<'_> {
             Err(e) if e.code == 404 && upsert => return self.create(req, Some(id)).await,
             Err(e) => return Err(self.object_error(e, id)),
         };
-        let spec = fields_spec(req)?;
+        let spec = fields::of_request(req)?;
         Ok(Response::Resource(self.read(&new_uid, &spec).await?))
     }
 
@@ -518,7 +518,7 @@ impl Objects<'_> {
             }
         }
         if changes.is_empty() {
-            let spec = fields_spec(req)?;
+            let spec = fields::of_request(req)?;
             return Ok(Response::Resource(self.read(id, &spec).await?));
         }
         self.update(req, id, &changes, false).await
@@ -565,7 +565,7 @@ impl Objects<'_> {
                     filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?;
                 (
                     convert::native_filter(self.name(), self.class, &parsed)?,
-                    fields_spec(req)?,
+                    fields::of_request(req)?,
                 )
             }
             QueryKind::Id(id) if id == "query-all-ids" => {
@@ -634,9 +634,4 @@ impl Objects<'_> {
             total: page.total.and_then(|t| u64::try_from(t).ok()),
         }))
     }
-}
-
-fn fields_spec(req: &Request) -> Result<FieldSpec, ResourceError> {
-    let values: Vec<&str> = req.fields.iter().map(String::as_str).collect();
-    fields::parse_fields(&values)
 }
