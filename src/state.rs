@@ -204,20 +204,17 @@ fn sync_mappings(
     outcomes: &[(String, ReloadOutcome)],
     prev: &Arc<Mappings>,
 ) -> Arc<Mappings> {
-    let changes: Vec<_> = outcomes
-        .iter()
-        .filter(|(id, _)| mapping::is_mapping_config(id))
-        .filter_map(|(id, outcome)| match outcome {
-            ReloadOutcome::Applied => conf
-                .files
-                .get(id)
-                .and_then(|f| f.raw.as_ref())
-                .and_then(|raw| mapping::parse_config(id, raw).ok())
-                .map(|ms| (id.clone(), Some(ms))),
-            ReloadOutcome::Removed => Some((id.clone(), None)),
-            _ => None,
-        })
-        .collect();
+    let changes: Vec<_> = file_changes(conf, outcomes, |id| {
+        mapping::is_mapping_config(id).then(|| id.to_owned())
+    })
+    .into_iter()
+    .filter_map(|(id, doc)| match doc {
+        Some(raw) => mapping::parse_config(&id, raw)
+            .ok()
+            .map(|ms| (id, Some(ms))),
+        None => Some((id, None)),
+    })
+    .collect();
     if changes.is_empty() {
         return prev.clone();
     }
@@ -232,26 +229,20 @@ fn schedules(
     prev: &Arc<Schedules>,
 ) -> Arc<Schedules> {
     let mut next: Option<Schedules> = None;
-    for (id, outcome) in outcomes {
-        let Some(name) = schedule::schedule_name(id) else {
-            continue;
-        };
-        match outcome {
-            ReloadOutcome::Applied => {
-                let parsed = conf
-                    .files
-                    .get(id)
-                    .and_then(|f| f.raw.as_ref())
-                    .and_then(|raw| schedule::parse_job(name, raw).ok());
-                if let Some(job) = parsed {
+    let changes = file_changes(conf, outcomes, |id| {
+        schedule::schedule_name(id).map(str::to_owned)
+    });
+    for (name, doc) in changes {
+        match doc {
+            Some(raw) => {
+                if let Ok(job) = schedule::parse_job(&name, raw) {
                     next.get_or_insert_with(|| (**prev).clone())
-                        .insert(name.to_owned(), Arc::new(job));
+                        .insert(name, Arc::new(job));
                 }
             }
-            ReloadOutcome::Removed => {
-                next.get_or_insert_with(|| (**prev).clone()).remove(name);
+            None => {
+                next.get_or_insert_with(|| (**prev).clone()).remove(&name);
             }
-            _ => {}
         }
     }
     next.map(Arc::new).unwrap_or_else(|| prev.clone())
@@ -266,21 +257,7 @@ fn systems(
     outcomes: &[(String, ReloadOutcome)],
     prev: &Arc<Systems>,
 ) -> Arc<Systems> {
-    let changes: Vec<_> = outcomes
-        .iter()
-        .filter_map(|(id, outcome)| {
-            let name = provisioner_name(id)?;
-            match outcome {
-                ReloadOutcome::Applied => conf
-                    .files
-                    .get(id)
-                    .and_then(|f| f.raw.as_ref())
-                    .map(|raw| (name.to_owned(), Some(raw))),
-                ReloadOutcome::Removed => Some((name.to_owned(), None)),
-                _ => None,
-            }
-        })
-        .collect();
+    let changes = file_changes(conf, outcomes, |id| provisioner_name(id).map(str::to_owned));
     let trust_changed = outcomes.iter().any(|(id, _)| id == "certs");
     if changes.is_empty() && !trust_changed {
         return prev.clone();
@@ -291,4 +268,29 @@ fn systems(
         (**prev).clone()
     };
     Arc::new(Systems::with_changes(&base, changes, &conf.trust))
+}
+
+/// The conf files of one kind a reload applied (`Some(document as written)`) or removed
+/// (`None`), keyed by `key`, which also picks the kind (`None`: not of this kind). Rejected
+/// and unchanged files are not changes: what they define keeps its last good version.
+fn file_changes<'a, K>(
+    conf: &'a ConfSnapshot,
+    outcomes: &[(String, ReloadOutcome)],
+    key: impl Fn(&str) -> Option<K>,
+) -> Vec<(K, Option<&'a Value>)> {
+    outcomes
+        .iter()
+        .filter_map(|(id, outcome)| {
+            let k = key(id)?;
+            match outcome {
+                ReloadOutcome::Applied => conf
+                    .files
+                    .get(id)
+                    .and_then(|f| f.raw.as_ref())
+                    .map(|raw| (k, Some(raw))),
+                ReloadOutcome::Removed => Some((k, None)),
+                _ => None,
+            }
+        })
+        .collect()
 }
