@@ -163,17 +163,22 @@ impl SystemService {
         let _one_at_a_time = lock.lock().await;
         let resource = format!("system/{system}/{type_name}");
         let stored = self.repo.read(TOKENS, &id).await?;
-        let mut token = stored
+        let token = stored
             .as_ref()
             .and_then(|s| s.content.get("connectorData"))
             .and_then(|c| c.get("syncToken"))
             .filter(|t| !t.is_null())
             .cloned();
         let mut rev = stored.map(|s| s.rev);
-        let timeout = sys.config.timeout("SYNC");
-        let Some(mut current) = token.take() else {
-            let latest =
-                with_timeout(timeout, &resource, sys.connector.latest_sync_token(&class)).await?;
+        let Some(mut current) = token else {
+            let latest = self
+                .call(
+                    &sys,
+                    "SYNC",
+                    &resource,
+                    sys.connector.latest_sync_token(&class),
+                )
+                .await?;
             return self.save_token(&id, rev, latest).await;
         };
         let mut pushed = 0usize;
