@@ -421,7 +421,7 @@ impl Objects<'_> {
     fn render(&self, obj: &ConnectorObject, spec: &FieldSpec) -> ResourceResponse {
         let props = self.wanted(spec);
         let full = convert::from_native(obj, &props);
-        let content = match spec {
+        let mut content = match spec {
             FieldSpec::All => full,
             spec => fields::project(
                 &full,
@@ -430,12 +430,9 @@ impl Objects<'_> {
                 &|_| false,
             ),
         };
-        let mut content = content;
-        let id = content
-            .remove("_id")
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| obj.uid.clone());
-        ResourceResponse::new(id, None, content)
+        // The id is the object's uid; the response carries it outside the content.
+        content.remove("_id");
+        ResourceResponse::new(obj.uid.clone(), None, content)
     }
 
     async fn read(&self, id: &str, spec: &FieldSpec) -> Result<ResourceResponse, ResourceError> {
