@@ -336,6 +336,32 @@ impl HttpSession {
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
+                        // idm-gateway patch: httparse accepts every visible ASCII byte in the
+                        // request-target, but the `http` crate's URI refuses some that clients
+                        // such as curl send raw (`"`, `<`, `>` in a query, `` ` `` in a path).
+                        // Percent-encode them as the `Token`/`Version` arm below does for what
+                        // httparse refuses, and parse the escaped request again.
+                        let request_header = match RequestHeader::build(
+                            req.method.unwrap_or(""),
+                            // we path httparse to allow unsafe bytes in the str
+                            req.path.unwrap_or("").as_bytes(),
+                            Some(req.headers.len()),
+                        ) {
+                            Ok(request_header) => request_header,
+                            Err(e) => {
+                                if detached_suffix.is_none() && buf.len() > s {
+                                    detached_suffix = Some(buf.split_off(s));
+                                }
+                                match escape_illegal_request_line(&buf) {
+                                    Some(new_buf) => {
+                                        buf = new_buf;
+                                        already_read = buf.len();
+                                        continue;
+                                    }
+                                    None => return Err(e),
+                                }
+                            }
+                        };
                         self.raw_header = Some(BufRef(0, s));
 
                         // We have the header name and values we parsed to be just 0 copy Bytes
@@ -349,12 +375,7 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
-                        )?);
+                        let mut request_header = Box::new(request_header);
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -1760,7 +1781,13 @@ static REQUEST_LINE_REGEX: Lazy<Regex> =
 
 // the chars httparse considers illegal in URL
 // Almost https://url.spec.whatwg.org/#query-percent-encode-set + {}
-const URI_ESC_CHARSET: &AsciiSet = &CONTROLS.add(b' ').add(b'<').add(b'>').add(b'"');
+// idm-gateway patch: + '`', which the `http` crate's URI refuses in a path.
+const URI_ESC_CHARSET: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'<')
+    .add(b'>')
+    .add(b'"')
+    .add(b'`');
 
 fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     if let Some(captures) = REQUEST_LINE_REGEX.captures(buf) {
