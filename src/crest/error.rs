@@ -107,6 +107,8 @@ pub fn reason_phrase(code: u16) -> &'static str {
         416 => "Requested range not satisfiable",
         417 => "Expectation Failed",
         428 => "Precondition Required",
+        // Not one of CREST's: the gateway's edge answers it (headers too large), as Jetty does.
+        431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",

@@ -37,7 +37,7 @@ pub fn transaction_id(req: &RequestHeader) -> HeaderValue {
 
 /// A random (v4) UUID from the thread-local CSPRNG: no `getrandom` system call and no
 /// `String` per request.
-fn new_transaction_id() -> HeaderValue {
+pub fn new_transaction_id() -> HeaderValue {
     let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes())
@@ -115,14 +115,16 @@ pub fn rewrite_request(
     Ok(())
 }
 
-/// Rewrites the remote's response for the caller: no remote cookies, the transaction id,
-/// HTTP/1.1 framing for HTTP/1 callers whatever the remote spoke.
+/// Rewrites the remote's response for the caller: no remote cookies, no remote `Server`
+/// (the caller talks to the gateway, and a version banner helps only an attacker), the
+/// transaction id, HTTP/1.1 framing for HTTP/1 callers whatever the remote spoke.
 pub fn rewrite_response(
     resp: &mut ResponseHeader,
     txid: &HeaderValue,
     downstream_h2: bool,
 ) -> pingora::Result<()> {
     resp.remove_header(&header::SET_COOKIE);
+    resp.remove_header(&header::SERVER);
     resp.insert_header(TRANSACTION_ID, txid.clone())?;
     if !downstream_h2 {
         resp.set_version(http::Version::HTTP_11);
@@ -236,13 +238,15 @@ mod tests {
     }
 
     #[test]
-    fn response_drops_remote_cookies() {
+    fn response_drops_remote_cookies_and_server() {
         let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("server", "Pingora").unwrap();
         resp.append_header("set-cookie", "a=b").unwrap();
         resp.append_header("set-cookie", "c=d").unwrap();
         resp.set_version(http::Version::HTTP_2);
         rewrite_response(&mut resp, &HeaderValue::from_static("t"), false).unwrap();
         assert!(!resp.headers.contains_key("set-cookie"));
+        assert!(!resp.headers.contains_key("server"));
         assert_eq!(resp.headers[TRANSACTION_ID], "t");
         assert_eq!(resp.version, http::Version::HTTP_11);
     }

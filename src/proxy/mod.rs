@@ -8,7 +8,7 @@ mod route;
 mod service;
 mod trust;
 
-pub use errors::classify_upstream_error;
+pub use errors::{classify_request_error, classify_upstream_error};
 pub use headers::{rewrite_request, rewrite_response, transaction_id, TRANSACTION_ID};
 pub use route::{classify, Route, RouteError};
 pub use service::{GatewayProxy, RequestCtx};

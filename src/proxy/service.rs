@@ -7,6 +7,8 @@
 //! * `upstream_response_filter` + `error_while_proxy`: one retry after a 401 to a bearer
 //!   request, with a fresh token.
 //! * `fail_to_proxy`: CREST error bodies; `logging`: access log and metrics.
+//! * `early_request_error` (a hook of the patched pingora-proxy): CREST errors for
+//!   requests pingora refused before any phase ran (unreadable header, CONNECT).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +18,15 @@ use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{Peer, ALPN};
 use pingora::{Error, ErrorType, Result};
 
-use super::errors::classify_upstream_error;
-use super::headers::{rewrite_request, rewrite_response, transaction_id, TRANSACTION_ID};
+use super::errors::{body_read_error, classify_request_error, classify_upstream_error};
+use super::headers::{
+    new_transaction_id, rewrite_request, rewrite_response, transaction_id, TRANSACTION_ID,
+};
 use super::route::{classify, Route};
 use super::trust::CaCache;
 use crate::auth::{credentials_from_headers, Caller};
@@ -390,6 +395,35 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
+    async fn early_request_error(&self, session: &mut ServerSession, e: &Error) {
+        let Some(error) = classify_request_error(e) else {
+            return; // the caller is gone
+        };
+        let resp = HttpResponse::error(&error);
+        let txid = new_transaction_id();
+        let written = match response_header(&resp, &txid) {
+            Ok(header) => session
+                .write_error_response(header, Bytes::from(resp.body))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        self.gw
+            .metrics
+            .requests
+            .with_label_values(&[LOCAL, "OTHER", status_label(error.code)])
+            .inc();
+        // No method or path: the request could not be read, or is refused as a whole.
+        tracing::info!(
+            target: "access",
+            instance = LOCAL,
+            status = error.code,
+            refused = e.etype().as_str(),
+            written,
+            txid = txid.to_str().unwrap_or(""),
+        );
+    }
+
     /// What pingora's own log lines say about a request: never the query string (it may
     /// carry secrets), never headers.
     fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
@@ -522,11 +556,7 @@ async fn read_body(session: &mut Session) -> std::result::Result<Bytes, Resource
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body.into()),
-            Err(_) => {
-                return Err(ResourceError::bad_request(
-                    "The request body could not be read",
-                ))
-            }
+            Err(e) => return Err(body_read_error(&e)),
         }
     }
 }
@@ -543,18 +573,26 @@ fn origin(req: &pingora::http::RequestHeader) -> String {
     format!("{scheme}://{host}")
 }
 
-async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse) -> Result<()> {
+/// The header of a response the gateway writes itself.
+fn response_header(resp: &HttpResponse, txid: &HeaderValue) -> Result<ResponseHeader> {
     let mut header = ResponseHeader::build(resp.status, Some(6))?;
     // 204 and 304 carry no body (and no length: a 304's would describe the resource).
-    let body = if resp.status == 204 || resp.status == 304 {
-        Vec::new()
-    } else {
+    if !matches!(resp.status, 204 | 304) {
         header.insert_header(http::header::CONTENT_TYPE, resp.content_type)?;
         header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
+    }
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(TRANSACTION_ID, txid.clone())?;
+    Ok(header)
+}
+
+async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse) -> Result<()> {
+    let mut header = response_header(&resp, &ctx.txid)?;
+    let body = if matches!(resp.status, 204 | 304) {
+        Vec::new()
+    } else {
         resp.body
     };
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(TRANSACTION_ID, ctx.txid.clone())?;
     if let Some(etag) = resp.etag {
         header.insert_header(http::header::ETAG, etag)?;
     }

@@ -352,19 +352,16 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
-                    downstream_session
-                        .respond_error(400)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
                 } else {
-                    // otherwise the connection must be broken, no need to send anything
                     error!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
                 }
+                // idm-gateway patch: the answer is the service's (see the hook).
+                self.inner
+                    .early_request_error(&mut downstream_session, &e)
+                    .await;
                 downstream_session.shutdown().await;
                 return None;
             }
@@ -385,12 +382,11 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
-            downstream_session
-                .respond_error(405)
-                .await
-                .unwrap_or_else(|e| {
-                    error!("failed to send error response to downstream: {e}");
-                });
+            // idm-gateway patch: the answer is the service's (see the hook).
+            let e = Error::explain(HTTPStatus(405), "CONNECT method proxying is not enabled");
+            self.inner
+                .early_request_error(&mut downstream_session, &e)
+                .await;
             downstream_session.shutdown().await;
             return None;
         }

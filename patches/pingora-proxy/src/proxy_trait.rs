@@ -620,6 +620,24 @@ pub trait ProxyHttp {
         e
     }
 
+    /// idm-gateway patch: answers a request refused before a [`Session`] and a `CTX` exist:
+    /// its header could not be read or validated (`e` is the downstream read error, e.g.
+    /// `InvalidHTTPHeader` or `ReadTimedout`), or it is a CONNECT while CONNECT proxying is
+    /// off (`HTTPStatus(405)`). The connection is shut down afterwards.
+    ///
+    /// The default is pingora's own answer: an empty 400 for `InvalidHTTPHeader`, the
+    /// status of an `HTTPStatus`, nothing otherwise (the connection is broken).
+    async fn early_request_error(&self, session: &mut HttpSession, e: &Error) {
+        let code = match e.etype() {
+            InvalidHTTPHeader => 400,
+            HTTPStatus(code) => *code,
+            _ => return,
+        };
+        session.respond_error(code).await.unwrap_or_else(|e| {
+            error!("failed to send error response to downstream: {e}");
+        });
+    }
+
     /// This filter is called when the request encounters a fatal error.
     ///
     /// Users may write an error response to the downstream if the downstream is still writable.
