@@ -327,3 +327,65 @@ async fn no_response_names_pingora() {
     }
     assert_eq!(up.count(), 1);
 }
+
+/// How long pingora waits for more of a caller's request: the keepalive timeout of a
+/// connection for its header, the session's read timeout for its body (both 60 s).
+const CALLER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_stops_arriving_gets_a_408() {
+    let up = RecordingUpstream::start();
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file("external.idm-dc1", {
+            // The remote waits for the body too: its own timeout must not fire first.
+            let mut instance = basic_instance(&up.url(), "u", "p");
+            instance["readTimeout"] = json!(CALLER_READ_TIMEOUT.as_secs() * 2000);
+            instance
+        })
+        .start()
+        .await;
+    let partial_body = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{ADMIN_HEADERS}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"userName\":"
+        )
+    };
+    let cases = [
+        (
+            "header",
+            "GET /openidm/info/ping HTTP/1.1\r\nHost: x\r\n".to_owned(),
+        ),
+        (
+            "local body",
+            partial_body("/openidm/managed/user?_action=create"),
+        ),
+        (
+            "proxied body",
+            partial_body("/openidm/external/idm/dc1/managed/user?_action=create"),
+        ),
+    ];
+    // The three wait out the timeout side by side; each reads until the gateway closes.
+    let addr = gw.addr;
+    let waits: Vec<_> = cases
+        .into_iter()
+        .map(|(what, request)| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(CALLER_READ_TIMEOUT * 2)).unwrap();
+                s.write_all(request.as_bytes()).unwrap();
+                let mut out = Vec::new();
+                let _ = s.read_to_end(&mut out);
+                (what, out)
+            })
+        })
+        .collect();
+    for wait in waits {
+        let (what, out) = wait.join().unwrap();
+        assert!(!out.is_empty(), "{what}: no answer; log:\n{}", gw.logs());
+        parse_response(&out).assert_crest_error(408, what);
+    }
+    assert!(
+        up.requests().iter().all(|r| !r.body_complete),
+        "no half-read body was passed on as complete"
+    );
+}

@@ -219,6 +219,11 @@ impl HttpSession {
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
+                    // idm-gateway patch: a request that began to arrive and stopped is a read
+                    // timeout the caller is answered for (408), not an idle connection.
+                    Err(_) if already_read > 0 => {
+                        return Error::e_explain(ReadTimedout, format!("timeout: {d:?}"));
+                    }
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
                         return Ok(None);
