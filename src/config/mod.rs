@@ -14,14 +14,13 @@ pub mod watcher;
 mod write;
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use gateway::{GatewayFile, LogFormat};
-pub use ids::{config_id_for_file, factory_of, file_for_config_id, pid_for};
+pub use gateway::{GatewayFile, LogFormat, GATEWAY_CONFIG};
+pub use ids::{config_id_for_file, factory_of, file_for_config_id, is_config_id, pid_for};
 pub use instance::{
     parse_instance, valid_instance_name, BearerConfig, InstanceConfig, InstanceUrl, RemoteAuth,
     Secret, TokenAuthMethod, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
@@ -41,7 +40,8 @@ pub struct ConfFile {
     pub raw: Option<Value>,
     /// Why the file is not live; empty when it is.
     pub problems: Vec<String>,
-    fingerprint: u64,
+    /// The CREST `_rev` of the file: [`revision`] of its bytes.
+    pub rev: String,
 }
 
 impl ConfFile {
@@ -115,9 +115,9 @@ pub fn load_with(
         let Some(id) = config_id_for_file(&file_name) else {
             continue;
         };
-        let fingerprint = fingerprint(&bytes);
+        let rev = revision(&bytes);
         if let Some(old) = prev.files.get(&id) {
-            if old.fingerprint == fingerprint && old.file_name == file_name {
+            if old.rev == rev && old.file_name == file_name {
                 if let Some(name) = instance_name(&id) {
                     if let Some(inst) = prev.instances.get(name) {
                         instances.insert(name.to_owned(), inst.clone());
@@ -163,7 +163,7 @@ pub fn load_with(
                 file_name,
                 raw,
                 problems,
-                fingerprint,
+                rev,
             },
         );
     }
@@ -239,10 +239,18 @@ fn read_conf_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
+/// The revision of a conf file: the first 128 bits of the SHA-256 of its bytes, in hex.
+///
+/// Derived from the bytes, not kept anywhere: a hand edit changes it like a REST write does,
+/// it survives restarts, and a client's `If-Match` is checked against the file as it is
+/// on disk. Writing back the same bytes gives the same revision (same content, same
+/// version); different content never shares one.
+pub fn revision(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
