@@ -229,7 +229,9 @@ fn read_conf_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
         if file_name.starts_with('.') || !file_name.ends_with(".json") {
             continue;
         }
-        if !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+        // Follows symlinks: every file of a Kubernetes ConfigMap volume is one
+        // (`x.json -> ..data/x.json`).
+        if !std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
             continue;
         }
         if let Ok(bytes) = std::fs::read(entry.path()) {

@@ -5,6 +5,13 @@
 //! one reload once the directory has been quiet for [`QUIET`], and never later than
 //! [`MAX_DELAY`] after the first event, so a change is live well within a second. A slow
 //! periodic rescan ([`RESCAN`]) covers events the OS dropped.
+//!
+//! Symlinks: every event in a watched directory asks for a reload, and a reload compares
+//! the content of every file (following symlinks), so a Kubernetes ConfigMap or Secret
+//! volume (`x.json -> ..data/x.json`, updated by renaming a new `..data` symlink over the
+//! old one) is picked up at once: the rename is an event of the directory even though
+//! `x.json` itself never changes. A symlink whose target lies outside the watched
+//! directories is picked up by the rescan.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
