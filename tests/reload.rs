@@ -560,3 +560,54 @@ async fn certs_in_a_kubernetes_secret_volume_are_read_and_watched() {
         gw.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_cert_file_is_reported_and_the_last_good_trust_stays_live() {
+    let pki = TestPki::new();
+    let up = RecordingUpstream::start_tls(pki.server_config());
+    let gw = Gateway::builder()
+        .conf_file(
+            "external.idm-tls",
+            basic_instance(
+                &format!("https://127.0.0.1:{}/openidm/", up.port()),
+                "u",
+                "p",
+            ),
+        )
+        .cert("test-ca", &pki.ca_pem())
+        .start()
+        .await;
+    let path = "/openidm/external/idm/tls/managed/user";
+    assert_eq!(status(&gw, path).await, 200);
+
+    // Half-written, then garbage: each is reported, and the CA stays trusted.
+    let pem = pki.ca_pem();
+    gw.write_cert("test-ca", &pem[..pem.len() / 2]);
+    assert!(
+        eventually(LIVE, || async {
+            metrics(&gw)
+                .await
+                .contains(r#"idm_gateway_config_reloads_total{outcome="rejected"} 1"#)
+        })
+        .await,
+        "{}",
+        gw.logs()
+    );
+    assert!(
+        gw.logs().contains("test-ca.pem: unreadable PEM"),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(
+        status(&gw, path).await,
+        200,
+        "the last good trust stays live"
+    );
+    gw.write_cert("test-ca", "not a certificate");
+    assert!(gw.wait_for_log("no certificate in the file", LIVE).await);
+    assert_eq!(status(&gw, path).await, 200);
+
+    // A good change is applied.
+    gw.write_cert("test-ca", &pki.other_ca_pem());
+    assert!(eventually(LIVE, || async { status(&gw, path).await == 502 }).await);
+}

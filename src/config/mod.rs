@@ -173,7 +173,7 @@ pub fn load_with(
         }
     }
 
-    let trust = Trust::load(&dirs.certs, &dirs.certs_exclude);
+    let trust = Trust::load(&dirs.certs, &dirs.certs_exclude, &prev.trust);
     let trust = if trust.fingerprint == prev.trust.fingerprint {
         prev.trust.clone()
     } else {
