@@ -25,7 +25,7 @@ pub struct Trust {
     pub fingerprint: u64,
     /// The certificates in use from each file, by file name (the last good ones for a
     /// file with problems).
-    pub(crate) files: BTreeMap<String, Vec<Vec<u8>>>,
+    pub files: BTreeMap<String, Vec<Vec<u8>>>,
 }
 
 impl Trust {
