@@ -170,8 +170,26 @@ impl Gateway {
 
     /// Re-reads the conf and certs directories and swaps in the result if anything
     /// changed. Safe to call from any thread at any time; calls are serialised.
+    ///
+    /// A panic inside is caught and reported (error log, `panicked` reload outcome): the
+    /// previous state stays live, and the watcher and the next reload go on. (A panic in
+    /// the check of one file is narrower: that file alone is rejected, see `config::load`.)
     pub fn reload(&self) -> Vec<(String, ReloadOutcome)> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        config::guarded(|| self.reload_locked()).unwrap_or_else(|panic| {
+            self.metrics
+                .config_reloads
+                .with_label_values(&[ReloadOutcome::Panicked(String::new()).label()])
+                .inc();
+            tracing::error!(
+                panic = %panic,
+                "config reload panicked (a bug; please report it); the previous config stays live"
+            );
+            vec![(String::new(), ReloadOutcome::Panicked(panic))]
+        })
+    }
+
+    fn reload_locked(&self) -> Vec<(String, ReloadOutcome)> {
         let prev = self.live.load_full();
         let (conf, outcomes) = config::load_with(&self.dirs, &prev.conf, &validate_conf);
         if outcomes.is_empty() {

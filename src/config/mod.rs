@@ -68,6 +68,8 @@ pub enum ReloadOutcome {
     Unchanged,
     Rejected(Vec<String>),
     Removed,
+    /// The reload itself failed on a bug (a panic, with its message): nothing changed.
+    Panicked(String),
 }
 
 impl ReloadOutcome {
@@ -77,6 +79,7 @@ impl ReloadOutcome {
             ReloadOutcome::Unchanged => "unchanged",
             ReloadOutcome::Rejected(_) => "rejected",
             ReloadOutcome::Removed => "removed",
+            ReloadOutcome::Panicked(_) => "panicked",
         }
     }
 }
@@ -130,7 +133,9 @@ pub fn load_with(
         let (raw, outcome) = match serde_json::from_slice::<Value>(&bytes) {
             Err(e) => (None, Err(vec![format!("not valid JSON: {e}")])),
             Ok(raw) => {
-                let result = match instance_name(&id) {
+                // A check that panics on some input rejects that file only: the other
+                // files of the reload still apply, and fixing the file applies it.
+                let check = || match instance_name(&id) {
                     Some(name) => lower_instance(name, &raw).map(|c| {
                         instances.insert(name.to_owned(), Arc::new(c));
                     }),
@@ -139,6 +144,11 @@ pub fn load_with(
                     }
                     None => validate(&id, &raw),
                 };
+                let result = guarded(check).unwrap_or_else(|panic| {
+                    Err(vec![format!(
+                        "the check of this file failed unexpectedly (a bug; please report it): {panic}"
+                    )])
+                });
                 (Some(raw), result)
             }
         };
@@ -196,6 +206,18 @@ pub fn load_with(
         },
         outcomes,
     )
+}
+
+/// Runs `f`, turning a panic into its message: a bug met while reading one file or
+/// running one reload must not take the watcher, or the gateway, down with it.
+pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
 }
 
 /// Substitutes `&{…}` references and validates an instance document.
@@ -319,6 +341,45 @@ mod tests {
         let (s4, o4) = load(&d, &s3);
         assert_eq!(o4, vec![("external.idm/a".into(), ReloadOutcome::Removed)]);
         assert!(s4.instances.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_check_rejects_that_file_only_and_a_later_fix_applies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = dirs(tmp.path());
+        let check: Validator<'_> = &|id, doc| {
+            if doc.get("boom").is_some() {
+                panic!("check of {id} exploded");
+            }
+            Ok(())
+        };
+        write(&d, "a.json", r#"{"v": 1}"#);
+        let (s1, _) = load_with(&d, &ConfSnapshot::default(), check);
+        write(&d, "a.json", r#"{"boom": true}"#);
+        write(&d, "b.json", r#"{"v": 1}"#);
+        let (s2, o2) = load_with(&d, &s1, check);
+        let rejected = o2.iter().find(|(id, _)| id == "a").unwrap();
+        assert!(
+            matches!(&rejected.1, ReloadOutcome::Rejected(p) if p[0].contains("check of a exploded")),
+            "{o2:?}"
+        );
+        assert!(o2.contains(&("b".into(), ReloadOutcome::Applied)), "{o2:?}");
+        assert!(!s2.files["a"].is_valid());
+        write(&d, "a.json", r#"{"v": 2}"#);
+        let (s3, o3) = load_with(&d, &s2, check);
+        assert_eq!(o3, vec![("a".into(), ReloadOutcome::Applied)]);
+        assert!(s3.files["a"].is_valid());
+    }
+
+    #[test]
+    fn guarded_turns_a_panic_into_its_message() {
+        assert_eq!(guarded(|| 1), Ok(1));
+        assert_eq!(guarded(|| -> u8 { panic!("static") }), Err("static".into()));
+        let n = 3;
+        assert_eq!(
+            guarded(|| -> u8 { panic!("formatted {n}") }),
+            Err("formatted 3".into())
+        );
     }
 
     #[test]

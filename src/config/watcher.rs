@@ -52,6 +52,12 @@ pub fn spawn(dirs: &[PathBuf], reload: impl Fn() + Send + 'static) -> notify::Re
 }
 
 fn debounce_loop(rx: mpsc::Receiver<()>, reload: impl Fn()) {
+    // A reload that panics is reported where it runs; here it must only not end the loop.
+    let reload = || {
+        if let Err(panic) = super::guarded(&reload) {
+            tracing::error!(panic = %panic, "config reload panicked; watching goes on");
+        }
+    };
     loop {
         match rx.recv_timeout(RESCAN) {
             Ok(()) => {
@@ -72,5 +78,38 @@ fn debounce_loop(rx: mpsc::Receiver<()>, reload: impl Fn()) {
             Err(mpsc::RecvTimeoutError::Timeout) => reload(),
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_panicking_reload_does_not_stop_the_watcher() {
+        let tmp = tempfile::tempdir().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let _handle = spawn(&[tmp.path().to_owned()], move || {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("first reload explodes");
+            }
+        })
+        .unwrap();
+        let wait_for = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while calls.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            calls.load(Ordering::SeqCst) >= n
+        };
+        std::fs::write(tmp.path().join("a.json"), "{}").unwrap();
+        assert!(wait_for(1));
+        // The first reload panicked; a later change is still seen.
+        std::thread::sleep(MAX_DELAY);
+        std::fs::write(tmp.path().join("b.json"), "{}").unwrap();
+        assert!(wait_for(2), "the watcher stopped after a panic");
     }
 }
