@@ -360,3 +360,41 @@ fn file_changes<'a, K>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_conf_files_pass_the_check_of_writes_and_loads() {
+        let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&conf).unwrap().flatten() {
+            let name = entry.file_name().into_string().unwrap();
+            let Some(id) = config::config_id_for_file(&name) else {
+                continue;
+            };
+            let doc: Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+            assert_eq!(validate_conf(&id, &doc), Ok(()), "{name}");
+            checked += 1;
+        }
+        assert!(checked >= 3, "gateway, managed and an instance at least");
+    }
+
+    #[test]
+    fn gateway_json_is_checked_like_at_start_up() {
+        let bad = serde_json::json!({"listen": "127.0.0.1:1", "lisen": "x"});
+        let problems = validate_conf(config::GATEWAY_CONFIG, &bad).unwrap_err();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("gateway.json"), bad.to_string()).unwrap();
+        let at_start = config::GatewayFile::load(tmp.path()).unwrap_err();
+        assert!(
+            at_start.ends_with(&problems.join("; ")),
+            "{at_start} vs {problems:?}"
+        );
+        assert!(
+            problems[0].contains("unknown field `lisen`"),
+            "{problems:?}"
+        );
+    }
+}
