@@ -33,7 +33,9 @@ pub struct Live {
     pub systems: Arc<Systems>,
 }
 
-/// Validates config documents the conf layer does not understand itself.
+/// Validates a config document: the one check of every kind of conf file, made when a
+/// file is loaded (at start-up and on reload) and before a REST write, so a write that
+/// passes can never stop the next start.
 pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
     if !doc.is_object() {
         return Err(vec!["the file must contain a JSON object".into()]);
@@ -42,6 +44,9 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
         return config::lower_instance(name, doc).map(|_| ());
     }
     match id {
+        // Read once at start-up (not reloaded), but checked here too: a REST write of it
+        // is refused, and a hand edit is reported, before the next start would fail.
+        config::GATEWAY_CONFIG => config::GatewayFile::from_document(doc).map(|_| ()),
         MANAGED_CONFIG => parse_managed(doc).map(|_| ()),
         id if mapping::is_mapping_config(id) => mapping::parse_config(id, doc).map(|_| ()),
         // Building a connector checks its configuration only; the trust does not matter.
@@ -64,6 +69,16 @@ pub struct Gateway {
     pub auth: Arc<dyn Authenticator>,
     live: ArcSwap<Live>,
     reload_lock: Mutex<()>,
+    /// Held by every REST edit of a conf file from reading its current bytes to writing
+    /// the new ones, so an edit that checks the revision it read is a compare-and-swap.
+    write_lock: Mutex<()>,
+}
+
+/// What an edit of one conf file does with it.
+#[derive(Debug)]
+pub enum ConfEdit {
+    Write(Vec<u8>),
+    Delete,
 }
 
 impl Gateway {
@@ -82,6 +97,7 @@ impl Gateway {
                 systems: Arc::new(Systems::default()),
             }),
             reload_lock: Mutex::new(()),
+            write_lock: Mutex::new(()),
         };
         gw.reload();
         gw
@@ -91,39 +107,89 @@ impl Gateway {
         self.live.load_full()
     }
 
-    /// Writes `conf/<file_name>` atomically (temp file, fsync, rename) and reloads, on the
-    /// blocking pool: the fsync and the reload stay off the event loop.
+    /// Runs `edit` on the current bytes of `conf/<file_name>` (`None`: no such file) and
+    /// does what it answers, writing atomically (temp file, fsync, rename), then reloads.
+    /// Edits are serialised from the read to the write, and run on the blocking pool so
+    /// the fsync and the reload stay off the event loop. An `Err` from `edit` changes
+    /// nothing and is returned as the inner error.
+    pub async fn edit_conf_file<T, E>(
+        self: &Arc<Self>,
+        file_name: String,
+        edit: impl FnOnce(Option<Vec<u8>>) -> Result<(ConfEdit, T), E> + Send + 'static,
+    ) -> std::io::Result<Result<T, E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let gw = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = gw.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let current = match std::fs::read(gw.dirs.conf.join(&file_name)) {
+                Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            let (change, out) = match edit(current) {
+                Ok(done) => done,
+                Err(e) => return Ok(Err(e)),
+            };
+            match change {
+                ConfEdit::Write(bytes) => {
+                    config::write_config_file(&gw.dirs.conf, &file_name, &bytes)?
+                }
+                ConfEdit::Delete => config::delete_config_file(&gw.dirs.conf, &file_name)?,
+            }
+            gw.reload();
+            Ok(Ok(out))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Writes `conf/<file_name>` whatever it holds now (see [`Gateway::edit_conf_file`]).
     pub async fn write_conf_file(
         self: &Arc<Self>,
         file_name: String,
         bytes: Vec<u8>,
     ) -> std::io::Result<()> {
-        let gw = self.clone();
-        tokio::task::spawn_blocking(move || {
-            config::write_config_file(&gw.dirs.conf, &file_name, &bytes)?;
-            gw.reload();
-            Ok(())
+        self.edit_conf_file(file_name, move |_| {
+            Ok::<_, std::convert::Infallible>((ConfEdit::Write(bytes), ()))
         })
         .await
-        .map_err(std::io::Error::other)?
+        .map(|_| ())
     }
 
-    /// Deletes `conf/<file_name>` and reloads, on the blocking pool.
+    /// Deletes `conf/<file_name>` (see [`Gateway::edit_conf_file`]).
     pub async fn delete_conf_file(self: &Arc<Self>, file_name: String) -> std::io::Result<()> {
-        let gw = self.clone();
-        tokio::task::spawn_blocking(move || {
-            config::delete_config_file(&gw.dirs.conf, &file_name)?;
-            gw.reload();
-            Ok(())
+        self.edit_conf_file(file_name, |current| match current {
+            Some(_) => Ok((ConfEdit::Delete, ())),
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
         })
-        .await
-        .map_err(std::io::Error::other)?
+        .await?
     }
 
     /// Re-reads the conf and certs directories and swaps in the result if anything
     /// changed. Safe to call from any thread at any time; calls are serialised.
+    ///
+    /// A panic inside is caught and reported (error log, `panicked` reload outcome): the
+    /// previous state stays live, and the watcher and the next reload go on. (A panic in
+    /// the check of one file is narrower: that file alone is rejected, see `config::load`.)
     pub fn reload(&self) -> Vec<(String, ReloadOutcome)> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        config::guarded(|| self.reload_locked()).unwrap_or_else(|panic| {
+            self.metrics
+                .config_reloads
+                .with_label_values(&[ReloadOutcome::Panicked(String::new()).label()])
+                .inc();
+            tracing::error!(
+                panic = %panic,
+                "config reload panicked (a bug; please report it); the previous config stays live"
+            );
+            vec![(String::new(), ReloadOutcome::Panicked(panic))]
+        })
+    }
+
+    fn reload_locked(&self) -> Vec<(String, ReloadOutcome)> {
         let prev = self.live.load_full();
         let (conf, outcomes) = config::load_with(&self.dirs, &prev.conf, &validate_conf);
         if outcomes.is_empty() {
@@ -293,4 +359,42 @@ fn file_changes<'a, K>(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_conf_files_pass_the_check_of_writes_and_loads() {
+        let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&conf).unwrap().flatten() {
+            let name = entry.file_name().into_string().unwrap();
+            let Some(id) = config::config_id_for_file(&name) else {
+                continue;
+            };
+            let doc: Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+            assert_eq!(validate_conf(&id, &doc), Ok(()), "{name}");
+            checked += 1;
+        }
+        assert!(checked >= 3, "gateway, managed and an instance at least");
+    }
+
+    #[test]
+    fn gateway_json_is_checked_like_at_start_up() {
+        let bad = serde_json::json!({"listen": "127.0.0.1:1", "lisen": "x"});
+        let problems = validate_conf(config::GATEWAY_CONFIG, &bad).unwrap_err();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("gateway.json"), bad.to_string()).unwrap();
+        let at_start = config::GatewayFile::load(tmp.path()).unwrap_err();
+        assert!(
+            at_start.ends_with(&problems.join("; ")),
+            "{at_start} vs {problems:?}"
+        );
+        assert!(
+            problems[0].contains("unknown field `lisen`"),
+            "{problems:?}"
+        );
+    }
 }

@@ -423,3 +423,191 @@ async fn info_and_metrics() {
     assert!(gw.wait_for_log("/openidm/external/idm/a/x", LIVE).await);
     assert!(!gw.logs().contains("hunter2"));
 }
+
+/// A Kubernetes ConfigMap/Secret volume in `dir`, laid out as the kubelet's atomic writer
+/// does: the files in `..<timestamp>/`, `..data -> ..<timestamp>`, and each visible file a
+/// symlink `name -> ..data/name`. Each [`KubeVolume::update`] writes a new timestamped
+/// directory, points `..data_tmp` at it, renames `..data_tmp` over `..data` (the atomic
+/// swap) and removes the old directory: the visible symlinks never change.
+struct KubeVolume {
+    dir: std::path::PathBuf,
+    current: Option<String>,
+    generation: usize,
+}
+
+impl KubeVolume {
+    fn create(dir: &std::path::Path, files: &[(&str, Vec<u8>)]) -> Self {
+        let mut v = KubeVolume {
+            dir: dir.to_owned(),
+            current: None,
+            generation: 0,
+        };
+        v.update(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        }
+        v
+    }
+
+    fn update(&mut self, files: &[(&str, Vec<u8>)]) {
+        self.generation += 1;
+        let ts = format!(
+            "..2026_12_03_08_30_{:02}.{}",
+            self.generation,
+            100_000 + self.generation
+        );
+        std::fs::create_dir(self.dir.join(&ts)).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(self.dir.join(&ts).join(name), bytes).unwrap();
+        }
+        std::os::unix::fs::symlink(&ts, self.dir.join("..data_tmp")).unwrap();
+        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).unwrap();
+        if let Some(old) = self.current.replace(ts) {
+            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+        }
+    }
+}
+
+fn json_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conf_files_in_a_kubernetes_configmap_volume_are_read_and_watched() {
+    let one = RecordingUpstream::start();
+    let two = RecordingUpstream::start();
+    let mut gw = Gateway::start().await;
+    let path = "/openidm/external/idm/a/managed/user";
+    assert_eq!(status(&gw, path).await, 404);
+
+    let mut volume = KubeVolume::create(
+        &gw.conf_dir(),
+        &[(
+            "external.idm-a.json",
+            json_bytes(&basic_instance(&one.url(), "u", "p")),
+        )],
+    );
+    assert!(eventually(LIVE, || async { status(&gw, path).await == 200 }).await);
+    assert_eq!(one.count(), 1);
+    let (code, read) = json_of(
+        gw.get("/openidm/config/external.idm/a")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{read}");
+    assert_eq!(read["instanceUrl"], one.url());
+
+    // The ConfigMap changes: only `..data` is swapped; `external.idm-a.json` itself (the
+    // symlink) is untouched.
+    volume.update(&[(
+        "external.idm-a.json",
+        json_bytes(&basic_instance(&two.url(), "u", "p")),
+    )]);
+    assert!(
+        eventually(LIVE, || async {
+            status(&gw, path).await == 200 && two.count() > 0
+        })
+        .await,
+        "{}",
+        gw.logs()
+    );
+
+    // A start reads the symlinked files too.
+    gw.restart().await;
+    assert_eq!(status(&gw, path).await, 200);
+    assert_eq!(two.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certs_in_a_kubernetes_secret_volume_are_read_and_watched() {
+    let pki = TestPki::new();
+    let up = RecordingUpstream::start_tls(pki.server_config());
+    let gw = Gateway::builder()
+        .conf_file(
+            "external.idm-tls",
+            basic_instance(
+                &format!("https://127.0.0.1:{}/openidm/", up.port()),
+                "u",
+                "p",
+            ),
+        )
+        .start()
+        .await;
+    let path = "/openidm/external/idm/tls/managed/user";
+    assert_eq!(status(&gw, path).await, 502, "CA not trusted yet");
+
+    let mut volume = KubeVolume::create(&gw.certs_dir(), &[("ca.pem", pki.ca_pem().into_bytes())]);
+    assert!(
+        eventually(LIVE, || async { status(&gw, path).await == 200 }).await,
+        "{}",
+        gw.logs()
+    );
+
+    // The Secret is rotated to another CA by swapping `..data`: the old trust is gone.
+    volume.update(&[("ca.pem", pki.other_ca_pem().into_bytes())]);
+    assert!(
+        eventually(LIVE, || async { status(&gw, path).await == 502 }).await,
+        "{}",
+        gw.logs()
+    );
+    // And back.
+    volume.update(&[("ca.pem", pki.ca_pem().into_bytes())]);
+    assert!(
+        eventually(LIVE, || async { status(&gw, path).await == 200 }).await,
+        "{}",
+        gw.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_cert_file_is_reported_and_the_last_good_trust_stays_live() {
+    let pki = TestPki::new();
+    let up = RecordingUpstream::start_tls(pki.server_config());
+    let gw = Gateway::builder()
+        .conf_file(
+            "external.idm-tls",
+            basic_instance(
+                &format!("https://127.0.0.1:{}/openidm/", up.port()),
+                "u",
+                "p",
+            ),
+        )
+        .cert("test-ca", &pki.ca_pem())
+        .start()
+        .await;
+    let path = "/openidm/external/idm/tls/managed/user";
+    assert_eq!(status(&gw, path).await, 200);
+
+    // Half-written, then garbage: each is reported, and the CA stays trusted.
+    let pem = pki.ca_pem();
+    gw.write_cert("test-ca", &pem[..pem.len() / 2]);
+    assert!(
+        eventually(LIVE, || async {
+            metrics(&gw)
+                .await
+                .contains(r#"idm_gateway_config_reloads_total{outcome="rejected"} 1"#)
+        })
+        .await,
+        "{}",
+        gw.logs()
+    );
+    assert!(
+        gw.logs().contains("test-ca.pem: unreadable PEM"),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(
+        status(&gw, path).await,
+        200,
+        "the last good trust stays live"
+    );
+    gw.write_cert("test-ca", "not a certificate");
+    assert!(gw.wait_for_log("no certificate in the file", LIVE).await);
+    assert_eq!(status(&gw, path).await, 200);
+
+    // A good change is applied.
+    gw.write_cert("test-ca", &pki.other_ca_pem());
+    assert!(eventually(LIVE, || async { status(&gw, path).await == 502 }).await);
+}

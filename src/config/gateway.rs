@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use super::{from_env, substitute, Secret};
 
+/// Config id of `gateway.json`.
+pub const GATEWAY_CONFIG: &str = "gateway";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -41,13 +44,21 @@ impl GatewayFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let mut doc: serde_json::Value = serde_json::from_slice(&bytes)
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
+        Self::from_document(&doc)
+            .map_err(|problems| format!("{}: {}", path.display(), problems.join("; ")))
+    }
+
+    /// Substitutes `&{…}` references and reads the document: the one check of
+    /// `gateway.json`, made at start-up and before a REST write of the `gateway` config.
+    pub fn from_document(doc: &serde_json::Value) -> Result<Self, Vec<String>> {
+        let mut doc = doc.clone();
         let problems = substitute(&mut doc, &from_env);
         if !problems.is_empty() {
-            return Err(format!("{}: {}", path.display(), problems.join("; ")));
+            return Err(problems);
         }
-        serde_json::from_value(doc).map_err(|e| format!("{}: {e}", path.display()))
+        serde_json::from_value(doc).map_err(|e| vec![e.to_string()])
     }
 
     pub fn admin_password(&self) -> Option<Secret> {

@@ -16,28 +16,43 @@ pub fn config_id_for_file(file_name: &str) -> Option<String> {
     })
 }
 
-/// The file a config id is stored in, or `None` when the id cannot name a file: at most one
-/// `/`, no `-` in the factory part (it would read back as another id), plain characters.
+/// One segment of a config id: plain characters, not hidden, not `.`/`..`.
+fn plain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether `id` is a well-formed config id (`pid` or `factory/name`, plain segments). A
+/// well-formed id that no file holds is a config that does not exist (404); a malformed one
+/// is a bad request (400).
+pub fn is_config_id(id: &str) -> bool {
+    match id.split_once('/') {
+        Some((factory, instance)) => plain(factory) && plain(instance),
+        None => plain(id),
+    }
+}
+
+/// The file a config id is stored in, or `None` when the id cannot name a file: a
+/// well-formed id ([`is_config_id`]) without `-` in the factory part (it would read back as
+/// another id).
 pub fn file_for_config_id(id: &str) -> Option<String> {
+    if !is_config_id(id) {
+        return None;
+    }
     let (factory, instance) = match id.split_once('/') {
         Some((f, i)) => (f, Some(i)),
         None => (id, None),
     };
-    let plain = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 128
-            && !s.starts_with('.')
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    };
-    if !plain(factory) || factory.contains('-') {
+    if factory.contains('-') {
         return None;
     }
-    match instance {
-        None => Some(format!("{factory}.json")),
-        Some(i) if plain(i) => Some(format!("{factory}-{i}.json")),
-        Some(_) => None,
-    }
+    Some(match instance {
+        None => format!("{factory}.json"),
+        Some(i) => format!("{factory}-{i}.json"),
+    })
 }
 
 /// The factory pid of a config id, if it is a factory config.
@@ -85,6 +100,14 @@ mod tests {
             "", "a/b/c", "../x", "a/..", "foo-bar", "a/", "/a", ".hidden", "a b",
         ] {
             assert_eq!(file_for_config_id(bad), None, "{bad}");
+        }
+        // Well-formed, so a read is a 404, but no file can hold it.
+        for unstorable in ["foo-bar", "my-thing/x"] {
+            assert!(is_config_id(unstorable), "{unstorable}");
+            assert_eq!(file_for_config_id(unstorable), None, "{unstorable}");
+        }
+        for malformed in ["", "a/b/c", "../x", "a/..", "a/", "/a", ".hidden", "a b"] {
+            assert!(!is_config_id(malformed), "{malformed}");
         }
     }
 

@@ -14,14 +14,13 @@ pub mod watcher;
 mod write;
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use gateway::{GatewayFile, LogFormat};
-pub use ids::{config_id_for_file, factory_of, file_for_config_id, pid_for};
+pub use gateway::{GatewayFile, LogFormat, GATEWAY_CONFIG};
+pub use ids::{config_id_for_file, factory_of, file_for_config_id, is_config_id, pid_for};
 pub use instance::{
     parse_instance, valid_instance_name, BearerConfig, InstanceConfig, InstanceUrl, RemoteAuth,
     Secret, TokenAuthMethod, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
@@ -41,7 +40,8 @@ pub struct ConfFile {
     pub raw: Option<Value>,
     /// Why the file is not live; empty when it is.
     pub problems: Vec<String>,
-    fingerprint: u64,
+    /// The CREST `_rev` of the file: [`revision`] of its bytes.
+    pub rev: String,
 }
 
 impl ConfFile {
@@ -68,6 +68,8 @@ pub enum ReloadOutcome {
     Unchanged,
     Rejected(Vec<String>),
     Removed,
+    /// The reload itself failed on a bug (a panic, with its message): nothing changed.
+    Panicked(String),
 }
 
 impl ReloadOutcome {
@@ -77,6 +79,7 @@ impl ReloadOutcome {
             ReloadOutcome::Unchanged => "unchanged",
             ReloadOutcome::Rejected(_) => "rejected",
             ReloadOutcome::Removed => "removed",
+            ReloadOutcome::Panicked(_) => "panicked",
         }
     }
 }
@@ -115,9 +118,9 @@ pub fn load_with(
         let Some(id) = config_id_for_file(&file_name) else {
             continue;
         };
-        let fingerprint = fingerprint(&bytes);
+        let rev = revision(&bytes);
         if let Some(old) = prev.files.get(&id) {
-            if old.fingerprint == fingerprint && old.file_name == file_name {
+            if old.rev == rev && old.file_name == file_name {
                 if let Some(name) = instance_name(&id) {
                     if let Some(inst) = prev.instances.get(name) {
                         instances.insert(name.to_owned(), inst.clone());
@@ -130,7 +133,9 @@ pub fn load_with(
         let (raw, outcome) = match serde_json::from_slice::<Value>(&bytes) {
             Err(e) => (None, Err(vec![format!("not valid JSON: {e}")])),
             Ok(raw) => {
-                let result = match instance_name(&id) {
+                // A check that panics on some input rejects that file only: the other
+                // files of the reload still apply, and fixing the file applies it.
+                let check = || match instance_name(&id) {
                     Some(name) => lower_instance(name, &raw).map(|c| {
                         instances.insert(name.to_owned(), Arc::new(c));
                     }),
@@ -139,6 +144,11 @@ pub fn load_with(
                     }
                     None => validate(&id, &raw),
                 };
+                let result = guarded(check).unwrap_or_else(|panic| {
+                    Err(vec![format!(
+                        "the check of this file failed unexpectedly (a bug; please report it): {panic}"
+                    )])
+                });
                 (Some(raw), result)
             }
         };
@@ -163,7 +173,7 @@ pub fn load_with(
                 file_name,
                 raw,
                 problems,
-                fingerprint,
+                rev,
             },
         );
     }
@@ -173,7 +183,7 @@ pub fn load_with(
         }
     }
 
-    let trust = Trust::load(&dirs.certs, &dirs.certs_exclude);
+    let trust = Trust::load(&dirs.certs, &dirs.certs_exclude, &prev.trust);
     let trust = if trust.fingerprint == prev.trust.fingerprint {
         prev.trust.clone()
     } else {
@@ -196,6 +206,18 @@ pub fn load_with(
         },
         outcomes,
     )
+}
+
+/// Runs `f`, turning a panic into its message: a bug met while reading one file or
+/// running one reload must not take the watcher, or the gateway, down with it.
+pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
 }
 
 /// Substitutes `&{…}` references and validates an instance document.
@@ -229,7 +251,9 @@ fn read_conf_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
         if file_name.starts_with('.') || !file_name.ends_with(".json") {
             continue;
         }
-        if !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+        // Follows symlinks: every file of a Kubernetes ConfigMap volume is one
+        // (`x.json -> ..data/x.json`).
+        if !std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
             continue;
         }
         if let Ok(bytes) = std::fs::read(entry.path()) {
@@ -239,10 +263,18 @@ fn read_conf_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
+/// The revision of a conf file: the first 128 bits of the SHA-256 of its bytes, in hex.
+///
+/// Derived from the bytes, not kept anywhere: a hand edit changes it like a REST write does,
+/// it survives restarts, and a client's `If-Match` is checked against the file as it is
+/// on disk. Writing back the same bytes gives the same revision (same content, same
+/// version); different content never shares one.
+pub fn revision(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -309,6 +341,45 @@ mod tests {
         let (s4, o4) = load(&d, &s3);
         assert_eq!(o4, vec![("external.idm/a".into(), ReloadOutcome::Removed)]);
         assert!(s4.instances.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_check_rejects_that_file_only_and_a_later_fix_applies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = dirs(tmp.path());
+        let check: Validator<'_> = &|id, doc| {
+            if doc.get("boom").is_some() {
+                panic!("check of {id} exploded");
+            }
+            Ok(())
+        };
+        write(&d, "a.json", r#"{"v": 1}"#);
+        let (s1, _) = load_with(&d, &ConfSnapshot::default(), check);
+        write(&d, "a.json", r#"{"boom": true}"#);
+        write(&d, "b.json", r#"{"v": 1}"#);
+        let (s2, o2) = load_with(&d, &s1, check);
+        let rejected = o2.iter().find(|(id, _)| id == "a").unwrap();
+        assert!(
+            matches!(&rejected.1, ReloadOutcome::Rejected(p) if p[0].contains("check of a exploded")),
+            "{o2:?}"
+        );
+        assert!(o2.contains(&("b".into(), ReloadOutcome::Applied)), "{o2:?}");
+        assert!(!s2.files["a"].is_valid());
+        write(&d, "a.json", r#"{"v": 2}"#);
+        let (s3, o3) = load_with(&d, &s2, check);
+        assert_eq!(o3, vec![("a".into(), ReloadOutcome::Applied)]);
+        assert!(s3.files["a"].is_valid());
+    }
+
+    #[test]
+    fn guarded_turns_a_panic_into_its_message() {
+        assert_eq!(guarded(|| 1), Ok(1));
+        assert_eq!(guarded(|| -> u8 { panic!("static") }), Err("static".into()));
+        let n = 3;
+        assert_eq!(
+            guarded(|| -> u8 { panic!("formatted {n}") }),
+            Err("formatted 3".into())
+        );
     }
 
     #[test]
