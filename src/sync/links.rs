@@ -4,6 +4,11 @@
 //! `links`; a mapping that shares the links of its reverse mapping reads them the other way
 //! round (`reversed`: its source ids are the `secondId`s).
 //!
+//! One link per end: a link type holds at most one link per source id and one per target
+//! id (the store checks both in the write's transaction, as unique properties; the only
+//! link qualifier is `default`). A link onto an already linked end fails with
+//! [`RepoError::Unique`], so a correlation onto a linked target can never add a second link.
+//!
 //! Links are the sync module's own records: they go to the store directly, never through
 //! the router (which serves the mapped resources).
 
@@ -177,9 +182,12 @@ impl LinkStore {
     pub async fn create(&self, source_id: &str, target_id: &str) -> Result<Link, RepoError> {
         let content = self.content(source_id, target_id);
         let id = uuid::Uuid::new_v4().to_string();
-        self.repo
-            .create(&self.resource, &id, content, WriteOptions::default())
-            .await?;
+        let unique = unique_ends();
+        let opts = WriteOptions {
+            unique: &unique,
+            ..Default::default()
+        };
+        self.repo.create(&self.resource, &id, content, opts).await?;
         Ok(Link {
             id,
             source_id: source_id.to_owned(),
@@ -206,6 +214,7 @@ impl LinkStore {
                 resource: self.resource.clone(),
                 id: id.clone(),
                 content: self.content(&c.source_id, &c.target_id),
+                unique: unique_ends(),
             });
             ids.push(id);
         }
@@ -241,6 +250,11 @@ impl LinkStore {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The properties no two links of a type share.
+fn unique_ends() -> Vec<JsonPointer> {
+    vec![JsonPointer::parse(FIRST), JsonPointer::parse(SECOND)]
 }
 
 #[cfg(test)]
@@ -314,5 +328,51 @@ mod tests {
         assert_eq!(targets, ["t1", "t2", "t3"]);
         assert_eq!(links.by_target("gone").await.unwrap(), None);
         assert!(links.apply(&[]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_link_per_source_and_per_target() {
+        let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+        let links = LinkStore::new(repo.clone(), "a_b", false);
+        links.ensure_indexes().await.unwrap();
+        links.create("s1", "t1").await.unwrap();
+        let twice_target = links.create("s2", "t1").await.unwrap_err();
+        assert!(
+            matches!(twice_target, RepoError::Unique { .. }),
+            "{twice_target:?}"
+        );
+        let twice_source = links.create("s1", "t2").await.unwrap_err();
+        assert!(
+            matches!(twice_source, RepoError::Unique { .. }),
+            "{twice_source:?}"
+        );
+        // In a batch, the duplicate alone fails; the reverse view shares the rule.
+        let new = |s: &str, t: &str| NewLink {
+            source_id: s.into(),
+            target_id: t.into(),
+            replaces: None,
+        };
+        let results = links.apply(&[new("s3", "t1"), new("s4", "t4")]).await;
+        assert!(
+            matches!(results[0], Err(RepoError::Unique { .. })),
+            "{results:?}"
+        );
+        assert!(results[1].is_ok(), "{results:?}");
+        let reverse = LinkStore::new(repo, "a_b", true);
+        assert!(reverse.create("t4", "s9").await.is_err());
+        assert_eq!(
+            links.by_target("t1").await.unwrap().unwrap().source_id,
+            "s1"
+        );
+        // Replacing a source's link frees its old target.
+        let old = links.by_source("s1").await.unwrap();
+        let results = links
+            .apply(&[NewLink {
+                replaces: old,
+                ..new("s1", "t5")
+            }])
+            .await;
+        assert!(results[0].is_ok(), "{results:?}");
+        links.create("s6", "t1").await.unwrap();
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::crest::ResourceError;
-use crate::managed::ChangeHook;
+use crate::events::{ChangeHook, ChangeSink};
 use crate::metrics::Metrics;
 use crate::repo::{Repo, WriteOptions};
 
@@ -37,12 +37,6 @@ pub const PUSH_ATTEMPTS: u32 = 3;
 
 /// The live systems.
 pub type SystemsSource = Arc<dyn Fn() -> Arc<Systems> + Send + Sync>;
-
-/// Pushes a changed source object through the mappings whose source is `resource`.
-#[async_trait::async_trait]
-pub trait ChangeSink: Send + Sync {
-    async fn push(&self, resource: &str, id: &str) -> Result<(), String>;
-}
 
 pub struct SystemService {
     systems: SystemsSource,
@@ -74,6 +68,11 @@ impl SystemService {
     /// Where liveSync pushes changes (set once, after the router exists).
     pub fn set_sink(&self, sink: Arc<dyn ChangeSink>) {
         let _ = self.sink.set(sink);
+    }
+
+    /// The store (liveSync tokens, and the records of REST writes' pushes).
+    pub fn repo(&self) -> &dyn Repo {
+        self.repo.as_ref()
     }
 
     pub fn systems(&self) -> Arc<Systems> {

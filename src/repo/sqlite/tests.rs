@@ -235,7 +235,10 @@ async fn a_failing_write_does_not_undo_its_batch() {
 async fn unique_properties() {
     let repo = SqliteRepo::open_temporary().unwrap();
     let unique = [ptr("userName"), ptr("/mail/primary")];
-    let opts = WriteOptions { unique: &unique };
+    let opts = WriteOptions {
+        unique: &unique,
+        ..Default::default()
+    };
     repo.create(
         USERS,
         "u1",
@@ -295,7 +298,10 @@ async fn unique_properties() {
                 USERS,
                 &format!("c{i}"),
                 obj(json!({"userName": "same"})),
-                WriteOptions { unique: &unique },
+                WriteOptions {
+                    unique: &unique,
+                    ..Default::default()
+                },
             )
             .await
         }));
