@@ -876,3 +876,37 @@ async fn live_sync_pushes_more_changes_than_one_batch() {
     // Nothing left behind the token.
     assert_eq!(live_sync(&gw).await.0, 200);
 }
+
+/// IDM's default policies in liveSync: a row removed from the file is SOURCE_MISSING, whose
+/// default action is EXCEPTION: the managed user is NOT deleted, and the change counts as a
+/// failure (here logged and passed at once).
+#[tokio::test]
+async fn live_sync_with_default_policies_never_deletes_on_source_missing() {
+    let f = csv_fixture(&[]);
+    let mut p = provisioner(&f.csv);
+    p["syncFailureHandler"] = json!({"maxRetries": 0, "postRetryAction": "logged-ignore"});
+    let mut mapping = csv_to_user_mapping();
+    mapping["mappings"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("policies");
+    let gw = Gateway::builder()
+        .conf_file("provisioner.openicf-csv", p)
+        .conf_file("managed", shipped("managed"))
+        .conf_file("sync", mapping)
+        .start()
+        .await;
+    assert_eq!(live_sync(&gw).await.0, 200);
+    write_rows(&f.csv, &numbered("e", 1..3, &[]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    assert!(user_by_name(&gw, "e1").await.is_some());
+
+    write_rows(&f.csv, &numbered("e", 2..3, &[]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    assert!(user_by_name(&gw, "e1").await.is_some(), "the target was deleted");
+    let logs = gw.logs();
+    assert!(logs.contains("SOURCE_MISSING is handled as an EXCEPTION"), "{logs}");
+    assert!(logs.contains("logged-ignore"), "{logs}");
+}
