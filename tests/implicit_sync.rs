@@ -1,6 +1,8 @@
 //! Implicit sync: managed-object writes pushed to the targets of their mappings at once
-//! (no recon), `enableSync: false`, failed pushes queued in `sync/queue` and retried until
-//! they succeed, and no ping-pong between two mappings in opposite directions.
+//! (no recon), `enableSync: false`, failed pushes queued in `sync/queue` and retried as the
+//! mapping's `queuedSync` says (then logged or dead-lettered), pushes that survive a
+//! SIGKILL, IDM's default policies, reconciliation and implicit sync of one source never
+//! making twin targets, and no ping-pong between two mappings in opposite directions.
 
 mod common;
 
@@ -232,7 +234,7 @@ async fn a_failed_push_is_queued_and_retried_until_it_succeeds() {
         .conf_file(
             "sync",
             json!({"mappings": [mapping("aUser_xUser", "managed/user",
-                "external/idm/x/managed/user", json!({}))]}),
+                "external/idm/x/managed/user", json!({"queuedSync": {"maxRetries": -1}}))]}),
         )
         .start()
         .await;
@@ -348,7 +350,8 @@ async fn a_push_the_target_rejects_is_retried_after_the_conf_is_fixed() {
         .conf_file("managed", managed.clone())
         .conf_file(
             "sync",
-            json!({"mappings": [mapping("u2o", "managed/user", "managed/other", json!({}))]}),
+            json!({"mappings": [mapping("u2o", "managed/user", "managed/other",
+                json!({"queuedSync": {"maxRetries": -1}}))]}),
         )
         .start()
         .await;
@@ -376,7 +379,7 @@ async fn a_push_the_target_rejects_is_retried_after_the_conf_is_fixed() {
     gw.write_conf(
         "sync",
         &json!({"mappings": [mapping("u2o", "managed/user", "managed/other",
-            json!({"properties": props}))]}),
+            json!({"properties": props, "queuedSync": {"maxRetries": -1}}))]}),
     );
     assert!(
         eventually(Duration::from_secs(30), || async {
@@ -465,4 +468,252 @@ async fn opposite_mappings_sharing_links_do_not_loop() {
     assert_eq!(before.0.len(), 2);
     assert_eq!(before.1.len(), 2);
     assert!(queue(&gw).await.is_empty());
+}
+
+/// `managed_with_other` whose `other.userName` is unique, so a push of a user whose name an
+/// unlinked `other` already has can never succeed.
+fn managed_with_unique_other() -> Value {
+    let mut managed = managed_with_other();
+    let other = managed["objects"]
+        .as_array_mut()
+        .unwrap()
+        .last_mut()
+        .unwrap();
+    other["schema"]["properties"]["userName"]["policies"] = json!([{"policyId": "unique"}]);
+    managed
+}
+
+/// u2o without a correlation query: every source without a link is ABSENT (CREATE).
+fn uncorrelated(extra: Value) -> Value {
+    let mut m = mapping("u2o", "managed/user", "managed/other", extra);
+    m.as_object_mut().unwrap().remove("correlationQuery");
+    json!({"mappings": [m]})
+}
+
+async fn dead_letters(gw: &Gateway, name: &str) -> Vec<Value> {
+    let r = gw
+        .get(&format!(
+            "/openidm/repo/synchronisation/deadLetterQueue/{name}?_queryFilter=true"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["result"].as_array().cloned().unwrap()
+}
+
+/// A push that can never succeed is retried `queuedSync.maxRetries` times, then stored in the
+/// dead-letter queue and leaves the sync queue; the pushes after it are not held up.
+#[tokio::test]
+async fn a_push_that_never_succeeds_ends_in_the_dead_letter_queue_and_the_others_arrive() {
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_unique_other())
+        .conf_file(
+            "sync",
+            uncorrelated(json!({"queuedSync": {"maxRetries": 2, "retryDelay": 100,
+                "postRetryAction": "dead-letter-queue"}})),
+        )
+        .start()
+        .await;
+    let r = create(&gw, "managed/other", "taken", &json!({"userName": "user2"})).await;
+    assert_eq!(r.status(), 201);
+    for i in 1..=4 {
+        let r = create(&gw, "managed/user", &format!("u{i}"), &user(i)).await;
+        assert_eq!(r.status(), 201);
+    }
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "userName").await == ["user1", "user2", "user3", "user4"]
+        })
+        .await
+    );
+    assert!(
+        eventually(WAIT, || async {
+            queue(&gw).await.is_empty() && dead_letters(&gw, "u2o").await.len() == 1
+        })
+        .await,
+        "{:?}\n{}",
+        queue(&gw).await,
+        gw.logs()
+    );
+    let letter = dead_letters(&gw, "u2o").await.remove(0);
+    assert_eq!(letter["sourceId"], "u2", "{letter}");
+    assert_eq!(letter["attempts"], 3, "{letter}");
+    assert!(
+        letter["failureCause"].as_str().unwrap().contains("policy"),
+        "{letter}"
+    );
+    let path = format!(
+        "/openidm/repo/synchronisation/deadLetterQueue/u2o/{}",
+        letter["_id"].as_str().unwrap()
+    );
+    assert_eq!(gw.delete(&path).send().await.unwrap().status(), 200);
+    assert!(dead_letters(&gw, "u2o").await.is_empty());
+}
+
+/// `DELETE sync/queue/<id>` (seed 002) drops a queued push.
+#[tokio::test]
+async fn a_queued_push_can_be_deleted() {
+    let dead = format!("http://127.0.0.1:{}/openidm/", free_port());
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file(
+            "external.idm-x",
+            basic_instance(&dead, "openidm-admin", "x"),
+        )
+        .conf_file(
+            "sync",
+            json!({"mappings": [mapping("aUser_xUser", "managed/user",
+                "external/idm/x/managed/user", json!({"queuedSync": {"maxRetries": -1}}))]}),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        create(&gw, "managed/user", "u1", &user(1)).await.status(),
+        201
+    );
+    assert!(eventually(WAIT, || async { queue(&gw).await.len() == 1 }).await);
+    let id = queue(&gw).await[0]["_id"].as_str().unwrap().to_owned();
+    let path = format!("/openidm/sync/queue/{id}");
+    let r = gw.delete(&path).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let removed: Value = r.json().await.unwrap();
+    assert_eq!(removed["sourceId"], "u1");
+    assert_eq!(gw.get(&path).send().await.unwrap().status(), 404);
+    assert_eq!(gw.delete(&path).send().await.unwrap().status(), 404);
+    assert!(queue(&gw).await.is_empty());
+}
+
+/// IDM's default policies: a deleted source whose target exists is SOURCE_MISSING, whose
+/// default action is EXCEPTION: the target stays, the push counts as failed (and, with
+/// `maxRetries: 0`, is logged at once and leaves the queue).
+#[tokio::test]
+async fn a_delete_with_default_policies_keeps_the_target_and_records_a_failure() {
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_other())
+        .conf_file(
+            "sync",
+            json!({"mappings": [mapping("u2o", "managed/user", "managed/other",
+                json!({"policies": [], "queuedSync": {"maxRetries": 0}}))]}),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        create(&gw, "managed/user", "u1", &user(1)).await.status(),
+        201
+    );
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "userName").await == ["user1"]
+        })
+        .await
+    );
+    let r = gw.delete("/openidm/managed/user/u1").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        gw.wait_for_log("implicit sync gave up", WAIT).await,
+        "{}",
+        gw.logs()
+    );
+    assert!(gw
+        .logs()
+        .contains("SOURCE_MISSING is handled as an EXCEPTION"));
+    assert!(queue(&gw).await.is_empty());
+    assert_eq!(values(&gw, "managed/other", "userName").await, ["user1"]);
+}
+
+/// Acknowledged writes whose pushes hang (a target that accepts and never answers) are
+/// pushed after the gateway is SIGKILLed and restarted: the queue rows were committed with
+/// the writes.
+#[tokio::test]
+async fn acknowledged_writes_are_pushed_after_a_sigkill() {
+    let b = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .admin_password("b-admin")
+        .start()
+        .await;
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}/openidm/", hole.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut a = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file(
+            "external.idm-x",
+            basic_instance(&hole_url, "openidm-admin", "b-admin"),
+        )
+        .conf_file(
+            "sync",
+            json!({"mappings": [mapping("aUser_xUser", "managed/user",
+                "external/idm/x/managed/user", json!({"queuedSync": {"maxRetries": -1}}))]}),
+        )
+        .start()
+        .await;
+    for i in 0..20 {
+        let r = create(&a, "managed/user", &format!("u{i}"), &user(i)).await;
+        assert_eq!(r.status(), 201);
+    }
+    a.stop(); // SIGKILL
+    a.write_conf(
+        "external.idm-x",
+        &basic_instance(&b.url("/openidm/"), "openidm-admin", "b-admin"),
+    );
+    a.restart().await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            all(&b, "managed/user").await.len() == 20
+        })
+        .await,
+        "{} on b\n{}",
+        all(&b, "managed/user").await.len(),
+        a.logs()
+    );
+    assert!(eventually(WAIT, || async { queue(&a).await.is_empty() }).await);
+    holder.abort();
+}
+
+/// Reconciliation and implicit sync of the same sources at the same time: without a
+/// correlation query every unlinked source is ABSENT, so two of them assessing one source
+/// at once would create two targets. They are serialised: one target per source.
+#[tokio::test]
+async fn reconciliation_and_implicit_sync_at_once_make_no_twin_targets() {
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_other())
+        .conf_file("sync", uncorrelated(json!({})))
+        .start()
+        .await;
+    let n = 120;
+    let gw = &gw;
+    let writes = async {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+            futures_util::future::join_all(chunk.iter().map(|&i| async move {
+                let r = create(gw, "managed/user", &format!("u{i}"), &user(i)).await;
+                assert_eq!(r.status(), 201);
+            }))
+            .await;
+        }
+    };
+    let recons = async {
+        for _ in 0..4 {
+            common::fixtures::recon(gw, "u2o").await;
+        }
+    };
+    tokio::join!(writes, recons);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            queue(gw).await.is_empty()
+        })
+        .await
+    );
+    common::fixtures::recon(gw, "u2o").await;
+    let names = values(gw, "managed/other", "userName").await;
+    let mut unique = names.clone();
+    unique.dedup();
+    assert_eq!(names.len(), unique.len(), "twin targets: {names:?}");
+    assert_eq!(names.len(), n);
 }

@@ -905,8 +905,14 @@ async fn live_sync_with_default_policies_never_deletes_on_source_missing() {
     write_rows(&f.csv, &numbered("e", 2..3, &[]));
     let (s, v) = live_sync(&gw).await;
     assert_eq!(s, 200, "{v}\n{}", gw.logs());
-    assert!(user_by_name(&gw, "e1").await.is_some(), "the target was deleted");
+    assert!(
+        user_by_name(&gw, "e1").await.is_some(),
+        "the target was deleted"
+    );
     let logs = gw.logs();
-    assert!(logs.contains("SOURCE_MISSING is handled as an EXCEPTION"), "{logs}");
+    assert!(
+        logs.contains("SOURCE_MISSING is handled as an EXCEPTION"),
+        "{logs}"
+    );
     assert!(logs.contains("logged-ignore"), "{logs}");
 }
