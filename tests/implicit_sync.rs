@@ -679,38 +679,73 @@ async fn acknowledged_writes_are_pushed_after_a_sigkill() {
 
 /// Reconciliation and implicit sync of the same sources at the same time: without a
 /// correlation query every unlinked source is ABSENT, so two of them assessing one source
-/// at once would create two targets. They are serialised: one target per source.
+/// at once would create two targets. Queued pushes (rejected until the conf is fixed) are
+/// retried while reconciliations run: they are serialised, one target per source.
 #[tokio::test]
 async fn reconciliation_and_implicit_sync_at_once_make_no_twin_targets() {
+    let mut managed = managed_with_other();
+    let other = managed["objects"]
+        .as_array_mut()
+        .unwrap()
+        .last_mut()
+        .unwrap();
+    other["schema"]["required"] = json!(["userName", "employeeNumber"]);
+    other["schema"]["properties"]["employeeNumber"] = json!({"type": "string"});
+    let retry = json!({"maxRetries": -1, "retryDelay": 50});
     let gw = Gateway::builder()
-        .conf_file("managed", managed_with_other())
-        .conf_file("sync", uncorrelated(json!({})))
+        .conf_file("managed", managed)
+        .conf_file("sync", uncorrelated(json!({"queuedSync": retry})))
         .start()
         .await;
     let n = 120;
     let gw = &gw;
-    let writes = async {
-        for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
-            futures_util::future::join_all(chunk.iter().map(|&i| async move {
-                let r = create(gw, "managed/user", &format!("u{i}"), &user(i)).await;
-                assert_eq!(r.status(), 201);
-            }))
-            .await;
-        }
-    };
-    let recons = async {
-        for _ in 0..4 {
-            common::fixtures::recon(gw, "u2o").await;
-        }
-    };
-    tokio::join!(writes, recons);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        futures_util::future::join_all(chunk.iter().map(|&i| async move {
+            let r = create(gw, "managed/user", &format!("u{i}"), &user(i)).await;
+            assert_eq!(r.status(), 201);
+        }))
+        .await;
+    }
+    assert!(
+        eventually(WAIT, || async {
+            let q = queue(gw).await;
+            q.len() == n && q.iter().all(|e| e["attempts"].as_u64() >= Some(1))
+        })
+        .await
+    );
+    // Fixed: the queued pushes go through, while reconciliations run.
+    let mut props = props();
+    props
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"target": "employeeNumber", "default": "E"}));
+    gw.write_conf(
+        "sync",
+        &uncorrelated(json!({"properties": props, "queuedSync": retry})),
+    );
+    assert!(
+        eventually(WAIT, || async {
+            gw.get("/openidm/sync/mappings/u2o")
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["properties"]
+                .as_array()
+                .is_some_and(|p| p.len() == 5)
+        })
+        .await
+    );
+    for _ in 0..3 {
+        common::fixtures::recon(gw, "u2o").await;
+    }
     assert!(
         eventually(Duration::from_secs(30), || async {
             queue(gw).await.is_empty()
         })
         .await
     );
-    common::fixtures::recon(gw, "u2o").await;
     let names = values(gw, "managed/other", "userName").await;
     let mut unique = names.clone();
     unique.dedup();
