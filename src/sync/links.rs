@@ -26,6 +26,8 @@ use super::mapping::DEFAULT_LINK_QUALIFIER;
 pub const LINK_RESOURCE: &str = "link";
 const FIRST: &str = "firstId";
 const SECOND: &str = "secondId";
+/// Links read per page by [`LinkStore::remove_duplicates`].
+const DEDUPE_PAGE: usize = 10_000;
 
 /// One link, seen from a mapping.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,6 +245,65 @@ impl LinkStore {
             .collect()
     }
 
+    /// Removes links that break the one-link-per-end rule, left by versions that did not
+    /// enforce it: for each source id and each target id the link with the smallest link
+    /// id is kept, the others are deleted and returned. Only link records go; no source or
+    /// target object is touched, and the next run reassesses the sources that lost a link.
+    pub async fn remove_duplicates(&self) -> Result<Vec<Link>, RepoError> {
+        let mut firsts = std::collections::HashSet::new();
+        let mut seconds = std::collections::HashSet::new();
+        let mut extra = Vec::new();
+        let mut cookie: Option<String> = None;
+        loop {
+            let page = self
+                .repo
+                .query(
+                    &self.resource,
+                    RepoQuery {
+                        filter: &QueryFilter::True,
+                        sort: &[],
+                        page_size: DEDUPE_PAGE,
+                        cookie: cookie.as_deref(),
+                        offset: 0,
+                        count: Default::default(),
+                        ids_only: false,
+                    },
+                )
+                .await?;
+            for obj in page.results {
+                let first = obj
+                    .content
+                    .get(FIRST)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let second = obj
+                    .content
+                    .get(SECOND)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let (Some(first), Some(second)) = (first, second) else {
+                    continue;
+                };
+                let new_first = !firsts.contains(&first);
+                let new_second = !seconds.contains(&second);
+                if new_first && new_second {
+                    firsts.insert(first);
+                    seconds.insert(second);
+                } else if let Some(link) = self.to_link(obj) {
+                    extra.push(link);
+                }
+            }
+            match page.next_cookie {
+                Some(c) => cookie = Some(c),
+                None => break,
+            }
+        }
+        for link in &extra {
+            self.delete(link).await?;
+        }
+        Ok(extra)
+    }
+
     /// Deletes a link; one already gone is not an error.
     pub async fn delete(&self, link: &Link) -> Result<(), RepoError> {
         match self.repo.delete(&self.resource, &link.id, None).await {
@@ -374,5 +435,41 @@ mod tests {
             .await;
         assert!(results[0].is_ok(), "{results:?}");
         links.create("s6", "t1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn duplicates_left_by_older_versions_are_removed_keeping_the_first_link() {
+        let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+        let links = LinkStore::new(repo.clone(), "a_b", false);
+        links.ensure_indexes().await.unwrap();
+        // Written without the unique rule, as older versions did.
+        for (id, s, t) in [
+            ("1", "s1", "t1"),
+            ("2", "s2", "t1"),
+            ("3", "s1", "t3"),
+            ("4", "s4", "t4"),
+        ] {
+            repo.create(
+                links.resource(),
+                id,
+                links.content(s, t),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let removed = links.remove_duplicates().await.unwrap();
+        let ids: Vec<&str> = removed.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["2", "3"]);
+        assert_eq!(
+            links.by_target("t1").await.unwrap().unwrap().source_id,
+            "s1"
+        );
+        assert_eq!(
+            links.by_source("s4").await.unwrap().unwrap().target_id,
+            "t4"
+        );
+        assert_eq!(links.by_source("s2").await.unwrap(), None);
+        assert!(links.remove_duplicates().await.unwrap().is_empty());
     }
 }

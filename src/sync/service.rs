@@ -56,6 +56,8 @@ pub struct SyncService {
     runs: KeyedLocks<String, tokio::sync::RwLock<()>>,
     /// Per (mapping, source id): one-object pushes of one source one at a time.
     objects: KeyedLocks<(String, String), tokio::sync::Mutex<()>>,
+    /// Link types checked for duplicates since start ([`LinkStore::remove_duplicates`]).
+    deduped: tokio::sync::Mutex<HashSet<String>>,
 }
 
 /// Locks by key, dropped from the map when nobody holds or waits for them.
@@ -99,7 +101,26 @@ impl SyncService {
             active: Mutex::new(HashMap::new()),
             runs: KeyedLocks::new(),
             objects: KeyedLocks::new(),
+            deduped: Default::default(),
         }
+    }
+
+    /// At the first use of a link type since start, removes the duplicate links older
+    /// versions could leave (each removal logged), so the one-link-per-end rule holds.
+    async fn check_links(&self, links: &LinkStore) -> Result<(), ResourceError> {
+        let mut done = self.deduped.lock().await;
+        if done.contains(links.resource()) {
+            return Ok(());
+        }
+        links.ensure_indexes().await.map_err(store_error)?;
+        let removed = links.remove_duplicates().await.map_err(store_error)?;
+        for l in &removed {
+            tracing::warn!(links = %links.resource(), link = %l.id, source = %l.source_id,
+                target = %l.target_id,
+                "removed a duplicate link (one link per source and per target; the first is kept)");
+        }
+        done.insert(links.resource().to_owned());
+        Ok(())
     }
 
     pub fn repo(&self) -> &dyn Repo {
@@ -171,6 +192,7 @@ impl SyncService {
         }
         let fail = |e: ResourceError| SyncOneError::Failed(e.to_string());
         let links = self.link_store(&all, &m).map_err(fail)?;
+        self.check_links(&links).await.map_err(fail)?;
         let router = self.router().map_err(fail)?;
         let run = Arc::new(Run::new(
             &m.name,
@@ -271,6 +293,7 @@ impl SyncService {
     ) -> Result<Arc<Run>, ResourceError> {
         let (all, m) = self.mapping(mapping)?;
         let links = self.link_store(&all, &m)?;
+        self.check_links(&links).await?;
         let router = self.router()?;
         let mut parameters = Map::new();
         if let Some(id) = &source_id {
