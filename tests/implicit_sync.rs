@@ -752,3 +752,60 @@ async fn reconciliation_and_implicit_sync_at_once_make_no_twin_targets() {
     assert_eq!(names.len(), unique.len(), "twin targets: {names:?}");
     assert_eq!(names.len(), n);
 }
+
+/// A source correlating to a target another source is linked to is FOUND_ALREADY_LINKED,
+/// IDM's default EXCEPTION: a failure for that source; the target keeps its one link.
+#[tokio::test]
+async fn a_correlation_onto_a_linked_target_is_an_exception_and_adds_no_link() {
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_other())
+        .conf_file(
+            "sync",
+            json!({"mappings": [mapping("u2o", "managed/user", "managed/other",
+                json!({"queuedSync": {"maxRetries": 0},
+                       "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""}}))]}),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        create(&gw, "managed/user", "u1", &user(1)).await.status(),
+        201
+    );
+    assert!(
+        eventually(WAIT, || async {
+            values(&gw, "managed/other", "userName").await == ["user1"]
+        })
+        .await
+    );
+    // Another user with the same mail correlates to user1's target.
+    let mut twin = user(1);
+    twin["userName"] = json!("twin");
+    assert_eq!(
+        create(&gw, "managed/user", "twin", &twin).await.status(),
+        201
+    );
+    assert!(
+        gw.wait_for_log("FOUND_ALREADY_LINKED is handled as an EXCEPTION", WAIT)
+            .await,
+        "{}",
+        gw.logs()
+    );
+    assert!(eventually(WAIT, || async { queue(&gw).await.is_empty() }).await);
+    assert_eq!(values(&gw, "managed/other", "userName").await, ["user1"]);
+    let target = all(&gw, "managed/other").await[0]["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let linked: Value = gw
+        .post(&format!(
+            "/openidm/sync?_action=getLinkedResources&resourceName=managed/other/{target}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(linked.as_array().unwrap().len(), 1, "{linked}");
+    assert_eq!(linked[0]["resourceName"], "managed/user/u1");
+}
