@@ -8,6 +8,10 @@
 //! commits them in the same transaction as the change, so an acknowledged write never loses
 //! its push, even to a crash. [`ChangeHook::on_change`] is told *after* the commit and
 //! before the caller's answer, and must not block (it only starts work).
+//!
+//! Also shared by both ends of a push: IDM's retry policy of a failing change
+//! ([`FailurePolicy`]: `syncFailureHandler` for liveSync, `queuedSync` for implicit sync)
+//! and the dead-letter queue it may end in ([`dead_letter`]).
 
 use serde_json::{Map, Value};
 
