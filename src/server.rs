@@ -20,7 +20,7 @@ use crate::repo::Repo;
 use crate::scheduler::{Scheduler, SchedulerHandler};
 use crate::settings::Settings;
 use crate::state::Gateway;
-use crate::sync::{ReconHandler, SyncHandler, SyncService};
+use crate::sync::{DeadLetterHandler, ReconHandler, SyncHandler, SyncService};
 use crate::system::handler::SystemHandler;
 use crate::system::service::SystemService;
 
@@ -133,6 +133,10 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("metrics", Arc::new(MetricsHandler(metrics)))
         .mount("recon", Arc::new(ReconHandler(sync.clone())))
         .mount("sync", Arc::new(SyncHandler(sync.clone())))
+        .mount(
+            "repo/synchronisation/deadLetterQueue",
+            Arc::new(DeadLetterHandler(repo.clone())),
+        )
         .mount("scheduler/job", scheduler_handler.clone())
         .mount("scheduler", scheduler_handler)
         .mount("managed", managed)

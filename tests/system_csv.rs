@@ -681,3 +681,238 @@ async fn recon_and_live_sync_from_a_csv_file_into_managed_users() {
         gw.logs()
     );
 }
+
+/// `POST system/csv/account?_action=liveSync`: status and body.
+async fn live_sync(gw: &Gateway) -> (u16, Value) {
+    json_of(
+        gw.post("/openidm/system/csv/account?_action=liveSync")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// Rows `<prefix><i>` for `i` in `range`; a row named in `bad` has no email, which the
+/// managed user requires, so its push always fails.
+fn numbered(prefix: &str, range: std::ops::Range<usize>, bad: &[usize]) -> Vec<[String; 5]> {
+    range
+        .map(|i| {
+            let mail = if bad.contains(&i) {
+                String::new()
+            } else {
+                format!("{prefix}{i}@example.com")
+            };
+            [
+                format!("{prefix}{i}"),
+                "First".into(),
+                format!("Last{i}"),
+                mail,
+                "pw".into(),
+            ]
+        })
+        .collect()
+}
+
+fn write_rows(path: &Path, rows: &[[String; 5]]) {
+    let borrowed: Vec<(&str, &str, &str, &str, &str)> = rows
+        .iter()
+        .map(|[a, b, c, d, e]| (a.as_str(), b.as_str(), c.as_str(), d.as_str(), e.as_str()))
+        .collect();
+    write_csv(path, &borrowed);
+}
+
+/// A gateway syncing `system/csv/account` into `managed/user` with `handler` as the
+/// provisioner's `syncFailureHandler` (none when null), its first liveSync done.
+async fn live_sync_gateway(f: &Fixture, handler: Value) -> Gateway {
+    let mut p = provisioner(&f.csv);
+    if !handler.is_null() {
+        p["syncFailureHandler"] = handler;
+    }
+    let gw = Gateway::builder()
+        .conf_file("provisioner.openicf-csv", p)
+        .conf_file("managed", shipped("managed"))
+        .conf_file("sync", csv_to_user_mapping())
+        .start()
+        .await;
+    assert_eq!(live_sync(&gw).await.0, 200);
+    gw
+}
+
+/// IDM without a `syncFailureHandler` retries a failing change for ever: every run stops
+/// before it, the token never moves past it, and the changes after it wait.
+#[tokio::test]
+async fn without_a_failure_handler_live_sync_retries_the_failing_change_every_run() {
+    let f = csv_fixture(&[]);
+    let gw = live_sync_gateway(&f, Value::Null).await;
+    write_rows(&f.csv, &numbered("a", 1..4, &[2]));
+    for run in 1..=2u64 {
+        let (s, v) = live_sync(&gw).await;
+        assert_eq!(s, 500, "{v}");
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains(&format!("'a2' (failure {run})")), "{v}");
+        assert!(user_by_name(&gw, "a1").await.is_some());
+        assert!(user_by_name(&gw, "a3").await.is_none(), "run {run}");
+    }
+    assert!(gw.logs().contains("liveSync stopped"));
+}
+
+/// `maxRetries: 1, postRetryAction: logged-ignore`: the first run stops at the failing
+/// change, the second gives up on it (logged) and moves past it; the changes after it
+/// arrive and the token moves on.
+#[tokio::test]
+async fn a_change_that_never_pushes_is_logged_after_its_retries_and_the_rest_arrive() {
+    let f = csv_fixture(&[]);
+    let gw = live_sync_gateway(
+        &f,
+        json!({"maxRetries": 1, "postRetryAction": "logged-ignore"}),
+    )
+    .await;
+    write_rows(&f.csv, &numbered("b", 1..6, &[2]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 500, "{v}");
+    assert!(user_by_name(&gw, "b3").await.is_none());
+
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    assert!(v.get("syncFailure").is_none(), "{v}");
+    for name in ["b1", "b3", "b4", "b5"] {
+        assert!(user_by_name(&gw, name).await.is_some(), "{name}");
+    }
+    assert!(user_by_name(&gw, "b2").await.is_none());
+    assert!(gw.logs().contains("logged-ignore"));
+    // The token moved past it: the next run has nothing to push and succeeds.
+    write_rows(&f.csv, &numbered("b", 1..7, &[2]));
+    assert_eq!(live_sync(&gw).await.0, 200);
+    assert!(user_by_name(&gw, "b6").await.is_some());
+}
+
+/// `maxRetries: 0, postRetryAction: dead-letter-queue`: the failing change goes to IDM's
+/// dead-letter queue of the provisioner at once, listed, read and deleted over REST.
+#[tokio::test]
+async fn a_failing_change_goes_to_the_dead_letter_queue_and_the_run_goes_on() {
+    let f = csv_fixture(&[]);
+    let gw = live_sync_gateway(
+        &f,
+        json!({"maxRetries": 0, "postRetryAction": "dead-letter-queue"}),
+    )
+    .await;
+    write_rows(&f.csv, &numbered("c", 1..5, &[1, 3]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    assert!(user_by_name(&gw, "c2").await.is_some());
+    assert!(user_by_name(&gw, "c4").await.is_some());
+
+    let (s, v) = json_of(
+        gw.get("/openidm/repo/synchronisation/deadLetterQueue/csv?_queryFilter=true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let mut uids: Vec<&str> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["uid"].as_str().unwrap())
+        .collect();
+    uids.sort();
+    assert_eq!(uids, ["c1", "c3"], "{v}");
+    let letter = &v["result"][0];
+    assert_eq!(letter["systemIdentifier"], "csv");
+    assert_eq!(letter["objectType"], "account");
+    assert!(
+        letter["failureCause"].as_str().unwrap().contains("policy"),
+        "{letter}"
+    );
+    assert!(!letter.to_string().contains("pw"), "{letter}");
+    let path = format!(
+        "/openidm/repo/synchronisation/deadLetterQueue/csv/{}",
+        letter["_id"].as_str().unwrap()
+    );
+    assert_eq!(gw.get(&path).send().await.unwrap().status(), 200);
+    assert_eq!(gw.delete(&path).send().await.unwrap().status(), 200);
+    assert_eq!(gw.get(&path).send().await.unwrap().status(), 404);
+}
+
+/// A bad `syncFailureHandler` is refused at load with the IDM forms named.
+#[tokio::test]
+async fn a_bad_sync_failure_handler_is_refused_at_load() {
+    let f = csv_fixture(&[]);
+    let mut p = provisioner(&f.csv);
+    p["syncFailureHandler"] = json!({"maxRetries": 2, "postRetryAction": "retry-later"});
+    let gw = Gateway::builder()
+        .conf_file("provisioner.openicf-csv", p)
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    assert!(
+        gw.logs()
+            .contains("/syncFailureHandler: postRetryAction must be"),
+        "{}",
+        gw.logs()
+    );
+}
+
+/// More changes than one connector batch (500): every batch is pushed and the token
+/// follows each one.
+#[tokio::test]
+async fn live_sync_pushes_more_changes_than_one_batch() {
+    let f = csv_fixture(&[]);
+    let gw = live_sync_gateway(&f, Value::Null).await;
+    write_rows(&f.csv, &numbered("d", 0..620, &[]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    let (_, page) = json_of(
+        gw.get("/openidm/managed/user?_queryFilter=true&_fields=_id&_totalPagedResultsPolicy=EXACT&_pageSize=1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page["totalPagedResults"], 620, "{page}");
+    assert!(user_by_name(&gw, "d619").await.is_some());
+    // Nothing left behind the token.
+    assert_eq!(live_sync(&gw).await.0, 200);
+}
+
+/// IDM's default policies in liveSync: a row removed from the file is SOURCE_MISSING, whose
+/// default action is EXCEPTION: the managed user is NOT deleted, and the change counts as a
+/// failure (here logged and passed at once).
+#[tokio::test]
+async fn live_sync_with_default_policies_never_deletes_on_source_missing() {
+    let f = csv_fixture(&[]);
+    let mut p = provisioner(&f.csv);
+    p["syncFailureHandler"] = json!({"maxRetries": 0, "postRetryAction": "logged-ignore"});
+    let mut mapping = csv_to_user_mapping();
+    mapping["mappings"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("policies");
+    let gw = Gateway::builder()
+        .conf_file("provisioner.openicf-csv", p)
+        .conf_file("managed", shipped("managed"))
+        .conf_file("sync", mapping)
+        .start()
+        .await;
+    assert_eq!(live_sync(&gw).await.0, 200);
+    write_rows(&f.csv, &numbered("e", 1..3, &[]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    assert!(user_by_name(&gw, "e1").await.is_some());
+
+    write_rows(&f.csv, &numbered("e", 2..3, &[]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    assert!(
+        user_by_name(&gw, "e1").await.is_some(),
+        "the target was deleted"
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("SOURCE_MISSING is handled as an EXCEPTION"),
+        "{logs}"
+    );
+    assert!(logs.contains("logged-ignore"), "{logs}");
+}

@@ -87,6 +87,7 @@ impl RequestHandler for InternalHandler {
         let result = ObjectSet {
             repo: self.repo.as_ref(),
             schema,
+            hook: None,
         }
         .handle(req, id)
         .await;

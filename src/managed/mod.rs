@@ -10,10 +10,9 @@ pub mod schema;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use crate::crest::filter::JsonPointer;
-use crate::crest::{Operation, Request, RequestHandler, ResourceError, Response};
+use crate::crest::{Request, RequestHandler, ResourceError, Response};
+use crate::events::{notify, ChangeHook};
 use crate::repo::Repo;
 
 pub use objects::ObjectSet;
@@ -21,45 +20,6 @@ pub use schema::{parse_managed, ManagedSchema, ObjectSchema};
 
 /// The live managed types.
 pub type SchemaSource = Arc<dyn Fn() -> Arc<ManagedSchema> + Send + Sync>;
-
-/// What a committed write did to one managed object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    Create,
-    Update,
-    Delete,
-}
-
-impl ChangeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::Create => "create",
-            ChangeKind::Update => "update",
-            ChangeKind::Delete => "delete",
-        }
-    }
-}
-
-/// One committed write of a managed object, as handed to a [`ChangeHook`].
-/// `before`/`after` are the content as answered to the caller (so `_fields` and private
-/// properties apply); `before` is known for deletes only.
-pub struct Change<'a> {
-    /// `managed/user`.
-    pub resource: &'a str,
-    pub id: &'a str,
-    pub kind: ChangeKind,
-    pub before: Option<&'a Map<String, Value>>,
-    pub after: Option<&'a Map<String, Value>>,
-    /// The request that made the write (its caller tells who wrote).
-    pub request: &'a Request,
-}
-
-/// Told of every committed write of a managed object (implicit sync). Called after the
-/// store has the write and before the caller gets the answer: it must not block and
-/// cannot fail the write.
-pub trait ChangeHook: Send + Sync {
-    fn on_change(&self, change: &Change<'_>);
-}
 
 pub struct ManagedHandler {
     repo: Arc<dyn Repo>,
@@ -151,6 +111,7 @@ impl RequestHandler for ManagedHandler {
         let answer = ObjectSet {
             repo: self.repo.as_ref(),
             schema,
+            hook: self.hook.as_deref(),
         }
         .handle(req, id)
         .await?;
@@ -158,43 +119,5 @@ impl RequestHandler for ManagedHandler {
             notify(hook.as_ref(), &schema.resource, req, &answer);
         }
         Ok(answer)
-    }
-}
-
-/// Tells `hook` of the writes `answer` (a successful answer to `req`) reports.
-pub fn notify(hook: &dyn ChangeHook, resource: &str, req: &Request, answer: &Response) {
-    let one = |kind: ChangeKind, id: &str, content: &Map<String, Value>| {
-        let (before, after) = match kind {
-            ChangeKind::Delete => (Some(content), None),
-            _ => (None, Some(content)),
-        };
-        hook.on_change(&Change {
-            resource,
-            id,
-            kind,
-            before,
-            after,
-            request: req,
-        });
-    };
-    match (&req.op, answer) {
-        (_, Response::Created(r)) => one(ChangeKind::Create, &r.id, &r.content),
-        (Operation::Update { .. } | Operation::Patch { .. }, Response::Resource(r)) => {
-            one(ChangeKind::Update, &r.id, &r.content)
-        }
-        (Operation::Delete { .. }, Response::Resource(r)) => {
-            one(ChangeKind::Delete, &r.id, &r.content)
-        }
-        // Patch by query: the patched objects.
-        (Operation::Action { .. }, Response::Action(Some(Value::Array(patched)))) => {
-            for obj in patched {
-                if let (Some(id), Value::Object(content)) =
-                    (obj.get("_id").and_then(Value::as_str), obj)
-                {
-                    one(ChangeKind::Update, id, content);
-                }
-            }
-        }
-        _ => {}
     }
 }

@@ -11,10 +11,11 @@ use crate::crest::fields::{self, FieldSpec};
 use crate::crest::filter::{self, JsonPointer, QueryFilter};
 use crate::crest::patch;
 use crate::crest::{
-    Operation, QueryKind, QueryParams, QueryResponse, Request, ResourceError, ResourceResponse,
-    Response,
+    Caller, Operation, QueryKind, QueryParams, QueryResponse, Request, ResourceError,
+    ResourceResponse, Response,
 };
-use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOptions};
+use crate::events::{ChangeHook, ChangeKind};
+use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOp, WriteOptions};
 
 /// How often a read-modify-write without `If-Match` retries after losing a race.
 const MAX_WRITE_RETRIES: usize = 16;
@@ -27,9 +28,19 @@ const MAX_ID_LEN: usize = 255;
 pub struct ObjectSet<'a> {
     pub repo: &'a dyn Repo,
     pub schema: &'a ObjectSchema,
+    /// Asked, before each write, for the writes to commit with it (implicit sync's queue
+    /// rows: an acknowledged write never loses its push).
+    pub hook: Option<&'a dyn ChangeHook>,
 }
 
 impl ObjectSet<'_> {
+    /// The hook's writes to commit with a `kind` write of `id` by `caller`.
+    fn pending(&self, caller: &Caller, id: &str, kind: ChangeKind) -> Vec<WriteOp> {
+        self.hook
+            .map(|h| h.pending(&self.schema.resource, id, kind, caller))
+            .unwrap_or_default()
+    }
+
     /// Serves `req` on the collection (`id` None) or on one object.
     pub async fn handle(&self, req: &Request, id: Option<&str>) -> Result<Response, ResourceError> {
         match (&req.op, id) {
@@ -61,15 +72,18 @@ impl ObjectSet<'_> {
             }
             (Operation::Patch { rev }, Some(id)) => {
                 let ops = self.patch_ops(&req.body)?;
-                let obj = self.patch_one(id, rev.as_deref(), &ops).await?;
+                let obj = self
+                    .patch_one(&req.caller, id, rev.as_deref(), &ops)
+                    .await?;
                 Ok(Response::Resource(
                     self.render(obj, &fields::of_request(req)?),
                 ))
             }
             (Operation::Delete { rev }, Some(id)) => {
+                let also = self.pending(&req.caller, id, ChangeKind::Delete);
                 let obj = self
                     .repo
-                    .delete(&self.schema.resource, id, rev.as_deref())
+                    .delete_with(&self.schema.resource, id, rev.as_deref(), &also)
                     .await
                     .map_err(|e| self.store_error(e))?;
                 Ok(Response::Resource(
@@ -106,13 +120,17 @@ impl ObjectSet<'_> {
         }
         let content = self.prepare(content).await?;
         let unique = self.schema.unique();
+        let also = self.pending(&req.caller, &id, ChangeKind::Create);
         let obj = self
             .repo
             .create(
                 &self.schema.resource,
                 &id,
                 content,
-                WriteOptions { unique: &unique },
+                WriteOptions {
+                    unique: &unique,
+                    also: &also,
+                },
             )
             .await
             .map_err(|e| match e {
@@ -142,7 +160,7 @@ impl ObjectSet<'_> {
             // Private properties are never returned, so a read-modify-write PUT cannot
             // carry them: keep the stored ones the body does not mention.
             let written = self
-                .rewrite(id, rev, |existing| {
+                .rewrite(&req.caller, id, rev, |existing| {
                     let mut content = body.clone();
                     for (k, v) in &existing.content {
                         if self.schema.is_private(k) && !content.contains_key(k) {
@@ -173,11 +191,13 @@ impl ObjectSet<'_> {
     /// `rev` a different stored revision is a 412. `None` when the object does not exist.
     async fn rewrite(
         &self,
+        caller: &Caller,
         id: &str,
         rev: Option<&str>,
         build: impl Fn(&StoredObject) -> Result<Map<String, Value>, ResourceError>,
     ) -> Result<Option<StoredObject>, ResourceError> {
         let unique = self.schema.unique();
+        let also = self.pending(caller, id, ChangeKind::Update);
         for _ in 0..MAX_WRITE_RETRIES {
             let existing = self
                 .repo
@@ -200,7 +220,10 @@ impl ObjectSet<'_> {
                     id,
                     Some(&existing.rev),
                     content,
-                    WriteOptions { unique: &unique },
+                    WriteOptions {
+                        unique: &unique,
+                        also: &also,
+                    },
                 )
                 .await
             {
@@ -240,11 +263,12 @@ impl ObjectSet<'_> {
     /// Applies `ops` to one object, atomically with respect to concurrent writers.
     async fn patch_one(
         &self,
+        caller: &Caller,
         id: &str,
         rev: Option<&str>,
         ops: &[patch::PatchOperation],
     ) -> Result<StoredObject, ResourceError> {
-        self.rewrite(id, rev, |existing| {
+        self.rewrite(caller, id, rev, |existing| {
             let mut doc = Value::Object(existing.content.clone());
             patch::apply_patch(&mut doc, ops, false)?;
             match doc {
@@ -298,7 +322,7 @@ impl ObjectSet<'_> {
                 .await
                 .map_err(|e| self.store_error(e))?;
             for obj in page.results {
-                match self.patch_one(&obj.id, None, &ops).await {
+                match self.patch_one(&req.caller, &obj.id, None, &ops).await {
                     Ok(obj) => patched.push(self.render(obj, &spec).to_json()),
                     // Deleted since the page was read: nothing to patch.
                     Err(e) if e.code == 404 => {}

@@ -35,6 +35,10 @@ pub struct WriteOptions<'a> {
     /// Properties whose value must be unique within the resource (IDM's `unique` policy).
     /// Objects where the property is absent or null do not conflict.
     pub unique: &'a [JsonPointer],
+    /// Other writes committed in the same transaction as this one (a durable record of
+    /// what the write causes, such as implicit sync's queue rows): if one of them fails,
+    /// nothing is written and the write fails with its error.
+    pub also: &'a [WriteOp],
 }
 
 /// A query against one resource.
@@ -135,6 +139,22 @@ pub trait Repo: Send + Sync + 'static {
         rev: Option<&str>,
     ) -> Result<StoredObject, RepoError>;
 
+    /// Like `delete`, with `also` committed in the same transaction ([`WriteOptions::also`]).
+    /// The default deletes, then writes `also` (not atomically).
+    async fn delete_with(
+        &self,
+        resource: &str,
+        id: &str,
+        rev: Option<&str>,
+        also: &[WriteOp],
+    ) -> Result<StoredObject, RepoError> {
+        let deleted = self.delete(resource, id, rev).await?;
+        for r in self.batch(also.to_vec()).await {
+            r?;
+        }
+        Ok(deleted)
+    }
+
     async fn query(&self, resource: &str, query: RepoQuery<'_>) -> Result<RepoPage, RepoError>;
 
     /// Declares the searchable properties of a resource: the store keeps an index for each
@@ -154,10 +174,28 @@ pub trait Repo: Send + Sync + 'static {
                     resource,
                     id,
                     content,
+                    unique,
                 } => {
-                    self.create(&resource, &id, content, Default::default())
-                        .await
+                    let opts = WriteOptions {
+                        unique: &unique,
+                        ..Default::default()
+                    };
+                    self.create(&resource, &id, content, opts).await
                 }
+                WriteOp::Put {
+                    resource,
+                    id,
+                    content,
+                } => match self
+                    .update(&resource, &id, None, content.clone(), Default::default())
+                    .await
+                {
+                    Err(RepoError::NotFound { .. }) => {
+                        self.create(&resource, &id, content, Default::default())
+                            .await
+                    }
+                    other => other,
+                },
                 WriteOp::Delete { resource, id, rev } => {
                     self.delete(&resource, &id, rev.as_deref()).await
                 }
@@ -170,8 +208,15 @@ pub trait Repo: Send + Sync + 'static {
 /// One write of [`Repo::batch`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
-    /// Like [`Repo::create`] without unique properties.
+    /// Like [`Repo::create`], with these unique properties.
     Create {
+        resource: String,
+        id: String,
+        content: Map<String, Value>,
+        unique: Vec<JsonPointer>,
+    },
+    /// Creates `id`, or replaces its content whatever its revision.
+    Put {
         resource: String,
         id: String,
         content: Map<String, Value>,

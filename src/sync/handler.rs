@@ -4,8 +4,11 @@
 //!   `POST ?_action=reconById&mapping=X&id=Y`, `GET` (list), `GET <id>`,
 //!   `POST <id>?_action=cancel`, `DELETE <id>`.
 //! * `sync`: `GET sync/mappings?_queryFilter=…` (processing order), `GET sync/mappings/<name>`,
-//!   `GET sync/queue?_queryFilter=…` and `GET sync/queue/<id>` (implicit-sync retries),
-//!   `POST ?_action=getLinkedResources&resourceName=…`.
+//!   `GET sync/queue?_queryFilter=…`, `GET sync/queue/<id>` and `DELETE sync/queue/<id>`
+//!   (implicit-sync pushes to do), `POST ?_action=getLinkedResources&resourceName=…`.
+//! * `repo/synchronisation/deadLetterQueue/<name>` (IDM's URL of the dead-letter queue of a
+//!   provisioner; here also of a mapping's implicit sync): `GET ?_queryFilter=…`,
+//!   `GET <id>`, `DELETE <id>`.
 //!
 //! Who may call them is the router's authorizer's business (administrators).
 
@@ -14,10 +17,12 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::service::SyncService;
-use crate::crest::filter;
+use crate::crest::filter::{self, QueryFilter};
 use crate::crest::{
     Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError, Response,
 };
+use crate::events::DEAD_LETTER_QUEUE;
+use crate::repo::{Repo, RepoError, RepoQuery};
 
 /// `/openidm/recon`.
 pub struct ReconHandler(pub Arc<SyncService>);
@@ -102,22 +107,22 @@ impl RequestHandler for SyncHandler {
                 }))
             }
             ([q], Operation::Query(query)) if q == "queue" => {
-                let text = match &query.kind {
-                    QueryKind::Filter(text) => text.as_str(),
-                    QueryKind::Id(id) if id == "query-all" || id == "query-all-ids" => "true",
-                    _ => {
-                        return Err(ResourceError::bad_request(
-                            "The sync queue is queried with _queryFilter",
-                        ))
-                    }
-                };
-                let f = filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?;
+                let f = query_filter(&query.kind, "The sync queue")?;
                 let results = svc.queue().list(&f).await.map_err(queue_error)?;
                 Ok(Response::Query(QueryResponse {
                     results,
                     ..Default::default()
                 }))
             }
+            ([q, id], Operation::Delete { .. }) if q == "queue" => svc
+                .queue()
+                .remove(id)
+                .await
+                .map_err(queue_error)?
+                .map(|v| Response::Json(200, v))
+                .ok_or_else(|| {
+                    ResourceError::not_found(format!("Sync queue entry '{id}' not found"))
+                }),
             ([q, id], Operation::Read { .. }) if q == "queue" => svc
                 .queue()
                 .read(id)
@@ -137,7 +142,85 @@ impl RequestHandler for SyncHandler {
     }
 }
 
+/// `/openidm/repo/synchronisation/deadLetterQueue`: the changes liveSync or implicit sync
+/// gave up on (`postRetryAction: dead-letter-queue`).
+pub struct DeadLetterHandler(pub Arc<dyn Repo>);
+
+#[async_trait::async_trait]
+impl RequestHandler for DeadLetterHandler {
+    async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
+        let resource = |name: &str| format!("{DEAD_LETTER_QUEUE}/{name}");
+        match (rest, &req.op) {
+            ([name], Operation::Query(query)) => {
+                let f = query_filter(&query.kind, "The dead-letter queue")?;
+                let page = self
+                    .0
+                    .query(
+                        &resource(name),
+                        RepoQuery {
+                            filter: &f,
+                            sort: &query.sort_keys,
+                            page_size: 0,
+                            cookie: None,
+                            offset: 0,
+                            count: Default::default(),
+                            ids_only: false,
+                        },
+                    )
+                    .await
+                    .map_err(queue_error)?;
+                Ok(Response::Query(QueryResponse {
+                    results: page.results.into_iter().map(with_id).collect(),
+                    ..Default::default()
+                }))
+            }
+            ([name, id], Operation::Read { .. }) => self
+                .0
+                .read(&resource(name), id)
+                .await
+                .map_err(queue_error)?
+                .map(|o| Response::Json(200, with_id(o)))
+                .ok_or_else(|| dead_letter_not_found(name, id)),
+            ([name, id], Operation::Delete { .. }) => {
+                match self.0.delete(&resource(name), id, None).await {
+                    Ok(o) => Ok(Response::Json(200, with_id(o))),
+                    Err(RepoError::NotFound { .. }) => Err(dead_letter_not_found(name, id)),
+                    Err(e) => Err(queue_error(e)),
+                }
+            }
+            _ => Err(req.not_supported()),
+        }
+    }
+}
+
+fn dead_letter_not_found(name: &str, id: &str) -> ResourceError {
+    ResourceError::not_found(format!(
+        "Dead letter '{id}' not found in the queue of '{name}'"
+    ))
+}
+
+fn with_id(o: crate::repo::StoredObject) -> Value {
+    let mut v = serde_json::Map::with_capacity(o.content.len() + 1);
+    v.insert("_id".into(), Value::String(o.id));
+    v.extend(o.content);
+    Value::Object(v)
+}
+
+/// The filter of a query given by `_queryFilter` (or `query-all`).
+fn query_filter(kind: &QueryKind, what: &str) -> Result<QueryFilter, ResourceError> {
+    let text = match kind {
+        QueryKind::Filter(text) => text.as_str(),
+        QueryKind::Id(id) if id == "query-all" || id == "query-all-ids" => "true",
+        _ => {
+            return Err(ResourceError::bad_request(format!(
+                "{what} is queried with _queryFilter"
+            )))
+        }
+    };
+    filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))
+}
+
 fn queue_error(e: crate::repo::RepoError) -> ResourceError {
-    tracing::error!(error = %e, "cannot read the implicit sync retry queue");
+    tracing::error!(error = %e, "sync queue store failure");
     ResourceError::internal("The store failed to process the request")
 }

@@ -4,6 +4,11 @@
 //! `links`; a mapping that shares the links of its reverse mapping reads them the other way
 //! round (`reversed`: its source ids are the `secondId`s).
 //!
+//! One link per end: a link type holds at most one link per source id and one per target
+//! id (the store checks both in the write's transaction, as unique properties; the only
+//! link qualifier is `default`). A link onto an already linked end fails with
+//! [`RepoError::Unique`], so a correlation onto a linked target can never add a second link.
+//!
 //! Links are the sync module's own records: they go to the store directly, never through
 //! the router (which serves the mapped resources).
 
@@ -21,6 +26,8 @@ use super::mapping::DEFAULT_LINK_QUALIFIER;
 pub const LINK_RESOURCE: &str = "link";
 const FIRST: &str = "firstId";
 const SECOND: &str = "secondId";
+/// Links read per page by [`LinkStore::remove_duplicates`].
+const DEDUPE_PAGE: usize = 10_000;
 
 /// One link, seen from a mapping.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,9 +184,12 @@ impl LinkStore {
     pub async fn create(&self, source_id: &str, target_id: &str) -> Result<Link, RepoError> {
         let content = self.content(source_id, target_id);
         let id = uuid::Uuid::new_v4().to_string();
-        self.repo
-            .create(&self.resource, &id, content, WriteOptions::default())
-            .await?;
+        let unique = unique_ends();
+        let opts = WriteOptions {
+            unique: &unique,
+            ..Default::default()
+        };
+        self.repo.create(&self.resource, &id, content, opts).await?;
         Ok(Link {
             id,
             source_id: source_id.to_owned(),
@@ -206,6 +216,7 @@ impl LinkStore {
                 resource: self.resource.clone(),
                 id: id.clone(),
                 content: self.content(&c.source_id, &c.target_id),
+                unique: unique_ends(),
             });
             ids.push(id);
         }
@@ -234,6 +245,65 @@ impl LinkStore {
             .collect()
     }
 
+    /// Removes links that break the one-link-per-end rule, left by versions that did not
+    /// enforce it: for each source id and each target id the link with the smallest link
+    /// id is kept, the others are deleted and returned. Only link records go; no source or
+    /// target object is touched, and the next run reassesses the sources that lost a link.
+    pub async fn remove_duplicates(&self) -> Result<Vec<Link>, RepoError> {
+        let mut firsts = std::collections::HashSet::new();
+        let mut seconds = std::collections::HashSet::new();
+        let mut extra = Vec::new();
+        let mut cookie: Option<String> = None;
+        loop {
+            let page = self
+                .repo
+                .query(
+                    &self.resource,
+                    RepoQuery {
+                        filter: &QueryFilter::True,
+                        sort: &[],
+                        page_size: DEDUPE_PAGE,
+                        cookie: cookie.as_deref(),
+                        offset: 0,
+                        count: Default::default(),
+                        ids_only: false,
+                    },
+                )
+                .await?;
+            for obj in page.results {
+                let first = obj
+                    .content
+                    .get(FIRST)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let second = obj
+                    .content
+                    .get(SECOND)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let (Some(first), Some(second)) = (first, second) else {
+                    continue;
+                };
+                let new_first = !firsts.contains(&first);
+                let new_second = !seconds.contains(&second);
+                if new_first && new_second {
+                    firsts.insert(first);
+                    seconds.insert(second);
+                } else if let Some(link) = self.to_link(obj) {
+                    extra.push(link);
+                }
+            }
+            match page.next_cookie {
+                Some(c) => cookie = Some(c),
+                None => break,
+            }
+        }
+        for link in &extra {
+            self.delete(link).await?;
+        }
+        Ok(extra)
+    }
+
     /// Deletes a link; one already gone is not an error.
     pub async fn delete(&self, link: &Link) -> Result<(), RepoError> {
         match self.repo.delete(&self.resource, &link.id, None).await {
@@ -241,6 +311,11 @@ impl LinkStore {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The properties no two links of a type share.
+fn unique_ends() -> Vec<JsonPointer> {
+    vec![JsonPointer::parse(FIRST), JsonPointer::parse(SECOND)]
 }
 
 #[cfg(test)]
@@ -314,5 +389,87 @@ mod tests {
         assert_eq!(targets, ["t1", "t2", "t3"]);
         assert_eq!(links.by_target("gone").await.unwrap(), None);
         assert!(links.apply(&[]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_link_per_source_and_per_target() {
+        let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+        let links = LinkStore::new(repo.clone(), "a_b", false);
+        links.ensure_indexes().await.unwrap();
+        links.create("s1", "t1").await.unwrap();
+        let twice_target = links.create("s2", "t1").await.unwrap_err();
+        assert!(
+            matches!(twice_target, RepoError::Unique { .. }),
+            "{twice_target:?}"
+        );
+        let twice_source = links.create("s1", "t2").await.unwrap_err();
+        assert!(
+            matches!(twice_source, RepoError::Unique { .. }),
+            "{twice_source:?}"
+        );
+        // In a batch, the duplicate alone fails; the reverse view shares the rule.
+        let new = |s: &str, t: &str| NewLink {
+            source_id: s.into(),
+            target_id: t.into(),
+            replaces: None,
+        };
+        let results = links.apply(&[new("s3", "t1"), new("s4", "t4")]).await;
+        assert!(
+            matches!(results[0], Err(RepoError::Unique { .. })),
+            "{results:?}"
+        );
+        assert!(results[1].is_ok(), "{results:?}");
+        let reverse = LinkStore::new(repo, "a_b", true);
+        assert!(reverse.create("t4", "s9").await.is_err());
+        assert_eq!(
+            links.by_target("t1").await.unwrap().unwrap().source_id,
+            "s1"
+        );
+        // Replacing a source's link frees its old target.
+        let old = links.by_source("s1").await.unwrap();
+        let results = links
+            .apply(&[NewLink {
+                replaces: old,
+                ..new("s1", "t5")
+            }])
+            .await;
+        assert!(results[0].is_ok(), "{results:?}");
+        links.create("s6", "t1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn duplicates_left_by_older_versions_are_removed_keeping_the_first_link() {
+        let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+        let links = LinkStore::new(repo.clone(), "a_b", false);
+        links.ensure_indexes().await.unwrap();
+        // Written without the unique rule, as older versions did.
+        for (id, s, t) in [
+            ("1", "s1", "t1"),
+            ("2", "s2", "t1"),
+            ("3", "s1", "t3"),
+            ("4", "s4", "t4"),
+        ] {
+            repo.create(
+                links.resource(),
+                id,
+                links.content(s, t),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let removed = links.remove_duplicates().await.unwrap();
+        let ids: Vec<&str> = removed.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["2", "3"]);
+        assert_eq!(
+            links.by_target("t1").await.unwrap().unwrap().source_id,
+            "s1"
+        );
+        assert_eq!(
+            links.by_source("s4").await.unwrap().unwrap().target_id,
+            "t4"
+        );
+        assert_eq!(links.by_source("s2").await.unwrap(), None);
+        assert!(links.remove_duplicates().await.unwrap().is_empty());
     }
 }

@@ -12,7 +12,9 @@
 //! script forms in mappings are rejected when the file is validated).
 //!
 //! Implicit sync ([`implicit`]) pushes managed-object writes through the same one-object
-//! path, with a retry queue (`sync/queue` in the store, [`queue`]).
+//! path, from a durable queue (`sync/queue` in the store, [`queue`]) whose rows are committed
+//! with the writes. It learns of writes through [`crate::events`], never from `managed` or
+//! `system` directly.
 //!
 //! Not yet here: schedules, link qualifiers other
 //! than `default`, link clean-up of links whose source and target are both gone.
@@ -27,7 +29,7 @@ pub mod run;
 pub mod service;
 pub mod situation;
 
-pub use handler::{ReconHandler, SyncHandler};
+pub use handler::{DeadLetterHandler, ReconHandler, SyncHandler};
 pub use mapping::{Mapping, Mappings};
 pub use service::SyncService;
 pub use situation::{Action, Situation};

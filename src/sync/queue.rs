@@ -1,13 +1,22 @@
-//! The implicit-sync retry queue: one record per (mapping, source id) whose last push
-//! failed, in the store under `sync/queue`, so it survives a restart. An entry names what
-//! to push again, not what to write: a retry re-reads the source, so the latest state wins
-//! and several failed writes of one object are one entry.
+//! The implicit-sync queue: one record per (mapping, source id) with a push to do, in the
+//! store under `sync/queue`.
+//!
+//! * Durable before acknowledged: a managed write commits its rows ([`SyncQueue::row`]) in
+//!   the same store transaction as itself, so a crash never loses an acknowledged push; a
+//!   row leaves the queue only when its push is done (or given up).
+//! * An entry names what to push, not what to write: a push re-reads the source, so the
+//!   latest state wins and several writes of one object are one entry. A push removes the
+//!   entry only if it is still the revision the push read: a write made meanwhile keeps it.
+//! * Bounded retries, IDM's `queuedSync` of the mapping: `maxRetries` (default
+//!   [`DEFAULT_MAX_RETRIES`], negative retries for ever), `retryDelay` in ms (default 1000,
+//!   doubled at each failure up to [`MAX_BACKOFF`]) and `postRetryAction` (`logged-ignore`,
+//!   IDM's default, or `dead-letter-queue`). Every mapping's implicit sync is queued in this
+//!   gateway, so `queuedSync.enabled` changes nothing.
 //!
 //! Entry: `{"_id", "mapping", "sourceId", "operation", "attempts", "lastError",
 //! "nextAttempt"}` (`nextAttempt` ISO 8601 UTC).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
@@ -16,13 +25,19 @@ use sha2::{Digest, Sha256};
 use super::run::iso8601;
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
-use crate::repo::{Repo, RepoError, RepoQuery};
+use crate::events::{FailurePolicy, PostRetryAction};
+use crate::repo::{Repo, RepoError, RepoQuery, WriteOp};
 
 /// Resource of the queue entries.
 pub const QUEUE_RESOURCE: &str = "sync/queue";
-/// First retry delay; doubled at each failure up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Retries of a failing push when the mapping's `queuedSync` does not say.
+pub const DEFAULT_MAX_RETRIES: u64 = 5;
+/// First retry delay when the mapping's `queuedSync` has no `retryDelay` (IDM's default).
+const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(1000);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a new entry waits before the retry check takes it: its own push normally runs
+/// at once and removes it; the check only picks up entries whose push was lost.
+pub const LEASE: Duration = Duration::from_secs(10);
 /// Longest `lastError` kept.
 const MAX_ERROR_LEN: usize = 1000;
 /// Due entries read per check (the rest follow at the next check): a long queue (a remote
@@ -31,10 +46,11 @@ const DUE_BATCH: usize = 1000;
 /// The indexed property due entries are found and ordered by.
 const NEXT_ATTEMPT: &str = "nextAttempt";
 
-/// One queued push.
+/// One queued push, as read (with the revision a removal must match).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub id: String,
+    pub rev: String,
     pub mapping: String,
     pub source_id: String,
     pub operation: String,
@@ -42,22 +58,82 @@ pub struct Entry {
     pub next_attempt: String,
 }
 
+/// A mapping's retry settings (`queuedSync`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    pub failure: FailurePolicy,
+    pub retry_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            failure: FailurePolicy {
+                max_retries: Some(DEFAULT_MAX_RETRIES),
+                post_retry: PostRetryAction::LoggedIgnore,
+            },
+            retry_delay: DEFAULT_RETRY_DELAY,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The `queuedSync` of a mapping as written (`raw`).
+    pub fn of_mapping(raw: &Value) -> Result<RetryPolicy, String> {
+        let d = RetryPolicy::default();
+        let doc = raw.get("queuedSync");
+        let failure =
+            FailurePolicy::parse(doc, d.failure).map_err(|e| format!("queuedSync: {e}"))?;
+        let failure = match doc.and_then(|q| q.get("maxRetries")) {
+            // A queuedSync without maxRetries keeps the bounded default.
+            None => FailurePolicy {
+                max_retries: d.failure.max_retries,
+                ..failure
+            },
+            Some(_) => failure,
+        };
+        let retry_delay = match doc.and_then(|q| q.get("retryDelay")) {
+            None | Some(Value::Null) => d.retry_delay,
+            Some(v) => Duration::from_millis(v.as_u64().ok_or_else(|| {
+                format!("queuedSync: retryDelay must be a number of milliseconds, not {v}")
+            })?),
+        };
+        Ok(RetryPolicy {
+            failure,
+            retry_delay,
+        })
+    }
+
+    /// Delay before the next attempt after `attempts` failures.
+    pub fn backoff(&self, attempts: u64) -> Duration {
+        let shift = attempts.saturating_sub(1).min(20) as u32;
+        self.retry_delay
+            .saturating_mul(1u32 << shift)
+            .min(MAX_BACKOFF)
+    }
+}
+
+/// What became of a failed push.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failed {
+    /// To retry; the failures so far.
+    Retry(u64),
+    /// Retries used up: the caller applies the post-retry action, then removes the entry.
+    GiveUp(u64),
+    /// A newer change owns the entry now (its push follows).
+    Superseded,
+}
+
 pub struct SyncQueue {
     repo: Arc<dyn Repo>,
-    /// Ids of the stored entries (so a successful push costs no store access when nothing
-    /// was queued for it).
-    queued: Mutex<HashSet<String>>,
 }
 
 impl SyncQueue {
     pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self {
-            repo,
-            queued: Mutex::new(HashSet::new()),
-        }
+        Self { repo }
     }
 
-    /// Indexes `nextAttempt` and reads the stored entries' ids (at start-up).
+    /// Indexes `nextAttempt` and counts the stored entries (at start-up).
     pub async fn load(&self) -> Result<usize, RepoError> {
         self.repo
             .set_indexes(QUEUE_RESOURCE, &[JsonPointer::parse(NEXT_ATTEMPT)])
@@ -72,100 +148,92 @@ impl SyncQueue {
                 },
             )
             .await?;
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-        queued.extend(page.results.into_iter().map(|o| o.id));
-        Ok(queued.len())
+        Ok(page.results.len())
     }
 
-    fn is_queued(&self, id: &str) -> bool {
-        self.queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
+    /// The write that queues a push of (mapping, source id), to commit with the change.
+    pub fn row(mapping: &str, source_id: &str, operation: &str) -> WriteOp {
+        WriteOp::Put {
+            resource: QUEUE_RESOURCE.into(),
+            id: entry_id(mapping, source_id),
+            content: object(json!({
+                "mapping": mapping,
+                "sourceId": source_id,
+                "operation": operation,
+                "attempts": 0,
+                "nextAttempt": iso8601(SystemTime::now() + LEASE),
+            })),
+        }
     }
 
-    /// Records a failed push (a new entry, or one more attempt of the entry).
+    /// The entry of (mapping, source id), if one is queued.
+    pub async fn get(&self, mapping: &str, source_id: &str) -> Result<Option<Entry>, RepoError> {
+        let id = entry_id(mapping, source_id);
+        Ok(self
+            .repo
+            .read(QUEUE_RESOURCE, &id)
+            .await?
+            .and_then(|o| entry(o.id, o.rev, &o.content)))
+    }
+
+    /// Records a failed push of `e`: one more attempt and the next one's time, unless the
+    /// retries are used up.
     pub async fn failed(
         &self,
-        mapping: &str,
-        source_id: &str,
-        operation: &str,
+        e: &Entry,
         error: &str,
-    ) -> Result<u64, RepoError> {
-        let id = entry_id(mapping, source_id);
-        let existing = self.repo.read(QUEUE_RESOURCE, &id).await?;
-        let attempts = existing
-            .as_ref()
-            .and_then(|o| o.content.get("attempts"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            + 1;
-        let mut error = error.to_owned();
-        if error.len() > MAX_ERROR_LEN {
-            let mut cut = MAX_ERROR_LEN;
-            while !error.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            error.truncate(cut);
+        policy: &RetryPolicy,
+    ) -> Result<Failed, RepoError> {
+        let attempts = e.attempts + 1;
+        if policy.failure.exhausted(attempts) {
+            return Ok(Failed::GiveUp(attempts));
         }
-        let next = SystemTime::now() + backoff(attempts);
-        let content = match json!({
-            "mapping": mapping,
-            "sourceId": source_id,
-            "operation": operation,
+        let content = object(json!({
+            "mapping": e.mapping,
+            "sourceId": e.source_id,
+            "operation": e.operation,
             "attempts": attempts,
-            "lastError": error,
-            "nextAttempt": iso8601(next),
-        }) {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        match existing {
-            Some(_) => {
-                self.repo
-                    .update(QUEUE_RESOURCE, &id, None, content, Default::default())
-                    .await?;
+            "lastError": truncate(error),
+            "nextAttempt": iso8601(SystemTime::now() + policy.backoff(attempts)),
+        }));
+        match self
+            .repo
+            .update(
+                QUEUE_RESOURCE,
+                &e.id,
+                Some(&e.rev),
+                content,
+                Default::default(),
+            )
+            .await
+        {
+            Ok(_) => Ok(Failed::Retry(attempts)),
+            Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => {
+                Ok(Failed::Superseded)
             }
-            None => {
-                self.repo
-                    .create(QUEUE_RESOURCE, &id, content, Default::default())
-                    .await?;
-            }
+            Err(err) => Err(err),
         }
-        self.queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
-        Ok(attempts)
     }
 
-    /// Removes the entry of (mapping, source id), if there is one.
-    pub async fn done(&self, mapping: &str, source_id: &str) -> Result<(), RepoError> {
-        let id = entry_id(mapping, source_id);
-        if !self.is_queued(&id) {
-            return Ok(());
+    /// Removes `e` if no change came since it was read.
+    pub async fn done(&self, e: &Entry) -> Result<(), RepoError> {
+        match self.repo.delete(QUEUE_RESOURCE, &e.id, Some(&e.rev)).await {
+            Ok(_) | Err(RepoError::NotFound { .. } | RepoError::RevisionMismatch { .. }) => Ok(()),
+            Err(err) => Err(err),
         }
-        match self.repo.delete(QUEUE_RESOURCE, &id, None).await {
-            Ok(_) | Err(RepoError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+    }
+
+    /// Removes an entry by id (`DELETE sync/queue/<id>`); answers it as it was.
+    pub async fn remove(&self, id: &str) -> Result<Option<Value>, RepoError> {
+        match self.repo.delete(QUEUE_RESOURCE, id, None).await {
+            Ok(o) => Ok(Some(with_id(o.id, o.content))),
+            Err(RepoError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
-        self.queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        Ok(())
     }
 
     /// Entries whose next attempt is due at `now`, oldest first, at most [`DUE_BATCH`].
     pub async fn due(&self, now: SystemTime) -> Result<Vec<Entry>, RepoError> {
-        if self
-            .queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-        {
-            return Ok(Vec::new());
-        }
         let now = iso8601(now);
         let due = QueryFilter::Compare {
             field: JsonPointer::parse(NEXT_ATTEMPT),
@@ -179,21 +247,7 @@ impl SyncQueue {
         Ok(page
             .results
             .into_iter()
-            .filter_map(|o| {
-                let s = |k: &str| o.content.get(k).and_then(Value::as_str).map(str::to_owned);
-                Some(Entry {
-                    mapping: s("mapping")?,
-                    source_id: s("sourceId")?,
-                    operation: s("operation").unwrap_or_default(),
-                    attempts: o
-                        .content
-                        .get("attempts")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0),
-                    next_attempt: s("nextAttempt").unwrap_or_default(),
-                    id: o.id,
-                })
-            })
+            .filter_map(|o| entry(o.id, o.rev, &o.content))
             .filter(|e| e.next_attempt <= now)
             .collect())
     }
@@ -208,23 +262,57 @@ impl SyncQueue {
         Ok(page
             .results
             .into_iter()
-            .map(|o| {
-                let mut v = Map::with_capacity(o.content.len() + 1);
-                v.insert("_id".into(), Value::String(o.id));
-                v.extend(o.content);
-                Value::Object(v)
-            })
+            .map(|o| with_id(o.id, o.content))
             .collect())
     }
 
     pub async fn read(&self, id: &str) -> Result<Option<Value>, RepoError> {
-        Ok(self.repo.read(QUEUE_RESOURCE, id).await?.map(|o| {
-            let mut v = Map::with_capacity(o.content.len() + 1);
-            v.insert("_id".into(), Value::String(o.id));
-            v.extend(o.content);
-            Value::Object(v)
-        }))
+        Ok(self
+            .repo
+            .read(QUEUE_RESOURCE, id)
+            .await?
+            .map(|o| with_id(o.id, o.content)))
     }
+}
+
+fn entry(id: String, rev: String, c: &Map<String, Value>) -> Option<Entry> {
+    let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(Entry {
+        mapping: s("mapping")?,
+        source_id: s("sourceId")?,
+        operation: s("operation").unwrap_or_default(),
+        attempts: c.get("attempts").and_then(Value::as_u64).unwrap_or(0),
+        next_attempt: s(NEXT_ATTEMPT).unwrap_or_default(),
+        id,
+        rev,
+    })
+}
+
+fn with_id(id: String, content: Map<String, Value>) -> Value {
+    let mut v = Map::with_capacity(content.len() + 1);
+    v.insert("_id".into(), Value::String(id));
+    v.extend(content);
+    Value::Object(v)
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// `error`, cut to [`MAX_ERROR_LEN`] bytes on a character boundary.
+pub fn truncate(error: &str) -> String {
+    let mut error = error.to_owned();
+    if error.len() > MAX_ERROR_LEN {
+        let mut cut = MAX_ERROR_LEN;
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        error.truncate(cut);
+    }
+    error
 }
 
 fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey], page_size: usize) -> RepoQuery<'a> {
@@ -258,59 +346,109 @@ pub fn entry_id(mapping: &str, source_id: &str) -> String {
         .collect()
 }
 
-/// Delay before the next attempt after `attempts` failures.
-pub fn backoff(attempts: u64) -> Duration {
-    let shift = attempts.saturating_sub(1).min(20) as u32;
-    FIRST_BACKOFF.saturating_mul(1u32 << shift).min(MAX_BACKOFF)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(4), Duration::from_secs(4));
-        assert_eq!(backoff(1000), MAX_BACKOFF);
-        assert_eq!(backoff(0), FIRST_BACKOFF);
+    fn retry_policies_come_from_queued_sync() {
+        let d = RetryPolicy::default();
+        assert_eq!(d.failure.max_retries, Some(DEFAULT_MAX_RETRIES));
+        let p = |v: Value| RetryPolicy::of_mapping(&json!({"queuedSync": v}));
+        assert_eq!(RetryPolicy::of_mapping(&json!({})), Ok(d));
+        assert_eq!(p(json!({"enabled": true})), Ok(d));
+        let q =
+            p(json!({"maxRetries": 2, "retryDelay": 50, "postRetryAction": "dead-letter-queue"}))
+                .unwrap();
+        assert_eq!(q.failure.max_retries, Some(2));
+        assert_eq!(q.failure.post_retry, PostRetryAction::DeadLetterQueue);
+        assert_eq!(q.retry_delay, Duration::from_millis(50));
+        assert_eq!(
+            p(json!({"maxRetries": -1})).unwrap().failure.max_retries,
+            None
+        );
+        assert!(p(json!({"retryDelay": "1s"})).is_err());
+        assert!(p(json!({"postRetryAction": "drop"})).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_retry_delay_and_is_capped() {
+        let d = RetryPolicy::default();
+        assert_eq!(d.backoff(0), Duration::from_secs(1));
+        assert_eq!(d.backoff(1), Duration::from_secs(1));
+        assert_eq!(d.backoff(2), Duration::from_secs(2));
+        assert_eq!(d.backoff(4), Duration::from_secs(8));
+        assert_eq!(d.backoff(1000), MAX_BACKOFF);
     }
 
     #[tokio::test]
-    async fn due_entries_come_from_an_indexed_bounded_query_oldest_first() {
+    async fn entries_are_durable_rows_removed_only_by_the_push_that_read_them() {
         let repo: Arc<dyn Repo> =
             Arc::new(crate::repo::sqlite::SqliteRepo::open_temporary().unwrap());
         let q = SyncQueue::new(repo.clone());
         assert_eq!(q.load().await.unwrap(), 0);
-        // b fails twice (next attempt 1 s out), a and c once (0.5 s out).
-        q.failed("m", "a", "update", "down").await.unwrap();
-        q.failed("m", "b", "update", "down").await.unwrap();
-        q.failed("m", "b", "update", "still down").await.unwrap();
-        q.failed("m", "c", "create", "down").await.unwrap();
+        for (id, op) in [("a", "update"), ("b", "update"), ("c", "create")] {
+            for r in repo.batch(vec![SyncQueue::row("m", id, op)]).await {
+                r.unwrap();
+            }
+        }
+        // New rows wait for their own push: the retry check takes them after the lease.
         let now = SystemTime::now();
         assert!(q.due(now).await.unwrap().is_empty());
+        assert_eq!(q.due(now + LEASE * 2).await.unwrap().len(), 3);
+
+        // A failure counts and backs off; a policy of one retry gives up at the second.
+        let policy = RetryPolicy {
+            failure: FailurePolicy {
+                max_retries: Some(1),
+                post_retry: PostRetryAction::LoggedIgnore,
+            },
+            retry_delay: Duration::from_millis(100),
+        };
+        let b = q.get("m", "b").await.unwrap().unwrap();
+        assert_eq!(
+            q.failed(&b, "down", &policy).await.unwrap(),
+            Failed::Retry(1)
+        );
+        let b = q.get("m", "b").await.unwrap().unwrap();
+        assert_eq!(b.attempts, 1);
         let soon: Vec<String> = q
-            .due(now + Duration::from_millis(700))
+            .due(SystemTime::now() + Duration::from_millis(500))
             .await
             .unwrap()
             .into_iter()
             .map(|e| e.source_id)
             .collect();
-        assert_eq!(soon, ["a", "c"]);
-        let later = q.due(now + Duration::from_secs(2)).await.unwrap();
-        assert_eq!(later.last().unwrap().source_id, "b");
-        assert_eq!(later.last().unwrap().attempts, 2);
-        // The listing filter is the store's.
+        assert_eq!(soon, ["b"]);
+        assert_eq!(
+            q.failed(&b, "down", &policy).await.unwrap(),
+            Failed::GiveUp(2)
+        );
+
+        // A change after the read keeps the entry: the push that read it removes nothing.
+        let a = q.get("m", "a").await.unwrap().unwrap();
+        for r in repo.batch(vec![SyncQueue::row("m", "a", "update")]).await {
+            r.unwrap();
+        }
+        q.done(&a).await.unwrap();
+        assert!(q.get("m", "a").await.unwrap().is_some());
+        assert_eq!(
+            q.failed(&a, "down", &policy).await.unwrap(),
+            Failed::Superseded
+        );
+        let a = q.get("m", "a").await.unwrap().unwrap();
+        q.done(&a).await.unwrap();
+        assert!(q.get("m", "a").await.unwrap().is_none());
+
+        // The listing filter is the store's; a restarted queue finds its entries.
         let f = crate::crest::filter::parse(r#"operation eq "create""#).unwrap();
         let listed = q.list(&f).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0]["sourceId"], "c");
-        // A restarted queue knows its entries.
-        let again = SyncQueue::new(repo);
-        assert_eq!(again.load().await.unwrap(), 3);
-        q.done("m", "a").await.unwrap();
-        assert_eq!(q.list(&QueryFilter::True).await.unwrap().len(), 2);
+        assert_eq!(SyncQueue::new(repo).load().await.unwrap(), 2);
+        let c = listed[0]["_id"].as_str().unwrap();
+        assert_eq!(q.remove(c).await.unwrap().unwrap()["sourceId"], "c");
+        assert_eq!(q.remove(c).await.unwrap(), None);
     }
 
     #[test]

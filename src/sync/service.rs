@@ -48,8 +48,46 @@ pub struct SyncService {
     mappings: MappingSource,
     metrics: Arc<Metrics>,
     active: Mutex<HashMap<String, Arc<Run>>>,
-    /// Implicit-sync pushes to retry.
+    /// Implicit-sync pushes to do.
     queue: SyncQueue,
+    /// Per mapping: a full run holds it exclusively, one-object pushes (implicit sync,
+    /// liveSync, `reconById`) share it, so a run and a push never assess the same source
+    /// at once (no twin targets).
+    runs: KeyedLocks<String, tokio::sync::RwLock<()>>,
+    /// Per (mapping, source id): one-object pushes of one source one at a time.
+    objects: KeyedLocks<(String, String), tokio::sync::Mutex<()>>,
+    /// Link types checked for duplicates since start ([`LinkStore::remove_duplicates`]).
+    deduped: tokio::sync::Mutex<HashSet<String>>,
+}
+
+/// Locks by key, dropped from the map when nobody holds or waits for them.
+struct KeyedLocks<K, L> {
+    map: Mutex<HashMap<K, Arc<L>>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, L: Default> KeyedLocks<K, L> {
+    fn new() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Arc<L> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets `key`'s lock if only the map and `lock` (about to be dropped) hold it.
+    fn release(&self, key: &K, lock: Arc<L>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(key);
+        }
+    }
 }
 
 impl SyncService {
@@ -61,7 +99,54 @@ impl SyncService {
             mappings,
             metrics,
             active: Mutex::new(HashMap::new()),
+            runs: KeyedLocks::new(),
+            objects: KeyedLocks::new(),
+            deduped: Default::default(),
         }
+    }
+
+    /// At the first use of a link type since start, removes the duplicate links older
+    /// versions could leave (each removal logged), so the one-link-per-end rule holds.
+    async fn check_links(&self, links: &LinkStore) -> Result<(), ResourceError> {
+        let mut done = self.deduped.lock().await;
+        if done.contains(links.resource()) {
+            return Ok(());
+        }
+        links.ensure_indexes().await.map_err(store_error)?;
+        let removed = links.remove_duplicates().await.map_err(store_error)?;
+        for l in &removed {
+            tracing::warn!(links = %links.resource(), link = %l.id, source = %l.source_id,
+                target = %l.target_id,
+                "removed a duplicate link (one link per source and per target; the first is kept)");
+        }
+        done.insert(links.resource().to_owned());
+        Ok(())
+    }
+
+    pub fn repo(&self) -> &dyn Repo {
+        self.repo.as_ref()
+    }
+
+    /// Runs `work` on one source object of `mapping`, serialised with full runs of the
+    /// mapping and with other one-object work on the same source.
+    async fn serialised<T>(
+        &self,
+        mapping: &str,
+        source_id: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let run_key = mapping.to_owned();
+        let run_lock = self.runs.get(&run_key);
+        let obj_key = (mapping.to_owned(), source_id.to_owned());
+        let obj_lock = self.objects.get(&obj_key);
+        let out = {
+            let _no_full_run = run_lock.read().await;
+            let _one_at_a_time = obj_lock.lock().await;
+            work.await
+        };
+        self.objects.release(&obj_key, obj_lock);
+        self.runs.release(&run_key, run_lock);
+        out
     }
 
     pub fn set_router(&self, router: &Arc<Router>) {
@@ -107,6 +192,7 @@ impl SyncService {
         }
         let fail = |e: ResourceError| SyncOneError::Failed(e.to_string());
         let links = self.link_store(&all, &m).map_err(fail)?;
+        self.check_links(&links).await.map_err(fail)?;
         let router = self.router().map_err(fail)?;
         let run = Arc::new(Run::new(
             &m.name,
@@ -116,13 +202,16 @@ impl SyncService {
             router,
             self.repo.clone(),
             links,
-            m,
+            m.clone(),
             run.clone(),
             self.metrics.clone(),
         ));
-        let stage = engine
-            .clone()
-            .execute(Scope::One(source_id.to_owned()))
+        let stage = self
+            .serialised(
+                &m.name,
+                source_id,
+                engine.clone().execute(Scope::One(source_id.to_owned())),
+            )
             .await;
         let failures = run
             .counters
@@ -204,6 +293,7 @@ impl SyncService {
     ) -> Result<Arc<Run>, ResourceError> {
         let (all, m) = self.mapping(mapping)?;
         let links = self.link_store(&all, &m)?;
+        self.check_links(&links).await?;
         let router = self.router()?;
         let mut parameters = Map::new();
         if let Some(id) = &source_id {
@@ -252,7 +342,22 @@ impl SyncService {
         let service = self.clone();
         tracing::info!(mapping = %m.name, run = %run.id, "reconciliation started");
         tokio::spawn(async move {
-            let stage = engine.clone().execute(scope).await;
+            let name = engine.mapping.name.clone();
+            let stage = match scope {
+                Scope::One(id) => {
+                    let work = engine.clone().execute(Scope::One(id.clone()));
+                    service.serialised(&name, &id, work).await
+                }
+                Scope::All => {
+                    let lock = service.runs.get(&name);
+                    let stage = {
+                        let _exclusive = lock.write().await;
+                        engine.clone().execute(Scope::All).await
+                    };
+                    service.runs.release(&name, lock);
+                    stage
+                }
+            };
             let run = &engine.run;
             run.set_stage(stage);
             engine.save().await;
@@ -459,7 +564,7 @@ fn store_error(e: RepoError) -> ResourceError {
 /// liveSync of system objects pushes each changed object through every mapping whose
 /// source is its object type and whose `enableSync` is on.
 #[async_trait::async_trait]
-impl crate::system::service::ChangeSink for SyncService {
+impl crate::events::ChangeSink for SyncService {
     async fn push(&self, resource: &str, id: &str) -> Result<(), String> {
         let all = self.mappings();
         for m in all.iter() {

@@ -24,7 +24,7 @@ use crate::crest::{
     Operation, QueryKind, QueryParams, QueryResponse, Request, RequestHandler, ResourceError,
     ResourceResponse, Response,
 };
-use crate::managed::notify;
+use crate::events::record_and_notify;
 
 use super::connector::{ConnectorObject, QueryOptions, NAME};
 use super::convert::{self, Write};
@@ -64,7 +64,14 @@ impl RequestHandler for SystemHandler {
                     _ => objects.handle(req, id).await?,
                 };
                 if let Some(hook) = &self.service.hook {
-                    notify(hook.as_ref(), &objects.resource, req, &answer);
+                    record_and_notify(
+                        self.service.repo(),
+                        hook.as_ref(),
+                        &objects.resource,
+                        req,
+                        &answer,
+                    )
+                    .await;
                 }
                 Ok(answer)
             }

@@ -382,6 +382,12 @@ fn parse_substituted(name: &str, raw: &Value, doc: &Value) -> Result<Provisioner
 
     let timeouts = parse_timeouts(obj.get("operationTimeout"), &mut problems);
     let pool = parse_pool(obj.get("poolConfigOption"), &mut problems);
+    if let Err(e) = crate::events::FailurePolicy::parse(
+        obj.get("syncFailureHandler"),
+        crate::events::FailurePolicy::FOREVER,
+    ) {
+        problems.push(format!("/syncFailureHandler: {e}"));
+    }
     match obj.get("resultsHandlerConfig") {
         None | Some(Value::Null) | Some(Value::Object(_)) => {}
         Some(_) => problems.push("/resultsHandlerConfig: must be an object".into()),

@@ -9,9 +9,16 @@
 //! * Later runs read changes after the token in batches, push each changed object through
 //!   every mapping whose source is that object type and whose `enableSync` is on (the
 //!   reconciliation engine's one-object path), and store the batch's token after the batch.
-//! * A push that still fails after [`PUSH_ATTEMPTS`] stops the run *before* the token moves
-//!   past it: the next run starts again from the last stored token, so no change is lost
-//!   (pushes are idempotent, so the ones already done are harmless to repeat).
+//! * A change whose push fails is handled by the provisioner's `syncFailureHandler`, as in
+//!   IDM: without one (or with `maxRetries` missing or negative) the run stops *before* the
+//!   token moves past the change, and every later run retries it (one try per run); with
+//!   `maxRetries: N` the run stops the same way for the first N retries, and then the
+//!   change is logged (`logged-ignore`) or stored in the dead-letter queue
+//!   (`dead-letter-queue`, `synchronisation/deadLetterQueue/<provisioner>`) and the run
+//!   goes on past it. The failures so far are kept with the token
+//!   (`syncFailure: {uid, failures, lastError}`), so they count across runs and restarts.
+//!   Pushes are idempotent, so changes before the failing one, pushed again by the next
+//!   run, are harmless.
 //! * Runs of one object type are serialised (a scheduled and a manual run never overlap).
 
 use std::collections::HashMap;
@@ -21,7 +28,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::crest::ResourceError;
-use crate::managed::ChangeHook;
+use crate::events::{dead_letter, ChangeHook, ChangeSink, FailurePolicy, PostRetryAction};
 use crate::metrics::Metrics;
 use crate::repo::{Repo, WriteOptions};
 
@@ -32,17 +39,9 @@ use super::{System, Systems};
 pub const TOKENS: &str = "synchronisation/pooledSyncStage";
 /// Changes asked of a connector per batch.
 pub const SYNC_BATCH: usize = 500;
-/// Tries of one push before the run stops.
-pub const PUSH_ATTEMPTS: u32 = 3;
 
 /// The live systems.
 pub type SystemsSource = Arc<dyn Fn() -> Arc<Systems> + Send + Sync>;
-
-/// Pushes a changed source object through the mappings whose source is `resource`.
-#[async_trait::async_trait]
-pub trait ChangeSink: Send + Sync {
-    async fn push(&self, resource: &str, id: &str) -> Result<(), String>;
-}
 
 pub struct SystemService {
     systems: SystemsSource,
@@ -74,6 +73,11 @@ impl SystemService {
     /// Where liveSync pushes changes (set once, after the router exists).
     pub fn set_sink(&self, sink: Arc<dyn ChangeSink>) {
         let _ = self.sink.set(sink);
+    }
+
+    /// The store (liveSync tokens, and the records of REST writes' pushes).
+    pub fn repo(&self) -> &dyn Repo {
+        self.repo.as_ref()
     }
 
     pub fn systems(&self) -> Arc<Systems> {
@@ -169,6 +173,10 @@ impl SystemService {
             .and_then(|c| c.get("syncToken"))
             .filter(|t| !t.is_null())
             .cloned();
+        let mut failure = stored
+            .as_ref()
+            .and_then(|s| s.content.get("syncFailure"))
+            .and_then(SyncFailure::of);
         let mut rev = stored.map(|s| s.rev);
         let Some(mut current) = token else {
             let latest = self
@@ -179,9 +187,15 @@ impl SystemService {
                     sys.connector.latest_sync_token(&class),
                 )
                 .await?;
-            return self.save_token(&id, rev, latest).await;
+            return self.save_token(&id, rev, latest, None).await;
         };
+        let policy = FailurePolicy::parse(
+            sys.config.raw.get("syncFailureHandler"),
+            FailurePolicy::FOREVER,
+        )
+        .unwrap_or(FailurePolicy::FOREVER);
         let mut pushed = 0usize;
+        let mut given_up = 0usize;
         loop {
             let batch = self
                 .call(
@@ -193,48 +207,115 @@ impl SystemService {
                 .await?;
             let n = batch.deltas.len();
             for delta in &batch.deltas {
-                let uid = match delta {
-                    super::connector::SyncDelta::CreateOrUpdate(o) => o.uid.as_str(),
-                    super::connector::SyncDelta::Delete(uid) => uid.as_str(),
+                let (uid, operation) = match delta {
+                    super::connector::SyncDelta::CreateOrUpdate(o) => {
+                        (o.uid.as_str(), "CREATE_OR_UPDATE")
+                    }
+                    super::connector::SyncDelta::Delete(uid) => (uid.as_str(), "DELETE"),
                 };
-                self.push(&resource, uid).await.map_err(|e| {
-                    tracing::error!(source = %resource, id = %uid, error = %e,
+                let Err(error) = self.push(&resource, uid).await else {
+                    pushed += 1;
+                    continue;
+                };
+                let failures = match &failure {
+                    Some(f) if f.uid == uid => f.failures + 1,
+                    _ => 1,
+                };
+                if !policy.exhausted(failures) {
+                    let f = SyncFailure {
+                        uid: uid.to_owned(),
+                        failures,
+                        last_error: error.clone(),
+                    };
+                    tracing::error!(source = %resource, id = %uid, failures, error = %error,
                         "liveSync stopped: a change could not be pushed; the next run retries it");
-                    ResourceError::internal(format!(
-                        "liveSync of {resource} stopped at object '{uid}': {e}; the token was not moved past it, so the next liveSync retries it"
-                    ))
-                })?;
-                pushed += 1;
+                    self.save_token(&id, rev, current, Some(&f)).await?;
+                    return Err(ResourceError::internal(format!(
+                        "liveSync of {resource} stopped at object '{uid}' (failure {failures}): {error}; the token was not moved past it, so the next liveSync retries it"
+                    )));
+                }
+                self.give_up(
+                    &sys.config.name,
+                    type_name,
+                    &current,
+                    uid,
+                    operation,
+                    failures,
+                    &error,
+                    policy.post_retry,
+                )
+                .await?;
+                failure = None;
+                given_up += 1;
             }
-            let answer = self.save_token(&id, rev, batch.token.clone()).await?;
+            let answer = self.save_token(&id, rev, batch.token.clone(), None).await?;
             rev = answer
                 .get("_rev")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+            failure = None;
             current = batch.token;
             if n < SYNC_BATCH {
-                tracing::info!(source = %resource, changes = pushed, "liveSync done");
+                tracing::info!(source = %resource, changes = pushed, given_up, "liveSync done");
                 return Ok(answer);
             }
         }
     }
 
-    async fn push(&self, resource: &str, uid: &str) -> Result<(), String> {
-        let Some(sink) = self.sink.get() else {
-            return Ok(());
-        };
-        let mut attempt = 1;
-        loop {
-            match sink.push(resource, uid).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt >= PUSH_ATTEMPTS => return Err(e),
-                Err(e) => {
-                    tracing::warn!(source = %resource, id = %uid, attempt, error = %e,
-                        "liveSync push failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 << (2 * attempt))).await;
-                    attempt += 1;
-                }
+    /// The post-retry action of a change whose retries are used up; the run goes on.
+    #[allow(clippy::too_many_arguments)]
+    async fn give_up(
+        &self,
+        system: &str,
+        type_name: &str,
+        token: &Value,
+        uid: &str,
+        operation: &str,
+        failures: u64,
+        error: &str,
+        action: PostRetryAction,
+    ) -> Result<(), ResourceError> {
+        match action {
+            PostRetryAction::LoggedIgnore => {
+                tracing::error!(system = %system, object_type = %type_name, id = %uid,
+                    failures, error = %error,
+                    "liveSync gave up on a change after its retries (logged-ignore)");
             }
+            PostRetryAction::DeadLetterQueue => {
+                // The change, not the object: its attributes may hold secrets.
+                let record = match json!({
+                    "token": token,
+                    "systemIdentifier": system,
+                    "objectType": type_name,
+                    "uid": uid,
+                    "failedRecord": {"uid": uid, "operation": operation},
+                    "failureCause": error,
+                    "failures": failures,
+                }) {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                };
+                let stored = dead_letter(self.repo.as_ref(), system, record)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(system = %system, id = %uid, error = %e,
+                            "cannot store a dead letter; liveSync stops before the change");
+                        ResourceError::internal(format!(
+                            "liveSync of system/{system}/{type_name} cannot store the change of '{uid}' in the dead-letter queue; the next liveSync retries it"
+                        ))
+                    })?;
+                tracing::error!(system = %system, object_type = %type_name, id = %uid,
+                    failures, error = %error, dead_letter = %stored,
+                    "liveSync gave up on a change after its retries; stored in the dead-letter queue");
+            }
+        }
+        Ok(())
+    }
+
+    async fn push(&self, resource: &str, uid: &str) -> Result<(), String> {
+        match self.sink.get() {
+            Some(sink) => sink.push(resource, uid).await,
+            None => Ok(()),
         }
     }
 
@@ -243,6 +324,7 @@ impl SystemService {
         id: &str,
         rev: Option<String>,
         token: Value,
+        failure: Option<&SyncFailure>,
     ) -> Result<Value, ResourceError> {
         let native_type = match &token {
             Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
@@ -258,6 +340,12 @@ impl SystemService {
             "connectorData".into(),
             json!({"nativeType": native_type, "syncToken": token}),
         );
+        if let Some(f) = failure {
+            content.insert(
+                "syncFailure".into(),
+                json!({"uid": f.uid, "failures": f.failures, "lastError": f.last_error}),
+            );
+        }
         let stored = match rev {
             Some(rev) => {
                 self.repo
@@ -275,6 +363,28 @@ impl SystemService {
         out.insert("_rev".into(), json!(stored.rev));
         out.extend(stored.content);
         Ok(Value::Object(out))
+    }
+}
+
+/// The change a liveSync run stopped at, and how often it failed.
+#[derive(Debug, Clone, PartialEq)]
+struct SyncFailure {
+    uid: String,
+    failures: u64,
+    last_error: String,
+}
+
+impl SyncFailure {
+    fn of(v: &Value) -> Option<SyncFailure> {
+        Some(SyncFailure {
+            uid: v.get("uid")?.as_str()?.to_owned(),
+            failures: v.get("failures")?.as_u64()?,
+            last_error: v
+                .get("lastError")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        })
     }
 }
 

@@ -170,6 +170,16 @@ impl SqliteRepo {
 
     /// Sends a command to the writer and waits for its commit.
     async fn write(&self, resource: &str, op: Op) -> Result<Done, RepoError> {
+        self.write_with(resource, op, Vec::new()).await
+    }
+
+    /// Like `write`, with other writes in the same savepoint.
+    async fn write_with(
+        &self,
+        resource: &str,
+        op: Op,
+        also: Vec<(String, Op)>,
+    ) -> Result<Done, RepoError> {
         let (reply, rx) = oneshot::channel();
         let stopped = || RepoError::Internal("the store writer has stopped".into());
         self.inner
@@ -179,6 +189,7 @@ impl SqliteRepo {
             .send(Message::One(Command {
                 resource: resource.to_string(),
                 op,
+                also,
                 reply,
             }))
             .map_err(|_| stopped())?;
@@ -195,6 +206,7 @@ impl SqliteRepo {
             cmds.push(Command {
                 resource,
                 op,
+                also: Vec::new(),
                 reply,
             });
             replies.push(rx);
@@ -320,6 +332,39 @@ fn unique_values(content: &Map<String, Value>, unique: &[JsonPointer]) -> Vec<Un
                     value: v.clone(),
                 })
         })
+        .collect()
+}
+
+/// The writer's form of one [`WriteOp`] (and, for a create, the content it stores).
+#[allow(clippy::type_complexity)]
+fn writer_op(op: WriteOp) -> Result<(String, Op, Option<Map<String, Value>>), RepoError> {
+    Ok(match op {
+        WriteOp::Create {
+            resource,
+            id,
+            content,
+            unique,
+        } => {
+            let (content, body) = prepare_content(content)?;
+            let unique = unique_values(&content, &unique);
+            (resource, Op::Create { id, body, unique }, Some(content))
+        }
+        WriteOp::Put {
+            resource,
+            id,
+            content,
+        } => {
+            let (content, body) = prepare_content(content)?;
+            (resource, Op::Put { id, body }, Some(content))
+        }
+        WriteOp::Delete { resource, id, rev } => (resource, Op::Delete { id, rev }, None),
+    })
+}
+
+/// The writer's form of [`crate::repo::WriteOptions::also`].
+fn also_ops(also: &[WriteOp]) -> Result<Vec<(String, Op)>, RepoError> {
+    also.iter()
+        .map(|op| writer_op(op.clone()).map(|(r, op, _)| (r, op)))
         .collect()
 }
 
@@ -493,13 +538,14 @@ impl Repo for SqliteRepo {
         let (content, body) = prepare_content(content)?;
         let unique = unique_values(&content, opts.unique);
         let done = self
-            .write(
+            .write_with(
                 resource,
                 Op::Create {
                     id: id.to_string(),
                     body,
                     unique,
                 },
+                also_ops(opts.also)?,
             )
             .await?;
         Ok(StoredObject {
@@ -547,7 +593,7 @@ impl Repo for SqliteRepo {
         let (content, body) = prepare_content(content)?;
         let unique = unique_values(&content, opts.unique);
         let done = self
-            .write(
+            .write_with(
                 resource,
                 Op::Update {
                     id: id.to_string(),
@@ -555,6 +601,7 @@ impl Repo for SqliteRepo {
                     body,
                     unique,
                 },
+                also_ops(opts.also)?,
             )
             .await?;
         Ok(StoredObject {
@@ -570,13 +617,24 @@ impl Repo for SqliteRepo {
         id: &str,
         rev: Option<&str>,
     ) -> Result<StoredObject, RepoError> {
+        self.delete_with(resource, id, rev, &[]).await
+    }
+
+    async fn delete_with(
+        &self,
+        resource: &str,
+        id: &str,
+        rev: Option<&str>,
+        also: &[WriteOp],
+    ) -> Result<StoredObject, RepoError> {
         let done = self
-            .write(
+            .write_with(
                 resource,
                 Op::Delete {
                     id: id.to_string(),
                     rev: rev.map(str::to_string),
                 },
+                also_ops(also)?,
             )
             .await?;
         let body = done
@@ -615,35 +673,17 @@ impl Repo for SqliteRepo {
             Vec::with_capacity(ops.len());
         let mut cmds = Vec::with_capacity(ops.len());
         for op in ops {
-            match op {
-                WriteOp::Create {
-                    resource,
-                    id,
-                    content,
-                } => match prepare_content(content) {
-                    Ok((content, body)) => {
-                        cmds.push((
-                            resource,
-                            Op::Create {
-                                id: id.clone(),
-                                body,
-                                unique: Vec::new(),
-                            },
-                        ));
-                        kept.push(Ok((id, Some(content))));
-                    }
-                    Err(e) => kept.push(Err(e)),
-                },
-                WriteOp::Delete { resource, id, rev } => {
-                    cmds.push((
-                        resource,
-                        Op::Delete {
-                            id: id.clone(),
-                            rev,
-                        },
-                    ));
-                    kept.push(Ok((id, None)));
+            let id = match &op {
+                WriteOp::Create { id, .. }
+                | WriteOp::Put { id, .. }
+                | WriteOp::Delete { id, .. } => id.clone(),
+            };
+            match writer_op(op) {
+                Ok((resource, op, content)) => {
+                    cmds.push((resource, op));
+                    kept.push(Ok((id, content)));
                 }
+                Err(e) => kept.push(Err(e)),
             }
         }
         let mut done = self.write_many(cmds).await.into_iter();

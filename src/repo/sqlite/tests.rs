@@ -235,7 +235,10 @@ async fn a_failing_write_does_not_undo_its_batch() {
 async fn unique_properties() {
     let repo = SqliteRepo::open_temporary().unwrap();
     let unique = [ptr("userName"), ptr("/mail/primary")];
-    let opts = WriteOptions { unique: &unique };
+    let opts = WriteOptions {
+        unique: &unique,
+        ..Default::default()
+    };
     repo.create(
         USERS,
         "u1",
@@ -295,7 +298,10 @@ async fn unique_properties() {
                 USERS,
                 &format!("c{i}"),
                 obj(json!({"userName": "same"})),
-                WriteOptions { unique: &unique },
+                WriteOptions {
+                    unique: &unique,
+                    ..Default::default()
+                },
             )
             .await
         }));
@@ -1123,4 +1129,89 @@ async fn ids_only_queries_skip_bodies_but_page_the_same() {
     }
     assert_eq!(seen_full, vec!["u6", "u5", "u4", "u3", "u2"]);
     assert_eq!(seen_full, seen_bare);
+}
+
+/// `WriteOptions::also` and `delete_with`: the other writes commit with the write, and a
+/// failing one leaves nothing written (neither the write nor the others).
+#[tokio::test]
+async fn other_writes_commit_with_the_write_or_not_at_all() {
+    let repo = SqliteRepo::open_temporary().unwrap();
+    let put = |id: &str, n: i64| WriteOp::Put {
+        resource: "sync/queue".into(),
+        id: id.into(),
+        content: obj(json!({"n": n})),
+    };
+    let also = [put("q1", 1)];
+    let opts = WriteOptions {
+        also: &also,
+        ..Default::default()
+    };
+    repo.create(USERS, "a", obj(json!({"x": 1})), opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.read("sync/queue", "q1")
+            .await
+            .unwrap()
+            .unwrap()
+            .content["n"],
+        1
+    );
+
+    // A Put replaces whatever the revision; a Create of an existing id fails the write.
+    let taken = [
+        put("q1", 2),
+        WriteOp::Create {
+            resource: "sync/queue".into(),
+            id: "q1".into(),
+            content: obj(json!({})),
+            unique: Vec::new(),
+        },
+    ];
+    let opts = WriteOptions {
+        also: &taken,
+        ..Default::default()
+    };
+    let err = repo
+        .update(USERS, "a", None, obj(json!({"x": 2})), opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepoError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(
+        repo.read(USERS, "a").await.unwrap().unwrap().content["x"],
+        1
+    );
+    assert_eq!(
+        repo.read("sync/queue", "q1")
+            .await
+            .unwrap()
+            .unwrap()
+            .content["n"],
+        1
+    );
+    let err = repo
+        .delete_with(USERS, "a", None, &taken)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepoError::AlreadyExists { .. }), "{err:?}");
+    assert!(repo.read(USERS, "a").await.unwrap().is_some());
+
+    // And succeed together.
+    let deleted = repo
+        .delete_with(USERS, "a", None, &[put("q2", 3)])
+        .await
+        .unwrap();
+    assert_eq!(deleted.content["x"], 1);
+    assert!(repo.read(USERS, "a").await.unwrap().is_none());
+    assert_eq!(
+        repo.read("sync/queue", "q2")
+            .await
+            .unwrap()
+            .unwrap()
+            .content["n"],
+        3
+    );
+    let q1 = repo.read("sync/queue", "q1").await.unwrap().unwrap();
+    let results = repo.batch(vec![put("q1", 4)]).await;
+    assert_ne!(results[0].as_ref().unwrap().rev, q1.rev);
 }

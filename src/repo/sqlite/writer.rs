@@ -56,6 +56,11 @@ pub(crate) enum Op {
         id: String,
         rev: Option<String>,
     },
+    /// Create, or replace whatever the revision.
+    Put {
+        id: String,
+        body: String,
+    },
     SetIndexes {
         fields: Vec<JsonPointer>,
     },
@@ -72,6 +77,8 @@ pub(crate) struct Done {
 pub(crate) struct Command {
     pub resource: String,
     pub op: Op,
+    /// Writes that succeed or fail with `op` (same savepoint).
+    pub also: Vec<(String, Op)>,
     pub reply: oneshot::Sender<Result<Done, RepoError>>,
 }
 
@@ -169,13 +176,16 @@ fn run_batch(
 /// Whether `cmd` writes with a single statement: a create into an existing table, an update,
 /// a delete (the table is never created for these).
 fn single_statement(cmd: &Command, tables: &Tables) -> bool {
+    if !cmd.also.is_empty() {
+        return false;
+    }
     match cmd.op {
         Op::Update { .. } | Op::Delete { .. } => true,
         Op::Create { .. } => tables
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&cmd.resource),
-        Op::SetIndexes { .. } => false,
+        Op::SetIndexes { .. } | Op::Put { .. } => false,
     }
 }
 
@@ -205,18 +215,32 @@ fn table(
     Ok(Some(t))
 }
 
+/// `cmd`'s op, then its other writes; the first failure is the command's.
 fn apply(
     tx: &Transaction<'_>,
     cmd: &Command,
     tables: &Tables,
     created: &mut Vec<(String, String)>,
 ) -> Result<Done, RepoError> {
-    let resource = cmd.resource.as_str();
+    let done = apply_op(tx, &cmd.resource, &cmd.op, tables, created)?;
+    for (resource, op) in &cmd.also {
+        apply_op(tx, resource, op, tables, created)?;
+    }
+    Ok(done)
+}
+
+fn apply_op(
+    tx: &Transaction<'_>,
+    resource: &str,
+    op: &Op,
+    tables: &Tables,
+    created: &mut Vec<(String, String)>,
+) -> Result<Done, RepoError> {
     let not_found = |id: &str| RepoError::NotFound {
         resource: resource.to_string(),
         id: id.to_string(),
     };
-    match &cmd.op {
+    match op {
         Op::Create { id, body, unique } => {
             let tbl = table(tx, resource, true, tables, created)?
                 .ok_or_else(|| RepoError::Internal("object table missing".into()))?;
@@ -273,6 +297,21 @@ fn apply(
                 rev: current,
                 body: Some(old),
             })
+        }
+        Op::Put { id, body } => {
+            let tbl = table(tx, resource, true, tables, created)?
+                .ok_or_else(|| RepoError::Internal("object table missing".into()))?;
+            let rev = match current_rev(tx, &tbl, id)? {
+                Some(current) => next_rev(&current),
+                None => "0".to_string(),
+            };
+            tx.prepare_cached(&format!(
+                "INSERT INTO \"{tbl}\" (id, rev, body) VALUES (?1, ?2, jsonb(?3)) \
+                 ON CONFLICT(id) DO UPDATE SET rev = excluded.rev, body = excluded.body"
+            ))
+            .and_then(|mut s| s.execute(rusqlite::params![id, rev, body]))
+            .map_err(internal("writing an object"))?;
+            Ok(Done { rev, body: None })
         }
         Op::SetIndexes { fields } => {
             let tbl = table(tx, resource, true, tables, created)?
