@@ -24,6 +24,7 @@ pub mod mapping;
 pub mod queue;
 pub mod recon;
 pub mod run;
+pub mod scope;
 pub mod service;
 pub mod situation;
 
