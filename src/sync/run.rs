@@ -413,7 +413,7 @@ mod tests {
             (&json!("FAILED"), &json!("why"))
         );
         assert_eq!(
-            v.as_object().unwrap().keys().last().unwrap(),
+            v.as_object().unwrap().keys().next_back().unwrap(),
             "failureReason"
         );
     }

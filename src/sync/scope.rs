@@ -200,7 +200,7 @@ impl FilterTemplate {
         let tree = filter::parse(&marked).map_err(|e| {
             format!(
                 "not a valid _queryFilter (placeholders stand for values only): {}",
-                e.to_string().replace(TEXT_SLOT, "").replace(TYPED_SLOT, "")
+                e.to_string().replace([TEXT_SLOT, TYPED_SLOT], "")
             )
         })?;
         let mut in_field = false;
