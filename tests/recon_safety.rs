@@ -344,7 +344,9 @@ async fn situations_and_actions() {
             json!({"links": "u2o",
                    "sourceCondition": "/source/accountStatus eq \"active\"",
                    "validTarget": "/target/sn pr",
-                   "policies": [{"situation": "UNQUALIFIED", "action": "UNLINK"},
+                   // IDM's policy condition, on {object: <source>, linkQualifier}.
+                   "policies": [{"situation": "UNQUALIFIED", "action": "UNLINK",
+                                 "condition": "/object/accountStatus eq \"inactive\""},
                                 {"situation": "FOUND", "action": "LINK"},
                                 {"situation": "ABSENT", "action": "IGNORE"}]}),
         ),

@@ -26,7 +26,9 @@
 //!   pointer outside the scope is refused at load with IDM's form in the message.
 //! * `allowEmptySourceSet` (IDM, default false) and the gateway extra `maxDeletes` (default
 //!   unlimited): the run's guards against wiping a target.
-//! * `policies[]`: `{"situation", "action"}`; situations not listed take IDM's default action.
+//! * `policies[]`: `{"situation", "action", "condition"?}`; for a situation the first policy
+//!   whose `condition` (a `_queryFilter` on IDM's scope `{"object": <source>, "linkQualifier":
+//!   …}`) holds, or that has none, gives the action; otherwise IDM's default action.
 //! * `sourceQuery`/`targetQuery`: `{"_queryFilter": …}` or `{"_queryId": "query-all-ids"}`.
 //!
 //! This module is pure: it never reads files or talks to the router.
@@ -67,8 +69,8 @@ pub struct Mapping {
     pub valid_source: Option<QueryFilter>,
     pub valid_target: Option<QueryFilter>,
     pub source_condition: Option<QueryFilter>,
-    /// Action per situation, the defaults filled in.
-    pub policies: HashMap<Situation, Action>,
+    /// The listed policies per situation, in file order; the defaults are not listed.
+    pub policies: HashMap<Situation, Vec<Policy>>,
     /// Name of the mapping whose links this one shares.
     pub links: Option<String>,
     pub enable_sync: bool,
@@ -90,11 +92,33 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// The action for `situation` when no policy has a condition (or none holds without a
+    /// source).
     pub fn action(&self, situation: Situation) -> Action {
-        self.policies
-            .get(&situation)
-            .copied()
-            .unwrap_or_else(|| situation.default_action())
+        self.action_for(situation, None)
+    }
+
+    /// The action for `situation` of `source` (`None` when there is none): the first listed
+    /// policy whose condition holds on IDM's scope `{object, linkQualifier}`, else IDM's
+    /// default.
+    pub fn action_for(&self, situation: Situation, source: Option<&Value>) -> Action {
+        let listed = self.policies.get(&situation).map(Vec::as_slice);
+        let mut scope = None;
+        for policy in listed.unwrap_or_default() {
+            let holds = match &policy.condition {
+                None => true,
+                Some(c) => {
+                    let scope = scope.get_or_insert_with(|| {
+                        FilterScope::Policy.bind(source.unwrap_or(&Value::Null))
+                    });
+                    c.matches(scope)
+                }
+            };
+            if holds {
+                return policy.action;
+            }
+        }
+        situation.default_action()
     }
 
     /// The name under which links are stored (`links`, or the mapping's own name).
@@ -130,6 +154,13 @@ impl Mapping {
             _ => Map::new(),
         }
     }
+}
+
+/// One entry of `policies`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub condition: Option<QueryFilter>,
+    pub action: Action,
 }
 
 /// One entry of `properties`.
@@ -545,7 +576,7 @@ pub fn parse_mapping(
     let valid_target = filter_setting(obj, "validTarget", FilterScope::Target, &name, &mut p);
     let source_condition =
         filter_setting(obj, "sourceCondition", FilterScope::Source, &name, &mut p);
-    let policies = parse_policies(obj.get("policies"), &mut p);
+    let policies = parse_policies(obj.get("policies"), &name, &mut p);
     let links = match obj.get("links") {
         None | Some(Value::Null) => None,
         Some(Value::String(l)) if valid_name(l) => Some(l.clone()),
@@ -1004,8 +1035,14 @@ fn parse_tree(v: &Value, depth: usize, p: &mut Problems) -> Option<TreeNode> {
     }
 }
 
-fn parse_policies(v: Option<&Value>, p: &mut Problems) -> HashMap<Situation, Action> {
-    let mut out = HashMap::new();
+fn parse_policies(
+    v: Option<&Value>,
+    mapping: &str,
+    p: &mut Problems,
+) -> HashMap<Situation, Vec<Policy>> {
+    let mut out: HashMap<Situation, Vec<Policy>> = HashMap::new();
+    // Where each situation got a policy without a condition (later ones never apply).
+    let mut unconditional: HashMap<Situation, usize> = HashMap::new();
     let items = match v {
         None | Some(Value::Null) => return out,
         Some(Value::Array(items)) => items,
@@ -1051,13 +1088,49 @@ fn parse_policies(v: Option<&Value>, p: &mut Problems) -> HashMap<Situation, Act
         if item.get("postAction").is_some_and(|v| !v.is_null()) {
             p.add(format!("{at}: 'postAction' is a script: {NO_SCRIPTING}"));
         }
-        if item.get("condition").is_some_and(|v| !v.is_null()) {
-            p.add(format!("{at}: policy conditions are not supported"));
-        }
-        if let (Some(s), Some(a)) = (situation, action) {
-            if out.insert(s, a).is_some() {
-                p.add(format!("{at}: situation {} is listed twice", s.as_str()));
+        let what = format!("{at}: 'condition'");
+        // `Err(())`: a condition that is not valid (already reported).
+        let condition: Result<Option<QueryFilter>, ()> = match item.get("condition") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(c)) => scoped_filter(c, &what, FilterScope::Policy, mapping, p)
+                .map(Some)
+                .ok_or(()),
+            Some(v) if is_script(v) => {
+                p.add(format!(
+                    "{what} is a script: {NO_SCRIPTING} (a _queryFilter string on /object)"
+                ));
+                Err(())
             }
+            Some(v) => match v.get("_queryFilter").and_then(Value::as_str) {
+                Some(c) => scoped_filter(c, &what, FilterScope::Policy, mapping, p)
+                    .map(Some)
+                    .ok_or(()),
+                None => {
+                    p.add(format!(
+                        "{what} must be a _queryFilter string or {{\"_queryFilter\": …}}"
+                    ));
+                    Err(())
+                }
+            },
+        };
+        let Ok(condition) = condition else {
+            continue;
+        };
+        if let (Some(s), Some(a)) = (situation, action) {
+            if let Some(first) = unconditional.get(&s) {
+                p.add(format!(
+                    "{at}: situation {} is already decided by policies[{first}], which has no \
+                     condition",
+                    s.as_str()
+                ));
+            }
+            if condition.is_none() {
+                unconditional.entry(s).or_insert(i);
+            }
+            out.entry(s).or_default().push(Policy {
+                condition,
+                action: a,
+            });
         }
     }
     out
@@ -1136,6 +1209,48 @@ mod tests {
         assert_eq!(m.action(Situation::SourceMissing), Action::Delete);
         assert_eq!(m.action(Situation::Unassigned), Action::Unlink);
         assert_eq!(m.action(Situation::Confirmed), Action::Update);
+    }
+
+    /// IDM's policy conditions: the first policy of a situation whose condition holds on
+    /// `{object: <source>, linkQualifier}` (or that has none) decides; else the default.
+    #[test]
+    fn policy_conditions_pick_the_first_that_holds() {
+        let m = one(with(json!({"policies": [
+            {"situation": "UNQUALIFIED", "action": "UNLINK",
+             "condition": "/object/accountStatus eq \"inactive\""},
+            {"situation": "UNQUALIFIED", "action": "IGNORE",
+             "condition": {"_queryFilter": "/object/keep eq true"}},
+            {"situation": "CONFIRMED", "action": "IGNORE"}]})));
+        let inactive = json!({"accountStatus": "inactive", "keep": true});
+        let kept = json!({"accountStatus": "x", "keep": true});
+        let other = json!({"accountStatus": "x"});
+        assert_eq!(
+            m.action_for(Situation::Unqualified, Some(&inactive)),
+            Action::Unlink
+        );
+        assert_eq!(
+            m.action_for(Situation::Unqualified, Some(&kept)),
+            Action::Ignore
+        );
+        assert_eq!(
+            m.action_for(Situation::Unqualified, Some(&other)),
+            Action::Delete
+        );
+        assert_eq!(m.action_for(Situation::Unqualified, None), Action::Delete);
+        assert_eq!(
+            m.action_for(Situation::Confirmed, Some(&other)),
+            Action::Ignore
+        );
+
+        let p = problems(with(json!({"policies": [
+            {"situation": "ABSENT", "action": "IGNORE"},
+            {"situation": "ABSENT", "action": "CREATE", "condition": "/object/a pr"},
+            {"situation": "FOUND", "action": "LINK", "condition": "a pr"},
+            {"situation": "FOUND", "action": "LINK", "condition": {"type": "text/javascript", "source": "true"}}]})));
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(p[0].starts_with("policies[1]: situation ABSENT is already decided by policies[0]"));
+        assert!(p[1].contains("IDM's form: /object/a pr"), "{p:?}");
+        assert!(p[2].contains("scripting is not available"), "{p:?}");
     }
 
     #[test]

@@ -885,7 +885,7 @@ impl Engine {
             }
         }
         let situation = assess_source(facts);
-        let action = m.action(situation);
+        let action = m.action_for(situation, source.as_ref());
         let result = self
             .apply_source(situation, action, id, source.as_ref(), mapped, link, target)
             .await;

@@ -4,7 +4,8 @@
 //! * **Scopes** (idm-model-and-scripts.md §3.2, §4.3): `sourceCondition` and `validSource` see
 //!   `{"source": <source>, "linkQualifier": …}`, `validTarget` sees `{"target": <target>,
 //!   "linkQualifier": …}`, a property `condition` sees `{"object": <source>, "source":
-//!   <source>, "linkQualifier": …}`. So IDM's documented `"/source/accountStatus eq
+//!   <source>, "linkQualifier": …}`, a policy `condition` sees `{"object": <source>,
+//!   "linkQualifier": …}`. So IDM's documented `"/source/accountStatus eq
 //!   \"active\""` is the form that works; a pointer outside the scope (`/accountStatus`)
 //!   could never match, and such a filter is refused when the mapping is loaded
 //!   ([`FilterScope::check`]) rather than silently disqualifying every object.
@@ -30,6 +31,9 @@ pub enum FilterScope {
     Target,
     /// A property `condition`: `{object, source, linkQualifier}` (`object` is the source).
     Property,
+    /// A policy `condition`: `{object, linkQualifier}` (`object` is the source, `null` when
+    /// there is none).
+    Policy,
 }
 
 impl FilterScope {
@@ -40,6 +44,7 @@ impl FilterScope {
             FilterScope::Source => &["source", "linkQualifier"],
             FilterScope::Target => &["target", "linkQualifier"],
             FilterScope::Property => &["object", "source", "linkQualifier"],
+            FilterScope::Policy => &["object", "linkQualifier"],
         }
     }
 
@@ -363,7 +368,7 @@ mod tests {
             let setting = match scope {
                 FilterScope::Source => "'sourceCondition'",
                 FilterScope::Target => "'validTarget'",
-                FilterScope::Property => "'condition'",
+                FilterScope::Property | FilterScope::Policy => "'condition'",
             };
             assert_eq!(scope.check(&f, setting, "u2o").unwrap_err(), message);
         }
