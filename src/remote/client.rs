@@ -290,10 +290,18 @@ impl RequestHandler for RemoteHandler {
     }
 
     /// A remote IDM's support of `in` is unconfirmed (it is IDM's own extension of CREST, and
-    /// the filter travels in the URL): the sync engine falls back to `_id eq … or …`.
-    fn supports(&self, capability: Capability, _rest: &[String]) -> bool {
+    /// the filter travels in the URL): no, unless the instance's `queryFilterIn` says yes; the
+    /// sync engine then falls back to `_id eq … or …`.
+    fn supports(&self, capability: Capability, rest: &[String]) -> bool {
+        let Some(name) = rest.first() else {
+            return false;
+        };
+        let registry = (self.registry)();
+        let Some(inst) = registry.get(name) else {
+            return false;
+        };
         match capability {
-            Capability::InFilter => false,
+            Capability::InFilter => inst.config.query_filter_in,
         }
     }
 }
@@ -1194,6 +1202,23 @@ mod tests {
     fn basic(url: &str) -> Value {
         json!({"authType": "basic", "instanceUrl": url, "userName": "u", "password": "s3cret-pw",
                "connectTimeout": 500, "readTimeout": 500})
+    }
+
+    #[test]
+    fn in_filters_only_where_the_instance_says_so() {
+        let mut with_in = basic("http://127.0.0.1:9/openidm/");
+        with_in["queryFilterIn"] = json!(true);
+        let reg = registry(&[
+            ("plain", basic("http://127.0.0.1:9/openidm/")),
+            ("gw", with_in),
+        ]);
+        let handler = RemoteHandler::with_registry(move || reg.clone(), Arc::new(Metrics::new()));
+        let mut router = Router::new(|_| Ok(()));
+        router.mount("external/idm", Arc::new(handler));
+        assert!(!router.supports("external/idm/plain/managed/user", Capability::InFilter));
+        assert!(router.supports("external/idm/gw/managed/user", Capability::InFilter));
+        assert!(!router.supports("external/idm/nope/managed/user", Capability::InFilter));
+        assert!(!router.supports("external/idm", Capability::InFilter));
     }
 
     #[tokio::test]
