@@ -157,9 +157,12 @@ async fn a_remote_source_killed_mid_run_fails_the_run_and_deletes_nothing() {
         .start()
         .await;
     seed_users(&b, USERS).await;
+    // B is a gateway: it answers `in`, so A reads B's objects by id with `_id in '[…]'`.
+    let mut instance = basic_instance(&b.url("/openidm/"), "openidm-admin", "b-admin");
+    instance["queryFilterIn"] = json!(true);
     let a = Gateway::builder()
         .conf_file("managed", shipped("managed"))
-        .conf_file("external.idm-b", basic_instance(&b.url("/openidm/"), "openidm-admin", "b-admin"))
+        .conf_file("external.idm-b", instance)
         .conf_file(
             "sync",
             json!({"mappings": [
