@@ -128,10 +128,15 @@ impl Mapping {
 
     /// `validSource` and `sourceCondition` on IDM's scope `{source, linkQualifier}`.
     pub fn source_qualifies(&self, source: &Value) -> bool {
-        [&self.valid_source, &self.source_condition]
+        let mut filters = [&self.valid_source, &self.source_condition]
             .into_iter()
             .flatten()
-            .all(|f| FilterScope::Source.matches(f, source))
+            .peekable();
+        if filters.peek().is_none() {
+            return true;
+        }
+        let scope = FilterScope::Source.bind(source);
+        filters.all(|f| f.matches(&scope))
     }
 
     /// `validTarget` on IDM's scope `{target, linkQualifier}`.

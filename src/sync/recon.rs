@@ -575,6 +575,7 @@ impl Engine {
             self.pages_done
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.save_now_and_then().await;
+            self.check_deletes()?;
         }
         Ok(())
     }
