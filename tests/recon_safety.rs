@@ -515,3 +515,35 @@ async fn a_partial_answer_from_a_remote_source_fails_the_run_and_deletes_nothing
     let run = recon(&gw, "f2o").await;
     assert_eq!(situations(&run), pairs(&[("CONFIRMED", 3)]), "{run}");
 }
+
+/// The guard covers the source phase's deletes too (UNQUALIFIED → DELETE, IDM's default).
+#[tokio::test]
+async fn max_deletes_also_guards_unqualified_deletes() {
+    let gw = gateway(vec![
+        mapping("u2o", json!({})),
+        mapping(
+            "active",
+            json!({"links": "u2o", "maxDeletes": 1,
+                   "sourceCondition": "/source/accountStatus eq \"active\""}),
+        ),
+    ])
+    .await;
+    for i in 0..4 {
+        put_user(&gw, &format!("u{i}"), &user_with_status(i, "active")).await;
+    }
+    recon(&gw, "u2o").await;
+    for i in 1..4 {
+        put_user(&gw, &format!("u{i}"), &user_with_status(i, "inactive")).await;
+    }
+    let run = recon(&gw, "active").await;
+    assert_eq!(run["state"], "FAILED", "{run}");
+    assert!(
+        run["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("maxDeletes is 1"),
+        "{run}"
+    );
+    assert_eq!(run["progress"]["target"]["deleted"], 1, "{run}");
+    assert_eq!(all_of(&gw, "managed/other").await.len(), 3);
+}
