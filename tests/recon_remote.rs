@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fixtures::{recon, shipped, situations, user};
+use common::fixtures::{get_run, recon, seed_users, shipped, situations, user};
 
 use common::{basic_instance, Gateway};
 use serde_json::{json, Value};
@@ -142,4 +142,96 @@ async fn recon_from_a_remote_gateway_and_back() {
     let run = recon(&a, "bUser_aUser").await;
     assert_eq!(run["state"], "FAILED", "{run}");
     assert_eq!(users(&a).await.len(), before);
+}
+
+/// B is killed (SIGKILL) while A reconciles from it, between two source pages: the run ends
+/// FAILED naming the source, and A keeps every user and link — the pages B never answered are
+/// not taken for deleted sources, even with SOURCE_MISSING → DELETE. With B back, the next
+/// run confirms everything.
+#[tokio::test]
+async fn a_remote_source_killed_mid_run_fails_the_run_and_deletes_nothing() {
+    const USERS: usize = 300;
+    let mut b = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .admin_password("b-admin")
+        .start()
+        .await;
+    seed_users(&b, USERS).await;
+    // B is a gateway: it answers `in`, so A reads B's objects by id with `_id in '[…]'`.
+    let mut instance = basic_instance(&b.url("/openidm/"), "openidm-admin", "b-admin");
+    instance["queryFilterIn"] = json!(true);
+    let a = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file("external.idm-b", instance)
+        .conf_file(
+            "sync",
+            json!({"mappings": [
+                {"name": "bUser_aUser", "source": "external/idm/b/managed/user", "target": "managed/user",
+                 "properties": props(), "enableSync": false, "taskThreads": 1,
+                 "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
+                 "reconSourceQueryPageSize": 5}
+            ]}),
+        )
+        .start()
+        .await;
+    let run = recon(&a, "bUser_aUser").await;
+    assert_eq!(
+        situations(&run),
+        vec![("ABSENT".to_string(), USERS as u64)],
+        "{run}"
+    );
+
+    // Kill B once the run is past its first page and still active; a run that finished
+    // before the kill (a fast machine) is simply started again.
+    let mut killed = None;
+    for _ in 0..5 {
+        let r = a
+            .post("/openidm/recon?_action=recon&mapping=bUser_aUser")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let id = r.json::<Value>().await.unwrap()["_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        loop {
+            let run = get_run(&a, &id).await;
+            if run["state"] != "ACTIVE" {
+                break;
+            }
+            if run["progress"]["source"]["existing"]["processed"]
+                .as_u64()
+                .unwrap()
+                >= 5
+            {
+                b.stop();
+                killed = Some(id.clone());
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        if killed.is_some() {
+            break;
+        }
+    }
+    let id = killed.expect("B was killed during a run");
+    let mut run = get_run(&a, &id).await;
+    while run["state"] == "ACTIVE" {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        run = get_run(&a, &id).await;
+    }
+    assert_eq!(run["state"], "FAILED", "{run}");
+    let reason = run["failureReason"].as_str().unwrap();
+    assert!(reason.contains("external/idm/b/managed/user"), "{reason}");
+    assert_eq!(run["progress"]["target"]["deleted"], 0, "{run}");
+    assert_eq!(users(&a).await.len(), USERS);
+
+    b.restart().await;
+    let run = recon(&a, "bUser_aUser").await;
+    assert_eq!(
+        situations(&run),
+        vec![("CONFIRMED".to_string(), USERS as u64)],
+        "{run}"
+    );
 }

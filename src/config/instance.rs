@@ -92,6 +92,9 @@ pub struct InstanceConfig {
     pub auth: RemoteAuth,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Gateway extra `queryFilterIn` (default false): the remote answers IDM's `in` filter
+    /// operator (another idm-gateway does), so the sync engine may batch reads by id with it.
+    pub query_filter_in: bool,
 }
 
 /// Validates a substituted `external.idm-<name>.json` document.
@@ -120,6 +123,7 @@ pub fn parse_instance(name: &str, doc: &Value) -> Result<InstanceConfig, Vec<Str
         .millis("connectTimeout")
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let read_timeout = p.millis("readTimeout").unwrap_or(DEFAULT_READ_TIMEOUT);
+    let query_filter_in = p.bool("queryFilterIn").unwrap_or(false);
 
     let auth = match auth_type.as_deref() {
         Some("basic") => {
@@ -189,6 +193,7 @@ pub fn parse_instance(name: &str, doc: &Value) -> Result<InstanceConfig, Vec<Str
             auth,
             connect_timeout,
             read_timeout,
+            query_filter_in,
         }),
         _ => Err(problems),
     }

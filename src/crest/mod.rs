@@ -21,4 +21,4 @@ pub use request::{join_path, split_path, Operation, Params, QueryKind, QueryPara
 pub use response::{
     member_url, HttpResponse, QueryResponse, ResourceResponse, Response, JSON_CONTENT_TYPE,
 };
-pub use router::{Authorizer, RequestHandler, Router};
+pub use router::{Authorizer, Capability, RequestHandler, Router};

@@ -8,10 +8,26 @@ use super::request::Request;
 use super::response::Response;
 use super::ResourceError;
 
+/// What an internal caller may ask a resource about before relying on it (the sync engine
+/// asks instead of guessing from the resource's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// IDM's `field in '["a","b"]'` filter operator in a query.
+    InFilter,
+}
+
 /// A resource provider. `rest` is the request path after the prefix it was mounted on.
 #[async_trait::async_trait]
 pub trait RequestHandler: Send + Sync {
     async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError>;
+
+    /// Whether the resource at `rest` supports `capability`. The handlers of this gateway
+    /// evaluate filters with [`crate::crest::filter`] (or the store's translation of it),
+    /// which has every capability, hence the default; a handler that passes requests on to
+    /// another server answers for that server.
+    fn supports(&self, _capability: Capability, _rest: &[String]) -> bool {
+        true
+    }
 }
 
 /// Decides whether the caller may make the request, before any handler runs.
@@ -51,6 +67,22 @@ impl Router {
             "Resource 'openidm/{}' not found",
             req.path_string()
         )))
+    }
+
+    /// Whether `resource` (`managed/user`, `external/idm/dc2/managed/user`) supports
+    /// `capability`; no for a resource nothing is mounted on.
+    pub fn supports(&self, resource: &str, capability: Capability) -> bool {
+        let path = super::request::split_path(resource);
+        self.route(&path)
+            .is_some_and(|(handler, rest)| handler.supports(capability, rest))
+    }
+
+    /// The handler of the longest prefix of `path`, and the rest of the path.
+    fn route<'p>(&self, path: &'p [String]) -> Option<(&Arc<dyn RequestHandler>, &'p [String])> {
+        self.routes.iter().find_map(|(prefix, handler)| {
+            (path.len() >= prefix.len() && path[..prefix.len()] == prefix[..])
+                .then(|| (handler, &path[prefix.len()..]))
+        })
     }
 }
 
@@ -94,5 +126,34 @@ mod tests {
             caller,
         );
         assert_eq!(r.handle(&req).await.unwrap_err().code, 404);
+    }
+
+    /// Forwards elsewhere: answers for a server without `in`.
+    struct Forward;
+
+    #[async_trait::async_trait]
+    impl RequestHandler for Forward {
+        async fn handle(
+            &self,
+            _req: &Request,
+            _rest: &[String],
+        ) -> Result<Response, ResourceError> {
+            Ok(Response::Action(None))
+        }
+
+        fn supports(&self, _capability: Capability, rest: &[String]) -> bool {
+            rest.first().is_some_and(|r| r == "with-in")
+        }
+    }
+
+    #[test]
+    fn capabilities_are_answered_by_the_route_of_the_resource() {
+        let mut r = Router::new(|_| Ok(()));
+        r.mount("managed", Arc::new(Echo("m")));
+        r.mount("external/idm", Arc::new(Forward));
+        assert!(r.supports("managed/user", Capability::InFilter));
+        assert!(!r.supports("external/idm/dc2/managed/user", Capability::InFilter));
+        assert!(r.supports("external/idm/with-in/managed/user", Capability::InFilter));
+        assert!(!r.supports("nothing/here", Capability::InFilter));
     }
 }

@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 use crate::config::InstanceConfig;
 use crate::crest::http::strip_quotes;
 use crate::crest::query::CountPolicy;
+use crate::crest::Capability;
 use crate::crest::{
     reason_phrase, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError,
     ResourceResponse, Response, Router,
@@ -287,6 +288,22 @@ impl RequestHandler for RemoteHandler {
         }
         result
     }
+
+    /// A remote IDM's support of `in` is unconfirmed (it is IDM's own extension of CREST, and
+    /// the filter travels in the URL): no, unless the instance's `queryFilterIn` says yes; the
+    /// sync engine then falls back to `_id eq … or …`.
+    fn supports(&self, capability: Capability, rest: &[String]) -> bool {
+        let Some(name) = rest.first() else {
+            return false;
+        };
+        let registry = (self.registry)();
+        let Some(inst) = registry.get(name) else {
+            return false;
+        };
+        match capability {
+            Capability::InFilter => inst.config.query_filter_in,
+        }
+    }
 }
 
 /// The reqwest client of one instance: rustls, platform roots plus `certs/`, no redirects,
@@ -516,11 +533,16 @@ pub fn map_response(
                 ))
             })?;
             match op {
-                Operation::Query(_) => query_response(value).ok_or_else(|| {
-                    ResourceError::bad_gateway(format!(
-                        "Remote instance '{instance}' sent a query response without a result list"
-                    ))
-                }),
+                Operation::Query(_) => {
+                    if let Some(e) = query_failure(instance, &value) {
+                        return Err(e);
+                    }
+                    query_response(value).ok_or_else(|| {
+                        ResourceError::bad_gateway(format!(
+                            "Remote instance '{instance}' sent a query response without a result list"
+                        ))
+                    })
+                }
                 Operation::Action { .. } => Ok(Response::Action(Some(value))),
                 _ => Ok(match resource(value, etag) {
                     Ok(r) if status == 201 => Response::Created(r),
@@ -553,6 +575,29 @@ fn resource(value: Value, etag: Option<String>) -> Result<ResourceResponse, Valu
         _ => etag,
     };
     Ok(ResourceResponse::new(id, rev, obj))
+}
+
+/// A query answer whose envelope carries an `error` member: CREST streams a query's results
+/// and, when the query fails part-way, ends the envelope with the error instead of a clean
+/// end. Its results are a fragment, never the answer: the whole page fails, with the
+/// remote's code (502 when it gives none) and message.
+fn query_failure(instance: &str, value: &Value) -> Option<ResourceError> {
+    let error = value.get("error").filter(|e| !e.is_null())?;
+    let code = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..=599).contains(c))
+        .unwrap_or(502);
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .unwrap_or("no message");
+    Some(ResourceError::new(
+        code,
+        format!("Remote instance '{instance}' failed part-way through a query page: {message}"),
+    ))
 }
 
 /// The query envelope (`result`, `pagedResultsCookie`, `totalPagedResultsPolicy`,
@@ -1083,6 +1128,25 @@ mod tests {
         assert_eq!(q, Response::Query(QueryResponse::default()));
         let e = map_response(&query, "dc2", 200, None, br#"{"results":[]}"#).unwrap_err();
         assert_eq!(e.code, 502);
+        // A page cut short by the remote's own failure is an error, not a shorter page.
+        let e = map_response(
+            &query,
+            "dc2",
+            200,
+            None,
+            br#"{"result":[{"_id":"a"}],"resultCount":1,"error":{"code":500,"reason":"Internal Server Error","message":"backend gone"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                500,
+                "Remote instance 'dc2' failed part-way through a query page: backend gone"
+            )
+        );
+        let e = map_response(&query, "dc2", 200, None, br#"{"result":[],"error":{}}"#).unwrap_err();
+        assert_eq!(e.code, 502);
+        assert!(map_response(&query, "dc2", 200, None, br#"{"result":[],"error":null}"#).is_ok());
         let e = map_response(&read, "dc2", 200, None, b"<html>").unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
@@ -1138,6 +1202,23 @@ mod tests {
     fn basic(url: &str) -> Value {
         json!({"authType": "basic", "instanceUrl": url, "userName": "u", "password": "s3cret-pw",
                "connectTimeout": 500, "readTimeout": 500})
+    }
+
+    #[test]
+    fn in_filters_only_where_the_instance_says_so() {
+        let mut with_in = basic("http://127.0.0.1:9/openidm/");
+        with_in["queryFilterIn"] = json!(true);
+        let reg = registry(&[
+            ("plain", basic("http://127.0.0.1:9/openidm/")),
+            ("gw", with_in),
+        ]);
+        let handler = RemoteHandler::with_registry(move || reg.clone(), Arc::new(Metrics::new()));
+        let mut router = Router::new(|_| Ok(()));
+        router.mount("external/idm", Arc::new(handler));
+        assert!(!router.supports("external/idm/plain/managed/user", Capability::InFilter));
+        assert!(router.supports("external/idm/gw/managed/user", Capability::InFilter));
+        assert!(!router.supports("external/idm/nope/managed/user", Capability::InFilter));
+        assert!(!router.supports("external/idm", Capability::InFilter));
     }
 
     #[tokio::test]

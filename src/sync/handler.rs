@@ -1,7 +1,9 @@
 //! REST shells over [`SyncService`]:
 //!
 //! * `recon` (IDM's recon endpoint): `POST ?_action=recon&mapping=X[&waitForCompletion=true]`,
-//!   `POST ?_action=reconById&mapping=X&id=Y`, `GET` (list), `GET <id>`,
+//!   `POST ?_action=reconById&mapping=X&id=Y` (a body `{"allowEmptySourceSet": …,
+//!   "runTargetPhase": …}` overrides the mapping's settings for the run, as in IDM), `GET`
+//!   (list), `GET <id>`,
 //!   `POST <id>?_action=cancel`, `DELETE <id>`.
 //! * `sync`: `GET sync/mappings?_queryFilter=…` (processing order), `GET sync/mappings/<name>`,
 //!   `GET sync/queue?_queryFilter=…`, `GET sync/queue/<id>` and `DELETE sync/queue/<id>`
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::service::SyncService;
+use super::service::{RunOverrides, SyncService};
 use crate::crest::filter::{self, QueryFilter};
 use crate::crest::{
     Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError, Response,
@@ -42,7 +44,8 @@ impl RequestHandler for ReconHandler {
                 let wait = req
                     .param("waitForCompletion")
                     .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-                let run = svc.start(mapping, source_id).await?;
+                let overrides = RunOverrides::from_body(&req.body)?;
+                let run = svc.start_with(mapping, source_id, overrides).await?;
                 if wait {
                     run.wait().await;
                 }

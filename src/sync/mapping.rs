@@ -7,8 +7,9 @@
 //! saying scripting is not available:
 //!
 //! * `properties[]`: `target` (required), `source` (`""` is the whole source object),
-//!   `default`, `condition` (a `_queryFilter` string evaluated on
-//!   `{"object": <source>, "source": <source>, "linkQualifier": "default"}`) and `transform`
+//!   `default`, `condition` (a `_queryFilter` string evaluated on IDM's scope
+//!   `{"object": <source>, "source": <source>, "linkQualifier": "default"}`, see [`super::scope`])
+//!   and `transform`
 //!   in one of these declarative forms: `{"type": "template", "source": "${source.givenName}
 //!   ${source.sn}"}`, `{"type": "lowercase"|"uppercase"|"trim"}`, `{"type": "map", "values":
 //!   {"A": "active"}, "default": …}` (value lookup by the text of the value).
@@ -17,12 +18,17 @@
 //!   evaluated natively), the same tree as a single object, or `{"_queryFilter": "mail eq
 //!   \"${source.mail}\""}`. In a tree, a field `f` stands for `f eq <value>`, the value being the
 //!   mapped target value of `f` (the value the mapping would write), or the source's `f` when no
-//!   property maps to `f`; `all` needs every value, `any` uses the values present. In a template,
-//!   `${source.a.b}` is replaced by the source's value (strings JSON-escaped, to be written inside
-//!   quotes). A missing value means no correlation candidate.
+//!   property maps to `f`; `all` needs every value, `any` uses the values present. A template
+//!   is parsed once with `${source.a.b}` as value slots ([`FilterTemplate`]): the source's values
+//!   fill the parsed tree, never the filter text. A missing value means no correlation candidate.
 //! * `validSource`, `validTarget`, `sourceCondition`: `_queryFilter` strings (or
-//!   `{"_queryFilter": …}`) evaluated on the object.
-//! * `policies[]`: `{"situation", "action"}`; situations not listed take IDM's default action.
+//!   `{"_queryFilter": …}`) evaluated on IDM's scope objects (`/source/…`, `/target/…`); a
+//!   pointer outside the scope is refused at load with IDM's form in the message.
+//! * `allowEmptySourceSet` (IDM, default false) and the gateway extra `maxDeletes` (default
+//!   unlimited): the run's guards against wiping a target.
+//! * `policies[]`: `{"situation", "action", "condition"?}`; for a situation the first policy
+//!   whose `condition` (a `_queryFilter` on IDM's scope `{"object": <source>, "linkQualifier":
+//!   …}`) holds, or that has none, gives the action; otherwise IDM's default action.
 //! * `sourceQuery`/`targetQuery`: `{"_queryFilter": …}` or `{"_queryId": "query-all-ids"}`.
 //!
 //! This module is pure: it never reads files or talks to the router.
@@ -30,8 +36,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use super::scope::{FilterScope, FilterTemplate};
 use super::situation::{Action, Situation};
 use crate::crest::filter::{self, CompareOp, FilterValue, JsonPointer, QueryFilter};
 
@@ -62,13 +69,18 @@ pub struct Mapping {
     pub valid_source: Option<QueryFilter>,
     pub valid_target: Option<QueryFilter>,
     pub source_condition: Option<QueryFilter>,
-    /// Action per situation, the defaults filled in.
-    pub policies: HashMap<Situation, Action>,
+    /// The listed policies per situation, in file order; the defaults are not listed.
+    pub policies: HashMap<Situation, Vec<Policy>>,
     /// Name of the mapping whose links this one shares.
     pub links: Option<String>,
     pub enable_sync: bool,
     pub run_target_phase: bool,
     pub correlate_empty_target_set: bool,
+    /// A full run whose source query finds nothing goes on to the target phase (IDM's
+    /// `allowEmptySourceSet`; false: it fails before touching anything).
+    pub allow_empty_source_set: bool,
+    /// Gateway extra: most targets one run may delete (`None`: no limit).
+    pub max_deletes: Option<u64>,
     pub prefetch_links: bool,
     pub task_threads: usize,
     /// `_queryFilter` text of the source and target queries (`true` by default).
@@ -80,16 +92,58 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// The action for `situation` when no policy has a condition (or none holds without a
+    /// source).
     pub fn action(&self, situation: Situation) -> Action {
-        self.policies
-            .get(&situation)
-            .copied()
-            .unwrap_or_else(|| situation.default_action())
+        self.action_for(situation, None)
+    }
+
+    /// The action for `situation` of `source` (`None` when there is none): the first listed
+    /// policy whose condition holds on IDM's scope `{object, linkQualifier}`, else IDM's
+    /// default.
+    pub fn action_for(&self, situation: Situation, source: Option<&Value>) -> Action {
+        let listed = self.policies.get(&situation).map(Vec::as_slice);
+        let mut scope = None;
+        for policy in listed.unwrap_or_default() {
+            let holds = match &policy.condition {
+                None => true,
+                Some(c) => {
+                    let scope = scope.get_or_insert_with(|| {
+                        FilterScope::Policy.bind(source.unwrap_or(&Value::Null))
+                    });
+                    c.matches(scope)
+                }
+            };
+            if holds {
+                return policy.action;
+            }
+        }
+        situation.default_action()
     }
 
     /// The name under which links are stored (`links`, or the mapping's own name).
     pub fn link_type(&self) -> &str {
         self.links.as_deref().unwrap_or(&self.name)
+    }
+
+    /// `validSource` and `sourceCondition` on IDM's scope `{source, linkQualifier}`.
+    pub fn source_qualifies(&self, source: &Value) -> bool {
+        let mut filters = [&self.valid_source, &self.source_condition]
+            .into_iter()
+            .flatten()
+            .peekable();
+        if filters.peek().is_none() {
+            return true;
+        }
+        let scope = FilterScope::Source.bind(source);
+        filters.all(|f| f.matches(&scope))
+    }
+
+    /// `validTarget` on IDM's scope `{target, linkQualifier}`.
+    pub fn target_qualifies(&self, target: &Value) -> bool {
+        self.valid_target
+            .as_ref()
+            .is_none_or(|f| FilterScope::Target.matches(f, target))
     }
 
     /// The target object the mapping makes of `source` (only the mapped properties).
@@ -105,6 +159,13 @@ impl Mapping {
             _ => Map::new(),
         }
     }
+}
+
+/// One entry of `policies`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub condition: Option<QueryFilter>,
+    pub action: Action,
 }
 
 /// One entry of `properties`.
@@ -123,9 +184,7 @@ impl PropertyMapping {
     /// the (transformed) source value, or the default, or `null`.
     pub fn apply(&self, source: &Value) -> Option<Value> {
         if let Some(cond) = &self.condition {
-            let scope = json!({"object": source, "source": source,
-                               "linkQualifier": DEFAULT_LINK_QUALIFIER});
-            if !cond.matches(&scope) {
+            if !FilterScope::Property.matches(cond, source) {
                 return None;
             }
         }
@@ -220,19 +279,9 @@ impl Template {
             let end = after
                 .find('}')
                 .ok_or_else(|| format!("unterminated placeholder in '{text}'"))?;
-            let name = after[..end].trim();
-            let path = match name.strip_prefix("source") {
-                Some("") => JsonPointer::default(),
-                Some(p) if p.starts_with('.') && p.len() > 1 => {
-                    JsonPointer(p[1..].split('.').map(str::to_owned).collect())
-                }
-                _ => {
-                    return Err(format!(
-                    "placeholder '${{{name}}}' must name a source property, like ${{source.mail}}"
-                ))
-                }
-            };
-            parts.push(TemplatePart::Source(path));
+            parts.push(TemplatePart::Source(super::scope::placeholder(
+                after[..end].trim(),
+            )?));
             rest = &after[end + 1..];
         }
         if !rest.is_empty() {
@@ -264,7 +313,7 @@ impl Template {
 pub enum Correlation {
     Tree(TreeNode),
     /// A `_queryFilter` template.
-    Filter(Template),
+    Filter(FilterTemplate),
 }
 
 /// A node of an expression tree.
@@ -276,19 +325,12 @@ pub enum TreeNode {
 }
 
 impl Correlation {
-    /// The `_queryFilter` text that finds the candidates for `source` (whose mapped target
-    /// values are `mapped`); `None` when a needed value is missing (no candidate).
-    pub fn filter_for(&self, source: &Value, mapped: &Map<String, Value>) -> Option<String> {
+    /// The filter that finds the candidates for `source` (whose mapped target values are
+    /// `mapped`), built as a tree; `None` when a needed value is missing (no candidate).
+    pub fn filter_for(&self, source: &Value, mapped: &Map<String, Value>) -> Option<QueryFilter> {
         match self {
-            Correlation::Tree(node) => tree_filter(node, source, mapped).map(|f| f.to_string()),
-            Correlation::Filter(t) => t.render(source, |v| match v {
-                // Inside quotes: JSON escaping without the quotes.
-                Value::String(s) => serde_json::to_string(s)
-                    .ok()
-                    .map(|q| q[1..q.len() - 1].to_owned()),
-                Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
-                _ => None,
-            }),
+            Correlation::Tree(node) => tree_filter(node, source, mapped),
+            Correlation::Filter(t) => t.render(source),
         }
     }
 }
@@ -527,7 +569,7 @@ pub fn parse_mapping(
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| parse_property(item, i, &mut p))
+            .filter_map(|(i, item)| parse_property(item, i, &name, &mut p))
             .collect(),
         Some(_) => {
             p.add("'properties' must be an array".into());
@@ -535,10 +577,11 @@ pub fn parse_mapping(
         }
     };
     let correlation = parse_correlation(obj.get("correlationQuery"), &mut p);
-    let valid_source = filter_setting(obj, "validSource", &mut p);
-    let valid_target = filter_setting(obj, "validTarget", &mut p);
-    let source_condition = filter_setting(obj, "sourceCondition", &mut p);
-    let policies = parse_policies(obj.get("policies"), &mut p);
+    let valid_source = filter_setting(obj, "validSource", FilterScope::Source, &name, &mut p);
+    let valid_target = filter_setting(obj, "validTarget", FilterScope::Target, &name, &mut p);
+    let source_condition =
+        filter_setting(obj, "sourceCondition", FilterScope::Source, &name, &mut p);
+    let policies = parse_policies(obj.get("policies"), &name, &mut p);
     let links = match obj.get("links") {
         None | Some(Value::Null) => None,
         Some(Value::String(l)) if valid_name(l) => Some(l.clone()),
@@ -553,6 +596,17 @@ pub fn parse_mapping(
     let enable_sync = bool_setting(obj, "enableSync", true, &mut p);
     let run_target_phase = bool_setting(obj, "runTargetPhase", true, &mut p);
     let correlate_empty_target_set = bool_setting(obj, "correlateEmptyTargetSet", false, &mut p);
+    let allow_empty_source_set = bool_setting(obj, "allowEmptySourceSet", false, &mut p);
+    let max_deletes = match obj.get("maxDeletes") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n),
+            None => {
+                p.add("'maxDeletes' must be a whole number (0 or more)".into());
+                None
+            }
+        },
+    };
     let prefetch_links = bool_setting(obj, "prefetchLinks", false, &mut p);
     let task_threads = count_setting(
         obj,
@@ -587,6 +641,8 @@ pub fn parse_mapping(
         enable_sync,
         run_target_phase,
         correlate_empty_target_set,
+        allow_empty_source_set,
+        max_deletes,
         prefetch_links,
         task_threads,
         source_query,
@@ -699,11 +755,37 @@ fn filter_text(text: &str, what: &str, p: &mut Problems) -> Option<QueryFilter> 
     }
 }
 
-/// `validSource`-like settings: a filter string or `{"_queryFilter": …}`.
-fn filter_setting(obj: &Map<String, Value>, key: &str, p: &mut Problems) -> Option<QueryFilter> {
+/// A filter evaluated on `scope`: parsed, and refused when it has a pointer outside the
+/// scope (see [`FilterScope::check`]).
+fn scoped_filter(
+    text: &str,
+    what: &str,
+    scope: FilterScope,
+    mapping: &str,
+    p: &mut Problems,
+) -> Option<QueryFilter> {
+    let f = filter_text(text, what, p)?;
+    match scope.check(&f, what, mapping) {
+        Ok(()) => Some(f),
+        Err(e) => {
+            p.add(e);
+            None
+        }
+    }
+}
+
+/// `validSource`-like settings: a filter string or `{"_queryFilter": …}`, on `scope`.
+fn filter_setting(
+    obj: &Map<String, Value>,
+    key: &str,
+    scope: FilterScope,
+    mapping: &str,
+    p: &mut Problems,
+) -> Option<QueryFilter> {
+    let what = format!("'{key}'");
     match obj.get(key) {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => filter_text(s, &format!("'{key}'"), p),
+        Some(Value::String(s)) => scoped_filter(s, &what, scope, mapping, p),
         Some(v) if is_script(v) => {
             p.add(format!(
                 "'{key}' is a script: {NO_SCRIPTING} (a _queryFilter string)"
@@ -711,7 +793,7 @@ fn filter_setting(obj: &Map<String, Value>, key: &str, p: &mut Problems) -> Opti
             None
         }
         Some(v) => match v.get("_queryFilter").and_then(Value::as_str) {
-            Some(s) => filter_text(s, &format!("'{key}'"), p),
+            Some(s) => scoped_filter(s, &what, scope, mapping, p),
             None => {
                 p.add(format!(
                     "'{key}' must be a _queryFilter string or {{\"_queryFilter\": …}}"
@@ -755,7 +837,12 @@ fn query_setting(obj: &Map<String, Value>, key: &str, p: &mut Problems) -> Strin
     }
 }
 
-fn parse_property(item: &Value, i: usize, p: &mut Problems) -> Option<PropertyMapping> {
+fn parse_property(
+    item: &Value,
+    i: usize,
+    mapping: &str,
+    p: &mut Problems,
+) -> Option<PropertyMapping> {
     let at = format!("properties[{i}]");
     let Some(obj) = item.as_object() else {
         p.add(format!("{at} must be an object"));
@@ -782,7 +869,13 @@ fn parse_property(item: &Value, i: usize, p: &mut Problems) -> Option<PropertyMa
     };
     let condition = match obj.get("condition") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => filter_text(s, &format!("{at}: 'condition'"), p),
+        Some(Value::String(s)) => scoped_filter(
+            s,
+            &format!("{at}: 'condition'"),
+            FilterScope::Property,
+            mapping,
+            p,
+        ),
         Some(v) if is_script(v) => {
             p.add(format!(
                 "{at}: 'condition' is a script: {NO_SCRIPTING} (a _queryFilter string on /object)"
@@ -889,24 +982,13 @@ fn parse_correlation(v: Option<&Value>, p: &mut Problems) -> Option<Correlation>
             p.add("'correlationQuery._queryFilter' must be a string".into());
             return None;
         };
-        let template = match Template::parse(text) {
-            Ok(t) => t,
+        return match FilterTemplate::parse(text) {
+            Ok(t) => Some(Correlation::Filter(t)),
             Err(e) => {
                 p.add(format!("'correlationQuery._queryFilter': {e}"));
-                return None;
+                None
             }
         };
-        // The shape is checked with a neutral value in every placeholder.
-        let probe = template
-            .parts
-            .iter()
-            .map(|part| match part {
-                TemplatePart::Text(t) => t.clone(),
-                TemplatePart::Source(_) => "0".into(),
-            })
-            .collect::<String>();
-        filter_text(&probe, "'correlationQuery._queryFilter'", p)?;
-        return Some(Correlation::Filter(template));
     }
     if is_script(one) {
         p.add(format!("'correlationQuery' is a script: {NO_SCRIPTING} (an expressionTree or a _queryFilter template)"));
@@ -958,8 +1040,14 @@ fn parse_tree(v: &Value, depth: usize, p: &mut Problems) -> Option<TreeNode> {
     }
 }
 
-fn parse_policies(v: Option<&Value>, p: &mut Problems) -> HashMap<Situation, Action> {
-    let mut out = HashMap::new();
+fn parse_policies(
+    v: Option<&Value>,
+    mapping: &str,
+    p: &mut Problems,
+) -> HashMap<Situation, Vec<Policy>> {
+    let mut out: HashMap<Situation, Vec<Policy>> = HashMap::new();
+    // Where each situation got a policy without a condition (later ones never apply).
+    let mut unconditional: HashMap<Situation, usize> = HashMap::new();
     let items = match v {
         None | Some(Value::Null) => return out,
         Some(Value::Array(items)) => items,
@@ -1005,13 +1093,49 @@ fn parse_policies(v: Option<&Value>, p: &mut Problems) -> HashMap<Situation, Act
         if item.get("postAction").is_some_and(|v| !v.is_null()) {
             p.add(format!("{at}: 'postAction' is a script: {NO_SCRIPTING}"));
         }
-        if item.get("condition").is_some_and(|v| !v.is_null()) {
-            p.add(format!("{at}: policy conditions are not supported"));
-        }
-        if let (Some(s), Some(a)) = (situation, action) {
-            if out.insert(s, a).is_some() {
-                p.add(format!("{at}: situation {} is listed twice", s.as_str()));
+        let what = format!("{at}: 'condition'");
+        // `Err(())`: a condition that is not valid (already reported).
+        let condition: Result<Option<QueryFilter>, ()> = match item.get("condition") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(c)) => scoped_filter(c, &what, FilterScope::Policy, mapping, p)
+                .map(Some)
+                .ok_or(()),
+            Some(v) if is_script(v) => {
+                p.add(format!(
+                    "{what} is a script: {NO_SCRIPTING} (a _queryFilter string on /object)"
+                ));
+                Err(())
             }
+            Some(v) => match v.get("_queryFilter").and_then(Value::as_str) {
+                Some(c) => scoped_filter(c, &what, FilterScope::Policy, mapping, p)
+                    .map(Some)
+                    .ok_or(()),
+                None => {
+                    p.add(format!(
+                        "{what} must be a _queryFilter string or {{\"_queryFilter\": …}}"
+                    ));
+                    Err(())
+                }
+            },
+        };
+        let Ok(condition) = condition else {
+            continue;
+        };
+        if let (Some(s), Some(a)) = (situation, action) {
+            if let Some(first) = unconditional.get(&s) {
+                p.add(format!(
+                    "{at}: situation {} is already decided by policies[{first}], which has no \
+                     condition",
+                    s.as_str()
+                ));
+            }
+            if condition.is_none() {
+                unconditional.entry(s).or_insert(i);
+            }
+            out.entry(s).or_default().push(Policy {
+                condition,
+                action: a,
+            });
         }
     }
     out
@@ -1044,6 +1168,7 @@ pub fn set_pointer(doc: &mut Value, ptr: &JsonPointer, value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn base() -> Value {
         json!({"name": "u2o", "source": "managed/user", "target": "managed/other"})
@@ -1091,6 +1216,48 @@ mod tests {
         assert_eq!(m.action(Situation::Confirmed), Action::Update);
     }
 
+    /// IDM's policy conditions: the first policy of a situation whose condition holds on
+    /// `{object: <source>, linkQualifier}` (or that has none) decides; else the default.
+    #[test]
+    fn policy_conditions_pick_the_first_that_holds() {
+        let m = one(with(json!({"policies": [
+            {"situation": "UNQUALIFIED", "action": "UNLINK",
+             "condition": "/object/accountStatus eq \"inactive\""},
+            {"situation": "UNQUALIFIED", "action": "IGNORE",
+             "condition": {"_queryFilter": "/object/keep eq true"}},
+            {"situation": "CONFIRMED", "action": "IGNORE"}]})));
+        let inactive = json!({"accountStatus": "inactive", "keep": true});
+        let kept = json!({"accountStatus": "x", "keep": true});
+        let other = json!({"accountStatus": "x"});
+        assert_eq!(
+            m.action_for(Situation::Unqualified, Some(&inactive)),
+            Action::Unlink
+        );
+        assert_eq!(
+            m.action_for(Situation::Unqualified, Some(&kept)),
+            Action::Ignore
+        );
+        assert_eq!(
+            m.action_for(Situation::Unqualified, Some(&other)),
+            Action::Delete
+        );
+        assert_eq!(m.action_for(Situation::Unqualified, None), Action::Delete);
+        assert_eq!(
+            m.action_for(Situation::Confirmed, Some(&other)),
+            Action::Ignore
+        );
+
+        let p = problems(with(json!({"policies": [
+            {"situation": "ABSENT", "action": "IGNORE"},
+            {"situation": "ABSENT", "action": "CREATE", "condition": "/object/a pr"},
+            {"situation": "FOUND", "action": "LINK", "condition": "a pr"},
+            {"situation": "FOUND", "action": "LINK", "condition": {"type": "text/javascript", "source": "true"}}]})));
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(p[0].starts_with("policies[1]: situation ABSENT is already decided by policies[0]"));
+        assert!(p[1].contains("IDM's form: /object/a pr"), "{p:?}");
+        assert!(p[2].contains("scripting is not available"), "{p:?}");
+    }
+
     #[test]
     fn correlation_array_form_as_the_admin_ui_writes_it() {
         let m = one(with(json!({"correlationQuery": [{
@@ -1108,7 +1275,7 @@ mod tests {
             .unwrap();
         // mail is mapped (from email); userName is not mapped, so the source's; sn is mapped
         // to null, so it is left out of the `any`.
-        assert_eq!(f, r#"/mail eq "a@x" and /userName eq "alice""#);
+        assert_eq!(f.to_string(), r#"/mail eq "a@x" and /userName eq "alice""#);
         // A missing value in `all`: no candidate.
         let src = json!({"userName": "alice"});
         assert_eq!(
@@ -1132,7 +1299,7 @@ mod tests {
             .unwrap()
             .filter_for(&source, &Map::new())
             .unwrap();
-        assert_eq!(f, r#"/userName eq "bob""#);
+        assert_eq!(f.to_string(), r#"/userName eq "bob""#);
         let m = one(with(
             json!({"correlationQuery": {"expressionTree": {"all": ["age"]}}}),
         ));
@@ -1140,7 +1307,8 @@ mod tests {
             m.correlation
                 .unwrap()
                 .filter_for(&source, &Map::new())
-                .unwrap(),
+                .unwrap()
+                .to_string(),
             "/age eq 3"
         );
     }
@@ -1152,9 +1320,11 @@ mod tests {
         let c = m.correlation.unwrap();
         let source = json!({"mail": "a\"b\\c@x", "name": {"given": "Ann"}});
         let f = c.filter_for(&source, &Map::new()).unwrap();
-        assert_eq!(f, r#"mail eq "a\"b\\c@x" and name/given eq "Ann""#);
-        let parsed = filter::parse(&f).unwrap();
-        assert!(parsed.matches(&json!({"mail": "a\"b\\c@x", "name": {"given": "Ann"}})));
+        assert_eq!(
+            f.to_string(),
+            r#"/mail eq "a\"b\\c@x" and /name/given eq "Ann""#
+        );
+        assert!(f.matches(&json!({"mail": "a\"b\\c@x", "name": {"given": "Ann"}})));
         assert_eq!(c.filter_for(&json!({"mail": "m"}), &Map::new()), None);
     }
 
@@ -1233,15 +1403,16 @@ mod tests {
         let m = one(with(json!({
             "sourceQuery": {"_queryFilter": "accountStatus eq \"active\""},
             "targetQuery": {"_queryId": "query-all-ids"},
-            "validSource": "mail pr",
-            "sourceCondition": {"_queryFilter": "userName sw \"a\""}})));
+            "validSource": "/source/mail pr",
+            "validTarget": "/target/mail pr",
+            "sourceCondition": {"_queryFilter": "/source/userName sw \"a\""}})));
         assert_eq!(m.source_query, "accountStatus eq \"active\"");
         assert_eq!(m.target_query, "true");
-        assert!(m.valid_source.unwrap().matches(&json!({"mail": "x"})));
-        assert!(!m
-            .source_condition
-            .unwrap()
-            .matches(&json!({"userName": "bob"})));
+        assert!(m.source_qualifies(&json!({"mail": "x", "userName": "ann"})));
+        assert!(!m.source_qualifies(&json!({"mail": "x", "userName": "bob"})));
+        assert!(!m.source_qualifies(&json!({"userName": "ann"})));
+        assert!(m.target_qualifies(&json!({"mail": "x"})));
+        assert!(!m.target_qualifies(&json!({"sn": "x"})));
         let p = problems(with(json!({"sourceQuery": {"_queryId": "for-userName"}})));
         assert!(p[0].contains("not supported"), "{p:?}");
     }
@@ -1273,6 +1444,66 @@ mod tests {
         assert_eq!(out["userName"], Value::Null);
         assert_eq!(out["displayName"], Value::Null);
         assert!(!out.contains_key("sn"));
+    }
+
+    /// IDM's documented form works; the bare form, which never matched anything on IDM's
+    /// scope (and made every linked source UNQUALIFIED → DELETE), is refused at load.
+    #[test]
+    fn qualification_filters_use_idm_s_scope_and_bare_pointers_are_refused() {
+        let m = one(with(
+            json!({"sourceCondition": "/source/accountStatus eq \"active\""}),
+        ));
+        assert!(m.source_qualifies(&json!({"accountStatus": "active"})));
+        assert!(!m.source_qualifies(&json!({"accountStatus": "inactive"})));
+
+        let doc = json!({"mappings": [with(json!({
+            "sourceCondition": "accountStatus eq \"active\"",
+            "validSource": {"_queryFilter": "/source/mail pr"},
+            "validTarget": "mail pr",
+            "properties": [{"source": "", "target": "copy", "condition": "copyMe eq true"}]}))]});
+        let p = parse_sync(&doc).unwrap_err();
+        let expect = [
+            "mappings[0] ('u2o'): properties[0]: 'condition': '/copyMe' cannot match anything: \
+             mapping 'u2o' evaluates this filter on {\"object\": …, \"source\": …, \
+             \"linkQualifier\": …}, as IDM does; write it in IDM's form: /object/copyMe eq true",
+            "mappings[0] ('u2o'): 'validTarget': '/mail' cannot match anything: mapping 'u2o' \
+             evaluates this filter on {\"target\": …, \"linkQualifier\": …}, as IDM does; write \
+             it in IDM's form: /target/mail pr",
+            "mappings[0] ('u2o'): 'sourceCondition': '/accountStatus' cannot match anything: \
+             mapping 'u2o' evaluates this filter on {\"source\": …, \"linkQualifier\": …}, as \
+             IDM does; write it in IDM's form: /source/accountStatus eq \"active\"",
+        ];
+        assert_eq!(p, expect);
+        // A mapping file names its mapping in the message too.
+        let p = parse_config(
+            "mapping/hr",
+            &json!({"source": "managed/user", "target": "managed/other", "validSource": "a pr"}),
+        )
+        .unwrap_err();
+        assert!(
+            p[0].contains("mapping 'hr'") && p[0].contains("/source/a pr"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn empty_source_and_delete_guards() {
+        let m = one(base());
+        assert!(!m.allow_empty_source_set);
+        assert_eq!(m.max_deletes, None);
+        let m = one(with(json!({"allowEmptySourceSet": true, "maxDeletes": 0})));
+        assert!(m.allow_empty_source_set);
+        assert_eq!(m.max_deletes, Some(0));
+        let p = problems(with(
+            json!({"allowEmptySourceSet": "yes", "maxDeletes": -1}),
+        ));
+        assert_eq!(
+            p,
+            [
+                "'allowEmptySourceSet' must be true or false",
+                "'maxDeletes' must be a whole number (0 or more)"
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The sync hub: mappings, links, situations and policies, the reconciliation engine and its
 //! runs, and the `recon` and `sync` REST endpoints.
 //!
-//! Owns: mapping parsing and validation ([`mapping`]), situation assessment ([`situation`]),
+//! Owns: mapping parsing and validation ([`mapping`]), IDM's filter scopes and correlation
+//! templates ([`scope`]), situation assessment ([`situation`]),
 //! links (`link/<linkType>` in the store, [`links`]), run records (`recon/run` in the store,
 //! [`run`]), the engine ([`recon`]) and the service behind the endpoints ([`service`],
 //! [`handler`]).
@@ -26,6 +27,7 @@ pub mod mapping;
 pub mod queue;
 pub mod recon;
 pub mod run;
+pub mod scope;
 pub mod service;
 pub mod situation;
 

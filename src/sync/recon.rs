@@ -19,9 +19,18 @@
 //!   SOURCE_MISSING or TARGET_IGNORED. Nothing is remembered between pages, so memory grows
 //!   with the page size (a few pages), not with the object count.
 //! * A page that cannot be read (source, target or links) ends the run FAILED before anything
-//!   of that page is acted on: an unreachable source never looks like deleted sources.
-//!   A single object that fails is counted (`statusSummary.FAILURE`), logged with its id, and
-//!   the run goes on.
+//!   of that page is acted on: an unreachable source never looks like deleted sources. A
+//!   partial answer is unreadable too: a page whose envelope carries CREST's mid-stream
+//!   `error`, or a by-id read that comes back with a paging cookie (it was meant to be
+//!   whole), fails the page instead of making the objects left out look missing.
+//!   A single object that fails (an EXCEPTION action included) is counted
+//!   (`statusSummary.FAILURE`), logged with its id, and the run goes on with the next.
+//! * Guards against wiping a target: a full run whose source query finds nothing fails
+//!   before the target phase unless `allowEmptySourceSet` (IDM); a run that would delete
+//!   more than `maxDeletes` targets (gateway extra) refuses the next delete and stops. The
+//!   reason is the run's `failureReason`.
+//! * Batched reads by id use `_id in […]` only where the resource says it supports it
+//!   ([`Router::supports`]); elsewhere `_id eq … or …` chunks.
 //! * An update writes only the mapped properties that differ, so an unchanged re-run writes
 //!   nothing.
 
@@ -39,15 +48,17 @@ use super::run::{bump, Run, Stage};
 use super::situation::{assess_source, assess_target, Action, Situation, SourceFacts, TargetFacts};
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter, MAX_FILTER_LENGTH};
 use crate::crest::query::CountPolicy;
-use crate::crest::{Caller, Operation, QueryParams, Request, ResourceError, Response, Router};
+use crate::crest::{
+    Caller, Capability, Operation, QueryParams, Request, ResourceError, Response, Router,
+};
 use crate::metrics::Metrics;
 use crate::repo::Repo;
 
-/// Ids per batched read of a remote resource (`_id eq "a" or _id eq "b" …`): a real IDM's
-/// support of `in` is unconfirmed, and the filter travels in the URL.
+/// Ids per batched read of a resource without `in` (`_id eq "a" or _id eq "b" …`), such as
+/// a remote IDM, where the filter travels in the URL.
 const READ_BATCH: usize = 100;
-/// Ids per batched read of a resource of this gateway (`_id in '["a","b",…]'`, which the
-/// store answers from its primary key with one bound parameter): a whole default page.
+/// Ids per batched read of a resource with `in` (`_id in '["a","b",…]'`, which the store
+/// answers from its primary key with one bound parameter): a whole default page.
 const IN_BATCH: usize = 1000;
 /// Longest `_id in …` filter text sent, under the parser's [`MAX_FILTER_LENGTH`]; long ids
 /// (UUIDs: ~41 bytes each, escaped) make more, smaller queries.
@@ -60,6 +71,8 @@ const IN_FLIGHT_PER_THREAD: usize = 100;
 const READ_AHEAD: usize = 2;
 /// How often the stored run record is refreshed while the run is active.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// An object's failure when `maxDeletes` refused its delete.
+const REFUSED_DELETE: &str = "the delete was refused: the run reached its maxDeletes";
 /// Resource of the stored run records.
 pub const RUN_RESOURCE: &str = "recon/run";
 
@@ -221,6 +234,11 @@ pub struct Engine {
     last_save: std::sync::Mutex<Instant>,
     /// The last failure's reason (implicit sync records it in its retry queue).
     last_error: std::sync::Mutex<Option<String>>,
+    /// Source objects the source queries returned.
+    sources_seen: std::sync::atomic::AtomicU64,
+    /// Target deletes asked for, and those `maxDeletes` refused.
+    deletes: std::sync::atomic::AtomicU64,
+    refused_deletes: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -248,6 +266,9 @@ impl Engine {
             linking: Default::default(),
             last_save: std::sync::Mutex::new(Instant::now()),
             last_error: Default::default(),
+            sources_seen: Default::default(),
+            deletes: Default::default(),
+            refused_deletes: Default::default(),
         }
     }
 
@@ -257,12 +278,15 @@ impl Engine {
             Scope::All => self.clone().full().await,
             Scope::One(id) => self.clone().one(&id).await,
         };
+        // A delete refused by the guard stops the run whatever else happened.
+        let result = result.and_then(|()| self.check_deletes());
         match result {
             Ok(()) if self.run.is_canceled() => Stage::CompletedCanceled,
             Ok(()) => Stage::CompletedSuccess,
             Err(Stop::Canceled) => Stage::CompletedCanceled,
             Err(Stop::Failed(reason)) => {
                 self.note_error(&reason);
+                self.run.set_failure(&reason);
                 tracing::error!(mapping = %self.mapping.name, run = %self.run.id, reason = %reason,
                     "reconciliation failed");
                 Stage::CompletedFailed
@@ -314,6 +338,19 @@ impl Engine {
         let started = Instant::now();
         self.clone().source_phase().await?;
         self.run.time("sourcePhase", started.elapsed());
+        self.check_deletes()?;
+        if self.sources_seen.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && !self.mapping.allow_empty_source_set
+            && !self.run.is_canceled()
+        {
+            return Err(Stop::Failed(format!(
+                "Cannot reconcile from an empty data source, unless allowEmptySourceSet is true. \
+                 Mapping '{}': the source query of {} found no objects, so the run stopped \
+                 before the target phase and changed nothing; set allowEmptySourceSet to true \
+                 in the mapping or in the recon request to reconcile an empty source",
+                self.mapping.name, self.mapping.source
+            )));
+        }
         if self.mapping.run_target_phase && !self.run.is_canceled() {
             self.run.set_stage(Stage::ActiveReconcilingTarget);
             let started = Instant::now();
@@ -473,10 +510,17 @@ impl Engine {
                 self.run.set_source_total(page.total);
                 first = false;
             }
+            self.sources_seen.fetch_add(
+                page.results.len() as u64,
+                std::sync::atomic::Ordering::SeqCst,
+            );
             self.refresh_targets(&mut targets, read_after).await?;
 
             let mut tasks = JoinSet::new();
             for source in page.results {
+                if self.deletes_refused() {
+                    break;
+                }
                 let Some(id) = object_id(&source) else {
                     bump(&self.run.counters.failure);
                     tracing::warn!(mapping = %self.mapping.name, "source object without an _id skipped");
@@ -498,8 +542,14 @@ impl Engine {
             }
             let mut deferred = Vec::new();
             while let Some(done) = tasks.join_next().await {
-                if let Ok(Some(d)) = done {
-                    deferred.push(d);
+                match done {
+                    Ok(Some(d)) => deferred.push(d),
+                    Ok(None) => {}
+                    // A task that panicked: its object failed, the others go on.
+                    Err(e) => {
+                        bump(&self.run.counters.failure);
+                        self.note_error(&format!("processing a source failed: {e}"));
+                    }
                 }
             }
             if let Some(w) = writing.take() {
@@ -525,6 +575,7 @@ impl Engine {
             self.pages_done
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.save_now_and_then().await;
+            self.check_deletes()?;
         }
         Ok(())
     }
@@ -609,6 +660,9 @@ impl Engine {
 
             let mut tasks = JoinSet::new();
             for target in page.results {
+                if self.deletes_refused() {
+                    break;
+                }
                 let Some(id) = object_id(&target) else {
                     continue;
                 };
@@ -634,10 +688,57 @@ impl Engine {
                     drop(permit);
                 });
             }
-            while tasks.join_next().await.is_some() {}
+            while let Some(done) = tasks.join_next().await {
+                if let Err(e) = done {
+                    bump(&self.run.counters.failure);
+                    self.note_error(&format!("processing a target failed: {e}"));
+                }
+            }
             self.save_now_and_then().await;
+            self.check_deletes()?;
         }
         Ok(())
+    }
+
+    /// Takes one target delete under `maxDeletes`: false when it is refused (the run then
+    /// stops, see [`Self::check_deletes`]).
+    fn may_delete(&self) -> bool {
+        let Some(max) = self.mapping.max_deletes else {
+            return true;
+        };
+        if self
+            .deletes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            < max
+        {
+            return true;
+        }
+        self.refused_deletes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        false
+    }
+
+    fn deletes_refused(&self) -> bool {
+        self.refused_deletes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
+
+    /// The run's end when `maxDeletes` refused a delete.
+    fn check_deletes(&self) -> Result<(), Stop> {
+        let refused = self
+            .refused_deletes
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if refused == 0 {
+            return Ok(());
+        }
+        Err(Stop::Failed(format!(
+            "Mapping '{}': maxDeletes is {} and this run would delete more targets of {}; \
+             {refused} delete(s) refused and the run stopped",
+            self.mapping.name,
+            self.mapping.max_deletes.unwrap_or_default(),
+            self.mapping.target
+        )))
     }
 
     /// `reconById`: the source may be gone (SOURCE_MISSING, LINK_ONLY, ALL_GONE).
@@ -729,10 +830,7 @@ impl Engine {
             bump(&self.run.counters.links_processed);
         }
         let m = &self.mapping;
-        let qualifies = source.as_ref().is_some_and(|s| {
-            m.valid_source.as_ref().is_none_or(|f| f.matches(s))
-                && m.source_condition.as_ref().is_none_or(|f| f.matches(s))
-        });
+        let qualifies = source.as_ref().is_some_and(|s| m.source_qualifies(s));
         let mapped = match (&source, qualifies) {
             (Some(s), true) => Some(m.map_properties(s)),
             _ => None,
@@ -788,7 +886,7 @@ impl Engine {
             }
         }
         let situation = assess_source(facts);
-        let action = m.action(situation);
+        let action = m.action_for(situation, source.as_ref());
         let result = self
             .apply_source(situation, action, id, source.as_ref(), mapped, link, target)
             .await;
@@ -883,7 +981,7 @@ impl Engine {
             return Ok(Vec::new());
         };
         Ok(self
-            .query_page(&self.mapping.target, &filter, 2, None, false)
+            .query_page(&self.mapping.target, &filter.to_string(), 2, None, false)
             .await?
             .results)
     }
@@ -949,6 +1047,9 @@ impl Engine {
             }
             Action::Delete => {
                 if let Some(tid) = &target_id {
+                    if !self.may_delete() {
+                        return Err(REFUSED_DELETE.to_owned());
+                    }
                     self.touch(tid);
                     let t = Instant::now();
                     self.delete_object(&self.mapping.target, tid)
@@ -993,11 +1094,7 @@ impl Engine {
         if self.run.is_canceled() {
             return None;
         }
-        let qualifies = self
-            .mapping
-            .valid_target
-            .as_ref()
-            .is_none_or(|f| f.matches(target));
+        let qualifies = self.mapping.target_qualifies(target);
         assess_target(TargetFacts {
             qualifies,
             linked,
@@ -1015,6 +1112,7 @@ impl Engine {
         }
         let action = self.mapping.action(situation);
         let result = match action {
+            Action::Delete if !self.may_delete() => Err(REFUSED_DELETE.to_owned()),
             Action::Delete => {
                 let deleted = self.delete_object(&self.mapping.target, id).await;
                 match deleted {
@@ -1157,8 +1255,7 @@ impl Engine {
                 cookie: q.cookie,
                 total: q.total,
             }),
-            Response::Json(200, v) => page_from_envelope(v)
-                .ok_or_else(|| ResourceError::bad_gateway("the query answer is not a result page")),
+            Response::Json(200, v) => page_from_envelope(v).map_err(ResourceError::bad_gateway),
             _ => Err(ResourceError::bad_gateway(
                 "the query answer is not a result page",
             )),
@@ -1175,8 +1272,8 @@ impl Engine {
     }
 
     /// [`Self::read_many`] asking only for `fields`: one `_id in […]` query per
-    /// [`IN_BATCH`] ids on a resource of this gateway, `_id eq … or …` queries of
-    /// [`READ_BATCH`] ids on a remote one.
+    /// [`IN_BATCH`] ids on a resource that supports `in`, `_id eq … or …` queries of
+    /// [`READ_BATCH`] ids on one that does not (a remote IDM).
     async fn read_many_fields(
         &self,
         resource: &str,
@@ -1184,10 +1281,20 @@ impl Engine {
         fields: Option<&str>,
     ) -> Result<HashMap<String, Value>, ResourceError> {
         let mut out = HashMap::with_capacity(ids.len());
-        for filter in id_filters(resource, ids) {
+        let with_in = self.router.supports(resource, Capability::InFilter);
+        for filter in id_filters(with_in, ids) {
             let page = self
                 .query_page_fields(resource, &filter, 0, None, false, fields)
                 .await?;
+            if page.cookie.as_deref().is_some_and(|c| !c.is_empty()) {
+                // Asked without paging: a cookie says some of the objects were left out, and
+                // those must not be taken for missing.
+                return Err(ResourceError::bad_gateway(format!(
+                    "a read of {} objects of '{resource}' by id came back with a paging cookie \
+                     (a partial answer)",
+                    ids.len().min(IN_BATCH)
+                )));
+            }
             for obj in page.results {
                 if let Some(id) = object_id(&obj) {
                     out.insert(id, obj);
@@ -1198,19 +1305,13 @@ impl Engine {
     }
 }
 
-/// Whether `resource` is answered by a remote IDM (`external/idm/<name>/…`), whose support
-/// of the `in` operator is unconfirmed; every other resource is served by this gateway's
-/// own handlers (managed, internal, system), which evaluate `in`.
-fn is_remote(resource: &str) -> bool {
-    resource == "external" || resource.starts_with("external/")
-}
-
-/// The filters that select `ids` by `_id`, in order, each id in exactly one.
-fn id_filters(resource: &str, ids: &[String]) -> Vec<String> {
-    if is_remote(resource) {
-        ids.chunks(READ_BATCH).map(eq_filter).collect()
-    } else {
+/// The filters that select `ids` by `_id`, in order, each id in exactly one: `in` filters
+/// when the resource supports them (`with_in`), `or`-ed `eq` chunks otherwise.
+fn id_filters(with_in: bool, ids: &[String]) -> Vec<String> {
+    if with_in {
         in_filters(ids, IN_BATCH, IN_FILTER_BYTES)
+    } else {
+        ids.chunks(READ_BATCH).map(eq_filter).collect()
     }
 }
 
@@ -1277,12 +1378,20 @@ fn same_value(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn page_from_envelope(v: Value) -> Option<Page> {
+/// A query envelope as a page; one that carries an `error` member (a query that failed
+/// part-way) is no page.
+fn page_from_envelope(v: Value) -> Result<Page, String> {
+    let not_a_page = || "the query answer is not a result page".to_owned();
     let Value::Object(mut m) = v else {
-        return None;
+        return Err(not_a_page());
     };
+    if let Some(error) = m.get("error").filter(|e| !e.is_null()) {
+        return Err(format!(
+            "the query failed part-way through the page: {error}"
+        ));
+    }
     let Some(Value::Array(results)) = m.remove("result") else {
-        return None;
+        return Err(not_a_page());
     };
     let cookie = m
         .get("pagedResultsCookie")
@@ -1293,7 +1402,7 @@ fn page_from_envelope(v: Value) -> Option<Page> {
         .and_then(Value::as_i64)
         .filter(|t| *t >= 0)
         .map(|t| t as u64);
-    Some(Page {
+    Ok(Page {
         results,
         cookie,
         total,
@@ -1343,7 +1452,11 @@ mod tests {
             (p.results.len(), p.cookie.as_deref(), p.total),
             (1, Some("c"), None)
         );
-        assert!(page_from_envelope(json!({"code": 500})).is_none());
+        assert!(page_from_envelope(json!({"code": 500})).is_err());
+        // CREST's mid-stream failure: the results before the error are not the page.
+        let e = page_from_envelope(json!({"result": [{"_id": "a"}], "resultCount": 1,
+            "error": {"code": 500, "message": "gone"}}));
+        assert!(e.is_err_and(|e| e.contains("part-way")));
     }
 
     /// The ids of each filter, parsed back.
@@ -1388,21 +1501,17 @@ mod tests {
     }
 
     #[test]
-    fn remote_resources_get_or_chunks_local_ones_in() {
+    fn resources_without_in_get_or_chunks_the_others_in() {
         let ids: Vec<String> = (0..250).map(|i| format!("u{i}")).collect();
-        let local = id_filters("managed/user", &ids);
+        let local = id_filters(true, &ids);
         assert_eq!(local.len(), 1);
         assert_eq!(ids_of(&local[0]), ids);
-        assert_eq!(id_filters("system/ldap/account", &ids).len(), 1);
 
-        let remote = id_filters("external/idm/b/managed/user", &ids);
+        let remote = id_filters(false, &ids);
         assert_eq!(remote.len(), 3);
         assert_eq!(remote[2].matches(" or ").count(), 49);
         assert!(remote.iter().all(|f| !f.contains(" in ")));
-        assert_eq!(
-            id_filters("external/idm/b/managed/user", &ids[..1]),
-            ["/_id eq \"u0\""]
-        );
+        assert_eq!(id_filters(false, &ids[..1]), ["/_id eq \"u0\""]);
         let parsed = crate::crest::filter::parse(&remote[0]).unwrap();
         assert!(parsed.matches(&json!({"_id": "u99"})));
         assert!(!parsed.matches(&json!({"_id": "u100"})));

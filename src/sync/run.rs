@@ -1,7 +1,8 @@
 //! One reconciliation run: its stage, live counters and the JSON record IDM returns for
 //! `GET /openidm/recon/<id>` (crest-wire.md §7), keys in IDM's order: `_id, mapping, state,
 //! stage, stageDescription, progress, situationSummary, statusSummary, durationSummary,
-//! parameters, started, ended, duration`.
+//! parameters, started, ended, duration`, then, on a failed run, the gateway extra
+//! `failureReason` (why it stopped: IDM only logs it).
 //!
 //! Counters are atomics so workers update them without locks; the record is built on
 //! demand (and stored by the engine, so it survives a restart).
@@ -133,6 +134,8 @@ pub struct Run {
     cancel: AtomicBool,
     cancel_notify: Notify,
     done: watch::Sender<bool>,
+    /// Why the run stopped early, when it failed as a whole.
+    failure: Mutex<Option<String>>,
 }
 
 impl Run {
@@ -152,6 +155,7 @@ impl Run {
             cancel: AtomicBool::new(false),
             cancel_notify: Notify::new(),
             done: watch::channel(false).0,
+            failure: Mutex::new(None),
         }
     }
 
@@ -196,6 +200,11 @@ impl Run {
         s.count += 1;
         s.sum = s.sum.saturating_add(us);
         s.sum_sq += (us as f64) * (us as f64);
+    }
+
+    /// Records why the run failed as a whole (shown as `failureReason`).
+    pub fn set_failure(&self, reason: &str) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
     }
 
     /// Asks the run to stop; returns false when it had already finished.
@@ -310,6 +319,9 @@ impl Run {
         out.insert("started".into(), json!(iso8601(self.started)));
         out.insert("ended".into(), json!(ended_text));
         out.insert("duration".into(), json!(duration));
+        if let Some(reason) = &*self.failure.lock().unwrap_or_else(|e| e.into_inner()) {
+            out.insert("failureReason".into(), json!(reason));
+        }
         Value::Object(out)
     }
 }
@@ -387,8 +399,22 @@ mod tests {
         assert_eq!(v["stageDescription"], "reconciliation completed.");
         assert_eq!(v["progress"]["source"]["existing"]["total"], "0");
         assert!(v["ended"].as_str().unwrap().ends_with('Z'));
+        assert!(v.get("failureReason").is_none());
         // A finished run cannot be canceled or moved back.
         assert!(!run.cancel());
         assert_eq!(run.stage(), Stage::CompletedSuccess);
+
+        let run = Run::new("m", json!({}));
+        run.set_failure("why");
+        run.finish(Stage::CompletedFailed);
+        let v = run.to_json();
+        assert_eq!(
+            (&v["state"], &v["failureReason"]),
+            (&json!("FAILED"), &json!("why"))
+        );
+        assert_eq!(
+            v.as_object().unwrap().keys().next_back().unwrap(),
+            "failureReason"
+        );
     }
 }

@@ -291,7 +291,19 @@ impl SyncService {
         mapping: &str,
         source_id: Option<String>,
     ) -> Result<Arc<Run>, ResourceError> {
+        self.start_with(mapping, source_id, RunOverrides::default())
+            .await
+    }
+
+    /// [`Self::start`] with the mapping settings a recon request's body overrides.
+    pub async fn start_with(
+        self: &Arc<Self>,
+        mapping: &str,
+        source_id: Option<String>,
+        overrides: RunOverrides,
+    ) -> Result<Arc<Run>, ResourceError> {
         let (all, m) = self.mapping(mapping)?;
+        let m = overrides.apply(m);
         let links = self.link_store(&all, &m)?;
         self.check_links(&links).await?;
         let router = self.router()?;
@@ -307,6 +319,12 @@ impl SyncService {
             "targetQuery".into(),
             json!({"resourceName": m.target, "_queryFilter": m.target_query}),
         );
+        if let Some(v) = overrides.allow_empty_source_set {
+            parameters.insert("allowEmptySourceSet".into(), json!(v));
+        }
+        if let Some(v) = overrides.run_target_phase {
+            parameters.insert("runTargetPhase".into(), json!(v));
+        }
         let run = Arc::new(Run::new(&m.name, Value::Object(parameters)));
         {
             let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
@@ -524,6 +542,51 @@ impl SyncService {
             }
         }
         Ok(Value::Array(out))
+    }
+}
+
+/// Mapping settings a recon request's body overrides for one run, as IDM allows
+/// (idm-model-and-scripts.md §4.2): `{"allowEmptySourceSet": true, "runTargetPhase": false}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunOverrides {
+    pub allow_empty_source_set: Option<bool>,
+    pub run_target_phase: Option<bool>,
+}
+
+impl RunOverrides {
+    /// From a request body (`null` or absent: none); a setting that is not a boolean is a 400.
+    pub fn from_body(body: &Value) -> Result<RunOverrides, ResourceError> {
+        let flag = |key: &str| match body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ResourceError::bad_request(format!(
+                "'{key}' in the reconciliation request must be true or false"
+            ))),
+        };
+        if !(body.is_null() || body.is_object()) {
+            return Err(ResourceError::bad_request(
+                "the body of a reconciliation request must be a JSON object",
+            ));
+        }
+        Ok(RunOverrides {
+            allow_empty_source_set: flag("allowEmptySourceSet")?,
+            run_target_phase: flag("runTargetPhase")?,
+        })
+    }
+
+    /// `mapping` with these settings in place (itself when there are none).
+    fn apply(self, mapping: Arc<Mapping>) -> Arc<Mapping> {
+        if self == RunOverrides::default() {
+            return mapping;
+        }
+        let mut m = (*mapping).clone();
+        if let Some(v) = self.allow_empty_source_set {
+            m.allow_empty_source_set = v;
+        }
+        if let Some(v) = self.run_target_phase {
+            m.run_target_phase = v;
+        }
+        Arc::new(m)
     }
 }
 

@@ -193,12 +193,17 @@ pub struct TargetFacts {
 
 /// The target-phase situation (IDM's `TargetSyncOperation`); `None` for a target whose
 /// source exists (the source phase handled it).
+///
+/// A target linked to an existing source was handled by the source phase, whether or not it
+/// passes `validTarget` (as in IDM, whose target phase only sees the targets the source phase
+/// left): assessing it again would count it twice, and a TARGET_IGNORED policy such as
+/// DELETE would remove the target of a live source.
 pub fn assess_target(f: TargetFacts) -> Option<Situation> {
-    match (f.qualifies, f.linked, f.linked_source_exists) {
-        (false, _, _) => Some(Situation::TargetIgnored),
-        (true, false, _) => Some(Situation::Unassigned),
-        (true, true, false) => Some(Situation::SourceMissing),
-        (true, true, true) => None,
+    match (f.linked, f.linked_source_exists, f.qualifies) {
+        (true, true, _) => None,
+        (_, _, false) => Some(Situation::TargetIgnored),
+        (false, _, true) => Some(Situation::Unassigned),
+        (true, false, true) => Some(Situation::SourceMissing),
     }
 }
 
@@ -256,7 +261,9 @@ mod tests {
             linked,
             linked_source_exists: source,
         };
-        assert_eq!(assess_target(t(false, true, true)), Some(TargetIgnored));
+        // Linked to a live source: the source phase's, even when it fails validTarget.
+        assert_eq!(assess_target(t(false, true, true)), None);
+        assert_eq!(assess_target(t(false, true, false)), Some(TargetIgnored));
         assert_eq!(assess_target(t(false, false, false)), Some(TargetIgnored));
         assert_eq!(assess_target(t(true, false, false)), Some(Unassigned));
         assert_eq!(assess_target(t(true, true, false)), Some(SourceMissing));

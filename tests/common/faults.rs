@@ -196,3 +196,54 @@ impl GarbageUpstream {
     }
 }
 fault_accessors!(GarbageUpstream);
+
+/// A fake remote IDM for fault injection in what a CREST answer *says* (not in the transport):
+/// every request gets `200` with the JSON `answer(target)` returns, `target` being the
+/// request's path and query string, percent-decoded (`/openidm/managed/user?_queryFilter=…`).
+/// One request per connection (`Connection: close`). The targets asked are kept in order.
+pub struct ScriptedCrest {
+    inner: FaultServer,
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ScriptedCrest {
+    pub fn start(answer: impl Fn(&str) -> serde_json::Value + Send + Sync + 'static) -> Self {
+        let answer = Arc::new(answer);
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        let inner = FaultServer::start("scripted-crest", move |mut stream| {
+            let answer = answer.clone();
+            let log = log.clone();
+            async move {
+                let head = read_head(&mut stream).await;
+                let head = String::from_utf8_lossy(&head);
+                let raw = head.split_whitespace().nth(1).unwrap_or("/");
+                let target = percent_decode(raw);
+                log.lock().unwrap().push(target.clone());
+                let body = answer(&target).to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.flush().await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        Self { inner, asked }
+    }
+
+    /// The request targets received so far.
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+fault_accessors!(ScriptedCrest);
+
+/// `+` (a space in a query string) and `%XX` decoded; bytes that are not UTF-8 replaced.
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}

@@ -86,3 +86,62 @@ pub fn situations(run: &Value) -> Vec<(String, u64)> {
         .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
         .collect()
 }
+
+/// Runs `mapping` to completion with `body` as the recon request's body (IDM's overrides,
+/// e.g. `{"allowEmptySourceSet": true}`) and returns the stored run.
+pub async fn recon_with(gw: &super::Gateway, mapping: &str, body: &Value) -> Value {
+    let r = gw
+        .post(&format!(
+            "/openidm/recon?_action=recon&mapping={mapping}&waitForCompletion=true"
+        ))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let started: Value = r.json().await.unwrap();
+    assert_ne!(started["state"], "ACTIVE", "{started}");
+    get_run(gw, started["_id"].as_str().unwrap()).await
+}
+
+/// `reconById` of one source id, to completion; the stored run.
+pub async fn recon_by_id(gw: &super::Gateway, mapping: &str, id: &str) -> Value {
+    let r = gw
+        .post(&format!(
+            "/openidm/recon?_action=reconById&mapping={mapping}&id={id}&waitForCompletion=true"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let started: Value = r.json().await.unwrap();
+    get_run(gw, started["_id"].as_str().unwrap()).await
+}
+
+/// Every object of `resource` (`managed/other`), sorted by `userName`.
+pub async fn all_of(gw: &super::Gateway, resource: &str) -> Vec<Value> {
+    let v: Value = gw
+        .get(&format!(
+            "/openidm/{resource}?_queryFilter=true&_sortKeys=userName"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["result"].as_array().unwrap().clone()
+}
+
+/// `(SUCCESS, FAILURE)` of a run's `statusSummary`.
+pub fn status(run: &Value) -> (u64, u64) {
+    (
+        run["statusSummary"]["SUCCESS"].as_u64().unwrap(),
+        run["statusSummary"]["FAILURE"].as_u64().unwrap(),
+    )
+}
+
+/// `[("ABSENT", 2)]` as [`situations`] returns them.
+pub fn pairs(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}

@@ -23,7 +23,9 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-pub use faults::{GarbageUpstream, HangingUpstream, ResettingUpstream, SlowBodyUpstream};
+pub use faults::{
+    GarbageUpstream, HangingUpstream, ResettingUpstream, ScriptedCrest, SlowBodyUpstream,
+};
 pub use gateway::{basic_instance, bearer_instance, Gateway, GatewayBuilder, ADMIN_USER};
 pub use oauth::OidcProvider;
 pub use pki::TestPki;
