@@ -357,3 +357,92 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Seed 002's conditional table for `PUT`, on every store-backed resource: `If-Match` (a
+/// revision or `*`) only updates, so on a missing object it is a 404 and nothing is created;
+/// `If-None-Match: *` only creates (412 when the object exists); only a `PUT` with neither
+/// header creates when absent.
+#[tokio::test]
+async fn put_conditional_headers_follow_the_seed_table() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    let bodies = [
+        ("managed/user", json!({"userName": "c1", "sn": "s", "givenName": "g", "mail": "m"})),
+        ("internal/user", json!({"password": "Passw0rd-long-enough", "authzRoles": []})),
+        ("internal/role", json!({"name": "c1", "description": "d"})),
+    ];
+    for (resource, body) in bodies {
+        let path = format!("/openidm/{resource}/cond-1");
+        for if_match in ["*", "\"0\"", "3"] {
+            let (s, v) = common::json_of(
+                gw.put(&path)
+                    .header("If-Match", if_match)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(s, 404, "{resource} If-Match {if_match}: {v}");
+            assert_eq!(v["reason"], "Not Found", "{v}");
+            let s = gw.get(&path).send().await.unwrap().status();
+            assert_eq!(s, 404, "{resource}: If-Match {if_match} created the object");
+        }
+        // Create-only: creates once, then 412 and the object is unchanged.
+        let r = gw
+            .put(&path)
+            .header("If-None-Match", "*")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{resource}");
+        let (s, before) = common::json_of(gw.get(&path).send().await.unwrap()).await;
+        assert_eq!(s, 200);
+        let (s, v) = common::json_of(
+            gw.put(&path)
+                .header("If-None-Match", "*")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 412, "{resource}: {v}");
+        let (_, after) = common::json_of(gw.get(&path).send().await.unwrap()).await;
+        assert_eq!(before["_rev"], after["_rev"], "{resource}: a refused create wrote");
+        // If-Match: * now updates; neither header upserts a new id.
+        let r = gw
+            .put(&path)
+            .header("If-Match", "*")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{resource}");
+        // Unique properties (userName, name) need a value of their own.
+        let mut other = body.clone();
+        for unique in ["userName", "name"] {
+            if other.get(unique).is_some() {
+                other[unique] = json!("c2");
+            }
+        }
+        let r = gw
+            .put(&format!("/openidm/{resource}/cond-2"))
+            .json(&other)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{resource}: {}", r.status());
+        assert_eq!(
+            gw.get(&format!("/openidm/{resource}/cond-2"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}

@@ -21,7 +21,7 @@ pub enum Operation {
     /// `PUT` + `If-None-Match: *` (`new_id` = last path segment; the path is the collection).
     Create { new_id: Option<String> },
     /// `PUT`: replace. `rev` from `If-Match` (None or `*`: any revision). `upsert`: create
-    /// when absent (CREST protocol 2 PUT without `If-None-Match`).
+    /// when absent (a PUT with neither `If-Match` nor `If-None-Match`).
     Update { rev: Option<String>, upsert: bool },
     /// `PATCH` with a JSON patch body; `rev` from `If-Match`.
     Patch { rev: Option<String> },
