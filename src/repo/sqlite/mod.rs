@@ -28,8 +28,10 @@
 //!
 //! # Revisions
 //!
-//! A per-object counter, "0" at creation. Deleting an object and creating it again starts
-//! again at "0" (as IDM's JDBC repository does).
+//! One store-wide sequence: every create and update takes the next number (decimal text),
+//! so a revision never repeats for an id, across delete and re-create and across restarts
+//! (IDM's JDBC repository restarts a re-created object at "0", so a client holding the old
+//! object's revision would match the new one by accident).
 
 mod schema;
 mod sql;
@@ -149,11 +151,12 @@ impl SqliteRepo {
                 .into_iter()
                 .collect::<HashMap<_, _>>(),
         ));
+        let next_rev = schema::load_next_rev(&conn)?;
         let (commands, rx) = mpsc::channel();
         let writer_tables = tables.clone();
         let writer = std::thread::Builder::new()
             .name("repo-writer".into())
-            .spawn(move || writer::run(conn, rx, writer_tables))
+            .spawn(move || writer::run(conn, rx, writer_tables, next_rev))
             .map_err(|e| RepoError::Internal(format!("starting the store writer: {e}")))?;
         Ok(SqliteRepo {
             inner: Arc::new(Inner {

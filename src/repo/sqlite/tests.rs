@@ -350,60 +350,6 @@ fn dataset() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// What the in-memory evaluator answers (written by hand here from the contract in
-/// `sql.rs`; `QueryFilter::matches` did not exist yet).
-fn reference(filter: &QueryFilter, id: &str, v: &Value) -> bool {
-    let get = |p: &JsonPointer| -> Option<Value> {
-        match p.tokens() {
-            [t] if t == "_id" => Some(Value::String(id.to_string())),
-            [t] if t == "_rev" => Some(Value::String("0".into())),
-            _ => p.resolve(v).cloned(),
-        }
-    };
-    fn scalar(v: &Value, op: CompareOp, lit: &FilterValue) -> bool {
-        use std::cmp::Ordering;
-        let ord: Option<Ordering> = match (v, lit) {
-            (Value::String(a), FilterValue::String(b)) => match op {
-                CompareOp::Co => return a.contains(b.as_str()),
-                CompareOp::Sw => return a.starts_with(b.as_str()),
-                _ => Some(a.as_str().cmp(b.as_str())),
-            },
-            (Value::Number(a), FilterValue::Integer(b)) => match a.as_i64() {
-                Some(a) => Some(a.cmp(b)),
-                None => a.as_f64().and_then(|a| a.partial_cmp(&(*b as f64))),
-            },
-            (Value::Number(a), FilterValue::Float(b)) => a.as_f64().and_then(|a| a.partial_cmp(b)),
-            (Value::Bool(a), FilterValue::Bool(b)) => Some(a.cmp(b)),
-            _ => None,
-        };
-        let Some(ord) = ord else { return false };
-        match op {
-            CompareOp::Eq => ord == Ordering::Equal,
-            CompareOp::Lt => ord == Ordering::Less,
-            CompareOp::Le => ord != Ordering::Greater,
-            CompareOp::Gt => ord == Ordering::Greater,
-            CompareOp::Ge => ord != Ordering::Less,
-            CompareOp::Co | CompareOp::Sw => false,
-        }
-    }
-    match filter {
-        QueryFilter::True => true,
-        QueryFilter::False => false,
-        QueryFilter::And(fs) => fs.iter().all(|f| reference(f, id, v)),
-        QueryFilter::Or(fs) => fs.iter().any(|f| reference(f, id, v)),
-        QueryFilter::Not(f) => !reference(f, id, v),
-        QueryFilter::Present(p) => get(p).is_some_and(|x| !x.is_null()),
-        QueryFilter::Compare { field, op, value } => match get(field) {
-            Some(Value::Array(items)) => items.iter().any(|x| scalar(x, *op, value)),
-            Some(x) => scalar(&x, *op, value),
-            None => false,
-        },
-        QueryFilter::In { field, values } => {
-            matches!(get(field), Some(Value::String(x)) if values.contains(&x))
-        }
-    }
-}
-
 fn filters() -> Vec<QueryFilter> {
     use CompareOp::*;
     use FilterValue::{Bool, Float, Integer};
@@ -437,7 +383,10 @@ fn filters() -> Vec<QueryFilter> {
             ("/we\"i'rd key", s("v")),
             ("_id", s("c")),
             ("_id", Integer(1)),
-            ("_rev", s("0")),
+            ("_rev", s("1")),
+            ("/nums/1", Integer(2)),
+            ("/tags/0", s("x")),
+            ("/age/0", Integer(31)),
             ("obj", s("{\"k\":1}")),
             ("missing", s("x")),
         ] {
@@ -454,6 +403,8 @@ fn filters() -> Vec<QueryFilter> {
         "_id",
         "/we\"i'rd key",
         "/",
+        "/tags/0",
+        "/nums/2",
     ] {
         out.push(QueryFilter::Present(ptr(field)));
         out.push(QueryFilter::Not(Box::new(QueryFilter::Present(ptr(field)))));
@@ -490,18 +441,40 @@ fn filters() -> Vec<QueryFilter> {
     out
 }
 
+/// The stored objects as the in-memory evaluator sees them: content with `_id` and `_rev`.
+async fn stored_documents(repo: &SqliteRepo, resource: &str) -> Vec<(String, Value)> {
+    let all = repo
+        .query(resource, query(&QueryFilter::True, &[]))
+        .await
+        .unwrap();
+    all.results
+        .into_iter()
+        .map(|o| {
+            let mut doc = o.content;
+            doc.insert("_id".into(), json!(o.id));
+            doc.insert("_rev".into(), json!(o.rev));
+            (o.id, Value::Object(doc))
+        })
+        .collect()
+}
+
+/// Every filter of [`filters`] selects in SQL exactly what `QueryFilter::matches` selects
+/// in memory.
 async fn check_filters(repo: &SqliteRepo) {
-    let data = dataset();
+    let docs = stored_documents(repo, USERS).await;
+    let mut failures = Vec::new();
     for f in filters() {
         let page = repo.query(USERS, query(&f, &[])).await.unwrap();
-        let mut want: Vec<String> = data
+        let want: Vec<String> = docs
             .iter()
-            .filter(|(id, v)| reference(&f, id, v))
-            .map(|(id, _)| id.to_string())
+            .filter(|(_, doc)| f.matches(doc))
+            .map(|(id, _)| id.clone())
             .collect();
-        want.sort();
-        assert_eq!(ids(&page), want, "filter {f:?}");
+        if ids(&page) != want {
+            failures.push(format!("{f:?}: sql {:?}, eval {want:?}", ids(&page)));
+        }
     }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[tokio::test]
@@ -918,7 +891,9 @@ async fn old_schema_is_migrated_and_newer_refused() {
             )
             .await
             .unwrap();
-        assert_eq!(o.rev, "5");
+        // The store-wide revision sequence starts above every per-object counter an old
+        // store can hold, so no revision it ever issued (even to a deleted object) returns.
+        assert_eq!(o.rev, (1u64 << 32).to_string());
     }
     let conn = Connection::open(&path).unwrap();
     let version: u32 = conn
@@ -1123,4 +1098,88 @@ async fn ids_only_queries_skip_bodies_but_page_the_same() {
     }
     assert_eq!(seen_full, vec!["u6", "u5", "u4", "u3", "u2"]);
     assert_eq!(seen_full, seen_bare);
+}
+
+/// A client holding a revision of a deleted object must not match the object created again
+/// under the same id, not even after the store is reopened: revisions never repeat for an id.
+#[tokio::test]
+async fn revisions_never_repeat_across_delete_and_recreate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = HashSet::new();
+    {
+        let repo = SqliteRepo::open(dir.path()).unwrap();
+        for round in 0..3 {
+            let o = create(&repo, "u1", json!({"round": round})).await;
+            assert!(seen.insert(o.rev.clone()), "{} repeated", o.rev);
+            let o = repo
+                .update(USERS, "u1", Some(&o.rev), obj(json!({"n": 1})), WriteOptions::default())
+                .await
+                .unwrap();
+            assert!(seen.insert(o.rev.clone()), "{} repeated", o.rev);
+            repo.delete(USERS, "u1", Some(&o.rev)).await.unwrap();
+        }
+    }
+    let repo = SqliteRepo::open(dir.path()).unwrap();
+    let o = create(&repo, "u1", json!({"round": "reopened"})).await;
+    assert!(seen.insert(o.rev.clone()), "{} repeated after reopening", o.rev);
+    for old in &seen {
+        if *old == o.rev {
+            continue;
+        }
+        let stale = repo
+            .update(USERS, "u1", Some(old), obj(json!({})), WriteOptions::default())
+            .await;
+        assert!(
+            matches!(stale, Err(RepoError::RevisionMismatch { .. })),
+            "old revision {old}: {stale:?}"
+        );
+        assert!(matches!(
+            repo.delete(USERS, "u1", Some(old)).await,
+            Err(RepoError::RevisionMismatch { .. })
+        ));
+    }
+    // Batched writes draw from the same sequence.
+    repo.delete(USERS, "u1", None).await.unwrap();
+    let out = repo
+        .batch(vec![WriteOp::Create {
+            resource: USERS.into(),
+            id: "u1".into(),
+            content: obj(json!({})),
+        }])
+        .await;
+    let rev = out[0].as_ref().unwrap().rev.clone();
+    assert!(seen.insert(rev.clone()), "{rev} repeated by a batch");
+}
+
+/// The shared conformance table, answered by SQL: the store selects exactly what the
+/// in-memory evaluator selects (`crest::filter::eval` runs the same table), without indexes
+/// and with every property indexed.
+#[tokio::test]
+async fn filter_conformance_table() {
+    use crate::crest::filter::{conformance, parse};
+    let repo = SqliteRepo::open_temporary().unwrap();
+    for (id, doc) in conformance::documents() {
+        create(&repo, id, doc).await;
+    }
+    async fn answers(repo: &SqliteRepo) -> std::collections::HashMap<&'static str, Vec<String>> {
+        let mut out = std::collections::HashMap::new();
+        for (text, _) in conformance::CASES {
+            let filter = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let page = repo
+                .query(USERS, query(&filter, &[]))
+                .await
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            out.insert(*text, ids(&page));
+        }
+        out
+    }
+    let unindexed = answers(&repo).await;
+    conformance::check(|text| unindexed[text].clone());
+    let fields: Vec<JsonPointer> = ["userName", "age", "active", "tags", "mail", "nums", "/mail/0", "/obj/0"]
+        .iter()
+        .map(|f| ptr(f))
+        .collect();
+    repo.set_indexes(USERS, &fields).await.unwrap();
+    let indexed = answers(&repo).await;
+    conformance::check(|text| indexed[text].clone());
 }
