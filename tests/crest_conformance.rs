@@ -446,3 +446,60 @@ async fn put_conditional_headers_follow_the_seed_table() {
         );
     }
 }
+
+/// A client that read an object before it was deleted and created again must not overwrite
+/// the new object with its old `_rev`: revisions never repeat for an id.
+#[tokio::test]
+async fn stale_rev_of_a_deleted_object_is_412_on_the_recreated_one() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    let body = json!({"userName": "again", "sn": "s", "givenName": "g", "mail": "m"});
+    let path = "/openidm/managed/user/again";
+    let mut old_revs = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = common::json_of(
+            gw.put(path)
+                .header("If-None-Match", "*")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        old_revs.push(v["_rev"].as_str().unwrap().to_owned());
+        let r = gw.delete(path).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = gw
+        .put(path)
+        .header("If-None-Match", "*")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for rev in &old_revs {
+        let (s, v) = common::json_of(
+            gw.put(path)
+                .header("If-Match", format!("\"{rev}\""))
+                .json(&json!({"userName": "again", "sn": "overwritten", "givenName": "g", "mail": "m"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 412, "old _rev {rev}: {v}");
+        let r = gw
+            .delete(path)
+            .header("If-Match", format!("\"{rev}\""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 412, "old _rev {rev}");
+    }
+    let (_, v) = common::json_of(gw.get(path).send().await.unwrap()).await;
+    assert_eq!(v["sn"], "s");
+}
