@@ -472,10 +472,6 @@ impl ObjectSet<'_> {
                 requirement: "UNIQUE",
                 params: None,
             }]),
-            RepoError::Internal(msg) => {
-                tracing::error!(resource = %self.schema.resource, error = %msg, "store failure");
-                ResourceError::internal("The store failed to process the request")
-            }
             e => e.into(),
         }
     }

@@ -3,10 +3,12 @@
 //!
 //! [`Repo`] is what handlers see; [`sqlite::SqliteRepo`] is the embedded default. A
 //! PostgreSQL implementation fills the same trait without touching handlers. SQL stays in
-//! this module; handlers never see it.
+//! this module; handlers never see it. Errors are [`RepoError`]s: how a request is answered
+//! when the store fails is the handlers' side's business (`crate::store_error`).
 //!
 //! Contract every implementation keeps:
-//! * `rev` changes on every write and is an opaque string to callers.
+//! * `rev` changes on every write, never repeats for an id (not across delete and
+//!   re-create either) and is an opaque string to callers.
 //! * Conditional writes (`rev: Some(..)`) are atomic: of two writers holding the same
 //!   revision exactly one succeeds, the other gets [`RepoError::RevisionMismatch`].
 //! * A write that returned `Ok` is durable (survives `kill -9` of the process).
@@ -19,7 +21,6 @@ use serde_json::{Map, Value};
 
 use crate::crest::filter::{JsonPointer, QueryFilter};
 use crate::crest::query::{CountPolicy, SortKey};
-use crate::crest::ResourceError;
 
 /// One stored object. `content` never holds `_id` or `_rev`.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,20 +87,6 @@ pub enum RepoError {
     BadQuery(String),
     #[error("Store failure: {0}")]
     Internal(String),
-}
-
-impl From<RepoError> for ResourceError {
-    fn from(e: RepoError) -> Self {
-        let code = match &e {
-            RepoError::NotFound { .. } => 404,
-            RepoError::AlreadyExists { .. } => 412,
-            RepoError::RevisionMismatch { .. } => 412,
-            RepoError::Unique { .. } => 409,
-            RepoError::BadCookie | RepoError::BadQuery(_) => 400,
-            RepoError::Internal(_) => 500,
-        };
-        ResourceError::new(code, e.to_string())
-    }
 }
 
 /// The store, as handlers see it. Every method may be called concurrently.
