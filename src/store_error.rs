@@ -15,6 +15,9 @@ impl From<RepoError> for ResourceError {
             RepoError::AlreadyExists { .. } | RepoError::RevisionMismatch { .. } => 412,
             RepoError::Unique { .. } => 409,
             RepoError::BadCookie | RepoError::BadQuery(_) => 400,
+            // The gateway did not answer in time (a 500 would say it is broken): 504, as a
+            // remote instance that times out.
+            RepoError::TimeLimit(_) => 504,
             RepoError::Internal(detail) => {
                 tracing::error!(error = %detail, "store failure");
                 return ResourceError::internal("The store failed to process the request");
@@ -62,6 +65,10 @@ mod tests {
             ),
             (RepoError::BadCookie, 400),
             (RepoError::BadQuery("too deep".into()), 400),
+            (
+                RepoError::TimeLimit(std::time::Duration::from_secs(30)),
+                504,
+            ),
         ];
         for (e, code) in cases {
             let message = e.to_string();

@@ -369,8 +369,14 @@ async fn put_conditional_headers_follow_the_seed_table() {
         .start()
         .await;
     let bodies = [
-        ("managed/user", json!({"userName": "c1", "sn": "s", "givenName": "g", "mail": "m"})),
-        ("internal/user", json!({"password": "Passw0rd-long-enough", "authzRoles": []})),
+        (
+            "managed/user",
+            json!({"userName": "c1", "sn": "s", "givenName": "g", "mail": "m"}),
+        ),
+        (
+            "internal/user",
+            json!({"password": "Passw0rd-long-enough", "authzRoles": []}),
+        ),
         ("internal/role", json!({"name": "c1", "description": "d"})),
     ];
     for (resource, body) in bodies {
@@ -412,7 +418,10 @@ async fn put_conditional_headers_follow_the_seed_table() {
         .await;
         assert_eq!(s, 412, "{resource}: {v}");
         let (_, after) = common::json_of(gw.get(&path).send().await.unwrap()).await;
-        assert_eq!(before["_rev"], after["_rev"], "{resource}: a refused create wrote");
+        assert_eq!(
+            before["_rev"], after["_rev"],
+            "{resource}: a refused create wrote"
+        );
         // If-Match: * now updates; neither header upserts a new id.
         let r = gw
             .put(&path)

@@ -101,7 +101,9 @@ pub(crate) fn load_next_rev(conn: &Connection) -> Result<u64, RepoError> {
         .map_err(internal("reading the revision sequence"))?;
     if let Some(text) = stored {
         return text.parse().map_err(|_| {
-            RepoError::Internal(format!("the stored revision sequence '{text}' is not a number"))
+            RepoError::Internal(format!(
+                "the stored revision sequence '{text}' is not a number"
+            ))
         });
     }
     let has_tables: bool = conn
@@ -109,7 +111,11 @@ pub(crate) fn load_next_rev(conn: &Connection) -> Result<u64, RepoError> {
             r.get(0)
         })
         .map_err(internal("reading the catalog"))?;
-    Ok(if has_tables { NEXT_REV_AFTER_COUNTERS } else { 1 })
+    Ok(if has_tables {
+        NEXT_REV_AFTER_COUNTERS
+    } else {
+        1
+    })
 }
 
 /// Records the next revision number, in the transaction that used the ones before it.

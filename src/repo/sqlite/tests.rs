@@ -1112,7 +1112,13 @@ async fn revisions_never_repeat_across_delete_and_recreate() {
             let o = create(&repo, "u1", json!({"round": round})).await;
             assert!(seen.insert(o.rev.clone()), "{} repeated", o.rev);
             let o = repo
-                .update(USERS, "u1", Some(&o.rev), obj(json!({"n": 1})), WriteOptions::default())
+                .update(
+                    USERS,
+                    "u1",
+                    Some(&o.rev),
+                    obj(json!({"n": 1})),
+                    WriteOptions::default(),
+                )
                 .await
                 .unwrap();
             assert!(seen.insert(o.rev.clone()), "{} repeated", o.rev);
@@ -1121,13 +1127,23 @@ async fn revisions_never_repeat_across_delete_and_recreate() {
     }
     let repo = SqliteRepo::open(dir.path()).unwrap();
     let o = create(&repo, "u1", json!({"round": "reopened"})).await;
-    assert!(seen.insert(o.rev.clone()), "{} repeated after reopening", o.rev);
+    assert!(
+        seen.insert(o.rev.clone()),
+        "{} repeated after reopening",
+        o.rev
+    );
     for old in &seen {
         if *old == o.rev {
             continue;
         }
         let stale = repo
-            .update(USERS, "u1", Some(old), obj(json!({})), WriteOptions::default())
+            .update(
+                USERS,
+                "u1",
+                Some(old),
+                obj(json!({})),
+                WriteOptions::default(),
+            )
             .await;
         assert!(
             matches!(stale, Err(RepoError::RevisionMismatch { .. })),
@@ -1175,10 +1191,12 @@ async fn filter_conformance_table() {
     }
     let unindexed = answers(&repo).await;
     conformance::check(|text| unindexed[text].clone());
-    let fields: Vec<JsonPointer> = ["userName", "age", "active", "tags", "mail", "nums", "/mail/0", "/obj/0"]
-        .iter()
-        .map(|f| ptr(f))
-        .collect();
+    let fields: Vec<JsonPointer> = [
+        "userName", "age", "active", "tags", "mail", "nums", "/mail/0", "/obj/0",
+    ]
+    .iter()
+    .map(|f| ptr(f))
+    .collect();
     repo.set_indexes(USERS, &fields).await.unwrap();
     let indexed = answers(&repo).await;
     conformance::check(|text| indexed[text].clone());
