@@ -1201,3 +1201,97 @@ async fn filter_conformance_table() {
     let indexed = answers(&repo).await;
     conformance::check(|text| indexed[text].clone());
 }
+
+async fn seed_bulk(repo: &SqliteRepo, n: usize) {
+    let ops: Vec<WriteOp> = (0..n)
+        .map(|i| WriteOp::Create {
+            resource: USERS.into(),
+            id: format!("u{i:06}"),
+            content: obj(json!({"userName": format!("user{i}"), "n": i, "tags": ["a", "b"]})),
+        })
+        .collect();
+    for chunk in ops.chunks(2000) {
+        for r in repo.batch(chunk.to_vec()).await {
+            r.unwrap();
+        }
+    }
+}
+
+/// A streamed query yields every match in order, the same objects a whole-page query does.
+#[tokio::test]
+async fn streamed_query_yields_every_match_in_order() {
+    use futures_util::StreamExt;
+    let repo = SqliteRepo::open_temporary().unwrap();
+    seed_bulk(&repo, 3000).await;
+    let f = cmp("n", CompareOp::Ge, FilterValue::Integer(1000));
+    let page = repo.query(USERS, query(&f, &[])).await.unwrap();
+    let streamed: Vec<StoredObject> = repo
+        .query_stream(USERS, query(&f, &[]))
+        .await
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(streamed.len(), 2000);
+    assert_eq!(streamed, page.results);
+    // Paging and counts are refused, a missing resource streams nothing.
+    let mut paged = query(&f, &[]);
+    paged.page_size = 10;
+    assert!(matches!(
+        repo.query_stream(USERS, paged).await,
+        Err(RepoError::BadQuery(_))
+    ));
+    let none: Vec<_> = repo
+        .query_stream("managed/none", query(&f, &[]))
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert!(none.is_empty());
+}
+
+/// A query past the time limit is cancelled with `TimeLimit`, whole-page or streamed; a
+/// streamed query whose consumer stops taking objects ends at the limit too (its reader
+/// is freed), and the next query runs normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_past_the_time_limit_are_cancelled() {
+    use futures_util::StreamExt;
+    let repo = SqliteRepo::open_temporary().unwrap();
+    seed_bulk(&repo, 20_000).await;
+    // Slow on purpose: a substring test on every array element of every object, sorted.
+    let slow = QueryFilter::Or(vec![
+        cmp("tags", CompareOp::Co, s("zz")),
+        cmp("userName", CompareOp::Co, s("zz")),
+    ]);
+    let sort = [SortKey::parse("-userName").unwrap()];
+    repo.set_query_time_limit(Duration::from_millis(1));
+    let r = repo.query(USERS, query(&slow, &sort)).await;
+    assert_eq!(r, Err(RepoError::TimeLimit(Duration::from_millis(1))));
+    let mut stream = repo
+        .query_stream(USERS, query(&slow, &sort))
+        .await
+        .unwrap();
+    assert!(matches!(stream.next().await, Some(Err(RepoError::TimeLimit(_)))));
+
+    repo.set_query_time_limit(Duration::from_millis(300));
+    let mut stream = repo
+        .query_stream(USERS, query(&QueryFilter::True, &[]))
+        .await
+        .unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rest: Vec<_> = stream.collect().await;
+    assert!(rest.len() < 20_000, "the stalled stream was not cut");
+    assert!(
+        matches!(rest.last(), Some(Err(RepoError::TimeLimit(_)))),
+        "{:?}",
+        rest.last().map(|r| r.as_ref().err())
+    );
+
+    repo.set_query_time_limit(Duration::from_secs(30));
+    let all = repo
+        .query(USERS, query(&QueryFilter::True, &[]))
+        .await
+        .unwrap();
+    assert_eq!(all.results.len(), 20_000);
+}
