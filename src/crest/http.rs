@@ -194,6 +194,8 @@ pub fn request_from_http(
         pretty,
         caller,
         resource_version,
+        // Pretty printing needs the whole document; anything else may stream.
+        streamed: !pretty,
     })
 }
 

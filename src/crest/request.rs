@@ -129,6 +129,9 @@ pub struct Request {
     pub caller: Arc<Caller>,
     /// `resource=` of `Accept-API-Version`, when given.
     pub resource_version: Option<String>,
+    /// The answer may be a [`super::Response::Stream`]: an HTTP edge writes it as it comes;
+    /// internal callers (sync, scheduler) want whole pages.
+    pub streamed: bool,
 }
 
 impl Request {
@@ -143,6 +146,7 @@ impl Request {
             pretty: false,
             caller,
             resource_version: None,
+            streamed: false,
         }
     }
 

@@ -114,6 +114,7 @@ impl ProxyHttp for GatewayProxy {
                         etag: None,
                         location: None,
                         body,
+                        stream: None,
                     },
                 )
                 .await?;
@@ -545,8 +546,15 @@ fn origin(req: &pingora::http::RequestHeader) -> String {
 
 async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse) -> Result<()> {
     let mut header = ResponseHeader::build(resp.status, Some(6))?;
+    let stream = resp.stream.as_ref().and_then(|s| s.take_body());
     // 204 and 304 carry no body (and no length: a 304's would describe the resource).
-    let body = if resp.status == 204 || resp.status == 304 {
+    let body = if stream.is_some() {
+        header.insert_header(http::header::CONTENT_TYPE, resp.content_type)?;
+        if !session.is_http2() {
+            header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
+        Vec::new()
+    } else if resp.status == 204 || resp.status == 304 {
         Vec::new()
     } else {
         header.insert_header(http::header::CONTENT_TYPE, resp.content_type)?;
@@ -564,9 +572,20 @@ async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await
+    let Some(mut stream) = stream else {
+        return session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await;
+    };
+    // A streamed query: each chunk goes out as it is ready, the last one ends the body.
+    let mut chunk = stream.next_chunk().await;
+    while let Some(current) = chunk {
+        chunk = stream.next_chunk().await;
+        session
+            .write_response_body(Some(Bytes::from(current)), chunk.is_none())
+            .await?;
+    }
+    Ok(())
 }
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &ResourceError) -> Result<()> {

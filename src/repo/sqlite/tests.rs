@@ -1267,11 +1267,11 @@ async fn queries_past_the_time_limit_are_cancelled() {
     repo.set_query_time_limit(Duration::from_millis(1));
     let r = repo.query(USERS, query(&slow, &sort)).await;
     assert_eq!(r, Err(RepoError::TimeLimit(Duration::from_millis(1))));
-    let mut stream = repo
-        .query_stream(USERS, query(&slow, &sort))
-        .await
-        .unwrap();
-    assert!(matches!(stream.next().await, Some(Err(RepoError::TimeLimit(_)))));
+    let mut stream = repo.query_stream(USERS, query(&slow, &sort)).await.unwrap();
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(RepoError::TimeLimit(_)))
+    ));
 
     repo.set_query_time_limit(Duration::from_millis(300));
     let mut stream = repo
