@@ -4,8 +4,6 @@
 
 mod common;
 
-
-
 use common::fixtures::shipped;
 use common::Gateway;
 use idm_gateway::repo::sqlite::SqliteRepo;
@@ -83,7 +81,7 @@ async fn unpaged_query_of_200k_objects_streams_in_bounded_memory() {
     while let Some(chunk) = resp.chunk().await.unwrap() {
         body.extend_from_slice(&chunk);
         chunks += 1;
-        if chunks % 16 == 0 {
+        if chunks.is_multiple_of(16) {
             peak = peak.max(rss_kib(gw.pid()));
         }
     }
@@ -137,10 +135,12 @@ async fn a_query_past_the_time_limit_is_a_504_and_frees_the_store() {
     );
     // Paged the same way, and the readers are free again: quick queries still answer.
     let (s, v) = common::json_of(
-        gw.get("/openidm/managed/user?_queryFilter=mail+co+%22nowhere%22&_sortKeys=-mail&_pageSize=10")
-            .send()
-            .await
-            .unwrap(),
+        gw.get(
+            "/openidm/managed/user?_queryFilter=mail+co+%22nowhere%22&_sortKeys=-mail&_pageSize=10",
+        )
+        .send()
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(s, 504, "{v}");
@@ -152,6 +152,10 @@ async fn a_query_past_the_time_limit_is_a_504_and_frees_the_store() {
                 .unwrap(),
         )
         .await;
-        assert_eq!((s, &v["result"][0]["userName"]), (200, &json!("user42")), "{v}");
+        assert_eq!(
+            (s, &v["result"][0]["userName"]),
+            (200, &json!("user42")),
+            "{v}"
+        );
     }
 }

@@ -125,7 +125,10 @@ mod tests {
             )
             .unwrap();
             let err = GatewayFile::load(tmp.path()).unwrap_err();
-            assert!(err.contains("queryTimeLimitSeconds") || err.contains("invalid type"), "{bad}: {err}");
+            assert!(
+                err.contains("queryTimeLimitSeconds") || err.contains("invalid type"),
+                "{bad}: {err}"
+            );
         }
     }
 }
