@@ -512,3 +512,39 @@ async fn stale_rev_of_a_deleted_object_is_412_on_the_recreated_one() {
     let (_, v) = common::json_of(gw.get(path).send().await.unwrap()).await;
     assert_eq!(v["sn"], "s");
 }
+
+/// Streamed (unpaged) queries with no match, one match and an error before the first result
+/// answer the full envelope over a connection that stays usable.
+#[tokio::test]
+async fn unpaged_queries_answer_the_whole_envelope() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    let r = gw
+        .put("/openidm/managed/user/one")
+        .json(&json!({"userName": "one", "sn": "s", "givenName": "g", "mail": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for (filter, count) in [
+        ("userName+eq+%22none%22", 0),
+        ("userName+eq+%22one%22", 1),
+        ("true", 1),
+    ] {
+        for _ in 0..2 {
+            let (s, v) = common::json_of(
+                gw.get(&format!("/openidm/managed/user?_queryFilter={filter}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(s, 200, "{filter}: {v}");
+            assert_eq!(v["resultCount"], count, "{filter}: {v}");
+            assert_eq!(v["result"].as_array().unwrap().len(), count);
+            assert_eq!(v["totalPagedResults"], -1);
+        }
+    }
+}

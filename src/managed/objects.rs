@@ -371,7 +371,9 @@ impl ObjectSet<'_> {
             .repo
             .query_stream(&self.schema.resource, query)
             .await
-            .map_err(|e| self.store_error(e))?;
+            .map_err(|e| self.store_error(e))?
+            // Chained after the first object, it is polled again after an empty end.
+            .fuse();
         let first = match objects.next().await {
             Some(Err(e)) => return Err(self.store_error(e)),
             first => first,
