@@ -20,5 +20,6 @@ pub mod scheduler;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod store_error;
 pub mod sync;
 pub mod system;

@@ -47,12 +47,14 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             settings.data_dir.display()
         )
     })?;
-    let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open(&settings.data_dir).map_err(|e| {
+    let store = SqliteRepo::open(&settings.data_dir).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}",
             settings.data_dir.display()
         )
-    })?);
+    })?;
+    store.set_query_time_limit(settings.query_time_limit);
+    let repo: Arc<dyn Repo> = Arc::new(store);
     // Start-up work on the store runs on a short-lived runtime: pingora builds its own.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -84,6 +84,8 @@ pub struct Settings {
     pub admin_password: Secret,
     /// True when nobody configured the admin password (the default is in use).
     pub admin_password_is_default: bool,
+    /// `gateway.json` `queryTimeLimitSeconds` (validated when the file is loaded).
+    pub query_time_limit: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +101,10 @@ pub const ADMIN_PASSWORD_ENV: &str = "IDM_GATEWAY_ADMIN_PASSWORD";
 impl Settings {
     /// Applies the precedence. `admin_env` is the value of [`ADMIN_PASSWORD_ENV`].
     pub fn resolve(cli: Cli, file: GatewayFile, admin_env: Option<String>) -> Settings {
+        // `GatewayFile::load` refused an invalid value; the default covers a hand-built file.
+        let query_time_limit = file
+            .query_time_limit()
+            .unwrap_or(crate::repo::DEFAULT_QUERY_TIME_LIMIT);
         let Cli {
             conf,
             data,
@@ -118,6 +124,7 @@ impl Settings {
             tls_key: file_tls_key,
             log_format: file_log_format,
             threads: file_threads,
+            query_time_limit_seconds: _,
             id: _,
         } = file;
         let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
@@ -151,6 +158,7 @@ impl Settings {
             conf_dir: conf,
             data_dir: data,
             certs_dir: certs,
+            query_time_limit,
         }
     }
 }

@@ -357,3 +357,194 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Seed 002's conditional table for `PUT`, on every store-backed resource: `If-Match` (a
+/// revision or `*`) only updates, so on a missing object it is a 404 and nothing is created;
+/// `If-None-Match: *` only creates (412 when the object exists); only a `PUT` with neither
+/// header creates when absent.
+#[tokio::test]
+async fn put_conditional_headers_follow_the_seed_table() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    let bodies = [
+        (
+            "managed/user",
+            json!({"userName": "c1", "sn": "s", "givenName": "g", "mail": "m"}),
+        ),
+        (
+            "internal/user",
+            json!({"password": "Passw0rd-long-enough", "authzRoles": []}),
+        ),
+        ("internal/role", json!({"name": "c1", "description": "d"})),
+    ];
+    for (resource, body) in bodies {
+        let path = format!("/openidm/{resource}/cond-1");
+        for if_match in ["*", "\"0\"", "3"] {
+            let (s, v) = common::json_of(
+                gw.put(&path)
+                    .header("If-Match", if_match)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(s, 404, "{resource} If-Match {if_match}: {v}");
+            assert_eq!(v["reason"], "Not Found", "{v}");
+            let s = gw.get(&path).send().await.unwrap().status();
+            assert_eq!(s, 404, "{resource}: If-Match {if_match} created the object");
+        }
+        // Create-only: creates once, then 412 and the object is unchanged.
+        let r = gw
+            .put(&path)
+            .header("If-None-Match", "*")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{resource}");
+        let (s, before) = common::json_of(gw.get(&path).send().await.unwrap()).await;
+        assert_eq!(s, 200);
+        let (s, v) = common::json_of(
+            gw.put(&path)
+                .header("If-None-Match", "*")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 412, "{resource}: {v}");
+        let (_, after) = common::json_of(gw.get(&path).send().await.unwrap()).await;
+        assert_eq!(
+            before["_rev"], after["_rev"],
+            "{resource}: a refused create wrote"
+        );
+        // If-Match: * now updates; neither header upserts a new id.
+        let r = gw
+            .put(&path)
+            .header("If-Match", "*")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{resource}");
+        // Unique properties (userName, name) need a value of their own.
+        let mut other = body.clone();
+        for unique in ["userName", "name"] {
+            if other.get(unique).is_some() {
+                other[unique] = json!("c2");
+            }
+        }
+        let r = gw
+            .put(&format!("/openidm/{resource}/cond-2"))
+            .json(&other)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{resource}: {}", r.status());
+        assert_eq!(
+            gw.get(&format!("/openidm/{resource}/cond-2"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}
+
+/// A client that read an object before it was deleted and created again must not overwrite
+/// the new object with its old `_rev`: revisions never repeat for an id.
+#[tokio::test]
+async fn stale_rev_of_a_deleted_object_is_412_on_the_recreated_one() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    let body = json!({"userName": "again", "sn": "s", "givenName": "g", "mail": "m"});
+    let path = "/openidm/managed/user/again";
+    let mut old_revs = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = common::json_of(
+            gw.put(path)
+                .header("If-None-Match", "*")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        old_revs.push(v["_rev"].as_str().unwrap().to_owned());
+        let r = gw.delete(path).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = gw
+        .put(path)
+        .header("If-None-Match", "*")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for rev in &old_revs {
+        let (s, v) = common::json_of(
+            gw.put(path)
+                .header("If-Match", format!("\"{rev}\""))
+                .json(&json!({"userName": "again", "sn": "overwritten", "givenName": "g", "mail": "m"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 412, "old _rev {rev}: {v}");
+        let r = gw
+            .delete(path)
+            .header("If-Match", format!("\"{rev}\""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 412, "old _rev {rev}");
+    }
+    let (_, v) = common::json_of(gw.get(path).send().await.unwrap()).await;
+    assert_eq!(v["sn"], "s");
+}
+
+/// Streamed (unpaged) queries with no match, one match and an error before the first result
+/// answer the full envelope over a connection that stays usable.
+#[tokio::test]
+async fn unpaged_queries_answer_the_whole_envelope() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    let r = gw
+        .put("/openidm/managed/user/one")
+        .json(&json!({"userName": "one", "sn": "s", "givenName": "g", "mail": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for (filter, count) in [
+        ("userName+eq+%22none%22", 0),
+        ("userName+eq+%22one%22", 1),
+        ("true", 1),
+    ] {
+        for _ in 0..2 {
+            let (s, v) = common::json_of(
+                gw.get(&format!("/openidm/managed/user?_queryFilter={filter}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(s, 200, "{filter}: {v}");
+            assert_eq!(v["resultCount"], count, "{filter}: {v}");
+            assert_eq!(v["result"].as_array().unwrap().len(), count);
+            assert_eq!(v["totalPagedResults"], -1);
+        }
+    }
+}

@@ -916,3 +916,41 @@ async fn live_sync_with_default_policies_never_deletes_on_source_missing() {
     );
     assert!(logs.contains("logged-ignore"), "{logs}");
 }
+
+/// Seed 002's conditional table on system objects: `PUT` with `If-Match` (`*` or a revision)
+/// on a missing account is a 404 and writes no row; without it the `PUT` creates.
+#[tokio::test]
+async fn put_with_if_match_never_creates_a_system_object() {
+    let f = csv_fixture(&[("bjensen", "Barbara", "Jensen", "b@example.com", "Passw0rd")]);
+    let gw = Gateway::builder()
+        .conf_file("provisioner.openicf-csv", provisioner(&f.csv))
+        .start()
+        .await;
+    let body = json!({"firstName": "Nadia", "lastName": "New", "email": "n@example.com"});
+    for if_match in ["*", "\"1\""] {
+        let (s, v) = json_of(
+            gw.put("/openidm/system/csv/account/nnew")
+                .header("If-Match", if_match)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 404, "If-Match {if_match}: {v}");
+        assert!(
+            !std::fs::read_to_string(&f.csv).unwrap().contains("nnew"),
+            "If-Match {if_match} created the account"
+        );
+    }
+    let (s, v) = json_of(
+        gw.put("/openidm/system/csv/account/nnew")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{s} {v}");
+    assert!(std::fs::read_to_string(&f.csv).unwrap().contains("nnew"));
+}

@@ -18,6 +18,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// Largest `queryTimeLimitSeconds` (a day): beyond it a query holding a store reader is a
+/// mistake, not a setting.
+const MAX_QUERY_TIME_LIMIT_SECONDS: f64 = 86_400.0;
+
 /// The disk form of `gateway.json`. Every field is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -31,6 +35,9 @@ pub struct GatewayFile {
     pub log_format: Option<LogFormat>,
     /// Worker threads of the proxy service (default: number of cores).
     pub threads: Option<usize>,
+    /// Longest a store query may run, streaming included, before it is cancelled with a 504
+    /// (default [`crate::repo::DEFAULT_QUERY_TIME_LIMIT`], 30 s). Gateway extra.
+    pub query_time_limit_seconds: Option<f64>,
     #[serde(rename = "_id")]
     pub id: Option<String>,
 }
@@ -58,7 +65,22 @@ impl GatewayFile {
         if !problems.is_empty() {
             return Err(problems);
         }
-        serde_json::from_value(doc).map_err(|e| vec![e.to_string()])
+        let file: GatewayFile = serde_json::from_value(doc).map_err(|e| vec![e.to_string()])?;
+        file.query_time_limit().map_err(|e| vec![e])?;
+        Ok(file)
+    }
+
+    /// `queryTimeLimitSeconds`, checked: a finite number of seconds from 0.001 to 86 400.
+    pub fn query_time_limit(&self) -> Result<std::time::Duration, String> {
+        match self.query_time_limit_seconds {
+            None => Ok(crate::repo::DEFAULT_QUERY_TIME_LIMIT),
+            Some(s) if s.is_finite() && (0.001..=MAX_QUERY_TIME_LIMIT_SECONDS).contains(&s) => {
+                Ok(std::time::Duration::from_secs_f64(s))
+            }
+            Some(s) => Err(format!(
+                "queryTimeLimitSeconds must be between 0.001 and {MAX_QUERY_TIME_LIMIT_SECONDS} seconds, not {s}"
+            )),
+        }
     }
 
     pub fn admin_password(&self) -> Option<Secret> {
@@ -85,5 +107,37 @@ mod tests {
         let g = GatewayFile::load(tmp.path()).unwrap();
         assert_eq!(g.admin_password().unwrap().expose(), "fallback");
         assert_eq!(g.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn query_time_limit_is_validated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = GatewayFile::load(tmp.path()).unwrap();
+        assert_eq!(
+            g.query_time_limit().unwrap(),
+            crate::repo::DEFAULT_QUERY_TIME_LIMIT
+        );
+        std::fs::write(
+            tmp.path().join("gateway.json"),
+            r#"{"queryTimeLimitSeconds": 2.5}"#,
+        )
+        .unwrap();
+        let g = GatewayFile::load(tmp.path()).unwrap();
+        assert_eq!(
+            g.query_time_limit().unwrap(),
+            std::time::Duration::from_millis(2500)
+        );
+        for bad in ["0", "-1", "100000", "\"30\""] {
+            std::fs::write(
+                tmp.path().join("gateway.json"),
+                format!(r#"{{"queryTimeLimitSeconds": {bad}}}"#),
+            )
+            .unwrap();
+            let err = GatewayFile::load(tmp.path()).unwrap_err();
+            assert!(
+                err.contains("queryTimeLimitSeconds") || err.contains("invalid type"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -151,9 +151,11 @@ pub fn request_from_http(
                     "If-None-Match with a revision is not supported for PUT requests; use If-None-Match: *",
                 ))
             }
+            // Seed 002's table: `If-Match` (a revision or `*`) updates an existing object
+            // only; only a PUT with neither header may create (upsert).
             (im, None) => Operation::Update {
+                upsert: im.is_none(),
                 rev: revision(im),
-                upsert: true,
             },
         }
     } else if method == Method::PATCH {
@@ -192,6 +194,8 @@ pub fn request_from_http(
         pretty,
         caller,
         resource_version,
+        // Pretty printing needs the whole document; anything else may stream.
+        streamed: !pretty,
     })
 }
 
@@ -573,7 +577,7 @@ mod tests {
             r.op,
             Operation::Update {
                 rev: Some("3".into()),
-                upsert: true
+                upsert: false
             }
         );
         let r = map(
@@ -584,6 +588,14 @@ mod tests {
             "{}",
         )
         .unwrap();
+        assert_eq!(
+            r.op,
+            Operation::Update {
+                rev: None,
+                upsert: false
+            }
+        );
+        let r = map(Method::PUT, "managed/user/a", None, &[], "{}").unwrap();
         assert_eq!(
             r.op,
             Operation::Update {

@@ -19,6 +19,7 @@ pub use caller::{Caller, ROLE_ADMIN, ROLE_AUTHORIZED, ROLE_REG};
 pub use error::{reason_phrase, ResourceError};
 pub use request::{join_path, split_path, Operation, Params, QueryKind, QueryParams, Request};
 pub use response::{
-    member_url, HttpResponse, QueryResponse, ResourceResponse, Response, JSON_CONTENT_TYPE,
+    member_url, HttpResponse, QueryResponse, QueryStream, ResourceResponse, Response, ResultStream,
+    StreamBody, JSON_CONTENT_TYPE,
 };
 pub use router::{Authorizer, Capability, RequestHandler, Router};

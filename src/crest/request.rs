@@ -21,7 +21,7 @@ pub enum Operation {
     /// `PUT` + `If-None-Match: *` (`new_id` = last path segment; the path is the collection).
     Create { new_id: Option<String> },
     /// `PUT`: replace. `rev` from `If-Match` (None or `*`: any revision). `upsert`: create
-    /// when absent (CREST protocol 2 PUT without `If-None-Match`).
+    /// when absent (a PUT with neither `If-Match` nor `If-None-Match`).
     Update { rev: Option<String>, upsert: bool },
     /// `PATCH` with a JSON patch body; `rev` from `If-Match`.
     Patch { rev: Option<String> },
@@ -129,6 +129,9 @@ pub struct Request {
     pub caller: Arc<Caller>,
     /// `resource=` of `Accept-API-Version`, when given.
     pub resource_version: Option<String>,
+    /// The answer may be a [`super::Response::Stream`]: an HTTP edge writes it as it comes;
+    /// internal callers (sync, scheduler) want whole pages.
+    pub streamed: bool,
 }
 
 impl Request {
@@ -143,6 +146,7 @@ impl Request {
             pretty: false,
             caller,
             resource_version: None,
+            streamed: false,
         }
     }
 

@@ -2,6 +2,10 @@
 //! `Location` on create, 304 on a matching `If-None-Match`, 204 for an empty action result,
 //! the query envelope with IDM's defaults.
 
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::query::CountPolicy;
@@ -65,6 +69,112 @@ impl QueryResponse {
     }
 }
 
+/// Results of a query, rendered, as a handler reads them.
+pub type ResultStream = BoxStream<'static, Result<Value, ResourceError>>;
+
+/// A query answer without paging, written to the client as its results are read (memory
+/// does not grow with the result): the envelope of [`QueryResponse`] with no cookie, policy
+/// `NONE` and no count, `resultCount` written after the last result. A failure after the
+/// status was sent ends the result array and is reported in an `error` member, as CREST
+/// does (`{"result":[…],"resultCount":N,"error":{…}}`).
+///
+/// Cloning shares the one stream, which [`QueryStream::take_body`] hands out once.
+#[derive(Clone)]
+pub struct QueryStream(Arc<Mutex<Option<ResultStream>>>);
+
+impl QueryStream {
+    pub fn new(results: ResultStream) -> Self {
+        Self(Arc::new(Mutex::new(Some(results))))
+    }
+
+    /// The HTTP body; `None` once taken.
+    pub fn take_body(&self) -> Option<StreamBody> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|results| StreamBody {
+                results,
+                written: 0,
+                started: false,
+                done: false,
+            })
+    }
+}
+
+impl PartialEq for QueryStream {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryStream")
+    }
+}
+
+/// Bytes of results gathered before a chunk is handed to the socket.
+const CHUNK: usize = 64 * 1024;
+
+/// The body of a [`QueryStream`], chunk by chunk.
+pub struct StreamBody {
+    results: ResultStream,
+    written: u64,
+    started: bool,
+    done: bool,
+}
+
+impl StreamBody {
+    /// The next part of the body (about [`CHUNK`] bytes); `None` after the envelope's end.
+    pub async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(CHUNK + 1024);
+        if !self.started {
+            self.started = true;
+            buf.extend_from_slice(b"{\"result\":[");
+        }
+        loop {
+            match self.results.next().await {
+                Some(Ok(v)) => {
+                    if self.written > 0 {
+                        buf.push(b',');
+                    }
+                    if serde_json::to_writer(&mut buf, &v).is_err() {
+                        buf.extend_from_slice(b"null");
+                    }
+                    self.written += 1;
+                    if buf.len() >= CHUNK {
+                        return Some(buf);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    buf.extend_from_slice(
+                        format!("],\"resultCount\":{},\"error\":", self.written).as_bytes(),
+                    );
+                    buf.extend_from_slice(&e.to_body());
+                    buf.push(b'}');
+                    return Some(buf);
+                }
+                None => {
+                    self.done = true;
+                    buf.extend_from_slice(
+                        format!(
+                            "],\"resultCount\":{},\"pagedResultsCookie\":null,\"totalPagedResultsPolicy\":\"NONE\",\"totalPagedResults\":-1,\"remainingPagedResults\":-1}}",
+                            self.written
+                        )
+                        .as_bytes(),
+                    );
+                    return Some(buf);
+                }
+            }
+        }
+    }
+}
+
 /// What a handler answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Response {
@@ -77,6 +187,8 @@ pub enum Response {
         rev: String,
     },
     Query(QueryResponse),
+    /// 200 with a query answer written as it is read (HTTP requests without paging).
+    Stream(QueryStream),
     /// 200 with the result, or 204 when there is none.
     Action(Option<Value>),
     /// Any other JSON document with a status (config list, recon runs, info).
@@ -99,6 +211,8 @@ pub struct HttpResponse {
     pub etag: Option<String>,
     pub location: Option<String>,
     pub body: Vec<u8>,
+    /// A body written piecewise instead of `body` (chunked, no `Content-Length`).
+    pub stream: Option<QueryStream>,
 }
 
 impl HttpResponse {
@@ -109,6 +223,7 @@ impl HttpResponse {
             etag: None,
             location: None,
             body: e.to_body(),
+            stream: None,
         }
     }
 }
@@ -135,6 +250,7 @@ impl Response {
             etag: None,
             location: None,
             body: to_bytes(v, pretty),
+            stream: None,
         };
         match self {
             Response::Resource(r) => HttpResponse {
@@ -157,6 +273,14 @@ impl Response {
                 )
             },
             Response::Query(q) => json(200, &q.to_json()),
+            Response::Stream(stream) => HttpResponse {
+                status: 200,
+                content_type: JSON_CONTENT_TYPE,
+                etag: None,
+                location: None,
+                body: Vec::new(),
+                stream: Some(stream),
+            },
             Response::Action(Some(v)) => json(200, &v),
             Response::Action(None) => HttpResponse {
                 status: 204,
@@ -164,6 +288,7 @@ impl Response {
                 etag: None,
                 location: None,
                 body: Vec::new(),
+                stream: None,
             },
             Response::Json(status, v) => json(status, &v),
             Response::Raw {
@@ -176,6 +301,7 @@ impl Response {
                 etag: None,
                 location: None,
                 body,
+                stream: None,
             },
         }
     }
@@ -237,6 +363,54 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&q.to_json()).unwrap(),
             r#"{"result":[{"_id":"a"}],"resultCount":1,"pagedResultsCookie":null,"totalPagedResultsPolicy":"NONE","totalPagedResults":-1,"remainingPagedResults":-1}"#
+        );
+    }
+
+    async fn body_of(results: Vec<Result<Value, ResourceError>>) -> (String, usize) {
+        let stream = QueryStream::new(Box::pin(futures_util::stream::iter(results)));
+        let h = Response::Stream(stream.clone()).into_http(false, |_| String::new());
+        assert_eq!((h.status, h.body.len()), (200, 0));
+        let mut body = h.stream.unwrap().take_body().unwrap();
+        assert!(stream.take_body().is_none(), "the body is handed out once");
+        let (mut text, mut chunks) = (Vec::new(), 0);
+        while let Some(chunk) = body.next_chunk().await {
+            text.extend(chunk);
+            chunks += 1;
+        }
+        (String::from_utf8(text).unwrap(), chunks)
+    }
+
+    #[tokio::test]
+    async fn streamed_envelope_is_the_query_envelope() {
+        for n in [0, 1, 3] {
+            let results: Vec<Value> = (0..n).map(|i| json!({"_id": i.to_string()})).collect();
+            let (text, _) = body_of(results.iter().cloned().map(Ok).collect()).await;
+            let whole = QueryResponse {
+                results,
+                ..Default::default()
+            };
+            assert_eq!(text, serde_json::to_string(&whole.to_json()).unwrap());
+        }
+        // Large answers come in several chunks.
+        let big: Vec<_> = (0..10_000)
+            .map(|i| Ok(json!({"_id": i.to_string(), "pad": "x".repeat(40)})))
+            .collect();
+        let (text, chunks) = body_of(big).await;
+        assert!(chunks > 5, "{chunks}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["resultCount"], 10_000);
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_stream_ends_with_an_error_member() {
+        let (text, _) = body_of(vec![
+            Ok(json!({"_id": "a"})),
+            Err(ResourceError::gateway_timeout("too slow")),
+        ])
+        .await;
+        assert_eq!(
+            text,
+            r#"{"result":[{"_id":"a"}],"resultCount":1,"error":{"code":504,"reason":"Gateway Time-out","message":"too slow"}}"#
         );
     }
 

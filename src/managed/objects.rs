@@ -2,6 +2,7 @@
 //! ids, revisions, defaults, password hashing, policy validation, `_fields`, queries and
 //! patch-by-query. Shared by `managed/*` and `internal/*`.
 
+use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::policy;
@@ -10,8 +11,9 @@ use crate::auth::password;
 use crate::crest::fields::{self, FieldSpec};
 use crate::crest::filter::{self, JsonPointer, QueryFilter};
 use crate::crest::patch;
+use crate::crest::query::CountPolicy;
 use crate::crest::{
-    Caller, Operation, QueryKind, QueryParams, QueryResponse, Request, ResourceError,
+    Caller, Operation, QueryKind, QueryParams, QueryResponse, QueryStream, Request, ResourceError,
     ResourceResponse, Response,
 };
 use crate::events::{ChangeHook, ChangeKind};
@@ -347,20 +349,25 @@ impl ObjectSet<'_> {
         } else {
             fields::of_request(req)?
         };
+        let repo_query = RepoQuery {
+            filter: &filter,
+            sort: &q.sort_keys,
+            page_size: q.page_size,
+            cookie: q.cookie.as_deref(),
+            offset: q.offset,
+            count: q.count_policy,
+            ids_only: asks_ids_only(&spec),
+        };
+        if req.streamed
+            && q.page_size == 0
+            && q.cookie.is_none()
+            && q.count_policy == CountPolicy::None
+        {
+            return self.query_streamed(repo_query, spec).await;
+        }
         let page = self
             .repo
-            .query(
-                &self.schema.resource,
-                RepoQuery {
-                    filter: &filter,
-                    sort: &q.sort_keys,
-                    page_size: q.page_size,
-                    cookie: q.cookie.as_deref(),
-                    offset: q.offset,
-                    count: q.count_policy,
-                    ids_only: asks_ids_only(&spec),
-                },
-            )
+            .query(&self.schema.resource, repo_query)
             .await
             .map_err(|e| self.store_error(e))?;
         let results = page
@@ -374,6 +381,35 @@ impl ObjectSet<'_> {
             policy: q.count_policy,
             total: page.total,
         }))
+    }
+
+    /// An unpaged query answered as the store reads it. The first object is awaited here,
+    /// so a failure before any result (the time limit of a slow filter) is a plain error
+    /// with its own status; a later one ends the stream.
+    async fn query_streamed(
+        &self,
+        query: RepoQuery<'_>,
+        spec: FieldSpec,
+    ) -> Result<Response, ResourceError> {
+        let mut objects = self
+            .repo
+            .query_stream(&self.schema.resource, query)
+            .await
+            .map_err(|e| self.store_error(e))?
+            // Chained after the first object, it is polled again after an empty end.
+            .fuse();
+        let first = match objects.next().await {
+            Some(Err(e)) => return Err(self.store_error(e)),
+            first => first,
+        };
+        let schema = self.schema.clone();
+        let results = futures_util::stream::iter(first)
+            .chain(objects)
+            .map(move |r| match r {
+                Ok(obj) => Ok(render(&schema, obj, &spec).to_json()),
+                Err(e) => Err(ResourceError::from(e)),
+            });
+        Ok(Response::Stream(QueryStream::new(Box::pin(results))))
     }
 
     /// The filter of a query (and whether it asks for ids only).
@@ -450,22 +486,7 @@ impl ObjectSet<'_> {
 
     /// The object as the caller sees it: private properties never, `_fields` applied.
     pub fn render(&self, obj: StoredObject, spec: &FieldSpec) -> ResourceResponse {
-        let mut full = Map::with_capacity(obj.content.len() + 2);
-        full.insert("_id".into(), Value::String(obj.id.clone()));
-        full.insert("_rev".into(), Value::String(obj.rev.clone()));
-        for (k, v) in obj.content {
-            if !self.schema.is_private(&k) {
-                full.insert(k, v);
-            }
-        }
-        let schema = self.schema;
-        let projected = fields::project(
-            &full,
-            spec,
-            &|name| schema.returned_by_default(name),
-            &|name| schema.is_relationship(name),
-        );
-        ResourceResponse::new(obj.id, Some(obj.rev), projected)
+        render(self.schema, obj, spec)
     }
 
     fn not_found(&self, id: &str) -> ResourceError {
@@ -496,13 +517,28 @@ impl ObjectSet<'_> {
                 requirement: "UNIQUE",
                 params: None,
             }]),
-            RepoError::Internal(msg) => {
-                tracing::error!(resource = %self.schema.resource, error = %msg, "store failure");
-                ResourceError::internal("The store failed to process the request")
-            }
             e => e.into(),
         }
     }
+}
+
+/// An object as a client sees it: private properties dropped, `_fields` applied.
+fn render(schema: &ObjectSchema, obj: StoredObject, spec: &FieldSpec) -> ResourceResponse {
+    let mut full = Map::with_capacity(obj.content.len() + 2);
+    full.insert("_id".into(), Value::String(obj.id.clone()));
+    full.insert("_rev".into(), Value::String(obj.rev.clone()));
+    for (k, v) in obj.content {
+        if !schema.is_private(&k) {
+            full.insert(k, v);
+        }
+    }
+    let projected = fields::project(
+        &full,
+        spec,
+        &|name| schema.returned_by_default(name),
+        &|name| schema.is_relationship(name),
+    );
+    ResourceResponse::new(obj.id, Some(obj.rev), projected)
 }
 
 /// Whether `_fields` names nothing but `_id`/`_rev` (then the store need not read bodies).

@@ -119,6 +119,7 @@ impl ProxyHttp for GatewayProxy {
                         etag: None,
                         location: None,
                         body,
+                        stream: None,
                     },
                 )
                 .await?;
@@ -401,7 +402,7 @@ impl ProxyHttp for GatewayProxy {
         };
         let resp = HttpResponse::error(&error);
         let txid = new_transaction_id();
-        let written = match response_header(&resp, &txid) {
+        let written = match response_header(&resp, &txid, false) {
             Ok(header) => session
                 .write_error_response(header, Bytes::from(resp.body))
                 .await
@@ -573,11 +574,18 @@ fn origin(req: &pingora::http::RequestHeader) -> String {
     format!("{scheme}://{host}")
 }
 
-/// The header of a response the gateway writes itself.
-fn response_header(resp: &HttpResponse, txid: &HeaderValue) -> Result<ResponseHeader> {
+/// The header of a response the gateway writes itself; a `streamed` body (a query answered
+/// chunk by chunk) has no `Content-Length`.
+fn response_header(
+    resp: &HttpResponse,
+    txid: &HeaderValue,
+    streamed: bool,
+) -> Result<ResponseHeader> {
     let mut header = ResponseHeader::build(resp.status, Some(6))?;
     // 204 and 304 carry no body (and no length: a 304's would describe the resource).
-    if !matches!(resp.status, 204 | 304) {
+    if streamed {
+        header.insert_header(http::header::CONTENT_TYPE, resp.content_type)?;
+    } else if !matches!(resp.status, 204 | 304) {
         header.insert_header(http::header::CONTENT_TYPE, resp.content_type)?;
         header.insert_header(http::header::CONTENT_LENGTH, resp.body.len().to_string())?;
     }
@@ -587,8 +595,12 @@ fn response_header(resp: &HttpResponse, txid: &HeaderValue) -> Result<ResponseHe
 }
 
 async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse) -> Result<()> {
-    let mut header = response_header(&resp, &ctx.txid)?;
-    let body = if matches!(resp.status, 204 | 304) {
+    let stream = resp.stream.as_ref().and_then(|s| s.take_body());
+    let mut header = response_header(&resp, &ctx.txid, stream.is_some())?;
+    if stream.is_some() && !session.is_http2() {
+        header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    let body = if stream.is_some() || matches!(resp.status, 204 | 304) {
         Vec::new()
     } else {
         resp.body
@@ -602,9 +614,20 @@ async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await
+    let Some(mut stream) = stream else {
+        return session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await;
+    };
+    // A streamed query: each chunk goes out as it is ready, the last one ends the body.
+    let mut chunk = stream.next_chunk().await;
+    while let Some(current) = chunk {
+        chunk = stream.next_chunk().await;
+        session
+            .write_response_body(Some(Bytes::from(current)), chunk.is_none())
+            .await?;
+    }
+    Ok(())
 }
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &ResourceError) -> Result<()> {

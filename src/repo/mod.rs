@@ -3,10 +3,12 @@
 //!
 //! [`Repo`] is what handlers see; [`sqlite::SqliteRepo`] is the embedded default. A
 //! PostgreSQL implementation fills the same trait without touching handlers. SQL stays in
-//! this module; handlers never see it.
+//! this module; handlers never see it. Errors are [`RepoError`]s: how a request is answered
+//! when the store fails is the handlers' side's business (`crate::store_error`).
 //!
 //! Contract every implementation keeps:
-//! * `rev` changes on every write and is an opaque string to callers.
+//! * `rev` changes on every write, never repeats for an id (not across delete and
+//!   re-create either) and is an opaque string to callers.
 //! * Conditional writes (`rev: Some(..)`) are atomic: of two writers holding the same
 //!   revision exactly one succeeds, the other gets [`RepoError::RevisionMismatch`].
 //! * A write that returned `Ok` is durable (survives `kill -9` of the process).
@@ -19,7 +21,10 @@ use serde_json::{Map, Value};
 
 use crate::crest::filter::{JsonPointer, QueryFilter};
 use crate::crest::query::{CountPolicy, SortKey};
-use crate::crest::ResourceError;
+
+/// How long a query may run when nothing else is configured (`gateway.json`
+/// `queryTimeLimitSeconds`).
+pub const DEFAULT_QUERY_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One stored object. `content` never holds `_id` or `_rev`.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,23 +93,16 @@ pub enum RepoError {
     BadCookie,
     #[error("Invalid query: {0}")]
     BadQuery(String),
+    /// The query ran longer than the store's query time limit and was cancelled.
+    #[error("The query did not complete within the query time limit of {}s and was cancelled; narrow the filter or page the results with _pageSize", .0.as_secs_f64())]
+    TimeLimit(std::time::Duration),
     #[error("Store failure: {0}")]
     Internal(String),
 }
 
-impl From<RepoError> for ResourceError {
-    fn from(e: RepoError) -> Self {
-        let code = match &e {
-            RepoError::NotFound { .. } => 404,
-            RepoError::AlreadyExists { .. } => 412,
-            RepoError::RevisionMismatch { .. } => 412,
-            RepoError::Unique { .. } => 409,
-            RepoError::BadCookie | RepoError::BadQuery(_) => 400,
-            RepoError::Internal(_) => 500,
-        };
-        ResourceError::new(code, e.to_string())
-    }
-}
+/// Objects of a streamed query ([`Repo::query_stream`]), as the store reads them; an error
+/// ends the stream.
+pub type ObjectStream = futures_util::stream::BoxStream<'static, Result<StoredObject, RepoError>>;
 
 /// The store, as handlers see it. Every method may be called concurrently.
 #[async_trait::async_trait]
@@ -156,6 +154,21 @@ pub trait Repo: Send + Sync + 'static {
     }
 
     async fn query(&self, resource: &str, query: RepoQuery<'_>) -> Result<RepoPage, RepoError>;
+
+    /// Every match of an unpaged query (`page_size` 0, no cookie, no count), streamed: an
+    /// implementation reads ahead only a bounded number of objects, so memory does not grow
+    /// with the result. Errors found before reading (a bad filter) are returned; later ones
+    /// (the query time limit) end the stream. The default collects [`Repo::query`].
+    async fn query_stream(
+        &self,
+        resource: &str,
+        query: RepoQuery<'_>,
+    ) -> Result<ObjectStream, RepoError> {
+        let page = self.query(resource, query).await?;
+        Ok(Box::pin(futures_util::stream::iter(
+            page.results.into_iter().map(Ok),
+        )))
+    }
 
     /// Declares the searchable properties of a resource: the store keeps an index for each
     /// (creating missing ones, dropping ones no longer declared). Idempotent.

@@ -98,13 +98,14 @@ impl JsonPointer {
         self.0.is_empty()
     }
 
-    /// The value this pointer designates in `value`, if any.
+    /// The value this pointer designates in `value`, if any. A token is an object key, or
+    /// an array position when the value there is an array ([`array_index`]).
     pub fn resolve<'a>(&self, value: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
         let mut cur = value;
         for token in &self.0 {
             cur = match cur {
                 serde_json::Value::Object(map) => map.get(token)?,
-                serde_json::Value::Array(items) => items.get(token.parse::<usize>().ok()?)?,
+                serde_json::Value::Array(items) => items.get(array_index(token)?)?,
                 _ => return None,
             };
         }
@@ -216,5 +217,19 @@ impl fmt::Display for QueryFilter {
                 write_quoted(f, &array)
             }
         }
+    }
+}
+
+/// The array position a pointer token names (RFC 6901: `0`, or digits without a leading
+/// zero); `None` for any other token, which can only be an object key.
+pub fn array_index(token: &str) -> Option<usize> {
+    let canonical = token == "0"
+        || (!token.is_empty()
+            && !token.starts_with('0')
+            && token.bytes().all(|b| b.is_ascii_digit()));
+    if canonical {
+        token.parse().ok()
+    } else {
+        None
     }
 }

@@ -4,10 +4,15 @@
 //!
 //! * `eq` compares strings exactly (case-sensitive), numbers by value (`1` equals `1.0`),
 //!   booleans by value. `co` and `sw` apply to strings only.
-//! * `lt`, `le`, `gt`, `ge` order numbers by value and strings by code point; any other
-//!   pairing of types (a string against a number, booleans, objects, null) is no match.
+//! * `lt`, `le`, `gt`, `ge` order numbers by value, strings by code point and booleans
+//!   `false < true`; any other pairing of types (a string against a number, objects, null)
+//!   is no match.
 //! * A field holding an array matches a comparison when any element matches.
 //! * `pr` holds when the field exists, is not null and is not an empty array.
+//! * A numeric pointer token is an array position where the value is an array.
+//!
+//! The store's SQL translation agrees on every filter of the shared table in
+//! [`super::conformance`], which also says why each choice was made.
 //! * `in` holds when the field is a string equal to one of the listed strings (IDM's `in`
 //!   is limited to singleton string properties, so an array field does not match).
 
@@ -60,7 +65,8 @@ fn compare(found: &Value, op: CompareOp, expected: &FilterValue) -> bool {
                 _ => false,
             }
         }
-        (Value::Bool(b), FilterValue::Bool(e)) => op == CompareOp::Eq && b == e,
+        // `false < true`, as Java's `Boolean.compareTo` in CREST's filter visitor.
+        (Value::Bool(b), FilterValue::Bool(e)) => ordering_satisfies(op, b.cmp(e)),
         _ => false,
     }
 }
@@ -206,7 +212,8 @@ mod tests {
             ("userName lt 5", false),
             ("age lt 'z'", false),
             ("active lt true", false),
-            ("active le true", false),
+            ("active le true", true),
+            ("active gt false", true),
             ("name eq 'x'", false),
             ("manager eq 'x'", false),
             // Arrays: any element.
@@ -258,6 +265,25 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    /// The shared conformance table, evaluated in memory (the store runs the same table).
+    #[test]
+    fn conformance_table() {
+        let docs: Vec<(String, serde_json::Value)> = crate::crest::filter::conformance::documents()
+            .into_iter()
+            .map(|(id, mut doc)| {
+                doc["_id"] = json!(id);
+                (id.to_owned(), doc)
+            })
+            .collect();
+        crate::crest::filter::conformance::check(|text| {
+            let filter = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            docs.iter()
+                .filter(|(_, doc)| filter.matches(doc))
+                .map(|(id, _)| id.clone())
+                .collect()
+        });
     }
 
     #[test]

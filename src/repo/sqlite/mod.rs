@@ -28,8 +28,10 @@
 //!
 //! # Revisions
 //!
-//! A per-object counter, "0" at creation. Deleting an object and creating it again starts
-//! again at "0" (as IDM's JDBC repository does).
+//! One store-wide sequence: every create and update takes the next number (decimal text),
+//! so a revision never repeats for an id, across delete and re-create and across restarts
+//! (IDM's JDBC repository restarts a re-created object at "0", so a client holding the old
+//! object's revision would match the new one by accident).
 
 mod schema;
 mod sql;
@@ -40,9 +42,11 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -55,7 +59,10 @@ use self::schema::internal;
 pub(crate) use self::sql::prefix_successor;
 use self::sql::{Cookie, KeyValue, Sql};
 use self::writer::{Command, Done, Message, Op, Tables, UniqueValue};
-use super::{Repo, RepoError, RepoPage, RepoQuery, StoredObject, WriteOp, WriteOptions};
+use super::{
+    ObjectStream, Repo, RepoError, RepoPage, RepoQuery, StoredObject, WriteOp, WriteOptions,
+    DEFAULT_QUERY_TIME_LIMIT,
+};
 use crate::crest::filter::JsonPointer;
 use crate::crest::query::CountPolicy;
 
@@ -64,6 +71,13 @@ pub const DB_FILE: &str = "repo.sqlite";
 
 /// Read-only connections kept open (and queries run at once).
 const READERS: usize = 4;
+
+/// Objects a streamed query reads ahead of its consumer: the bound on its memory.
+const STREAM_AHEAD: usize = 256;
+
+/// SQLite virtual-machine steps between two checks of a query's deadline (a few
+/// microseconds of work: a cancelled query stops promptly, a running one pays nothing).
+const PROGRESS_STEPS: i32 = 1000;
 
 /// The embedded store. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -78,6 +92,8 @@ struct Inner {
     tables: Tables,
     readers: Mutex<Vec<Connection>>,
     read_slots: Arc<Semaphore>,
+    /// Longest a query may hold a reader, in milliseconds ([`SqliteRepo::set_query_time_limit`]).
+    query_limit_ms: AtomicU64,
     /// Directory removed when the store is dropped ([`SqliteRepo::open_temporary`]).
     remove_dir: Option<PathBuf>,
 }
@@ -127,6 +143,18 @@ impl SqliteRepo {
         &self.inner.path
     }
 
+    /// Sets how long a query may run (streamed ones: until their last object is taken)
+    /// before it is cancelled with [`RepoError::TimeLimit`], freeing its reader.
+    pub fn set_query_time_limit(&self, limit: Duration) {
+        self.inner
+            .query_limit_ms
+            .store(millis(limit).max(1), Ordering::Relaxed);
+    }
+
+    fn query_time_limit(&self) -> Duration {
+        Duration::from_millis(self.inner.query_limit_ms.load(Ordering::Relaxed))
+    }
+
     fn open_inner(dir: &Path, remove_dir: Option<PathBuf>) -> Result<SqliteRepo, RepoError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             RepoError::Internal(format!(
@@ -149,11 +177,12 @@ impl SqliteRepo {
                 .into_iter()
                 .collect::<HashMap<_, _>>(),
         ));
+        let next_rev = schema::load_next_rev(&conn)?;
         let (commands, rx) = mpsc::channel();
         let writer_tables = tables.clone();
         let writer = std::thread::Builder::new()
             .name("repo-writer".into())
-            .spawn(move || writer::run(conn, rx, writer_tables))
+            .spawn(move || writer::run(conn, rx, writer_tables, next_rev))
             .map_err(|e| RepoError::Internal(format!("starting the store writer: {e}")))?;
         Ok(SqliteRepo {
             inner: Arc::new(Inner {
@@ -163,6 +192,7 @@ impl SqliteRepo {
                 tables,
                 readers: Mutex::new(Vec::new()),
                 read_slots: Arc::new(Semaphore::new(READERS)),
+                query_limit_ms: AtomicU64::new(millis(DEFAULT_QUERY_TIME_LIMIT)),
                 remove_dir,
             }),
         })
@@ -261,6 +291,29 @@ impl SqliteRepo {
         })
         .await
         .map_err(|e| RepoError::Internal(format!("a store read failed: {e}")))?
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs `f` with SQLite's progress handler cancelling any statement once `deadline` has
+/// passed; a failure at or after the deadline is reported as the time limit.
+fn with_deadline<T>(
+    conn: &mut Connection,
+    limit: Duration,
+    deadline: Instant,
+    f: impl FnOnce(&mut Connection) -> Result<T, RepoError>,
+) -> Result<T, RepoError> {
+    conn.progress_handler(PROGRESS_STEPS, Some(move || Instant::now() >= deadline))
+        .map_err(internal("setting the query time limit"))?;
+    let result = f(conn);
+    let _ = conn.progress_handler(0, None::<fn() -> bool>);
+    match result {
+        Err(_) if Instant::now() >= deadline => Err(RepoError::TimeLimit(limit)),
+        other => other,
     }
 }
 
@@ -526,6 +579,35 @@ fn run_plan(conn: &mut Connection, plan: &Plan, n_keys: usize) -> Result<RepoPag
     })
 }
 
+/// Runs an unpaged plan, handing each object to `each` as it is read; `each` answers
+/// whether to go on.
+fn stream_plan(
+    conn: &mut Connection,
+    plan: &Plan,
+    mut each: impl FnMut(StoredObject) -> Result<bool, RepoError>,
+) -> Result<(), RepoError> {
+    let tx = conn.transaction().map_err(internal("starting a read"))?;
+    {
+        let mut stmt = tx.prepare_cached(&plan.select.text).map_err(query_error)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(plan.select.params.iter()))
+            .map_err(query_error)?;
+        while let Some(row) = rows.next().map_err(query_error)? {
+            let id: String = row.get(0).map_err(query_error)?;
+            let rev: String = row.get(1).map_err(query_error)?;
+            let body: Option<String> = row.get(2).map_err(query_error)?;
+            let content = match body {
+                Some(body) => parse_body(&body)?,
+                None => Map::new(), // ids only
+            };
+            if !each(StoredObject { id, rev, content })? {
+                break;
+            }
+        }
+    }
+    tx.commit().map_err(internal("ending a read"))
+}
+
 #[async_trait::async_trait]
 impl Repo for SqliteRepo {
     async fn create(
@@ -659,8 +741,65 @@ impl Repo for SqliteRepo {
         };
         let plan = plan(&tbl, resource, &query)?;
         let n_keys = query.sort.len();
-        self.read_with(move |conn| run_plan(conn, &plan, n_keys))
+        let limit = self.query_time_limit();
+        let deadline = Instant::now() + limit;
+        self.read_with(move |conn| {
+            with_deadline(conn, limit, deadline, |conn| run_plan(conn, &plan, n_keys))
+        })
+        .await
+    }
+
+    /// Rows go from a reader thread to the consumer through a channel of [`STREAM_AHEAD`]
+    /// objects. The query time limit covers the whole stream: a consumer that stops taking
+    /// objects does not hold the reader past it.
+    async fn query_stream(
+        &self,
+        resource: &str,
+        query: RepoQuery<'_>,
+    ) -> Result<ObjectStream, RepoError> {
+        if query.page_size != 0 || query.cookie.is_some() || query.count != CountPolicy::None {
+            return Err(RepoError::BadQuery(
+                "a streamed query has no paging and no count".into(),
+            ));
+        }
+        let Some(tbl) = self.inner.table(resource) else {
+            plan("t", resource, &query)?;
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        let plan = plan(&tbl, resource, &query)?;
+        let limit = self.query_time_limit();
+        let deadline = Instant::now() + limit;
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_AHEAD);
+        let runtime = tokio::runtime::Handle::current();
+        let failed = tx.clone();
+        let this = self.clone();
+        let reader = async move {
+            this.read_with(move |conn| {
+                with_deadline(conn, limit, deadline, |conn| {
+                    stream_plan(conn, &plan, |obj| {
+                        let sent = runtime
+                            .block_on(tokio::time::timeout_at(deadline.into(), tx.send(Ok(obj))));
+                        match sent {
+                            Ok(Ok(())) => Ok(true),
+                            // The consumer is gone (client disconnected): stop reading.
+                            Ok(Err(_)) => Ok(false),
+                            Err(_) => Err(RepoError::TimeLimit(limit)),
+                        }
+                    })
+                })
+            })
             .await
+        };
+        tokio::spawn(async move {
+            if let Err(e) = reader.await {
+                // Bounded like the rows: a consumer that stopped reading never sees it.
+                let _ = tokio::time::timeout(Duration::from_secs(1), failed.send(Err(e))).await;
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+        )))
     }
 
     /// One writer message: the ops share one transaction and one fsync.

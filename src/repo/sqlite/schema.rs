@@ -15,7 +15,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 
-use super::sql::{json_path, type_expr, value_expr};
+use super::sql::{index_key, type_expr, value_expr};
 use crate::crest::filter::JsonPointer;
 use crate::repo::RepoError;
 
@@ -77,6 +77,56 @@ pub(crate) fn migrate_to(conn: &mut Connection, target: usize) -> Result<u32, Re
     }
     tx.commit().map_err(internal("committing the migration"))?;
     Ok(version as u32)
+}
+
+/// `repo_meta` key of the next revision number ([`super::writer`]'s sequence).
+const NEXT_REV: &str = "next_rev";
+
+/// Where the revision sequence starts in a store written before it existed: such a store
+/// numbered revisions per object from "0", and the revisions of objects it has since deleted
+/// are unknown, so the sequence starts above any per-object counter it can realistically
+/// hold (2^32 writes of one object).
+const NEXT_REV_AFTER_COUNTERS: u64 = 1 << 32;
+
+/// The next revision number: stored in `repo_meta`; for a store without one, 1 when it holds
+/// no object table yet, [`NEXT_REV_AFTER_COUNTERS`] when it does.
+pub(crate) fn load_next_rev(conn: &Connection) -> Result<u64, RepoError> {
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT value FROM repo_meta WHERE key = ?1",
+            [NEXT_REV],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(internal("reading the revision sequence"))?;
+    if let Some(text) = stored {
+        return text.parse().map_err(|_| {
+            RepoError::Internal(format!(
+                "the stored revision sequence '{text}' is not a number"
+            ))
+        });
+    }
+    let has_tables: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM repo_resource)", [], |r| {
+            r.get(0)
+        })
+        .map_err(internal("reading the catalog"))?;
+    Ok(if has_tables {
+        NEXT_REV_AFTER_COUNTERS
+    } else {
+        1
+    })
+}
+
+/// Records the next revision number, in the transaction that used the ones before it.
+pub(crate) fn store_next_rev(tx: &Transaction<'_>, next: u64) -> Result<(), RepoError> {
+    tx.prepare_cached(
+        "INSERT INTO repo_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute(rusqlite::params![NEXT_REV, next.to_string()]))
+    .map(|_| ())
+    .map_err(internal("recording the revision sequence"))
 }
 
 /// Every resource → table mapping of the catalog.
@@ -144,7 +194,7 @@ fn slug(resource: &str) -> String {
 
 /// Index names of a property: `<tbl>_x_<hash>` (value) and `<tbl>_a_<hash>` (arrays).
 fn index_names(tbl: &str, field: &JsonPointer) -> (String, String) {
-    let digest = Sha256::digest(json_path(field).as_bytes());
+    let digest = Sha256::digest(index_key(field).as_bytes());
     let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     (format!("{tbl}_x_{hash}"), format!("{tbl}_a_{hash}"))
 }

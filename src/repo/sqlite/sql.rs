@@ -14,17 +14,21 @@
 //! * a comparison on an array property matches when any element matches; the array branch is
 //!   guarded by `json_type(..) = 'array'`, which has its own small partial index, so the
 //!   scalar branch stays index-friendly (SQLite answers the `OR` with both indexes);
-//! * `pr` is "present and not null"; `!x` matches whatever `x` does not match, missing
+//! * `pr` is "present, not null and not an empty array"; `!x` matches whatever `x` does not match, missing
 //!   properties included (`!(a eq 1)` matches objects without `a`): every `Not` collapses
 //!   SQL's NULL to false before negating;
-//! * `_id` and `_rev` are the `id` and `rev` columns (strings).
+//! * `_id` and `_rev` are the `id` and `rev` columns (strings);
+//! * a numeric pointer token is an array position where the value is an array
+//!   ([`path_sql`]).
+//!
+//! `crest::filter::conformance` holds the table both this module and the evaluator answer.
 
 use std::fmt::Write as _;
 
 use rusqlite::types::Value as SqlValue;
 use serde::{Deserialize, Serialize};
 
-use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
+use crate::crest::filter::{array_index, CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
 use crate::repo::RepoError;
 
@@ -49,12 +53,20 @@ impl Sql {
     }
 }
 
-/// A JSON path (`$.a."b c"`) for a pointer. Simple tokens stay bare; any other token is
-/// quoted with `"` and `\` escaped, control characters as `\uXXXX`. Numeric tokens are
-/// object keys (SQLite paths cannot say "key or array index").
+/// A JSON path (`$.a."b c"`) for a pointer, every token as an object key. Simple tokens
+/// stay bare; any other token is quoted with `"` and `\` escaped, control characters as
+/// `\uXXXX`.
 pub(crate) fn json_path(ptr: &JsonPointer) -> String {
     let mut path = String::from("$");
     for token in ptr.tokens() {
+        push_key(&mut path, token);
+    }
+    path
+}
+
+/// Appends `token` as an object-key step to a JSON path.
+fn push_key(path: &mut String, token: &str) {
+    {
         let simple = token
             .chars()
             .next()
@@ -63,7 +75,7 @@ pub(crate) fn json_path(ptr: &JsonPointer) -> String {
         if simple {
             path.push('.');
             path.push_str(token);
-            continue;
+            return;
         }
         path.push_str(".\"");
         for c in token.chars() {
@@ -78,7 +90,49 @@ pub(crate) fn json_path(ptr: &JsonPointer) -> String {
         }
         path.push('"');
     }
-    path
+}
+
+/// The SQL expression of a pointer's JSON path. Usually the literal [`json_path`] (what an
+/// expression index is built on). A numeric token after the first (`/mail/0`) names an
+/// array position where the value is an array and a key otherwise, as in the in-memory
+/// evaluator; SQLite paths cannot say "key or position", so such a path is chosen by the
+/// parent's JSON type (the first token is always a key: the body is an object).
+pub(crate) fn path_sql(ptr: &JsonPointer) -> String {
+    // The path so far: an expression (once a position was chosen) plus a literal tail.
+    let mut expr: Option<String> = None;
+    let mut tail = String::from("$");
+    let joined = |expr: &Option<String>, tail: &str| match expr {
+        None => sql_literal(tail),
+        Some(e) if tail.is_empty() => e.clone(),
+        Some(e) => format!("({e} || {})", sql_literal(tail)),
+    };
+    for (i, token) in ptr.tokens().iter().enumerate() {
+        match array_index(token) {
+            Some(n) if i > 0 => {
+                let parent = joined(&expr, &tail);
+                let mut key = String::new();
+                push_key(&mut key, token);
+                expr = Some(format!(
+                    "(CASE WHEN json_type(body, {parent}) = 'array' THEN {parent} || '[{n}]' ELSE {parent} || {} END)",
+                    sql_literal(&key)
+                ));
+                tail.clear();
+            }
+            _ => push_key(&mut tail, token),
+        }
+    }
+    joined(&expr, &tail)
+}
+
+/// What names a property's indexes: the JSON path, or the path expression when it is not
+/// a literal (an index on the old expression must not survive under the same name).
+pub(crate) fn index_key(ptr: &JsonPointer) -> String {
+    let path = path_sql(ptr);
+    if path == json_path_literal(ptr) {
+        json_path(ptr)
+    } else {
+        path
+    }
 }
 
 /// A SQL string literal: `'` doubled. NUL cannot occur (json_path escapes it).
@@ -93,13 +147,13 @@ pub(crate) fn json_path_literal(ptr: &JsonPointer) -> String {
 
 /// `json_extract(body, <path>)`: the indexed expression of a property.
 pub(crate) fn value_expr(ptr: &JsonPointer) -> String {
-    format!("json_extract(body, {})", json_path_literal(ptr))
+    format!("json_extract(body, {})", path_sql(ptr))
 }
 
 /// `json_type(body, <path>)`: NULL when missing, `'null'`, `'text'`, `'integer'`, `'real'`,
 /// `'true'`, `'false'`, `'object'` or `'array'`.
 pub(crate) fn type_expr(ptr: &JsonPointer) -> String {
-    format!("json_type(body, {})", json_path_literal(ptr))
+    format!("json_type(body, {})", path_sql(ptr))
 }
 
 /// How a property is reached.
@@ -158,7 +212,13 @@ fn filter_at(filter: &QueryFilter, sql: &mut Sql, depth: usize) -> Result<String
         }
         QueryFilter::Present(ptr) => match field(ptr) {
             Field::Column(_) => "1".to_string(),
-            Field::Json(p) => format!("({} IS NOT NULL)", value_expr(&p)),
+            // An empty array is absent, as in IDM's repositories (they store no value).
+            Field::Json(p) => format!(
+                "({} IS NOT NULL AND ({} <> 'array' OR json_array_length(body, {}) > 0))",
+                value_expr(&p),
+                type_expr(&p),
+                path_sql(&p)
+            ),
         },
         QueryFilter::Compare {
             field: ptr,
@@ -176,7 +236,7 @@ fn filter_at(filter: &QueryFilter, sql: &mut Sql, depth: usize) -> Result<String
                 let element = compare("je.value", Some("je.type"), *op, value, sql);
                 format!(
                     "({scalar} OR ({t} = 'array' AND EXISTS (SELECT 1 FROM json_each(body, {}) AS je WHERE {element})))",
-                    json_path_literal(&p)
+                    path_sql(&p)
                 )
             }
         },

@@ -356,60 +356,6 @@ fn dataset() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// What the in-memory evaluator answers (written by hand here from the contract in
-/// `sql.rs`; `QueryFilter::matches` did not exist yet).
-fn reference(filter: &QueryFilter, id: &str, v: &Value) -> bool {
-    let get = |p: &JsonPointer| -> Option<Value> {
-        match p.tokens() {
-            [t] if t == "_id" => Some(Value::String(id.to_string())),
-            [t] if t == "_rev" => Some(Value::String("0".into())),
-            _ => p.resolve(v).cloned(),
-        }
-    };
-    fn scalar(v: &Value, op: CompareOp, lit: &FilterValue) -> bool {
-        use std::cmp::Ordering;
-        let ord: Option<Ordering> = match (v, lit) {
-            (Value::String(a), FilterValue::String(b)) => match op {
-                CompareOp::Co => return a.contains(b.as_str()),
-                CompareOp::Sw => return a.starts_with(b.as_str()),
-                _ => Some(a.as_str().cmp(b.as_str())),
-            },
-            (Value::Number(a), FilterValue::Integer(b)) => match a.as_i64() {
-                Some(a) => Some(a.cmp(b)),
-                None => a.as_f64().and_then(|a| a.partial_cmp(&(*b as f64))),
-            },
-            (Value::Number(a), FilterValue::Float(b)) => a.as_f64().and_then(|a| a.partial_cmp(b)),
-            (Value::Bool(a), FilterValue::Bool(b)) => Some(a.cmp(b)),
-            _ => None,
-        };
-        let Some(ord) = ord else { return false };
-        match op {
-            CompareOp::Eq => ord == Ordering::Equal,
-            CompareOp::Lt => ord == Ordering::Less,
-            CompareOp::Le => ord != Ordering::Greater,
-            CompareOp::Gt => ord == Ordering::Greater,
-            CompareOp::Ge => ord != Ordering::Less,
-            CompareOp::Co | CompareOp::Sw => false,
-        }
-    }
-    match filter {
-        QueryFilter::True => true,
-        QueryFilter::False => false,
-        QueryFilter::And(fs) => fs.iter().all(|f| reference(f, id, v)),
-        QueryFilter::Or(fs) => fs.iter().any(|f| reference(f, id, v)),
-        QueryFilter::Not(f) => !reference(f, id, v),
-        QueryFilter::Present(p) => get(p).is_some_and(|x| !x.is_null()),
-        QueryFilter::Compare { field, op, value } => match get(field) {
-            Some(Value::Array(items)) => items.iter().any(|x| scalar(x, *op, value)),
-            Some(x) => scalar(&x, *op, value),
-            None => false,
-        },
-        QueryFilter::In { field, values } => {
-            matches!(get(field), Some(Value::String(x)) if values.contains(&x))
-        }
-    }
-}
-
 fn filters() -> Vec<QueryFilter> {
     use CompareOp::*;
     use FilterValue::{Bool, Float, Integer};
@@ -443,7 +389,10 @@ fn filters() -> Vec<QueryFilter> {
             ("/we\"i'rd key", s("v")),
             ("_id", s("c")),
             ("_id", Integer(1)),
-            ("_rev", s("0")),
+            ("_rev", s("1")),
+            ("/nums/1", Integer(2)),
+            ("/tags/0", s("x")),
+            ("/age/0", Integer(31)),
             ("obj", s("{\"k\":1}")),
             ("missing", s("x")),
         ] {
@@ -460,6 +409,8 @@ fn filters() -> Vec<QueryFilter> {
         "_id",
         "/we\"i'rd key",
         "/",
+        "/tags/0",
+        "/nums/2",
     ] {
         out.push(QueryFilter::Present(ptr(field)));
         out.push(QueryFilter::Not(Box::new(QueryFilter::Present(ptr(field)))));
@@ -496,18 +447,40 @@ fn filters() -> Vec<QueryFilter> {
     out
 }
 
+/// The stored objects as the in-memory evaluator sees them: content with `_id` and `_rev`.
+async fn stored_documents(repo: &SqliteRepo, resource: &str) -> Vec<(String, Value)> {
+    let all = repo
+        .query(resource, query(&QueryFilter::True, &[]))
+        .await
+        .unwrap();
+    all.results
+        .into_iter()
+        .map(|o| {
+            let mut doc = o.content;
+            doc.insert("_id".into(), json!(o.id));
+            doc.insert("_rev".into(), json!(o.rev));
+            (o.id, Value::Object(doc))
+        })
+        .collect()
+}
+
+/// Every filter of [`filters`] selects in SQL exactly what `QueryFilter::matches` selects
+/// in memory.
 async fn check_filters(repo: &SqliteRepo) {
-    let data = dataset();
+    let docs = stored_documents(repo, USERS).await;
+    let mut failures = Vec::new();
     for f in filters() {
         let page = repo.query(USERS, query(&f, &[])).await.unwrap();
-        let mut want: Vec<String> = data
+        let want: Vec<String> = docs
             .iter()
-            .filter(|(id, v)| reference(&f, id, v))
-            .map(|(id, _)| id.to_string())
+            .filter(|(_, doc)| f.matches(doc))
+            .map(|(id, _)| id.clone())
             .collect();
-        want.sort();
-        assert_eq!(ids(&page), want, "filter {f:?}");
+        if ids(&page) != want {
+            failures.push(format!("{f:?}: sql {:?}, eval {want:?}", ids(&page)));
+        }
     }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[tokio::test]
@@ -924,7 +897,9 @@ async fn old_schema_is_migrated_and_newer_refused() {
             )
             .await
             .unwrap();
-        assert_eq!(o.rev, "5");
+        // The store-wide revision sequence starts above every per-object counter an old
+        // store can hold, so no revision it ever issued (even to a deleted object) returns.
+        assert_eq!(o.rev, (1u64 << 32).to_string());
     }
     let conn = Connection::open(&path).unwrap();
     let version: u32 = conn
@@ -1214,4 +1189,200 @@ async fn other_writes_commit_with_the_write_or_not_at_all() {
     let q1 = repo.read("sync/queue", "q1").await.unwrap().unwrap();
     let results = repo.batch(vec![put("q1", 4)]).await;
     assert_ne!(results[0].as_ref().unwrap().rev, q1.rev);
+}
+
+/// A client holding a revision of a deleted object must not match the object created again
+/// under the same id, not even after the store is reopened: revisions never repeat for an id.
+#[tokio::test]
+async fn revisions_never_repeat_across_delete_and_recreate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = HashSet::new();
+    {
+        let repo = SqliteRepo::open(dir.path()).unwrap();
+        for round in 0..3 {
+            let o = create(&repo, "u1", json!({"round": round})).await;
+            assert!(seen.insert(o.rev.clone()), "{} repeated", o.rev);
+            let o = repo
+                .update(
+                    USERS,
+                    "u1",
+                    Some(&o.rev),
+                    obj(json!({"n": 1})),
+                    WriteOptions::default(),
+                )
+                .await
+                .unwrap();
+            assert!(seen.insert(o.rev.clone()), "{} repeated", o.rev);
+            repo.delete(USERS, "u1", Some(&o.rev)).await.unwrap();
+        }
+    }
+    let repo = SqliteRepo::open(dir.path()).unwrap();
+    let o = create(&repo, "u1", json!({"round": "reopened"})).await;
+    assert!(
+        seen.insert(o.rev.clone()),
+        "{} repeated after reopening",
+        o.rev
+    );
+    for old in &seen {
+        if *old == o.rev {
+            continue;
+        }
+        let stale = repo
+            .update(
+                USERS,
+                "u1",
+                Some(old),
+                obj(json!({})),
+                WriteOptions::default(),
+            )
+            .await;
+        assert!(
+            matches!(stale, Err(RepoError::RevisionMismatch { .. })),
+            "old revision {old}: {stale:?}"
+        );
+        assert!(matches!(
+            repo.delete(USERS, "u1", Some(old)).await,
+            Err(RepoError::RevisionMismatch { .. })
+        ));
+    }
+    // Batched writes draw from the same sequence.
+    repo.delete(USERS, "u1", None).await.unwrap();
+    let out = repo
+        .batch(vec![WriteOp::Create {
+            resource: USERS.into(),
+            id: "u1".into(),
+            content: obj(json!({})),
+        }])
+        .await;
+    let rev = out[0].as_ref().unwrap().rev.clone();
+    assert!(seen.insert(rev.clone()), "{rev} repeated by a batch");
+}
+
+/// The shared conformance table, answered by SQL: the store selects exactly what the
+/// in-memory evaluator selects (`crest::filter::eval` runs the same table), without indexes
+/// and with every property indexed.
+#[tokio::test]
+async fn filter_conformance_table() {
+    use crate::crest::filter::{conformance, parse};
+    let repo = SqliteRepo::open_temporary().unwrap();
+    for (id, doc) in conformance::documents() {
+        create(&repo, id, doc).await;
+    }
+    async fn answers(repo: &SqliteRepo) -> std::collections::HashMap<&'static str, Vec<String>> {
+        let mut out = std::collections::HashMap::new();
+        for (text, _) in conformance::CASES {
+            let filter = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let page = repo
+                .query(USERS, query(&filter, &[]))
+                .await
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            out.insert(*text, ids(&page));
+        }
+        out
+    }
+    let unindexed = answers(&repo).await;
+    conformance::check(|text| unindexed[text].clone());
+    let fields: Vec<JsonPointer> = [
+        "userName", "age", "active", "tags", "mail", "nums", "/mail/0", "/obj/0",
+    ]
+    .iter()
+    .map(|f| ptr(f))
+    .collect();
+    repo.set_indexes(USERS, &fields).await.unwrap();
+    let indexed = answers(&repo).await;
+    conformance::check(|text| indexed[text].clone());
+}
+
+async fn seed_bulk(repo: &SqliteRepo, n: usize) {
+    let ops: Vec<WriteOp> = (0..n)
+        .map(|i| WriteOp::Create {
+            resource: USERS.into(),
+            id: format!("u{i:06}"),
+            content: obj(json!({"userName": format!("user{i}"), "n": i, "tags": ["a", "b"]})),
+        })
+        .collect();
+    for chunk in ops.chunks(2000) {
+        for r in repo.batch(chunk.to_vec()).await {
+            r.unwrap();
+        }
+    }
+}
+
+/// A streamed query yields every match in order, the same objects a whole-page query does.
+#[tokio::test]
+async fn streamed_query_yields_every_match_in_order() {
+    use futures_util::StreamExt;
+    let repo = SqliteRepo::open_temporary().unwrap();
+    seed_bulk(&repo, 3000).await;
+    let f = cmp("n", CompareOp::Ge, FilterValue::Integer(1000));
+    let page = repo.query(USERS, query(&f, &[])).await.unwrap();
+    let streamed: Vec<StoredObject> = repo
+        .query_stream(USERS, query(&f, &[]))
+        .await
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(streamed.len(), 2000);
+    assert_eq!(streamed, page.results);
+    // Paging and counts are refused, a missing resource streams nothing.
+    let mut paged = query(&f, &[]);
+    paged.page_size = 10;
+    assert!(matches!(
+        repo.query_stream(USERS, paged).await,
+        Err(RepoError::BadQuery(_))
+    ));
+    let none: Vec<_> = repo
+        .query_stream("managed/none", query(&f, &[]))
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert!(none.is_empty());
+}
+
+/// A query past the time limit is cancelled with `TimeLimit`, whole-page or streamed; a
+/// streamed query whose consumer stops taking objects ends at the limit too (its reader
+/// is freed), and the next query runs normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_past_the_time_limit_are_cancelled() {
+    use futures_util::StreamExt;
+    let repo = SqliteRepo::open_temporary().unwrap();
+    seed_bulk(&repo, 20_000).await;
+    // Slow on purpose: a substring test on every array element of every object, sorted.
+    let slow = QueryFilter::Or(vec![
+        cmp("tags", CompareOp::Co, s("zz")),
+        cmp("userName", CompareOp::Co, s("zz")),
+    ]);
+    let sort = [SortKey::parse("-userName").unwrap()];
+    repo.set_query_time_limit(Duration::from_millis(1));
+    let r = repo.query(USERS, query(&slow, &sort)).await;
+    assert_eq!(r, Err(RepoError::TimeLimit(Duration::from_millis(1))));
+    let mut stream = repo.query_stream(USERS, query(&slow, &sort)).await.unwrap();
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(RepoError::TimeLimit(_)))
+    ));
+
+    repo.set_query_time_limit(Duration::from_millis(300));
+    let mut stream = repo
+        .query_stream(USERS, query(&QueryFilter::True, &[]))
+        .await
+        .unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rest: Vec<_> = stream.collect().await;
+    assert!(rest.len() < 20_000, "the stalled stream was not cut");
+    assert!(
+        matches!(rest.last(), Some(Err(RepoError::TimeLimit(_)))),
+        "{:?}",
+        rest.last().map(|r| r.as_ref().err())
+    );
+
+    repo.set_query_time_limit(Duration::from_secs(30));
+    let all = repo
+        .query(USERS, query(&QueryFilter::True, &[]))
+        .await
+        .unwrap();
+    assert_eq!(all.results.len(), 20_000);
 }

@@ -98,8 +98,10 @@ impl Message {
     }
 }
 
-/// Runs until every sender is dropped.
-pub(crate) fn run(mut conn: Connection, rx: Receiver<Message>, tables: Tables) {
+/// Runs until every sender is dropped. `next_rev` is the store's next revision
+/// ([`schema::load_next_rev`]).
+pub(crate) fn run(mut conn: Connection, rx: Receiver<Message>, tables: Tables, next_rev: u64) {
+    let mut revs = Revisions { next: next_rev };
     let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         first.append_to(&mut batch);
@@ -110,11 +112,28 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Message>, tables: Tables) {
                 Err(_) => break,
             }
         }
-        let results = run_batch(&mut conn, &batch, &tables);
+        let results = run_batch(&mut conn, &batch, &tables, &mut revs);
         for (cmd, result) in batch.drain(..).zip(results) {
             // A caller that stopped waiting is not an error.
             let _ = cmd.reply.send(result);
         }
+    }
+}
+
+/// The store-wide revision sequence: every create and update takes the next number, so a
+/// revision is never issued twice, not even to an object deleted and created again (a
+/// client holding the old object's `_rev` gets a mismatch, never a match by accident).
+/// The next number is written in each batch's transaction, so after a crash the sequence
+/// resumes above every committed revision; numbers of a batch that failed are skipped.
+struct Revisions {
+    next: u64,
+}
+
+impl Revisions {
+    fn take(&mut self) -> String {
+        let rev = self.next;
+        self.next = self.next.saturating_add(1);
+        rev.to_string()
     }
 }
 
@@ -123,7 +142,9 @@ fn run_batch(
     conn: &mut Connection,
     batch: &[Command],
     tables: &Tables,
+    revs: &mut Revisions,
 ) -> Vec<Result<Done, RepoError>> {
+    let first_rev = revs.next;
     let fail_all = |e: RepoError| batch.iter().map(|_| Err(e.clone())).collect();
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -138,7 +159,7 @@ fn run_batch(
             // atomic itself, so no savepoint (and no sub-journal) is needed. A check failing
             // wrote nothing; a store failure leaves the transaction in an unknown state (it
             // may have been rolled back): fail all of it, no caller hears `Ok`.
-            let result = apply(&tx, cmd, tables, &mut new_tables);
+            let result = apply(&tx, cmd, tables, &mut new_tables, revs);
             if let Err(e @ RepoError::Internal(_)) = &result {
                 return fail_all(e.clone());
             }
@@ -148,7 +169,7 @@ fn run_batch(
         if let Err(e) = tx.execute_batch("SAVEPOINT w") {
             return fail_all(internal("starting a savepoint")(e));
         }
-        let result = apply(&tx, cmd, tables, &mut new_tables);
+        let result = apply(&tx, cmd, tables, &mut new_tables, revs);
         let end = if result.is_ok() {
             "RELEASE w"
         } else {
@@ -162,6 +183,11 @@ fn run_batch(
             created.append(&mut new_tables);
         }
         results.push(result);
+    }
+    if revs.next != first_rev {
+        if let Err(e) = schema::store_next_rev(&tx, revs.next) {
+            return fail_all(e);
+        }
     }
     if let Err(e) = tx.commit() {
         return fail_all(internal("committing")(e));
@@ -221,6 +247,7 @@ fn apply(
     cmd: &Command,
     tables: &Tables,
     created: &mut Vec<(String, String)>,
+    revs: &mut Revisions,
 ) -> Result<Done, RepoError> {
     let done = apply_op(tx, &cmd.resource, &cmd.op, tables, created)?;
     for (resource, op) in &cmd.also {
@@ -251,7 +278,7 @@ fn apply_op(
                 });
             }
             check_unique(tx, &tbl, resource, id, unique)?;
-            let rev = "0".to_string();
+            let rev = revs.take();
             tx.prepare_cached(&format!(
                 "INSERT INTO \"{tbl}\" (id, rev, body) VALUES (?1, ?2, jsonb(?3))"
             ))
@@ -269,7 +296,7 @@ fn apply_op(
             let current = current_rev(tx, &tbl, id)?.ok_or_else(|| not_found(id))?;
             check_rev(resource, id, rev.as_deref(), &current)?;
             check_unique(tx, &tbl, resource, id, unique)?;
-            let next = next_rev(&current);
+            let next = revs.take();
             tx.prepare_cached(&format!(
                 "UPDATE \"{tbl}\" SET rev = ?2, body = jsonb(?3) WHERE id = ?1"
             ))
@@ -345,14 +372,6 @@ fn check_rev(
         }),
         _ => Ok(()),
     }
-}
-
-/// Revisions are a per-object counter: "0" at creation, then "1", "2", …
-fn next_rev(current: &str) -> String {
-    current
-        .parse::<u64>()
-        .map_or(0, |n| n.wrapping_add(1))
-        .to_string()
 }
 
 /// Fails with [`RepoError::Unique`] when another object of the table has the same value for
