@@ -5,7 +5,9 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::slapd::{people_ldif, Slapd, ACCESSLOG, GROUPS, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
+use common::slapd::{
+    people_ldif, Slapd, ACCESSLOG, GROUPS, LIMITED_DN, LIMITED_PW, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX,
+};
 use common::TestPki;
 use idm_gateway::config::Trust;
 use idm_gateway::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
@@ -738,6 +740,89 @@ async fn live_sync_sees_deletes_in_the_accesslog() {
         .unwrap()
         .deltas
         .is_empty());
+}
+
+/// A non-root principal whose searches return at most 100 entries, 250 entries in the
+/// directory and 550 changes since the token (adds, modifies and logged deletes,
+/// interleaved): liveSync reads them window by window, oldest first, each once.
+#[tokio::test]
+async fn live_sync_pages_through_a_size_limited_principal() {
+    let slapd = Slapd::builder()
+        .people("pre", 250)
+        .size_limited(100)
+        .accesslog()
+        .start();
+    let f = Fixture::with(
+        slapd.port(),
+        json!({"principal": LIMITED_DN, "credentials": LIMITED_PW,
+               "uidAttribute": "uid", "accessLogBase": ACCESSLOG}),
+    );
+    let acc = f.account();
+    // The limit is real: a whole search fails for this principal.
+    let whole = f
+        .conn
+        .query(&acc, None, &QueryOptions::default())
+        .await
+        .unwrap_err();
+    assert!(whole.to_string().contains("size limit"), "{whole}");
+
+    let token = f.conn.latest_sync_token(&acc).await.unwrap();
+    let mut ldif = String::new();
+    let mut expected = Vec::new();
+    for k in 0..300 {
+        ldif.push_str(&people_ldif("new", k..k + 1).replacen(
+            "objectClass: top",
+            "changetype: add\nobjectClass: top",
+            1,
+        ));
+        expected.push(format!("change new{k}"));
+        if k < 230 {
+            ldif.push_str(&format!(
+                "dn: uid=pre{k},{PEOPLE}\nchangetype: modify\nreplace: description\n\
+                 description: changed {k}\n\n"
+            ));
+            expected.push(format!("change pre{k}"));
+        }
+        if k < 20 {
+            ldif.push_str(&format!(
+                "dn: uid=pre{},{PEOPLE}\nchangetype: delete\n\n",
+                230 + k
+            ));
+            expected.push(format!("delete pre{}", 230 + k));
+        }
+    }
+    slapd.ldapmodify(&ldif);
+    assert!(expected.len() > 500);
+
+    let mut seen = Vec::new();
+    let mut token = token;
+    for _ in 0..100 {
+        let batch = f.conn.sync(&acc, &token, 150).await.unwrap();
+        assert!(batch.deltas.len() <= 150);
+        if batch.deltas.is_empty() {
+            assert_eq!(batch.token, token, "no change, no new token");
+            break;
+        }
+        for d in &batch.deltas {
+            seen.push(match d {
+                SyncDelta::CreateOrUpdate(o) => format!("change {}", o.uid),
+                SyncDelta::Delete(uid) => format!("delete {uid}"),
+            });
+        }
+        token = batch.token;
+    }
+    assert_eq!(seen, expected);
+    // The token is the last change's: the latest token, and nothing is left after it.
+    assert_eq!(token, f.conn.latest_sync_token(&acc).await.unwrap());
+    let again = f.conn.sync(&acc, &token, 150).await.unwrap();
+    assert!(again.deltas.is_empty(), "{:?}", again.deltas);
+    // Without a limit per call too.
+    let first = f.conn.latest_sync_token(&acc).await.unwrap();
+    slapd.ldapmodify(&format!(
+        "dn: uid=new0,{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: x\n"
+    ));
+    let one = f.conn.sync(&acc, &first, 0).await.unwrap();
+    assert_eq!(one.deltas.len(), 1);
 }
 
 #[tokio::test]

@@ -616,44 +616,7 @@ impl Connector for LdapConnector {
                     token: Value::String(self.max_csn(&mut ldap).await?),
                 });
             };
-            let t = escape_filter_value(&token);
-            let spec = SearchSpec {
-                bases: self.cfg.base_contexts.clone(),
-                scope: Scope::Subtree,
-                filter: self.class_search_filter(
-                    class,
-                    vec![format!("(entryCSN>={t})"), format!("(!(entryCSN={t}))")],
-                ),
-            };
-            let mut requested = class.default_attributes();
-            if !requested.iter().any(|a| a == NAME) {
-                requested.push(NAME.to_owned());
-            }
-            let mut wire = self.wire_attributes(&requested);
-            wire.retain(|a| a != "1.1");
-            wire.push("entryCSN".into());
-            let entries = self
-                .search_all(&mut ldap, &spec, &wire, None, "liveSync")
-                .await?;
-            let mut changed: Vec<(String, SyncDelta)> = entries
-                .iter()
-                .filter_map(|e| {
-                    Some((
-                        first_value(e, "entryCSN")?,
-                        SyncDelta::CreateOrUpdate(self.to_object(e, &requested)?),
-                    ))
-                })
-                .collect();
-            changed.extend(self.logged_deletes(&mut ldap, class, &token).await?);
-            changed.sort_by(|a, b| a.0.cmp(&b.0));
-            if max > 0 {
-                changed.truncate(max);
-            }
-            let next = changed.last().map(|(csn, _)| csn.clone()).unwrap_or(token);
-            Ok(SyncBatch {
-                deltas: changed.into_iter().map(|(_, d)| d).collect(),
-                token: Value::String(next),
-            })
+            self.changes_since(&mut ldap, class, token, max).await
         })
         .await
     }
