@@ -46,11 +46,15 @@
 //! # liveSync
 //! The token is an `entryCSN` (a JSON string; OpenLDAP keeps it on every entry, with
 //! microsecond time and a change counter, so CSNs are unique and totally ordered). `sync`
-//! searches `(entryCSN>=T)` minus `(entryCSN=T)`, sorts by CSN and returns the oldest
-//! `max` as [`SyncDelta::CreateOrUpdate`]; the next token is the last returned CSN, so
-//! nothing is returned twice and entries sharing a timestamp are not missed.
+//! reads the entries with `entryCSN` after T, oldest first, as
+//! [`SyncDelta::CreateOrUpdate`], up to `max`; the next token is the last returned CSN, so
+//! nothing is returned twice and entries sharing a timestamp are not missed. It reads them
+//! in CSN windows of at most `blockSize` entries each, narrowed when a search hits the
+//! client's or the server's size limit (a non-root principal's `olcLimits`), so a batch
+//! never reads everything since the token (see `sync`).
 //! `latest_sync_token` is the greatest `contextCSN` of the naming contexts when the server
-//! keeps one (syncprov), otherwise the greatest `entryCSN` under `baseContexts`.
+//! keeps one (syncprov), otherwise the greatest `entryCSN` under `baseContexts`, found by
+//! looking back from now in windows of the same bound.
 //! Deletes leave no entry behind. With `accessLogBase` set (the suffix of OpenLDAP's
 //! `accesslog` overlay database, e.g. `cn=accesslog`, logging at least `logops delete` with
 //! `logsuccess TRUE`, ideally `logold (objectClass=*)`), `sync` also reads the logged

@@ -34,6 +34,9 @@ const COUNTER_BITS: u32 = 24;
 /// CSNs are. None when `csn` is not an OpenLDAP CSN.
 pub(super) fn csn_key(csn: &str) -> Option<i128> {
     let (time, rest) = csn.split_once('Z')?;
+    if time.len() != 21 || time.as_bytes()[14] != b'.' {
+        return None;
+    }
     let at = NaiveDateTime::parse_from_str(time, "%Y%m%d%H%M%S%.6f").ok()?;
     let counter = rest.strip_prefix('#')?.split('#').next()?;
     if counter.len() != 6 {
