@@ -825,6 +825,145 @@ async fn live_sync_pages_through_a_size_limited_principal() {
     assert_eq!(one.deltas.len(), 1);
 }
 
+/// The uid values of the entries matching `filter` under `base` as slapd has them (LDIF
+/// `attr:: base64` decoded), with their DNs.
+fn entries_in_slapd(slapd: &Slapd, base: &str, filter: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let value = |line: &str, attr: &str| -> Option<String> {
+        if let Some(b) = line.strip_prefix(&format!("{attr}:: ")) {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+            return Some(String::from_utf8(bytes).unwrap());
+        }
+        line.strip_prefix(&format!("{attr}: ")).map(str::to_owned)
+    };
+    let ldif = slapd.ldapsearch(base, filter, &["uid"]);
+    ldif.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let dn = e.lines().find_map(|l| value(l, "dn")).unwrap();
+            let uid = e.lines().find_map(|l| value(l, "uid")).unwrap_or_default();
+            (dn, uid)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dns_are_escaped_and_stay_under_the_base_contexts() {
+    let slapd = Slapd::start();
+    let f = Fixture::with(
+        slapd.port(),
+        json!({"baseContexts": [PEOPLE], "uidAttribute": "uid"}),
+    );
+    let acc = f.account();
+    let suffix = format!(",{PEOPLE}");
+    // An id placed into the DN (no __NAME__) is one RDN value, whatever it holds.
+    for name in [
+        "a,b",
+        "a+b",
+        "a=b",
+        "a\"b",
+        "a\\b",
+        " lead",
+        "#hash",
+        "trail ",
+        "x,ou=elsewhere,dc=example,dc=com",
+        "y,dc=com",
+    ] {
+        let uid = f
+            .conn
+            .create(&acc, Some(name), attrs(json!({"cn": "N", "sn": "S"})))
+            .await
+            .unwrap_or_else(|e| panic!("create {name:?}: {e}"));
+        assert_eq!(uid, name);
+        let found = entries_in_slapd(
+            &slapd,
+            SUFFIX,
+            &format!(
+                "(uid={})",
+                idm_gateway::system::ldap::escape_filter_value(name)
+            ),
+        );
+        assert_eq!(found.len(), 1, "{name:?}: {found:?}");
+        let (dn, value) = &found[0];
+        assert_eq!(value, name);
+        assert!(dn.ends_with(&suffix), "{name:?} landed at {dn}");
+        assert!(!dn[..dn.len() - suffix.len()].contains(",ou="), "{dn}");
+        let back = f.conn.read(&acc, name, &names(&["uid"])).await.unwrap();
+        assert_eq!(back.unwrap().attributes["uid"], json!([name]));
+    }
+
+    // A DN given as __NAME__, escaped by its writer, is taken as written.
+    let escaped = format!("uid=q\\,r\\+s,{PEOPLE}");
+    let q = f
+        .conn
+        .create(
+            &acc,
+            None,
+            attrs(json!({NAME: escaped, "uid": "q,r+s", "cn": "Q", "sn": "S"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q, "q,r+s");
+
+    // A DN outside the base contexts, or no DN at all, is refused and nothing is written.
+    let before = entries_in_slapd(&slapd, SUFFIX, "(objectClass=*)");
+    for dn in [
+        "uid=x,ou=elsewhere".to_owned(),
+        format!("uid=x,{GROUPS}"),
+        format!("uid=x,{SUFFIX}"),
+        format!("uid=x,{PEOPLE},dc=evil"),
+        format!("uid=x\\,{PEOPLE}"),
+        "not a dn".to_owned(),
+        format!("uid=x,,{PEOPLE}"),
+        format!("uid=x\\zz,{PEOPLE}"),
+    ] {
+        let e = f
+            .conn
+            .create(
+                &acc,
+                None,
+                attrs(json!({NAME: dn, "uid": "x", "cn": "X", "sn": "S"})),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ConnectorError::InvalidAttribute(_)),
+            "{dn}: {e:?}"
+        );
+        assert!(e.to_string().contains(&dn), "{e}");
+        if !dn.contains("not a dn") && !dn.contains(",,") && !dn.contains("zz") {
+            assert!(
+                e.to_string().contains(PEOPLE),
+                "names the base contexts: {e}"
+            );
+        }
+    }
+    // A rename outside the base contexts is refused; the entry stays where it was.
+    let e = f
+        .conn
+        .update(&acc, &q, attrs(json!({NAME: format!("uid=q,{GROUPS}")})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::InvalidAttribute(_)), "{e:?}");
+    assert!(
+        e.to_string().contains(GROUPS) && e.to_string().contains(PEOPLE),
+        "{e}"
+    );
+    assert_eq!(entries_in_slapd(&slapd, SUFFIX, "(objectClass=*)"), before);
+    // A rename within them, escaped, lands where it says.
+    f.conn
+        .update(
+            &acc,
+            &q,
+            attrs(json!({NAME: format!("uid=t\\2cu,{PEOPLE}"), "uid": "t,u"})),
+        )
+        .await
+        .unwrap();
+    let found = entries_in_slapd(&slapd, SUFFIX, "(uid=t,u)");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].0.ends_with(&suffix));
+}
+
 #[tokio::test]
 async fn error_mapping() {
     let mut slapd = Slapd::start();

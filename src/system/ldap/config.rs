@@ -202,8 +202,10 @@ impl Config {
             problems.push(format!("{}: must not be empty", at("baseContexts")));
         }
         for b in &base_contexts {
-            if !b.contains('=') {
-                problems.push(format!("{}: '{b}' is not a DN", at("baseContexts")));
+            match Dn::parse(b) {
+                Ok(dn) if !dn.is_empty() => {}
+                Ok(_) => problems.push(format!("{}: '{b}' is not a DN", at("baseContexts"))),
+                Err(e) => problems.push(format!("{}: '{b}' is not a DN: {e}", at("baseContexts"))),
             }
         }
         let account_object_classes = strings(

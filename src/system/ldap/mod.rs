@@ -99,7 +99,7 @@ mod search;
 mod sync;
 
 use config::{valid_attribute, Config};
-use dn::{dn_under, normalize_dn, rdn_and_parent};
+use dn::{child_dn, dn_under, normalize_dn, rdn_and_parent, Dn};
 use filter::{and_filters, split_dn_filter};
 pub use filter::{escape_filter_value, to_ldap_filter};
 use paged::Sessions;
@@ -247,6 +247,35 @@ impl LdapConnector {
             )),
             e => ConnectorError::Other(format!("system {sys}: cannot {op} {what}: {e}")),
         }
+    }
+
+    /// A DN the connector is about to write (a create's or a rename's) must parse and lie
+    /// below one of `baseContexts`.
+    fn check_placement(&self, dn: &str) -> ConnectorResult<()> {
+        let parsed = Dn::parse(dn).map_err(|e| {
+            ConnectorError::InvalidAttribute(format!(
+                "system {}: '{dn}' is not a DN: {e}",
+                self.sys()
+            ))
+        })?;
+        let under = self
+            .cfg
+            .base_contexts
+            .iter()
+            .any(|b| Dn::parse(b).is_ok_and(|base| parsed != base && parsed.is_under(&base)));
+        if under {
+            return Ok(());
+        }
+        Err(ConnectorError::InvalidAttribute(format!(
+            "system {}: the DN '{dn}' is not under the base contexts ({})",
+            self.sys(),
+            self.cfg
+                .base_contexts
+                .iter()
+                .map(|b| format!("'{b}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
     }
 
     /// Runs `fut` within the `operation`'s timeout, if one is set.
@@ -423,21 +452,30 @@ impl Connector for LdapConnector {
         uid: Option<&str>,
         attributes: Map<String, Value>,
     ) -> ConnectorResult<String> {
-        let dn = attributes
-            .get(NAME)
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Array(a) if a.len() == 1 => a[0].as_str().map(str::to_owned),
-                _ => None,
-            })
-            .or_else(|| uid.filter(|_| self.cfg.uid_is_dn()).map(str::to_owned))
-            .ok_or_else(|| {
-                ConnectorError::InvalidAttribute(format!(
+        let given = attributes.get(NAME).and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(a) if a.len() == 1 => a[0].as_str().map(str::to_owned),
+            _ => None,
+        });
+        let dn = match (given, uid) {
+            (Some(dn), _) => dn,
+            (None, Some(uid)) if self.cfg.uid_is_dn() => uid.to_owned(),
+            // Gateway extra: named by its id, in the first base context.
+            (None, Some(uid))
+                if !self.cfg.uid_attribute.eq_ignore_ascii_case("entryUUID")
+                    && !self.cfg.base_contexts.is_empty() =>
+            {
+                child_dn(&self.cfg.uid_attribute, uid, &self.cfg.base_contexts[0])
+            }
+            _ => {
+                return Err(ConnectorError::InvalidAttribute(format!(
                     "system {}: a new {} needs its DN (__NAME__)",
                     self.sys(),
                     class.name
-                ))
-            })?;
+                )))
+            }
+        };
+        self.check_placement(&dn)?;
         let what = format!("{} '{dn}'", class.name);
         let mut values = self.ldap_values(class, &attributes)?;
         if let Some(uid) = uid {
@@ -531,6 +569,9 @@ impl Connector for LdapConnector {
         };
         self.timed("UPDATE", &what, async {
             let mut ldap = self.conn().await?;
+            if let Some(new_dn) = &new_dn {
+                self.check_placement(new_dn)?;
+            }
             let mut dn = self.find_dn(&mut ldap, class, uid).await?;
             if let Some(new_dn) = new_dn.filter(|n| normalize_dn(n) != normalize_dn(&dn)) {
                 let (rdn, parent) = rdn_and_parent(&new_dn);
