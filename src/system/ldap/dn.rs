@@ -139,7 +139,7 @@ impl Parser<'_> {
             self.i += 1;
         }
         let hex = &self.s[start + 1..self.i];
-        if hex.is_empty() || hex.len() % 2 != 0 {
+        if hex.is_empty() || !hex.len().is_multiple_of(2) {
             return Err("a '#' value needs hex pairs".into());
         }
         self.spaces();

@@ -25,7 +25,7 @@ use super::*;
 /// Width of the first bounded window after the open one held too many changes.
 const FIRST_WINDOW: i128 = 1_000_000 << COUNTER_BITS;
 /// Width of the first window back from now when looking for the latest CSN.
-const FIRST_LOOKBACK: i128 = 60 * 1_000_000 << COUNTER_BITS;
+const FIRST_LOOKBACK: i128 = (60 * 1_000_000) << COUNTER_BITS;
 /// Bisection steps before giving up (each halves or doubles a width; 2^64 > 500 000 years in µs).
 const MAX_STEPS: usize = 200;
 const COUNTER_BITS: u32 = 24;

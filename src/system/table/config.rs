@@ -3,6 +3,7 @@
 
 use super::*;
 
+/// Where the table is.
 #[derive(Debug, Clone)]
 pub(super) enum Target {
     /// A SQLite database file.

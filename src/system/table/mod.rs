@@ -66,8 +66,6 @@ const MAX_FILTER_DEPTH: usize = 128;
 /// How long a statement waits for another writer's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where the table is.
-
 /// The database table connector: SQLite or PostgreSQL, by `jdbcUrlTemplate`.
 pub struct TableConnector {
     inner: Box<dyn Connector>,
