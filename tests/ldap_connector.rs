@@ -5,7 +5,9 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::slapd::{people_ldif, Slapd, ACCESSLOG, GROUPS, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
+use common::slapd::{
+    people_ldif, Slapd, ACCESSLOG, GROUPS, LIMITED_DN, LIMITED_PW, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX,
+};
 use common::TestPki;
 use idm_gateway::config::Trust;
 use idm_gateway::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
@@ -738,6 +740,228 @@ async fn live_sync_sees_deletes_in_the_accesslog() {
         .unwrap()
         .deltas
         .is_empty());
+}
+
+/// A non-root principal whose searches return at most 100 entries, 250 entries in the
+/// directory and 550 changes since the token (adds, modifies and logged deletes,
+/// interleaved): liveSync reads them window by window, oldest first, each once.
+#[tokio::test]
+async fn live_sync_pages_through_a_size_limited_principal() {
+    let slapd = Slapd::builder()
+        .people("pre", 250)
+        .size_limited(100)
+        .accesslog()
+        .start();
+    let f = Fixture::with(
+        slapd.port(),
+        json!({"principal": LIMITED_DN, "credentials": LIMITED_PW,
+               "uidAttribute": "uid", "accessLogBase": ACCESSLOG}),
+    );
+    let acc = f.account();
+    // The limit is real: a whole search fails for this principal.
+    let whole = f
+        .conn
+        .query(&acc, None, &QueryOptions::default())
+        .await
+        .unwrap_err();
+    assert!(whole.to_string().contains("size limit"), "{whole}");
+
+    let token = f.conn.latest_sync_token(&acc).await.unwrap();
+    let mut ldif = String::new();
+    let mut expected = Vec::new();
+    for k in 0..300 {
+        ldif.push_str(&people_ldif("new", k..k + 1).replacen(
+            "objectClass: top",
+            "changetype: add\nobjectClass: top",
+            1,
+        ));
+        expected.push(format!("change new{k}"));
+        if k < 230 {
+            ldif.push_str(&format!(
+                "dn: uid=pre{k},{PEOPLE}\nchangetype: modify\nreplace: description\n\
+                 description: changed {k}\n\n"
+            ));
+            expected.push(format!("change pre{k}"));
+        }
+        if k < 20 {
+            ldif.push_str(&format!(
+                "dn: uid=pre{},{PEOPLE}\nchangetype: delete\n\n",
+                230 + k
+            ));
+            expected.push(format!("delete pre{}", 230 + k));
+        }
+    }
+    slapd.ldapmodify(&ldif);
+    assert!(expected.len() > 500);
+
+    let mut seen = Vec::new();
+    let mut token = token;
+    for _ in 0..100 {
+        let batch = f.conn.sync(&acc, &token, 150).await.unwrap();
+        assert!(batch.deltas.len() <= 150);
+        if batch.deltas.is_empty() {
+            assert_eq!(batch.token, token, "no change, no new token");
+            break;
+        }
+        for d in &batch.deltas {
+            seen.push(match d {
+                SyncDelta::CreateOrUpdate(o) => format!("change {}", o.uid),
+                SyncDelta::Delete(uid) => format!("delete {uid}"),
+            });
+        }
+        token = batch.token;
+    }
+    assert_eq!(seen, expected);
+    // The token is the last change's: the latest token, and nothing is left after it.
+    assert_eq!(token, f.conn.latest_sync_token(&acc).await.unwrap());
+    let again = f.conn.sync(&acc, &token, 150).await.unwrap();
+    assert!(again.deltas.is_empty(), "{:?}", again.deltas);
+    // Without a limit per call too.
+    let first = f.conn.latest_sync_token(&acc).await.unwrap();
+    slapd.ldapmodify(&format!(
+        "dn: uid=new0,{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: x\n"
+    ));
+    let one = f.conn.sync(&acc, &first, 0).await.unwrap();
+    assert_eq!(one.deltas.len(), 1);
+}
+
+/// The uid values of the entries matching `filter` under `base` as slapd has them (LDIF
+/// `attr:: base64` decoded), with their DNs.
+fn entries_in_slapd(slapd: &Slapd, base: &str, filter: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let value = |line: &str, attr: &str| -> Option<String> {
+        if let Some(b) = line.strip_prefix(&format!("{attr}:: ")) {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+            return Some(String::from_utf8(bytes).unwrap());
+        }
+        line.strip_prefix(&format!("{attr}: ")).map(str::to_owned)
+    };
+    let ldif = slapd.ldapsearch(base, filter, &["uid"]);
+    ldif.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let dn = e.lines().find_map(|l| value(l, "dn")).unwrap();
+            let uid = e.lines().find_map(|l| value(l, "uid")).unwrap_or_default();
+            (dn, uid)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dns_are_escaped_and_stay_under_the_base_contexts() {
+    let slapd = Slapd::start();
+    let f = Fixture::with(
+        slapd.port(),
+        json!({"baseContexts": [PEOPLE], "uidAttribute": "uid"}),
+    );
+    let acc = f.account();
+    let suffix = format!(",{PEOPLE}");
+    // An id placed into the DN (no __NAME__) is one RDN value, whatever it holds.
+    for name in [
+        "a,b",
+        "a+b",
+        "a=b",
+        "a\"b",
+        "a\\b",
+        " lead",
+        "#hash",
+        "trail ",
+        "x,ou=elsewhere,dc=example,dc=com",
+        "y,dc=com",
+    ] {
+        let uid = f
+            .conn
+            .create(&acc, Some(name), attrs(json!({"cn": "N", "sn": "S"})))
+            .await
+            .unwrap_or_else(|e| panic!("create {name:?}: {e}"));
+        assert_eq!(uid, name);
+        let found = entries_in_slapd(
+            &slapd,
+            SUFFIX,
+            &format!(
+                "(uid={})",
+                idm_gateway::system::ldap::escape_filter_value(name)
+            ),
+        );
+        assert_eq!(found.len(), 1, "{name:?}: {found:?}");
+        let (dn, value) = &found[0];
+        assert_eq!(value, name);
+        assert!(dn.ends_with(&suffix), "{name:?} landed at {dn}");
+        assert!(!dn[..dn.len() - suffix.len()].contains(",ou="), "{dn}");
+        let back = f.conn.read(&acc, name, &names(&["uid"])).await.unwrap();
+        assert_eq!(back.unwrap().attributes["uid"], json!([name]));
+    }
+
+    // A DN given as __NAME__, escaped by its writer, is taken as written.
+    let escaped = format!("uid=q\\,r\\+s,{PEOPLE}");
+    let q = f
+        .conn
+        .create(
+            &acc,
+            None,
+            attrs(json!({NAME: escaped, "uid": "q,r+s", "cn": "Q", "sn": "S"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q, "q,r+s");
+
+    // A DN outside the base contexts, or no DN at all, is refused and nothing is written.
+    let before = entries_in_slapd(&slapd, SUFFIX, "(objectClass=*)");
+    for dn in [
+        "uid=x,ou=elsewhere".to_owned(),
+        format!("uid=x,{GROUPS}"),
+        format!("uid=x,{SUFFIX}"),
+        format!("uid=x,{PEOPLE},dc=evil"),
+        format!("uid=x\\,{PEOPLE}"),
+        "not a dn".to_owned(),
+        format!("uid=x,,{PEOPLE}"),
+        format!("uid=x\\zz,{PEOPLE}"),
+    ] {
+        let e = f
+            .conn
+            .create(
+                &acc,
+                None,
+                attrs(json!({NAME: dn, "uid": "x", "cn": "X", "sn": "S"})),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ConnectorError::InvalidAttribute(_)),
+            "{dn}: {e:?}"
+        );
+        assert!(e.to_string().contains(&dn), "{e}");
+        if !dn.contains("not a dn") && !dn.contains(",,") && !dn.contains("zz") {
+            assert!(
+                e.to_string().contains(PEOPLE),
+                "names the base contexts: {e}"
+            );
+        }
+    }
+    // A rename outside the base contexts is refused; the entry stays where it was.
+    let e = f
+        .conn
+        .update(&acc, &q, attrs(json!({NAME: format!("uid=q,{GROUPS}")})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::InvalidAttribute(_)), "{e:?}");
+    assert!(
+        e.to_string().contains(GROUPS) && e.to_string().contains(PEOPLE),
+        "{e}"
+    );
+    assert_eq!(entries_in_slapd(&slapd, SUFFIX, "(objectClass=*)"), before);
+    // A rename within them, escaped, lands where it says.
+    f.conn
+        .update(
+            &acc,
+            &q,
+            attrs(json!({NAME: format!("uid=t\\2cu,{PEOPLE}"), "uid": "t,u"})),
+        )
+        .await
+        .unwrap();
+    let found = entries_in_slapd(&slapd, SUFFIX, "(uid=t,u)");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].0.ends_with(&suffix));
 }
 
 #[tokio::test]

@@ -678,3 +678,56 @@ async fn ldap_over_tls_trusts_the_certs_dir_and_follows_its_changes() {
         "the bind password is in the logs"
     );
 }
+
+/// A DN outside `baseContexts` (by create or by a rename's PUT) is a CREST 400 naming the DN
+/// and the base contexts, and nothing is written.
+#[tokio::test]
+async fn dns_outside_the_base_contexts_are_refused_over_rest() {
+    let slapd = Slapd::builder().people("pre", 1).start();
+    let gw = gateway(&slapd, &[]).await;
+    let before = slapd.ldapsearch(SUFFIX, "(objectClass=*)", &["*", "+"]);
+    let outside = "uid=x,dc=elsewhere,dc=com";
+    let (s, v) = json_of(
+        gw.post("/openidm/system/ldap/account?_action=create")
+            .json(&json!({"cn": "X", "sn": "X", "uid": "x", "dn": outside}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["code"], &v["reason"]),
+        (400, &json!(400), &json!("Bad Request")),
+        "{v}"
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains(outside) && message.contains(SUFFIX),
+        "{message}"
+    );
+
+    let (_, page) = json_of(
+        gw.get("/openidm/system/ldap/account?_queryFilter=uid+eq+%22pre0%22")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = page["result"][0]["_id"].as_str().unwrap().to_owned();
+    let injected = format!("uid=pre0,{SUFFIX},dc=evil");
+    let (s, v) = json_of(
+        gw.put(&format!("/openidm/system/ldap/account/{id}"))
+            .header("If-Match", "*")
+            .json(&json!({"cn": "pre 0", "sn": "Sn0", "uid": "pre0", "dn": injected}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains(&injected), "{v}");
+    assert_eq!(
+        slapd.ldapsearch(SUFFIX, "(objectClass=*)", &["*", "+"]),
+        before
+    );
+}

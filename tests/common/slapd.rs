@@ -28,6 +28,9 @@ pub const PEOPLE: &str = "ou=people,dc=example,dc=com";
 pub const GROUPS: &str = "ou=groups,dc=example,dc=com";
 /// The accesslog database's suffix (see [`SlapdBuilder::accesslog`]).
 pub const ACCESSLOG: &str = "cn=accesslog";
+/// A non-root principal whose searches slapd limits (see [`SlapdBuilder::size_limited`]).
+pub const LIMITED_DN: &str = "cn=limited,dc=example,dc=com";
+pub const LIMITED_PW: &str = "limitedSecret-31b7";
 
 const SLAPD: &str = "/usr/sbin/slapd";
 const SLAPADD: &str = "/usr/sbin/slapadd";
@@ -66,6 +69,7 @@ pub struct SlapdBuilder {
     accesslog: bool,
     /// (certificate chain PEM, private key PEM).
     tls: Option<(String, String)>,
+    size_limit: Option<usize>,
 }
 
 impl SlapdBuilder {
@@ -98,8 +102,25 @@ impl SlapdBuilder {
         self
     }
 
+    /// Adds the principal [`LIMITED_DN`]/[`LIMITED_PW`] (it reads everything but
+    /// passwords, like any bound user), whose searches return at most `entries` entries in
+    /// every database (`limits dn.exact=… size=<entries>`, soft and hard, paged or not): a
+    /// bigger search ends with sizeLimitExceeded.
+    pub fn size_limited(mut self, entries: usize) -> Self {
+        self.size_limit = Some(entries);
+        self.ldif(&format!(
+            "dn: {LIMITED_DN}\nobjectClass: top\nobjectClass: person\ncn: limited\n\
+             sn: Limited\nuserPassword: {LIMITED_PW}\n\n"
+        ))
+    }
+
     pub fn start(self) -> Slapd {
-        Slapd::start_with(&self.ldif, self.accesslog, self.tls.as_ref())
+        Slapd::start_with(
+            &self.ldif,
+            self.accesslog,
+            self.tls.as_ref(),
+            self.size_limit,
+        )
     }
 }
 
@@ -123,10 +144,15 @@ impl Slapd {
 
     /// A server with the base entries only.
     pub fn start() -> Slapd {
-        Self::start_with("", false, None)
+        Self::start_with("", false, None, None)
     }
 
-    fn start_with(extra_ldif: &str, accesslog: bool, tls: Option<&(String, String)>) -> Slapd {
+    fn start_with(
+        extra_ldif: &str,
+        accesslog: bool,
+        tls: Option<&(String, String)>,
+        size_limit: Option<usize>,
+    ) -> Slapd {
         require(SLAPD);
         require(SLAPADD);
         let dir = tempfile::tempdir().expect("tempdir for slapd");
@@ -141,8 +167,11 @@ impl Slapd {
             (cert_path, key_path)
         });
         let conf = dir.path().join("slapd.conf");
-        std::fs::write(&conf, slapd_conf(dir.path(), accesslog, tls_files.as_ref()))
-            .expect("write slapd.conf");
+        std::fs::write(
+            &conf,
+            slapd_conf(dir.path(), accesslog, tls_files.as_ref(), size_limit),
+        )
+        .expect("write slapd.conf");
 
         let mut ldif = base_ldif();
         ldif.push_str(extra_ldif);
@@ -314,7 +343,18 @@ impl Drop for Slapd {
     }
 }
 
-fn slapd_conf(dir: &Path, accesslog: bool, tls: Option<&(PathBuf, PathBuf)>) -> String {
+fn slapd_conf(
+    dir: &Path,
+    accesslog: bool,
+    tls: Option<&(PathBuf, PathBuf)>,
+    size_limit: Option<usize>,
+) -> String {
+    // `limits` belongs to each database; the page limits (size.pr, size.prtotal) follow
+    // the hard limit, so paging does not lift it either.
+    let limits = match size_limit {
+        Some(n) => format!("limits dn.exact=\"{LIMITED_DN}\" size={n}\n"),
+        None => String::new(),
+    };
     let tls = match tls {
         Some((cert, key)) => format!(
             "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
@@ -329,7 +369,7 @@ fn slapd_conf(dir: &Path, accesslog: bool, tls: Option<&(PathBuf, PathBuf)>) -> 
         (
             format!(
                 "moduleload accesslog\ndatabase mdb\nsuffix \"{ACCESSLOG}\"\nrootdn \"{ROOT_DN}\"\n\
-                 directory {}\nindex entryCSN,reqStart eq\n",
+                 directory {}\nindex entryCSN,reqStart eq\n{limits}",
                 dir.join("accesslog").display()
             ),
             format!(
@@ -356,6 +396,7 @@ suffix \"{SUFFIX}\"\n\
 rootdn \"{ROOT_DN}\"\n\
 rootpw {ROOT_PW}\n\
 directory {data}\n\
+{limits}\
 index objectClass eq\n\
 index uid,cn eq\n\
 index entryUUID eq\n\
