@@ -43,6 +43,7 @@ async fn gateway_with_users(gateway_json: Option<Value>) -> Gateway {
                 .as_object()
                 .unwrap()
                 .clone(),
+                unique: Vec::new(),
             })
             .collect();
         for chunk in ops.chunks(5000) {

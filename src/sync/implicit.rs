@@ -301,7 +301,7 @@ impl Worker {
         let policy = svc
             .mappings()
             .get(mapping)
-            .and_then(|m| RetryPolicy::of_mapping(&m.raw).ok())
+            .map(|m| m.retry)
             .unwrap_or_default();
         match queue.failed(&entry, &error, &policy).await {
             Ok(Failed::Retry(attempts)) => tracing::warn!(mapping = %mapping, id = %source_id,

@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::queue::RetryPolicy;
 use super::scope::{FilterScope, FilterTemplate};
 use super::situation::{Action, Situation};
 use crate::crest::filter::{self, CompareOp, FilterValue, JsonPointer, QueryFilter};
@@ -81,6 +82,8 @@ pub struct Mapping {
     pub allow_empty_source_set: bool,
     /// Gateway extra: most targets one run may delete (`None`: no limit).
     pub max_deletes: Option<u64>,
+    /// Implicit-sync retries and what follows them (IDM's `queuedSync`).
+    pub retry: RetryPolicy,
     pub prefetch_links: bool,
     pub task_threads: usize,
     /// `_queryFilter` text of the source and target queries (`true` by default).
@@ -209,8 +212,12 @@ impl PropertyMapping {
 /// Declarative property transforms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transform {
-    /// `${source.a.b}` placeholders replaced by the source's values (as text).
-    Template(Template),
+    /// `${source.a.b}` placeholders replaced by the source's values (as text), each escaped
+    /// as `escape` says.
+    Template {
+        template: Template,
+        escape: Escape,
+    },
     Lowercase,
     Uppercase,
     Trim,
@@ -221,6 +228,16 @@ pub enum Transform {
     },
 }
 
+/// How a template transform writes a placeholder's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// As it is.
+    Text,
+    /// As an RFC 4514 attribute value, so a value can never add an RDN or leave the DN it is
+    /// placed in (`"escape": "dn"`; the default when the target is `dn` or `__NAME__`).
+    Dn,
+}
+
 impl Transform {
     fn apply(&self, value: Value, source: &Value) -> Value {
         let on_str = |v: Value, f: fn(&str) -> String| match v {
@@ -228,11 +245,17 @@ impl Transform {
             other => other,
         };
         match self {
-            Transform::Template(t) => t
-                .render(source, |v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
-                    _ => None,
+            Transform::Template { template, escape } => template
+                .render(source, |v| {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(_) | Value::Bool(_) => v.to_string(),
+                        _ => return None,
+                    };
+                    Some(match escape {
+                        Escape::Text => text,
+                        Escape::Dn => ldap3::dn_escape(text).into_owned(),
+                    })
                 })
                 .map(Value::String)
                 .unwrap_or(Value::Null),
@@ -607,6 +630,10 @@ pub fn parse_mapping(
             }
         },
     };
+    let retry = RetryPolicy::of_mapping(doc).unwrap_or_else(|e| {
+        p.add(e);
+        RetryPolicy::default()
+    });
     let prefetch_links = bool_setting(obj, "prefetchLinks", false, &mut p);
     let task_threads = count_setting(
         obj,
@@ -643,6 +670,7 @@ pub fn parse_mapping(
         correlate_empty_target_set,
         allow_empty_source_set,
         max_deletes,
+        retry,
         prefetch_links,
         task_threads,
         source_query,
@@ -893,7 +921,7 @@ fn parse_property(
             p.add(format!("{at}: 'transform' is a script: {NO_SCRIPTING} (template, lowercase, uppercase, trim or map)"));
             None
         }
-        Some(v) => parse_transform(v, &at, p),
+        Some(v) => parse_transform(v, &target, &at, p),
     };
     if p.list.len() > before {
         return None;
@@ -907,12 +935,17 @@ fn parse_property(
     })
 }
 
-fn parse_transform(v: &Value, at: &str, p: &mut Problems) -> Option<Transform> {
+fn parse_transform(
+    v: &Value,
+    target: &JsonPointer,
+    at: &str,
+    p: &mut Problems,
+) -> Option<Transform> {
     match v.get("type").and_then(Value::as_str) {
         Some("template") => match v.get("source").and_then(Value::as_str) {
-            Some(text) => match Template::parse(text) {
-                Ok(t) => Some(Transform::Template(t)),
-                Err(e) => {
+            Some(text) => match (Template::parse(text), template_escape(v, target)) {
+                (Ok(template), Ok(escape)) => Some(Transform::Template { template, escape }),
+                (Err(e), _) | (_, Err(e)) => {
                     p.add(format!("{at}: 'transform': {e}"));
                     None
                 }
@@ -947,6 +980,20 @@ fn parse_transform(v: &Value, at: &str, p: &mut Problems) -> Option<Transform> {
             p.add(format!("{at}: 'transform' needs a 'type'"));
             None
         }
+    }
+}
+
+/// A template's `escape`: `"dn"` or `"none"`; by default `dn` for the targets that hold an
+/// LDAP entry's DN (`dn`, `__NAME__`), so a source value such as `a,ou=admins` stays one value.
+fn template_escape(v: &Value, target: &JsonPointer) -> Result<Escape, String> {
+    match v.get("escape") {
+        None | Some(Value::Null) => Ok(match target.tokens() {
+            [t] if t == "dn" || t == "__NAME__" => Escape::Dn,
+            _ => Escape::Text,
+        }),
+        Some(Value::String(s)) if s == "dn" => Ok(Escape::Dn),
+        Some(Value::String(s)) if s == "none" => Ok(Escape::Text),
+        Some(other) => Err(format!("'escape' must be \"dn\" or \"none\", not {other}")),
     }
 }
 
@@ -1188,6 +1235,19 @@ mod tests {
 
     fn problems(doc: Value) -> Vec<String> {
         parse_mapping(&doc, None, "").unwrap_err()
+    }
+
+    #[test]
+    fn queued_sync_is_checked_at_load() {
+        let m = one(with(
+            json!({"queuedSync": {"maxRetries": 2, "retryDelay": 50}}),
+        ));
+        assert_eq!(m.retry.failure.max_retries, Some(2));
+        let p = problems(with(json!({"queuedSync": {"retryDelay": "soon"}})));
+        assert!(
+            p.iter().any(|m| m.contains("queuedSync: retryDelay")),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -1444,6 +1504,39 @@ mod tests {
         assert_eq!(out["userName"], Value::Null);
         assert_eq!(out["displayName"], Value::Null);
         assert!(!out.contains_key("sn"));
+    }
+
+    /// A value placed into a DN by a template is one RFC 4514 attribute value: it can neither
+    /// add an RDN nor move the entry to another branch.
+    #[test]
+    fn dn_templates_escape_their_values() {
+        let dn = |extra: Value| {
+            let mut t = json!({"type": "template", "source": "uid=${source.userName},ou=people,dc=example,dc=com"});
+            t.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"properties": [{"target": "__NAME__", "transform": t.clone()},
+                                  {"target": "dn", "transform": t.clone()},
+                                  {"target": "description", "transform": t}]})
+        };
+        let src = json!({"userName": "x,ou=admins+cn=root"});
+        let out = one(with(dn(json!({})))).map_properties(&src);
+        let escaped = "uid=x\\,ou=admins\\+cn=root,ou=people,dc=example,dc=com";
+        assert_eq!(out["__NAME__"], escaped);
+        assert_eq!(out["dn"], escaped);
+        assert_eq!(
+            out["description"],
+            "uid=x,ou=admins+cn=root,ou=people,dc=example,dc=com"
+        );
+        let out = one(with(dn(json!({"escape": "dn"})))).map_properties(&src);
+        assert_eq!(out["description"], escaped);
+        let out = one(with(dn(json!({"escape": "none"})))).map_properties(&src);
+        assert_eq!(
+            out["dn"],
+            "uid=x,ou=admins+cn=root,ou=people,dc=example,dc=com"
+        );
+        let p = problems(with(dn(json!({"escape": "url"}))));
+        assert!(p.iter().any(|m| m.contains("'escape' must be")), "{p:?}");
     }
 
     /// IDM's documented form works; the bare form, which never matched anything on IDM's

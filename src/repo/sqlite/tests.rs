@@ -1252,6 +1252,7 @@ async fn revisions_never_repeat_across_delete_and_recreate() {
             resource: USERS.into(),
             id: "u1".into(),
             content: obj(json!({})),
+            unique: Vec::new(),
         }])
         .await;
     let rev = out[0].as_ref().unwrap().rev.clone();
@@ -1299,6 +1300,7 @@ async fn seed_bulk(repo: &SqliteRepo, n: usize) {
             resource: USERS.into(),
             id: format!("u{i:06}"),
             content: obj(json!({"userName": format!("user{i}"), "n": i, "tags": ["a", "b"]})),
+            unique: Vec::new(),
         })
         .collect();
     for chunk in ops.chunks(2000) {

@@ -249,9 +249,9 @@ fn apply(
     created: &mut Vec<(String, String)>,
     revs: &mut Revisions,
 ) -> Result<Done, RepoError> {
-    let done = apply_op(tx, &cmd.resource, &cmd.op, tables, created)?;
+    let done = apply_op(tx, &cmd.resource, &cmd.op, tables, created, revs)?;
     for (resource, op) in &cmd.also {
-        apply_op(tx, resource, op, tables, created)?;
+        apply_op(tx, resource, op, tables, created, revs)?;
     }
     Ok(done)
 }
@@ -262,6 +262,7 @@ fn apply_op(
     op: &Op,
     tables: &Tables,
     created: &mut Vec<(String, String)>,
+    revs: &mut Revisions,
 ) -> Result<Done, RepoError> {
     let not_found = |id: &str| RepoError::NotFound {
         resource: resource.to_string(),
@@ -328,10 +329,7 @@ fn apply_op(
         Op::Put { id, body } => {
             let tbl = table(tx, resource, true, tables, created)?
                 .ok_or_else(|| RepoError::Internal("object table missing".into()))?;
-            let rev = match current_rev(tx, &tbl, id)? {
-                Some(current) => next_rev(&current),
-                None => "0".to_string(),
-            };
+            let rev = revs.take();
             tx.prepare_cached(&format!(
                 "INSERT INTO \"{tbl}\" (id, rev, body) VALUES (?1, ?2, jsonb(?3)) \
                  ON CONFLICT(id) DO UPDATE SET rev = excluded.rev, body = excluded.body"
