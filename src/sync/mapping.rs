@@ -1521,7 +1521,8 @@ mod tests {
         };
         let src = json!({"userName": "x,ou=admins+cn=root"});
         let out = one(with(dn(json!({})))).map_properties(&src);
-        let escaped = "uid=x\\,ou=admins\\+cn=root,ou=people,dc=example,dc=com";
+        // ldap3's escaping: RFC 4514's hex pairs (`\2c` for `,`), `=` escaped too.
+        let escaped = "uid=x\\2cou\\3dadmins\\2bcn\\3droot,ou=people,dc=example,dc=com";
         assert_eq!(out["__NAME__"], escaped);
         assert_eq!(out["dn"], escaped);
         assert_eq!(
