@@ -84,14 +84,42 @@ fn parse_response(out: &[u8]) -> RawResponse {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
     let status = status_line[9..12].parse().unwrap();
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    // An unpaged query is streamed: chunked on HTTP/1.1.
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(&out[head.len() + 4..])
+    } else {
+        body.to_owned()
+    };
     RawResponse {
         status,
         headers,
-        body: body.to_owned(),
+        body,
+    }
+}
+
+/// The payload of a complete chunked body.
+fn dechunk(mut raw: &[u8]) -> String {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("chunk size line missing: {raw:?}"));
+        let size_text = std::str::from_utf8(&raw[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return String::from_utf8(body).unwrap();
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
     }
 }
 
