@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod remote;
 pub mod repo;
 pub mod scheduler;
+pub mod script;
 pub mod server;
 pub mod settings;
 pub mod state;

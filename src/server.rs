@@ -18,6 +18,9 @@ use crate::remote::RemoteHandler;
 use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
 use crate::scheduler::{Scheduler, SchedulerHandler};
+use crate::script::files::FileChange;
+use crate::script::handler::ScriptHandler;
+use crate::script::{EngineConfig, ScriptEngine};
 use crate::settings::Settings;
 use crate::state::Gateway;
 use crate::sync::{DeadLetterHandler, ReconHandler, SyncHandler, SyncService};
@@ -31,6 +34,7 @@ pub struct Built {
     pub repo: Arc<dyn Repo>,
     pub watch: watcher::WatchHandle,
     pub scheduler: Arc<Scheduler>,
+    pub engine: Arc<ScriptEngine>,
 }
 
 /// Seconds a graceful stop (SIGTERM) waits before closing listeners, and then for
@@ -85,6 +89,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     };
     let metrics = Arc::new(Metrics::new());
     let gw = Arc::new(Gateway::new(dirs.clone(), metrics.clone(), caching.clone()));
+    let engine = start_engine(settings, &metrics)?;
 
     let mappings_gw = gw.clone();
     let sync = Arc::new(SyncService::new(
@@ -133,6 +138,12 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("info", Arc::new(InfoHandler))
         .mount("config", Arc::new(ConfigHandler(gw.clone())))
         .mount("metrics", Arc::new(MetricsHandler(metrics)))
+        .mount(
+            "script",
+            Arc::new(ScriptHandler {
+                engine: engine.clone(),
+            }),
+        )
         .mount("recon", Arc::new(ReconHandler(sync.clone())))
         .mount("sync", Arc::new(SyncHandler(sync.clone())))
         .mount(
@@ -159,6 +170,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     .map_err(|e| format!("cannot watch the conf directory: {e}"))?;
     let router = Arc::new(router);
     sync.set_router(&router);
+    engine.host().set_router(&router);
     spawn_scheduler(scheduler.clone())?;
     Ok(Built {
         gw,
@@ -166,7 +178,33 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         repo,
         watch,
         scheduler,
+        engine,
     })
+}
+
+/// The script engine: `file` scripts are relative to the project directory, the parent
+/// of the conf directory (as IDM resolves them); reloads of script files are counted
+/// with the conf reloads.
+fn start_engine(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<ScriptEngine>, String> {
+    let conf =
+        std::path::absolute(&settings.conf_dir).unwrap_or_else(|_| settings.conf_dir.clone());
+    let project = conf
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| conf.clone());
+    let metrics = metrics.clone();
+    ScriptEngine::start(
+        EngineConfig::default(),
+        project,
+        Box::new(move |_, change| {
+            let outcome = match change {
+                FileChange::Unchanged => return,
+                FileChange::Applied => "applied",
+                FileChange::Rejected => "rejected",
+            };
+            metrics.config_reloads.with_label_values(&[outcome]).inc();
+        }),
+    )
 }
 
 /// The scheduler loop runs on its own small runtime: `build_gateway` runs before pingora's

@@ -8,7 +8,7 @@
 mod gateway;
 mod ids;
 mod instance;
-mod substitute;
+pub mod substitute;
 mod trust;
 pub mod watcher;
 mod write;
