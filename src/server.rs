@@ -97,6 +97,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         Arc::new(move || mappings_gw.live().mappings.clone()),
         metrics.clone(),
     ));
+    sync.set_scripts(engine.clone());
     rt.block_on(sync.recover())
         .map_err(|e| format!("cannot read the reconciliation runs: {e}"))?;
     let schedules_gw = gw.clone();

@@ -205,7 +205,7 @@ impl Runner {
             let code = match compiled.get(&hash) {
                 Some(code) => code.clone().restore(&ctx).map_err(err)?,
                 None => {
-                    let code = compile(&ctx, name, text).map_err(err)?;
+                    let code = compile(&ctx, name, text).map_err(|e| within(err(e), text))?;
                     if compiled.len() >= COMPILED_CACHE_MAX {
                         compiled.clear();
                     }
@@ -270,6 +270,16 @@ fn compile<'js>(ctx: &Ctx<'js>, name: &str, text: &str) -> rquickjs::Result<Valu
     }
 }
 
+/// A compile error at the closing brace [`compile`] adds (an unexpected end of the text)
+/// is on the text's last line.
+fn within(mut e: ScriptError, text: &str) -> ScriptError {
+    let last = text.lines().count().max(1) as u32;
+    if let Some(line) = e.line.as_mut() {
+        *line = (*line).min(last);
+    }
+    e
+}
+
 /// Runs compiled global code; the value of its last expression is the result.
 fn run_compiled<'js>(ctx: &Ctx<'js>, code: &Value<'js>) -> rquickjs::Result<Value<'js>> {
     // SAFETY: JS_EvalFunction consumes one reference to the compiled code, so it gets a
@@ -303,9 +313,12 @@ pub fn check_syntax(name: &str, text: &str) -> Result<(), ScriptError> {
         };
         let name: Arc<str> = Arc::from(name);
         ctx.with(|ctx| {
-            compile(&ctx, &name, text)
-                .map(drop)
-                .map_err(|e| ScriptError::from_js(&ctx, &name, e, Limits::default()))
+            compile(&ctx, &name, text).map(drop).map_err(|e| {
+                within(
+                    ScriptError::from_js(&ctx, &name, e, Limits::default()),
+                    text,
+                )
+            })
         })
     })
 }

@@ -2,9 +2,12 @@
 //! (config id `mapping/<name>`, one mapping object) lowered once into plain types, with
 //! every problem of a file reported at once.
 //!
-//! IDM's format (crest-wire.md §9), declarative forms only — the gateway has no script
-//! engine, so any `{"type": "text/javascript"|"groovy", …}` script is rejected with a message
-//! saying scripting is not available:
+//! IDM's format (crest-wire.md §9). Every check, transform, correlation and policy below may
+//! also be a JavaScript script object (`{"type": "text/javascript", "source"|"file", …}`,
+//! compiled when the file is loaded: a syntax error rejects the file with the line), and the
+//! hooks `onCreate`, `onUpdate`, `onDelete`, `onLink`, `onUnlink`, `result`, a policy's
+//! `postAction` and `correlationScript` are scripts; [`super::hooks`] runs them. The
+//! declarative forms:
 //!
 //! * `properties[]`: `target` (required), `source` (`""` is the whole source object),
 //!   `default`, `condition` (a `_queryFilter` string evaluated on IDM's scope
@@ -38,10 +41,12 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::hooks::{Check, Hooks};
 use super::queue::RetryPolicy;
 use super::scope::{FilterScope, FilterTemplate};
 use super::situation::{Action, Situation};
 use crate::crest::filter::{self, CompareOp, FilterValue, JsonPointer, QueryFilter};
+use crate::script::{is_script, parse_script, Script};
 
 /// Config id of the mapping list.
 pub const SYNC_CONFIG: &str = "sync";
@@ -57,8 +62,6 @@ pub const MAX_TREE_DEPTH: usize = 16;
 /// The only link qualifier supported.
 pub const DEFAULT_LINK_QUALIFIER: &str = "default";
 
-const NO_SCRIPTING: &str = "scripting is not available in this gateway; use a declarative form";
-
 /// One mapping, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
@@ -67,9 +70,14 @@ pub struct Mapping {
     pub target: String,
     pub properties: Vec<PropertyMapping>,
     pub correlation: Option<Correlation>,
-    pub valid_source: Option<QueryFilter>,
-    pub valid_target: Option<QueryFilter>,
-    pub source_condition: Option<QueryFilter>,
+    pub valid_source: Option<Check>,
+    pub valid_target: Option<Check>,
+    pub source_condition: Option<Check>,
+    /// `onCreate`, `onUpdate`, …, `result`.
+    pub hooks: Hooks,
+    /// Whether any script runs before a write (checks, transforms, correlation): such
+    /// objects are prepared on the script engine.
+    pub scripted: bool,
     /// The listed policies per situation, in file order; the defaults are not listed.
     pub policies: HashMap<Situation, Vec<Policy>>,
     /// Name of the mapping whose links this one shares.
@@ -95,80 +103,21 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// The action for `situation` when no policy has a condition (or none holds without a
-    /// source).
-    pub fn action(&self, situation: Situation) -> Action {
-        self.action_for(situation, None)
-    }
-
-    /// The action for `situation` of `source` (`None` when there is none): the first listed
-    /// policy whose condition holds on IDM's scope `{object, linkQualifier}`, else IDM's
-    /// default.
-    pub fn action_for(&self, situation: Situation, source: Option<&Value>) -> Action {
-        let listed = self.policies.get(&situation).map(Vec::as_slice);
-        let mut scope = None;
-        for policy in listed.unwrap_or_default() {
-            let holds = match &policy.condition {
-                None => true,
-                Some(c) => {
-                    let scope = scope.get_or_insert_with(|| {
-                        FilterScope::Policy.bind(source.unwrap_or(&Value::Null))
-                    });
-                    c.matches(scope)
-                }
-            };
-            if holds {
-                return policy.action;
-            }
-        }
-        situation.default_action()
-    }
-
     /// The name under which links are stored (`links`, or the mapping's own name).
     pub fn link_type(&self) -> &str {
         self.links.as_deref().unwrap_or(&self.name)
-    }
-
-    /// `validSource` and `sourceCondition` on IDM's scope `{source, linkQualifier}`.
-    pub fn source_qualifies(&self, source: &Value) -> bool {
-        let mut filters = [&self.valid_source, &self.source_condition]
-            .into_iter()
-            .flatten()
-            .peekable();
-        if filters.peek().is_none() {
-            return true;
-        }
-        let scope = FilterScope::Source.bind(source);
-        filters.all(|f| f.matches(&scope))
-    }
-
-    /// `validTarget` on IDM's scope `{target, linkQualifier}`.
-    pub fn target_qualifies(&self, target: &Value) -> bool {
-        self.valid_target
-            .as_ref()
-            .is_none_or(|f| FilterScope::Target.matches(f, target))
-    }
-
-    /// The target object the mapping makes of `source` (only the mapped properties).
-    pub fn map_properties(&self, source: &Value) -> Map<String, Value> {
-        let mut out = Value::Object(Map::new());
-        for p in &self.properties {
-            if let Some(value) = p.apply(source) {
-                set_pointer(&mut out, &p.target, value);
-            }
-        }
-        match out {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
     }
 }
 
 /// One entry of `policies`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    pub condition: Option<QueryFilter>,
+    pub condition: Option<Check>,
     pub action: Action,
+    /// `action` as a script returning the action's name (`action` is then its fallback).
+    pub action_script: Option<Script>,
+    /// Runs after the action (`postAction`).
+    pub post_action: Option<Script>,
 }
 
 /// One entry of `properties`.
@@ -178,35 +127,8 @@ pub struct PropertyMapping {
     pub source: Option<JsonPointer>,
     pub target: JsonPointer,
     pub default: Option<Value>,
-    pub condition: Option<QueryFilter>,
+    pub condition: Option<Check>,
     pub transform: Option<Transform>,
-}
-
-impl PropertyMapping {
-    /// The value for the target: `None` when the condition excludes the property, otherwise
-    /// the (transformed) source value, or the default, or `null`.
-    pub fn apply(&self, source: &Value) -> Option<Value> {
-        if let Some(cond) = &self.condition {
-            if !FilterScope::Property.matches(cond, source) {
-                return None;
-            }
-        }
-        let mut value = self
-            .source
-            .as_ref()
-            .and_then(|p| p.resolve(source))
-            .cloned()
-            .unwrap_or(Value::Null);
-        if let Some(t) = &self.transform {
-            value = t.apply(value, source);
-        }
-        if value.is_null() {
-            if let Some(d) = &self.default {
-                value = d.clone();
-            }
-        }
-        Some(value)
-    }
 }
 
 /// Declarative property transforms.
@@ -226,6 +148,8 @@ pub enum Transform {
         values: Map<String, Value>,
         default: Option<Value>,
     },
+    /// A script: `source` is the source property's value, its value the target's.
+    Script(Script),
 }
 
 /// How a template transform writes a placeholder's value.
@@ -239,7 +163,8 @@ pub enum Escape {
 }
 
 impl Transform {
-    fn apply(&self, value: Value, source: &Value) -> Value {
+    /// A declarative transform (scripts run in [`super::hooks`]).
+    pub(super) fn apply(&self, value: Value, source: &Value) -> Value {
         let on_str = |v: Value, f: fn(&str) -> String| match v {
             Value::String(s) => Value::String(f(&s)),
             other => other,
@@ -273,6 +198,7 @@ impl Transform {
                     None => default.clone().unwrap_or(value),
                 }
             }
+            Transform::Script(_) => value,
         }
     }
 }
@@ -337,6 +263,11 @@ pub enum Correlation {
     Tree(TreeNode),
     /// A `_queryFilter` template.
     Filter(FilterTemplate),
+    /// `correlationQuery` as a script returning `{"_queryFilter": …}` (bindings `source`,
+    /// `linkQualifier`).
+    Query(Script),
+    /// `correlationScript`: a script that queries itself and returns `[{"_id": …}, …]`.
+    Candidates(Script),
 }
 
 /// A node of an expression tree.
@@ -354,6 +285,7 @@ impl Correlation {
         match self {
             Correlation::Tree(node) => tree_filter(node, source, mapped),
             Correlation::Filter(t) => t.render(source),
+            Correlation::Query(_) | Correlation::Candidates(_) => None,
         }
     }
 }
@@ -573,17 +505,13 @@ pub fn parse_mapping(
     let source = resource_path(obj, "source", &mut p);
     let target = resource_path(obj, "target", &mut p);
 
-    for key in [
-        "onCreate",
-        "onUpdate",
-        "onDelete",
-        "onLink",
-        "onUnlink",
-        "result",
-        "validSourceScript",
-    ] {
-        if obj.get(key).is_some_and(|v| !v.is_null()) {
-            p.add(format!("'{key}' is a script hook: {NO_SCRIPTING}"));
+    let mut hooks = Hooks::default();
+    for key in Hooks::KEYS {
+        if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
+            let script = script_of(v, &name, key, &mut p);
+            if let Some(slot) = hooks.slot(key) {
+                *slot = script;
+            }
         }
     }
 
@@ -599,7 +527,19 @@ pub fn parse_mapping(
             Vec::new()
         }
     };
-    let correlation = parse_correlation(obj.get("correlationQuery"), &mut p);
+    let correlation = match (
+        obj.get("correlationQuery").filter(|v| !v.is_null()),
+        obj.get("correlationScript").filter(|v| !v.is_null()),
+    ) {
+        (Some(_), Some(_)) => {
+            p.add("'correlationQuery' and 'correlationScript' are exclusive: use one".into());
+            None
+        }
+        (None, Some(v)) => {
+            script_of(v, &name, "correlationScript", &mut p).map(Correlation::Candidates)
+        }
+        (q, None) => parse_correlation(q, &name, &mut p),
+    };
     let valid_source = filter_setting(obj, "validSource", FilterScope::Source, &name, &mut p);
     let valid_target = filter_setting(obj, "validTarget", FilterScope::Target, &name, &mut p);
     let source_condition =
@@ -655,7 +595,21 @@ pub fn parse_mapping(
     if !p.list.is_empty() {
         return Err(p.list);
     }
+    let scripted = [&valid_source, &valid_target, &source_condition]
+        .into_iter()
+        .flatten()
+        .any(Check::is_script)
+        || matches!(
+            correlation,
+            Some(Correlation::Query(_) | Correlation::Candidates(_))
+        )
+        || properties.iter().any(|p| {
+            matches!(p.transform, Some(Transform::Script(_)))
+                || p.condition.as_ref().is_some_and(Check::is_script)
+        });
     Ok(Mapping {
+        hooks,
+        scripted,
         source,
         target,
         properties,
@@ -707,12 +661,14 @@ fn valid_name(n: &str) -> bool {
         && n != ".."
 }
 
-/// A script object (`{"type": "text/javascript", …}` or `{"source"|"file": …}` without a
-/// declarative type).
-fn is_script(v: &Value) -> bool {
-    match v.get("type").and_then(Value::as_str) {
-        Some(t) => t.starts_with("text/") || t == "groovy" || t == "javascript",
-        None => v.get("file").is_some(),
+/// A script of mapping `mapping` at `what`, parsed (and compiled) or reported.
+fn script_of(v: &Value, mapping: &str, what: &str, p: &mut Problems) -> Option<Script> {
+    match parse_script(v, &format!("{mapping} {what}")) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            p.add(format!("'{what}': {e}"));
+            None
+        }
     }
 }
 
@@ -809,19 +765,14 @@ fn filter_setting(
     scope: FilterScope,
     mapping: &str,
     p: &mut Problems,
-) -> Option<QueryFilter> {
+) -> Option<Check> {
     let what = format!("'{key}'");
     match obj.get(key) {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => scoped_filter(s, &what, scope, mapping, p),
-        Some(v) if is_script(v) => {
-            p.add(format!(
-                "'{key}' is a script: {NO_SCRIPTING} (a _queryFilter string)"
-            ));
-            None
-        }
+        Some(Value::String(s)) => scoped_filter(s, &what, scope, mapping, p).map(Check::Filter),
+        Some(v) if is_script(v) => script_of(v, mapping, key, p).map(Check::Script),
         Some(v) => match v.get("_queryFilter").and_then(Value::as_str) {
-            Some(s) => scoped_filter(s, &what, scope, mapping, p),
+            Some(s) => scoped_filter(s, &what, scope, mapping, p).map(Check::Filter),
             None => {
                 p.add(format!(
                     "'{key}' must be a _queryFilter string or {{\"_queryFilter\": …}}"
@@ -838,7 +789,9 @@ fn query_setting(obj: &Map<String, Value>, key: &str, p: &mut Problems) -> Strin
         return "true".into();
     };
     if is_script(v) {
-        p.add(format!("'{key}' is a script: {NO_SCRIPTING}"));
+        p.add(format!(
+            "'{key}' cannot be a script here; use {{\"_queryFilter\": …}}"
+        ));
         return "true".into();
     }
     match (
@@ -903,12 +856,10 @@ fn parse_property(
             FilterScope::Property,
             mapping,
             p,
-        ),
+        )
+        .map(Check::Filter),
         Some(v) if is_script(v) => {
-            p.add(format!(
-                "{at}: 'condition' is a script: {NO_SCRIPTING} (a _queryFilter string on /object)"
-            ));
-            None
+            script_of(v, mapping, &format!("{at}.condition"), p).map(Check::Script)
         }
         Some(_) => {
             p.add(format!("{at}: 'condition' must be a _queryFilter string"));
@@ -918,8 +869,7 @@ fn parse_property(
     let transform = match obj.get("transform") {
         None | Some(Value::Null) => None,
         Some(v) if is_script(v) => {
-            p.add(format!("{at}: 'transform' is a script: {NO_SCRIPTING} (template, lowercase, uppercase, trim or map)"));
-            None
+            script_of(v, mapping, &format!("{at}.transform"), p).map(Transform::Script)
         }
         Some(v) => parse_transform(v, &target, &at, p),
     };
@@ -997,7 +947,7 @@ fn template_escape(v: &Value, target: &JsonPointer) -> Result<Escape, String> {
     }
 }
 
-fn parse_correlation(v: Option<&Value>, p: &mut Problems) -> Option<Correlation> {
+fn parse_correlation(v: Option<&Value>, mapping: &str, p: &mut Problems) -> Option<Correlation> {
     let v = v.filter(|v| !v.is_null())?;
     let one = match v {
         Value::Array(items) => match items.as_slice() {
@@ -1038,7 +988,7 @@ fn parse_correlation(v: Option<&Value>, p: &mut Problems) -> Option<Correlation>
         };
     }
     if is_script(one) {
-        p.add(format!("'correlationQuery' is a script: {NO_SCRIPTING} (an expressionTree or a _queryFilter template)"));
+        return script_of(one, mapping, "correlationQuery", p).map(Correlation::Query);
     } else {
         p.add("'correlationQuery' needs an 'expressionTree' or a '_queryFilter'".into());
     }
@@ -1118,6 +1068,7 @@ fn parse_policies(
                 None
             }
         };
+        let mut action_script = None;
         let action = match item.get("action") {
             Some(Value::String(a)) => match Action::parse(a) {
                 Some(a) => Some(a),
@@ -1126,36 +1077,39 @@ fn parse_policies(
                     None
                 }
             },
-            Some(v) if v.is_object() => {
-                p.add(format!(
-                    "{at}: 'action' is a script: {NO_SCRIPTING} (an action name)"
-                ));
-                None
+            Some(v) if is_script(v) => {
+                action_script = script_of(v, mapping, &format!("{at}.action"), p);
+                // Not used: the script decides.
+                situation.map(Situation::default_action)
             }
             _ => {
-                p.add(format!("{at}: 'action' is required (an action name)"));
+                p.add(format!(
+                    "{at}: 'action' is required (an action name or a script)"
+                ));
                 None
             }
         };
-        if item.get("postAction").is_some_and(|v| !v.is_null()) {
-            p.add(format!("{at}: 'postAction' is a script: {NO_SCRIPTING}"));
-        }
+        let post_action = match item.get("postAction") {
+            None | Some(Value::Null) => None,
+            Some(v) if is_script(v) => script_of(v, mapping, &format!("{at}.postAction"), p),
+            Some(_) => {
+                p.add(format!("{at}: 'postAction' must be a script"));
+                None
+            }
+        };
         let what = format!("{at}: 'condition'");
         // `Err(())`: a condition that is not valid (already reported).
-        let condition: Result<Option<QueryFilter>, ()> = match item.get("condition") {
+        let condition: Result<Option<Check>, ()> = match item.get("condition") {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(c)) => scoped_filter(c, &what, FilterScope::Policy, mapping, p)
-                .map(Some)
+                .map(|f| Some(Check::Filter(f)))
                 .ok_or(()),
-            Some(v) if is_script(v) => {
-                p.add(format!(
-                    "{what} is a script: {NO_SCRIPTING} (a _queryFilter string on /object)"
-                ));
-                Err(())
-            }
+            Some(v) if is_script(v) => script_of(v, mapping, &format!("{at}.condition"), p)
+                .map(|s| Some(Check::Script(s)))
+                .ok_or(()),
             Some(v) => match v.get("_queryFilter").and_then(Value::as_str) {
                 Some(c) => scoped_filter(c, &what, FilterScope::Policy, mapping, p)
-                    .map(Some)
+                    .map(|f| Some(Check::Filter(f)))
                     .ok_or(()),
                 None => {
                     p.add(format!(
@@ -1182,6 +1136,8 @@ fn parse_policies(
             out.entry(s).or_default().push(Policy {
                 condition,
                 action: a,
+                action_script,
+                post_action,
             });
         }
     }
@@ -1214,6 +1170,13 @@ pub fn set_pointer(doc: &mut Value, ptr: &JsonPointer, value: Value) {
 
 #[cfg(test)]
 mod tests {
+    use crate::sync::hooks::Scripts;
+
+    impl Mapping {
+        fn action(&self, s: Situation) -> Action {
+            self.action_for(s, None, None, &Scripts::NONE).unwrap().0
+        }
+    }
     use super::*;
     use serde_json::json;
 
@@ -1290,20 +1253,38 @@ mod tests {
         let kept = json!({"accountStatus": "x", "keep": true});
         let other = json!({"accountStatus": "x"});
         assert_eq!(
-            m.action_for(Situation::Unqualified, Some(&inactive)),
+            m.action_for(
+                Situation::Unqualified,
+                Some(&inactive),
+                None,
+                &Scripts::NONE
+            )
+            .unwrap()
+            .0,
             Action::Unlink
         );
         assert_eq!(
-            m.action_for(Situation::Unqualified, Some(&kept)),
+            m.action_for(Situation::Unqualified, Some(&kept), None, &Scripts::NONE)
+                .unwrap()
+                .0,
             Action::Ignore
         );
         assert_eq!(
-            m.action_for(Situation::Unqualified, Some(&other)),
+            m.action_for(Situation::Unqualified, Some(&other), None, &Scripts::NONE)
+                .unwrap()
+                .0,
             Action::Delete
         );
-        assert_eq!(m.action_for(Situation::Unqualified, None), Action::Delete);
         assert_eq!(
-            m.action_for(Situation::Confirmed, Some(&other)),
+            m.action_for(Situation::Unqualified, None, None, &Scripts::NONE)
+                .unwrap()
+                .0,
+            Action::Delete
+        );
+        assert_eq!(
+            m.action_for(Situation::Confirmed, Some(&other), None, &Scripts::NONE)
+                .unwrap()
+                .0,
             Action::Ignore
         );
 
@@ -1311,11 +1292,14 @@ mod tests {
             {"situation": "ABSENT", "action": "IGNORE"},
             {"situation": "ABSENT", "action": "CREATE", "condition": "/object/a pr"},
             {"situation": "FOUND", "action": "LINK", "condition": "a pr"},
-            {"situation": "FOUND", "action": "LINK", "condition": {"type": "text/javascript", "source": "true"}}]})));
+            {"situation": "FOUND", "action": "LINK", "condition": {"type": "text/javascript", "source": "source.a &&"}}]})));
         assert_eq!(p.len(), 3, "{p:#?}");
         assert!(p[0].starts_with("policies[1]: situation ABSENT is already decided by policies[0]"));
         assert!(p[1].contains("IDM's form: /object/a pr"), "{p:?}");
-        assert!(p[2].contains("scripting is not available"), "{p:?}");
+        assert!(
+            p[2].contains("policies[3].condition") && p[2].contains("line 1"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -1326,7 +1310,7 @@ mod tests {
             "mapping": "u2o", "type": "text/javascript", "file": "ui/correlateTreeToQueryFilter.js"}],
             "properties": [{"source": "email", "target": "mail"}, {"source": "sn", "target": "sn"}]})));
         let source = json!({"email": "a@x", "userName": "alice"});
-        let mapped = m.map_properties(&source);
+        let mapped = m.map_properties(&source, None, &Scripts::NONE).unwrap();
         let f = m
             .correlation
             .as_ref()
@@ -1342,7 +1326,7 @@ mod tests {
             m.correlation
                 .as_ref()
                 .unwrap()
-                .filter_for(&src, &m.map_properties(&src)),
+                .filter_for(&src, &m.map_properties(&src, None, &Scripts::NONE).unwrap()),
             None
         );
     }
@@ -1389,25 +1373,63 @@ mod tests {
     }
 
     #[test]
-    fn javascript_forms_are_rejected_with_a_clear_message() {
-        let p = problems(with(json!({
-            "correlationQuery": {"type": "text/javascript", "source": "var q = {};q;"},
-            "validSource": {"type": "text/javascript", "source": "true"},
-            "properties": [{"target": "x", "transform": {"type": "text/javascript", "source": "1"}},
-                           {"target": "y", "condition": {"type": "groovy", "source": "true"}}],
-            "policies": [{"situation": "ABSENT", "action": {"type": "text/javascript", "source": "'CREATE'"}}],
-            "onCreate": {"type": "text/javascript", "source": "x"}})));
-        assert_eq!(p.len(), 6, "{p:#?}");
+    fn script_forms_are_parsed_and_broken_ones_refused_with_their_line() {
+        let js = |src: &str| json!({"type": "text/javascript", "source": src});
+        let m = one(with(json!({
+            "correlationQuery": js("({_queryFilter: 'mail eq \"' + source.mail + '\"'})"),
+            "validSource": js("source.active === true"),
+            "validTarget": js("true"),
+            "properties": [{"source": "uid", "target": "x", "transform": js("source.toUpperCase()")},
+                           {"target": "y", "condition": js("object.y != null"), "source": "y"}],
+            "policies": [{"situation": "ABSENT", "action": js("'CREATE'"), "postAction": js("1")}],
+            "onCreate": js("target.cn = source.uid;"),
+            "onLink": js("1"),
+            "result": js("1")})));
+        assert!(m.scripted);
+        assert!(matches!(m.correlation, Some(Correlation::Query(_))));
+        assert!(m.valid_source.as_ref().is_some_and(Check::is_script));
+        assert!(matches!(
+            m.properties[0].transform,
+            Some(Transform::Script(_))
+        ));
+        assert!(m.action_is_scripted(Situation::Absent));
+        assert!(!m.action_is_scripted(Situation::Found));
+        assert!(m.post_action(Situation::Absent, Some(0)).is_some());
         assert!(
-            p.iter().all(|m| m.contains("scripting is not available")),
+            m.hooks.on_create.is_some() && m.hooks.on_link.is_some() && m.hooks.result.is_some()
+        );
+        assert!(m.hooks.on_update.is_none());
+
+        let m = one(with(json!({"correlationScript": js("[]")})));
+        assert!(matches!(m.correlation, Some(Correlation::Candidates(_))));
+        // A mapping with hooks only needs no preparation on the engine.
+        assert!(!one(with(json!({"onCreate": js("1")}))).scripted);
+
+        let p = problems(with(json!({
+            "correlationQuery": js("var q = {;"),
+            "properties": [{"target": "y", "condition": {"type": "groovy", "source": "true"}}],
+            "onUpdate": js("\n\ntarget.x = ("),
+            "sourceQuery": js("1")})));
+        assert_eq!(p.len(), 4, "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("correlationQuery") && m.contains("line 1")),
             "{p:#?}"
         );
-        assert!(p
-            .iter()
-            .any(|m| m.starts_with("'correlationQuery' is a script")));
-        assert!(p
-            .iter()
-            .any(|m| m.starts_with("properties[0]: 'transform'")));
+        assert!(p.iter().any(|m| m.contains("Groovy")), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("onUpdate") && m.contains("line 3")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.contains("'sourceQuery' cannot be a script")),
+            "{p:#?}"
+        );
+        let p = problems(with(json!({"correlationQuery": {"_queryFilter": "true"},
+            "correlationScript": js("[]")})));
+        assert!(p[0].contains("exclusive"), "{p:#?}");
     }
 
     #[test]
@@ -1468,11 +1490,21 @@ mod tests {
             "sourceCondition": {"_queryFilter": "/source/userName sw \"a\""}})));
         assert_eq!(m.source_query, "accountStatus eq \"active\"");
         assert_eq!(m.target_query, "true");
-        assert!(m.source_qualifies(&json!({"mail": "x", "userName": "ann"})));
-        assert!(!m.source_qualifies(&json!({"mail": "x", "userName": "bob"})));
-        assert!(!m.source_qualifies(&json!({"userName": "ann"})));
-        assert!(m.target_qualifies(&json!({"mail": "x"})));
-        assert!(!m.target_qualifies(&json!({"sn": "x"})));
+        assert!(m
+            .source_qualifies(&json!({"mail": "x", "userName": "ann"}), &Scripts::NONE)
+            .unwrap());
+        assert!(!m
+            .source_qualifies(&json!({"mail": "x", "userName": "bob"}), &Scripts::NONE)
+            .unwrap());
+        assert!(!m
+            .source_qualifies(&json!({"userName": "ann"}), &Scripts::NONE)
+            .unwrap());
+        assert!(m
+            .target_qualifies(&json!({"mail": "x"}), &Scripts::NONE)
+            .unwrap());
+        assert!(!m
+            .target_qualifies(&json!({"sn": "x"}), &Scripts::NONE)
+            .unwrap());
         let p = problems(with(json!({"sourceQuery": {"_queryId": "for-userName"}})));
         assert!(p[0].contains("not supported"), "{p:?}");
     }
@@ -1490,7 +1522,7 @@ mod tests {
             {"source": "sn", "target": "sn", "condition": "/object/sn pr"}]})));
         let src = json!({"userName": "ann", "mail": "Ann@X.org", "givenName": "Ann", "sn": "Lee",
                          "status": "Z"});
-        let out = Value::Object(m.map_properties(&src));
+        let out = Value::Object(m.map_properties(&src, None, &Scripts::NONE).unwrap());
         assert_eq!(
             out,
             json!({"userName": "ann", "contact": {"mail": "ann@x.org"},
@@ -1498,7 +1530,7 @@ mod tests {
             "sn": "Lee"})
         );
         let src = json!({"copyMe": true, "status": "A"});
-        let out = m.map_properties(&src);
+        let out = m.map_properties(&src, None, &Scripts::NONE).unwrap();
         assert_eq!(out["copy"], src);
         assert_eq!(out["accountStatus"], "active");
         assert_eq!(out["userName"], Value::Null);
@@ -1520,7 +1552,9 @@ mod tests {
                                   {"target": "description", "transform": t}]})
         };
         let src = json!({"userName": "x,ou=admins+cn=root"});
-        let out = one(with(dn(json!({})))).map_properties(&src);
+        let out = one(with(dn(json!({}))))
+            .map_properties(&src, None, &Scripts::NONE)
+            .unwrap();
         // ldap3's escaping: RFC 4514's hex pairs (`\2c` for `,`), `=` escaped too.
         let escaped = "uid=x\\2cou\\3dadmins\\2bcn\\3droot,ou=people,dc=example,dc=com";
         assert_eq!(out["__NAME__"], escaped);
@@ -1529,9 +1563,13 @@ mod tests {
             out["description"],
             "uid=x,ou=admins+cn=root,ou=people,dc=example,dc=com"
         );
-        let out = one(with(dn(json!({"escape": "dn"})))).map_properties(&src);
+        let out = one(with(dn(json!({"escape": "dn"}))))
+            .map_properties(&src, None, &Scripts::NONE)
+            .unwrap();
         assert_eq!(out["description"], escaped);
-        let out = one(with(dn(json!({"escape": "none"})))).map_properties(&src);
+        let out = one(with(dn(json!({"escape": "none"}))))
+            .map_properties(&src, None, &Scripts::NONE)
+            .unwrap();
         assert_eq!(
             out["dn"],
             "uid=x,ou=admins+cn=root,ou=people,dc=example,dc=com"
@@ -1547,8 +1585,12 @@ mod tests {
         let m = one(with(
             json!({"sourceCondition": "/source/accountStatus eq \"active\""}),
         ));
-        assert!(m.source_qualifies(&json!({"accountStatus": "active"})));
-        assert!(!m.source_qualifies(&json!({"accountStatus": "inactive"})));
+        assert!(m
+            .source_qualifies(&json!({"accountStatus": "active"}), &Scripts::NONE)
+            .unwrap());
+        assert!(!m
+            .source_qualifies(&json!({"accountStatus": "inactive"}), &Scripts::NONE)
+            .unwrap());
 
         let doc = json!({"mappings": [with(json!({
             "sourceCondition": "accountStatus eq \"active\"",

@@ -9,8 +9,8 @@
 //!
 //! Must not: touch a mapped resource except through [`crate::crest::Router`] — a source or
 //! target may be `managed/*` as well as `external/idm/<name>/…`, and the engine must not know
-//! which; call another module's handler directly; run scripts (there is no script engine:
-//! script forms in mappings are rejected when the file is validated).
+//! which; call another module's handler directly; run a script anywhere but on the script
+//! engine's pool ([`hooks`], `recon::scripted`).
 //!
 //! Implicit sync ([`implicit`]) pushes managed-object writes through the same one-object
 //! path, from a durable queue (`sync/queue` in the store, [`queue`]) whose rows are committed
@@ -21,6 +21,7 @@
 //! than `default`, link clean-up of links whose source and target are both gone.
 
 pub mod handler;
+pub mod hooks;
 pub mod implicit;
 pub mod links;
 pub mod mapping;

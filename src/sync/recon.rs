@@ -42,6 +42,11 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod scripted;
+
+use scripted::Event;
+
+use super::hooks;
 use super::links::{Link, LinkStore, NewLink};
 use super::mapping::Mapping;
 use super::run::{bump, Run, Stage};
@@ -97,6 +102,8 @@ struct Deferred {
     situation: Situation,
     action: Action,
     link: NewLink,
+    /// For the `onLink` hook.
+    source: Option<Value>,
 }
 
 /// A source page as the source phase reads it.
@@ -239,6 +246,10 @@ pub struct Engine {
     /// Target deletes asked for, and those `maxDeletes` refused.
     deletes: std::sync::atomic::AtomicU64,
     refused_deletes: std::sync::atomic::AtomicU64,
+    /// Runs the mapping's scripts (see [`scripted`]).
+    scripts: Option<Arc<crate::script::ScriptEngine>>,
+    /// The `context` binding of those scripts.
+    script_context: Arc<Value>,
 }
 
 impl Engine {
@@ -251,7 +262,10 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Self {
         let caller = Arc::new(super::implicit::sync_caller(&mapping.name));
+        let script_context = Arc::new(crate::script::context_of(&caller));
         Self {
+            scripts: None,
+            script_context,
             router,
             repo,
             links,
@@ -274,10 +288,14 @@ impl Engine {
 
     /// Runs to the end and returns the final stage.
     pub async fn execute(self: Arc<Self>, scope: Scope) -> Stage {
+        let full = matches!(scope, Scope::All);
         let result = match scope {
             Scope::All => self.clone().full().await,
             Scope::One(id) => self.clone().one(&id).await,
         };
+        if full {
+            self.result_hook().await;
+        }
         // A delete refused by the guard stops the run whatever else happened.
         let result = result.and_then(|()| self.check_deletes());
         match result {
@@ -659,7 +677,8 @@ impl Engine {
             }
 
             let mut tasks = JoinSet::new();
-            for target in page.results {
+            let verdicts = self.targets_qualify(&page.results).await;
+            for (target, qualifies) in page.results.into_iter().zip(verdicts) {
                 if self.deletes_refused() {
                     break;
                 }
@@ -667,13 +686,20 @@ impl Engine {
                     continue;
                 };
                 bump(&self.run.counters.target_processed);
+                let qualifies = match qualifies {
+                    Ok(q) => q,
+                    Err(e) => {
+                        self.failed_early(&id, &e);
+                        continue;
+                    }
+                };
                 let link = links.remove(&id);
                 let source_exists = link
                     .as_ref()
                     .is_some_and(|l| sources.contains(&l.source_id));
                 // Most targets are their source's (handled by the source phase): assessed
                 // here, without a task.
-                let Some(situation) = self.assess_target(&target, link.is_some(), source_exists)
+                let Some(situation) = self.assess_target(qualifies, link.is_some(), source_exists)
                 else {
                     continue;
                 };
@@ -684,7 +710,7 @@ impl Engine {
                     .map_err(|_| Stop::Canceled)?;
                 let engine = self.clone();
                 tasks.spawn(async move {
-                    engine.process_target(&id, link, situation).await;
+                    engine.process_target(target, link, situation).await;
                     drop(permit);
                 });
             }
@@ -799,15 +825,24 @@ impl Engine {
         let results = self.links.apply(&changes).await;
         self.run.time("linkWrite", t.elapsed());
         for (d, result) in deferred.into_iter().zip(results) {
+            let mut result = result.map(|_| ()).map_err(|e| e.to_string());
             if result.is_ok() {
                 bump(&self.run.counters.links_created);
+                if let Some(script) = &self.mapping.hooks.on_link {
+                    let e = Event {
+                        situation: d.situation,
+                        source_id: &d.id,
+                        source: d.source.as_ref(),
+                        target_id: Some(&d.link.target_id),
+                    };
+                    let target = json!({"_id": d.link.target_id});
+                    result = self
+                        .hook(script, &e, Some(&target), None, false)
+                        .await
+                        .map(drop);
+                }
             }
-            self.record(
-                &d.id,
-                d.situation,
-                d.action,
-                result.map(|_| ()).map_err(|e| e.to_string()),
-            );
+            self.record(&d.id, d.situation, d.action, result);
         }
     }
 
@@ -830,11 +865,20 @@ impl Engine {
             bump(&self.run.counters.links_processed);
         }
         let m = &self.mapping;
-        let qualifies = source.as_ref().is_some_and(|s| m.source_qualifies(s));
-        let mapped = match (&source, qualifies) {
-            (Some(s), true) => Some(m.map_properties(s)),
-            _ => None,
+        let correlate = link.is_none()
+            && m.correlation.is_some()
+            && !self
+                .skip_correlation
+                .load(std::sync::atomic::Ordering::Relaxed);
+        let prepared = match self.prepare(&source, &target, correlate).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed_early(id, &e);
+                return None;
+            }
         };
+        let qualifies = prepared.qualifies;
+        let mapped = prepared.mapped;
         let mut facts = SourceFacts {
             source_exists: source.is_some(),
             qualifies,
@@ -844,9 +888,9 @@ impl Engine {
             candidate_linked: false,
         };
         let mut target = target;
-        if let (Some(s), Some(mapped), None) = (&source, &mapped, &link) {
+        if source.is_some() && mapped.is_some() && link.is_none() {
             let t = Instant::now();
-            let found = self.correlate(s, mapped).await;
+            let found = self.correlate(prepared.correlate).await;
             self.run.time("correlationQuery", t.elapsed());
             match found {
                 Ok(mut candidates) => {
@@ -886,16 +930,46 @@ impl Engine {
             }
         }
         let situation = assess_source(facts);
-        let action = m.action_for(situation, source.as_ref());
-        let result = self
-            .apply_source(situation, action, id, source.as_ref(), mapped, link, target)
+        let (action, policy) = match self
+            .decide(situation, source.as_ref(), target.as_ref())
+            .await
+        {
+            Ok(decided) => decided,
+            Err(e) => {
+                self.record(id, situation, situation.default_action(), Err(e));
+                return None;
+            }
+        };
+        let mut result = self
+            .apply_source(
+                situation,
+                action,
+                id,
+                source.as_ref(),
+                mapped,
+                link,
+                target.as_ref(),
+            )
             .await;
+        if result.is_ok() {
+            let target_id = target.as_ref().and_then(object_id);
+            let e = Event {
+                situation,
+                source_id: id,
+                source: source.as_ref(),
+                target_id: target_id.as_deref(),
+            };
+            if let Err(err) = self.post_action(&e, action, policy, target.as_ref()).await {
+                result = Err(err);
+            }
+        }
         match result {
             Ok(Some(link)) => Some(Deferred {
                 id: id.to_owned(),
                 situation,
                 action,
                 link,
+                source,
             }),
             Ok(None) => {
                 self.record(id, situation, action, Ok(()));
@@ -962,30 +1036,6 @@ impl Engine {
         }
     }
 
-    /// The targets the correlation query finds (at most two: one is FOUND, two AMBIGUOUS).
-    async fn correlate(
-        &self,
-        source: &Value,
-        mapped: &Map<String, Value>,
-    ) -> Result<Vec<Value>, ResourceError> {
-        let Some(c) = &self.mapping.correlation else {
-            return Ok(Vec::new());
-        };
-        if self
-            .skip_correlation
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Ok(Vec::new());
-        }
-        let Some(filter) = c.filter_for(source, mapped) else {
-            return Ok(Vec::new());
-        };
-        Ok(self
-            .query_page(&self.mapping.target, &filter.to_string(), 2, None, false)
-            .await?
-            .results)
-    }
-
     /// Acts; a link to create is returned, not written (see [`Self::write_links`]).
     #[allow(clippy::too_many_arguments)]
     async fn apply_source(
@@ -996,14 +1046,21 @@ impl Engine {
         source: Option<&Value>,
         mapped: Option<Map<String, Value>>,
         link: Option<Link>,
-        target: Option<Value>,
+        target: Option<&Value>,
     ) -> Result<Option<NewLink>, String> {
-        let target_id = target.as_ref().and_then(object_id);
+        let target_id = target.and_then(object_id);
         let new_link = |target_id: &str, replaces: Option<Link>| NewLink {
             source_id: id.to_owned(),
             target_id: target_id.to_owned(),
             replaces,
         };
+        let event = Event {
+            situation,
+            source_id: id,
+            source,
+            target_id: target_id.as_deref(),
+        };
+        let hooks = &self.mapping.hooks;
         let c = &self.run.counters;
         match action {
             Action::Create => {
@@ -1016,7 +1073,17 @@ impl Engine {
                 let Some(source) = source else {
                     return Err("CREATE is not possible without a source".into());
                 };
-                let body = mapped.unwrap_or_else(|| self.mapping.map_properties(source));
+                let mut body = match mapped {
+                    Some(m) => m,
+                    None => self.map_now(source, None).await?,
+                };
+                if let Some(script) = &hooks.on_create {
+                    let t = Value::Object(body);
+                    body = match self.hook(script, &event, Some(&t), None, true).await? {
+                        Some(Value::Object(changed)) => changed,
+                        _ => return Err("onCreate left no target object".into()),
+                    };
+                }
                 let t = Instant::now();
                 let created = self.create_target(body).await.map_err(|e| e.to_string())?;
                 self.run.time("createTargetObject", t.elapsed());
@@ -1024,14 +1091,29 @@ impl Engine {
                 Ok(Some(new_link(&created, link)))
             }
             Action::Update => {
-                let (Some(target), Some(tid), Some(source)) = (&target, &target_id, source) else {
+                let (Some(target), Some(tid), Some(source)) = (target, &target_id, source) else {
                     return Err(format!(
                         "{}: UPDATE needs a source and a target",
                         situation.as_str()
                     ));
                 };
-                let mapped = mapped.unwrap_or_else(|| self.mapping.map_properties(source));
-                let ops = self.changes(mapped, target);
+                let mapped = match mapped {
+                    Some(m) => m,
+                    None => self.map_now(source, Some(target)).await?,
+                };
+                let ops = match &hooks.on_update {
+                    None => self.changes(mapped, target),
+                    Some(script) => {
+                        let new = hooks::merged(target, &mapped);
+                        match self
+                            .hook(script, &event, Some(&new), Some(target), true)
+                            .await?
+                        {
+                            Some(changed) => hooks::diff_ops(target, &changed),
+                            None => return Err("onUpdate left no target object".into()),
+                        }
+                    }
+                };
                 if ops.is_empty() {
                     bump(&c.unchanged);
                 } else {
@@ -1050,6 +1132,9 @@ impl Engine {
                     if !self.may_delete() {
                         return Err(REFUSED_DELETE.to_owned());
                     }
+                    if let Some(script) = &hooks.on_delete {
+                        self.hook(script, &event, target, target, false).await?;
+                    }
                     self.touch(tid);
                     let t = Instant::now();
                     self.delete_object(&self.mapping.target, tid)
@@ -1058,9 +1143,7 @@ impl Engine {
                     self.run.time("deleteTargetObject", t.elapsed());
                     bump(&c.deleted);
                 }
-                if let Some(l) = &link {
-                    self.links.delete(l).await.map_err(|e| e.to_string())?;
-                }
+                self.unlink(link.as_ref(), &event, target).await?;
                 Ok(None)
             }
             Action::Link => {
@@ -1070,9 +1153,7 @@ impl Engine {
                 Ok(link.is_none().then(|| new_link(tid, None)))
             }
             Action::Unlink => {
-                if let Some(l) = &link {
-                    self.links.delete(l).await.map_err(|e| e.to_string())?;
-                }
+                self.unlink(link.as_ref(), &event, target).await?;
                 Ok(None)
             }
             Action::Exception => Err(format!(
@@ -1083,18 +1164,38 @@ impl Engine {
         }
     }
 
+    /// Deletes `link` (if any) and runs `onUnlink`.
+    async fn unlink(
+        &self,
+        link: Option<&Link>,
+        event: &Event<'_>,
+        target: Option<&Value>,
+    ) -> Result<(), String> {
+        let Some(l) = link else {
+            return Ok(());
+        };
+        self.links.delete(l).await.map_err(|e| e.to_string())?;
+        if let Some(script) = &self.mapping.hooks.on_unlink {
+            let event = Event {
+                target_id: Some(&l.target_id),
+                ..*event
+            };
+            self.hook(script, &event, target, None, false).await?;
+        }
+        Ok(())
+    }
+
     /// The situation of a target no source handled, `None` when there is nothing to do (or
     /// the run is canceled).
     fn assess_target(
         &self,
-        target: &Value,
+        qualifies: bool,
         linked: bool,
         source_exists: bool,
     ) -> Option<Situation> {
         if self.run.is_canceled() {
             return None;
         }
-        let qualifies = self.mapping.target_qualifies(target);
         assess_target(TargetFacts {
             qualifies,
             linked,
@@ -1103,33 +1204,37 @@ impl Engine {
     }
 
     /// One target no source handled, in `situation`.
-    async fn process_target(&self, id: &str, link: Option<Link>, situation: Situation) {
+    async fn process_target(&self, target: Value, link: Option<Link>, situation: Situation) {
         if self.run.is_canceled() {
             return;
         }
         if link.is_some() {
             bump(&self.run.counters.links_processed);
         }
-        let action = self.mapping.action(situation);
-        let result = match action {
-            Action::Delete if !self.may_delete() => Err(REFUSED_DELETE.to_owned()),
-            Action::Delete => {
-                let deleted = self.delete_object(&self.mapping.target, id).await;
-                match deleted {
-                    Ok(()) => {
-                        bump(&self.run.counters.deleted);
-                        match &link {
-                            Some(l) => self.links.delete(l).await.map_err(|e| e.to_string()),
-                            None => Ok(()),
-                        }
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
+        let Some(id) = object_id(&target) else {
+            return;
+        };
+        let (action, policy) = match self.decide(situation, None, Some(&target)).await {
+            Ok(decided) => decided,
+            Err(e) => {
+                self.record(&id, situation, situation.default_action(), Err(e));
+                return;
             }
-            Action::Unlink => match &link {
-                Some(l) => self.links.delete(l).await.map_err(|e| e.to_string()),
-                None => Ok(()),
-            },
+        };
+        let source_id = link
+            .as_ref()
+            .map(|l| l.source_id.clone())
+            .unwrap_or_default();
+        let event = Event {
+            situation,
+            source_id: &source_id,
+            source: None,
+            target_id: Some(&id),
+        };
+        let mut result = match action {
+            Action::Delete if !self.may_delete() => Err(REFUSED_DELETE.to_owned()),
+            Action::Delete => self.delete_target(&event, &target, link.as_ref()).await,
+            Action::Unlink => self.unlink(link.as_ref(), &event, Some(&target)).await,
             Action::Exception => Err(format!(
                 "situation {} is handled as an EXCEPTION",
                 situation.as_str()
@@ -1141,7 +1246,31 @@ impl Engine {
             )),
             Action::Ignore | Action::Report | Action::NoReport | Action::Async => Ok(()),
         };
-        self.record(id, situation, action, result);
+        if result.is_ok() {
+            result = self
+                .post_action(&event, action, policy, Some(&target))
+                .await;
+        }
+        self.record(&id, situation, action, result);
+    }
+
+    /// The target phase's DELETE: `onDelete`, the delete, then the link and `onUnlink`.
+    async fn delete_target(
+        &self,
+        event: &Event<'_>,
+        target: &Value,
+        link: Option<&Link>,
+    ) -> Result<(), String> {
+        if let Some(script) = &self.mapping.hooks.on_delete {
+            self.hook(script, event, Some(target), Some(target), false)
+                .await?;
+        }
+        let id = event.target_id.unwrap_or_default();
+        self.delete_object(&self.mapping.target, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        bump(&self.run.counters.deleted);
+        self.unlink(link, event, Some(target)).await
     }
 
     /// Replace operations for the mapped properties whose value differs from the target's.

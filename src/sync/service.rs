@@ -58,6 +58,8 @@ pub struct SyncService {
     objects: KeyedLocks<(String, String), tokio::sync::Mutex<()>>,
     /// Link types checked for duplicates since start ([`LinkStore::remove_duplicates`]).
     deduped: tokio::sync::Mutex<HashSet<String>>,
+    /// Runs the mappings' scripts.
+    scripts: OnceLock<Arc<crate::script::ScriptEngine>>,
 }
 
 /// Locks by key, dropped from the map when nobody holds or waits for them.
@@ -102,6 +104,7 @@ impl SyncService {
             runs: KeyedLocks::new(),
             objects: KeyedLocks::new(),
             deduped: Default::default(),
+            scripts: OnceLock::new(),
         }
     }
 
@@ -147,6 +150,11 @@ impl SyncService {
         self.objects.release(&obj_key, obj_lock);
         self.runs.release(&run_key, run_lock);
         out
+    }
+
+    /// The engine the mappings' scripts run on.
+    pub fn set_scripts(&self, engine: Arc<crate::script::ScriptEngine>) {
+        let _ = self.scripts.set(engine);
     }
 
     pub fn set_router(&self, router: &Arc<Router>) {
@@ -198,14 +206,17 @@ impl SyncService {
             &m.name,
             json!({"sourceIds": [source_id], "implicitSync": true}),
         ));
-        let engine = Arc::new(Engine::new(
-            router,
-            self.repo.clone(),
-            links,
-            m.clone(),
-            run.clone(),
-            self.metrics.clone(),
-        ));
+        let engine = Arc::new(
+            Engine::new(
+                router,
+                self.repo.clone(),
+                links,
+                m.clone(),
+                run.clone(),
+                self.metrics.clone(),
+            )
+            .with_scripts(self.scripts.get().cloned()),
+        );
         let stage = self
             .serialised(
                 &m.name,
@@ -345,14 +356,17 @@ impl SyncService {
             active.insert(run.id.clone(), run.clone());
         }
         save_run(self.repo.as_ref(), &run).await;
-        let engine = Arc::new(Engine::new(
-            router,
-            self.repo.clone(),
-            links,
-            m.clone(),
-            run.clone(),
-            self.metrics.clone(),
-        ));
+        let engine = Arc::new(
+            Engine::new(
+                router,
+                self.repo.clone(),
+                links,
+                m.clone(),
+                run.clone(),
+                self.metrics.clone(),
+            )
+            .with_scripts(self.scripts.get().cloned()),
+        );
         let scope = match source_id {
             Some(id) => Scope::One(id),
             None => Scope::All,
