@@ -426,7 +426,9 @@ async fn bad_mapping_file_is_rejected_and_the_last_good_stays_live() {
     })
     .await;
     assert!(rejected);
-    assert!(gw.logs().contains("properties[0].transform line 1: syntax error"));
+    assert!(gw
+        .logs()
+        .contains("properties[0].transform line 1: syntax error"));
     assert!(gw.logs().contains("taskThreads"));
     // The last good mapping still runs, with its four properties.
     let run = recon(&gw, "u2o").await;
