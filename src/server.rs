@@ -18,7 +18,9 @@ use crate::remote::RemoteHandler;
 use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
 use crate::scheduler::{Scheduler, SchedulerHandler};
+use crate::script::endpoint::EndpointHandler;
 use crate::script::files::FileChange;
+use crate::script::filters::ScriptFilters;
 use crate::script::handler::ScriptHandler;
 use crate::script::ScriptEngine;
 use crate::settings::Settings;
@@ -140,6 +142,10 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("config", Arc::new(ConfigHandler(gw.clone())))
         .mount("metrics", Arc::new(MetricsHandler(metrics)))
         .mount(
+            "endpoint",
+            Arc::new(EndpointHandler::new(gw.clone(), engine.clone())),
+        )
+        .mount(
             "script",
             Arc::new(ScriptHandler {
                 engine: engine.clone(),
@@ -163,6 +169,8 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
                 Arc::new(move || caching.invalidate_all()),
             )),
         );
+
+    router.set_filters(Arc::new(ScriptFilters::new(gw.clone(), engine.clone())));
 
     let reloader = gw.clone();
     let watch = watcher::spawn(&[dirs.conf, dirs.certs], move || {

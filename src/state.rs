@@ -14,6 +14,7 @@ use crate::managed::{parse_managed, ManagedSchema};
 use crate::metrics::Metrics;
 use crate::remote::Registry;
 use crate::scheduler::job::{self as schedule, Schedules};
+use crate::script::{endpoint, filters};
 use crate::sync::mapping::{self, Mappings};
 use crate::system::{self, provisioner_name, Systems};
 
@@ -58,6 +59,11 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
         .map(|_| ()),
         id if schedule::schedule_name(id).is_some() => {
             schedule::parse_job(schedule::schedule_name(id).unwrap_or_default(), doc).map(|_| ())
+        }
+        filters::ROUTER_CONFIG => filters::parse_router(doc).map(|_| ()),
+        id if endpoint::endpoint_name(id).is_some() => {
+            endpoint::parse_endpoint(endpoint::endpoint_name(id).unwrap_or_default(), doc)
+                .map(|_| ())
         }
         _ => Ok(()),
     }

@@ -33,11 +33,33 @@ pub trait RequestHandler: Send + Sync {
 /// Decides whether the caller may make the request, before any handler runs.
 pub type Authorizer = fn(&Request) -> Result<(), ResourceError>;
 
+/// Request filters around the handlers (IDM's `router.json` filters, see
+/// `crate::script::filters`).
+pub trait Filters: Send + Sync {
+    /// The filters that apply to `req`, `None` when none does (the common case: then the
+    /// request costs nothing more).
+    fn chain(&self, req: &Request) -> Option<Box<dyn FilterChain>>;
+}
+
+/// The filters of one request, in order.
+#[async_trait::async_trait]
+pub trait FilterChain: Send {
+    /// Before the handler: a changed request, or an error that refuses it.
+    async fn on_request(&mut self, req: &Request) -> Result<Option<Request>, ResourceError>;
+    /// After it: the answer (or the failure) as the filters leave it.
+    async fn on_result(
+        &mut self,
+        req: &Request,
+        result: Result<Response, ResourceError>,
+    ) -> Result<Response, ResourceError>;
+}
+
 #[derive(Clone)]
 pub struct Router {
     /// Longest prefix first.
     routes: Vec<(Vec<String>, Arc<dyn RequestHandler>)>,
     authorize: Authorizer,
+    filters: Option<Arc<dyn Filters>>,
 }
 
 impl Router {
@@ -45,7 +67,14 @@ impl Router {
         Self {
             routes: Vec::new(),
             authorize,
+            filters: None,
         }
+    }
+
+    /// Runs `filters` around every request after authorization.
+    pub fn set_filters(&mut self, filters: Arc<dyn Filters>) -> &mut Self {
+        self.filters = Some(filters);
+        self
     }
 
     /// Mounts `handler` on `prefix` (`managed`, `info`, `external/idm`).
@@ -58,6 +87,16 @@ impl Router {
 
     pub async fn handle(&self, req: &Request) -> Result<Response, ResourceError> {
         (self.authorize)(req)?;
+        let Some(mut chain) = self.filters.as_ref().and_then(|f| f.chain(req)) else {
+            return self.dispatch(req).await;
+        };
+        let changed = chain.on_request(req).await?;
+        let req = changed.as_ref().unwrap_or(req);
+        let result = self.dispatch(req).await;
+        chain.on_result(req, result).await
+    }
+
+    async fn dispatch(&self, req: &Request) -> Result<Response, ResourceError> {
         for (prefix, handler) in &self.routes {
             if req.path.len() >= prefix.len() && req.path[..prefix.len()] == prefix[..] {
                 return handler.handle(req, &req.path[prefix.len()..]).await;

@@ -12,8 +12,10 @@
 //! of the next nesting level, so nested scripts never wait for a pool thread.
 
 pub mod api;
+pub mod endpoint;
 pub mod error;
 pub mod files;
+pub mod filters;
 pub mod handler;
 pub mod runner;
 pub mod spec;
