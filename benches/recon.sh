@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Reconciliation throughput:
 #   local:  N users managed/user → managed/other on one gateway (B);
+#   scripted: the same N users → managed/other2 by a mapping with IDM's usual JavaScript: two
+#           script transforms and a script correlation query (issue 12's target: ≥ 10 000
+#           objects/s);
 #   remote: a second gateway A reconciles external/idm/b/managed/user (B's N users, through
 #           A's remote CREST client and B's HTTP API) → managed/user on A.
 #
@@ -15,7 +18,7 @@
 # and reports objects/s, the run's situation summary, and the gateway's RSS (VmRSS now and
 # VmHWM, the peak) of the gateways after each run (B also serves the remote case's source).
 # Knobs: N, THREADS (gateway workers, default nproc), SEED_CONNS (16), KEEP_TMP (0),
-# CASES ("local remote").
+# CASES ("local scripted remote").
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,7 +26,7 @@ N=${N:-100000}
 THREADS=${THREADS:-$(nproc)}
 SEED_CONNS=${SEED_CONNS:-16}
 KEEP_TMP=${KEEP_TMP:-0}
-CASES=${CASES:-local remote}
+CASES=${CASES:-local scripted remote}
 ADMIN_PW=bench-admin-pw
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
@@ -48,13 +51,27 @@ managed["objects"].append({"name": "other", "schema": {"properties": {
     "userName": {"type": "string", "searchable": True},
     "mail": {"type": "string", "searchable": True},
     "givenName": {"type": "string"}, "sn": {"type": "string"}}}})
+managed["objects"].append({"name": "other2", "schema": {"properties": {
+    "userName": {"type": "string", "searchable": True},
+    "mail": {"type": "string", "searchable": True},
+    "cn": {"type": "string"}, "sn": {"type": "string"}}}})
 json.dump(managed, open(f"{conf}/managed.json", "w"))
+js = lambda src: {"type": "text/javascript", "source": src}
 json.dump({"mappings": [{
     "name": "u2o", "source": "managed/user", "target": "managed/other",
     "properties": [{"source": p, "target": p} for p in ("userName", "mail", "givenName", "sn")],
     "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""},
     "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
     # Seeding must not push every user by implicit sync: the runs below measure recon.
+    "enableSync": False}, {
+    "name": "u2o_js", "source": "managed/user", "target": "managed/other2",
+    "properties": [
+        {"source": "userName", "target": "userName", "transform": js("source.toLowerCase()")},
+        {"source": "mail", "target": "mail"},
+        {"target": "cn", "transform": js("source.givenName + ' ' + source.sn")},
+        {"source": "sn", "target": "sn"}],
+    "correlationQuery": js("({_queryFilter: 'mail eq \"' + source.mail + '\"'})"),
+    "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
     "enableSync": False}]},
     open(f"{conf}/sync.json", "w"))
 EOF
@@ -122,6 +139,11 @@ EOF
 case " $CASES " in *" local "*)
     run first "$PORT" u2o
     run unchanged "$PORT" u2o
+esac
+
+case " $CASES " in *" scripted "*)
+    run js-first "$PORT" u2o_js
+    run js-unchanged "$PORT" u2o_js
 esac
 
 case " $CASES " in *" remote "*)

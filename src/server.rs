@@ -21,7 +21,7 @@ use crate::repo::Repo;
 use crate::scheduler::{Scheduler, SchedulerHandler};
 use crate::script::files::FileChange;
 use crate::script::handler::ScriptHandler;
-use crate::script::{EngineConfig, ScriptEngine};
+use crate::script::ScriptEngine;
 use crate::settings::Settings;
 use crate::state::Gateway;
 use crate::sync::{DeadLetterHandler, ReconHandler, SyncHandler, SyncService};
@@ -202,7 +202,7 @@ fn start_engine(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<Scrip
         .unwrap_or_else(|| conf.clone());
     let metrics = metrics.clone();
     ScriptEngine::start(
-        EngineConfig::default(),
+        settings.scripting,
         project,
         Box::new(move |_, change| {
             let outcome = match change {

@@ -86,6 +86,8 @@ pub struct Settings {
     pub admin_password_is_default: bool,
     /// `gateway.json` `queryTimeLimitSeconds` (validated when the file is loaded).
     pub query_time_limit: std::time::Duration,
+    /// `gateway.json` `scripting` (validated when the file is loaded).
+    pub scripting: crate::script::EngineConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +107,7 @@ impl Settings {
         let query_time_limit = file
             .query_time_limit()
             .unwrap_or(crate::repo::DEFAULT_QUERY_TIME_LIMIT);
+        let scripting = file.scripting().unwrap_or_default();
         let Cli {
             conf,
             data,
@@ -125,6 +128,7 @@ impl Settings {
             log_format: file_log_format,
             threads: file_threads,
             query_time_limit_seconds: _,
+            scripting: _,
             id: _,
         } = file;
         let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
@@ -159,6 +163,7 @@ impl Settings {
             data_dir: data,
             certs_dir: certs,
             query_time_limit,
+            scripting,
         }
     }
 }

@@ -54,6 +54,7 @@ impl Local {
             admin_password: Secret::new("a-admin-pw"),
             admin_password_is_default: false,
             query_time_limit: std::time::Duration::from_secs(30),
+            scripting: Default::default(),
         };
         let built = std::thread::spawn(move || build_gateway(&settings))
             .join()

@@ -123,11 +123,33 @@ async fn eval_runs_through_the_router_and_is_for_administrators_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runaway_and_broken_scripts_fail_alone_and_the_gateway_keeps_serving() {
-    let gw = Gateway::start().await;
+    // gateway.json `scripting` (gateway extra) sets the limits.
+    let gw = Gateway::builder()
+        .conf_file(
+            "gateway",
+            json!({"scripting": {"timeLimitMs": 300, "memoryLimitMb": 16}}),
+        )
+        .start()
+        .await;
     let (status, body) = action(&gw, "eval", &js("var i = 0;\nwhile (true) { i++; }")).await;
     assert_eq!(status, 500, "{body}");
     let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains("time limit"), "{msg}");
+    assert!(msg.contains("time limit of 300 ms"), "{msg}");
+    // Memory: the runtime's limit stops a script that hoards.
+    let (status, body) = action(
+        &gw,
+        "eval",
+        &js("var a = []; while (true) { a.push('x'.repeat(1024) + a.length); }"),
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit of 16 MiB"),
+        "{body}"
+    );
     let (status, body) = action(&gw, "eval", &js("\n\nnoSuchThing.x")).await;
     assert_eq!(status, 500, "{body}");
     assert!(

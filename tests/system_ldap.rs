@@ -731,3 +731,58 @@ async fn dns_outside_the_base_contexts_are_refused_over_rest() {
         before
     );
 }
+
+/// managed/user → LDAP with IDM's usual JavaScript: the DN built by a transform, `cn` from
+/// the whole object, a JavaScript correlation query, and an onCreate hook.
+#[tokio::test]
+async fn managed_to_ldap_with_a_javascript_dn_and_correlation() {
+    let slapd = Slapd::builder().people("pre", 1).start();
+    let js = |s: &str| json!({"type": "text/javascript", "source": s});
+    let mapping = json!({"mappings": [{
+        "name": "managedUser_systemLdapAccount",
+        "source": "managed/user",
+        "target": "system/ldap/account",
+        "properties": [
+            {"source": "userName", "target": "dn",
+             "transform": js(&format!("'uid=' + source + ',{PEOPLE}'"))},
+            {"source": "userName", "target": "uid"},
+            {"target": "cn", "transform": js("source.givenName + ' ' + source.sn")},
+            {"source": "sn", "target": "sn"},
+            {"source": "mail", "target": "mail"}
+        ],
+        "correlationQuery": js("({_queryFilter: 'uid eq \"' + source.userName + '\"'})"),
+        "onCreate": js("target.description = 'made by ' + mappingConfig.name;"),
+        "enableSync": false
+    }]});
+    let gw = gateway(&slapd, &[("sync", mapping)]).await;
+    for (id, user_name) in [("m0", "pre0"), ("m1", "ada"), ("m2", "grace")] {
+        let r = gw
+            .put(&format!("/openidm/managed/user/{id}"))
+            .json(
+                &json!({"userName": user_name, "givenName": "First", "sn": format!("Last{id}"),
+                          "mail": format!("{user_name}@example.com")}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let run = recon(&gw, "managedUser_systemLdapAccount").await;
+    assert_eq!(run["state"], "SUCCESS", "{run}\n{}", gw.logs());
+    assert_eq!(run["situationSummary"]["ABSENT"], 2, "{run}");
+    // pre0 was in LDAP already: the JavaScript correlation found it.
+    assert_eq!(run["situationSummary"]["FOUND"], 1, "{run}");
+    let entry = slapd.ldapsearch(SUFFIX, "(uid=ada)", &["cn", "description", "mail"]);
+    assert!(entry.contains(&format!("dn: uid=ada,{PEOPLE}")), "{entry}");
+    assert!(entry.contains("cn: First Lastm1"), "{entry}");
+    assert!(
+        entry.contains("description: made by managedUser_systemLdapAccount"),
+        "{entry}"
+    );
+    let pre = slapd.ldapsearch(SUFFIX, "(uid=pre0)", &["mail", "sn"]);
+    assert!(pre.contains("sn: Lastm0"), "{pre}");
+    // A second run changes nothing.
+    let run = recon(&gw, "managedUser_systemLdapAccount").await;
+    assert_eq!(run["situationSummary"]["CONFIRMED"], 3, "{run}");
+    assert_eq!(run["progress"]["target"]["updated"], 0, "{run}");
+}

@@ -38,11 +38,54 @@ pub struct GatewayFile {
     /// Longest a store query may run, streaming included, before it is cancelled with a 504
     /// (default [`crate::repo::DEFAULT_QUERY_TIME_LIMIT`], 30 s). Gateway extra.
     pub query_time_limit_seconds: Option<f64>,
+    /// The script engine's limits and pool (gateway extra).
+    pub scripting: Option<ScriptingFile>,
     #[serde(rename = "_id")]
     pub id: Option<String>,
 }
 
+/// `gateway.json` `scripting`: `{"timeLimitMs", "memoryLimitMb", "threads"}` (gateway extra;
+/// defaults 5000 ms, 64 MiB per runtime, one thread per core from 2 to 8).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScriptingFile {
+    pub time_limit_ms: Option<u64>,
+    pub memory_limit_mb: Option<u64>,
+    pub threads: Option<usize>,
+}
+
 impl GatewayFile {
+    /// The script engine's settings, checked.
+    pub fn scripting(&self) -> Result<crate::script::EngineConfig, String> {
+        let mut config = crate::script::EngineConfig::default();
+        let Some(s) = &self.scripting else {
+            return Ok(config);
+        };
+        if let Some(ms) = s.time_limit_ms {
+            if !(1..=600_000).contains(&ms) {
+                return Err(format!(
+                    "scripting.timeLimitMs must be from 1 to 600000, not {ms}"
+                ));
+            }
+            config.limits.time = std::time::Duration::from_millis(ms);
+        }
+        if let Some(mb) = s.memory_limit_mb {
+            if !(4..=4096).contains(&mb) {
+                return Err(format!(
+                    "scripting.memoryLimitMb must be from 4 to 4096, not {mb}"
+                ));
+            }
+            config.limits.memory = mb as usize * 1024 * 1024;
+        }
+        if let Some(n) = s.threads {
+            if !(1..=64).contains(&n) {
+                return Err(format!("scripting.threads must be from 1 to 64, not {n}"));
+            }
+            config.threads = n;
+        }
+        Ok(config)
+    }
+
     /// Reads `gateway.json` from the conf dir; a missing file is the empty default.
     pub fn load(conf_dir: &Path) -> Result<Self, String> {
         let path = conf_dir.join("gateway.json");
@@ -67,6 +110,7 @@ impl GatewayFile {
         }
         let file: GatewayFile = serde_json::from_value(doc).map_err(|e| vec![e.to_string()])?;
         file.query_time_limit().map_err(|e| vec![e])?;
+        file.scripting().map_err(|e| vec![e])?;
         Ok(file)
     }
 
@@ -91,6 +135,20 @@ impl GatewayFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scripting_settings_are_checked() {
+        let doc = |v: serde_json::Value| GatewayFile::from_document(&v);
+        let g = doc(serde_json::json!({"scripting": {"timeLimitMs": 250, "memoryLimitMb": 16, "threads": 3}}))
+            .unwrap();
+        let c = g.scripting().unwrap();
+        assert_eq!(c.limits.time, std::time::Duration::from_millis(250));
+        assert_eq!(c.limits.memory, 16 * 1024 * 1024);
+        assert_eq!(c.threads, 3);
+        assert!(doc(serde_json::json!({"scripting": {"timeLimitMs": 0}})).is_err());
+        assert!(doc(serde_json::json!({"scripting": {"memoryLimitMb": 1}})).is_err());
+        assert!(doc(serde_json::json!({"scripting": {"timeLimit": 5}})).is_err());
+    }
 
     #[test]
     fn missing_file_is_default_and_typos_are_errors() {

@@ -281,13 +281,10 @@ impl Worker {
     }
 }
 
+/// Failures are the caller's to report (with the object and hook they concern); here
+/// only at debug level.
 fn log_failure(e: &ScriptError) {
-    match e.kind {
-        ScriptErrorKind::Thrown { code, .. } if code < 500 => {
-            tracing::debug!(script = %e.script, line = ?e.line, error = %e, "script threw")
-        }
-        _ => tracing::warn!(script = %e.script, line = ?e.line, error = %e, "script failed"),
-    }
+    tracing::debug!(script = %e.script, line = ?e.line, error = %e, "script failed");
 }
 
 /// The variables of a hook, in IDM's names.

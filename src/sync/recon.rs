@@ -677,15 +677,28 @@ impl Engine {
             }
 
             let mut tasks = JoinSet::new();
-            let verdicts = self.targets_qualify(&page.results).await;
-            for (target, qualifies) in page.results.into_iter().zip(verdicts) {
-                if self.deletes_refused() {
-                    break;
-                }
+            // Most targets are their source's (handled by the source phase); the others
+            // are assessed here, without a task, `validTarget` in one go for the page.
+            let mut open = Vec::new();
+            for target in page.results {
                 let Some(id) = object_id(&target) else {
                     continue;
                 };
                 bump(&self.run.counters.target_processed);
+                let link = links.remove(&id);
+                let source_exists = link
+                    .as_ref()
+                    .is_some_and(|l| sources.contains(&l.source_id));
+                if link.is_none() || !source_exists {
+                    open.push((id, target, link, source_exists));
+                }
+            }
+            let targets: Vec<&Value> = open.iter().map(|(_, t, _, _)| t).collect();
+            let verdicts = self.targets_qualify(&targets).await;
+            for ((id, target, link, source_exists), qualifies) in open.into_iter().zip(verdicts) {
+                if self.deletes_refused() {
+                    break;
+                }
                 let qualifies = match qualifies {
                     Ok(q) => q,
                     Err(e) => {
@@ -693,12 +706,6 @@ impl Engine {
                         continue;
                     }
                 };
-                let link = links.remove(&id);
-                let source_exists = link
-                    .as_ref()
-                    .is_some_and(|l| sources.contains(&l.source_id));
-                // Most targets are their source's (handled by the source phase): assessed
-                // here, without a task.
                 let Some(situation) = self.assess_target(qualifies, link.is_some(), source_exists)
                 else {
                     continue;

@@ -168,7 +168,7 @@ impl Engine {
     }
 
     /// `validTarget` of each target of a page (one hop for the page when it is a script).
-    pub(super) async fn targets_qualify(&self, targets: &[Value]) -> Vec<Result<bool, String>> {
+    pub(super) async fn targets_qualify(&self, targets: &[&Value]) -> Vec<Result<bool, String>> {
         let m = &self.mapping;
         if !m.valid_target.as_ref().is_some_and(|c| c.is_script()) {
             return targets
@@ -176,7 +176,8 @@ impl Engine {
                 .map(|t| m.target_qualifies(t, &Scripts::NONE))
                 .collect();
         }
-        let (m, owned) = (m.clone(), targets.to_vec());
+        let m = m.clone();
+        let owned: Vec<Value> = targets.iter().map(|t| (*t).clone()).collect();
         let n = targets.len();
         match self
             .on_scripts(move |sc| Ok(owned.iter().map(|t| m.target_qualifies(t, sc)).collect()))
