@@ -48,9 +48,7 @@ fn stored(data: &Path, id: &str) -> Value {
 fn anywhere_in(dir: &Path, needle: &str) -> bool {
     std::fs::read_dir(dir).unwrap().any(|e| {
         let bytes = std::fs::read(e.unwrap().path()).unwrap_or_default();
-        bytes
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
     })
 }
 
@@ -128,7 +126,10 @@ async fn encrypted_values_are_stored_as_envelopes_and_never_shown_over_rest() {
     assert!(crypto::is_encrypted(&first), "{first}");
     assert_eq!(first["$crypto"]["value"]["cipher"], "AES/GCM/NoPadding");
     assert_eq!(first["$crypto"]["value"]["stableId"], "openidm-sym-default");
-    assert_eq!(first["$crypto"]["value"]["purpose"], "idm.password.encryption");
+    assert_eq!(
+        first["$crypto"]["value"]["purpose"],
+        "idm.password.encryption"
+    );
     assert!(!anywhere_in(&data, PLAIN));
     let keystore = data.join(crypto::FILE_NAME);
     let mode = std::fs::metadata(&keystore).unwrap().permissions().mode() & 0o777;
@@ -241,7 +242,10 @@ async fn scripts_read_and_decrypt_what_rest_callers_never_see() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert!(v.as_str().unwrap().contains("wrong key or altered data"), "{v}");
+    assert!(
+        v.as_str().unwrap().contains("wrong key or altered data"),
+        "{v}"
+    );
     let (s, _) = json_of(gw.get("/openidm/managed/user/ada").send().await.unwrap()).await;
     assert_eq!(s, 200);
 }

@@ -833,8 +833,10 @@ async fn encrypted_managed_passwords_sync_to_ldap() {
     };
     let r = gw
         .put("/openidm/managed/user/ada")
-        .json(&json!({"userName": "ada", "givenName": "Ada", "sn": "Lovelace",
-                      "mail": "ada@example.com", "password": "Sync-Pw-1!a"}))
+        .json(
+            &json!({"userName": "ada", "givenName": "Ada", "sn": "Lovelace",
+                      "mail": "ada@example.com", "password": "Sync-Pw-1!a"}),
+        )
         .send()
         .await
         .unwrap();
@@ -866,6 +868,9 @@ async fn encrypted_managed_passwords_sync_to_ldap() {
     assert!(binds("Sync-Pw-2!b").await);
     // Neither the plaintext nor the envelope shows over REST or in the logs.
     let (_, v) = json_of(gw.get("/openidm/managed/user/ada").send().await.unwrap()).await;
-    assert!(!v.to_string().contains("Sync-Pw") && v.get("password").is_none(), "{v}");
+    assert!(
+        !v.to_string().contains("Sync-Pw") && v.get("password").is_none(),
+        "{v}"
+    );
     assert!(!gw.logs().contains("Sync-Pw"));
 }

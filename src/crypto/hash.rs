@@ -104,7 +104,11 @@ fn salt(rng: &SystemRandom, len: usize) -> Result<Vec<u8>, CryptoError> {
 }
 
 /// Hashes `value` with `algorithm` (SHA-256 when None).
-pub fn hash(rng: &SystemRandom, value: &Value, algorithm: Option<&str>) -> Result<Value, CryptoError> {
+pub fn hash(
+    rng: &SystemRandom,
+    value: &Value,
+    algorithm: Option<&str>,
+) -> Result<Value, CryptoError> {
     let plain = bytes_of(value);
     let algorithm = algorithm.unwrap_or("SHA-256");
     if let Some(sha) = Sha::parse(algorithm) {
@@ -118,11 +122,14 @@ pub fn hash(rng: &SystemRandom, value: &Value, algorithm: Option<&str>) -> Resul
     let upper = algorithm.to_ascii_uppercase();
     if upper == "ARGON2" {
         let text = String::from_utf8(plain).map_err(|_| CryptoError::Malformed("not text"))?;
-        return crate::auth::password::hash(&text).map_err(|_| CryptoError::Internal("hashing failed"));
+        return crate::auth::password::hash(&text)
+            .map_err(|_| CryptoError::Internal("hashing failed"));
     }
     // "PBKDF2" (HMAC-SHA-256) or "PBKDF2-SHA-512" and the like.
     if let Some(rest) = upper.strip_prefix("PBKDF2") {
-        let rest = rest.trim_start_matches(['-', '_']).trim_start_matches("HMAC");
+        let rest = rest
+            .trim_start_matches(['-', '_'])
+            .trim_start_matches("HMAC");
         let sha = if rest.is_empty() {
             Sha::Sha256
         } else {

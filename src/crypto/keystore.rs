@@ -122,7 +122,12 @@ pub fn load(data_dir: &Path, env: Option<&str>) -> Result<Keystore, String> {
 
 /// A JSON error without the text it quotes (a key could be in it).
 fn redact(e: &serde_json::Error) -> String {
-    format!("line {} column {}: {:?}", e.line(), e.column(), e.classify())
+    format!(
+        "line {} column {}: {:?}",
+        e.line(),
+        e.column(),
+        e.classify()
+    )
 }
 
 fn check_alias(alias: &str, source: &Source) -> Result<(), String> {

@@ -145,7 +145,8 @@ impl Crypto {
             .ok_or_else(|| CryptoError::UnknownKey(alias.to_owned()))?;
         let mut iv = [0u8; NONCE_LEN];
         self.rng.fill(&mut iv).map_err(|_| CryptoError::Random)?;
-        let mut data = serde_json::to_vec(value).map_err(|_| CryptoError::Internal("cannot serialise"))?;
+        let mut data =
+            serde_json::to_vec(value).map_err(|_| CryptoError::Internal("cannot serialise"))?;
         key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut data)
             .map_err(|_| CryptoError::Internal("AES-GCM failed"))?;
         Ok(json!({"$crypto": {"type": ENCRYPTED, "value": {
@@ -204,7 +205,8 @@ impl Crypto {
         let plain = key
             .open_in_place(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut data)
             .map_err(|_| CryptoError::Decrypt)?;
-        serde_json::from_slice(plain).map_err(|_| CryptoError::Malformed("the plaintext is not JSON"))
+        serde_json::from_slice(plain)
+            .map_err(|_| CryptoError::Malformed("the plaintext is not JSON"))
     }
 
     /// `openidm.hash(value, algorithm)`: SHA-256 (default), SHA-384, SHA-512, PBKDF2
@@ -236,7 +238,12 @@ pub fn is_encrypted(v: &Value) -> bool {
 }
 
 impl crate::script::Secrets for Crypto {
-    fn encrypt(&self, value: &Value, cipher: Option<&str>, alias: Option<&str>) -> Result<Value, String> {
+    fn encrypt(
+        &self,
+        value: &Value,
+        cipher: Option<&str>,
+        alias: Option<&str>,
+    ) -> Result<Value, String> {
         Crypto::encrypt(self, value, cipher, alias).map_err(|e| e.to_string())
     }
 

@@ -64,7 +64,11 @@ fn wrong_key_and_altered_data_are_errors_without_secrets() {
     let c = open(dir.path());
     let e = c.encrypt(&json!("S3cret-pass"), None, None).unwrap();
     // Another keystore with the same alias: the tag does not verify.
-    let other = Crypto::open_with(dir.path(), Some(&key_doc(&[(DEFAULT_ALIAS, 7)], DEFAULT_ALIAS))).unwrap();
+    let other = Crypto::open_with(
+        dir.path(),
+        Some(&key_doc(&[(DEFAULT_ALIAS, 7)], DEFAULT_ALIAS)),
+    )
+    .unwrap();
     assert_eq!(other.decrypt(&e), Err(CryptoError::Decrypt));
     // One changed byte of the ciphertext.
     let mut tampered = e.clone();
@@ -77,7 +81,10 @@ fn wrong_key_and_altered_data_are_errors_without_secrets() {
     // Unknown alias, bad iv, other cipher, missing fields.
     let mut unknown = e.clone();
     unknown["$crypto"]["value"]["stableId"] = json!("nope");
-    assert_eq!(c.decrypt(&unknown), Err(CryptoError::UnknownKey("nope".into())));
+    assert_eq!(
+        c.decrypt(&unknown),
+        Err(CryptoError::UnknownKey("nope".into()))
+    );
     let mut bad_iv = e.clone();
     bad_iv["$crypto"]["value"]["iv"] = json!("AAAA");
     assert!(matches!(c.decrypt(&bad_iv), Err(CryptoError::Malformed(_))));
@@ -117,7 +124,11 @@ fn the_keystore_file_is_created_0600_and_reused() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     assert!(Crypto::open_with(dir.path(), None).is_ok());
     // A broken document is refused without quoting it.
-    std::fs::write(&path, "{\"active\": \"a\", \"keys\": {\"a\": \"c2VjcmV0\"}}").unwrap();
+    std::fs::write(
+        &path,
+        "{\"active\": \"a\", \"keys\": {\"a\": \"c2VjcmV0\"}}",
+    )
+    .unwrap();
     let err = Crypto::open_with(dir.path(), None).unwrap_err();
     assert!(err.contains("32 bytes"), "{err}");
     assert!(!err.contains("c2VjcmV0"), "{err}");
@@ -135,7 +146,10 @@ fn rotation_encrypts_with_the_new_key_and_old_values_still_decrypt() {
     std::fs::write(&path, doc.to_string()).unwrap();
     let rotated = open(dir.path());
     assert_eq!(rotated.active_alias(), "key-2");
-    assert_eq!(rotated.aliases().collect::<Vec<_>>(), ["key-2", DEFAULT_ALIAS]);
+    assert_eq!(
+        rotated.aliases().collect::<Vec<_>>(),
+        ["key-2", DEFAULT_ALIAS]
+    );
     let new = rotated.encrypt(&json!("new-secret"), None, None).unwrap();
     assert_eq!(new["$crypto"]["value"]["stableId"], "key-2");
     assert_eq!(rotated.decrypt(&old).unwrap(), json!("old-secret"));
@@ -145,7 +159,9 @@ fn rotation_encrypts_with_the_new_key_and_old_values_still_decrypt() {
     assert_eq!(mode, 0o600);
     assert_eq!(open(dir.path()).decrypt(&new).unwrap(), json!("new-secret"));
     // A script may still name the old alias; an unknown name is a purpose.
-    let pinned = rotated.encrypt(&json!(1), None, Some(DEFAULT_ALIAS)).unwrap();
+    let pinned = rotated
+        .encrypt(&json!(1), None, Some(DEFAULT_ALIAS))
+        .unwrap();
     assert_eq!(pinned["$crypto"]["value"]["stableId"], DEFAULT_ALIAS);
     let purposed = rotated.encrypt(&json!(1), None, Some("idm.other")).unwrap();
     assert_eq!(purposed["$crypto"]["value"]["stableId"], "key-2");
@@ -169,7 +185,10 @@ fn the_environment_keystore_is_used_as_is_and_nothing_is_written() {
         json!({"active": "a", "keys": {"a": "AAAA"}}).to_string(),
     ] {
         let err = Crypto::open_with(dir.path(), Some(&bad)).unwrap_err();
-        assert!(err.contains(ENV) || err.contains("$IDM_GATEWAY_KEYSTORE"), "{err}");
+        assert!(
+            err.contains(ENV) || err.contains("$IDM_GATEWAY_KEYSTORE"),
+            "{err}"
+        );
     }
 }
 
@@ -177,7 +196,14 @@ fn the_environment_keystore_is_used_as_is_and_nothing_is_written() {
 fn hashes_are_salted_one_way_and_match() {
     let dir = tempfile::tempdir().unwrap();
     let c = open(dir.path());
-    for alg in [None, Some("SHA-512"), Some("SHA-384"), Some("PBKDF2"), Some("PBKDF2-SHA-512"), Some("ARGON2")] {
+    for alg in [
+        None,
+        Some("SHA-512"),
+        Some("SHA-384"),
+        Some("PBKDF2"),
+        Some("PBKDF2-SHA-512"),
+        Some("ARGON2"),
+    ] {
         let h = c.hash(&json!("Passw0rd"), alg).unwrap();
         assert!(is_hashed(&h), "{h}");
         assert!(!is_encrypted(&h));
@@ -190,8 +216,14 @@ fn hashes_are_salted_one_way_and_match() {
         c.hash(&json!("x"), None).unwrap()["$crypto"]["value"]["algorithm"],
         "SHA-256"
     );
-    assert_ne!(c.hash(&json!("x"), None).unwrap(), c.hash(&json!("x"), None).unwrap());
-    assert!(matches!(c.hash(&json!("x"), Some("MD5")), Err(CryptoError::Unsupported(_))));
+    assert_ne!(
+        c.hash(&json!("x"), None).unwrap(),
+        c.hash(&json!("x"), None).unwrap()
+    );
+    assert!(matches!(
+        c.hash(&json!("x"), Some("MD5")),
+        Err(CryptoError::Unsupported(_))
+    ));
     // What the store holds for secureHash today (argon2) matches too.
     let stored = crate::auth::password::hash("Argon-pw").unwrap();
     assert!(is_hashed(&stored));
@@ -201,7 +233,11 @@ fn hashes_are_salted_one_way_and_match() {
     let e = c.encrypt(&json!("Enc-pw"), None, None).unwrap();
     assert!(c.matches("Enc-pw", &e));
     assert!(!c.matches("enc-pw", &e));
-    for junk in [json!(null), json!("Passw0rd"), json!({"$crypto": {"type": "salted-hash", "value": {"algorithm": "SHA-256", "data": "!!"}}})] {
+    for junk in [
+        json!(null),
+        json!("Passw0rd"),
+        json!({"$crypto": {"type": "salted-hash", "value": {"algorithm": "SHA-256", "data": "!!"}}}),
+    ] {
         assert!(!c.matches("Passw0rd", &junk));
     }
     let absurd = json!({"$crypto": {"type": "salted-hash", "value": {"algorithm": "PBKDF2", "data": "AAAAAAAA",

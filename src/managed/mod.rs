@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::crest::filter::JsonPointer;
-use crate::crypto::Crypto;
 use crate::crest::{Request, RequestHandler, ResourceError, Response};
+use crate::crypto::Crypto;
 use crate::events::{notify, ChangeHook};
 use crate::repo::Repo;
 

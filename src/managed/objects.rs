@@ -8,7 +8,6 @@ use serde_json::{Map, Value};
 use super::policy;
 use super::schema::ObjectSchema;
 use crate::auth::password;
-use crate::crypto::{self, Crypto};
 use crate::crest::fields::{self, FieldSpec};
 use crate::crest::filter::{self, JsonPointer, QueryFilter};
 use crate::crest::patch;
@@ -17,6 +16,7 @@ use crate::crest::{
     Caller, Operation, QueryKind, QueryParams, QueryResponse, QueryStream, Request, ResourceError,
     ResourceResponse, Response,
 };
+use crate::crypto::{self, Crypto};
 use crate::events::{ChangeHook, ChangeKind};
 use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOp, WriteOptions};
 
@@ -68,9 +68,11 @@ impl ObjectSet<'_> {
                 if if_none_match.as_deref() == Some(obj.rev.as_str()) {
                     return Ok(Response::NotModified { rev: obj.rev });
                 }
-                Ok(Response::Resource(
-                    self.render(obj, &fields::of_request(req)?, &req.caller),
-                ))
+                Ok(Response::Resource(self.render(
+                    obj,
+                    &fields::of_request(req)?,
+                    &req.caller,
+                )))
             }
             (Operation::Update { rev, upsert }, Some(id)) => {
                 self.update(req, id, rev.as_deref(), *upsert).await
@@ -80,9 +82,11 @@ impl ObjectSet<'_> {
                 let obj = self
                     .patch_one(&req.caller, id, rev.as_deref(), &ops)
                     .await?;
-                Ok(Response::Resource(
-                    self.render(obj, &fields::of_request(req)?, &req.caller),
-                ))
+                Ok(Response::Resource(self.render(
+                    obj,
+                    &fields::of_request(req)?,
+                    &req.caller,
+                )))
             }
             (Operation::Delete { rev }, Some(id)) => {
                 let also = self.pending(&req.caller, id, ChangeKind::Delete);
@@ -91,9 +95,11 @@ impl ObjectSet<'_> {
                     .delete_with(&self.schema.resource, id, rev.as_deref(), &also)
                     .await
                     .map_err(|e| self.store_error(e))?;
-                Ok(Response::Resource(
-                    self.render(obj, &fields::of_request(req)?, &req.caller),
-                ))
+                Ok(Response::Resource(self.render(
+                    obj,
+                    &fields::of_request(req)?,
+                    &req.caller,
+                )))
             }
             _ => Err(req.not_supported()),
         }
@@ -147,9 +153,11 @@ impl ObjectSet<'_> {
                 ),
                 e => self.store_error(e),
             })?;
-        Ok(Response::Created(
-            self.render(obj, &fields::of_request(req)?, &req.caller),
-        ))
+        Ok(Response::Created(self.render(
+            obj,
+            &fields::of_request(req)?,
+            &req.caller,
+        )))
     }
 
     async fn update(
@@ -177,9 +185,11 @@ impl ObjectSet<'_> {
                 .await?;
             match written {
                 Some(obj) => {
-                    return Ok(Response::Resource(
-                        self.render(obj, &fields::of_request(req)?, &req.caller),
-                    ))
+                    return Ok(Response::Resource(self.render(
+                        obj,
+                        &fields::of_request(req)?,
+                        &req.caller,
+                    )))
                 }
                 None if rev.is_some() || !upsert => return Err(self.not_found(id)),
                 None => match self.create(req, Some(id.to_owned())).await {

@@ -341,8 +341,10 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
             false
         }
     };
-    let return_by_default =
-        !private && !hashed && encrypted.is_none() && return_by_default_flag.unwrap_or(!(relationship || virtual_));
+    let return_by_default = !private
+        && !hashed
+        && encrypted.is_none()
+        && return_by_default_flag.unwrap_or(!(relationship || virtual_));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -401,7 +403,10 @@ mod tests {
             })
         );
         assert!(pw.private && !pw.hashed && !pw.return_by_default);
-        assert_eq!(u.property("old").unwrap().encrypted, Some(Encryption::default()));
+        assert_eq!(
+            u.property("old").unwrap().encrypted,
+            Some(Encryption::default())
+        );
         let h = u.property("h").unwrap();
         assert!(h.hashed && h.private && h.encrypted.is_none());
         assert!(!u.returned_by_default("pw") && u.returned_by_default_internally("pw"));
