@@ -246,6 +246,19 @@ async fn scripts_read_and_decrypt_what_rest_callers_never_see() {
         v.as_str().unwrap().contains("wrong key or altered data"),
         "{v}"
     );
+    // Uncaught, it is the request's error: 400, naming neither key nor plaintext.
+    let (s, v) = eval(
+        &gw,
+        "var e = openidm.encrypt('Encr-uncaught'); e.$crypto.value.stableId = 'gone';\n\
+         openidm.decrypt(e)",
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("'gone'"), "{v}");
+    assert!(!v.to_string().contains("Encr-"), "{v}");
+    let (s, v) = eval(&gw, "openidm.hash('x', 'MD5')", json!({})).await;
+    assert_eq!(s, 400, "{v}");
     let (s, _) = json_of(gw.get("/openidm/managed/user/ada").send().await.unwrap()).await;
     assert_eq!(s, 200);
 }

@@ -179,7 +179,8 @@ fn install_crypto<'js>(
                     .collect::<rquickjs::Result<Vec<_>>>()?;
                 let out = host
                     .secrets()
-                    .and_then(|s| op(s.as_ref(), &args).map_err(ResourceError::internal));
+                    // The value or the algorithm the script gave is at fault: 400.
+                    .and_then(|s| op(s.as_ref(), &args).map_err(ResourceError::bad_request));
                 match out {
                     Ok(v) => to_js(&ctx, &v),
                     Err(e) => Err(throw_resource_error(&ctx, &e)),
