@@ -1,15 +1,18 @@
 //! Encrypted managed properties on a running gateway: `encryption` in managed.json stores
 //! IDM's `$crypto` envelope (never the plaintext), REST callers never see it, scripts (as
 //! internal callers) read and decrypt it, the keystore survives restarts, rotates, and
-//! can come from the environment.
+//! can come from the environment; a password kept encrypted syncs to LDAP in clear.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::fixtures::{managed_encrypted, user};
-use common::{json_of, Gateway};
+use common::fixtures::{managed_encrypted, recon, user};
+use common::slapd::{ldap_provisioner, PEOPLE, ROOT_PW};
+use common::{eventually, json_of, Gateway, Slapd};
 use idm_gateway::crypto::{self, Crypto};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -317,4 +320,139 @@ async fn rotation_and_the_environment_keystore() {
     let keys = Crypto::open_with(&data, Some(&env)).unwrap();
     assert_eq!(keys.decrypt(&envelope).unwrap(), json!(PLAIN));
     assert!(!gw.logs().contains("MDEyMzQ1Njc4"));
+}
+
+/// Issue 12: a managed password stored encrypted reaches LDAP in clear through IDM's usual
+/// `openidm.decrypt(source)` transform (sync reads as an internal caller), by implicit sync
+/// and by reconciliation; the account then binds with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_managed_passwords_sync_to_ldap() {
+    let slapd = Slapd::builder().people("pre", 1).start();
+    let js = |s: &str| json!({"type": "text/javascript", "source": s});
+    let mapping = json!({"mappings": [{
+        "name": "managedUser_systemLdapAccount",
+        "source": "managed/user",
+        "target": "system/ldap/account",
+        "properties": [
+            {"source": "userName", "target": "dn",
+             "transform": js(&format!("'uid=' + source + ',{PEOPLE}'"))},
+            {"source": "userName", "target": "uid"},
+            {"source": "sn", "target": "cn"},
+            {"source": "sn", "target": "sn"},
+            {"source": "password", "target": "userPassword",
+             "transform": js("openidm.decrypt(source);")}
+        ],
+        "correlationQuery": {"_queryFilter": "uid eq \"${source.userName}\""},
+        "policies": [
+            {"situation": "ABSENT", "action": "CREATE"},
+            {"situation": "FOUND", "action": "UPDATE"},
+            {"situation": "CONFIRMED", "action": "UPDATE"}
+        ]
+    }]});
+    let gw = Gateway::builder()
+        .env("LDAP_BIND_PASSWORD", ROOT_PW)
+        .conf_file("managed", managed_encrypted())
+        .conf_file("provisioner.openicf-ldap", ldap_provisioner(slapd.port()))
+        .conf_file("sync", mapping)
+        .start()
+        .await;
+    let binds = |password: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = gw
+                .post("/openidm/system/ldap/account?_action=authenticate")
+                .json(&json!({"username": "ada", "password": password}))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 200
+        }
+    };
+    let r = gw
+        .put("/openidm/managed/user/ada")
+        .json(
+            &json!({"userName": "ada", "givenName": "Ada", "sn": "Lovelace",
+                      "mail": "ada@example.com", "password": "Sync-Pw-1!a"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Implicit sync created the account with the decrypted password.
+    assert!(
+        eventually(Duration::from_secs(20), || binds("Sync-Pw-1!a")).await,
+        "{}",
+        gw.logs()
+    );
+    assert!(!binds("Sync-Pw-2!b").await);
+    let r = gw
+        .request(reqwest::Method::PATCH, "/openidm/managed/user/ada")
+        .json(&json!([{"operation": "replace", "field": "/password", "value": "Sync-Pw-2!b"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(20), || binds("Sync-Pw-2!b")).await,
+        "{}",
+        gw.logs()
+    );
+    assert!(!binds("Sync-Pw-1!a").await);
+    // Reconciliation pushes the same value again.
+    let run = recon(&gw, "managedUser_systemLdapAccount").await;
+    assert_eq!(run["state"], "SUCCESS", "{run}");
+    assert_eq!(run["situationSummary"]["CONFIRMED"], 1, "{run}");
+    assert!(binds("Sync-Pw-2!b").await);
+    // Neither the plaintext nor the envelope shows over REST or in the logs.
+    let (_, v) = json_of(gw.get("/openidm/managed/user/ada").send().await.unwrap()).await;
+    assert!(
+        !v.to_string().contains("Sync-Pw") && v.get("password").is_none(),
+        "{v}"
+    );
+    assert!(!gw.logs().contains("Sync-Pw"));
+}
+
+/// A keystore others may read, or a broken one in the environment: the gateway does not
+/// start, and says why without showing a key.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsafe_or_broken_keystore_stops_the_start() {
+    let env = r#"{"active": "a", "keys": {"a": "c2hvcnQta2V5LW1hdGVyaWFs"}}"#;
+    let (status, log) = Gateway::builder()
+        .env(crypto::ENV, env)
+        .start_expect_exit(Duration::from_secs(20))
+        .await;
+    assert!(status.is_some_and(|s| !s.success()), "{status:?} {log}");
+    assert!(log.contains("must be 32 bytes in base64"), "{log}");
+    assert!(!log.contains("c2hvcnQta2V5"), "{log}");
+
+    let root = tempfile::tempdir().unwrap();
+    let (conf, data) = (root.path().join("conf"), root.path().join("data"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    Crypto::open_with(&data, None).unwrap();
+    let keystore = data.join(crypto::FILE_NAME);
+    std::fs::set_permissions(&keystore, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idm-gateway"))
+        .arg("--conf")
+        .arg(&conf)
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
+        .env_remove(crypto::ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = eventually(Duration::from_secs(20), || {
+        let done = matches!(child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(exited && !out.status.success(), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
 }

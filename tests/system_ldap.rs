@@ -9,56 +9,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::fixtures::{managed_encrypted, recon, shipped};
-use common::slapd::{people_ldif, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
+use common::fixtures::{recon, shipped};
+use common::slapd::{ldap_provisioner, people_ldif, PEOPLE, ROOT_DN, ROOT_PW, SUFFIX};
 use common::{eventually, json_of, Gateway, Slapd, TestPki};
 use serde_json::{json, Value};
-
-/// The bind password reaches the gateway through `&{LDAP_BIND_PASSWORD}` only.
-fn ldap_provisioner(port: u16) -> Value {
-    json!({
-        "name": "ldap",
-        "enabled": true,
-        "connectorRef": {
-            "bundleName": "org.forgerock.openicf.connectors.ldap-connector",
-            "bundleVersion": "[1.4.0.0,1.6.0.0)",
-            "connectorName": "org.identityconnectors.ldap.LdapConnector"
-        },
-        "configurationProperties": {
-            "host": "127.0.0.1",
-            "port": port,
-            "ssl": false,
-            "principal": ROOT_DN,
-            "credentials": "&{LDAP_BIND_PASSWORD}",
-            "baseContexts": [SUFFIX],
-            "accountObjectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"],
-            "accountUserNameAttributes": ["uid"],
-            "uidAttribute": "entryUUID"
-        },
-        "operationTimeout": {"SEARCH": 10000, "GET": 5000},
-        "objectTypes": {
-            "account": {
-                "$schema": "http://json-schema.org/draft-03/schema",
-                "id": "__ACCOUNT__",
-                "type": "object",
-                "nativeType": "__ACCOUNT__",
-                "properties": {
-                    "dn": {"type": "string", "nativeName": "__NAME__", "nativeType": "string", "required": true},
-                    "uid": {"type": "string", "nativeName": "uid", "nativeType": "string"},
-                    "cn": {"type": "string", "nativeName": "cn", "nativeType": "string", "required": true},
-                    "sn": {"type": "string", "nativeName": "sn", "nativeType": "string", "required": true},
-                    "givenName": {"type": "string", "nativeName": "givenName", "nativeType": "string"},
-                    "mail": {"type": "string", "nativeName": "mail", "nativeType": "string"},
-                    "telephoneNumber": {"type": "string", "nativeName": "telephoneNumber", "nativeType": "string"},
-                    "description": {"type": "string", "nativeName": "description", "nativeType": "string"},
-                    "userPassword": {"type": "string", "nativeName": "__PASSWORD__",
-                                     "nativeType": "JAVA_TYPE_GUARDEDSTRING",
-                                     "flags": ["NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"]}
-                }
-            }
-        }
-    })
-}
 
 fn csv_provisioner(csv: &Path) -> Value {
     json!({
@@ -785,92 +739,4 @@ async fn managed_to_ldap_with_a_javascript_dn_and_correlation() {
     let run = recon(&gw, "managedUser_systemLdapAccount").await;
     assert_eq!(run["situationSummary"]["CONFIRMED"], 3, "{run}");
     assert_eq!(run["progress"]["target"]["updated"], 0, "{run}");
-}
-
-/// Issue 12: a managed password stored encrypted reaches LDAP in clear through IDM's usual
-/// `openidm.decrypt(source)` transform (sync reads as an internal caller), by implicit sync
-/// and by reconciliation; the account then binds with it.
-#[tokio::test]
-async fn encrypted_managed_passwords_sync_to_ldap() {
-    let slapd = Slapd::builder().people("pre", 1).start();
-    let js = |s: &str| json!({"type": "text/javascript", "source": s});
-    let mapping = json!({"mappings": [{
-        "name": "managedUser_systemLdapAccount",
-        "source": "managed/user",
-        "target": "system/ldap/account",
-        "properties": [
-            {"source": "userName", "target": "dn",
-             "transform": js(&format!("'uid=' + source + ',{PEOPLE}'"))},
-            {"source": "userName", "target": "uid"},
-            {"source": "sn", "target": "cn"},
-            {"source": "sn", "target": "sn"},
-            {"source": "password", "target": "userPassword",
-             "transform": js("openidm.decrypt(source);")}
-        ],
-        "correlationQuery": {"_queryFilter": "uid eq \"${source.userName}\""},
-        "policies": [
-            {"situation": "ABSENT", "action": "CREATE"},
-            {"situation": "FOUND", "action": "UPDATE"},
-            {"situation": "CONFIRMED", "action": "UPDATE"}
-        ]
-    }]});
-    let gw = gateway(
-        &slapd,
-        &[("managed", managed_encrypted()), ("sync", mapping)],
-    )
-    .await;
-    let binds = |password: &'static str| {
-        let gw = &gw;
-        async move {
-            let r = gw
-                .post("/openidm/system/ldap/account?_action=authenticate")
-                .json(&json!({"username": "ada", "password": password}))
-                .send()
-                .await
-                .unwrap();
-            r.status() == 200
-        }
-    };
-    let r = gw
-        .put("/openidm/managed/user/ada")
-        .json(
-            &json!({"userName": "ada", "givenName": "Ada", "sn": "Lovelace",
-                      "mail": "ada@example.com", "password": "Sync-Pw-1!a"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    // Implicit sync created the account with the decrypted password.
-    assert!(
-        eventually(Duration::from_secs(20), || binds("Sync-Pw-1!a")).await,
-        "{}",
-        gw.logs()
-    );
-    assert!(!binds("Sync-Pw-2!b").await);
-    let r = gw
-        .request(reqwest::Method::PATCH, "/openidm/managed/user/ada")
-        .json(&json!([{"operation": "replace", "field": "/password", "value": "Sync-Pw-2!b"}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        eventually(Duration::from_secs(20), || binds("Sync-Pw-2!b")).await,
-        "{}",
-        gw.logs()
-    );
-    assert!(!binds("Sync-Pw-1!a").await);
-    // Reconciliation pushes the same value again.
-    let run = recon(&gw, "managedUser_systemLdapAccount").await;
-    assert_eq!(run["state"], "SUCCESS", "{run}");
-    assert_eq!(run["situationSummary"]["CONFIRMED"], 1, "{run}");
-    assert!(binds("Sync-Pw-2!b").await);
-    // Neither the plaintext nor the envelope shows over REST or in the logs.
-    let (_, v) = json_of(gw.get("/openidm/managed/user/ada").send().await.unwrap()).await;
-    assert!(
-        !v.to_string().contains("Sync-Pw") && v.get("password").is_none(),
-        "{v}"
-    );
-    assert!(!gw.logs().contains("Sync-Pw"));
 }
