@@ -120,20 +120,7 @@ pub fn install<'js>(
         "create", "read", "update", "patch", "delete", "query", "action",
     ] {
         let host = host.clone();
-        let f = Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, args: Rest<Value<'js>>| -> rquickjs::Result<Value<'js>> {
-                let args = args
-                    .0
-                    .into_iter()
-                    .map(|a| to_json(&ctx, a))
-                    .collect::<rquickjs::Result<Vec<_>>>()?;
-                match router_call(&host, op, &args) {
-                    Ok(v) => to_js(&ctx, &v),
-                    Err(e) => Err(throw_resource_error(&ctx, &e)),
-                }
-            },
-        )?;
+        let f = json_function(ctx, move |args| router_call(&host, op, args))?;
         openidm.set(op, f)?;
     }
     install_crypto(ctx, &openidm, host)?;
@@ -169,27 +156,36 @@ fn install_crypto<'js>(
     ];
     for (name, op) in ops {
         let host = host.clone();
-        let f = Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, args: Rest<Value<'js>>| -> rquickjs::Result<Value<'js>> {
-                let args = args
-                    .0
-                    .into_iter()
-                    .map(|a| to_json(&ctx, a))
-                    .collect::<rquickjs::Result<Vec<_>>>()?;
-                let out = host
-                    .secrets()
-                    // The value or the algorithm the script gave is at fault: 400.
-                    .and_then(|s| op(s.as_ref(), &args).map_err(ResourceError::bad_request));
-                match out {
-                    Ok(v) => to_js(&ctx, &v),
-                    Err(e) => Err(throw_resource_error(&ctx, &e)),
-                }
-            },
-        )?;
+        let f = json_function(ctx, move |args| {
+            // The value or the algorithm the script gave is at fault: 400.
+            host.secrets()
+                .and_then(|s| op(s.as_ref(), args).map_err(ResourceError::bad_request))
+        })?;
         openidm.set(name, f)?;
     }
     Ok(())
+}
+
+/// A JavaScript function whose arguments arrive as JSON and whose errors are thrown as
+/// IDM's exceptions.
+fn json_function<'js>(
+    ctx: &Ctx<'js>,
+    f: impl Fn(&[Json]) -> Result<Json, ResourceError> + 'static,
+) -> rquickjs::Result<Function<'js>> {
+    Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, args: Rest<Value<'js>>| -> rquickjs::Result<Value<'js>> {
+            let args = args
+                .0
+                .into_iter()
+                .map(|a| to_json(&ctx, a))
+                .collect::<rquickjs::Result<Vec<_>>>()?;
+            match f(&args) {
+                Ok(v) => to_js(&ctx, &v),
+                Err(e) => Err(throw_resource_error(&ctx, &e)),
+            }
+        },
+    )
 }
 
 fn arg(args: &[Json], i: usize) -> &Json {

@@ -152,6 +152,27 @@ impl SyncService {
         out
     }
 
+    /// A reconciliation engine for one run of `m`.
+    fn engine(
+        &self,
+        router: Arc<Router>,
+        links: LinkStore,
+        m: &Arc<Mapping>,
+        run: &Arc<Run>,
+    ) -> Arc<Engine> {
+        Arc::new(
+            Engine::new(
+                router,
+                self.repo.clone(),
+                links,
+                m.clone(),
+                run.clone(),
+                self.metrics.clone(),
+            )
+            .with_scripts(self.scripts.get().cloned()),
+        )
+    }
+
     /// The engine the mappings' scripts run on.
     pub fn set_scripts(&self, engine: Arc<crate::script::ScriptEngine>) {
         let _ = self.scripts.set(engine);
@@ -206,17 +227,7 @@ impl SyncService {
             &m.name,
             json!({"sourceIds": [source_id], "implicitSync": true}),
         ));
-        let engine = Arc::new(
-            Engine::new(
-                router,
-                self.repo.clone(),
-                links,
-                m.clone(),
-                run.clone(),
-                self.metrics.clone(),
-            )
-            .with_scripts(self.scripts.get().cloned()),
-        );
+        let engine = self.engine(router, links, &m, &run);
         let stage = self
             .serialised(
                 &m.name,
@@ -356,17 +367,7 @@ impl SyncService {
             active.insert(run.id.clone(), run.clone());
         }
         save_run(self.repo.as_ref(), &run).await;
-        let engine = Arc::new(
-            Engine::new(
-                router,
-                self.repo.clone(),
-                links,
-                m.clone(),
-                run.clone(),
-                self.metrics.clone(),
-            )
-            .with_scripts(self.scripts.get().cloned()),
-        );
+        let engine = self.engine(router, links, &m, &run);
         let scope = match source_id {
             Some(id) => Scope::One(id),
             None => Scope::All,
