@@ -8,6 +8,7 @@ pub mod access;
 pub mod auth;
 pub mod config;
 pub mod crest;
+pub mod crypto;
 pub mod events;
 pub mod internal;
 pub mod local;

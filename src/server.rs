@@ -9,6 +9,7 @@ use pingora::server::configuration::ServerConf;
 use crate::auth::CachingAuthenticator;
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
+use crate::crypto::Crypto;
 use crate::internal::{InternalHandler, StoreAuthenticator};
 use crate::local::{ConfigHandler, InfoHandler, MetricsHandler};
 use crate::managed::ManagedHandler;
@@ -37,6 +38,8 @@ pub struct Built {
     pub watch: watcher::WatchHandle,
     pub scheduler: Arc<Scheduler>,
     pub engine: Arc<ScriptEngine>,
+    /// The keys of `$crypto` envelopes (managed `encryption`, `openidm.encrypt`).
+    pub crypto: Arc<Crypto>,
 }
 
 /// Seconds a graceful stop (SIGTERM) waits before closing listeners, and then for
@@ -53,6 +56,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             settings.data_dir.display()
         )
     })?;
+    let crypto = Crypto::open(&settings.data_dir)?;
     let store = SqliteRepo::open(&settings.data_dir).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}",
@@ -92,6 +96,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     let metrics = Arc::new(Metrics::new());
     let gw = Arc::new(Gateway::new(dirs.clone(), metrics.clone(), caching.clone()));
     let engine = start_engine(settings, &metrics)?;
+    engine.host().set_secrets(crypto.clone());
 
     let mappings_gw = gw.clone();
     let sync = Arc::new(SyncService::new(
@@ -120,7 +125,8 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             repo.clone(),
             Arc::new(move || schema_gw.live().managed.clone()),
         )
-        .with_hook(implicit.clone()),
+        .with_hook(implicit.clone())
+        .with_crypto(crypto.clone()),
     );
     rt.block_on(managed.index_all());
     // System objects: REST writes are pushed like managed ones; liveSync pushes through
@@ -188,6 +194,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         watch,
         scheduler,
         engine,
+        crypto,
     })
 }
 

@@ -14,6 +14,9 @@ pub struct Caller {
     /// Where the account lives (`internal/user`, later `managed/user`).
     pub component: String,
     pub roles: Vec<String>,
+    /// The gateway itself (see [`Caller::is_internal`]). Private: only
+    /// [`Caller::system`] and [`Caller::system_as`] set it, so no authenticator can.
+    internal: bool,
 }
 
 impl Caller {
@@ -22,12 +25,28 @@ impl Caller {
             user: user.into(),
             component: component.into(),
             roles,
+            internal: false,
         }
     }
 
-    /// The gateway itself (reconciliation, scheduler, start-up seeding): may do everything.
+    /// The gateway itself (reconciliation, scheduler, scripts, start-up seeding): may do
+    /// everything.
     pub fn system() -> Self {
-        Self::new("system", "internal/user", vec![ROLE_ADMIN.into()])
+        Self::system_as("internal/user")
+    }
+
+    /// The gateway itself, marked with a component (sync callers name their mapping).
+    pub fn system_as(component: impl Into<String>) -> Self {
+        Self {
+            internal: true,
+            ..Self::new("system", component, vec![ROLE_ADMIN.into()])
+        }
+    }
+
+    /// Whether this is the gateway itself rather than an HTTP client (administrators
+    /// included): internal callers read private and encrypted properties as stored.
+    pub fn is_internal(&self) -> bool {
+        self.internal
     }
 
     pub fn is_admin(&self) -> bool {
@@ -36,5 +55,21 @@ impl Caller {
 
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_gateway_itself_is_internal() {
+        assert!(Caller::system().is_internal());
+        assert!(Caller::system_as("sync/u2l").is_internal());
+        // However an authenticator builds an administrator, even one named "system".
+        let http = Caller::new("system", "internal/user", vec![ROLE_ADMIN.into()]);
+        assert!(http.is_admin());
+        assert!(!http.is_internal());
+        assert_ne!(http, Caller::system());
     }
 }

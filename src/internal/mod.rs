@@ -88,6 +88,7 @@ impl RequestHandler for InternalHandler {
             repo: self.repo.as_ref(),
             schema,
             hook: None,
+            crypto: None,
         }
         .handle(req, id)
         .await;

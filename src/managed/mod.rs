@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::crest::filter::JsonPointer;
 use crate::crest::{Request, RequestHandler, ResourceError, Response};
+use crate::crypto::Crypto;
 use crate::events::{notify, ChangeHook};
 use crate::repo::Repo;
 
@@ -25,6 +26,8 @@ pub struct ManagedHandler {
     repo: Arc<dyn Repo>,
     schema: SchemaSource,
     hook: Option<Arc<dyn ChangeHook>>,
+    /// Encrypts `encryption` properties.
+    crypto: Option<Arc<Crypto>>,
     /// Searchable properties last indexed, by resource (read on every request).
     indexed: std::sync::RwLock<HashMap<String, Vec<JsonPointer>>>,
     /// Serialises index changes.
@@ -37,6 +40,7 @@ impl ManagedHandler {
             repo,
             schema,
             hook: None,
+            crypto: None,
             indexed: Default::default(),
             indexing: Default::default(),
         }
@@ -45,6 +49,12 @@ impl ManagedHandler {
     /// Tells `hook` of every committed write.
     pub fn with_hook(mut self, hook: Arc<dyn ChangeHook>) -> Self {
         self.hook = Some(hook);
+        self
+    }
+
+    /// Encrypts the properties declaring `encryption` with `crypto`'s keys.
+    pub fn with_crypto(mut self, crypto: Arc<Crypto>) -> Self {
+        self.crypto = Some(crypto);
         self
     }
 
@@ -112,6 +122,7 @@ impl RequestHandler for ManagedHandler {
             repo: self.repo.as_ref(),
             schema,
             hook: self.hook.as_deref(),
+            crypto: self.crypto.as_deref(),
         }
         .handle(req, id)
         .await?;

@@ -16,6 +16,7 @@ use crate::crest::{
     Caller, Operation, QueryKind, QueryParams, QueryResponse, QueryStream, Request, ResourceError,
     ResourceResponse, Response,
 };
+use crate::crypto::{self, Crypto};
 use crate::events::{ChangeHook, ChangeKind};
 use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOp, WriteOptions};
 
@@ -33,6 +34,8 @@ pub struct ObjectSet<'a> {
     /// Asked, before each write, for the writes to commit with it (implicit sync's queue
     /// rows: an acknowledged write never loses its push).
     pub hook: Option<&'a dyn ChangeHook>,
+    /// The keys of `encryption` properties (None: a type declaring one cannot be written).
+    pub crypto: Option<&'a Crypto>,
 }
 
 impl ObjectSet<'_> {
@@ -65,9 +68,11 @@ impl ObjectSet<'_> {
                 if if_none_match.as_deref() == Some(obj.rev.as_str()) {
                     return Ok(Response::NotModified { rev: obj.rev });
                 }
-                Ok(Response::Resource(
-                    self.render(obj, &fields::of_request(req)?),
-                ))
+                Ok(Response::Resource(self.render(
+                    obj,
+                    &fields::of_request(req)?,
+                    &req.caller,
+                )))
             }
             (Operation::Update { rev, upsert }, Some(id)) => {
                 self.update(req, id, rev.as_deref(), *upsert).await
@@ -77,9 +82,11 @@ impl ObjectSet<'_> {
                 let obj = self
                     .patch_one(&req.caller, id, rev.as_deref(), &ops)
                     .await?;
-                Ok(Response::Resource(
-                    self.render(obj, &fields::of_request(req)?),
-                ))
+                Ok(Response::Resource(self.render(
+                    obj,
+                    &fields::of_request(req)?,
+                    &req.caller,
+                )))
             }
             (Operation::Delete { rev }, Some(id)) => {
                 let also = self.pending(&req.caller, id, ChangeKind::Delete);
@@ -88,9 +95,11 @@ impl ObjectSet<'_> {
                     .delete_with(&self.schema.resource, id, rev.as_deref(), &also)
                     .await
                     .map_err(|e| self.store_error(e))?;
-                Ok(Response::Resource(
-                    self.render(obj, &fields::of_request(req)?),
-                ))
+                Ok(Response::Resource(self.render(
+                    obj,
+                    &fields::of_request(req)?,
+                    &req.caller,
+                )))
             }
             _ => Err(req.not_supported()),
         }
@@ -144,9 +153,11 @@ impl ObjectSet<'_> {
                 ),
                 e => self.store_error(e),
             })?;
-        Ok(Response::Created(
-            self.render(obj, &fields::of_request(req)?),
-        ))
+        Ok(Response::Created(self.render(
+            obj,
+            &fields::of_request(req)?,
+            &req.caller,
+        )))
     }
 
     async fn update(
@@ -174,9 +185,11 @@ impl ObjectSet<'_> {
                 .await?;
             match written {
                 Some(obj) => {
-                    return Ok(Response::Resource(
-                        self.render(obj, &fields::of_request(req)?),
-                    ))
+                    return Ok(Response::Resource(self.render(
+                        obj,
+                        &fields::of_request(req)?,
+                        &req.caller,
+                    )))
                 }
                 None if rev.is_some() || !upsert => return Err(self.not_found(id)),
                 None => match self.create(req, Some(id.to_owned())).await {
@@ -325,7 +338,7 @@ impl ObjectSet<'_> {
                 .map_err(|e| self.store_error(e))?;
             for obj in page.results {
                 match self.patch_one(&req.caller, &obj.id, None, &ops).await {
-                    Ok(obj) => patched.push(self.render(obj, &spec).to_json()),
+                    Ok(obj) => patched.push(self.render(obj, &spec, &req.caller).to_json()),
                     // Deleted since the page was read: nothing to patch.
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
@@ -363,7 +376,9 @@ impl ObjectSet<'_> {
             && q.cookie.is_none()
             && q.count_policy == CountPolicy::None
         {
-            return self.query_streamed(repo_query, spec).await;
+            return self
+                .query_streamed(repo_query, spec, req.caller.is_internal())
+                .await;
         }
         let page = self
             .repo
@@ -373,7 +388,7 @@ impl ObjectSet<'_> {
         let results = page
             .results
             .into_iter()
-            .map(|obj| self.render(obj, &spec).to_json())
+            .map(|obj| self.render(obj, &spec, &req.caller).to_json())
             .collect();
         Ok(Response::Query(QueryResponse {
             results,
@@ -390,6 +405,7 @@ impl ObjectSet<'_> {
         &self,
         query: RepoQuery<'_>,
         spec: FieldSpec,
+        internal: bool,
     ) -> Result<Response, ResourceError> {
         let mut objects = self
             .repo
@@ -406,7 +422,7 @@ impl ObjectSet<'_> {
         let results = futures_util::stream::iter(first)
             .chain(objects)
             .map(move |r| match r {
-                Ok(obj) => Ok(render(&schema, obj, &spec).to_json()),
+                Ok(obj) => Ok(render(&schema, obj, &spec, internal).to_json()),
                 Err(e) => Err(ResourceError::from(e)),
             });
         Ok(Response::Stream(QueryStream::new(Box::pin(results))))
@@ -462,7 +478,8 @@ impl ObjectSet<'_> {
         }
     }
 
-    /// Hashes secrets given in clear and checks the schema's policies.
+    /// Hashes and encrypts secrets given in clear (a value already hashed or encrypted is
+    /// kept as is) and checks the schema's policies.
     async fn prepare(
         &self,
         mut content: Map<String, Value>,
@@ -481,12 +498,37 @@ impl ObjectSet<'_> {
                 content.insert(prop.name.clone(), hashed);
             }
         }
+        for prop in &self.schema.properties {
+            let Some(encryption) = &prop.encrypted else {
+                continue;
+            };
+            let Some(v) = content.get(&prop.name) else {
+                continue;
+            };
+            if v.is_null() || crypto::is_encrypted(v) {
+                continue;
+            }
+            let crypto = self.crypto.ok_or_else(|| {
+                ResourceError::unavailable(format!(
+                    "{} declares an encrypted property but encryption is not configured",
+                    self.schema.resource
+                ))
+            })?;
+            let sealed = crypto
+                .encrypt_for(v, encryption.purpose.as_deref())
+                .map_err(|e| {
+                    tracing::error!(resource = %self.schema.resource, property = %prop.name, error = %e, "cannot encrypt");
+                    ResourceError::internal("The value could not be encrypted")
+                })?;
+            content.insert(prop.name.clone(), sealed);
+        }
         Ok(content)
     }
 
-    /// The object as the caller sees it: private properties never, `_fields` applied.
-    pub fn render(&self, obj: StoredObject, spec: &FieldSpec) -> ResourceResponse {
-        render(self.schema, obj, spec)
+    /// The object as the caller sees it: private properties only for internal callers
+    /// (as stored: hashes and envelopes), `_fields` applied.
+    pub fn render(&self, obj: StoredObject, spec: &FieldSpec, caller: &Caller) -> ResourceResponse {
+        render(self.schema, obj, spec, caller.is_internal())
     }
 
     fn not_found(&self, id: &str) -> ResourceError {
@@ -522,20 +564,32 @@ impl ObjectSet<'_> {
     }
 }
 
-/// An object as a client sees it: private properties dropped, `_fields` applied.
-fn render(schema: &ObjectSchema, obj: StoredObject, spec: &FieldSpec) -> ResourceResponse {
+/// An object as a client sees it: private properties dropped (kept, as stored, for an
+/// `internal` caller), `_fields` applied.
+fn render(
+    schema: &ObjectSchema,
+    obj: StoredObject,
+    spec: &FieldSpec,
+    internal: bool,
+) -> ResourceResponse {
     let mut full = Map::with_capacity(obj.content.len() + 2);
     full.insert("_id".into(), Value::String(obj.id.clone()));
     full.insert("_rev".into(), Value::String(obj.rev.clone()));
     for (k, v) in obj.content {
-        if !schema.is_private(&k) {
+        if internal || !schema.is_private(&k) {
             full.insert(k, v);
         }
     }
     let projected = fields::project(
         &full,
         spec,
-        &|name| schema.returned_by_default(name),
+        &|name| {
+            if internal {
+                schema.returned_by_default_internally(name)
+            } else {
+                schema.returned_by_default(name)
+            }
+        },
         &|name| schema.is_relationship(name),
     );
     ResourceResponse::new(obj.id, Some(obj.rev), projected)

@@ -51,6 +51,10 @@ pub fn check(schema: &ObjectSchema, content: &Map<String, Value>) -> Vec<Failure
         if prop.hashed && crate::auth::password::is_hashed(v) {
             continue;
         }
+        // So does an encrypted value for an encrypted property.
+        if prop.encrypted.is_some() && crate::crypto::is_encrypted(v) {
+            continue;
+        }
         if !prop.types.iter().any(|t| t.accepts(v)) {
             failures.push(Failure {
                 property: prop.name.clone(),

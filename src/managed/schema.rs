@@ -90,12 +90,23 @@ pub struct Property {
     /// Returned when `_fields` is empty or `*`. False for private properties and, unless
     /// `returnByDefault` says otherwise, relationships and virtual properties.
     pub return_by_default: bool,
-    /// Never returned, never queryable (`scope: private`, hashed secrets).
+    /// Never returned to HTTP callers, never queryable (`scope: private`, hashed and
+    /// encrypted secrets). Internal callers (scripts, sync) read them as stored.
     pub private: bool,
-    /// Stored as a salted slow hash (`secureHash` or `encryption` declared).
+    /// Stored as a salted slow hash (`secureHash` declared): one-way.
     pub hashed: bool,
+    /// Stored encrypted (`encryption` declared): reversible by internal callers.
+    pub encrypted: Option<Encryption>,
     pub unique: bool,
     pub default: Option<Value>,
+}
+
+/// A property's `encryption`: `{"purpose": "idm.password.encryption"}` (IDM 7+) or the
+/// older `{"key": "openidm-sym-default"}`. Values are encrypted with the keystore's active
+/// key either way (so rotation applies); the purpose is recorded in the envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Encryption {
+    pub purpose: Option<String>,
 }
 
 /// The schema of one object set (`managed/user`, `internal/user`).
@@ -123,6 +134,12 @@ impl ObjectSchema {
 
     pub fn is_relationship(&self, name: &str) -> bool {
         self.property(name).is_some_and(|p| p.relationship)
+    }
+
+    /// Returned by default to an internal caller: private values too.
+    pub fn returned_by_default_internally(&self, name: &str) -> bool {
+        self.property(name)
+            .is_none_or(|p| p.return_by_default || (p.private && !p.relationship))
     }
 
     pub fn searchable(&self) -> Vec<JsonPointer> {
@@ -283,7 +300,34 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
         == Some("relationship");
     let relationship = types.contains(&JsonType::Relationship) || items_relationship;
     let private = def.get("scope").and_then(Value::as_str) == Some("private");
-    let hashed = def.contains_key("secureHash") || def.contains_key("encryption");
+    let hashed = def.contains_key("secureHash");
+    let encrypted = match def.get("encryption") {
+        None => None,
+        Some(Value::Object(e)) => {
+            let text = |k: &str, problems: &mut Vec<String>| match e.get(k) {
+                None => None,
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(_) => {
+                    problems.push(format!("{at}.encryption.{k}: must be a non-empty string"));
+                    None
+                }
+            };
+            let purpose = text("purpose", &mut problems);
+            let _key = text("key", &mut problems);
+            Some(Encryption { purpose })
+        }
+        Some(_) => {
+            problems.push(format!(
+                "{at}.encryption: must be an object like {{\"purpose\": \"idm.password.encryption\"}}"
+            ));
+            None
+        }
+    };
+    if hashed && def.contains_key("encryption") {
+        problems.push(format!(
+            "{at}: secureHash and encryption cannot both be declared"
+        ));
+    }
     let unique = match def.get("policies") {
         None => false,
         Some(Value::Array(policies)) => policies.iter().any(|p| {
@@ -297,8 +341,10 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
             false
         }
     };
-    let return_by_default =
-        !private && !hashed && return_by_default_flag.unwrap_or(!(relationship || virtual_));
+    let return_by_default = !private
+        && !hashed
+        && encrypted.is_none()
+        && return_by_default_flag.unwrap_or(!(relationship || virtual_));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -308,8 +354,9 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
         relationship,
         searchable,
         return_by_default,
-        private: private || hashed,
+        private: private || hashed || encrypted.is_some(),
         hashed,
+        encrypted,
         unique,
         default: def.get("default").cloned(),
     })
@@ -337,6 +384,40 @@ mod tests {
         assert!(user
             .searchable()
             .contains(&JsonPointer(vec!["userName".into()])));
+    }
+
+    #[test]
+    fn encryption_is_reversible_and_private_secure_hash_stays_one_way() {
+        let doc = json!({"objects": [{"name": "u", "schema": {"properties": {
+            "pw": {"type": "string", "encryption": {"purpose": "idm.password.encryption"}},
+            "old": {"type": "string", "encryption": {"key": "openidm-sym-default"}},
+            "h": {"type": "string", "secureHash": {"algorithm": "SHA-256"}},
+        }}}]});
+        let schema = parse_managed(&doc).unwrap();
+        let u = &schema.types["u"];
+        let pw = u.property("pw").unwrap();
+        assert_eq!(
+            pw.encrypted,
+            Some(Encryption {
+                purpose: Some("idm.password.encryption".into())
+            })
+        );
+        assert!(pw.private && !pw.hashed && !pw.return_by_default);
+        assert_eq!(
+            u.property("old").unwrap().encrypted,
+            Some(Encryption::default())
+        );
+        let h = u.property("h").unwrap();
+        assert!(h.hashed && h.private && h.encrypted.is_none());
+        assert!(!u.returned_by_default("pw") && u.returned_by_default_internally("pw"));
+        assert!(u.returned_by_default_internally("h"));
+        let bad = json!({"objects": [{"name": "u", "schema": {"properties": {
+            "a": {"encryption": "yes"},
+            "b": {"encryption": {"purpose": 3}},
+            "c": {"encryption": {}, "secureHash": {}},
+        }}}]});
+        let problems = parse_managed(&bad).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
     }
 
     #[test]

@@ -157,8 +157,9 @@ fn install_crypto<'js>(
     for (name, op) in ops {
         let host = host.clone();
         let f = json_function(ctx, move |args| {
+            // The value or the algorithm the script gave is at fault: 400.
             host.secrets()
-                .and_then(|s| op(s.as_ref(), args).map_err(ResourceError::internal))
+                .and_then(|s| op(s.as_ref(), args).map_err(ResourceError::bad_request))
         })?;
         openidm.set(name, f)?;
     }

@@ -38,7 +38,7 @@ use super::mapping::Mapping;
 use super::queue::{Entry, Failed, RetryPolicy, SyncQueue, LEASE};
 use super::run::iso8601;
 use super::service::{MappingSource, SyncService};
-use crate::crest::{Caller, ROLE_ADMIN};
+use crate::crest::Caller;
 use crate::events::{dead_letter, Change, ChangeHook, ChangeKind, PostRetryAction};
 use crate::repo::WriteOp;
 
@@ -52,11 +52,7 @@ pub const MAX_PUSHES: usize = 8;
 /// The caller of the writes `mapping`'s reconciliation and implicit sync make: the
 /// gateway itself, marked with the mapping (HTTP callers never have this component).
 pub fn sync_caller(mapping: &str) -> Caller {
-    Caller::new(
-        "system",
-        format!("{SYNC_COMPONENT}{mapping}"),
-        vec![ROLE_ADMIN.into()],
-    )
+    Caller::system_as(format!("{SYNC_COMPONENT}{mapping}"))
 }
 
 /// The mapping that made a write, when sync made it.

@@ -21,6 +21,27 @@ pub fn managed_with_other() -> Value {
     doc
 }
 
+/// The shipped managed.json with the user `password` encrypted (IDM's default form)
+/// instead of hashed.
+pub fn managed_encrypted() -> Value {
+    let mut doc = shipped("managed");
+    let user = doc["objects"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|o| o["name"] == "user")
+        .unwrap();
+    let password = user["schema"]["properties"]["password"]
+        .as_object_mut()
+        .unwrap();
+    password.remove("secureHash");
+    password.insert(
+        "encryption".into(),
+        json!({"purpose": "idm.password.encryption"}),
+    );
+    doc
+}
+
 /// A valid managed user number `i` (no password).
 pub fn user(i: usize) -> Value {
     json!({"userName": format!("user{i}"), "givenName": "Given", "sn": format!("Sn{i}"),

@@ -422,3 +422,50 @@ fn base_ldif() -> String {
          dn: {GROUPS}\nobjectClass: top\nobjectClass: organizationalUnit\nou: groups\n\n"
     )
 }
+
+/// A `provisioner.openicf-ldap` for `slapd` on `port`, accounts under [`SUFFIX`]. The bind
+/// password reaches the gateway through `&{LDAP_BIND_PASSWORD}` only (set it to [`ROOT_PW`]).
+pub fn ldap_provisioner(port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "name": "ldap",
+        "enabled": true,
+        "connectorRef": {
+            "bundleName": "org.forgerock.openicf.connectors.ldap-connector",
+            "bundleVersion": "[1.4.0.0,1.6.0.0)",
+            "connectorName": "org.identityconnectors.ldap.LdapConnector"
+        },
+        "configurationProperties": {
+            "host": "127.0.0.1",
+            "port": port,
+            "ssl": false,
+            "principal": ROOT_DN,
+            "credentials": "&{LDAP_BIND_PASSWORD}",
+            "baseContexts": [SUFFIX],
+            "accountObjectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"],
+            "accountUserNameAttributes": ["uid"],
+            "uidAttribute": "entryUUID"
+        },
+        "operationTimeout": {"SEARCH": 10000, "GET": 5000},
+        "objectTypes": {
+            "account": {
+                "$schema": "http://json-schema.org/draft-03/schema",
+                "id": "__ACCOUNT__",
+                "type": "object",
+                "nativeType": "__ACCOUNT__",
+                "properties": {
+                    "dn": {"type": "string", "nativeName": "__NAME__", "nativeType": "string", "required": true},
+                    "uid": {"type": "string", "nativeName": "uid", "nativeType": "string"},
+                    "cn": {"type": "string", "nativeName": "cn", "nativeType": "string", "required": true},
+                    "sn": {"type": "string", "nativeName": "sn", "nativeType": "string", "required": true},
+                    "givenName": {"type": "string", "nativeName": "givenName", "nativeType": "string"},
+                    "mail": {"type": "string", "nativeName": "mail", "nativeType": "string"},
+                    "telephoneNumber": {"type": "string", "nativeName": "telephoneNumber", "nativeType": "string"},
+                    "description": {"type": "string", "nativeName": "description", "nativeType": "string"},
+                    "userPassword": {"type": "string", "nativeName": "__PASSWORD__",
+                                     "nativeType": "JAVA_TYPE_GUARDEDSTRING",
+                                     "flags": ["NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"]}
+                }
+            }
+        }
+    })
+}
