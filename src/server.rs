@@ -17,7 +17,7 @@ use crate::proxy::GatewayProxy;
 use crate::remote::RemoteHandler;
 use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
-use crate::scheduler::{Scheduler, SchedulerHandler};
+use crate::scheduler::{Scheduler, SchedulerHandler, TaskScanner, TaskScannerHandler};
 use crate::script::files::FileChange;
 use crate::script::handler::ScriptHandler;
 use crate::script::{EngineConfig, ScriptEngine};
@@ -133,6 +133,12 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     );
     systems.set_sink(sync.clone());
     scheduler.set_systems(systems.clone());
+    let scanner_gw = gw.clone();
+    let scanner = Arc::new(TaskScanner::new(
+        engine.clone(),
+        Arc::new(move || scanner_gw.live().schedules.clone()),
+    ));
+    scheduler.set_scanner(scanner.clone());
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler))
@@ -152,6 +158,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         )
         .mount("scheduler/job", scheduler_handler.clone())
         .mount("scheduler", scheduler_handler)
+        .mount("taskscanner", Arc::new(TaskScannerHandler(scanner.clone())))
         .mount("managed", managed)
         .mount("system", Arc::new(SystemHandler { service: systems }))
         .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
@@ -171,6 +178,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     let router = Arc::new(router);
     sync.set_router(&router);
     engine.host().set_router(&router);
+    scanner.set_router(&router);
     spawn_scheduler(scheduler.clone())?;
     Ok(Built {
         gw,
