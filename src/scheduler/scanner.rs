@@ -273,7 +273,11 @@ impl TaskScanner {
         Request::new(op, path, Arc::new(Caller::system()))
     }
 
-    async fn query(&self, scan: &TaskScan, now: DateTime<Utc>) -> Result<Vec<Value>, ResourceError> {
+    async fn query(
+        &self,
+        scan: &TaskScan,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Value>, ResourceError> {
         let kind = match scan.query_at(now).map_err(ResourceError::bad_request)? {
             ScanQuery::Filter(f) => QueryKind::Filter(f),
             ScanQuery::Id(id) => QueryKind::Id(id),
@@ -323,7 +327,10 @@ impl TaskScanner {
         let expected_start = scan.started.resolve(&object).cloned();
         // The claim: started = now, completed removed, at the revision read.
         let input = loop {
-            let rev = object.get("_rev").and_then(Value::as_str).map(str::to_owned);
+            let rev = object
+                .get("_rev")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             let ops = json!([
                 {"operation": "add", "field": scan.started.to_string(), "value": format_time(Utc::now())},
                 {"operation": "remove", "field": scan.completed.to_string()},
@@ -398,5 +405,6 @@ fn due(object: &Value, scan: &TaskScan, now: DateTime<Utc>) -> bool {
         return true;
     };
     let recovery = chrono::Duration::from_std(scan.recovery).unwrap_or(chrono::Duration::MAX);
-    at.checked_add_signed(recovery).is_none_or(|expires| expires <= now)
+    at.checked_add_signed(recovery)
+        .is_none_or(|expires| expires <= now)
 }

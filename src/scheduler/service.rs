@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use super::job::{format_time, Invoke, Job, MisfirePolicy, Schedules};
 use super::scanner::TaskScanner;
 use super::taskscan::TaskScan;
-use crate::script::{vars, Script};
 use crate::crest::ResourceError;
 use crate::metrics::Metrics;
+use crate::script::{vars, Script};
 use crate::sync::SyncService;
 use crate::system::service::SystemService;
 

@@ -117,7 +117,10 @@ impl TaskScan {
                 .map_err(|e| problems.push(e))
                 .ok(),
             None => {
-                problems.push("'invokeContext.task.script' is required: the script run on each object found".into());
+                problems.push(
+                    "'invokeContext.task.script' is required: the script run on each object found"
+                        .into(),
+                );
                 None
             }
         };
@@ -138,17 +141,16 @@ impl TaskScan {
             }
         };
         let query = parse_query(scan, problems);
-        let marker = |key: &str, problems: &mut Vec<String>| {
-            match scan.get("taskState").and_then(|t| t.get(key)) {
-                Some(Value::String(p)) if !JsonPointer::parse(p).is_empty() => {
-                    JsonPointer::parse(p)
-                }
-                _ => {
-                    problems.push(format!(
+        let marker = |key: &str, problems: &mut Vec<String>| match scan
+            .get("taskState")
+            .and_then(|t| t.get(key))
+        {
+            Some(Value::String(p)) if !JsonPointer::parse(p).is_empty() => JsonPointer::parse(p),
+            _ => {
+                problems.push(format!(
                         "'invokeContext.scan.taskState.{key}' must be the JSON pointer of a field (/sunset/task-{key})"
                     ));
-                    JsonPointer::default()
-                }
+                JsonPointer::default()
             }
         };
         let started = marker("started", problems);
