@@ -18,7 +18,7 @@ use crate::proxy::GatewayProxy;
 use crate::remote::RemoteHandler;
 use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
-use crate::scheduler::{Scheduler, SchedulerHandler};
+use crate::scheduler::{Scheduler, SchedulerHandler, TaskScanner, TaskScannerHandler};
 use crate::script::endpoint::EndpointHandler;
 use crate::script::files::FileChange;
 use crate::script::filters::ScriptFilters;
@@ -142,6 +142,12 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     );
     systems.set_sink(sync.clone());
     scheduler.set_systems(systems.clone());
+    let scanner_gw = gw.clone();
+    let scanner = Arc::new(TaskScanner::new(
+        engine.clone(),
+        Arc::new(move || scanner_gw.live().schedules.clone()),
+    ));
+    scheduler.set_scanner(scanner.clone());
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler))
@@ -165,6 +171,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         )
         .mount("scheduler/job", scheduler_handler.clone())
         .mount("scheduler", scheduler_handler)
+        .mount("taskscanner", Arc::new(TaskScannerHandler(scanner.clone())))
         .mount("managed", managed)
         .mount("system", Arc::new(SystemHandler { service: systems }))
         .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
@@ -186,6 +193,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     let router = Arc::new(router);
     sync.set_router(&router);
     engine.host().set_router(&router);
+    scanner.set_router(&router);
     spawn_scheduler(scheduler.clone())?;
     Ok(Built {
         gw,

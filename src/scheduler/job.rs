@@ -51,12 +51,15 @@ pub enum Trigger {
     },
 }
 
-/// What a job does: a reconciliation (`invokeService: "sync"`) or a liveSync of a system
-/// object type (`invokeService: "provisioner"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a job does: a reconciliation (`invokeService: "sync"`), a liveSync of a system
+/// object type (`invokeService: "provisioner"`), a script (`"script"`) or a task scan
+/// (`"taskscanner"`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Invoke {
     Reconcile { mapping: String },
     LiveSync { source: String },
+    Script(Box<crate::script::Script>),
+    TaskScan(Arc<super::taskscan::TaskScan>),
 }
 
 /// One parsed schedule.
@@ -207,6 +210,19 @@ fn parse_invoke(obj: &Map<String, Value>, problems: &mut Vec<String>) -> Option<
         Sync,
         Provisioner,
     }
+    if let Some(Value::String(s)) = obj.get("invokeService") {
+        let ctx = obj.get("invokeContext").unwrap_or(&Value::Null);
+        match s.as_str() {
+            "script" | "org.forgerock.openidm.script" => {
+                return super::taskscan::parse_script_invoke(ctx, problems)
+            }
+            "taskscanner" | "org.forgerock.openidm.taskscanner" => {
+                return super::taskscan::TaskScan::parse(ctx, problems)
+                    .map(|t| Invoke::TaskScan(Arc::new(t)))
+            }
+            _ => {}
+        }
+    }
     let service = match obj.get("invokeService") {
         Some(Value::String(s)) if s == "sync" || s == "org.forgerock.openidm.sync" => {
             Some(Service::Sync)
@@ -217,12 +233,15 @@ fn parse_invoke(obj: &Map<String, Value>, problems: &mut Vec<String>) -> Option<
             Some(Service::Provisioner)
         }
         None | Some(Value::Null) => {
-            problems.push("'invokeService' is required (\"sync\" or \"provisioner\")".into());
+            problems.push(
+                "'invokeService' is required (\"sync\", \"provisioner\", \"script\" or \"taskscanner\")"
+                    .into(),
+            );
             None
         }
         Some(other) => {
             problems.push(format!(
-                "'invokeService' {other} is not supported: only \"sync\" (reconciliation) and \"provisioner\" (liveSync) are"
+                "'invokeService' {other} is not supported: only \"sync\" (reconciliation), \"provisioner\" (liveSync), \"script\" and \"taskscanner\" are"
             ));
             None
         }
@@ -504,7 +523,7 @@ mod tests {
             "timeZone": "Europe/Paris",
             "startTime": "tomorrow",
             "concurrentExecution": 1,
-            "invokeService": "script",
+            "invokeService": "workflow",
             "invokeContext": {"action": "liveSync"},
             "invokeLogLevel": "loud"
         });

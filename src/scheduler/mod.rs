@@ -7,13 +7,21 @@
 //! Must not: call another module's handler directly. A reconciliation is started through
 //! [`crate::sync::SyncService::start`].
 //!
-//! Not yet here: persisted (clustered) schedules, `invokeService` other than sync, script
-//! invocations, Quartz `L`/`W`/`#`, time zones other than UTC.
+//! Script jobs and task scans (IDM's `taskscanner`): their config ([`taskscan`]), the
+//! scanner ([`scanner`]) and `/openidm/taskscanner` ([`scan_handler`]).
+//!
+//! Not yet here: persisted (clustered) schedules, workflow invocations, Quartz
+//! `L`/`W`/`#`, time zones other than UTC.
 
 pub mod handler;
 pub mod job;
+pub mod scan_handler;
+pub mod scanner;
 pub mod service;
+pub mod taskscan;
 
 pub use handler::SchedulerHandler;
 pub use job::{parse_job, schedule_name, Job, Schedules};
+pub use scan_handler::TaskScannerHandler;
+pub use scanner::TaskScanner;
 pub use service::Scheduler;

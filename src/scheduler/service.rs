@@ -12,8 +12,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::job::{format_time, Invoke, Job, MisfirePolicy, Schedules};
+use super::scanner::TaskScanner;
+use super::taskscan::TaskScan;
 use crate::crest::ResourceError;
 use crate::metrics::Metrics;
+use crate::script::{vars, Script};
 use crate::sync::SyncService;
 use crate::system::service::SystemService;
 
@@ -51,6 +54,9 @@ pub struct Scheduler {
     sync: Arc<SyncService>,
     /// liveSync jobs (`invokeService: "provisioner"`); set once the systems exist.
     systems: std::sync::OnceLock<Arc<SystemService>>,
+    /// Script jobs and task scans (`"script"`, `"taskscanner"`): the scanner holds the
+    /// script engine.
+    scanner: std::sync::OnceLock<Arc<TaskScanner>>,
     metrics: Arc<Metrics>,
     state: Mutex<HashMap<String, JobState>>,
     wake: tokio::sync::Notify,
@@ -82,6 +88,7 @@ impl Scheduler {
             schedules,
             sync,
             systems: std::sync::OnceLock::new(),
+            scanner: std::sync::OnceLock::new(),
             metrics,
             state: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
@@ -180,6 +187,84 @@ impl Scheduler {
         let _ = self.systems.set(systems);
     }
 
+    /// Gives the scheduler the task scanner (and through it the script engine) its script
+    /// and task scan jobs run on.
+    pub fn set_scanner(&self, scanner: Arc<TaskScanner>) {
+        let _ = self.scanner.set(scanner);
+    }
+
+    fn scanner_for(&self, job: &Job, active: &AtomicUsize) -> Result<Arc<TaskScanner>, FireError> {
+        self.scanner.get().cloned().ok_or_else(|| {
+            active.fetch_sub(1, Ordering::SeqCst);
+            self.count(job, "failed");
+            FireError::Failed(ResourceError::unavailable(
+                "the script engine is not started",
+            ))
+        })
+    }
+
+    fn count(&self, job: &Job, outcome: &str) {
+        self.metrics
+            .scheduler_fires
+            .with_label_values(&[&job.name, outcome])
+            .inc();
+    }
+
+    /// Runs a script job in the background; a failure is logged and counted, as the
+    /// failure of a run.
+    fn script_job(
+        &self,
+        job: &Job,
+        script: &Script,
+        active: &Arc<AtomicUsize>,
+    ) -> Result<Value, FireError> {
+        let engine = self.scanner_for(job, active)?.engine().clone();
+        self.count(job, "started");
+        let (script, active, metrics) = (script.clone(), active.clone(), self.metrics.clone());
+        let (name, context) = (job.name.clone(), job.raw.get("invokeContext").cloned());
+        tokio::spawn(async move {
+            let input = vars([("input", context.unwrap_or(Value::Null))]);
+            match engine.eval(&script, input, &[]).await {
+                Ok(_) => tracing::debug!(job = %name, "scheduled script ran"),
+                Err(e) => {
+                    metrics
+                        .scheduler_fires
+                        .with_label_values(&[&name, "failed"])
+                        .inc();
+                    tracing::error!(job = %name, error = %e, "scheduled script failed");
+                }
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+        Ok(json!({"_id": job.name, "success": true}))
+    }
+
+    /// Starts a task scan; the job stays active until the scan ends.
+    async fn task_scan(
+        &self,
+        job: &Job,
+        scan: &Arc<TaskScan>,
+        active: &Arc<AtomicUsize>,
+    ) -> Result<Value, FireError> {
+        let scanner = self.scanner_for(job, active)?;
+        self.count(job, "started");
+        let run = scanner.begin(&job.name);
+        let id = run.id.clone();
+        let work = {
+            let (active, scan) = (active.clone(), scan.clone());
+            async move {
+                scanner.perform(run, scan).await;
+                active.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        if scan.wait_for_completion {
+            work.await;
+        } else {
+            tokio::spawn(work);
+        }
+        Ok(json!({"_id": job.name, "success": true, "taskScanId": id}))
+    }
+
     /// Runs one liveSync of `source` in the background; the job stays active until it ends.
     async fn live_sync(
         &self,
@@ -242,6 +327,8 @@ impl Scheduler {
         let mapping = match &job.invoke {
             Invoke::Reconcile { mapping } => mapping,
             Invoke::LiveSync { source } => return self.live_sync(job, source, active).await,
+            Invoke::Script(script) => return self.script_job(job, script, active),
+            Invoke::TaskScan(scan) => return self.task_scan(job, scan, active).await,
         };
         match self.sync.start(mapping, None).await {
             Ok(run) => {
