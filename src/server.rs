@@ -126,7 +126,8 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             Arc::new(move || schema_gw.live().managed.clone()),
         )
         .with_hook(implicit.clone())
-        .with_crypto(crypto.clone()),
+        .with_crypto(crypto.clone())
+        .with_engine(engine.clone()),
     );
     rt.block_on(managed.index_all());
     // System objects: REST writes are pushed like managed ones; liveSync pushes through

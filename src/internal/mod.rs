@@ -85,6 +85,7 @@ impl RequestHandler for InternalHandler {
             }
         };
         let result = ObjectSet {
+            engine: None,
             repo: self.repo.as_ref(),
             schema,
             hook: None,

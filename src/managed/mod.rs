@@ -6,6 +6,7 @@
 pub mod objects;
 pub mod policy;
 pub mod schema;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::crest::{Request, RequestHandler, ResourceError, Response};
 use crate::crypto::Crypto;
 use crate::events::{notify, ChangeHook};
 use crate::repo::Repo;
+use crate::script::ScriptEngine;
 
 pub use objects::ObjectSet;
 pub use schema::{parse_managed, ManagedSchema, ObjectSchema};
@@ -28,6 +30,8 @@ pub struct ManagedHandler {
     hook: Option<Arc<dyn ChangeHook>>,
     /// Encrypts `encryption` properties.
     crypto: Option<Arc<Crypto>>,
+    /// Runs the types' triggers.
+    engine: Option<Arc<ScriptEngine>>,
     /// Searchable properties last indexed, by resource (read on every request).
     indexed: std::sync::RwLock<HashMap<String, Vec<JsonPointer>>>,
     /// Serialises index changes.
@@ -41,6 +45,7 @@ impl ManagedHandler {
             schema,
             hook: None,
             crypto: None,
+            engine: None,
             indexed: Default::default(),
             indexing: Default::default(),
         }
@@ -55,6 +60,12 @@ impl ManagedHandler {
     /// Encrypts the properties declaring `encryption` with `crypto`'s keys.
     pub fn with_crypto(mut self, crypto: Arc<Crypto>) -> Self {
         self.crypto = Some(crypto);
+        self
+    }
+
+    /// Runs `managed.json` triggers on `engine`.
+    pub fn with_engine(mut self, engine: Arc<ScriptEngine>) -> Self {
+        self.engine = Some(engine);
         self
     }
 
@@ -119,6 +130,7 @@ impl RequestHandler for ManagedHandler {
         })?;
         self.ensure_indexes(schema).await?;
         let answer = ObjectSet {
+            engine: self.engine.as_deref(),
             repo: self.repo.as_ref(),
             schema,
             hook: self.hook.as_deref(),

@@ -19,6 +19,9 @@ use crate::crest::{
 use crate::crypto::{self, Crypto};
 use crate::events::{ChangeHook, ChangeKind};
 use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOp, WriteOptions};
+use crate::script::ScriptEngine;
+
+use super::triggers::Write;
 
 /// How often a read-modify-write without `If-Match` retries after losing a race.
 const MAX_WRITE_RETRIES: usize = 16;
@@ -36,6 +39,8 @@ pub struct ObjectSet<'a> {
     pub hook: Option<&'a dyn ChangeHook>,
     /// The keys of `encryption` properties (None: a type declaring one cannot be written).
     pub crypto: Option<&'a Crypto>,
+    /// Runs the type's triggers (None: a type declaring one cannot be used).
+    pub engine: Option<&'a ScriptEngine>,
 }
 
 impl ObjectSet<'_> {
@@ -68,33 +73,31 @@ impl ObjectSet<'_> {
                 if if_none_match.as_deref() == Some(obj.rev.as_str()) {
                     return Ok(Response::NotModified { rev: obj.rev });
                 }
-                Ok(Response::Resource(self.render(
-                    obj,
-                    &fields::of_request(req)?,
-                    &req.caller,
-                )))
+                self.answer(req, obj, true).await.map(Response::Resource)
             }
             (Operation::Update { rev, upsert }, Some(id)) => {
                 self.update(req, id, rev.as_deref(), *upsert).await
             }
             (Operation::Patch { rev }, Some(id)) => {
                 let ops = self.patch_ops(&req.body)?;
-                let obj = self
-                    .patch_one(&req.caller, id, rev.as_deref(), &ops)
-                    .await?;
-                Ok(Response::Resource(self.render(
-                    obj,
-                    &fields::of_request(req)?,
-                    &req.caller,
-                )))
+                let obj = self.patch_one(req, id, rev.as_deref(), &ops).await?;
+                self.answer(req, obj, false).await.map(Response::Resource)
             }
             (Operation::Delete { rev }, Some(id)) => {
+                if self.schema.hooks.on_delete.is_some() {
+                    let existing = self.read_existing(id).await?;
+                    if let Some(rev) = rev.as_deref().filter(|r| *r != existing.rev) {
+                        return Err(self.rev_mismatch(id, rev));
+                    }
+                    self.before_delete(req, &existing).await?;
+                }
                 let also = self.pending(&req.caller, id, ChangeKind::Delete);
                 let obj = self
                     .repo
                     .delete_with(&self.schema.resource, id, rev.as_deref(), &also)
                     .await
                     .map_err(|e| self.store_error(e))?;
+                self.after_write(req, Write::Delete, Some(&obj), None).await;
                 Ok(Response::Resource(self.render(
                     obj,
                     &fields::of_request(req)?,
@@ -121,7 +124,7 @@ impl ObjectSet<'_> {
             }
             None => uuid::Uuid::new_v4().to_string(),
         };
-        let mut content = content_of(req)?;
+        let mut content = self.client_content(req)?;
         for prop in &self.schema.properties {
             if let Some(default) = &prop.default {
                 if !content.contains_key(&prop.name) {
@@ -129,6 +132,7 @@ impl ObjectSet<'_> {
                 }
             }
         }
+        let content = self.before_write(req, &id, content, None).await?;
         let content = self.prepare(content).await?;
         let unique = self.schema.unique();
         let also = self.pending(&req.caller, &id, ChangeKind::Create);
@@ -153,11 +157,8 @@ impl ObjectSet<'_> {
                 ),
                 e => self.store_error(e),
             })?;
-        Ok(Response::Created(self.render(
-            obj,
-            &fields::of_request(req)?,
-            &req.caller,
-        )))
+        self.after_write(req, Write::Create, None, Some(&obj)).await;
+        self.answer(req, obj, false).await.map(Response::Created)
     }
 
     async fn update(
@@ -168,12 +169,12 @@ impl ObjectSet<'_> {
         upsert: bool,
     ) -> Result<Response, ResourceError> {
         check_id(id)?;
-        let body = content_of(req)?;
+        let body = self.client_content(req)?;
         for _ in 0..MAX_WRITE_RETRIES {
             // Private properties are never returned, so a read-modify-write PUT cannot
             // carry them: keep the stored ones the body does not mention.
             let written = self
-                .rewrite(&req.caller, id, rev, |existing| {
+                .rewrite(req, id, rev, |existing| {
                     let mut content = body.clone();
                     for (k, v) in &existing.content {
                         if self.schema.is_private(k) && !content.contains_key(k) {
@@ -184,13 +185,7 @@ impl ObjectSet<'_> {
                 })
                 .await?;
             match written {
-                Some(obj) => {
-                    return Ok(Response::Resource(self.render(
-                        obj,
-                        &fields::of_request(req)?,
-                        &req.caller,
-                    )))
-                }
+                Some(obj) => return self.answer(req, obj, false).await.map(Response::Resource),
                 None if rev.is_some() || !upsert => return Err(self.not_found(id)),
                 None => match self.create(req, Some(id.to_owned())).await {
                     Err(e) if e.code == 412 => continue, // created meanwhile: update it
@@ -206,13 +201,13 @@ impl ObjectSet<'_> {
     /// `rev` a different stored revision is a 412. `None` when the object does not exist.
     async fn rewrite(
         &self,
-        caller: &Caller,
+        req: &Request,
         id: &str,
         rev: Option<&str>,
         build: impl Fn(&StoredObject) -> Result<Map<String, Value>, ResourceError>,
     ) -> Result<Option<StoredObject>, ResourceError> {
         let unique = self.schema.unique();
-        let also = self.pending(caller, id, ChangeKind::Update);
+        let also = self.pending(&req.caller, id, ChangeKind::Update);
         for _ in 0..MAX_WRITE_RETRIES {
             let existing = self
                 .repo
@@ -227,7 +222,10 @@ impl ObjectSet<'_> {
                     return Err(self.rev_mismatch(id, rev));
                 }
             }
-            let content = self.prepare(build(&existing)?).await?;
+            let content = self
+                .before_write(req, id, build(&existing)?, Some(&existing))
+                .await?;
+            let content = self.prepare(content).await?;
             match self
                 .repo
                 .update(
@@ -242,7 +240,11 @@ impl ObjectSet<'_> {
                 )
                 .await
             {
-                Ok(obj) => return Ok(Some(obj)),
+                Ok(obj) => {
+                    self.after_write(req, Write::Update, Some(&existing), Some(&obj))
+                        .await;
+                    return Ok(Some(obj));
+                }
                 Err(RepoError::RevisionMismatch { .. }) if rev.is_none() => continue,
                 Err(RepoError::RevisionMismatch { .. }) => {
                     return Err(self.rev_mismatch(id, rev.unwrap_or_default()))
@@ -255,9 +257,19 @@ impl ObjectSet<'_> {
     }
 
     fn patch_ops(&self, body: &Value) -> Result<Vec<patch::PatchOperation>, ResourceError> {
-        // A patch must not read a private property into a visible one.
+        // A patch must not read a private property into a visible one, nor write a
+        // computed one.
         if let Value::Array(ops) = body {
             for op in ops {
+                if let Some(field) = op.get("field").and_then(Value::as_str) {
+                    let ptr = JsonPointer::parse(field);
+                    if let Some(first) = ptr.tokens().first().filter(|t| self.schema.is_virtual(t))
+                    {
+                        return Err(ResourceError::bad_request(format!(
+                            "The virtual property '{first}' is computed and cannot be patched"
+                        )));
+                    }
+                }
                 if let Some(from) = op.get("from").and_then(Value::as_str) {
                     let ptr = JsonPointer::parse(from);
                     if ptr
@@ -278,12 +290,12 @@ impl ObjectSet<'_> {
     /// Applies `ops` to one object, atomically with respect to concurrent writers.
     async fn patch_one(
         &self,
-        caller: &Caller,
+        req: &Request,
         id: &str,
         rev: Option<&str>,
         ops: &[patch::PatchOperation],
     ) -> Result<StoredObject, ResourceError> {
-        self.rewrite(caller, id, rev, |existing| {
+        self.rewrite(req, id, rev, |existing| {
             let mut doc = Value::Object(existing.content.clone());
             patch::apply_patch(&mut doc, ops, false)?;
             match doc {
@@ -337,8 +349,11 @@ impl ObjectSet<'_> {
                 .await
                 .map_err(|e| self.store_error(e))?;
             for obj in page.results {
-                match self.patch_one(&req.caller, &obj.id, None, &ops).await {
-                    Ok(obj) => patched.push(self.render(obj, &spec, &req.caller).to_json()),
+                match self.patch_one(req, &obj.id, None, &ops).await {
+                    Ok(obj) => {
+                        let obj = self.retrieved(req, obj, false).await?;
+                        patched.push(self.render(obj, &spec, &req.caller).to_json())
+                    }
                     // Deleted since the page was read: nothing to patch.
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
@@ -371,7 +386,10 @@ impl ObjectSet<'_> {
             count: q.count_policy,
             ids_only: asks_ids_only(&spec),
         };
+        let on_retrieve =
+            req.param("executeOnRetrieve") == Some("true") && self.schema.has_retrieve_hooks();
         if req.streamed
+            && !on_retrieve
             && q.page_size == 0
             && q.cookie.is_none()
             && q.count_policy == CountPolicy::None
@@ -385,8 +403,12 @@ impl ObjectSet<'_> {
             .query(&self.schema.resource, repo_query)
             .await
             .map_err(|e| self.store_error(e))?;
-        let results = page
-            .results
+        let objects = if on_retrieve {
+            self.retrieve(req, page.results, false).await?
+        } else {
+            page.results
+        };
+        let results = objects
             .into_iter()
             .map(|obj| self.render(obj, &spec, &req.caller).to_json())
             .collect();
@@ -525,6 +547,41 @@ impl ObjectSet<'_> {
         Ok(content)
     }
 
+    /// One object after the retrieve triggers (`read`: `onRead` too).
+    async fn retrieved(
+        &self,
+        req: &Request,
+        obj: StoredObject,
+        read: bool,
+    ) -> Result<StoredObject, ResourceError> {
+        let mut objects = self.retrieve(req, vec![obj], read).await?;
+        objects
+            .pop()
+            .ok_or_else(|| ResourceError::internal("a trigger lost the object"))
+    }
+
+    /// The answer to a read or write of one object: retrieve triggers, then `render`.
+    async fn answer(
+        &self,
+        req: &Request,
+        obj: StoredObject,
+        read: bool,
+    ) -> Result<ResourceResponse, ResourceError> {
+        let obj = self.retrieved(req, obj, read).await?;
+        Ok(self.render(obj, &fields::of_request(req)?, &req.caller))
+    }
+
+    /// The body of a create or update: a JSON object, without `_id`, `_rev` and virtual
+    /// properties (computed, never written by clients; dropped so a read object can be
+    /// written back).
+    fn client_content(&self, req: &Request) -> Result<Map<String, Value>, ResourceError> {
+        let mut content = req.body_object()?.clone();
+        content.remove("_id");
+        content.remove("_rev");
+        content.retain(|k, _| !self.schema.is_virtual(k));
+        Ok(content)
+    }
+
     /// The object as the caller sees it: private properties only for internal callers
     /// (as stored: hashes and envelopes), `_fields` applied.
     pub fn render(&self, obj: StoredObject, spec: &FieldSpec, caller: &Caller) -> ResourceResponse {
@@ -607,14 +664,6 @@ fn asks_ids_only(spec: &FieldSpec) -> bool {
         }
         FieldSpec::All => false,
     }
-}
-
-/// The body of a create or update: a JSON object.
-fn content_of(req: &Request) -> Result<Map<String, Value>, ResourceError> {
-    let mut content = req.body_object()?.clone();
-    content.remove("_id");
-    content.remove("_rev");
-    Ok(content)
 }
 
 fn check_id(id: &str) -> Result<(), ResourceError> {

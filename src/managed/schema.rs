@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::crest::filter::JsonPointer;
+use crate::script::{parse_script, Script};
 
 /// JSON types a property may hold (`"type": "string"` or `["string", "null"]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,74 @@ pub struct Property {
     pub encrypted: Option<Encryption>,
     pub unique: bool,
     pub default: Option<Value>,
+    /// `isVirtual`: computed (by `onRetrieve` or `onStore`), never written by clients.
+    pub virtual_: bool,
+    /// Property-level triggers.
+    pub hooks: PropertyHooks,
+}
+
+/// A property's triggers (IDM's `onValidate`, `onRetrieve`, `onStore` on a property).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PropertyHooks {
+    /// Throws to refuse the value (`property`, `object`, `propertyName`).
+    pub on_validate: Option<Script>,
+    /// Its value becomes the property's value as the object is read.
+    pub on_retrieve: Option<Script>,
+    /// Its value becomes the property's value as the object is stored.
+    pub on_store: Option<Script>,
+}
+
+impl PropertyHooks {
+    pub fn is_empty(&self) -> bool {
+        self.on_validate.is_none() && self.on_retrieve.is_none() && self.on_store.is_none()
+    }
+}
+
+/// A managed type's object-level triggers (IDM's names, `managed.json` keys of the type).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObjectHooks {
+    pub on_create: Option<Script>,
+    pub on_read: Option<Script>,
+    pub on_update: Option<Script>,
+    pub on_delete: Option<Script>,
+    pub on_validate: Option<Script>,
+    pub on_retrieve: Option<Script>,
+    pub on_store: Option<Script>,
+    pub post_create: Option<Script>,
+    pub post_update: Option<Script>,
+    pub post_delete: Option<Script>,
+}
+
+/// The object-level trigger keys of `managed.json`, in [`ObjectHooks`]' order.
+pub const OBJECT_HOOKS: [&str; 10] = [
+    "onCreate",
+    "onRead",
+    "onUpdate",
+    "onDelete",
+    "onValidate",
+    "onRetrieve",
+    "onStore",
+    "postCreate",
+    "postUpdate",
+    "postDelete",
+];
+
+impl ObjectHooks {
+    fn slot(&mut self, key: &str) -> Option<&mut Option<Script>> {
+        Some(match key {
+            "onCreate" => &mut self.on_create,
+            "onRead" => &mut self.on_read,
+            "onUpdate" => &mut self.on_update,
+            "onDelete" => &mut self.on_delete,
+            "onValidate" => &mut self.on_validate,
+            "onRetrieve" => &mut self.on_retrieve,
+            "onStore" => &mut self.on_store,
+            "postCreate" => &mut self.post_create,
+            "postUpdate" => &mut self.post_update,
+            "postDelete" => &mut self.post_delete,
+            _ => return None,
+        })
+    }
 }
 
 /// A property's `encryption`: `{"purpose": "idm.password.encryption"}` (IDM 7+) or the
@@ -116,6 +185,8 @@ pub struct ObjectSchema {
     pub resource: String,
     pub properties: Vec<Property>,
     pub required: Vec<String>,
+    /// Object-level triggers (managed types only).
+    pub hooks: ObjectHooks,
 }
 
 impl ObjectSchema {
@@ -148,6 +219,29 @@ impl ObjectSchema {
             .filter(|p| p.searchable && !p.private)
             .map(|p| JsonPointer(vec![p.name.clone()]))
             .collect()
+    }
+
+    pub fn is_virtual(&self, name: &str) -> bool {
+        self.property(name).is_some_and(|p| p.virtual_)
+    }
+
+    /// Whether reading an object runs a script (object or property `onRetrieve`).
+    pub fn has_retrieve_hooks(&self) -> bool {
+        self.hooks.on_retrieve.is_some()
+            || self
+                .properties
+                .iter()
+                .any(|p| p.hooks.on_retrieve.is_some())
+    }
+
+    /// Whether storing an object runs a script (object or property `onValidate`/`onStore`).
+    pub fn has_store_hooks(&self) -> bool {
+        self.hooks.on_validate.is_some()
+            || self.hooks.on_store.is_some()
+            || self
+                .properties
+                .iter()
+                .any(|p| p.hooks.on_validate.is_some() || p.hooks.on_store.is_some())
     }
 
     pub fn unique(&self) -> Vec<JsonPointer> {
@@ -192,15 +286,57 @@ pub fn parse_managed(doc: &Value) -> Result<ManagedSchema, Vec<String>> {
         }
         let empty = Value::Object(Map::new());
         let schema = obj.get("schema").unwrap_or(&empty);
-        match parse_schema(&format!("managed/{name}"), schema, &format!("{at}.schema")) {
-            Ok(s) => {
+        let hooks = parse_object_hooks(name, obj);
+        match (
+            parse_schema(&format!("managed/{name}"), schema, &format!("{at}.schema")),
+            hooks,
+        ) {
+            (Ok(mut s), Ok(hooks)) => {
+                s.hooks = hooks;
                 types.insert(name.to_owned(), Arc::new(s));
             }
-            Err(mut p) => problems.append(&mut p),
+            (s, hooks) => {
+                problems.extend(s.err().unwrap_or_default());
+                problems.extend(hooks.err().unwrap_or_default());
+            }
         }
     }
     if problems.is_empty() {
         Ok(ManagedSchema { types })
+    } else {
+        Err(problems)
+    }
+}
+
+/// A managed type's triggers. `onSync` and `onQueryResult` are IDM's too but not run by
+/// this gateway: a type declaring one loads, with a warning.
+fn parse_object_hooks(name: &str, obj: &Value) -> Result<ObjectHooks, Vec<String>> {
+    let mut hooks = ObjectHooks::default();
+    let mut problems = Vec::new();
+    for key in OBJECT_HOOKS {
+        let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        match parse_script(v, &format!("managed.json {name}.{key}")) {
+            Ok(script) => {
+                if let Some(slot) = hooks.slot(key) {
+                    *slot = Some(script);
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    for key in ["onSync", "onQueryResult"] {
+        if obj.get(key).is_some_and(|v| !v.is_null()) {
+            tracing::warn!(
+                managed = name,
+                trigger = key,
+                "managed.json declares a trigger this gateway does not run; it is ignored"
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(hooks)
     } else {
         Err(problems)
     }
@@ -250,6 +386,7 @@ pub fn parse_schema(resource: &str, schema: &Value, at: &str) -> Result<ObjectSc
             resource: resource.to_owned(),
             properties,
             required,
+            hooks: ObjectHooks::default(),
         })
     } else {
         Err(problems)
@@ -341,6 +478,19 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
             false
         }
     };
+    let mut hooks = PropertyHooks::default();
+    for (key, slot) in [
+        ("onValidate", &mut hooks.on_validate),
+        ("onRetrieve", &mut hooks.on_retrieve),
+        ("onStore", &mut hooks.on_store),
+    ] {
+        if let Some(v) = def.get(key).filter(|v| !v.is_null()) {
+            match parse_script(v, &format!("managed.json {at}.{key}")) {
+                Ok(script) => *slot = Some(script),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
     let return_by_default = !private
         && !hashed
         && encrypted.is_none()
@@ -359,6 +509,8 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
         encrypted,
         unique,
         default: def.get("default").cloned(),
+        virtual_,
+        hooks,
     })
 }
 
@@ -418,6 +570,44 @@ mod tests {
         }}}]});
         let problems = parse_managed(&bad).unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn triggers_are_parsed_and_a_broken_one_is_named() {
+        let js = |s: &str| json!({"type": "text/javascript", "source": s});
+        let doc = json!({"objects": [{"name": "u",
+        "onCreate": js("object.a = 1"), "postDelete": js("1"),
+        "onSync": js("ignored"),
+        "schema": {"properties": {
+            "cn": {"onStore": js("object.cn"), "onValidate": js("true")},
+            "v": {"isVirtual": true, "onRetrieve": js("2")},
+        }}}]});
+        let schema = parse_managed(&doc).unwrap();
+        let u = &schema.types["u"];
+        assert!(u.hooks.on_create.is_some() && u.hooks.post_delete.is_some());
+        assert!(u.hooks.on_update.is_none());
+        assert_eq!(
+            &*u.hooks.on_create.as_ref().unwrap().name,
+            "managed.json u.onCreate"
+        );
+        assert!(u.has_store_hooks() && u.has_retrieve_hooks());
+        assert!(u.is_virtual("v") && !u.is_virtual("cn"));
+        assert!(
+            !u.returned_by_default("v"),
+            "virtual: not returned unless asked"
+        );
+        let bad = json!({"objects": [{"name": "u", "onRead": js("x = (1;"),
+            "schema": {"properties": {"p": {"onStore": {"type": "groovy", "source": "1"}}}}}]});
+        let problems = parse_managed(&bad).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("u.onRead line 1")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("Groovy")),
+            "{problems:?}"
+        );
     }
 
     #[test]
