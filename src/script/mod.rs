@@ -17,6 +17,7 @@ pub mod error;
 pub mod files;
 pub mod filters;
 pub mod handler;
+pub mod modules;
 pub mod runner;
 pub mod spec;
 
@@ -262,10 +263,11 @@ impl Worker {
         };
         let mut guard = slot.borrow_mut();
         if guard.as_ref().is_none_or(Runner::is_poisoned) {
-            let host = state.shared.host.clone();
+            let shared = state.shared.clone();
             *guard = Some(
                 Runner::new(state.shared.config.limits, &move |ctx, current| {
-                    api::install(ctx, current, &host)
+                    api::install(ctx, current, &shared.host)?;
+                    modules::install(ctx, shared.clone())
                 })
                 .map_err(|e| ScriptError::internal(&script.name, e))?,
             );

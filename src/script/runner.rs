@@ -248,7 +248,7 @@ impl Runner {
 }
 
 /// Compiles `text` as global code in a block, without running it.
-fn compile<'js>(ctx: &Ctx<'js>, name: &str, text: &str) -> rquickjs::Result<Value<'js>> {
+pub(super) fn compile<'js>(ctx: &Ctx<'js>, name: &str, text: &str) -> rquickjs::Result<Value<'js>> {
     // `{` on the first line keeps line numbers; the newline ends a trailing `//` comment.
     let src = CString::new(format!("{{{text}\n}}"))?;
     let file = CString::new(name.replace('\0', ""))?;
@@ -281,7 +281,7 @@ fn within(mut e: ScriptError, text: &str) -> ScriptError {
 }
 
 /// Runs compiled global code; the value of its last expression is the result.
-fn run_compiled<'js>(ctx: &Ctx<'js>, code: &Value<'js>) -> rquickjs::Result<Value<'js>> {
+pub(super) fn run_compiled<'js>(ctx: &Ctx<'js>, code: &Value<'js>) -> rquickjs::Result<Value<'js>> {
     // SAFETY: JS_EvalFunction consumes one reference to the compiled code, so it gets a
     // duplicate and `code` (still cached) keeps its own. The result is owned by us.
     unsafe {

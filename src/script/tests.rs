@@ -183,3 +183,92 @@ fn syntax_errors_are_found_at_parse_time_with_a_line() {
     .expect_err("refused");
     assert!(err.contains("bad.js"), "{err}");
 }
+
+#[tokio::test]
+async fn require_loads_project_modules_and_the_built_in_lodash() {
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(project.path().join("script/util")).unwrap();
+    std::fs::write(
+        project.path().join("script/util/names.js"),
+        "var count = 0;\nexports.full = function (o) { count++; return o.givenName + ' ' + o.sn; };\n\
+         exports.calls = function () { return count; };\nexports.fail = function () {\n  throw new Error('boom');\n};",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("cycle_a.js"),
+        "exports.early = 1; var b = require('cycle_b'); exports.seen = b.sawEarly;",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("cycle_b.js"),
+        "exports.sawEarly = require('cycle_a').early;",
+    )
+    .unwrap();
+    let config = EngineConfig {
+        threads: 1,
+        limits: Limits::default(),
+    };
+    let e = ScriptEngine::start(config, project.path().to_path_buf(), Box::new(|_, _| {}))
+        .expect("engine");
+    // IDM's seed: a transform using the bundled lodash.
+    let out = e
+        .eval(
+            &inline("var _ = require('lib/lodash'); _.map(source.split(','), function (r) { return {_ref: 'internal/role/' + r}; })"),
+            vars([("source", json!("a,b"))]),
+            &[],
+        )
+        .await
+        .expect("lodash");
+    assert_eq!(
+        out.value,
+        json!([{"_ref": "internal/role/a"}, {"_ref": "internal/role/b"}])
+    );
+    // A project module runs once per runtime: its state persists between invocations.
+    for expected in 1..=2 {
+        let out = e
+            .eval(
+                &inline("var n = require('util/names'); [n.full(source), n.calls()]"),
+                vars([("source", json!({"givenName": "Ada", "sn": "L"}))]),
+                &[],
+            )
+            .await
+            .expect("module");
+        assert_eq!(out.value, json!(["Ada L", expected]));
+    }
+    // Cycles see partial exports, as in Node.
+    let out = e
+        .eval(&inline("require('cycle_a').seen"), vec![], &[])
+        .await
+        .expect("cycle");
+    assert_eq!(out.value, json!(1));
+    // A module's error names the module file and its line.
+    let err = e
+        .eval(&inline("require('util/names.js').fail()"), vec![], &[])
+        .await
+        .expect_err("throws");
+    assert!(err.to_string().contains("boom"), "{err}");
+    // Missing modules and paths out of the project are refused with the reason.
+    for (id, why) in [
+        ("nope", "no module 'nope'"),
+        ("../etc/passwd", "not a module id"),
+        ("/etc/passwd", "not a module id"),
+    ] {
+        let err = e
+            .eval(&inline(&format!("require('{id}')")), vec![], &[])
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains(why), "{id}: {err}");
+    }
+    // A changed file is a new version.
+    std::fs::write(
+        project.path().join("script/util/names.js"),
+        "exports.full = function () { return 'v2'; };",
+    )
+    .unwrap();
+    tokio::time::sleep(files::RECHECK + Duration::from_millis(100)).await;
+    let out = e
+        .eval(&inline("require('util/names').full({})"), vec![], &[])
+        .await
+        .expect("v2");
+    assert_eq!(out.value, json!("v2"));
+}
