@@ -620,7 +620,8 @@ async fn a_delete_with_default_policies_keeps_the_target_and_records_a_failure()
     assert!(gw
         .logs()
         .contains("SOURCE_MISSING is handled as an EXCEPTION"));
-    assert!(queue(&gw).await.is_empty());
+    // The entry leaves the queue just after the line is logged.
+    assert!(eventually(WAIT, || async { queue(&gw).await.is_empty() }).await);
     assert_eq!(values(&gw, "managed/other", "userName").await, ["user1"]);
 }
 
