@@ -149,17 +149,42 @@ pub const DEAD_LETTER_QUEUE: &str = "synchronisation/deadLetterQueue";
 
 /// What is done with a change that still fails after its retries (IDM's
 /// `postRetryAction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PostRetryAction {
     /// `logged-ignore` (IDM's default): logged, and left behind.
     LoggedIgnore,
     /// `dead-letter-queue`: stored under [`DEAD_LETTER_QUEUE`], and left behind.
     DeadLetterQueue,
+    /// `{"script": …}`: the script runs with `syncFailure` and `failureCause` bound; the
+    /// change is left behind when it returns, kept (retried) when it throws.
+    Script(std::sync::Arc<crate::script::Script>),
+}
+
+impl PostRetryAction {
+    /// Runs a `{"script": …}` action with IDM's bindings (`syncFailure`, `failureCause`);
+    /// the reason when it throws or cannot run.
+    pub async fn run_script(
+        script: &crate::script::Script,
+        engine: Option<&crate::script::ScriptEngine>,
+        sync_failure: Value,
+        cause: &str,
+    ) -> Result<(), String> {
+        let engine = engine.ok_or("the script engine is not running")?;
+        let vars = crate::script::vars([
+            ("syncFailure", sync_failure),
+            ("failureCause", Value::String(cause.to_owned())),
+        ]);
+        engine
+            .eval(script, vars, &[])
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// IDM's retry policy of a failing change: `syncFailureHandler` of a provisioner file
 /// (liveSync) and the retry part of a mapping's `queuedSync` (implicit sync).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FailurePolicy {
     /// Retries before the post-retry action; `None` retries for ever (and never acts).
     pub max_retries: Option<u64>,
@@ -196,13 +221,12 @@ impl FailurePolicy {
                 PostRetryAction::DeadLetterQueue
             }
             Some(Value::Object(o)) if o.contains_key("script") => {
-                return Err(
-                    "postRetryAction: scripting is not available in this gateway; use \"logged-ignore\" or \"dead-letter-queue\"".into(),
-                )
+                let script = crate::script::parse_script(&o["script"], "postRetryAction.script")?;
+                PostRetryAction::Script(std::sync::Arc::new(script))
             }
             Some(v) => {
                 return Err(format!(
-                    "postRetryAction must be \"logged-ignore\" or \"dead-letter-queue\", not {v}"
+                    "postRetryAction must be \"logged-ignore\", \"dead-letter-queue\" or {{\"script\": …}}, not {v}"
                 ))
             }
         };
@@ -243,14 +267,14 @@ mod tests {
     #[test]
     fn failure_policies_read_as_idm_does() {
         let d = FailurePolicy::FOREVER;
-        let p = |v: Value| FailurePolicy::parse(Some(&v), d);
+        let p = |v: Value| FailurePolicy::parse(Some(&v), FailurePolicy::FOREVER);
         let at_most = |n, post_retry| FailurePolicy {
             max_retries: Some(n),
             post_retry,
         };
         let table: Vec<(Value, Result<FailurePolicy, ()>)> = vec![
-            (Value::Null, Ok(d)),
-            (json!({}), Ok(d)),
+            (Value::Null, Ok(d.clone())),
+            (json!({}), Ok(d.clone())),
             (
                 json!({"maxRetries": -1, "postRetryAction": "dead-letter-queue"}),
                 Ok(FailurePolicy {
@@ -276,8 +300,13 @@ mod tests {
                 json!({"maxRetries": 1, "postRetryAction": "retry"}),
                 Err(()),
             ),
+            // A script without a source or file, and a Groovy one, are refused.
             (
                 json!({"maxRetries": 1, "postRetryAction": {"script": {"type": "text/javascript"}}}),
+                Err(()),
+            ),
+            (
+                json!({"maxRetries": 1, "postRetryAction": {"script": {"type": "groovy", "source": "1"}}}),
                 Err(()),
             ),
             (json!(5), Err(())),
@@ -285,7 +314,11 @@ mod tests {
         for (doc, want) in table {
             assert_eq!(p(doc.clone()).map_err(|_| ()), want, "{doc}");
         }
-        assert_eq!(FailurePolicy::parse(None, d), Ok(d));
+        assert_eq!(FailurePolicy::parse(None, d.clone()), Ok(d.clone()));
+        let scripted = p(json!({"maxRetries": 1, "postRetryAction": {"script": {
+            "type": "text/javascript", "source": "logger.warn('{}', failureCause)"}}}))
+        .unwrap();
+        assert!(matches!(scripted.post_retry, PostRetryAction::Script(_)));
         // maxRetries 0: the first failure acts; 2: the third does.
         assert!(at_most(0, PostRetryAction::LoggedIgnore).exhausted(1));
         assert!(!at_most(2, PostRetryAction::LoggedIgnore).exhausted(2));

@@ -142,6 +142,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .with_hook(implicit.clone()),
     );
     systems.set_sink(sync.clone());
+    systems.set_engine(engine.clone());
     scheduler.set_systems(systems.clone());
     let scanner_gw = gw.clone();
     let scanner = Arc::new(TaskScanner::new(

@@ -553,6 +553,93 @@ async fn a_push_that_never_succeeds_ends_in_the_dead_letter_queue_and_the_others
     assert!(dead_letters(&gw, "u2o").await.is_empty());
 }
 
+/// `postRetryAction: {"script": …}` (IDM's form): the script runs with `syncFailure` and
+/// `failureCause` once the retries are used up, and the entry leaves the queue; a script
+/// that throws keeps the entry queued (nothing is given up on a broken handler).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_retry_script_sees_the_failure_and_a_throwing_one_keeps_the_push() {
+    let mut managed = managed_with_unique_other();
+    managed["objects"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "syncfailure", "schema": {"properties": {}}}));
+    let handler = |source: &str| {
+        json!({"queuedSync": {"maxRetries": 1, "retryDelay": 100,
+            "postRetryAction": {"script": {"type": "text/javascript", "source": source}}}})
+    };
+    let gw = Gateway::builder()
+        .conf_file("managed", managed.clone())
+        .conf_file(
+            "sync",
+            uncorrelated(handler(
+                "openidm.create('managed/syncfailure', null, {mapping: syncFailure.mapping, \
+                 sourceId: syncFailure.sourceId, attempts: syncFailure.attempts, cause: failureCause});",
+            )),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        create(&gw, "managed/other", "taken", &json!({"userName": "user2"}))
+            .await
+            .status(),
+        201
+    );
+    for i in 1..=3 {
+        assert_eq!(
+            create(&gw, "managed/user", &format!("u{i}"), &user(i))
+                .await
+                .status(),
+            201
+        );
+    }
+    assert!(
+        eventually(WAIT, || async {
+            queue(&gw).await.is_empty() && all(&gw, "managed/syncfailure").await.len() == 1
+        })
+        .await,
+        "{:?}\n{}",
+        queue(&gw).await,
+        gw.logs()
+    );
+    let record = all(&gw, "managed/syncfailure").await.remove(0);
+    assert_eq!(record["mapping"], "u2o", "{record}");
+    assert_eq!(record["sourceId"], "u2", "{record}");
+    assert_eq!(record["attempts"], 2, "{record}");
+    assert!(
+        record["cause"].as_str().unwrap().contains("policy"),
+        "{record}"
+    );
+    assert_eq!(
+        values(&gw, "managed/other", "userName").await,
+        ["user1", "user2", "user3"]
+    );
+    assert!(dead_letters(&gw, "u2o").await.is_empty());
+
+    // A handler that throws: the push is kept, and retried.
+    let gw = Gateway::builder()
+        .conf_file("managed", managed)
+        .conf_file(
+            "sync",
+            uncorrelated(handler("throw {code: 500, message: 'handler down'};")),
+        )
+        .start()
+        .await;
+    create(&gw, "managed/other", "taken", &json!({"userName": "user2"})).await;
+    create(&gw, "managed/user", "u2", &user(2)).await;
+    assert!(
+        gw.wait_for_log(
+            "the postRetryAction script failed; the push stays queued",
+            WAIT
+        )
+        .await,
+        "{}",
+        gw.logs()
+    );
+    let queued = queue(&gw).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0]["sourceId"], "u2");
+}
+
 /// `DELETE sync/queue/<id>` (seed 002) drops a queued push.
 #[tokio::test]
 async fn a_queued_push_can_be_deleted() {

@@ -836,6 +836,64 @@ async fn a_failing_change_goes_to_the_dead_letter_queue_and_the_run_goes_on() {
     assert_eq!(gw.get(&path).send().await.unwrap().status(), 404);
 }
 
+/// `postRetryAction: {"script": …}`: the script sees IDM's `syncFailure` (token, system,
+/// object type, uid, failed record) and `failureCause`, and the run goes on; a throwing
+/// script stops the run before the change so the next run retries it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_retry_script_handles_a_failing_change_and_a_throwing_one_stops_the_run() {
+    let f = csv_fixture(&[]);
+    let gw = live_sync_gateway(
+        &f,
+        json!({"maxRetries": 0, "postRetryAction": {"script": {"type": "text/javascript",
+            "source": "openidm.create('managed/group', null, {name: 'failed-' + syncFailure.uid, \
+                       description: syncFailure.systemIdentifier + '/' + syncFailure.objectType + ' ' \
+                       + syncFailure.failedRecord.operation + ': ' + failureCause});"}}}),
+    )
+    .await;
+    write_rows(&f.csv, &numbered("d", 1..4, &[2]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 200, "{v}\n{}", gw.logs());
+    assert!(user_by_name(&gw, "d1").await.is_some());
+    assert!(user_by_name(&gw, "d3").await.is_some());
+    let (s, groups) = json_of(
+        gw.get("/openidm/managed/group?_queryFilter=true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(groups["resultCount"], 1, "{groups}");
+    let g = &groups["result"][0];
+    assert_eq!(g["name"], "failed-d2", "{g}");
+    let d = g["description"].as_str().unwrap();
+    assert!(d.starts_with("csv/account CREATE_OR_UPDATE: "), "{d}");
+    assert!(d.contains("policy"), "{d}");
+
+    let f = csv_fixture(&[]);
+    let gw = live_sync_gateway(
+        &f,
+        json!({"maxRetries": 0, "postRetryAction": {"script": {"type": "text/javascript",
+            "source": "throw {code: 500, message: 'handler down'};"}}}),
+    )
+    .await;
+    write_rows(&f.csv, &numbered("e", 1..4, &[2]));
+    let (s, v) = live_sync(&gw).await;
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("postRetryAction script failed"),
+        "{v}"
+    );
+    assert!(user_by_name(&gw, "e1").await.is_some());
+    assert!(
+        user_by_name(&gw, "e3").await.is_none(),
+        "the run went past a change it kept"
+    );
+}
+
 /// A bad `syncFailureHandler` is refused at load with the IDM forms named.
 #[tokio::test]
 async fn a_bad_sync_failure_handler_is_refused_at_load() {

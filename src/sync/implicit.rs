@@ -297,7 +297,7 @@ impl Worker {
         let policy = svc
             .mappings()
             .get(mapping)
-            .map(|m| m.retry)
+            .map(|m| m.retry.clone())
             .unwrap_or_default();
         match queue.failed(&entry, &error, &policy).await {
             Ok(Failed::Retry(attempts)) => tracing::warn!(mapping = %mapping, id = %source_id,
@@ -315,7 +315,27 @@ impl Worker {
     /// queue (the next change of the object, or a reconciliation, syncs it).
     async fn give_up(&self, entry: &Entry, attempts: u64, error: &str, policy: &RetryPolicy) {
         let queue = self.service.queue();
-        match policy.failure.post_retry {
+        match &policy.failure.post_retry {
+            PostRetryAction::Script(script) => {
+                let failure = json!({
+                    "mapping": entry.mapping,
+                    "sourceId": entry.source_id,
+                    "operation": entry.operation,
+                    "attempts": attempts,
+                });
+                let engine = self.service.script_engine();
+                match PostRetryAction::run_script(script, engine.as_deref(), failure, error).await {
+                    Ok(()) => tracing::error!(mapping = %entry.mapping, id = %entry.source_id,
+                        attempts, error = %error,
+                        "implicit sync gave up after its retries; the postRetryAction script ran"),
+                    Err(e) => {
+                        // Kept in the queue: the next check tries the push (and the script) again.
+                        tracing::error!(mapping = %entry.mapping, id = %entry.source_id,
+                            error = %e, "the postRetryAction script failed; the push stays queued");
+                        return;
+                    }
+                }
+            }
             PostRetryAction::LoggedIgnore => {
                 tracing::error!(mapping = %entry.mapping, id = %entry.source_id,
                     operation = %entry.operation, attempts, error = %error,

@@ -59,7 +59,7 @@ pub struct Entry {
 }
 
 /// A mapping's retry settings (`queuedSync`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     pub failure: FailurePolicy,
     pub retry_delay: Duration,
@@ -83,7 +83,7 @@ impl RetryPolicy {
         let d = RetryPolicy::default();
         let doc = raw.get("queuedSync");
         let failure =
-            FailurePolicy::parse(doc, d.failure).map_err(|e| format!("queuedSync: {e}"))?;
+            FailurePolicy::parse(doc, d.failure.clone()).map_err(|e| format!("queuedSync: {e}"))?;
         let failure = match doc.and_then(|q| q.get("maxRetries")) {
             // A queuedSync without maxRetries keeps the bounded default.
             None => FailurePolicy {
@@ -355,7 +355,7 @@ mod tests {
         let d = RetryPolicy::default();
         assert_eq!(d.failure.max_retries, Some(DEFAULT_MAX_RETRIES));
         let p = |v: Value| RetryPolicy::of_mapping(&json!({"queuedSync": v}));
-        assert_eq!(RetryPolicy::of_mapping(&json!({})), Ok(d));
+        assert_eq!(RetryPolicy::of_mapping(&json!({})), Ok(d.clone()));
         assert_eq!(p(json!({"enabled": true})), Ok(d));
         let q =
             p(json!({"maxRetries": 2, "retryDelay": 50, "postRetryAction": "dead-letter-queue"}))

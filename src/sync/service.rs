@@ -173,6 +173,11 @@ impl SyncService {
         )
     }
 
+    /// The script engine, once set.
+    pub fn script_engine(&self) -> Option<Arc<crate::script::ScriptEngine>> {
+        self.scripts.get().cloned()
+    }
+
     /// The engine the mappings' scripts run on.
     pub fn set_scripts(&self, engine: Arc<crate::script::ScriptEngine>) {
         let _ = self.scripts.set(engine);

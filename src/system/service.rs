@@ -50,6 +50,8 @@ pub struct SystemService {
     /// Told of REST writes (implicit sync), as for managed objects.
     pub(super) hook: Option<Arc<dyn ChangeHook>>,
     sink: OnceLock<Arc<dyn ChangeSink>>,
+    /// Runs `syncFailureHandler` scripts.
+    engine: OnceLock<Arc<crate::script::ScriptEngine>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -61,8 +63,14 @@ impl SystemService {
             metrics,
             hook: None,
             sink: OnceLock::new(),
+            engine: OnceLock::new(),
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs `syncFailureHandler` scripts on `engine`.
+    pub fn set_engine(&self, engine: Arc<crate::script::ScriptEngine>) {
+        let _ = self.engine.set(engine);
     }
 
     pub fn with_hook(mut self, hook: Arc<dyn ChangeHook>) -> Self {
@@ -242,7 +250,7 @@ impl SystemService {
                     operation,
                     failures,
                     &error,
-                    policy.post_retry,
+                    &policy.post_retry,
                 )
                 .await?;
                 failure = None;
@@ -273,9 +281,32 @@ impl SystemService {
         operation: &str,
         failures: u64,
         error: &str,
-        action: PostRetryAction,
+        action: &PostRetryAction,
     ) -> Result<(), ResourceError> {
         match action {
+            PostRetryAction::Script(script) => {
+                let failure = json!({
+                    "token": token,
+                    "systemIdentifier": system,
+                    "objectType": type_name,
+                    "uid": uid,
+                    "failedRecord": {"uid": uid, "operation": operation},
+                    "failures": failures,
+                });
+                let engine = self.engine.get().map(Arc::as_ref);
+                PostRetryAction::run_script(script, engine, failure, error)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(system = %system, id = %uid, error = %e,
+                            "the syncFailureHandler script failed; liveSync stops before the change");
+                        ResourceError::internal(format!(
+                            "liveSync of system/{system}/{type_name}: the postRetryAction script failed on '{uid}'; the next liveSync retries the change"
+                        ))
+                    })?;
+                tracing::error!(system = %system, object_type = %type_name, id = %uid,
+                    failures, error = %error,
+                    "liveSync gave up on a change after its retries; the postRetryAction script ran");
+            }
             PostRetryAction::LoggedIgnore => {
                 tracing::error!(system = %system, object_type = %type_name, id = %uid,
                     failures, error = %error,
