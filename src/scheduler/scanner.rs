@@ -169,8 +169,9 @@ impl TaskScanner {
             Some(_) => Err(ResourceError::bad_request(format!(
                 "Schedule '{name}' is not a task scan (invokeService \"taskscanner\")"
             ))),
-            None => Err(ResourceError::not_found(format!(
-                "Schedule '{name}' not found"
+            // IDM answers a name it cannot resolve with 400, not 404.
+            None => Err(ResourceError::bad_request(format!(
+                "Error obtaining named config: schedule '{name}' not found"
             ))),
         }
     }

@@ -172,7 +172,12 @@ impl Scheduler {
         loop {
             let now = Utc::now();
             for (job, active) in self.due(now) {
-                let _ = self.fire(&job, &active).await;
+                // Each fire on its own task: a run that waits for completion (a task scan's
+                // `waitForCompletion`) must not hold up the other jobs' fires.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _ = me.fire(&job, &active).await;
+                });
             }
             let pause = self.sleep_for(Utc::now());
             tokio::select! {
