@@ -528,3 +528,38 @@ async fn a_scan_that_waits_for_completion_does_not_hold_up_other_schedules() {
         ended - started
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_records_bounds_a_run_and_an_ids_only_query_never_redoes_completed_objects() {
+    let mut scan = sunset_scan(
+        DEACTIVATE,
+        json!({"waitForCompletion": true, "numberOfThreads": 2, "maxRecords": 3}),
+    );
+    let query = scan["invokeContext"]["scan"].as_object_mut().unwrap();
+    query.remove("_queryFilter");
+    query.insert("_queryId".into(), json!("query-all-ids"));
+    let gw = gateway(&[("ids", scan)]).await;
+    seed(&gw, "q", 0, 5, json!({})).await;
+
+    // A scheduler trigger starts a run too, and names it.
+    let (status, fired) = post(&gw, "/openidm/scheduler/job/ids?_action=trigger").await;
+    assert_eq!(status, 200, "{fired}");
+    let id = fired["taskScanId"].as_str().expect("taskScanId").to_owned();
+    let (_, run) = get(&gw, &format!("/openidm/taskscanner/{id}")).await;
+    assert_eq!(progress(&run), ("COMPLETED", 3, 3, 3, 0), "{run}");
+    assert_eq!(run["name"], "ids");
+
+    // query-all-ids answers ids only: the markers are read, completed objects skipped.
+    let second = execute(&gw, "ids").await;
+    let (_, run) = get(&gw, &format!("/openidm/taskscanner/{second}")).await;
+    assert_eq!(progress(&run), ("COMPLETED", 2, 2, 2, 0), "{run}");
+    let third = execute(&gw, "ids").await;
+    let (_, run) = get(&gw, &format!("/openidm/taskscanner/{third}")).await;
+    assert_eq!(progress(&run), ("COMPLETED", 0, 0, 0, 0), "{run}");
+    let all = users(&gw, "q").await;
+    assert!(
+        all.iter()
+            .all(|u| u["sunset"]["task-completed"].is_string() && u["accountStatus"] == "inactive"),
+        "{all:?}"
+    );
+}

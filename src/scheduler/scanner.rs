@@ -286,10 +286,28 @@ impl TaskScanner {
         let mut params = QueryParams::filter("");
         params.kind = kind;
         let req = Self::request(Operation::Query(Box::new(params)), &scan.object);
-        match self.call(req).await? {
-            Response::Query(q) => Ok(q.results),
-            _ => Err(ResourceError::internal("unexpected answer to a query")),
+        let results = match self.call(req).await? {
+            Response::Query(q) => q.results,
+            _ => return Err(ResourceError::internal("unexpected answer to a query")),
+        };
+        // An ids-only answer (`_queryId: query-all-ids`) carries no markers: each object is
+        // read whole, or completed objects would be taken again.
+        let mut out = Vec::with_capacity(results.len());
+        for object in results {
+            let ids_only = object
+                .as_object()
+                .is_some_and(|m| m.keys().all(|k| k == "_id" || k == "_rev"));
+            let id = object.get("_id").and_then(Value::as_str);
+            match (ids_only, id) {
+                (true, Some(id)) => match self.read(&format!("{}/{id}", scan.object)).await {
+                    Ok(full) => out.push(full),
+                    Err(e) if e.code == 404 => {} // deleted since the query
+                    Err(e) => return Err(e),
+                },
+                _ => out.push(object),
+            }
         }
+        Ok(out)
     }
 
     async fn read(&self, path: &str) -> Result<Value, ResourceError> {
