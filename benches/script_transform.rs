@@ -104,11 +104,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % BATCH;
             let out = rt
-                .block_on(engine.eval(
-                    &correlation,
-                    vars([("source", objects[i].clone())]),
-                    &[],
-                ))
+                .block_on(engine.eval(&correlation, vars([("source", objects[i].clone())]), &[]))
                 .unwrap();
             black_box(out.value)
         })

@@ -244,7 +244,9 @@ async fn a_scan_over_fifty_users_completes_each_once() {
     assert_eq!(done.len(), 50);
     for u in &done {
         assert_eq!(u["accountStatus"], "inactive", "{u}");
-        let started = u["sunset"]["task-started"].as_str().expect("started marker");
+        let started = u["sunset"]["task-started"]
+            .as_str()
+            .expect("started marker");
         let completed = u["sunset"]["task-completed"]
             .as_str()
             .expect("completed marker");
@@ -279,7 +281,10 @@ async fn a_failing_object_is_counted_and_left_started_while_the_others_complete(
         + "}";
     let gw = gateway(&[(
         "sunset",
-        sunset_scan(&task, json!({"waitForCompletion": true, "numberOfThreads": 2})),
+        sunset_scan(
+            &task,
+            json!({"waitForCompletion": true, "numberOfThreads": 2}),
+        ),
     )])
     .await;
     let past = iso(Utc::now() - chrono::Duration::hours(1));
@@ -304,14 +309,11 @@ async fn a_failing_object_is_counted_and_left_started_while_the_others_complete(
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_a_slow_run_and_the_next_run_resumes() {
     // ~20 ms of work per object, one at a time.
-    let slow = "var until = Date.now() + 20;\nwhile (Date.now() < until) { openidm.read(objectID); }\n"
-        .to_owned()
-        + DEACTIVATE;
-    let gw = gateway(&[(
-        "sunset",
-        sunset_scan(&slow, json!({"numberOfThreads": 1})),
-    )])
-    .await;
+    let slow =
+        "var until = Date.now() + 20;\nwhile (Date.now() < until) { openidm.read(objectID); }\n"
+            .to_owned()
+            + DEACTIVATE;
+    let gw = gateway(&[("sunset", sunset_scan(&slow, json!({"numberOfThreads": 1})))]).await;
     let past = iso(Utc::now() - chrono::Duration::hours(1));
     seed(&gw, "c", 0, 200, json!({"date": past})).await;
 
@@ -342,7 +344,11 @@ async fn cancel_stops_a_slow_run_and_the_next_run_resumes() {
 
     // An ended run cannot be cancelled; an unknown one is a 404.
     let (status, body) = post(&gw, &format!("{path}?_action=cancel")).await;
-    assert_eq!((status, &body["status"]), (200, &json!("FAILURE")), "{body}");
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("FAILURE")),
+        "{body}"
+    );
     let (status, body) = post(&gw, "/openidm/taskscanner/nope?_action=cancel").await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["reason"], "Not Found");
@@ -362,11 +368,7 @@ async fn cancel_stops_a_slow_run_and_the_next_run_resumes() {
     let rest = execute(&gw, "sunset").await;
     let (_, run) = get(&gw, &format!("/openidm/taskscanner/{rest}")).await;
     let left = 200 - processed;
-    assert_eq!(
-        progress(&run),
-        ("COMPLETED", left, left, left, 0),
-        "{run}"
-    );
+    assert_eq!(progress(&run), ("COMPLETED", left, left, left, 0), "{run}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -379,8 +381,22 @@ async fn a_stale_started_marker_is_redone_and_a_fresh_one_is_not() {
     let past = iso(Utc::now() - chrono::Duration::days(2));
     let stale = iso(Utc::now() - chrono::Duration::minutes(11));
     let fresh = iso(Utc::now() - chrono::Duration::minutes(1));
-    seed(&gw, "stale", 0, 1, json!({"date": past, "task-started": stale})).await;
-    seed(&gw, "fresh", 1, 1, json!({"date": past, "task-started": fresh})).await;
+    seed(
+        &gw,
+        "stale",
+        0,
+        1,
+        json!({"date": past, "task-started": stale}),
+    )
+    .await;
+    seed(
+        &gw,
+        "fresh",
+        1,
+        1,
+        json!({"date": past, "task-started": fresh}),
+    )
+    .await;
     seed(&gw, "new", 2, 1, json!({"date": past})).await;
 
     let id = execute(&gw, "sunset").await;
@@ -421,7 +437,10 @@ async fn bad_requests_are_crest_errors_and_a_broken_script_file_is_rejected() {
         let (got, body) = post(&gw, path).await;
         assert_eq!(got, status, "{path}: {body}");
         assert_eq!(body["code"], status, "{body}");
-        assert!(body["reason"].is_string() && body["message"].is_string(), "{body}");
+        assert!(
+            body["reason"].is_string() && body["message"].is_string(),
+            "{body}"
+        );
     }
     let (_, body) = post(&gw, "/openidm/taskscanner?_action=execute&name=nope").await;
     assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
@@ -479,9 +498,10 @@ async fn a_scan_that_waits_for_completion_does_not_hold_up_other_schedules() {
     let past = iso(Utc::now() - chrono::Duration::hours(1));
     seed(&gw, "w", 0, 100, json!({"date": past})).await;
     // ~50 ms per object, one at a time: the scan's first run lasts seconds.
-    let slow = "var until = Date.now() + 50;\nwhile (Date.now() < until) { openidm.read(objectID); }\n"
-        .to_owned()
-        + DEACTIVATE;
+    let slow =
+        "var until = Date.now() + 50;\nwhile (Date.now() < until) { openidm.read(objectID); }\n"
+            .to_owned()
+            + DEACTIVATE;
     let mut scan = sunset_scan(
         &slow,
         json!({"waitForCompletion": true, "numberOfThreads": 1}),
