@@ -331,6 +331,8 @@ async fn cancel_stops_a_slow_run_and_the_next_run_resumes() {
         body,
         json!({"_id": id, "action": "cancel", "status": "SUCCESS"})
     );
+    // As in IDM, the state says so at once, before the object in flight is done.
+    assert_eq!(get(&gw, &path).await.1["progress"]["state"], "CANCELLED");
     let run = ended(&gw, &id).await;
     let (state, processed, total, successes, failures) = progress(&run);
     assert_eq!((state, total, failures), ("CANCELLED", 200, 0), "{run}");

@@ -66,7 +66,10 @@ impl ScanRun {
 
     fn set_state(&self, state: &'static str) {
         let mut t = self.times();
-        t.state = state;
+        // A run cancelled before it started stays CANCELLED.
+        if !(state == "ACTIVE" && t.state == "CANCELLED") {
+            t.state = state;
+        }
         if state != "ACTIVE" {
             t.ended = Some(Utc::now());
         }
@@ -157,6 +160,9 @@ impl TaskScanner {
             return Ok(false);
         }
         run.cancel.store(true, Ordering::SeqCst);
+        // As IDM: the state says CANCELLED at once; `ended` is set when the objects in
+        // flight are done.
+        run.times().state = "CANCELLED";
         tracing::info!(task = %id, name = %run.name, "task scan cancel requested");
         Ok(true)
     }
