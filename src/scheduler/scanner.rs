@@ -66,7 +66,10 @@ impl ScanRun {
 
     fn set_state(&self, state: &'static str) {
         let mut t = self.times();
-        t.state = state;
+        // A run cancelled before it started stays CANCELLED.
+        if !(state == "ACTIVE" && t.state == "CANCELLED") {
+            t.state = state;
+        }
         if state != "ACTIVE" {
             t.ended = Some(Utc::now());
         }
@@ -157,6 +160,9 @@ impl TaskScanner {
             return Ok(false);
         }
         run.cancel.store(true, Ordering::SeqCst);
+        // As IDM: the state says CANCELLED at once; `ended` is set when the objects in
+        // flight are done.
+        run.times().state = "CANCELLED";
         tracing::info!(task = %id, name = %run.name, "task scan cancel requested");
         Ok(true)
     }
@@ -169,8 +175,9 @@ impl TaskScanner {
             Some(_) => Err(ResourceError::bad_request(format!(
                 "Schedule '{name}' is not a task scan (invokeService \"taskscanner\")"
             ))),
-            None => Err(ResourceError::not_found(format!(
-                "Schedule '{name}' not found"
+            // IDM answers a name it cannot resolve with 400, not 404.
+            None => Err(ResourceError::bad_request(format!(
+                "Error obtaining named config: schedule '{name}' not found"
             ))),
         }
     }
@@ -285,10 +292,28 @@ impl TaskScanner {
         let mut params = QueryParams::filter("");
         params.kind = kind;
         let req = Self::request(Operation::Query(Box::new(params)), &scan.object);
-        match self.call(req).await? {
-            Response::Query(q) => Ok(q.results),
-            _ => Err(ResourceError::internal("unexpected answer to a query")),
+        let results = match self.call(req).await? {
+            Response::Query(q) => q.results,
+            _ => return Err(ResourceError::internal("unexpected answer to a query")),
+        };
+        // An ids-only answer (`_queryId: query-all-ids`) carries no markers: each object is
+        // read whole, or completed objects would be taken again.
+        let mut out = Vec::with_capacity(results.len());
+        for object in results {
+            let ids_only = object
+                .as_object()
+                .is_some_and(|m| m.keys().all(|k| k == "_id" || k == "_rev"));
+            let id = object.get("_id").and_then(Value::as_str);
+            match (ids_only, id) {
+                (true, Some(id)) => match self.read(&format!("{}/{id}", scan.object)).await {
+                    Ok(full) => out.push(full),
+                    Err(e) if e.code == 404 => {} // deleted since the query
+                    Err(e) => return Err(e),
+                },
+                _ => out.push(object),
+            }
         }
+        Ok(out)
     }
 
     async fn read(&self, path: &str) -> Result<Value, ResourceError> {

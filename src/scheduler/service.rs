@@ -172,7 +172,12 @@ impl Scheduler {
         loop {
             let now = Utc::now();
             for (job, active) in self.due(now) {
-                let _ = self.fire(&job, &active).await;
+                // Each fire on its own task: a run that waits for completion (a task scan's
+                // `waitForCompletion`) must not hold up the other jobs' fires.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _ = me.fire(&job, &active).await;
+                });
             }
             let pause = self.sleep_for(Utc::now());
             tokio::select! {
@@ -239,8 +244,10 @@ impl Scheduler {
         Ok(json!({"_id": job.name, "success": true}))
     }
 
-    /// Starts a task scan; the job stays active until the scan ends.
-    async fn task_scan(
+    /// Starts a task scan in the background; the job stays active until the scan ends (so
+    /// `concurrentExecution: false` holds whether or not the scan has `waitForCompletion`,
+    /// and a trigger over REST answers at once, as IDM's does).
+    fn task_scan(
         &self,
         job: &Job,
         scan: &Arc<TaskScan>,
@@ -250,18 +257,11 @@ impl Scheduler {
         self.count(job, "started");
         let run = scanner.begin(&job.name);
         let id = run.id.clone();
-        let work = {
-            let (active, scan) = (active.clone(), scan.clone());
-            async move {
-                scanner.perform(run, scan).await;
-                active.fetch_sub(1, Ordering::SeqCst);
-            }
-        };
-        if scan.wait_for_completion {
-            work.await;
-        } else {
-            tokio::spawn(work);
-        }
+        let (active, scan) = (active.clone(), scan.clone());
+        tokio::spawn(async move {
+            scanner.perform(run, scan).await;
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
         Ok(json!({"_id": job.name, "success": true, "taskScanId": id}))
     }
 
@@ -328,7 +328,7 @@ impl Scheduler {
             Invoke::Reconcile { mapping } => mapping,
             Invoke::LiveSync { source } => return self.live_sync(job, source, active).await,
             Invoke::Script(script) => return self.script_job(job, script, active),
-            Invoke::TaskScan(scan) => return self.task_scan(job, scan, active).await,
+            Invoke::TaskScan(scan) => return self.task_scan(job, scan, active),
         };
         match self.sync.start(mapping, None).await {
             Ok(run) => {
