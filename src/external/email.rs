@@ -80,7 +80,9 @@ impl EmailConfig {
         let starttls = enabled("starttls", &mut problems);
         let port = match o.get("port") {
             None | Some(Value::Null) => Some(if ssl { 465 } else { 25 }),
-            Some(v) => number(v).and_then(|n| u16::try_from(n).ok()).filter(|p| *p > 0),
+            Some(v) => number(v)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|p| *p > 0),
         }
         .unwrap_or_else(|| {
             problems.push("port: must be a port number".into());
@@ -201,7 +203,11 @@ impl EmailHandler {
         })
     }
 
-    fn transport(&self, conf: &Arc<EmailConfig>, trust: &Trust) -> Result<Arc<Transport>, ResourceError> {
+    fn transport(
+        &self,
+        conf: &Arc<EmailConfig>,
+        trust: &Trust,
+    ) -> Result<Arc<Transport>, ResourceError> {
         let key = Arc::as_ptr(conf) as usize;
         let mut cached = self.transport.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, fp, t)) = cached.as_ref() {
@@ -218,7 +224,8 @@ impl EmailHandler {
         if conf.ssl || conf.starttls {
             let mut params = TlsParameters::builder(conf.host.clone());
             for der in &trust.certificates {
-                params = params.add_root_certificate(Certificate::from_der(der.clone()).map_err(failed)?);
+                params = params
+                    .add_root_certificate(Certificate::from_der(der.clone()).map_err(failed)?);
             }
             let params = params.build_rustls().map_err(failed)?;
             builder = builder.tls(if conf.ssl {
@@ -230,11 +237,9 @@ impl EmailHandler {
         if let Some((user, password)) = &conf.auth {
             let password = match self.crypto.decrypt(password) {
                 Ok(Value::String(p)) => p,
-                _ => {
-                    return Err(ResourceError::internal(
-                        "external/email: auth/password cannot be decrypted with this gateway's keys",
-                    ))
-                }
+                _ => return Err(ResourceError::internal(
+                    "external/email: auth/password cannot be decrypted with this gateway's keys",
+                )),
             };
             builder = builder.credentials(Credentials::new(user.clone(), password));
         }
@@ -253,15 +258,19 @@ impl EmailHandler {
                     "external/email: the email service is not configured (conf/external.email.json)",
                 )
             })?;
-        let from = [mail.from.as_str(), mail.template_from.as_str(), conf.from.as_str()]
-            .into_iter()
-            .find(|f| !f.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                ResourceError::bad_request(
-                    "external/email: 'from' is required (in the request or external.email.json)",
-                )
-            })?;
+        let from = [
+            mail.from.as_str(),
+            mail.template_from.as_str(),
+            conf.from.as_str(),
+        ]
+        .into_iter()
+        .find(|f| !f.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ResourceError::bad_request(
+                "external/email: 'from' is required (in the request or external.email.json)",
+            )
+        })?;
         let message = mail.message(&from)?;
         let transport = self.transport(&conf, &live.conf.trust)?;
         transport
@@ -313,7 +322,9 @@ impl Mail {
     fn addressed(body: &Map<String, Value>) -> Result<Self, ResourceError> {
         let to = addresses(body, "to")?;
         if to.iter().next().is_none() {
-            return Err(ResourceError::bad_request("external/email: 'to' is required"));
+            return Err(ResourceError::bad_request(
+                "external/email: 'to' is required",
+            ));
         }
         Ok(Self {
             from: text(body, "from")?.to_owned(),
@@ -344,7 +355,9 @@ impl Mail {
             }
         }
         let content_type = ContentType::parse(&format!("{}; charset=utf-8", self.mime_type))
-            .map_err(|_| ResourceError::bad_request("external/email: 'type' is not a media type"))?;
+            .map_err(|_| {
+                ResourceError::bad_request("external/email: 'type' is not a media type")
+            })?;
         builder
             .header(content_type)
             .body(self.body)
@@ -440,10 +453,7 @@ impl RequestHandler for EmailHandler {
                         "external/email: email template '{name}' is disabled"
                     )));
                 }
-                let locales = [
-                    req.param("_locale").unwrap_or(""),
-                    text(body, "locale")?,
-                ];
+                let locales = [req.param("_locale").unwrap_or(""), text(body, "locale")?];
                 let object = body.get("object").cloned().unwrap_or(json!({}));
                 let rendered = template.render(&locales, &object).map_err(|e| {
                     ResourceError::bad_request(format!(
@@ -503,8 +513,18 @@ mod tests {
             "timeout": "soon"
         }))
         .unwrap_err();
-        for start in ["host:", "port:", "auth/username:", "auth/password:", "from:", "timeout:"] {
-            assert!(problems.iter().any(|p| p.starts_with(start)), "{start} in {problems:?}");
+        for start in [
+            "host:",
+            "port:",
+            "auth/username:",
+            "auth/password:",
+            "from:",
+            "timeout:",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(start)),
+                "{start} in {problems:?}"
+            );
         }
     }
 }

@@ -157,7 +157,9 @@ mod tests {
         assert_eq!(d(json!("500 ms")).unwrap(), Duration::from_millis(500));
         assert_eq!(d(json!("2 minutes")).unwrap(), Duration::from_secs(120));
         assert_eq!(d(json!(3)).unwrap(), Duration::from_secs(3));
-        assert!(d(json!("soon")).unwrap_err().starts_with("t: must be a duration"));
+        assert!(d(json!("soon"))
+            .unwrap_err()
+            .starts_with("t: must be a duration"));
         assert!(d(json!(-1)).is_err());
         assert_eq!(show(Duration::from_millis(1500)), "1500 ms");
         assert_eq!(show(Duration::from_secs(2)), "2 s");

@@ -184,7 +184,9 @@ impl Call {
         let url = Url::parse(url_text)
             .map_err(|e| bad(format!("external/rest: 'url' is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(bad("external/rest: 'url' must be an http or https URL with a host"));
+            return Err(bad(
+                "external/rest: 'url' must be an http or https URL with a host",
+            ));
         }
         let method_text = text("method")?.unwrap_or("GET").to_ascii_uppercase();
         let method = match method_text.as_str() {
@@ -457,11 +459,18 @@ async fn checked_addresses(
             let mut ips: Vec<IpAddr> = found.map(|a| a.ip()).collect();
             ips.dedup();
             if conf.allow.allows_host(d, port) {
-                return Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect());
+                return Ok(ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect());
             }
             (format!("'{d}'"), ips)
         }
-        None => return Err(ResourceError::bad_request("external/rest: 'url' has no host")),
+        None => {
+            return Err(ResourceError::bad_request(
+                "external/rest: 'url' has no host",
+            ))
+        }
     };
     let mut refused = BTreeMap::new();
     let mut allowed = Vec::new();
@@ -661,8 +670,14 @@ mod tests {
         for (bad, says) in [
             (json!({"method": "GET"}), "'url' is required"),
             (json!({"url": "ftp://a.example/"}), "http or https"),
-            (json!({"url": "http://a.example", "method": "BREW"}), "method 'BREW'"),
-            (json!({"url": "http://a.example", "headers": []}), "'headers' must be"),
+            (
+                json!({"url": "http://a.example", "method": "BREW"}),
+                "method 'BREW'",
+            ),
+            (
+                json!({"url": "http://a.example", "headers": []}),
+                "'headers' must be",
+            ),
             (
                 json!({"url": "http://a.example", "body": "%%", "base64": true}),
                 "not base64",

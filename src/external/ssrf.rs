@@ -149,7 +149,9 @@ fn parse_entry(text: &str) -> Result<Entry, &'static str> {
             .trim_end_matches(']')
             .parse()
             .map_err(|_| "is not an address block (CIDR such as 10.0.0.0/8 or fd00::/8)")?;
-        let prefix: u8 = prefix.parse().map_err(|_| "has a prefix that is not a number")?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| "has a prefix that is not a number")?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         if prefix > max {
             return Err("has a prefix longer than the address");
@@ -159,7 +161,11 @@ fn parse_entry(text: &str) -> Result<Entry, &'static str> {
             prefix,
         });
     }
-    if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         let prefix = if ip.is_ipv4() { 32 } else { 128 };
         return Ok(Entry::Block {
             net: canonical(ip),
@@ -169,7 +175,10 @@ fn parse_entry(text: &str) -> Result<Entry, &'static str> {
     let (name, port) = match text.rsplit_once(':') {
         Some((name, port)) => (
             name,
-            Some(port.parse::<u16>().map_err(|_| "has a port that is not a number")?),
+            Some(
+                port.parse::<u16>()
+                    .map_err(|_| "has a port that is not a number")?,
+            ),
         ),
         None => (text, None),
     };
@@ -238,8 +247,13 @@ mod tests {
         ] {
             assert_eq!(restricted(ip(addr)), Some(why), "{addr}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"]
-        {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+        ] {
             assert_eq!(restricted(ip(public)), None, "{public}");
         }
     }
@@ -275,6 +289,9 @@ mod tests {
             AllowList::parse(&["10.0.0.0/33".into(), "a b".into(), "h:x".into(), "".into()])
                 .unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(problems[0].starts_with("allow/0: '10.0.0.0/33'"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("allow/0: '10.0.0.0/33'"),
+            "{problems:?}"
+        );
     }
 }

@@ -138,7 +138,11 @@ fn localized(v: Option<&Value>, key: &str, problems: &mut Vec<String>) -> BTreeM
     out
 }
 
-fn pick<'a>(texts: &'a BTreeMap<String, String>, locales: &[&str], default: &str) -> Option<&'a str> {
+fn pick<'a>(
+    texts: &'a BTreeMap<String, String>,
+    locales: &[&str],
+    default: &str,
+) -> Option<&'a str> {
     let find = |want: &str| {
         texts.get(want).or_else(|| {
             let language = want.split(['-', '_']).next().unwrap_or(want);
@@ -206,8 +210,19 @@ mod tests {
             &json!({"subject": {"en": "{{#if object.a}}open"}, "message": {}, "mimeType": "image/png"}),
         )
         .unwrap_err();
-        assert!(problems.iter().any(|p| p.starts_with("subject/en: not a valid template")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.starts_with("message: must give")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.starts_with("mimeType:")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("subject/en: not a valid template")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("message: must give")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("mimeType:")),
+            "{problems:?}"
+        );
     }
 }
