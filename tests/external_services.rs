@@ -94,6 +94,29 @@ async fn rest_call_answers_as_idm_does() {
     assert_eq!(body["message"], "status 404 from recording upstream");
     assert_eq!(body["detail"]["code"], 404);
 
+    // Redirects are followed to the same origin only; any other comes back as the 3xx.
+    let enc = |u: &str| url::form_urlencoded::byte_serialize(u.as_bytes()).collect::<String>();
+    let (status, body) = call(
+        &gw,
+        &json!({"url": format!("{}/redirect?to={}", up.base_url(), enc("/after"))}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["uri"], "/after");
+    let elsewhere = RecordingUpstream::start();
+    let (status, body) = call(
+        &gw,
+        &json!({"url": format!("{}/redirect?to={}", up.base_url(), enc(&format!("{}/x", elsewhere.base_url())))}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["code"], 302, "{body}");
+    assert_eq!(
+        body["headers"]["Location"],
+        json!([format!("{}/x", elsewhere.base_url())])
+    );
+    assert_eq!(elsewhere.count(), 0);
+
     // Bad input is a 400 that names it.
     let (status, body) = call(&gw, &json!({"method": "GET"})).await;
     assert_eq!(status, 400, "{body}");
