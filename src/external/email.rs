@@ -173,9 +173,9 @@ pub struct EmailHandler {
     crypto: Arc<Crypto>,
     config: LastGood<EmailConfig>,
     templates: Mutex<HashMap<String, Arc<LastGood<Template>>>>,
-    /// The transport of the current config and trust (by config identity and trust
-    /// fingerprint).
-    transport: Mutex<Option<(usize, u64, Arc<Transport>)>>,
+    /// The transport of the current config and trust (the config it was built from, and
+    /// the trust fingerprint).
+    transport: Mutex<Option<(Arc<EmailConfig>, u64, Arc<Transport>)>>,
 }
 
 impl EmailHandler {
@@ -208,10 +208,9 @@ impl EmailHandler {
         conf: &Arc<EmailConfig>,
         trust: &Trust,
     ) -> Result<Arc<Transport>, ResourceError> {
-        let key = Arc::as_ptr(conf) as usize;
         let mut cached = self.transport.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, fp, t)) = cached.as_ref() {
-            if *k == key && *fp == trust.fingerprint {
+            if Arc::ptr_eq(k, conf) && *fp == trust.fingerprint {
                 return Ok(t.clone());
             }
         }
@@ -244,7 +243,7 @@ impl EmailHandler {
             builder = builder.credentials(Credentials::new(user.clone(), password));
         }
         let transport = Arc::new(builder.build());
-        *cached = Some((key, trust.fingerprint, transport.clone()));
+        *cached = Some((conf.clone(), trust.fingerprint, transport.clone()));
         Ok(transport)
     }
 

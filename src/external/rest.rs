@@ -17,7 +17,7 @@
 //! addresses only (no second DNS answer can move it); redirects are followed only to the
 //! same scheme, host and port. Neither headers nor bodies are ever logged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -290,7 +290,21 @@ pub struct RestHandler {
     config: LastGood<RestConfig>,
     /// The TLS client config for the current `certs/` (by trust fingerprint).
     tls: Mutex<Option<(u64, Arc<ClientConfig>)>>,
+    /// Clients of recent calls, so connections are reused (IDM's `reuseConnections`). A
+    /// client is pinned to the addresses checked for it: the key holds them with the
+    /// origin, the config and the trust, and the host is resolved and checked on every
+    /// call before its client is looked up.
+    clients: Mutex<HashMap<ClientKey, (Arc<RestConfig>, reqwest::Client)>>,
+    /// The config without `external.rest.json` (one instance: part of the client key).
+    defaults: Arc<RestConfig>,
 }
+
+/// Config identity (the entry holds the config, so the address is not reused while it
+/// lives), trust fingerprint, origin, checked addresses.
+type ClientKey = (usize, u64, String, Vec<SocketAddr>);
+
+/// How many clients are kept (then the cache starts over).
+const MAX_CLIENTS: usize = 64;
 
 impl RestHandler {
     pub fn new(gw: Arc<Gateway>) -> Self {
@@ -298,6 +312,8 @@ impl RestHandler {
             gw,
             config: LastGood::default(),
             tls: Mutex::new(None),
+            clients: Mutex::new(HashMap::new()),
+            defaults: Arc::new(RestConfig::default()),
         }
     }
 
@@ -318,11 +334,35 @@ impl RestHandler {
         let conf = self
             .config
             .get(&live.conf, REST_CONFIG, RestConfig::parse)
-            .unwrap_or_default();
+            .unwrap_or_else(|| self.defaults.clone());
         let origin = call.origin();
         let port = call.url.port_or_known_default().unwrap_or(80);
         let addrs = checked_addresses(&call.url, port, &conf).await?;
-        let client = self.client(&conf, &live.conf.trust, &call, &addrs)?;
+        let key: ClientKey = (
+            Arc::as_ptr(&conf) as usize,
+            live.conf.trust.fingerprint,
+            origin.clone(),
+            addrs.clone(),
+        );
+        let cached = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .filter(|(c, _)| Arc::ptr_eq(c, &conf))
+            .map(|(_, client)| client.clone());
+        let client = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.client(&conf, &live.conf.trust, &call, &addrs)?;
+                let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+                if clients.len() >= MAX_CLIENTS {
+                    clients.clear();
+                }
+                clients.insert(key, (conf.clone(), c.clone()));
+                c
+            }
+        };
         let mut request = client.request(call.method.clone(), call.url.clone());
         for (name, value) in &call.headers {
             request = request.header(name, value);
