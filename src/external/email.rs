@@ -167,6 +167,9 @@ fn number(v: &Value) -> Option<u64> {
 
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
+/// A transport with the config it was built from and the trust fingerprint.
+type CachedTransport = (Arc<EmailConfig>, u64, Arc<Transport>);
+
 /// The `external/email` handler.
 pub struct EmailHandler {
     gw: Arc<Gateway>,
@@ -175,7 +178,7 @@ pub struct EmailHandler {
     templates: Mutex<HashMap<String, Arc<LastGood<Template>>>>,
     /// The transport of the current config and trust (the config it was built from, and
     /// the trust fingerprint).
-    transport: Mutex<Option<(Arc<EmailConfig>, u64, Arc<Transport>)>>,
+    transport: Mutex<Option<CachedTransport>>,
 }
 
 impl EmailHandler {
