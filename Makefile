@@ -9,7 +9,7 @@ APT_TEST := cmake nginx-light wrk slapd ldap-utils postgresql
 run: deps-run
 	cargo run --release -- --conf conf --data data --certs certs
 
-# Installs test prerequisites (apt packages, the OAuth2 server from npm), then runs every test.
+# Installs test prerequisites (apt packages, the OAuth2 and SMTP servers from npm), then runs every test.
 test: deps-test
 	cargo test
 
@@ -19,6 +19,7 @@ deps-run:
 deps-test:
 	@bash .ci/apt-ensure $(APT_TEST)
 	@if [ ! -d tests/oauth/node_modules/oidc-provider ]; then npm ci --prefix tests/oauth --no-audit --no-fund; fi
+	@if [ ! -d tests/smtp/node_modules/smtp-server ]; then npm ci --prefix tests/smtp --no-audit --no-fund; fi
 
 check:
 	cargo fmt --check

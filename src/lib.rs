@@ -10,6 +10,7 @@ pub mod config;
 pub mod crest;
 pub mod crypto;
 pub mod events;
+pub mod external;
 pub mod internal;
 pub mod local;
 pub mod managed;

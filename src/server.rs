@@ -10,6 +10,7 @@ use crate::auth::CachingAuthenticator;
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
 use crate::crypto::Crypto;
+use crate::external::{EmailHandler, RestHandler};
 use crate::internal::{InternalHandler, StoreAuthenticator};
 use crate::local::{ConfigHandler, InfoHandler, MetricsHandler};
 use crate::managed::ManagedHandler;
@@ -177,6 +178,11 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("managed", managed)
         .mount("system", Arc::new(SystemHandler { service: systems }))
         .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
+        .mount("external/rest", Arc::new(RestHandler::new(gw.clone())))
+        .mount(
+            "external/email",
+            Arc::new(EmailHandler::new(gw.clone(), crypto.clone())),
+        )
         .mount(
             "internal",
             Arc::new(InternalHandler::new(

@@ -44,6 +44,9 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
     if let Some(name) = config::instance_name(id) {
         return config::lower_instance(name, doc).map(|_| ());
     }
+    if let Some(checked) = crate::external::validate(id, doc) {
+        return checked;
+    }
     match id {
         // Read once at start-up (not reloaded), but checked here too: a REST write of it
         // is refused, and a hand edit is reported, before the next start would fail.

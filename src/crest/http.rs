@@ -28,6 +28,8 @@ const RESERVED: &[&str] = &[
     "_mimeType",
     // IDM's script action on system objects (answered 501: no script engine here).
     "_scriptId",
+    // IDM's preferred locale (the locale of `external/email?_action=sendTemplate`).
+    "_locale",
 ];
 
 /// The parts of an HTTP request the mapping needs.

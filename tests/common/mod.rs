@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod oauth;
 pub mod pki;
 pub mod slapd;
+pub mod smtp;
 pub mod token;
 pub mod upstream;
 
@@ -30,6 +31,7 @@ pub use gateway::{basic_instance, bearer_instance, Gateway, GatewayBuilder, ADMI
 pub use oauth::OidcProvider;
 pub use pki::TestPki;
 pub use slapd::Slapd;
+pub use smtp::{SmtpOptions, SmtpServer};
 pub use token::{FakeTokenEndpoint, TokenMode, TokenRequest};
 pub use upstream::{Recorded, RecordingUpstream};
 

@@ -358,6 +358,27 @@ fn respond(rec: &Recorded, shared: &Shared) -> Response<RespBody> {
         return resp;
     }
 
+    // `/redirect?to=<url>`: 302 to the (percent-decoded) `to`.
+    if last == "redirect" {
+        let to = rec
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("to="))
+            .map(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+        *resp.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return resp;
+    }
+
     if before_last == "status" {
         if let Some(status) = last
             .parse::<u16>()
