@@ -74,8 +74,6 @@ pub struct Outcome {
 pub struct Runner {
     // Field order: the context and cached code go before the runtime that owns them.
     compiled: HashMap<u64, Persistent<Value<'static>>>,
-    /// `() => Object.getOwnPropertyNames(globalThis).length`, compiled once.
-    count_globals: Persistent<rquickjs::Function<'static>>,
     ctx: Context,
     rt: Runtime,
     limits: Limits,
@@ -87,6 +85,9 @@ pub struct Runner {
     baseline: HashSet<String>,
     /// Globals scripts created (`var x` at top level, assignment to an undeclared name).
     script_globals: HashSet<String>,
+    /// Enumerable own properties of the global object after the last run (every global a
+    /// script can create — `var`, a function declaration, an undeclared assignment — is
+    /// enumerable; counting them walks no names, so it is cheap enough for every run).
     global_count: usize,
     /// Set when a run was interrupted or ran out of memory: the pool replaces the runner.
     poisoned: bool,
@@ -107,17 +108,12 @@ impl Runner {
         let ctx =
             Context::full(&rt).map_err(|e| format!("cannot start a JavaScript context: {e}"))?;
         let current = CurrentScript::default();
-        let (baseline, global_count, count_globals) = ctx.with(|ctx| -> Result<_, String> {
+        let (baseline, global_count) = ctx.with(|ctx| -> Result<_, String> {
             install(&ctx, &current).map_err(|e| format!("cannot install the script API: {e}"))?;
             let names = global_names(&ctx).map_err(|e| e.to_string())?;
-            let count = names.len();
-            let f: rquickjs::Function = ctx
-                .eval("(function () { return Object.getOwnPropertyNames(globalThis).length; })")
-                .map_err(|e| e.to_string())?;
             Ok((
                 names.into_iter().collect::<HashSet<_>>(),
-                count,
-                Persistent::save(&ctx, f),
+                ctx.globals().len(),
             ))
         })?;
         Ok(Self {
@@ -131,7 +127,6 @@ impl Runner {
             baseline,
             script_globals: HashSet::new(),
             global_count,
-            count_globals,
             poisoned: false,
         })
     }
@@ -199,7 +194,6 @@ impl Runner {
         let script_globals = &mut self.script_globals;
         let baseline = &self.baseline;
         let global_count = &mut self.global_count;
-        let count_globals = &self.count_globals;
         self.ctx.with(|ctx| {
             let err = |e: rquickjs::Error| ScriptError::from_js(&ctx, name, e, limits);
             let code = match compiled.get(&hash) {
@@ -239,9 +233,7 @@ impl Runner {
             for k in &bound {
                 let _ = g.remove(*k);
             }
-            if let Ok(count) = count_globals.clone().restore(&ctx) {
-                reset_script_globals(&ctx, &g, &count, baseline, script_globals, global_count);
-            }
+            reset_script_globals(&ctx, &g, baseline, script_globals, global_count);
             out
         })
     }
@@ -361,12 +353,14 @@ fn global_names(ctx: &Ctx<'_>) -> rquickjs::Result<Vec<String>> {
 fn reset_script_globals<'js>(
     ctx: &Ctx<'js>,
     g: &Object<'js>,
-    count_globals: &rquickjs::Function<'js>,
     baseline: &HashSet<String>,
     script_globals: &mut HashSet<String>,
     global_count: &mut usize,
 ) {
-    let count = count_globals.call::<_, usize>(()).unwrap_or(*global_count);
+    let count = g.len();
+    if count == *global_count && script_globals.is_empty() {
+        return; // the common case: the script made no global
+    }
     if count != *global_count {
         if let Ok(names) = global_names(ctx) {
             script_globals.extend(names.into_iter().filter(|n| !baseline.contains(n)));
@@ -380,5 +374,5 @@ fn reset_script_globals<'js>(
             let _ = g.set(name.as_str(), Value::new_undefined(ctx.clone()));
         }
     }
-    *global_count = count_globals.call::<_, usize>(()).unwrap_or(count);
+    *global_count = g.len();
 }
