@@ -189,6 +189,21 @@ impl Request {
         }
     }
 
+    /// The action's name, for a service that answers only actions on its own path
+    /// (`external/rest`, `external/email`): `rest` (the path below it) must be empty.
+    pub fn service_action(&self, rest: &[String]) -> Result<&str, ResourceError> {
+        if !rest.is_empty() {
+            return Err(ResourceError::not_found(format!(
+                "Resource 'openidm/{}' not found",
+                self.path_string()
+            )));
+        }
+        match &self.op {
+            Operation::Action { name } => Ok(name),
+            _ => Err(self.not_supported()),
+        }
+    }
+
     pub fn not_supported(&self) -> ResourceError {
         ResourceError::not_supported(format!(
             "Operation {} is not supported on resource 'openidm/{}'",

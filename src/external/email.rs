@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 use super::template::Template;
 use super::{show, substituted, LastGood, EMAIL_CONFIG, TEMPLATE_FACTORY};
 use crate::config::Trust;
-use crate::crest::{Operation, Request, RequestHandler, ResourceError, Response};
+use crate::crest::{Request, RequestHandler, ResourceError, Response};
 use crate::crypto::{is_encrypted, Crypto};
 use crate::state::Gateway;
 
@@ -412,17 +412,9 @@ fn addresses(body: &Map<String, Value>, key: &str) -> Result<Mailboxes, Resource
 #[async_trait::async_trait]
 impl RequestHandler for EmailHandler {
     async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
-        if !rest.is_empty() {
-            return Err(ResourceError::not_found(format!(
-                "Resource 'openidm/{}' not found",
-                req.path_string()
-            )));
-        }
-        let Operation::Action { name } = &req.op else {
-            return Err(req.not_supported());
-        };
+        let name = req.service_action(rest)?;
         let body = req.body_object()?;
-        let mail = match name.as_str() {
+        let mail = match name {
             "send" => {
                 let mime_type = match text(body, "type")? {
                     "" => "text/plain",

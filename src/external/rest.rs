@@ -31,7 +31,7 @@ use url::{Host, Url};
 use super::ssrf::{restricted, AllowList};
 use super::{duration, show, substituted, LastGood, REST_CONFIG};
 use crate::config::{Secret, Trust};
-use crate::crest::{reason_phrase, Operation, Request, RequestHandler, ResourceError, Response};
+use crate::crest::{reason_phrase, Request, RequestHandler, ResourceError, Response};
 use crate::state::Gateway;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -633,15 +633,7 @@ fn title_case(name: &str) -> String {
 #[async_trait::async_trait]
 impl RequestHandler for RestHandler {
     async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
-        if !rest.is_empty() {
-            return Err(ResourceError::not_found(format!(
-                "Resource 'openidm/{}' not found",
-                req.path_string()
-            )));
-        }
-        let Operation::Action { name } = &req.op else {
-            return Err(req.not_supported());
-        };
+        let name = req.service_action(rest)?;
         if name != "call" {
             return Err(ResourceError::bad_request(format!(
                 "Action {name} is not supported by openidm/external/rest (call)"

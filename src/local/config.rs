@@ -275,19 +275,7 @@ fn list(gw: &Gateway) -> Response {
 
 /// `GET /openidm/config?_queryFilter=…`: the config documents (with `_id`) that match.
 fn query(gw: &Gateway, kind: &QueryKind) -> Result<Response, ResourceError> {
-    let f = match kind {
-        QueryKind::Filter(text) => {
-            filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?
-        }
-        QueryKind::Id(id) if id == "query-all-ids" || id == "query-all" => {
-            filter::QueryFilter::True
-        }
-        _ => {
-            return Err(ResourceError::bad_request(
-                "Configurations are queried with _queryFilter, query-all-ids or query-all",
-            ))
-        }
-    };
+    let f = filter::of_listing_query(kind, "Configurations")?;
     let live = gw.live();
     let results = live
         .conf

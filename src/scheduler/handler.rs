@@ -62,19 +62,7 @@ impl RequestHandler for SchedulerHandler {
 
 impl SchedulerHandler {
     fn query(&self, kind: &QueryKind) -> Result<Response, ResourceError> {
-        let f = match kind {
-            QueryKind::Filter(text) => {
-                filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?
-            }
-            QueryKind::Id(id) if id == "query-all-ids" || id == "query-all" => {
-                filter::QueryFilter::True
-            }
-            _ => {
-                return Err(ResourceError::bad_request(
-                    "Jobs are queried with _queryFilter",
-                ))
-            }
-        };
+        let f = filter::of_listing_query(kind, "Jobs")?;
         let results = self
             .scheduler
             .list()

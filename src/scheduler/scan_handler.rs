@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::scanner::TaskScanner;
 use crate::crest::{
-    filter, Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError, Response,
+    filter, Operation, QueryResponse, Request, RequestHandler, ResourceError, Response,
 };
 
 pub struct TaskScannerHandler(pub Arc<TaskScanner>);
@@ -23,19 +23,7 @@ impl RequestHandler for TaskScannerHandler {
                 Ok(Response::Json(200, json!({ "tasks": scanner.list() })))
             }
             ([], Operation::Query(q)) => {
-                let f = match &q.kind {
-                    QueryKind::Filter(text) => {
-                        filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?
-                    }
-                    QueryKind::Id(id) if id == "query-all-ids" || id == "query-all" => {
-                        filter::QueryFilter::True
-                    }
-                    _ => {
-                        return Err(ResourceError::bad_request(
-                            "Task scans are queried with _queryFilter",
-                        ))
-                    }
-                };
+                let f = filter::of_listing_query(&q.kind, "Task scans")?;
                 let results: Vec<Value> =
                     scanner.list().into_iter().filter(|t| f.matches(t)).collect();
                 Ok(Response::Query(QueryResponse {

@@ -4,6 +4,23 @@
 //! bridge outwards is [`to_resource_error`], which shapes a parse failure as a CREST 400.
 
 mod ast;
+/// The filter of a query over an in-memory listing (config files, jobs, task scans):
+/// `_queryFilter`, or `query-all-ids`/`query-all` for everything; `what` names the
+/// resources in the refusal of anything else.
+pub fn of_listing_query(
+    kind: &crate::crest::QueryKind,
+    what: &str,
+) -> Result<QueryFilter, crate::crest::ResourceError> {
+    use crate::crest::QueryKind;
+    match kind {
+        QueryKind::Filter(text) => parse(text).map_err(|e| to_resource_error(text, &e)),
+        QueryKind::Id(id) if id == "query-all-ids" || id == "query-all" => Ok(QueryFilter::True),
+        _ => Err(crate::crest::ResourceError::bad_request(format!(
+            "{what} are queried with _queryFilter, query-all-ids or query-all"
+        ))),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod conformance;
 mod error;
