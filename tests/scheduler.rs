@@ -265,7 +265,7 @@ async fn put_creates_a_job_live_and_delete_removes_it() {
     // An invalid job is refused with every problem, and nothing is written.
     let r = gw
         .put("/openidm/scheduler/job/live")
-        .json(&json!({"schedule": "every minute", "invokeService": "workflow"}))
+        .json(&json!({"schedule": "every minute", "invokeService": "script"}))
         .send()
         .await
         .unwrap();

@@ -591,6 +591,16 @@ pub fn parse_mapping(
     );
     let source_query = query_setting(obj, "sourceQuery", &mut p);
     let target_query = query_setting(obj, "targetQuery", &mut p);
+    // Several link qualifiers make several links (targets) per source; read as the one
+    // default qualifier they would sync the wrong targets, so they are refused, not ignored.
+    match obj.get("linkQualifiers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(q))
+            if q.is_empty() || (q.len() == 1 && q[0] == DEFAULT_LINK_QUALIFIER) => {}
+        Some(_) => p.add(format!(
+            "'linkQualifiers' other than [\"{DEFAULT_LINK_QUALIFIER}\"] (several links per source, or a script choosing them) are not supported by this gateway"
+        )),
+    }
 
     if !p.list.is_empty() {
         return Err(p.list);
@@ -1507,6 +1517,18 @@ mod tests {
             .unwrap());
         let p = problems(with(json!({"sourceQuery": {"_queryId": "for-userName"}})));
         assert!(p[0].contains("not supported"), "{p:?}");
+    }
+
+    #[test]
+    fn link_qualifiers_other_than_default_are_refused_not_ignored() {
+        one(with(json!({"linkQualifiers": ["default"]})));
+        for lq in [
+            json!(["employee", "contractor"]),
+            json!({"type": "text/javascript", "source": "['a']"}),
+        ] {
+            let p = problems(with(json!({"linkQualifiers": lq})));
+            assert!(p.iter().any(|m| m.contains("linkQualifiers")), "{p:?}");
+        }
     }
 
     #[test]
