@@ -134,8 +134,14 @@ fn evaluate(
             let number = value.filter(|v| v.is_number()).map(Value::to_string);
             let text = number.as_deref().filter(|s| !s.is_empty()).or(text);
             ((required_failed || text.is_some()) && !text.is_some_and(|s| regex.is_match(s))).then(|| {
-                json!({"policyRequirement": "MATCH_REGEXP", "regexp": source, "flags": flags,
-                       "params": {"regexp": source, "flags": flags}})
+                // IDM's shape: `regexp` and `flags` (when set) beside the params.
+                let mut out = json!({"policyRequirement": "MATCH_REGEXP", "regexp": source,
+                                     "params": {"regexp": source}});
+                if let Some(f) = flags {
+                    out["flags"] = json!(f);
+                    out["params"]["flags"] = json!(f);
+                }
+                out
             })
         }
         Kind::CannotContainCharacters(chars) => text
