@@ -248,7 +248,11 @@ async fn correlation_links_a_found_target_and_counts_ambiguous_as_failure() {
         &json!({"userName": "ud", "givenName": "D", "sn": "D", "mail": "dup@x.example"}),
     )
     .await;
-    for (id, mail) in [("o1", "a@x.example"), ("d1", "dup@x.example"), ("d2", "dup@x.example")] {
+    for (id, mail) in [
+        ("o1", "a@x.example"),
+        ("d1", "dup@x.example"),
+        ("d2", "dup@x.example"),
+    ] {
         let r = gw
             .put(&format!("/openidm/managed/other/{id}"))
             .json(&json!({"userName": format!("old-{id}"), "mail": mail}))

@@ -823,7 +823,10 @@ async fn a_failing_change_goes_to_the_dead_letter_queue_and_the_run_goes_on() {
     assert_eq!(letter["systemIdentifier"], "csv");
     assert_eq!(letter["objectType"], "account");
     assert!(
-        letter["failureCause"].as_str().unwrap().contains("Policy validation failed"),
+        letter["failureCause"]
+            .as_str()
+            .unwrap()
+            .contains("Policy validation failed"),
         "{letter}"
     );
     assert!(!letter.to_string().contains("pw"), "{letter}");

@@ -109,7 +109,8 @@ fn evaluate(
     let text = non_empty(value);
     // A format policy fails a non-empty string that does not match, or a value that
     // already failed REQUIRED.
-    let format = |ok: &dyn Fn(&str) -> bool| (required_failed || text.is_some()) && !text.is_some_and(ok);
+    let format =
+        |ok: &dyn Fn(&str) -> bool| (required_failed || text.is_some()) && !text.is_some_and(ok);
     match kind {
         Kind::Required => value.is_none().then(|| req("REQUIRED", None)),
         Kind::NotEmpty => match value {
@@ -118,35 +119,57 @@ fn evaluate(
             Some(Value::Array(a)) if a.is_empty() => Some(req("REQUIRED", None)),
             _ => None,
         },
-        Kind::MinLength(n) => format(&|s| js_len(s) >= *n)
-            .then(|| req("MIN_LENGTH", Some(json!({"minLength": n})))),
+        Kind::MinLength(n) => {
+            format(&|s| js_len(s) >= *n).then(|| req("MIN_LENGTH", Some(json!({"minLength": n}))))
+        }
         Kind::MaxLength(n) => text
             .is_some_and(|s| js_len(s) > *n)
             .then(|| req("MAX_LENGTH", Some(json!({"maxLength": n})))),
-        Kind::AtLeastCapitals(n) => format(&|s| s.chars().filter(char::is_ascii_uppercase).count() as u64 >= *n)
-            .then(|| req("AT_LEAST_X_CAPITAL_LETTERS", Some(json!({"numCaps": n})))),
-        Kind::AtLeastNumbers(n) => format(&|s| s.chars().filter(char::is_ascii_digit).count() as u64 >= *n)
-            .then(|| req("AT_LEAST_X_NUMBERS", Some(json!({"numNums": n})))),
-        Kind::ValidEmail => format(&|s| EMAIL.is_match(s)).then(|| req("VALID_EMAIL_ADDRESS_FORMAT", None)),
+        Kind::AtLeastCapitals(n) => {
+            format(&|s| s.chars().filter(char::is_ascii_uppercase).count() as u64 >= *n)
+                .then(|| req("AT_LEAST_X_CAPITAL_LETTERS", Some(json!({"numCaps": n}))))
+        }
+        Kind::AtLeastNumbers(n) => {
+            format(&|s| s.chars().filter(char::is_ascii_digit).count() as u64 >= *n)
+                .then(|| req("AT_LEAST_X_NUMBERS", Some(json!({"numNums": n}))))
+        }
+        Kind::ValidEmail => {
+            format(&|s| EMAIL.is_match(s)).then(|| req("VALID_EMAIL_ADDRESS_FORMAT", None))
+        }
         Kind::ValidPhone => format(&|s| PHONE.is_match(s)).then(|| req("VALID_PHONE_FORMAT", None)),
         Kind::ValidDate => format(&valid_date).then(|| req("VALID_DATE", None)),
-        Kind::Regexp { regex, source, flags } => {
+        Kind::Regexp {
+            regex,
+            source,
+            flags,
+        } => {
             let number = value.filter(|v| v.is_number()).map(Value::to_string);
             let text = number.as_deref().filter(|s| !s.is_empty()).or(text);
-            ((required_failed || text.is_some()) && !text.is_some_and(|s| regex.is_match(s))).then(|| {
-                // IDM's shape: `regexp` and `flags` (when set) beside the params.
-                let mut out = json!({"policyRequirement": "MATCH_REGEXP", "regexp": source,
+            ((required_failed || text.is_some()) && !text.is_some_and(|s| regex.is_match(s))).then(
+                || {
+                    // IDM's shape: `regexp` and `flags` (when set) beside the params.
+                    let mut out = json!({"policyRequirement": "MATCH_REGEXP", "regexp": source,
                                      "params": {"regexp": source}});
-                if let Some(f) = flags {
-                    out["flags"] = json!(f);
-                    out["params"]["flags"] = json!(f);
-                }
-                out
-            })
+                    if let Some(f) = flags {
+                        out["flags"] = json!(f);
+                        out["params"]["flags"] = json!(f);
+                    }
+                    out
+                },
+            )
         }
         Kind::CannotContainCharacters(chars) => text
-            .filter(|s| chars.iter().any(|c| !c.is_empty() && s.contains(c.as_str())))
-            .map(|_| req("CANNOT_CONTAIN_CHARACTERS", Some(json!({"forbiddenChars": chars.join(", ")})))),
+            .filter(|s| {
+                chars
+                    .iter()
+                    .any(|c| !c.is_empty() && s.contains(c.as_str()))
+            })
+            .map(|_| {
+                req(
+                    "CANNOT_CONTAIN_CHARACTERS",
+                    Some(json!({"forbiddenChars": chars.join(", ")})),
+                )
+            }),
         Kind::CannotContainOthers(fields) => {
             let s = text?;
             let offending: Vec<&String> = fields
@@ -158,8 +181,12 @@ fn evaluate(
                         .is_some_and(|o| !o.is_empty() && s.contains(o))
                 })
                 .collect();
-            (!offending.is_empty())
-                .then(|| req("CANNOT_CONTAIN_OTHERS", Some(json!({"disallowedFields": offending}))))
+            (!offending.is_empty()).then(|| {
+                req(
+                    "CANNOT_CONTAIN_OTHERS",
+                    Some(json!({"disallowedFields": offending})),
+                )
+            })
         }
         Kind::CannotContainDuplicates => {
             let items = value?.as_array()?;
@@ -167,17 +194,29 @@ fn evaluate(
                 .iter()
                 .enumerate()
                 .find(|(i, v)| items[..*i].contains(v))
-                .map(|(_, v)| req("CANNOT_CONTAIN_DUPLICATES", Some(json!({"duplicateValue": v}))))
+                .map(|(_, v)| {
+                    req(
+                        "CANNOT_CONTAIN_DUPLICATES",
+                        Some(json!({"duplicateValue": v})),
+                    )
+                })
         }
         Kind::ValidType(types) => {
             let v = value?;
             let t = js_type(v);
-            let ok = types.iter().any(|d| {
-                d == t || (d == "integer" && (v.is_i64() || v.is_u64())) || d == "any"
-            });
-            (!ok).then(|| req("VALID_TYPE", Some(json!({"invalidType": t, "validTypes": types}))))
+            let ok = types
+                .iter()
+                .any(|d| d == t || (d == "integer" && (v.is_i64() || v.is_u64())) || d == "any");
+            (!ok).then(|| {
+                req(
+                    "VALID_TYPE",
+                    Some(json!({"invalidType": t, "validTypes": types})),
+                )
+            })
         }
-        Kind::Unique | Kind::ValidUsername | Kind::NoInternalUserConflict | Kind::NotEnforced => None,
+        Kind::Unique | Kind::ValidUsername | Kind::NoInternalUserConflict | Kind::NotEnforced => {
+            None
+        }
     }
 }
 
@@ -283,7 +322,13 @@ mod tests {
                 json!({"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": ["userName"]}}),
             ]
         );
-        assert!(fails_with(def.clone(), Some(json!("Secr3t-pass")), full.clone(), &env()).is_empty());
+        assert!(fails_with(
+            def.clone(),
+            Some(json!("Secr3t-pass")),
+            full.clone(),
+            &env()
+        )
+        .is_empty());
         // Absent: the password policies are only checked when present.
         assert!(fails_with(def.clone(), None, full, &env()).is_empty());
         // A property missing from the object is read from the stored one.
@@ -293,7 +338,9 @@ mod tests {
         };
         assert_eq!(
             fails_with(def, Some(json!("Jensen2024X")), json!({}), &stored),
-            vec![json!({"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": ["sn"]}})]
+            vec![
+                json!({"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": ["sn"]}})
+            ]
         );
     }
 
@@ -301,20 +348,31 @@ mod tests {
     fn implicit_policies_from_the_schema() {
         // A type list without null adds not-empty; valid-type always.
         let def = json!({"type": ["string"]});
-        assert_eq!(fails(def.clone(), json!("")), vec![json!({"policyRequirement": "REQUIRED"})]);
+        assert_eq!(
+            fails(def.clone(), json!("")),
+            vec![json!({"policyRequirement": "REQUIRED"})]
+        );
         assert_eq!(
             fails(def, json!(3)),
-            vec![json!({"policyRequirement": "VALID_TYPE", "params": {"invalidType": "number", "validTypes": ["string"]}})]
+            vec![
+                json!({"policyRequirement": "VALID_TYPE", "params": {"invalidType": "number", "validTypes": ["string"]}})
+            ]
         );
         // null is a type: refused unless declared.
         assert_eq!(
             fails(json!({"type": "string"}), Value::Null),
-            vec![json!({"policyRequirement": "VALID_TYPE", "params": {"invalidType": "null", "validTypes": ["string"]}})]
+            vec![
+                json!({"policyRequirement": "VALID_TYPE", "params": {"invalidType": "null", "validTypes": ["string"]}})
+            ]
         );
         assert!(fails(json!({"type": ["string", "null"]}), Value::Null).is_empty());
         assert!(fails(json!({"type": "integer"}), json!(3)).is_empty());
         assert!(!fails(json!({"type": "integer"}), json!(3.5)).is_empty());
-        assert!(fails(json!({"type": "relationship"}), json!({"_ref": "managed/user/a"})).is_empty());
+        assert!(fails(
+            json!({"type": "relationship"}),
+            json!({"_ref": "managed/user/a"})
+        )
+        .is_empty());
         // minLength and pattern on strings.
         assert_eq!(
             fails(json!({"type": "string", "minLength": 3}), json!("ab")),
@@ -322,38 +380,71 @@ mod tests {
         );
         let phone = json!({"type": "string", "pattern": "^\\+?([0-9\\- \\(\\)])*$"});
         assert!(fails(phone.clone(), json!("+1 (555) 010-0100")).is_empty());
-        assert_eq!(fails(phone, json!("call me"))[0]["policyRequirement"], "MATCH_REGEXP");
+        assert_eq!(
+            fails(phone, json!("call me"))[0]["policyRequirement"],
+            "MATCH_REGEXP"
+        );
     }
 
     #[test]
     fn formats() {
         let email = one("valid-email-address-format", json!({}));
         assert!(fails(email.clone(), json!("a@b.co")).is_empty());
-        assert!(fails(email.clone(), json!("")).is_empty(), "empty is not checked");
-        assert_eq!(fails(email, json!("nobody")), vec![json!({"policyRequirement": "VALID_EMAIL_ADDRESS_FORMAT"})]);
+        assert!(
+            fails(email.clone(), json!("")).is_empty(),
+            "empty is not checked"
+        );
+        assert_eq!(
+            fails(email, json!("nobody")),
+            vec![json!({"policyRequirement": "VALID_EMAIL_ADDRESS_FORMAT"})]
+        );
         let phone = one("valid-phone-format", json!({}));
         assert!(fails(phone.clone(), json!("+44 (20) 7946-0000")).is_empty());
-        assert_eq!(fails(phone, json!("555-CALL")), vec![json!({"policyRequirement": "VALID_PHONE_FORMAT"})]);
+        assert_eq!(
+            fails(phone, json!("555-CALL")),
+            vec![json!({"policyRequirement": "VALID_PHONE_FORMAT"})]
+        );
         let date = one("valid-date", json!({}));
-        for ok in ["2024-02-29", "2024-02-29T10:00:00Z", "2024-02-29T10:00:00.123+01:00", "2024-02-29T10:00", "2024-02", "Thu, 29 Feb 2024 10:00:00 +0000"] {
+        for ok in [
+            "2024-02-29",
+            "2024-02-29T10:00:00Z",
+            "2024-02-29T10:00:00.123+01:00",
+            "2024-02-29T10:00",
+            "2024-02",
+            "Thu, 29 Feb 2024 10:00:00 +0000",
+        ] {
             assert!(fails(date.clone(), json!(ok)).is_empty(), "{ok}");
         }
         for bad in ["2023-02-29", "yesterday", "2024-13-01"] {
-            assert_eq!(fails(date.clone(), json!(bad)), vec![json!({"policyRequirement": "VALID_DATE"})], "{bad}");
+            assert_eq!(
+                fails(date.clone(), json!(bad)),
+                vec![json!({"policyRequirement": "VALID_DATE"})],
+                "{bad}"
+            );
         }
-        let chars = one("cannot-contain-characters", json!({"forbiddenChars": ["/", "*"]}));
+        let chars = one(
+            "cannot-contain-characters",
+            json!({"forbiddenChars": ["/", "*"]}),
+        );
         assert_eq!(
             fails(chars.clone(), json!("a/b")),
-            vec![json!({"policyRequirement": "CANNOT_CONTAIN_CHARACTERS", "params": {"forbiddenChars": "/, *"}})]
+            vec![
+                json!({"policyRequirement": "CANNOT_CONTAIN_CHARACTERS", "params": {"forbiddenChars": "/, *"}})
+            ]
         );
         assert!(fails(chars, json!("ab")).is_empty());
         let max = one("maximum-length", json!({"maxLength": 3}));
-        assert_eq!(fails(max.clone(), json!("abcd")), vec![json!({"policyRequirement": "MAX_LENGTH", "params": {"maxLength": 3}})]);
+        assert_eq!(
+            fails(max.clone(), json!("abcd")),
+            vec![json!({"policyRequirement": "MAX_LENGTH", "params": {"maxLength": 3}})]
+        );
         assert!(fails(max, json!("abc")).is_empty());
         let dup = json!({"type": "array", "policies": [{"policyId": "cannot-contain-duplicates"}]});
         assert_eq!(
             fails(dup, json!(["a", "b", "a"])),
-            vec![json!({"policyRequirement": "CANNOT_CONTAIN_DUPLICATES", "params": {"duplicateValue": "a"}})]
+            vec![
+                json!({"policyRequirement": "CANNOT_CONTAIN_DUPLICATES", "params": {"duplicateValue": "a"}})
+            ]
         );
     }
 
@@ -378,12 +469,24 @@ mod tests {
     #[test]
     fn uniqueness_and_internal_users() {
         let un = one("valid-username", json!({}));
-        assert_eq!(fails(un.clone(), json!("taken")), vec![json!({"policyRequirement": "VALID_USERNAME"})]);
-        assert_eq!(fails(un.clone(), json!("openidm-admin")), vec![json!({"policyRequirement": "VALID_USERNAME"})]);
-        assert!(fails(un, json!("free")).is_empty());
-        assert_eq!(fails(one("unique", json!({})), json!("taken")), vec![json!({"policyRequirement": "UNIQUE"})]);
         assert_eq!(
-            fails(one("no-internal-user-conflict", json!({})), json!("openidm-admin")),
+            fails(un.clone(), json!("taken")),
+            vec![json!({"policyRequirement": "VALID_USERNAME"})]
+        );
+        assert_eq!(
+            fails(un.clone(), json!("openidm-admin")),
+            vec![json!({"policyRequirement": "VALID_USERNAME"})]
+        );
+        assert!(fails(un, json!("free")).is_empty());
+        assert_eq!(
+            fails(one("unique", json!({})), json!("taken")),
+            vec![json!({"policyRequirement": "UNIQUE"})]
+        );
+        assert_eq!(
+            fails(
+                one("no-internal-user-conflict", json!({})),
+                json!("openidm-admin")
+            ),
             vec![json!({"policyRequirement": "UNIQUE"})]
         );
     }
@@ -399,10 +502,15 @@ mod tests {
             {"policyId": "mapping-exists"}]});
         let p = parse_policies(def.as_object().unwrap(), "x", &mut problems);
         assert_eq!(problems.len(), 5, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("unknown policyId 'no-such-policy'")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("unknown policyId 'no-such-policy'")));
         assert!(problems.iter().any(|p| p.contains("params.minLength")));
         assert!(problems.iter().any(|p| p.contains("x.pattern")));
-        assert!(p.iter().any(|p| p.id == "mapping-exists"), "known to IDM: listed");
+        assert!(
+            p.iter().any(|p| p.id == "mapping-exists"),
+            "known to IDM: listed"
+        );
     }
 
     proptest! {

@@ -130,7 +130,11 @@ impl Policy {
 /// The policies of one property: IDM's implicit ones (in IDM's order: `not-empty`,
 /// `minimum-length`, `regexpMatches`, `valid-type`), then the declared ones. `required` is
 /// added by the schema (it knows the `required` list).
-pub fn parse_policies(def: &Map<String, Value>, at: &str, problems: &mut Vec<String>) -> Vec<Policy> {
+pub fn parse_policies(
+    def: &Map<String, Value>,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Vec<Policy> {
     let mut out = Vec::new();
     let declared: Vec<&str> = match def.get("type") {
         Some(Value::String(t)) => vec![t.as_str()],
@@ -232,11 +236,10 @@ fn parse_one(p: &Value) -> Result<Policy, String> {
         "maximum-length" => Kind::MaxLength(count("maxLength")?),
         "at-least-X-capitals" => Kind::AtLeastCapitals(count("numCaps")?),
         "at-least-X-numbers" => Kind::AtLeastNumbers(count("numNums")?),
-        "cannot-contain-others" => {
-            Kind::CannotContainOthers(strings(map.get("disallowedFields"), true).ok_or_else(
-                || format!("{id}: params.disallowedFields must list property names"),
-            )?)
-        }
+        "cannot-contain-others" => Kind::CannotContainOthers(
+            strings(map.get("disallowedFields"), true)
+                .ok_or_else(|| format!("{id}: params.disallowedFields must list property names"))?,
+        ),
         "cannot-contain-characters" => Kind::CannotContainCharacters(
             strings(map.get("forbiddenChars"), false)
                 .ok_or_else(|| format!("{id}: params.forbiddenChars must list characters"))?,
@@ -275,7 +278,10 @@ fn parse_one(p: &Value) -> Result<Policy, String> {
 /// plain string of characters for `forbiddenChars`.
 fn strings(v: Option<&Value>, comma: bool) -> Option<Vec<String>> {
     match v? {
-        Value::Array(items) => items.iter().map(|i| i.as_str().map(str::to_owned)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect(),
         Value::String(s) if comma => Some(s.split(',').map(|f| f.trim().to_owned()).collect()),
         Value::String(s) => Some(s.chars().map(String::from).collect()),
         _ => None,

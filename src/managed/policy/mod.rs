@@ -67,8 +67,15 @@ pub async fn check(
                 continue;
             }
         }
-        check::check_property(&prop.name, &prop.policies, value, content, env, &mut failures)
-            .await;
+        check::check_property(
+            &prop.name,
+            &prop.policies,
+            value,
+            content,
+            env,
+            &mut failures,
+        )
+        .await;
     }
     // Required but not declared: only presence is checked.
     for name in &schema.required {
@@ -100,9 +107,11 @@ pub async fn check_properties(
 /// `VALID_USERNAME` for a `valid-username` property, `UNIQUE` otherwise.
 pub fn unique_failure(schema: &ObjectSchema, property: &str) -> Failure {
     let property = property.trim_start_matches('/');
-    let username = schema
-        .property(property)
-        .is_some_and(|p| p.policies.iter().any(|p| matches!(p.kind, Kind::ValidUsername)));
+    let username = schema.property(property).is_some_and(|p| {
+        p.policies
+            .iter()
+            .any(|p| matches!(p.kind, Kind::ValidUsername))
+    });
     Failure::new(property, if username { "VALID_USERNAME" } else { "UNIQUE" })
 }
 
@@ -126,10 +135,7 @@ pub fn policy_error(failures: &[Failure]) -> ResourceError {
 
 /// Whether an internal user is named `name` (internal users' ids are their names).
 async fn internal_user_exists(repo: &dyn Repo, name: &str) -> bool {
-    matches!(
-        repo.read(crate::internal::USERS, name).await,
-        Ok(Some(_))
-    )
+    matches!(repo.read(crate::internal::USERS, name).await, Ok(Some(_)))
 }
 
 /// Lookups of a write: uniqueness is the store's (its unique indexes, atomically with the

@@ -95,7 +95,10 @@ impl RequestHandler for PolicyHandler {
                     "internal" if name == "user" => Some(&self.internal_users),
                     _ => None,
                 };
-                (schema.ok_or_else(not_found)?, tail.first().map(String::as_str))
+                (
+                    schema.ok_or_else(not_found)?,
+                    tail.first().map(String::as_str),
+                )
             }
             _ => return Err(not_found()),
         };
@@ -105,7 +108,11 @@ impl RequestHandler for PolicyHandler {
             Operation::Read { .. } => {
                 let shown_id = rest.last().map(String::as_str).unwrap_or_default();
                 let path = rest.join("/");
-                let path = if rest.len() == 2 { format!("{path}/*") } else { path };
+                let path = if rest.len() == 2 {
+                    format!("{path}/*")
+                } else {
+                    path
+                };
                 let shown_id = if rest.len() == 2 { "*" } else { shown_id };
                 Ok(Response::Resource(ResourceResponse::new(
                     shown_id,
