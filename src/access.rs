@@ -1,8 +1,9 @@
 //! Who may do what (IDM's `access.js`, reduced to the gateway's resources): administrators
 //! everything; any caller `info/ping`; authenticated users `info/*`; a metrics role the
-//! Prometheus endpoint; everything else is 403.
+//! Prometheus endpoint; authenticated users the policy service (read, validate);
+//! everything else is 403.
 
-use crate::crest::{Request, ResourceError, ROLE_AUTHORIZED};
+use crate::crest::{Operation, Request, ResourceError, ROLE_AUTHORIZED};
 
 pub fn authorize(req: &Request) -> Result<(), ResourceError> {
     let caller = &req.caller;
@@ -13,6 +14,11 @@ pub fn authorize(req: &Request) -> Result<(), ResourceError> {
     let allowed = match path.as_slice() {
         ["info", "ping"] => true,
         ["info", "login" | "version" | "features"] => caller.has_role(ROLE_AUTHORIZED),
+        // IDM's openidm-authorized: `policy/*` read and action (validation only).
+        ["policy", ..] => {
+            caller.has_role(ROLE_AUTHORIZED)
+                && matches!(req.op, Operation::Read { .. } | Operation::Action { .. })
+        }
         ["metrics", "prometheus"] => caller.roles.iter().any(|r| r.ends_with("metrics")),
         _ => false,
     };

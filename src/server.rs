@@ -13,6 +13,7 @@ use crate::crypto::Crypto;
 use crate::external::{EmailHandler, RestHandler};
 use crate::internal::{InternalHandler, StoreAuthenticator};
 use crate::local::{ConfigHandler, InfoHandler, MetricsHandler};
+use crate::managed::policy::service::PolicyHandler;
 use crate::managed::ManagedHandler;
 use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
@@ -121,6 +122,11 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     // Managed-object writes are pushed to the targets of their mappings (implicit sync).
     let implicit = crate::sync::implicit::start(sync.clone())?;
     let schema_gw = gw.clone();
+    let policy_gw = gw.clone();
+    let policy = Arc::new(PolicyHandler::new(
+        repo.clone(),
+        Arc::new(move || policy_gw.live().managed.clone()),
+    ));
     let managed = Arc::new(
         ManagedHandler::new(
             repo.clone(),
@@ -176,6 +182,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("scheduler", scheduler_handler)
         .mount("taskscanner", Arc::new(TaskScannerHandler(scanner.clone())))
         .mount("managed", managed)
+        .mount("policy", policy)
         .mount("system", Arc::new(SystemHandler { service: systems }))
         .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
         .mount("external/rest", Arc::new(RestHandler::new(gw.clone())))

@@ -153,17 +153,17 @@ async fn seed_and_wire_examples() {
         // Policy validation.
         case("required missing", Method::POST, "/openidm/managed/user?_action=create", 403)
             .body(json!({"userName": "nomail", "sn": "x", "givenName": "y"}))
-            .expect(json!({"code": 403, "reason": "Forbidden", "message": "Failed policy validation",
+            .expect(json!({"code": 403, "reason": "Forbidden", "message": "Policy validation failed",
                 "detail": {"result": false, "failedPolicyRequirements": [
                     {"property": "mail", "policyRequirements": [{"policyRequirement": "REQUIRED"}]}]}})),
         case("unique userName", Method::POST, "/openidm/managed/user?_action=create", 403)
-            .body(json!({"userName": "psmith", "sn": "x", "givenName": "y", "mail": "z"}))
+            .body(json!({"userName": "psmith", "sn": "x", "givenName": "y", "mail": "z@example.com"}))
             .expect(json!({"detail": {"failedPolicyRequirements": [
-                {"property": "userName", "policyRequirements": [{"policyRequirement": "UNIQUE"}]}]}})),
+                {"property": "userName", "policyRequirements": [{"policyRequirement": "VALID_USERNAME"}]}]}})),
         case("wrong type", Method::POST, "/openidm/managed/user?_action=create", 403)
-            .body(json!({"userName": 7, "sn": "x", "givenName": "y", "mail": "z"}))
+            .body(json!({"userName": 7, "sn": "x", "givenName": "y", "mail": "z@example.com"}))
             .expect(json!({"detail": {"failedPolicyRequirements": [
-                {"property": "userName", "policyRequirements": [{"policyRequirement": "VALID_TYPE", "params": {"types": ["string"]}}]}]}})),
+                {"property": "userName", "policyRequirements": [{"policyRequirement": "VALID_TYPE", "params": {"invalidType": "number", "validTypes": ["string"]}}]}]}})),
         case("server-assigned id", Method::POST, "/openidm/managed/role?_action=create", 201)
             .body(json!({"name": "testManagedRole", "description": "a managed role for test"}))
             .expect(json!({"_id": "<any>", "_rev": "<any>", "name": "testManagedRole"})),
@@ -252,7 +252,7 @@ async fn http_semantics_etag_location_304_and_paging() {
         .await;
     let resp = gw
         .post("/openidm/managed/user?_action=create")
-        .json(&json!({"userName": "u0", "sn": "s", "givenName": "g", "mail": "m"}))
+        .json(&json!({"userName": "u0", "sn": "s", "givenName": "g", "mail": "m@example.com"}))
         .send()
         .await
         .unwrap();
@@ -289,7 +289,7 @@ async fn http_semantics_etag_location_304_and_paging() {
     for i in 1..25 {
         let resp = gw
             .post("/openidm/managed/user?_action=create")
-            .json(&json!({"userName": format!("u{i}"), "sn": "s", "givenName": "g", "mail": "m", "n": i}))
+            .json(&json!({"userName": format!("u{i}"), "sn": "s", "givenName": "g", "mail": "m@example.com", "n": i}))
             .send()
             .await
             .unwrap();
@@ -371,7 +371,7 @@ async fn put_conditional_headers_follow_the_seed_table() {
     let bodies = [
         (
             "managed/user",
-            json!({"userName": "c1", "sn": "s", "givenName": "g", "mail": "m"}),
+            json!({"userName": "c1", "sn": "s", "givenName": "g", "mail": "m@example.com"}),
         ),
         (
             "internal/user",
@@ -464,7 +464,7 @@ async fn stale_rev_of_a_deleted_object_is_412_on_the_recreated_one() {
         .conf_file("managed", shipped("managed"))
         .start()
         .await;
-    let body = json!({"userName": "again", "sn": "s", "givenName": "g", "mail": "m"});
+    let body = json!({"userName": "again", "sn": "s", "givenName": "g", "mail": "m@example.com"});
     let path = "/openidm/managed/user/again";
     let mut old_revs = Vec::new();
     for _ in 0..2 {
@@ -494,7 +494,7 @@ async fn stale_rev_of_a_deleted_object_is_412_on_the_recreated_one() {
         let (s, v) = common::json_of(
             gw.put(path)
                 .header("If-Match", format!("\"{rev}\""))
-                .json(&json!({"userName": "again", "sn": "overwritten", "givenName": "g", "mail": "m"}))
+                .json(&json!({"userName": "again", "sn": "overwritten", "givenName": "g", "mail": "m@example.com"}))
                 .send()
                 .await
                 .unwrap(),
@@ -523,7 +523,7 @@ async fn unpaged_queries_answer_the_whole_envelope() {
         .await;
     let r = gw
         .put("/openidm/managed/user/one")
-        .json(&json!({"userName": "one", "sn": "s", "givenName": "g", "mail": "m"}))
+        .json(&json!({"userName": "one", "sn": "s", "givenName": "g", "mail": "m@example.com"}))
         .send()
         .await
         .unwrap();

@@ -542,7 +542,10 @@ async fn a_push_that_never_succeeds_ends_in_the_dead_letter_queue_and_the_others
     assert_eq!(letter["sourceId"], "u2", "{letter}");
     assert_eq!(letter["attempts"], 3, "{letter}");
     assert!(
-        letter["failureCause"].as_str().unwrap().contains("policy"),
+        letter["failureCause"]
+            .as_str()
+            .unwrap()
+            .contains("Policy validation failed"),
         "{letter}"
     );
     let path = format!(
@@ -606,7 +609,10 @@ async fn a_post_retry_script_sees_the_failure_and_a_throwing_one_keeps_the_push(
     assert_eq!(record["sourceId"], "u2", "{record}");
     assert_eq!(record["attempts"], 2, "{record}");
     assert!(
-        record["cause"].as_str().unwrap().contains("policy"),
+        record["cause"]
+            .as_str()
+            .unwrap()
+            .contains("Policy validation failed"),
         "{record}"
     );
     assert_eq!(

@@ -239,16 +239,20 @@ async fn correlation_links_a_found_target_and_counts_ambiguous_as_failure() {
     put_user(
         &gw,
         "ua",
-        &json!({"userName": "ua", "givenName": "A", "sn": "A", "mail": "a@x"}),
+        &json!({"userName": "ua", "givenName": "A", "sn": "A", "mail": "a@x.example"}),
     )
     .await;
     put_user(
         &gw,
         "ud",
-        &json!({"userName": "ud", "givenName": "D", "sn": "D", "mail": "dup@x"}),
+        &json!({"userName": "ud", "givenName": "D", "sn": "D", "mail": "dup@x.example"}),
     )
     .await;
-    for (id, mail) in [("o1", "a@x"), ("d1", "dup@x"), ("d2", "dup@x")] {
+    for (id, mail) in [
+        ("o1", "a@x.example"),
+        ("d1", "dup@x.example"),
+        ("d2", "dup@x.example"),
+    ] {
         let r = gw
             .put(&format!("/openidm/managed/other/{id}"))
             .json(&json!({"userName": format!("old-{id}"), "mail": mail}))
@@ -469,12 +473,12 @@ async fn read_ahead_pages_see_the_previous_page_s_links_and_writes() {
     put_user(
         &gw,
         "u2",
-        &json!({"userName": "u2", "givenName": "Two", "sn": "S", "mail": "same@x"}),
+        &json!({"userName": "u2", "givenName": "Two", "sn": "S", "mail": "same@x.example"}),
     )
     .await;
     let r = gw
         .put("/openidm/managed/other/o2")
-        .json(&json!({"userName": "old", "mail": "same@x"}))
+        .json(&json!({"userName": "old", "mail": "same@x.example"}))
         .send()
         .await
         .unwrap();
@@ -488,7 +492,7 @@ async fn read_ahead_pages_see_the_previous_page_s_links_and_writes() {
     put_user(
         &gw,
         "u1",
-        &json!({"userName": "u1", "givenName": "One", "sn": "S", "mail": "same@x"}),
+        &json!({"userName": "u1", "givenName": "One", "sn": "S", "mail": "same@x.example"}),
     )
     .await;
     let run = recon(&gw, "u2o").await;
@@ -517,7 +521,7 @@ async fn read_ahead_pages_see_the_previous_page_s_links_and_writes() {
 
     // A third source correlating to a target the page before it correlated (and whose link
     // may still be in flight) finds it linked; u1, never linked, finds o2 linked again.
-    for (id, mail) in [("v1", "v@x"), ("v2", "v@x")] {
+    for (id, mail) in [("v1", "v@x.example"), ("v2", "v@x.example")] {
         put_user(
             &gw,
             id,
@@ -527,7 +531,7 @@ async fn read_ahead_pages_see_the_previous_page_s_links_and_writes() {
     }
     let r = gw
         .put("/openidm/managed/other/ov")
-        .json(&json!({"userName": "old-v", "mail": "v@x"}))
+        .json(&json!({"userName": "old-v", "mail": "v@x.example"}))
         .send()
         .await
         .unwrap();

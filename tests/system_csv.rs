@@ -823,7 +823,10 @@ async fn a_failing_change_goes_to_the_dead_letter_queue_and_the_run_goes_on() {
     assert_eq!(letter["systemIdentifier"], "csv");
     assert_eq!(letter["objectType"], "account");
     assert!(
-        letter["failureCause"].as_str().unwrap().contains("policy"),
+        letter["failureCause"]
+            .as_str()
+            .unwrap()
+            .contains("Policy validation failed"),
         "{letter}"
     );
     assert!(!letter.to_string().contains("pw"), "{letter}");
@@ -868,7 +871,7 @@ async fn a_post_retry_script_handles_a_failing_change_and_a_throwing_one_stops_t
     assert_eq!(g["name"], "failed-d2", "{g}");
     let d = g["description"].as_str().unwrap();
     assert!(d.starts_with("csv/account CREATE_OR_UPDATE: "), "{d}");
-    assert!(d.contains("policy"), "{d}");
+    assert!(d.contains("Policy validation failed"), "{d}");
 
     let f = csv_fixture(&[]);
     let gw = live_sync_gateway(

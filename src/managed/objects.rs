@@ -133,7 +133,7 @@ impl ObjectSet<'_> {
             }
         }
         let content = self.before_write(req, &id, content, None).await?;
-        let content = self.prepare(content).await?;
+        let content = self.prepare(&id, content, None).await?;
         let unique = self.schema.unique();
         let also = self.pending(&req.caller, &id, ChangeKind::Create);
         let obj = self
@@ -225,7 +225,7 @@ impl ObjectSet<'_> {
             let content = self
                 .before_write(req, id, build(&existing)?, Some(&existing))
                 .await?;
-            let content = self.prepare(content).await?;
+            let content = self.prepare(id, content, Some(&existing)).await?;
             match self
                 .repo
                 .update(
@@ -500,15 +500,21 @@ impl ObjectSet<'_> {
         }
     }
 
-    /// Hashes and encrypts secrets given in clear (a value already hashed or encrypted is
-    /// kept as is) and checks the schema's policies.
+    /// Checks the schema's policies (on secrets in clear), then hashes and encrypts
+    /// secrets given in clear (a value already hashed or encrypted is kept as is).
     async fn prepare(
         &self,
+        id: &str,
         mut content: Map<String, Value>,
+        existing: Option<&StoredObject>,
     ) -> Result<Map<String, Value>, ResourceError> {
         content.remove("_id");
         content.remove("_rev");
-        let failures = policy::check(self.schema, &content);
+        let lookups = policy::OnWrite {
+            repo: self.repo,
+            stored: existing.map(|e| &e.content),
+        };
+        let failures = policy::check(self.schema, Some(id), &content, &lookups).await;
         if !failures.is_empty() {
             return Err(policy::policy_error(&failures));
         }
@@ -611,11 +617,9 @@ impl ObjectSet<'_> {
 
     fn store_error(&self, e: RepoError) -> ResourceError {
         match e {
-            RepoError::Unique { property, .. } => policy::policy_error(&[policy::Failure {
-                property: property.trim_start_matches('/').to_owned(),
-                requirement: "UNIQUE",
-                params: None,
-            }]),
+            RepoError::Unique { property, .. } => {
+                policy::policy_error(&[policy::unique_failure(self.schema, &property)])
+            }
             e => e.into(),
         }
     }

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::policy::defs::parse_policies;
+use super::policy::{Kind, Policy};
 use crate::crest::filter::JsonPointer;
 use crate::script::{parse_script, Script};
 
@@ -98,7 +100,10 @@ pub struct Property {
     pub hashed: bool,
     /// Stored encrypted (`encryption` declared): reversible by internal callers.
     pub encrypted: Option<Encryption>,
+    /// `unique` or `valid-username`: the store enforces it with a unique index.
     pub unique: bool,
+    /// Its policies, IDM's implicit ones first (see [`crate::managed::policy`]).
+    pub policies: Vec<Policy>,
     pub default: Option<Value>,
     /// `isVirtual`: computed (by `onRetrieve` or `onStore`), never written by clients.
     pub virtual_: bool,
@@ -381,6 +386,12 @@ pub fn parse_schema(resource: &str, schema: &Value, at: &str) -> Result<ObjectSc
         }
         Some(_) => problems.push(format!("{at}.required: must be an array of names")),
     }
+    // IDM's implicit `required` policy comes first.
+    for prop in properties.iter_mut() {
+        if required.contains(&prop.name) {
+            prop.policies.insert(0, Policy::required());
+        }
+    }
     if problems.is_empty() {
         Ok(ObjectSchema {
             resource: resource.to_owned(),
@@ -465,19 +476,10 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
             "{at}: secureHash and encryption cannot both be declared"
         ));
     }
-    let unique = match def.get("policies") {
-        None => false,
-        Some(Value::Array(policies)) => policies.iter().any(|p| {
-            matches!(
-                p.get("policyId").and_then(Value::as_str),
-                Some("unique") | Some("valid-username")
-            )
-        }),
-        Some(_) => {
-            problems.push(format!("{at}.policies: must be an array"));
-            false
-        }
-    };
+    let policies = parse_policies(def, at, &mut problems);
+    let unique = policies
+        .iter()
+        .any(|p| matches!(p.kind, Kind::Unique | Kind::ValidUsername));
     let mut hooks = PropertyHooks::default();
     for (key, slot) in [
         ("onValidate", &mut hooks.on_validate),
@@ -508,6 +510,7 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
         hashed,
         encrypted,
         unique,
+        policies,
         default: def.get("default").cloned(),
         virtual_,
         hooks,
