@@ -27,7 +27,11 @@ pub fn user_schema() -> ObjectSchema {
         USERS,
         &json!({"properties": {
             "password": {"type": "string", "scope": "private", "secureHash": {"algorithm": "ARGON2"}},
-            "authzRoles": {"type": "array", "items": {"type": "relationship"}, "returnByDefault": true}
+            "authzRoles": {"type": "array", "returnByDefault": true, "items": {
+                "type": "relationship", "reverseRelationship": true,
+                "reversePropertyName": "authzMembers", "validate": true,
+                "resourceCollection": [{"path": ROLES, "label": "Internal Role",
+                    "query": {"queryFilter": "true", "fields": ["name"]}}]}}
         }}),
         "internal/user",
     )
@@ -40,7 +44,15 @@ pub fn role_schema() -> ObjectSchema {
         ROLES,
         &json!({"properties": {
             "name": {"type": "string", "searchable": true},
-            "description": {"type": ["string", "null"]}
+            "description": {"type": ["string", "null"]},
+            "authzMembers": {"type": "array", "returnByDefault": false, "items": {
+                "type": "relationship", "reverseRelationship": true,
+                "reversePropertyName": "authzRoles", "validate": true,
+                "resourceCollection": [
+                    {"path": USERS, "label": "Internal User",
+                     "query": {"queryFilter": "true", "fields": ["_id"]}},
+                    {"path": "managed/user", "label": "User",
+                     "query": {"queryFilter": "true", "fields": ["userName"]}}]}}
         }}),
         "internal/role",
     )
@@ -90,6 +102,7 @@ impl RequestHandler for InternalHandler {
             schema,
             hook: None,
             crypto: None,
+            graph: None,
         }
         .handle(req, id)
         .await;

@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::policy;
+use super::relationships::{self as rels, write::Plan, Graph};
 use super::schema::ObjectSchema;
 use crate::auth::password;
 use crate::crest::fields::{self, FieldSpec};
@@ -41,6 +42,9 @@ pub struct ObjectSet<'a> {
     pub crypto: Option<&'a Crypto>,
     /// Runs the type's triggers (None: a type declaring one cannot be used).
     pub engine: Option<&'a ScriptEngine>,
+    /// The object types relationships reach (None: relationship properties are stored in
+    /// the object as plain JSON).
+    pub graph: Option<&'a Graph>,
 }
 
 impl ObjectSet<'_> {
@@ -80,7 +84,15 @@ impl ObjectSet<'_> {
             }
             (Operation::Patch { rev }, Some(id)) => {
                 let ops = self.patch_ops(&req.body)?;
-                let obj = self.patch_one(req, id, rev.as_deref(), &ops).await?;
+                let (ops, plan) = match self.graph {
+                    Some(_) => rels::write::split_patch(self.schema, ops)?,
+                    None => (ops, Plan::default()),
+                };
+                let obj = if ops.is_empty() && !plan.is_empty() {
+                    self.patch_edges(id, rev.as_deref(), &plan).await?
+                } else {
+                    self.patch_one(req, id, rev.as_deref(), &ops, &plan).await?
+                };
                 self.answer(req, obj, false).await.map(Response::Resource)
             }
             (Operation::Delete { rev }, Some(id)) => {
@@ -91,12 +103,7 @@ impl ObjectSet<'_> {
                     }
                     self.before_delete(req, &existing).await?;
                 }
-                let also = self.pending(&req.caller, id, ChangeKind::Delete);
-                let obj = self
-                    .repo
-                    .delete_with(&self.schema.resource, id, rev.as_deref(), &also)
-                    .await
-                    .map_err(|e| self.store_error(e))?;
+                let obj = self.delete(req, id, rev.as_deref()).await?;
                 self.after_write(req, Write::Delete, Some(&obj), None).await;
                 Ok(Response::Resource(self.render(
                     obj,
@@ -105,6 +112,65 @@ impl ObjectSet<'_> {
                 )))
             }
             _ => Err(req.not_supported()),
+        }
+    }
+
+    /// Deletes the object and its relationships (both sides) in one transaction.
+    async fn delete(
+        &self,
+        req: &Request,
+        id: &str,
+        rev: Option<&str>,
+    ) -> Result<StoredObject, ResourceError> {
+        for _ in 0..MAX_WRITE_RETRIES {
+            let mut also = self.pending(&req.caller, id, ChangeKind::Delete);
+            if self.graph.is_some() {
+                also.extend(rels::edges_of_object(self.repo, self.schema, id).await?);
+            }
+            match self
+                .repo
+                .delete_with(&self.schema.resource, id, rev, &also)
+                .await
+            {
+                Ok(obj) => return Ok(obj),
+                Err(e) => match self.edge_error(e, id) {
+                    Some(err) => return Err(err),
+                    None => continue,
+                },
+            }
+        }
+        Err(self.contention(id))
+    }
+
+    /// A failed write's answer; `None` when it lost a race on its edges (retry).
+    fn edge_error(&self, e: RepoError, id: &str) -> Option<ResourceError> {
+        match &e {
+            RepoError::Unique { resource, .. }
+            | RepoError::NotFound { resource, .. }
+            | RepoError::RevisionMismatch { resource, .. }
+                if resource == rels::store::EDGES =>
+            {
+                rels::write::edge_error(&e, &format!("{}/{id}", self.schema.resource))
+            }
+            _ => Some(self.store_error(e)),
+        }
+    }
+
+    /// The edge writes of `plan` for object `id`.
+    async fn edge_ops(&self, id: &str, plan: &Plan) -> Result<Vec<WriteOp>, ResourceError> {
+        match self.graph {
+            Some(graph) if !plan.is_empty() => {
+                rels::write::edge_ops(graph, self.repo, self.schema, id, plan).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Takes the relationship properties out of a body (when they are stored as edges).
+    fn take_relationships(&self, content: &mut Map<String, Value>) -> Plan {
+        match self.graph {
+            Some(_) => rels::write::take_from_body(self.schema, content),
+            None => Plan::default(),
         }
     }
 
@@ -125,6 +191,7 @@ impl ObjectSet<'_> {
             None => uuid::Uuid::new_v4().to_string(),
         };
         let mut content = self.client_content(req)?;
+        let plan = self.take_relationships(&mut content);
         for prop in &self.schema.properties {
             if let Some(default) = &prop.default {
                 if !content.contains_key(&prop.name) {
@@ -135,28 +202,42 @@ impl ObjectSet<'_> {
         let content = self.before_write(req, &id, content, None).await?;
         let content = self.prepare(content).await?;
         let unique = self.schema.unique();
-        let also = self.pending(&req.caller, &id, ChangeKind::Create);
-        let obj = self
-            .repo
-            .create(
-                &self.schema.resource,
-                &id,
-                content,
-                WriteOptions {
-                    unique: &unique,
-                    also: &also,
+        let mut attempt = 0;
+        let obj = loop {
+            attempt += 1;
+            let mut also = self.pending(&req.caller, &id, ChangeKind::Create);
+            also.extend(self.edge_ops(&id, &plan).await?);
+            let created = self
+                .repo
+                .create(
+                    &self.schema.resource,
+                    &id,
+                    content.clone(),
+                    WriteOptions {
+                        unique: &unique,
+                        also: &also,
+                    },
+                )
+                .await;
+            match created {
+                Ok(obj) => break obj,
+                Err(RepoError::AlreadyExists { resource, .. })
+                    if resource == self.schema.resource =>
+                {
+                    return Err(ResourceError::new(
+                        412,
+                        format!(
+                            "The resource with ID '{id}' could not be created because there is already another resource with the same ID"
+                        ),
+                    ))
+                }
+                Err(e) => match self.edge_error(e, &id) {
+                    Some(err) => return Err(err),
+                    None if attempt < MAX_WRITE_RETRIES => continue,
+                    None => return Err(self.contention(&id)),
                 },
-            )
-            .await
-            .map_err(|e| match e {
-                RepoError::AlreadyExists { .. } => ResourceError::new(
-                    412,
-                    format!(
-                        "The resource with ID '{id}' could not be created because there is already another resource with the same ID"
-                    ),
-                ),
-                e => self.store_error(e),
-            })?;
+            }
+        };
         self.after_write(req, Write::Create, None, Some(&obj)).await;
         self.answer(req, obj, false).await.map(Response::Created)
     }
@@ -169,12 +250,13 @@ impl ObjectSet<'_> {
         upsert: bool,
     ) -> Result<Response, ResourceError> {
         check_id(id)?;
-        let body = self.client_content(req)?;
+        let mut body = self.client_content(req)?;
+        let plan = self.take_relationships(&mut body);
         for _ in 0..MAX_WRITE_RETRIES {
             // Private properties are never returned, so a read-modify-write PUT cannot
             // carry them: keep the stored ones the body does not mention.
             let written = self
-                .rewrite(req, id, rev, |existing| {
+                .rewrite(req, id, rev, &plan, |existing| {
                     let mut content = body.clone();
                     for (k, v) in &existing.content {
                         if self.schema.is_private(k) && !content.contains_key(k) {
@@ -204,11 +286,12 @@ impl ObjectSet<'_> {
         req: &Request,
         id: &str,
         rev: Option<&str>,
+        plan: &Plan,
         build: impl Fn(&StoredObject) -> Result<Map<String, Value>, ResourceError>,
     ) -> Result<Option<StoredObject>, ResourceError> {
         let unique = self.schema.unique();
-        let also = self.pending(&req.caller, id, ChangeKind::Update);
         for _ in 0..MAX_WRITE_RETRIES {
+            let mut also = self.pending(&req.caller, id, ChangeKind::Update);
             let existing = self
                 .repo
                 .read(&self.schema.resource, id)
@@ -226,6 +309,7 @@ impl ObjectSet<'_> {
                 .before_write(req, id, build(&existing)?, Some(&existing))
                 .await?;
             let content = self.prepare(content).await?;
+            also.extend(self.edge_ops(id, plan).await?);
             match self
                 .repo
                 .update(
@@ -245,12 +329,23 @@ impl ObjectSet<'_> {
                         .await;
                     return Ok(Some(obj));
                 }
-                Err(RepoError::RevisionMismatch { .. }) if rev.is_none() => continue,
-                Err(RepoError::RevisionMismatch { .. }) => {
+                Err(RepoError::RevisionMismatch { resource, .. })
+                    if rev.is_none() && resource == self.schema.resource =>
+                {
+                    continue
+                }
+                Err(RepoError::RevisionMismatch { resource, .. })
+                    if resource == self.schema.resource =>
+                {
                     return Err(self.rev_mismatch(id, rev.unwrap_or_default()))
                 }
-                Err(RepoError::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(self.store_error(e)),
+                Err(RepoError::NotFound { resource, .. }) if resource == self.schema.resource => {
+                    return Ok(None)
+                }
+                Err(e) => match self.edge_error(e, id) {
+                    Some(err) => return Err(err),
+                    None => continue,
+                },
             }
         }
         Err(self.contention(id))
@@ -294,8 +389,9 @@ impl ObjectSet<'_> {
         id: &str,
         rev: Option<&str>,
         ops: &[patch::PatchOperation],
+        plan: &Plan,
     ) -> Result<StoredObject, ResourceError> {
-        self.rewrite(req, id, rev, |existing| {
+        self.rewrite(req, id, rev, plan, |existing| {
             let mut doc = Value::Object(existing.content.clone());
             patch::apply_patch(&mut doc, ops, false)?;
             match doc {
@@ -307,6 +403,31 @@ impl ObjectSet<'_> {
         })
         .await?
         .ok_or_else(|| self.not_found(id))
+    }
+
+    /// A patch of relationship fields only: the edges change, the object does not (so
+    /// concurrent adds to one role's members do not contend on the role).
+    async fn patch_edges(
+        &self,
+        id: &str,
+        rev: Option<&str>,
+        plan: &Plan,
+    ) -> Result<StoredObject, ResourceError> {
+        for _ in 0..MAX_WRITE_RETRIES {
+            let existing = self.read_existing(id).await?;
+            if let Some(rev) = rev.filter(|r| *r != existing.rev) {
+                return Err(self.rev_mismatch(id, rev));
+            }
+            let ops = self.edge_ops(id, plan).await?;
+            match rels::write::commit(self.repo, ops).await {
+                Ok(()) => return Ok(existing),
+                Err(e) => match self.edge_error(e, id) {
+                    Some(err) => return Err(err),
+                    None => continue,
+                },
+            }
+        }
+        Err(self.contention(id))
     }
 
     /// `POST …?_action=patch&_queryId=…|_queryFilter=…`: patches every match; answers the
@@ -349,10 +470,10 @@ impl ObjectSet<'_> {
                 .await
                 .map_err(|e| self.store_error(e))?;
             for obj in page.results {
-                match self.patch_one(req, &obj.id, None, &ops).await {
+                match self.patch_one(req, &obj.id, None, &ops, &Plan::default()).await {
                     Ok(obj) => {
-                        let obj = self.retrieved(req, obj, false).await?;
-                        patched.push(self.render(obj, &spec, &req.caller).to_json())
+                        let _ = &spec;
+                        patched.push(self.answer(req, obj, false).await?.to_json())
                     }
                     // Deleted since the page was read: nothing to patch.
                     Err(e) if e.code == 404 => {}
@@ -388,8 +509,11 @@ impl ObjectSet<'_> {
         };
         let on_retrieve =
             req.param("executeOnRetrieve") == Some("true") && self.schema.has_retrieve_hooks();
+        let relationships = self.graph.is_some()
+            && !rels::read::requested(self.schema, &req.fields).is_empty();
         if req.streamed
             && !on_retrieve
+            && !relationships
             && q.page_size == 0
             && q.cookie.is_none()
             && q.count_policy == CountPolicy::None
@@ -408,10 +532,12 @@ impl ObjectSet<'_> {
         } else {
             page.results
         };
-        let results = objects
+        let mut shown: Vec<ResourceResponse> = objects
             .into_iter()
-            .map(|obj| self.render(obj, &spec, &req.caller).to_json())
+            .map(|obj| self.render(obj, &spec, &req.caller))
             .collect();
+        self.attach(req, &mut shown).await?;
+        let results = shown.iter().map(ResourceResponse::to_json).collect();
         Ok(Response::Query(QueryResponse {
             results,
             cookie: page.next_cookie,
@@ -568,7 +694,36 @@ impl ObjectSet<'_> {
         read: bool,
     ) -> Result<ResourceResponse, ResourceError> {
         let obj = self.retrieved(req, obj, read).await?;
-        Ok(self.render(obj, &fields::of_request(req)?, &req.caller))
+        let mut resp = self.render(obj, &fields::of_request(req)?, &req.caller);
+        self.attach(req, std::slice::from_mut(&mut resp)).await?;
+        Ok(resp)
+    }
+
+    /// Adds the relationship fields the request asks for.
+    async fn attach(
+        &self,
+        req: &Request,
+        responses: &mut [ResourceResponse],
+    ) -> Result<(), ResourceError> {
+        let Some(graph) = self.graph else {
+            return Ok(());
+        };
+        let wanted = rels::read::requested(self.schema, &req.fields);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for resp in responses {
+            rels::read::attach(
+                graph,
+                self.repo,
+                self.schema,
+                resp,
+                &wanted,
+                req.caller.is_internal(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// The body of a create or update: a JSON object, without `_id`, `_rev` and virtual
@@ -623,7 +778,7 @@ impl ObjectSet<'_> {
 
 /// An object as a client sees it: private properties dropped (kept, as stored, for an
 /// `internal` caller), `_fields` applied.
-fn render(
+pub(crate) fn render(
     schema: &ObjectSchema,
     obj: StoredObject,
     spec: &FieldSpec,
