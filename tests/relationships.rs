@@ -655,3 +655,74 @@ async fn concurrent_adds_from_both_sides_agree() {
         assert_eq!(ids(&user["roles"]), set(&roles));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_are_queried_by_their_relationships() {
+    let gw = gateway().await;
+    for r in ["r1", "r2"] {
+        create(&gw, &format!("/openidm/managed/alpha_role/{r}"), json!({"name": r})).await;
+    }
+    create(&gw, "/openidm/managed/alpha_user/bjensen", json!({"userName": "bjensen"})).await;
+    create(
+        &gw,
+        "/openidm/managed/alpha_user/a",
+        json!({"userName": "a", "manager": {"_ref": "managed/alpha_user/bjensen"},
+               "roles": [{"_ref": "managed/alpha_role/r1", "_refProperties": {"_grantType": "conditional"}}]}),
+    )
+    .await;
+    create(
+        &gw,
+        "/openidm/managed/alpha_user/b",
+        json!({"userName": "b", "roles": [{"_ref": "managed/alpha_role/r2"}]}),
+    )
+    .await;
+    ok(
+        &gw,
+        Method::POST,
+        "/openidm/managed/alpha_role/r1/members?_action=create",
+        Some(json!({"_ref": "managed/alpha_user/b"})),
+    )
+    .await;
+    let query = |filter: &'static str| {
+        let gw = &gw;
+        async move {
+            let body = ok(
+                gw,
+                Method::GET,
+                &format!(
+                    "/openidm/managed/alpha_user?_queryFilter={}&_fields=_id",
+                    filter.replace(' ', "%20").replace('"', "%22")
+                ),
+                None,
+            )
+            .await;
+            body["result"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["_id"].as_str().unwrap().to_owned())
+                .collect::<BTreeSet<_>>()
+        }
+    };
+    assert_eq!(query(r#"/manager/_refResourceId eq "bjensen""#).await, set(&["a"]));
+    assert_eq!(query(r#"/roles/_refResourceId eq "r1""#).await, set(&["a", "b"]));
+    assert_eq!(query(r#"/roles/_ref eq "managed/alpha_role/r2""#).await, set(&["b"]));
+    assert_eq!(query(r#"/reports/_refResourceId eq "a""#).await, set(&["bjensen"]));
+    assert_eq!(
+        query(r#"/roles/_refProperties/_grantType eq "conditional""#).await,
+        set(&["a"])
+    );
+    assert_eq!(
+        query(r#"userName eq "b" and /roles/_refResourceId eq "r1""#).await,
+        set(&["b"])
+    );
+    assert_eq!(query(r#"!(/roles pr)"#).await, set(&["bjensen"]));
+    let (status, body) = send(
+        &gw,
+        Method::GET,
+        "/openidm/managed/alpha_user?_queryFilter=/roles/name%20eq%20%22x%22",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+}

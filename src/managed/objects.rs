@@ -590,7 +590,10 @@ impl ObjectSet<'_> {
                 for p in pointers {
                     self.check_queryable(p)?;
                 }
-                Ok((f, false))
+                match self.graph {
+                    Some(_) => Ok((rels::rewrite_filter(self.schema, f)?, false)),
+                    None => Ok((f, false)),
+                }
             }
             QueryKind::Id(id) => match id.as_str() {
                 "query-all-ids" => Ok((QueryFilter::True, true)),
@@ -619,6 +622,9 @@ impl ObjectSet<'_> {
 
     fn check_queryable(&self, field: &JsonPointer) -> Result<(), ResourceError> {
         match field.tokens().first() {
+            Some(first) if first.starts_with('\0') => Err(ResourceError::bad_request(format!(
+                "'{field}' is not a valid field"
+            ))),
             Some(first) if self.schema.is_private(first) => Err(ResourceError::bad_request(
                 format!("The private property '{first}' cannot be used in a query"),
             )),

@@ -20,7 +20,7 @@ use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOp};
 
 /// The store resource holding the edges.
-pub const EDGES: &str = "relationships";
+pub use crate::repo::RELATIONSHIPS as EDGES;
 
 /// One end of an edge: an object and the property through which it sees the edge (`None`
 /// on the target side of a relationship without a reverse).
