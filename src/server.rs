@@ -121,6 +121,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     // Managed-object writes are pushed to the targets of their mappings (implicit sync).
     let implicit = crate::sync::implicit::start(sync.clone())?;
     let schema_gw = gw.clone();
+    let internal_gw = gw.clone();
     let managed = Arc::new(
         ManagedHandler::new(
             repo.clone(),
@@ -185,10 +186,10 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         )
         .mount(
             "internal",
-            Arc::new(InternalHandler::new(
-                repo.clone(),
-                Arc::new(move || caching.invalidate_all()),
-            )),
+            Arc::new(
+                InternalHandler::new(repo.clone(), Arc::new(move || caching.invalidate_all()))
+                    .with_managed(Arc::new(move || internal_gw.live().managed.clone())),
+            ),
         );
 
     router.set_filters(Arc::new(ScriptFilters::new(gw.clone(), engine.clone())));

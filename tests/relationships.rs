@@ -726,3 +726,90 @@ async fn objects_are_queried_by_their_relationships() {
     .await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_roles_list_their_authz_members() {
+    let shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/managed.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped)
+        .start()
+        .await;
+    // Seeded: openidm-admin holds openidm-admin through an edge.
+    let role = ok(
+        &gw,
+        Method::GET,
+        "/openidm/internal/role/openidm-admin?_fields=*,authzMembers",
+        None,
+    )
+    .await;
+    assert_eq!(role["name"], "openidm-admin");
+    assert_eq!(ids(&role["authzMembers"]), set(&["openidm-admin"]), "{role}");
+    // A managed user granted an internal role shows among its members, and an internal
+    // user granted one logs in with it.
+    create(
+        &gw,
+        "/openidm/managed/user/bjensen",
+        json!({"userName": "bjensen", "givenName": "B", "sn": "J", "mail": "b@example.com",
+               "authzRoles": [{"_ref": "internal/role/openidm-authorized"}]}),
+    )
+    .await;
+    let (status, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/internal/user/auditor",
+        Some(json!({"password": "Aud1tor!-long", "authzRoles": [
+            {"_ref": "internal/role/openidm-authorized"}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let role = ok(
+        &gw,
+        Method::GET,
+        "/openidm/internal/role/openidm-authorized?_fields=*,authzMembers",
+        None,
+    )
+    .await;
+    let members: BTreeSet<String> = role["authzMembers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["_ref"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(members.contains("managed/user/bjensen"), "{role}");
+    assert!(members.contains("internal/user/auditor"), "{role}");
+    assert!(members.contains("internal/user/openidm-admin"), "{role}");
+    let login = gw
+        .as_user(Method::GET, "/openidm/info/login", "auditor", "Aud1tor!-long")
+        .send()
+        .await
+        .unwrap();
+    let (status, login) = json_of(login).await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(
+        login["authorization"]["roles"],
+        json!(["internal/role/openidm-authorized"])
+    );
+    // The sub-collection of an internal role.
+    let q = ok(
+        &gw,
+        Method::GET,
+        "/openidm/internal/role/openidm-authorized/authzMembers?_queryFilter=_refResourceCollection%20eq%20%22managed/user%22",
+        None,
+    )
+    .await;
+    assert_eq!(ids(&q["result"]), set(&["bjensen"]), "{q}");
+    // Deleting the managed user removes it from the role.
+    ok(&gw, Method::DELETE, "/openidm/managed/user/bjensen", None).await;
+    let q = ok(
+        &gw,
+        Method::GET,
+        "/openidm/internal/role/openidm-authorized/authzMembers?_queryFilter=_refResourceCollection%20eq%20%22managed/user%22",
+        None,
+    )
+    .await;
+    assert_eq!(q["resultCount"], 0, "{q}");
+}
