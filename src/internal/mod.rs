@@ -313,7 +313,7 @@ async fn create_user(
         .filter_map(|r| r.strip_prefix("internal/role/"))
         .map(|role| {
             Edge {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: crate::managed::relationships::store::new_edge_id(),
                 rev: String::new(),
                 first: me.clone(),
                 second: End::new(ROLES, role, Some("authzMembers")),

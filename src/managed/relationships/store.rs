@@ -253,3 +253,9 @@ pub async fn edges_of(repo: &dyn Repo, end: &End) -> Result<Vec<Edge>, RepoError
 pub async fn edge(repo: &dyn Repo, id: &str) -> Result<Option<Edge>, RepoError> {
     Ok(repo.read(EDGES, id).await?.and_then(Edge::from_stored))
 }
+
+/// A new edge id: a time-ordered UUID (v7), so an object's relationships list in the order
+/// they were made (queries order by `_id`).
+pub fn new_edge_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -310,7 +310,7 @@ fn new_edge(graph: &Graph, rel: &Relation, me: &End, g: GivenRef) -> Edge {
             .unwrap_or(false)
     });
     Edge {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::managed::relationships::store::new_edge_id(),
         rev: String::new(),
         first: me.clone(),
         second: End::new(&g.collection, &g.id, rel.reverse.as_deref()),
