@@ -813,3 +813,56 @@ async fn internal_roles_list_their_authz_members() {
     .await;
     assert_eq!(q["resultCount"], 0, "{q}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mapping_maps_a_relationship_property() {
+    // `roles` returned by default: sync reads it as reference objects.
+    let mut conf = managed();
+    conf["objects"][0]["schema"]["properties"]["roles"]["returnByDefault"] = json!(true);
+    conf["objects"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "copy", "schema": {"properties": {
+            "userName": {"type": "string", "searchable": true}}}}));
+    let gw = Gateway::builder()
+        .conf_file("managed", conf)
+        .conf_file(
+            "sync",
+            json!({"mappings": [{"name": "u2c", "source": "managed/alpha_user",
+                "target": "managed/copy",
+                "properties": [
+                    {"source": "userName", "target": "userName"},
+                    {"source": "roles", "target": "roleIds", "transform": {
+                        "type": "text/javascript",
+                        "source": "source.map(function (r) { return r._refResourceId; }).sort()"}}],
+                "policies": [{"situation": "ABSENT", "action": "CREATE"}]}]}),
+        )
+        .start()
+        .await;
+    for r in ["r1", "r2"] {
+        create(&gw, &format!("/openidm/managed/alpha_role/{r}"), json!({"name": r})).await;
+    }
+    create(
+        &gw,
+        "/openidm/managed/alpha_user/bjensen",
+        json!({"userName": "bjensen", "roles": [
+            {"_ref": "managed/alpha_role/r2"}, {"_ref": "managed/alpha_role/r1"}]}),
+    )
+    .await;
+    ok(
+        &gw,
+        Method::POST,
+        "/openidm/recon?_action=recon&mapping=u2c&waitForCompletion=true",
+        None,
+    )
+    .await;
+    let copies = ok(
+        &gw,
+        Method::GET,
+        "/openidm/managed/copy?_queryFilter=true",
+        None,
+    )
+    .await;
+    assert_eq!(copies["resultCount"], 1, "{copies}");
+    assert_eq!(copies["result"][0]["roleIds"], json!(["r1", "r2"]), "{copies}");
+}
