@@ -251,6 +251,41 @@ async fn roles_and_members_are_one_edge_seen_from_both_sides() {
     assert_eq!(ids(&put["roles"]), set(&["r2", "r3"]));
     assert_eq!(members("r1").await, set(&[]));
     assert_eq!(members("r2").await, set(&["bjensen"]));
+    // Changing a relationship's properties through the object keeps its edge id.
+    let before = put["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["_refResourceId"] == "r2")
+        .unwrap()["_refProperties"]["_id"]
+        .clone();
+    let changed = ok(
+        &gw,
+        Method::PUT,
+        "/openidm/managed/alpha_user/bjensen?_fields=roles",
+        Some(json!({"userName": "bjensen", "mail": "b@example.com", "roles": [
+            {"_ref": "managed/alpha_role/r2", "_refProperties": {"_grantType": "x"}},
+            {"_ref": "managed/alpha_role/r3"}]})),
+    )
+    .await;
+    let r2 = changed["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["_refResourceId"] == "r2")
+        .unwrap()
+        .clone();
+    assert_eq!(r2["_refProperties"]["_id"], before);
+    assert_eq!(r2["_refProperties"]["_grantType"], "x");
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        "/openidm/managed/alpha_user/bjensen",
+        Some(json!([{"operation": "add", "field": "/roles/-",
+                      "value": {"_ref": "managed/alpha_role/r1", "_refProperties": {"_grantType": 5}}}])),
+    )
+    .await;
+    assert_eq!(status, 400, "declared _refProperties types are checked: {body}");
 
     // Adding from the role side shows on the user.
     ok(

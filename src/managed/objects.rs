@@ -25,7 +25,7 @@ use crate::script::ScriptEngine;
 use super::triggers::Write;
 
 /// How often a read-modify-write without `If-Match` retries after losing a race.
-const MAX_WRITE_RETRIES: usize = 16;
+pub(crate) const MAX_WRITE_RETRIES: usize = 16;
 /// Objects patched per store page in a patch-by-query.
 const PATCH_BY_QUERY_PAGE: usize = 100;
 /// Longest accepted object id.
@@ -49,7 +49,7 @@ pub struct ObjectSet<'a> {
 
 impl ObjectSet<'_> {
     /// The hook's writes to commit with a `kind` write of `id` by `caller`.
-    fn pending(&self, caller: &Caller, id: &str, kind: ChangeKind) -> Vec<WriteOp> {
+    pub(crate) fn pending(&self, caller: &Caller, id: &str, kind: ChangeKind) -> Vec<WriteOp> {
         self.hook
             .map(|h| h.pending(&self.schema.resource, id, kind, caller))
             .unwrap_or_default()
@@ -115,66 +115,7 @@ impl ObjectSet<'_> {
         }
     }
 
-    /// Deletes the object and its relationships (both sides) in one transaction.
-    async fn delete(
-        &self,
-        req: &Request,
-        id: &str,
-        rev: Option<&str>,
-    ) -> Result<StoredObject, ResourceError> {
-        for _ in 0..MAX_WRITE_RETRIES {
-            let mut also = self.pending(&req.caller, id, ChangeKind::Delete);
-            if self.graph.is_some() {
-                also.extend(rels::edges_of_object(self.repo, self.schema, id).await?);
-            }
-            match self
-                .repo
-                .delete_with(&self.schema.resource, id, rev, &also)
-                .await
-            {
-                Ok(obj) => return Ok(obj),
-                Err(e) => match self.edge_error(e, id) {
-                    Some(err) => return Err(err),
-                    None => continue,
-                },
-            }
-        }
-        Err(self.contention(id))
-    }
-
-    /// A failed write's answer; `None` when it lost a race on its edges (retry).
-    fn edge_error(&self, e: RepoError, id: &str) -> Option<ResourceError> {
-        match &e {
-            RepoError::Unique { resource, .. }
-            | RepoError::NotFound { resource, .. }
-            | RepoError::RevisionMismatch { resource, .. }
-                if resource == rels::store::EDGES =>
-            {
-                rels::write::edge_error(&e, &format!("{}/{id}", self.schema.resource))
-            }
-            _ => Some(self.store_error(e)),
-        }
-    }
-
-    /// The edge writes of `plan` for object `id`.
-    async fn edge_ops(&self, id: &str, plan: &Plan) -> Result<Vec<WriteOp>, ResourceError> {
-        match self.graph {
-            Some(graph) if !plan.is_empty() => {
-                rels::write::edge_ops(graph, self.repo, self.schema, id, plan).await
-            }
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    /// Takes the relationship properties out of a body (when they are stored as edges).
-    fn take_relationships(&self, content: &mut Map<String, Value>) -> Plan {
-        match self.graph {
-            Some(_) => rels::write::take_from_body(self.schema, content),
-            None => Plan::default(),
-        }
-    }
-
-    async fn read_existing(&self, id: &str) -> Result<StoredObject, ResourceError> {
+    pub(crate) async fn read_existing(&self, id: &str) -> Result<StoredObject, ResourceError> {
         self.repo
             .read(&self.schema.resource, id)
             .await
@@ -405,35 +346,14 @@ impl ObjectSet<'_> {
         .ok_or_else(|| self.not_found(id))
     }
 
-    /// A patch of relationship fields only: the edges change, the object does not (so
-    /// concurrent adds to one role's members do not contend on the role).
-    async fn patch_edges(
-        &self,
-        id: &str,
-        rev: Option<&str>,
-        plan: &Plan,
-    ) -> Result<StoredObject, ResourceError> {
-        for _ in 0..MAX_WRITE_RETRIES {
-            let existing = self.read_existing(id).await?;
-            if let Some(rev) = rev.filter(|r| *r != existing.rev) {
-                return Err(self.rev_mismatch(id, rev));
-            }
-            let ops = self.edge_ops(id, plan).await?;
-            match rels::write::commit(self.repo, ops).await {
-                Ok(()) => return Ok(existing),
-                Err(e) => match self.edge_error(e, id) {
-                    Some(err) => return Err(err),
-                    None => continue,
-                },
-            }
-        }
-        Err(self.contention(id))
-    }
-
     /// `POST …?_action=patch&_queryId=…|_queryFilter=…`: patches every match; answers the
     /// patched objects.
     async fn patch_by_query(&self, req: &Request) -> Result<Response, ResourceError> {
         let ops = self.patch_ops(&req.body)?;
+        let (ops, plan) = match self.graph {
+            Some(_) => rels::write::split_patch(self.schema, ops)?,
+            None => (ops, Plan::default()),
+        };
         let kind = match (req.param("_queryFilter"), req.param("_queryId")) {
             (Some(f), None) => QueryKind::Filter(f.to_owned()),
             (None, Some(q)) => QueryKind::Id(q.to_owned()),
@@ -470,7 +390,7 @@ impl ObjectSet<'_> {
                 .await
                 .map_err(|e| self.store_error(e))?;
             for obj in page.results {
-                match self.patch_one(req, &obj.id, None, &ops, &Plan::default()).await {
+                match self.patch_one(req, &obj.id, None, &ops, &plan).await {
                     Ok(obj) => {
                         let _ = &spec;
                         patched.push(self.answer(req, obj, false).await?.to_json())
@@ -705,33 +625,6 @@ impl ObjectSet<'_> {
         Ok(resp)
     }
 
-    /// Adds the relationship fields the request asks for.
-    async fn attach(
-        &self,
-        req: &Request,
-        responses: &mut [ResourceResponse],
-    ) -> Result<(), ResourceError> {
-        let Some(graph) = self.graph else {
-            return Ok(());
-        };
-        let wanted = rels::read::requested(self.schema, &req.fields);
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        for resp in responses {
-            rels::read::attach(
-                graph,
-                self.repo,
-                self.schema,
-                resp,
-                &wanted,
-                req.caller.is_internal(),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
     /// The body of a create or update: a JSON object, without `_id`, `_rev` and virtual
     /// properties (computed, never written by clients; dropped so a read object can be
     /// written back).
@@ -753,7 +646,7 @@ impl ObjectSet<'_> {
         ResourceError::not_found(format!("Object {id} not found in {}", self.schema.resource))
     }
 
-    fn rev_mismatch(&self, id: &str, rev: &str) -> ResourceError {
+    pub(crate) fn rev_mismatch(&self, id: &str, rev: &str) -> ResourceError {
         ResourceError::new(
             412,
             format!(
@@ -763,14 +656,14 @@ impl ObjectSet<'_> {
         )
     }
 
-    fn contention(&self, id: &str) -> ResourceError {
+    pub(crate) fn contention(&self, id: &str) -> ResourceError {
         ResourceError::unavailable(format!(
             "{}/{id} is being changed by other requests; try again",
             self.schema.resource
         ))
     }
 
-    fn store_error(&self, e: RepoError) -> ResourceError {
+    pub(crate) fn store_error(&self, e: RepoError) -> ResourceError {
         match e {
             RepoError::Unique { property, .. } => policy::policy_error(&[policy::Failure {
                 property: property.trim_start_matches('/').to_owned(),

@@ -7,6 +7,7 @@
 //! its edges in the same transaction.
 
 pub mod collection;
+mod object;
 pub mod read;
 pub mod schema;
 pub mod store;

@@ -201,9 +201,10 @@ fn eq(field: &str, value: &str) -> QueryFilter {
     }
 }
 
-/// The filter selecting the edges seen through `end` (its property), or every edge of the
-/// object when `end.property` is `None`.
-pub fn filter_of(end: &End) -> QueryFilter {
+/// The filters selecting the edges seen through `end` (its property), or every edge of the
+/// object when `end.property` is `None`: one per side, each led by the side's indexed id
+/// (an `OR` of the two would not use the indexes).
+pub fn filters_of(end: &End) -> [QueryFilter; 2] {
     let side = |s: &str| {
         let mut all = vec![
             eq(&format!("{s}ResourceId"), &end.id),
@@ -214,17 +215,31 @@ pub fn filter_of(end: &End) -> QueryFilter {
         }
         QueryFilter::And(all)
     };
-    QueryFilter::Or(vec![side("first"), side("second")])
+    [side("first"), side("second")]
 }
 
-/// The edges seen through `end`, in store order (`_id`).
+/// The edges seen through `end`, in creation order (ids are time-ordered).
 pub async fn edges_of(repo: &dyn Repo, end: &End) -> Result<Vec<Edge>, RepoError> {
-    let filter = filter_of(end);
+    let [first, second] = filters_of(end);
+    let (a, b) = futures_util::future::join(side(repo, &first), side(repo, &second)).await;
+    let mut edges: Vec<Edge> = a?
+        .into_iter()
+        .chain(b?)
+        .filter_map(Edge::from_stored)
+        // Seen through `end` means `end` is one side exactly (not its other property).
+        .filter(|e| end.property.is_none() || e.first == *end || e.second == *end)
+        .collect();
+    edges.sort_by(|x, y| x.id.cmp(&y.id));
+    edges.dedup_by(|x, y| x.id == y.id);
+    Ok(edges)
+}
+
+async fn side(repo: &dyn Repo, filter: &QueryFilter) -> Result<Vec<StoredObject>, RepoError> {
     let page = repo
         .query(
             EDGES,
             RepoQuery {
-                filter: &filter,
+                filter,
                 sort: &[],
                 page_size: 0,
                 cookie: None,
@@ -234,19 +249,12 @@ pub async fn edges_of(repo: &dyn Repo, end: &End) -> Result<Vec<Edge>, RepoError
             },
         )
         .await;
-    let page = match page {
-        Ok(p) => p,
+    match page {
+        Ok(p) => Ok(p.results),
         // No edge was ever written: the resource does not exist yet.
-        Err(RepoError::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    Ok(page
-        .results
-        .into_iter()
-        .filter_map(Edge::from_stored)
-        // Seen through `end` means `end` is one side exactly (not its other property).
-        .filter(|e| end.property.is_none() || e.first == *end || e.second == *end)
-        .collect())
+        Err(RepoError::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// One edge by id.

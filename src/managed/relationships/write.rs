@@ -265,11 +265,12 @@ pub async fn edge_ops(
         for (e, state) in slots {
             match state {
                 State::Stored => {}
-                State::Changed => puts.push(WriteOp::Put {
-                    resource: EDGES.into(),
-                    id: e.id.clone(),
-                    content: e.content(),
-                }),
+                // Rewritten under its revision, keeping its id: a concurrent delete
+                // fails the write rather than being undone.
+                State::Changed => {
+                    deletes.push(e.delete_op());
+                    puts.push(e.create_op());
+                }
                 State::New => {
                     check_target(graph, repo, rel, &e, &deletes).await?;
                     creates.push(e.create_op());

@@ -128,4 +128,23 @@ async fn relationship_fields_are_answered_from_the_edges_by_index() {
     let edges = edges.unwrap();
     assert!(!text.contains(&format!("SCAN {edges}")), "{text}");
     assert!(text.contains(&format!("SEARCH {edges}")), "{text}");
+
+    // Reading one object's relationships: each side's query searches by index.
+    let end = crate::managed::relationships::store::End::new(USERS, "a", Some("roles"));
+    for f in crate::managed::relationships::store::filters_of(&end) {
+        let plan = plan_with(&edges, RELATIONSHIPS, &query(&f), None).unwrap();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", plan.select.text))
+            .unwrap();
+        let text = stmt
+            .query_map(rusqlite::params_from_iter(plan.select.params.iter()), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!text.contains(&format!("SCAN {edges}")), "{text}");
+        assert!(text.contains(&format!("SEARCH {edges}")), "{text}");
+    }
 }
