@@ -42,7 +42,11 @@ fn grant(u: u64, k: u64) -> Edge {
         &format!("r{:05}", (u * 7 + k * 101) % ROLES),
         Some("members"),
     );
-    let (first, second) = if u % 2 == 0 { (user, role) } else { (role, user) };
+    let (first, second) = if u.is_multiple_of(2) {
+        (user, role)
+    } else {
+        (role, user)
+    };
     Edge {
         id: new_edge_id(),
         rev: String::new(),

@@ -103,7 +103,12 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 async fn roles_and_members_are_one_edge_seen_from_both_sides() {
     let gw = gateway().await;
     for r in ["r1", "r2", "r3"] {
-        create(&gw, &format!("/openidm/managed/alpha_role/{r}"), json!({"name": r})).await;
+        create(
+            &gw,
+            &format!("/openidm/managed/alpha_role/{r}"),
+            json!({"name": r}),
+        )
+        .await;
     }
     let created = create(
         &gw,
@@ -127,7 +132,13 @@ async fn roles_and_members_are_one_edge_seen_from_both_sides() {
     assert!(r1["_refProperties"]["_id"].is_string() && r1["_refProperties"]["_rev"].is_string());
 
     // Not returned unless asked; never stored in the object.
-    let plain = ok(&gw, Method::GET, "/openidm/managed/alpha_user/bjensen", None).await;
+    let plain = ok(
+        &gw,
+        Method::GET,
+        "/openidm/managed/alpha_user/bjensen",
+        None,
+    )
+    .await;
     assert!(plain.get("roles").is_none(), "{plain}");
     let raw = ok(
         &gw,
@@ -263,9 +274,11 @@ async fn roles_and_members_are_one_edge_seen_from_both_sides() {
         &gw,
         Method::PUT,
         "/openidm/managed/alpha_user/bjensen?_fields=roles",
-        Some(json!({"userName": "bjensen", "mail": "b@example.com", "roles": [
+        Some(
+            json!({"userName": "bjensen", "mail": "b@example.com", "roles": [
             {"_ref": "managed/alpha_role/r2", "_refProperties": {"_grantType": "x"}},
-            {"_ref": "managed/alpha_role/r3"}]})),
+            {"_ref": "managed/alpha_role/r3"}]}),
+        ),
     )
     .await;
     let r2 = changed["roles"]
@@ -285,7 +298,10 @@ async fn roles_and_members_are_one_edge_seen_from_both_sides() {
                       "value": {"_ref": "managed/alpha_role/r1", "_refProperties": {"_grantType": 5}}}])),
     )
     .await;
-    assert_eq!(status, 400, "declared _refProperties types are checked: {body}");
+    assert_eq!(
+        status, 400,
+        "declared _refProperties types are checked: {body}"
+    );
 
     // Adding from the role side shows on the user.
     ok(
@@ -355,7 +371,12 @@ async fn roles_and_members_are_one_edge_seen_from_both_sides() {
 #[tokio::test(flavor = "multi_thread")]
 async fn group_members_sub_collection_as_seed_002_uses_it() {
     let gw = gateway().await;
-    create(&gw, "/openidm/managed/alpha_group/g1", json!({"name": "g1"})).await;
+    create(
+        &gw,
+        "/openidm/managed/alpha_group/g1",
+        json!({"name": "g1"}),
+    )
+    .await;
     for u in ["u1", "u2", "u3"] {
         create(
             &gw,
@@ -474,7 +495,9 @@ async fn group_members_sub_collection_as_seed_002_uses_it() {
         &gw,
         Method::PATCH,
         &one,
-        Some(json!([{"operation": "replace", "field": "/_refProperties/_grantType", "value": "y"}])),
+        Some(
+            json!([{"operation": "replace", "field": "/_refProperties/_grantType", "value": "y"}]),
+        ),
     )
     .await;
     assert_eq!(patched["_refProperties"]["_grantType"], "y");
@@ -556,7 +579,10 @@ async fn manager_and_reports_and_delete_integrity() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("'manager'"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("'manager'"),
+        "{body}"
+    );
     // Changing the manager moves the report.
     ok(
         &gw,
@@ -576,7 +602,13 @@ async fn manager_and_reports_and_delete_integrity() {
     assert_eq!(ids(&boss["reports"]), set(&["b"]));
 
     // Deleting an object deletes its edges, on both sides.
-    ok(&gw, Method::DELETE, "/openidm/managed/alpha_user/boss", None).await;
+    ok(
+        &gw,
+        Method::DELETE,
+        "/openidm/managed/alpha_user/boss",
+        None,
+    )
+    .await;
     let b = ok(
         &gw,
         Method::GET,
@@ -585,7 +617,12 @@ async fn manager_and_reports_and_delete_integrity() {
     )
     .await;
     assert!(b["manager"].is_null(), "{b}");
-    create(&gw, "/openidm/managed/alpha_user/boss", json!({"userName": "boss"})).await;
+    create(
+        &gw,
+        "/openidm/managed/alpha_user/boss",
+        json!({"userName": "boss"}),
+    )
+    .await;
     let boss = ok(
         &gw,
         Method::GET,
@@ -617,7 +654,12 @@ async fn concurrent_adds_from_both_sides_agree() {
     let gw = gateway().await;
     let roles = ["c1", "c2", "c3"];
     for r in roles {
-        create(&gw, &format!("/openidm/managed/alpha_role/{r}"), json!({"name": r})).await;
+        create(
+            &gw,
+            &format!("/openidm/managed/alpha_role/{r}"),
+            json!({"name": r}),
+        )
+        .await;
     }
     let users: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
     for u in &users {
@@ -643,7 +685,8 @@ async fn concurrent_adds_from_both_sides_agree() {
                     .unwrap()
                     .status()
                     .as_u16()
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>>);
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>>);
             tasks.push(Box::pin(async move {
                 gw.request(
                     Method::POST,
@@ -695,9 +738,19 @@ async fn concurrent_adds_from_both_sides_agree() {
 async fn objects_are_queried_by_their_relationships() {
     let gw = gateway().await;
     for r in ["r1", "r2"] {
-        create(&gw, &format!("/openidm/managed/alpha_role/{r}"), json!({"name": r})).await;
+        create(
+            &gw,
+            &format!("/openidm/managed/alpha_role/{r}"),
+            json!({"name": r}),
+        )
+        .await;
     }
-    create(&gw, "/openidm/managed/alpha_user/bjensen", json!({"userName": "bjensen"})).await;
+    create(
+        &gw,
+        "/openidm/managed/alpha_user/bjensen",
+        json!({"userName": "bjensen"}),
+    )
+    .await;
     create(
         &gw,
         "/openidm/managed/alpha_user/a",
@@ -739,10 +792,22 @@ async fn objects_are_queried_by_their_relationships() {
                 .collect::<BTreeSet<_>>()
         }
     };
-    assert_eq!(query(r#"/manager/_refResourceId eq "bjensen""#).await, set(&["a"]));
-    assert_eq!(query(r#"/roles/_refResourceId eq "r1""#).await, set(&["a", "b"]));
-    assert_eq!(query(r#"/roles/_ref eq "managed/alpha_role/r2""#).await, set(&["b"]));
-    assert_eq!(query(r#"/reports/_refResourceId eq "a""#).await, set(&["bjensen"]));
+    assert_eq!(
+        query(r#"/manager/_refResourceId eq "bjensen""#).await,
+        set(&["a"])
+    );
+    assert_eq!(
+        query(r#"/roles/_refResourceId eq "r1""#).await,
+        set(&["a", "b"])
+    );
+    assert_eq!(
+        query(r#"/roles/_ref eq "managed/alpha_role/r2""#).await,
+        set(&["b"])
+    );
+    assert_eq!(
+        query(r#"/reports/_refResourceId eq "a""#).await,
+        set(&["bjensen"])
+    );
     assert_eq!(
         query(r#"/roles/_refProperties/_grantType eq "conditional""#).await,
         set(&["a"])
@@ -782,7 +847,11 @@ async fn internal_roles_list_their_authz_members() {
     )
     .await;
     assert_eq!(role["name"], "openidm-admin");
-    assert_eq!(ids(&role["authzMembers"]), set(&["openidm-admin"]), "{role}");
+    assert_eq!(
+        ids(&role["authzMembers"]),
+        set(&["openidm-admin"]),
+        "{role}"
+    );
     // A managed user granted an internal role shows among its members, and an internal
     // user granted one logs in with it.
     create(
@@ -818,7 +887,12 @@ async fn internal_roles_list_their_authz_members() {
     assert!(members.contains("internal/user/auditor"), "{role}");
     assert!(members.contains("internal/user/openidm-admin"), "{role}");
     let login = gw
-        .as_user(Method::GET, "/openidm/info/login", "auditor", "Aud1tor!-long")
+        .as_user(
+            Method::GET,
+            "/openidm/info/login",
+            "auditor",
+            "Aud1tor!-long",
+        )
         .send()
         .await
         .unwrap();
@@ -875,7 +949,12 @@ async fn a_mapping_maps_a_relationship_property() {
         .start()
         .await;
     for r in ["r1", "r2"] {
-        create(&gw, &format!("/openidm/managed/alpha_role/{r}"), json!({"name": r})).await;
+        create(
+            &gw,
+            &format!("/openidm/managed/alpha_role/{r}"),
+            json!({"name": r}),
+        )
+        .await;
     }
     create(
         &gw,
@@ -899,5 +978,9 @@ async fn a_mapping_maps_a_relationship_property() {
     )
     .await;
     assert_eq!(copies["resultCount"], 1, "{copies}");
-    assert_eq!(copies["result"][0]["roleIds"], json!(["r1", "r2"]), "{copies}");
+    assert_eq!(
+        copies["result"][0]["roleIds"],
+        json!(["r1", "r2"]),
+        "{copies}"
+    );
 }

@@ -261,7 +261,10 @@ async fn internal_users_authenticate_and_authorization_is_enforced() {
     refs.sort();
     assert_eq!(
         refs,
-        ["internal/role/openidm-admin", "internal/role/openidm-authorized"]
+        [
+            "internal/role/openidm-admin",
+            "internal/role/openidm-authorized"
+        ]
     );
     assert!(admin.get("password").is_none());
     let roles: Value = gw

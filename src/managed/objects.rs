@@ -429,8 +429,8 @@ impl ObjectSet<'_> {
         };
         let on_retrieve =
             req.param("executeOnRetrieve") == Some("true") && self.schema.has_retrieve_hooks();
-        let relationships = self.graph.is_some()
-            && !rels::read::requested(self.schema, &req.fields).is_empty();
+        let relationships =
+            self.graph.is_some() && !rels::read::requested(self.schema, &req.fields).is_empty();
         if req.streamed
             && !on_retrieve
             && !relationships

@@ -77,7 +77,10 @@ impl Collection<'_> {
                         self.property
                     )));
                 }
-                let plan = Plan(vec![(self.property.to_owned(), Change::Add(req.body.clone()))]);
+                let plan = Plan(vec![(
+                    self.property.to_owned(),
+                    Change::Add(req.body.clone()),
+                )]);
                 let mut created = None;
                 for _ in 0..RETRIES {
                     let ops = edge_ops(self.graph, self.repo, self.schema, self.id, &plan).await?;
@@ -177,7 +180,9 @@ impl Collection<'_> {
         if let Some(rev) = rev.filter(|r| *r != e.rev) {
             return Err(ResourceError::new(
                 412,
-                format!("Revision {rev} does not match the current revision of relationship {edge_id}"),
+                format!(
+                    "Revision {rev} does not match the current revision of relationship {edge_id}"
+                ),
             ));
         }
         let wanted = build(&e.reference_from(&me))?;

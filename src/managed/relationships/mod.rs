@@ -41,11 +41,7 @@ impl Graph {
         match collection {
             crate::internal::USERS => Some(INTERNAL_USER.clone()),
             crate::internal::ROLES => Some(INTERNAL_ROLE.clone()),
-            c => self
-                .managed
-                .types
-                .get(c.strip_prefix("managed/")?)
-                .cloned(),
+            c => self.managed.types.get(c.strip_prefix("managed/")?).cloned(),
         }
     }
 }

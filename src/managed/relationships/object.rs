@@ -53,7 +53,11 @@ impl ObjectSet<'_> {
     }
 
     /// The edge writes of `plan` for object `id`.
-    pub(crate) async fn edge_ops(&self, id: &str, plan: &Plan) -> Result<Vec<WriteOp>, ResourceError> {
+    pub(crate) async fn edge_ops(
+        &self,
+        id: &str,
+        plan: &Plan,
+    ) -> Result<Vec<WriteOp>, ResourceError> {
         match self.graph {
             Some(graph) if !plan.is_empty() => {
                 rels::write::edge_ops(graph, self.repo, self.schema, id, plan).await

@@ -64,7 +64,12 @@ pub fn requested(schema: &ObjectSchema, raw_fields: &[String]) -> Vec<(String, E
     }
     for entry in entries {
         let tokens = JsonPointer::parse(&format!("/{entry}")).0;
-        match tokens.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match tokens
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             ["*"] => {
                 for (name, _) in schema.relations() {
                     if schema.returned_by_default(name) {
@@ -196,4 +201,3 @@ pub async fn attach(
     }
     Ok(())
 }
-

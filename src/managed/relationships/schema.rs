@@ -61,7 +61,8 @@ pub fn parse_relation(
     at: &str,
     problems: &mut Vec<String>,
 ) -> Option<Arc<Relation>> {
-    let is_rel = |v: &Map<String, Value>| v.get("type").and_then(Value::as_str) == Some("relationship");
+    let is_rel =
+        |v: &Map<String, Value>| v.get("type").and_then(Value::as_str) == Some("relationship");
     let (decl, at, array) = if is_rel(def) {
         (def, at.to_owned(), false)
     } else {
@@ -293,10 +294,22 @@ mod tests {
         ]});
         let problems = parse_managed(&bad).unwrap_err();
         let has = |s: &str| problems.iter().any(|p| p.contains(s));
-        assert!(has("properties.a.resourceCollection: required"), "{problems:?}");
-        assert!(has("properties.b.items.reversePropertyName: required"), "{problems:?}");
-        assert!(has("properties.c.validate: must be true or false"), "{problems:?}");
-        assert!(has("'system/ldap/account' is not managed/<type>"), "{problems:?}");
+        assert!(
+            has("properties.a.resourceCollection: required"),
+            "{problems:?}"
+        );
+        assert!(
+            has("properties.b.items.reversePropertyName: required"),
+            "{problems:?}"
+        );
+        assert!(
+            has("properties.c.validate: must be true or false"),
+            "{problems:?}"
+        );
+        assert!(
+            has("'system/ldap/account' is not managed/<type>"),
+            "{problems:?}"
+        );
 
         // Cross-type problems are found once each type parses.
         let bad = json!({"objects": [
@@ -310,6 +323,7 @@ mod tests {
         let problems = parse_managed(&bad).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("managed/user.d: resourceCollection 'managed/nosuch'"));
-        assert!(problems[1].contains("reversePropertyName 'owner' is not a relationship of managed/role"));
+        assert!(problems[1]
+            .contains("reversePropertyName 'owner' is not a relationship of managed/role"));
     }
 }

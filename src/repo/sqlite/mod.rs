@@ -38,9 +38,9 @@ mod sql;
 mod writer;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod relationship_tests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

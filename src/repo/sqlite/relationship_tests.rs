@@ -71,7 +71,13 @@ async fn relationship_fields_are_answered_from_the_edges_by_index() {
     edge(&repo, "e1", (user, "a", "roles"), (role, "r1", "members")).await;
     edge(&repo, "e2", (role, "r1", "members"), (user, "b", "roles")).await;
     edge(&repo, "e3", (user, "c", "roles"), (role, "r2", "members")).await;
-    edge(&repo, "e4", (user, "a", "manager"), (user, "boss", "reports")).await;
+    edge(
+        &repo,
+        "e4",
+        (user, "a", "manager"),
+        (user, "boss", "reports"),
+    )
+    .await;
     let run = |f: QueryFilter| {
         let repo = repo.clone();
         async move {
@@ -104,7 +110,11 @@ async fn relationship_fields_are_answered_from_the_edges_by_index() {
         ["a"]
     );
     assert_eq!(
-        run(QueryFilter::Not(Box::new(eq(rel("roles", "ResourceId"), "r1")))).await,
+        run(QueryFilter::Not(Box::new(eq(
+            rel("roles", "ResourceId"),
+            "r1"
+        ))))
+        .await,
         ["boss", "c"]
     );
 

@@ -28,10 +28,10 @@ use std::fmt::Write as _;
 use rusqlite::types::Value as SqlValue;
 use serde::{Deserialize, Serialize};
 
-use crate::repo::RELATIONSHIP_FIELD;
 use crate::crest::filter::{array_index, CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
 use crate::repo::RepoError;
+use crate::repo::RELATIONSHIP_FIELD;
 
 use base64::Engine as _;
 
@@ -288,7 +288,11 @@ fn edge_filter(
 ) -> Result<String, RepoError> {
     let (resource, property, part, rest) = match ptr.tokens() {
         [_, resource, property, part, rest @ ..] => (resource, property, part, rest),
-        _ => return Err(RepoError::BadQuery("a relationship field needs a part".into())),
+        _ => {
+            return Err(RepoError::BadQuery(
+                "a relationship field needs a part".into(),
+            ))
+        }
     };
     let Some(edges) = sql.edges.clone() else {
         // No relationship was ever stored.
