@@ -127,6 +127,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         repo.clone(),
         Arc::new(move || policy_gw.live().managed.clone()),
     ));
+    let internal_gw = gw.clone();
     let managed = Arc::new(
         ManagedHandler::new(
             repo.clone(),
@@ -192,10 +193,10 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         )
         .mount(
             "internal",
-            Arc::new(InternalHandler::new(
-                repo.clone(),
-                Arc::new(move || caching.invalidate_all()),
-            )),
+            Arc::new(
+                InternalHandler::new(repo.clone(), Arc::new(move || caching.invalidate_all()))
+                    .with_managed(Arc::new(move || internal_gw.live().managed.clone())),
+            ),
         );
 
     router.set_filters(Arc::new(ScriptFilters::new(gw.clone(), engine.clone())));

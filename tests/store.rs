@@ -252,9 +252,19 @@ async fn internal_users_authenticate_and_authorization_is_enforced() {
         .json()
         .await
         .unwrap();
+    let mut refs: Vec<&str> = admin["authzRoles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["_ref"].as_str().unwrap())
+        .collect();
+    refs.sort();
     assert_eq!(
-        admin["authzRoles"],
-        json!([{"_ref": "internal/role/openidm-admin"}, {"_ref": "internal/role/openidm-authorized"}])
+        refs,
+        [
+            "internal/role/openidm-admin",
+            "internal/role/openidm-authorized"
+        ]
     );
     assert!(admin.get("password").is_none());
     let roles: Value = gw

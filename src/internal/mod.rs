@@ -12,9 +12,11 @@ use crate::crest::{
     Caller, Operation, Request, RequestHandler, ResourceError, Response, ROLE_ADMIN,
     ROLE_AUTHORIZED, ROLE_REG,
 };
+use crate::managed::relationships::store::{edges_of, Edge, End};
+use crate::managed::relationships::{self as rels, Graph};
 use crate::managed::schema::{parse_schema, ObjectSchema};
-use crate::managed::ObjectSet;
-use crate::repo::{Repo, WriteOptions};
+use crate::managed::{ManagedSchema, ObjectSet, SchemaSource};
+use crate::repo::{Repo, WriteOp, WriteOptions};
 
 pub const USERS: &str = "internal/user";
 pub const ROLES: &str = "internal/role";
@@ -27,7 +29,11 @@ pub fn user_schema() -> ObjectSchema {
         USERS,
         &json!({"properties": {
             "password": {"type": "string", "scope": "private", "secureHash": {"algorithm": "ARGON2"}},
-            "authzRoles": {"type": "array", "items": {"type": "relationship"}, "returnByDefault": true}
+            "authzRoles": {"type": "array", "returnByDefault": true, "items": {
+                "type": "relationship", "reverseRelationship": true,
+                "reversePropertyName": "authzMembers", "validate": true,
+                "resourceCollection": [{"path": ROLES, "label": "Internal Role",
+                    "query": {"queryFilter": "true", "fields": ["name"]}}]}}
         }}),
         "internal/user",
     )
@@ -40,7 +46,15 @@ pub fn role_schema() -> ObjectSchema {
         ROLES,
         &json!({"properties": {
             "name": {"type": "string", "searchable": true},
-            "description": {"type": ["string", "null"]}
+            "description": {"type": ["string", "null"]},
+            "authzMembers": {"type": "array", "returnByDefault": false, "items": {
+                "type": "relationship", "reverseRelationship": true,
+                "reversePropertyName": "authzRoles", "validate": true,
+                "resourceCollection": [
+                    {"path": USERS, "label": "Internal User",
+                     "query": {"queryFilter": "true", "fields": ["_id"]}},
+                    {"path": "managed/user", "label": "User",
+                     "query": {"queryFilter": "true", "fields": ["userName"]}}]}}
         }}),
         "internal/role",
     )
@@ -53,6 +67,9 @@ pub struct InternalHandler {
     roles: ObjectSchema,
     /// Called after any write to internal users (drops cached credentials).
     on_user_change: Arc<dyn Fn() + Send + Sync>,
+    /// The managed types (relationships reach managed users, `authzMembers`).
+    managed: Option<SchemaSource>,
+    edges_indexed: tokio::sync::OnceCell<()>,
 }
 
 impl InternalHandler {
@@ -62,17 +79,32 @@ impl InternalHandler {
             users: user_schema(),
             roles: role_schema(),
             on_user_change,
+            managed: None,
+            edges_indexed: Default::default(),
         }
+    }
+
+    /// Lets relationships reach the live managed types (a managed user's `authzRoles`
+    /// shows in an internal role's `authzMembers`).
+    pub fn with_managed(mut self, managed: SchemaSource) -> Self {
+        self.managed = Some(managed);
+        self
     }
 }
 
 #[async_trait::async_trait]
 impl RequestHandler for InternalHandler {
     async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
-        let (set, id) = match rest {
-            [set] => (set.as_str(), None),
-            [set, id] => (set.as_str(), Some(id.as_str())),
-            _ => ("", None),
+        let (set, id, sub) = match rest {
+            [set] => (set.as_str(), None, None),
+            [set, id] => (set.as_str(), Some(id.as_str()), None),
+            [set, id, prop] => (set.as_str(), Some(id.as_str()), Some((prop.as_str(), None))),
+            [set, id, prop, edge] => (
+                set.as_str(),
+                Some(id.as_str()),
+                Some((prop.as_str(), Some(edge.as_str()))),
+            ),
+            _ => ("", None, None),
         };
         let schema = match set {
             "user" => &self.users,
@@ -84,15 +116,37 @@ impl RequestHandler for InternalHandler {
                 )))
             }
         };
-        let result = ObjectSet {
-            engine: None,
-            repo: self.repo.as_ref(),
-            schema,
-            hook: None,
-            crypto: None,
-        }
-        .handle(req, id)
-        .await;
+        rels::ensure_indexes(self.repo.as_ref(), &self.edges_indexed).await?;
+        let managed = match &self.managed {
+            Some(source) => source(),
+            None => Arc::new(ManagedSchema::default()),
+        };
+        let graph = Graph::new(managed);
+        let result = match (id, sub) {
+            (Some(id), Some((property, edge))) => {
+                rels::collection::Collection {
+                    graph: &graph,
+                    repo: self.repo.as_ref(),
+                    schema,
+                    id,
+                    property,
+                }
+                .handle(req, edge)
+                .await
+            }
+            _ => {
+                ObjectSet {
+                    engine: None,
+                    repo: self.repo.as_ref(),
+                    schema,
+                    hook: None,
+                    crypto: None,
+                    graph: Some(&graph),
+                }
+                .handle(req, id)
+                .await
+            }
+        };
         let writes = !matches!(req.op, Operation::Read { .. } | Operation::Query(_));
         if set == "user" && writes {
             (self.on_user_change)();
@@ -112,9 +166,10 @@ impl StoreAuthenticator {
     }
 }
 
-/// Role ids of an internal user (`authzRoles: [{"_ref": "internal/role/x"}]`).
-fn roles_of(content: &Map<String, Value>) -> Vec<String> {
-    content
+/// Role references of an internal user: its `authzRoles` relationships, and any kept in
+/// the object by a store written before relationships were edges.
+async fn roles_of(repo: &dyn Repo, user: &str, content: &Map<String, Value>) -> Vec<String> {
+    let mut roles: Vec<String> = content
         .get("authzRoles")
         .and_then(Value::as_array)
         .map(|roles| {
@@ -124,7 +179,20 @@ fn roles_of(content: &Map<String, Value>) -> Vec<String> {
                 .map(str::to_owned)
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let me = End::new(USERS, user, Some("authzRoles"));
+    match edges_of(repo, &me).await {
+        Ok(edges) => {
+            for e in edges {
+                let r = e.other(&me).reference();
+                if !roles.contains(&r) {
+                    roles.push(r);
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read an internal user's roles"),
+    }
+    roles
 }
 
 #[async_trait::async_trait]
@@ -142,7 +210,8 @@ impl Authenticator for StoreAuthenticator {
         if !password::verify_async(stored, password_text.to_owned()).await {
             return None;
         }
-        Some(Arc::new(Caller::new(user, USERS, roles_of(&obj.content))))
+        let roles = roles_of(self.repo.as_ref(), user, &obj.content).await;
+        Some(Arc::new(Caller::new(user, USERS, roles)))
     }
 }
 
@@ -184,11 +253,8 @@ pub async fn seed(
         .map_err(|e| e.to_string())?
     {
         None => {
-            let content = json!({
-                "password": admin_hash()?,
-                "authzRoles": [{"_ref": ROLE_ADMIN}, {"_ref": ROLE_AUTHORIZED}],
-            });
-            create(repo, USERS, ADMIN_USER, content).await?;
+            let content = json!({"password": admin_hash()?});
+            create_user(repo, ADMIN_USER, content, &[ROLE_ADMIN, ROLE_AUTHORIZED]).await?;
         }
         Some(existing) if admin_password_explicit => {
             let p = admin_password.expose();
@@ -225,13 +291,47 @@ pub async fn seed(
         .map_err(|e| e.to_string())?
         .is_none()
     {
-        let content = json!({
-            "password": password::hash("anonymous")?,
-            "authzRoles": [{"_ref": ROLE_REG}],
-        });
-        create(repo, USERS, ANONYMOUS_USER, content).await?;
+        let content = json!({"password": password::hash("anonymous")?});
+        create_user(repo, ANONYMOUS_USER, content, &[ROLE_REG]).await?;
     }
     Ok(())
+}
+
+/// Creates internal user `id` with its `authzRoles` edges, in one transaction.
+async fn create_user(
+    repo: &dyn Repo,
+    id: &str,
+    content: Value,
+    roles: &[&str],
+) -> Result<(), String> {
+    let Value::Object(content) = content else {
+        return Err("seed content must be an object".into());
+    };
+    let me = End::new(USERS, id, Some("authzRoles"));
+    let edges: Vec<WriteOp> = roles
+        .iter()
+        .filter_map(|r| r.strip_prefix("internal/role/"))
+        .map(|role| {
+            Edge {
+                id: crate::managed::relationships::store::new_edge_id(),
+                rev: String::new(),
+                first: me.clone(),
+                second: End::new(ROLES, role, Some("authzMembers")),
+                properties: Map::new(),
+                first_single: false,
+                second_single: false,
+            }
+            .create_op()
+        })
+        .collect();
+    let opts = WriteOptions {
+        also: &edges,
+        ..Default::default()
+    };
+    match repo.create(USERS, id, content, opts).await {
+        Ok(_) | Err(crate::repo::RepoError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(format!("cannot create {USERS}/{id}: {e}")),
+    }
 }
 
 async fn create(repo: &dyn Repo, resource: &str, id: &str, content: Value) -> Result<(), String> {

@@ -5,6 +5,7 @@
 
 pub mod objects;
 pub mod policy;
+pub mod relationships;
 pub mod schema;
 pub mod triggers;
 
@@ -36,6 +37,8 @@ pub struct ManagedHandler {
     indexed: std::sync::RwLock<HashMap<String, Vec<JsonPointer>>>,
     /// Serialises index changes.
     indexing: tokio::sync::Mutex<()>,
+    /// Set once the relationships' indexes exist.
+    edges_indexed: tokio::sync::OnceCell<()>,
 }
 
 impl ManagedHandler {
@@ -48,6 +51,7 @@ impl ManagedHandler {
             engine: None,
             indexed: Default::default(),
             indexing: Default::default(),
+            edges_indexed: Default::default(),
         }
     }
 
@@ -113,9 +117,15 @@ impl ManagedHandler {
 impl RequestHandler for ManagedHandler {
     async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
         let types = (self.schema)();
-        let (type_name, id) = match rest {
-            [t] => (t, None),
-            [t, id] => (t, Some(id.as_str())),
+        let (type_name, id, sub) = match rest {
+            [t] => (t, None, None),
+            [t, id] => (t, Some(id.as_str()), None),
+            [t, id, prop] => (t, Some(id.as_str()), Some((prop.as_str(), None))),
+            [t, id, prop, edge] => (
+                t,
+                Some(id.as_str()),
+                Some((prop.as_str(), Some(edge.as_str()))),
+            ),
             _ => {
                 return Err(ResourceError::not_found(format!(
                     "Resource 'openidm/{}' not found",
@@ -129,12 +139,26 @@ impl RequestHandler for ManagedHandler {
             ))
         })?;
         self.ensure_indexes(schema).await?;
+        relationships::ensure_indexes(self.repo.as_ref(), &self.edges_indexed).await?;
+        let graph = relationships::Graph::new(types.clone());
+        if let (Some(id), Some((property, edge))) = (id, sub) {
+            return relationships::collection::Collection {
+                graph: &graph,
+                repo: self.repo.as_ref(),
+                schema,
+                id,
+                property,
+            }
+            .handle(req, edge)
+            .await;
+        }
         let answer = ObjectSet {
             engine: self.engine.as_deref(),
             repo: self.repo.as_ref(),
             schema,
             hook: self.hook.as_deref(),
             crypto: self.crypto.as_deref(),
+            graph: Some(&graph),
         }
         .handle(req, id)
         .await?;

@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::policy;
+use super::relationships::{self as rels, write::Plan, Graph};
 use super::schema::ObjectSchema;
 use crate::auth::password;
 use crate::crest::fields::{self, FieldSpec};
@@ -24,7 +25,7 @@ use crate::script::ScriptEngine;
 use super::triggers::Write;
 
 /// How often a read-modify-write without `If-Match` retries after losing a race.
-const MAX_WRITE_RETRIES: usize = 16;
+pub(crate) const MAX_WRITE_RETRIES: usize = 16;
 /// Objects patched per store page in a patch-by-query.
 const PATCH_BY_QUERY_PAGE: usize = 100;
 /// Longest accepted object id.
@@ -41,11 +42,14 @@ pub struct ObjectSet<'a> {
     pub crypto: Option<&'a Crypto>,
     /// Runs the type's triggers (None: a type declaring one cannot be used).
     pub engine: Option<&'a ScriptEngine>,
+    /// The object types relationships reach (None: relationship properties are stored in
+    /// the object as plain JSON).
+    pub graph: Option<&'a Graph>,
 }
 
 impl ObjectSet<'_> {
     /// The hook's writes to commit with a `kind` write of `id` by `caller`.
-    fn pending(&self, caller: &Caller, id: &str, kind: ChangeKind) -> Vec<WriteOp> {
+    pub(crate) fn pending(&self, caller: &Caller, id: &str, kind: ChangeKind) -> Vec<WriteOp> {
         self.hook
             .map(|h| h.pending(&self.schema.resource, id, kind, caller))
             .unwrap_or_default()
@@ -80,7 +84,15 @@ impl ObjectSet<'_> {
             }
             (Operation::Patch { rev }, Some(id)) => {
                 let ops = self.patch_ops(&req.body)?;
-                let obj = self.patch_one(req, id, rev.as_deref(), &ops).await?;
+                let (ops, plan) = match self.graph {
+                    Some(_) => rels::write::split_patch(self.schema, ops)?,
+                    None => (ops, Plan::default()),
+                };
+                let obj = if ops.is_empty() && !plan.is_empty() {
+                    self.patch_edges(id, rev.as_deref(), &plan).await?
+                } else {
+                    self.patch_one(req, id, rev.as_deref(), &ops, &plan).await?
+                };
                 self.answer(req, obj, false).await.map(Response::Resource)
             }
             (Operation::Delete { rev }, Some(id)) => {
@@ -91,12 +103,7 @@ impl ObjectSet<'_> {
                     }
                     self.before_delete(req, &existing).await?;
                 }
-                let also = self.pending(&req.caller, id, ChangeKind::Delete);
-                let obj = self
-                    .repo
-                    .delete_with(&self.schema.resource, id, rev.as_deref(), &also)
-                    .await
-                    .map_err(|e| self.store_error(e))?;
+                let obj = self.delete(req, id, rev.as_deref()).await?;
                 self.after_write(req, Write::Delete, Some(&obj), None).await;
                 Ok(Response::Resource(self.render(
                     obj,
@@ -108,7 +115,7 @@ impl ObjectSet<'_> {
         }
     }
 
-    async fn read_existing(&self, id: &str) -> Result<StoredObject, ResourceError> {
+    pub(crate) async fn read_existing(&self, id: &str) -> Result<StoredObject, ResourceError> {
         self.repo
             .read(&self.schema.resource, id)
             .await
@@ -125,6 +132,7 @@ impl ObjectSet<'_> {
             None => uuid::Uuid::new_v4().to_string(),
         };
         let mut content = self.client_content(req)?;
+        let plan = self.take_relationships(&mut content);
         for prop in &self.schema.properties {
             if let Some(default) = &prop.default {
                 if !content.contains_key(&prop.name) {
@@ -135,28 +143,42 @@ impl ObjectSet<'_> {
         let content = self.before_write(req, &id, content, None).await?;
         let content = self.prepare(&id, content, None).await?;
         let unique = self.schema.unique();
-        let also = self.pending(&req.caller, &id, ChangeKind::Create);
-        let obj = self
-            .repo
-            .create(
-                &self.schema.resource,
-                &id,
-                content,
-                WriteOptions {
-                    unique: &unique,
-                    also: &also,
+        let mut attempt = 0;
+        let obj = loop {
+            attempt += 1;
+            let mut also = self.pending(&req.caller, &id, ChangeKind::Create);
+            also.extend(self.edge_ops(&id, &plan).await?);
+            let created = self
+                .repo
+                .create(
+                    &self.schema.resource,
+                    &id,
+                    content.clone(),
+                    WriteOptions {
+                        unique: &unique,
+                        also: &also,
+                    },
+                )
+                .await;
+            match created {
+                Ok(obj) => break obj,
+                Err(RepoError::AlreadyExists { resource, .. })
+                    if resource == self.schema.resource =>
+                {
+                    return Err(ResourceError::new(
+                        412,
+                        format!(
+                            "The resource with ID '{id}' could not be created because there is already another resource with the same ID"
+                        ),
+                    ))
+                }
+                Err(e) => match self.edge_error(e, &id) {
+                    Some(err) => return Err(err),
+                    None if attempt < MAX_WRITE_RETRIES => continue,
+                    None => return Err(self.contention(&id)),
                 },
-            )
-            .await
-            .map_err(|e| match e {
-                RepoError::AlreadyExists { .. } => ResourceError::new(
-                    412,
-                    format!(
-                        "The resource with ID '{id}' could not be created because there is already another resource with the same ID"
-                    ),
-                ),
-                e => self.store_error(e),
-            })?;
+            }
+        };
         self.after_write(req, Write::Create, None, Some(&obj)).await;
         self.answer(req, obj, false).await.map(Response::Created)
     }
@@ -169,12 +191,13 @@ impl ObjectSet<'_> {
         upsert: bool,
     ) -> Result<Response, ResourceError> {
         check_id(id)?;
-        let body = self.client_content(req)?;
+        let mut body = self.client_content(req)?;
+        let plan = self.take_relationships(&mut body);
         for _ in 0..MAX_WRITE_RETRIES {
             // Private properties are never returned, so a read-modify-write PUT cannot
             // carry them: keep the stored ones the body does not mention.
             let written = self
-                .rewrite(req, id, rev, |existing| {
+                .rewrite(req, id, rev, &plan, |existing| {
                     let mut content = body.clone();
                     for (k, v) in &existing.content {
                         if self.schema.is_private(k) && !content.contains_key(k) {
@@ -204,11 +227,12 @@ impl ObjectSet<'_> {
         req: &Request,
         id: &str,
         rev: Option<&str>,
+        plan: &Plan,
         build: impl Fn(&StoredObject) -> Result<Map<String, Value>, ResourceError>,
     ) -> Result<Option<StoredObject>, ResourceError> {
         let unique = self.schema.unique();
-        let also = self.pending(&req.caller, id, ChangeKind::Update);
         for _ in 0..MAX_WRITE_RETRIES {
+            let mut also = self.pending(&req.caller, id, ChangeKind::Update);
             let existing = self
                 .repo
                 .read(&self.schema.resource, id)
@@ -226,6 +250,7 @@ impl ObjectSet<'_> {
                 .before_write(req, id, build(&existing)?, Some(&existing))
                 .await?;
             let content = self.prepare(id, content, Some(&existing)).await?;
+            also.extend(self.edge_ops(id, plan).await?);
             match self
                 .repo
                 .update(
@@ -245,12 +270,23 @@ impl ObjectSet<'_> {
                         .await;
                     return Ok(Some(obj));
                 }
-                Err(RepoError::RevisionMismatch { .. }) if rev.is_none() => continue,
-                Err(RepoError::RevisionMismatch { .. }) => {
+                Err(RepoError::RevisionMismatch { resource, .. })
+                    if rev.is_none() && resource == self.schema.resource =>
+                {
+                    continue
+                }
+                Err(RepoError::RevisionMismatch { resource, .. })
+                    if resource == self.schema.resource =>
+                {
                     return Err(self.rev_mismatch(id, rev.unwrap_or_default()))
                 }
-                Err(RepoError::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(self.store_error(e)),
+                Err(RepoError::NotFound { resource, .. }) if resource == self.schema.resource => {
+                    return Ok(None)
+                }
+                Err(e) => match self.edge_error(e, id) {
+                    Some(err) => return Err(err),
+                    None => continue,
+                },
             }
         }
         Err(self.contention(id))
@@ -294,8 +330,9 @@ impl ObjectSet<'_> {
         id: &str,
         rev: Option<&str>,
         ops: &[patch::PatchOperation],
+        plan: &Plan,
     ) -> Result<StoredObject, ResourceError> {
-        self.rewrite(req, id, rev, |existing| {
+        self.rewrite(req, id, rev, plan, |existing| {
             let mut doc = Value::Object(existing.content.clone());
             patch::apply_patch(&mut doc, ops, false)?;
             match doc {
@@ -313,6 +350,10 @@ impl ObjectSet<'_> {
     /// patched objects.
     async fn patch_by_query(&self, req: &Request) -> Result<Response, ResourceError> {
         let ops = self.patch_ops(&req.body)?;
+        let (ops, plan) = match self.graph {
+            Some(_) => rels::write::split_patch(self.schema, ops)?,
+            None => (ops, Plan::default()),
+        };
         let kind = match (req.param("_queryFilter"), req.param("_queryId")) {
             (Some(f), None) => QueryKind::Filter(f.to_owned()),
             (None, Some(q)) => QueryKind::Id(q.to_owned()),
@@ -349,10 +390,10 @@ impl ObjectSet<'_> {
                 .await
                 .map_err(|e| self.store_error(e))?;
             for obj in page.results {
-                match self.patch_one(req, &obj.id, None, &ops).await {
+                match self.patch_one(req, &obj.id, None, &ops, &plan).await {
                     Ok(obj) => {
-                        let obj = self.retrieved(req, obj, false).await?;
-                        patched.push(self.render(obj, &spec, &req.caller).to_json())
+                        let _ = &spec;
+                        patched.push(self.answer(req, obj, false).await?.to_json())
                     }
                     // Deleted since the page was read: nothing to patch.
                     Err(e) if e.code == 404 => {}
@@ -388,8 +429,11 @@ impl ObjectSet<'_> {
         };
         let on_retrieve =
             req.param("executeOnRetrieve") == Some("true") && self.schema.has_retrieve_hooks();
+        let relationships =
+            self.graph.is_some() && !rels::read::requested(self.schema, &req.fields).is_empty();
         if req.streamed
             && !on_retrieve
+            && !relationships
             && q.page_size == 0
             && q.cookie.is_none()
             && q.count_policy == CountPolicy::None
@@ -408,10 +452,12 @@ impl ObjectSet<'_> {
         } else {
             page.results
         };
-        let results = objects
+        let mut shown: Vec<ResourceResponse> = objects
             .into_iter()
-            .map(|obj| self.render(obj, &spec, &req.caller).to_json())
+            .map(|obj| self.render(obj, &spec, &req.caller))
             .collect();
+        self.attach(req, &mut shown).await?;
+        let results = shown.iter().map(ResourceResponse::to_json).collect();
         Ok(Response::Query(QueryResponse {
             results,
             cookie: page.next_cookie,
@@ -464,7 +510,10 @@ impl ObjectSet<'_> {
                 for p in pointers {
                     self.check_queryable(p)?;
                 }
-                Ok((f, false))
+                match self.graph {
+                    Some(_) => Ok((rels::rewrite_filter(self.schema, f)?, false)),
+                    None => Ok((f, false)),
+                }
             }
             QueryKind::Id(id) => match id.as_str() {
                 "query-all-ids" => Ok((QueryFilter::True, true)),
@@ -493,6 +542,9 @@ impl ObjectSet<'_> {
 
     fn check_queryable(&self, field: &JsonPointer) -> Result<(), ResourceError> {
         match field.tokens().first() {
+            Some(first) if first.starts_with('\0') => Err(ResourceError::bad_request(format!(
+                "'{field}' is not a valid field"
+            ))),
             Some(first) if self.schema.is_private(first) => Err(ResourceError::bad_request(
                 format!("The private property '{first}' cannot be used in a query"),
             )),
@@ -574,7 +626,9 @@ impl ObjectSet<'_> {
         read: bool,
     ) -> Result<ResourceResponse, ResourceError> {
         let obj = self.retrieved(req, obj, read).await?;
-        Ok(self.render(obj, &fields::of_request(req)?, &req.caller))
+        let mut resp = self.render(obj, &fields::of_request(req)?, &req.caller);
+        self.attach(req, std::slice::from_mut(&mut resp)).await?;
+        Ok(resp)
     }
 
     /// The body of a create or update: a JSON object, without `_id`, `_rev` and virtual
@@ -598,7 +652,7 @@ impl ObjectSet<'_> {
         ResourceError::not_found(format!("Object {id} not found in {}", self.schema.resource))
     }
 
-    fn rev_mismatch(&self, id: &str, rev: &str) -> ResourceError {
+    pub(crate) fn rev_mismatch(&self, id: &str, rev: &str) -> ResourceError {
         ResourceError::new(
             412,
             format!(
@@ -608,14 +662,14 @@ impl ObjectSet<'_> {
         )
     }
 
-    fn contention(&self, id: &str) -> ResourceError {
+    pub(crate) fn contention(&self, id: &str) -> ResourceError {
         ResourceError::unavailable(format!(
             "{}/{id} is being changed by other requests; try again",
             self.schema.resource
         ))
     }
 
-    fn store_error(&self, e: RepoError) -> ResourceError {
+    pub(crate) fn store_error(&self, e: RepoError) -> ResourceError {
         match e {
             RepoError::Unique { property, .. } => {
                 policy::policy_error(&[policy::unique_failure(self.schema, &property)])
@@ -627,7 +681,7 @@ impl ObjectSet<'_> {
 
 /// An object as a client sees it: private properties dropped (kept, as stored, for an
 /// `internal` caller), `_fields` applied.
-fn render(
+pub(crate) fn render(
     schema: &ObjectSchema,
     obj: StoredObject,
     spec: &FieldSpec,

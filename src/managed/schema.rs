@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use super::policy::defs::parse_policies;
 use super::policy::{Kind, Policy};
+use super::relationships::schema::{check_graph, parse_relation, Relation};
 use crate::crest::filter::JsonPointer;
 use crate::script::{parse_script, Script};
 
@@ -89,6 +90,8 @@ pub struct Property {
     pub types: Vec<JsonType>,
     /// Items of an array of relationships count as a relationship property.
     pub relationship: bool,
+    /// The relationship's settings (stored as edges, not in the object).
+    pub relation: Option<Arc<Relation>>,
     pub searchable: bool,
     /// Returned when `_fields` is empty or `*`. False for private properties and, unless
     /// `returnByDefault` says otherwise, relationships and virtual properties.
@@ -212,6 +215,18 @@ impl ObjectSchema {
         self.property(name).is_some_and(|p| p.relationship)
     }
 
+    /// The relationship settings of property `name`, if it is one.
+    pub fn relation(&self, name: &str) -> Option<&Arc<Relation>> {
+        self.property(name).and_then(|p| p.relation.as_ref())
+    }
+
+    /// The relationship properties.
+    pub fn relations(&self) -> impl Iterator<Item = (&str, &Arc<Relation>)> {
+        self.properties
+            .iter()
+            .filter_map(|p| Some((p.name.as_str(), p.relation.as_ref()?)))
+    }
+
     /// Returned by default to an internal caller: private values too.
     pub fn returned_by_default_internally(&self, name: &str) -> bool {
         self.property(name)
@@ -305,6 +320,11 @@ pub fn parse_managed(doc: &Value) -> Result<ManagedSchema, Vec<String>> {
                 problems.extend(hooks.err().unwrap_or_default());
             }
         }
+    }
+    if problems.is_empty() {
+        let user = crate::internal::user_schema();
+        let role = crate::internal::role_schema();
+        problems.extend(check_graph(&types, &[&user, &role]));
     }
     if problems.is_empty() {
         Ok(ManagedSchema { types })
@@ -404,7 +424,7 @@ pub fn parse_schema(resource: &str, schema: &Value, at: &str) -> Result<ObjectSc
     }
 }
 
-fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<String>> {
+pub(crate) fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<String>> {
     let mut problems = Vec::new();
     let Some(def) = def.as_object() else {
         return Err(vec![format!("{at}: must be an object")]);
@@ -447,6 +467,11 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
         .and_then(Value::as_str)
         == Some("relationship");
     let relationship = types.contains(&JsonType::Relationship) || items_relationship;
+    let relation = if relationship {
+        parse_relation(def, at, &mut problems)
+    } else {
+        None
+    };
     let private = def.get("scope").and_then(Value::as_str) == Some("private");
     let hashed = def.contains_key("secureHash");
     let encrypted = match def.get("encryption") {
@@ -504,6 +529,7 @@ fn parse_property(name: &str, def: &Value, at: &str) -> Result<Property, Vec<Str
         name: name.to_owned(),
         types,
         relationship,
+        relation,
         searchable,
         return_by_default,
         private: private || hashed || encrypted.is_some(),

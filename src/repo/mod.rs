@@ -26,6 +26,19 @@ use crate::crest::query::{CountPolicy, SortKey};
 /// `queryTimeLimitSeconds`).
 pub const DEFAULT_QUERY_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The resource holding relationship edges (`crate::managed::relationships::store`):
+/// objects with `firstResourceCollection`, `firstResourceId`, `firstPropertyName`,
+/// `secondResourceCollection`, `secondResourceId`, `secondPropertyName` and `properties`.
+pub const RELATIONSHIPS: &str = "relationships";
+
+/// First token of a filter field that is answered from the edges, not the object:
+/// `[RELATIONSHIP_FIELD, <object's resource>, <property>, <part>, <sub-path>…]` where
+/// `<part>` is `ResourceId` or `ResourceCollection` (of the other end), `_id` (the edge's
+/// id) or `properties` (its `_refProperties`, followed by the path inside). Matches objects
+/// with at least one such edge (`/roles/_refResourceId eq "r1"`). Never a property name
+/// (clients cannot send a NUL in a field).
+pub const RELATIONSHIP_FIELD: &str = "\u{0}relationship";
+
 /// One stored object. `content` never holds `_id` or `_rev`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredObject {

@@ -38,6 +38,8 @@ mod sql;
 mod writer;
 
 #[cfg(test)]
+mod relationship_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -444,7 +446,18 @@ struct Plan {
     fingerprint: String,
 }
 
+#[cfg(test)]
 fn plan(tbl: &str, resource: &str, query: &RepoQuery<'_>) -> Result<Plan, RepoError> {
+    plan_with(tbl, resource, query, None)
+}
+
+/// The SQL of a query; `edges` is the relationships' table, if any edge was ever stored.
+fn plan_with(
+    tbl: &str,
+    resource: &str,
+    query: &RepoQuery<'_>,
+    edges: Option<String>,
+) -> Result<Plan, RepoError> {
     let fingerprint = {
         let mut h = Sha256::new();
         h.update(resource.as_bytes());
@@ -463,11 +476,15 @@ fn plan(tbl: &str, resource: &str, query: &RepoQuery<'_>) -> Result<Plan, RepoEr
         .cookie
         .map(|c| Cookie::decode(c, &fingerprint, query.sort.len()))
         .transpose()?;
-    let mut select = Sql::default();
+    let mut select = Sql {
+        edges,
+        ..Sql::default()
+    };
     let filter = sql::filter_sql(query.filter, &mut select)?;
     let count = (query.count == CountPolicy::Exact).then(|| Sql {
         text: format!("SELECT count(*) FROM \"{tbl}\" WHERE {filter}"),
         params: select.params.clone(),
+        edges: None,
     });
     let mut where_ = filter;
     if let Some(cookie) = &cookie {
@@ -732,14 +749,15 @@ impl Repo for SqliteRepo {
     async fn query(&self, resource: &str, query: RepoQuery<'_>) -> Result<RepoPage, RepoError> {
         let Some(tbl) = self.inner.table(resource) else {
             // Validate the cookie and filter all the same: a bad query is bad either way.
-            plan("t", resource, &query)?;
+            plan_with("t", resource, &query, None)?;
             return Ok(RepoPage {
                 results: Vec::new(),
                 next_cookie: None,
                 total: (query.count == CountPolicy::Exact).then_some(0),
             });
         };
-        let plan = plan(&tbl, resource, &query)?;
+        let edges = self.inner.table(super::RELATIONSHIPS);
+        let plan = plan_with(&tbl, resource, &query, edges)?;
         let n_keys = query.sort.len();
         let limit = self.query_time_limit();
         let deadline = Instant::now() + limit;
@@ -763,10 +781,11 @@ impl Repo for SqliteRepo {
             ));
         }
         let Some(tbl) = self.inner.table(resource) else {
-            plan("t", resource, &query)?;
+            plan_with("t", resource, &query, None)?;
             return Ok(Box::pin(futures_util::stream::empty()));
         };
-        let plan = plan(&tbl, resource, &query)?;
+        let edges = self.inner.table(super::RELATIONSHIPS);
+        let plan = plan_with(&tbl, resource, &query, edges)?;
         let limit = self.query_time_limit();
         let deadline = Instant::now() + limit;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_AHEAD);

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::crest::filter::{array_index, CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
 use crate::repo::RepoError;
+use crate::repo::RELATIONSHIP_FIELD;
 
 use base64::Engine as _;
 
@@ -43,6 +44,8 @@ pub(crate) const MAX_FILTER_DEPTH: usize = 128;
 pub(crate) struct Sql {
     pub text: String,
     pub params: Vec<SqlValue>,
+    /// The table of the relationship edges, for filters on relationship fields.
+    pub edges: Option<String>,
 }
 
 impl Sql {
@@ -190,6 +193,11 @@ fn filter_at(filter: &QueryFilter, sql: &mut Sql, depth: usize) -> Result<String
             "filter nested deeper than {MAX_FILTER_DEPTH} levels"
         )));
     }
+    if let Some(ptr) = leaf_field(filter) {
+        if ptr.tokens().first().map(String::as_str) == Some(RELATIONSHIP_FIELD) {
+            return edge_filter(filter, ptr, sql, depth);
+        }
+    }
     Ok(match filter {
         QueryFilter::True => "1".to_string(),
         QueryFilter::False => "0".to_string(),
@@ -257,6 +265,79 @@ fn filter_at(filter: &QueryFilter, sql: &mut Sql, depth: usize) -> Result<String
             }
         }
     })
+}
+
+/// The field a comparison or presence test reads.
+fn leaf_field(filter: &QueryFilter) -> Option<&JsonPointer> {
+    match filter {
+        QueryFilter::Present(p)
+        | QueryFilter::Compare { field: p, .. }
+        | QueryFilter::In { field: p, .. } => Some(p),
+        _ => None,
+    }
+}
+
+/// A test of a relationship field ([`RELATIONSHIP_FIELD`]): the object's id is among the
+/// ids at its end of the edges that pass the test, the object being either end. The test
+/// runs on the edges table (its `secondResourceId`/`firstResourceId` indexes).
+fn edge_filter(
+    filter: &QueryFilter,
+    ptr: &JsonPointer,
+    sql: &mut Sql,
+    depth: usize,
+) -> Result<String, RepoError> {
+    let (resource, property, part, rest) = match ptr.tokens() {
+        [_, resource, property, part, rest @ ..] => (resource, property, part, rest),
+        _ => {
+            return Err(RepoError::BadQuery(
+                "a relationship field needs a part".into(),
+            ))
+        }
+    };
+    let Some(edges) = sql.edges.clone() else {
+        // No relationship was ever stored.
+        return Ok("0".into());
+    };
+    let resource = sql.param(SqlValue::Text(resource.clone()));
+    let property = sql.param(SqlValue::Text(property.clone()));
+    let mut parts = Vec::new();
+    for (me, other) in [("first", "second"), ("second", "first")] {
+        let mapped = match part.as_str() {
+            "ResourceId" | "ResourceCollection" => vec![format!("{other}{part}")],
+            "_id" => vec!["_id".to_string()],
+            "properties" => std::iter::once("properties".to_string())
+                .chain(rest.iter().cloned())
+                .collect(),
+            other => {
+                return Err(RepoError::BadQuery(format!(
+                    "unknown relationship field part '{other}'"
+                )))
+            }
+        };
+        let mapped = JsonPointer(mapped);
+        let inner = match filter {
+            QueryFilter::Present(_) => QueryFilter::Present(mapped),
+            QueryFilter::Compare { op, value, .. } => QueryFilter::Compare {
+                field: mapped,
+                op: *op,
+                value: value.clone(),
+            },
+            QueryFilter::In { values, .. } => QueryFilter::In {
+                field: mapped,
+                values: values.clone(),
+            },
+            _ => return Err(RepoError::BadQuery("not a field test".into())),
+        };
+        let test = filter_at(&inner, sql, depth + 1)?;
+        let field = |name: &str| value_expr(&JsonPointer(vec![format!("{me}{name}")]));
+        parts.push(format!(
+            "id IN (SELECT {id} FROM \"{edges}\" WHERE {coll} = {resource} AND {prop} = {property} AND {test})",
+            id = field("ResourceId"),
+            coll = field("ResourceCollection"),
+            prop = field("PropertyName"),
+        ));
+    }
+    Ok(format!("({})", parts.join(" OR ")))
 }
 
 /// One comparison of value expression `v`, whose JSON type is `t` (`None` for a text column).
