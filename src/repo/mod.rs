@@ -78,6 +78,21 @@ pub struct RepoQuery<'a> {
     pub ids_only: bool,
 }
 
+impl<'a> RepoQuery<'a> {
+    /// Every match of `filter` in `sort` order: no paging, no count, whole objects.
+    pub fn all(filter: &'a QueryFilter, sort: &'a [SortKey]) -> Self {
+        RepoQuery {
+            filter,
+            sort,
+            page_size: 0,
+            cookie: None,
+            offset: 0,
+            count: CountPolicy::None,
+            ids_only: false,
+        }
+    }
+}
+
 /// One page of query results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepoPage {

@@ -158,18 +158,7 @@ impl RequestHandler for DeadLetterHandler {
                 let f = query_filter(&query.kind, "The dead-letter queue")?;
                 let page = self
                     .0
-                    .query(
-                        &resource(name),
-                        RepoQuery {
-                            filter: &f,
-                            sort: &query.sort_keys,
-                            page_size: 0,
-                            cookie: None,
-                            offset: 0,
-                            count: Default::default(),
-                            ids_only: false,
-                        },
-                    )
+                    .query(&resource(name), RepoQuery::all(&f, &query.sort_keys))
                     .await
                     .map_err(queue_error)?;
                 Ok(Response::Query(QueryResponse {

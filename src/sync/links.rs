@@ -123,18 +123,7 @@ impl LinkStore {
         };
         let page = self
             .repo
-            .query(
-                &self.resource,
-                RepoQuery {
-                    filter: &filter,
-                    sort: &[],
-                    page_size: 0,
-                    cookie: None,
-                    offset: 0,
-                    count: Default::default(),
-                    ids_only: false,
-                },
-            )
+            .query(&self.resource, RepoQuery::all(&filter, &[]))
             .await?;
         for obj in page.results {
             if let Some(link) = self.to_link(obj) {

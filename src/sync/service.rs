@@ -266,7 +266,10 @@ impl SyncService {
             op: CompareOp::Eq,
             value: FilterValue::String("ACTIVE".into()),
         };
-        let page = self.repo.query(RUN_RESOURCE, all(&filter, &[])).await?;
+        let page = self
+            .repo
+            .query(RUN_RESOURCE, RepoQuery::all(&filter, &[]))
+            .await?;
         let mut marked = 0;
         for obj in page.results {
             let mut content = obj.content;
@@ -454,7 +457,7 @@ impl SyncService {
         }];
         let page = self
             .repo
-            .query(RUN_RESOURCE, all(&QueryFilter::True, &sort))
+            .query(RUN_RESOURCE, RepoQuery::all(&QueryFilter::True, &sort))
             .await
             .map_err(store_error)?;
         Ok(page
@@ -607,18 +610,6 @@ impl RunOverrides {
             m.run_target_phase = v;
         }
         Arc::new(m)
-    }
-}
-
-fn all<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
-    RepoQuery {
-        filter,
-        sort,
-        page_size: 0,
-        cookie: None,
-        offset: 0,
-        count: Default::default(),
-        ids_only: false,
     }
 }
 

@@ -235,20 +235,7 @@ pub async fn edges_of(repo: &dyn Repo, end: &End) -> Result<Vec<Edge>, RepoError
 }
 
 async fn side(repo: &dyn Repo, filter: &QueryFilter) -> Result<Vec<StoredObject>, RepoError> {
-    let page = repo
-        .query(
-            EDGES,
-            RepoQuery {
-                filter,
-                sort: &[],
-                page_size: 0,
-                cookie: None,
-                offset: 0,
-                count: Default::default(),
-                ids_only: false,
-            },
-        )
-        .await;
+    let page = repo.query(EDGES, RepoQuery::all(filter, &[])).await;
     match page {
         Ok(p) => Ok(p.results),
         // No edge was ever written: the resource does not exist yet.
