@@ -7,13 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{json_of, Gateway};
+use common::fixtures::js;
+use common::{send, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn js(source: &str) -> Value {
-    json!({"type": "text/javascript", "source": source})
-}
 
 fn managed() -> Value {
     json!({"objects": [
@@ -55,14 +52,6 @@ async fn gateway() -> Gateway {
         .conf_file("gateway", json!({"scripting": {"timeLimitMs": 500}}))
         .start()
         .await
-}
-
-async fn send(gw: &Gateway, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = gw.request(method, path);
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    json_of(r.send().await.unwrap()).await
 }
 
 async fn events(gw: &Gateway, kind: &str) -> Vec<Value> {

@@ -17,7 +17,7 @@ fn bjensen(password: &str) -> Value {
 }
 
 async fn send(gw: &Gateway, method: Method, path: &str, body: Value) -> (u16, Value) {
-    json_of(gw.request(method, path).json(&body).send().await.unwrap()).await
+    common::send(gw, method, path, Some(body)).await
 }
 
 /// The `failedPolicyRequirements` of a 403 (asserting it is IDM's policy failure).

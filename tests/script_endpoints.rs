@@ -5,14 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::fixtures::{shipped, user};
+use common::fixtures::{js, shipped, user};
 use common::{eventually, json_of, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn js(source: &str) -> Value {
-    json!({"type": "text/javascript", "source": source})
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn endpoints_answer_with_idm_s_request_binding() {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fixtures::{shipped, user};
+use common::fixtures::{js, shipped, user};
 use common::{eventually, json_of, Gateway};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -20,10 +20,6 @@ async fn action(gw: &Gateway, name: &str, body: &Value) -> (u16, Value) {
             .unwrap(),
     )
     .await
-}
-
-fn js(source: &str) -> Value {
-    json!({"type": "text/javascript", "source": source})
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,14 +9,10 @@ mod common;
 use std::time::Duration;
 
 use common::fixtures::{
-    all_of, managed_with_other, put_user, recon, seed_users, shipped, situations, status, user,
+    all_of, js, managed_with_other, put_user, recon, seed_users, shipped, situations, status, user,
 };
 use common::{basic_instance, Gateway};
 use serde_json::{json, Value};
-
-fn js(source: &str) -> Value {
-    json!({"type": "text/javascript", "source": source})
-}
 
 /// managed.json with `other` (a target type) that also has `cn` and `description`.
 fn managed() -> Value {

@@ -8,16 +8,12 @@ mod common;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use common::fixtures::{shipped, user};
+use common::fixtures::{js, shipped, user};
 use common::{eventually, json_of, Gateway};
 use serde_json::{json, Value};
 
 /// A schedule that never fires by itself (runs are started over REST).
 const NEVER: &str = "0 0 0 1 1 ? 2099";
-
-fn js(source: &str) -> Value {
-    json!({"type": "text/javascript", "source": source})
-}
 
 fn schedule(cron: &str, service: &str, context: Value) -> Value {
     json!({"enabled": true, "type": "cron", "schedule": cron, "persisted": true,

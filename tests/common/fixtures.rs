@@ -166,3 +166,8 @@ pub fn status(run: &Value) -> (u64, u64) {
 pub fn pairs(list: &[(&str, u64)]) -> Vec<(String, u64)> {
     list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
 }
+
+/// A script object as IDM's config files hold it: `{"type": "text/javascript", "source"}`.
+pub fn js(source: &str) -> Value {
+    json!({"type": "text/javascript", "source": source})
+}

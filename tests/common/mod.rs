@@ -46,6 +46,20 @@ pub async fn json_of(r: reqwest::Response) -> (u16, serde_json::Value) {
     )
 }
 
+/// Sends `method path` as the gateway's administrator, with `body` as JSON when given.
+pub async fn send(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = gw.request(method, path);
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    json_of(r.send().await.unwrap()).await
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (bind port 0, read, drop).
 ///
 /// Only for processes we cannot hand a listener to (the gateway, node); the

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{json_of, Gateway};
+use crate::common::Gateway;
 
 /// A relationship property as IDM's `managed.json` declares one.
 pub fn rel(array: bool, reverse: Option<&str>, path: &str, extra: Value) -> Value {
@@ -59,13 +59,7 @@ pub async fn gateway() -> Gateway {
         .await
 }
 
-pub async fn send(gw: &Gateway, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = gw.request(method, path);
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    json_of(r.send().await.unwrap()).await
-}
+pub use crate::common::send;
 
 pub async fn ok(gw: &Gateway, method: Method, path: &str, body: Option<Value>) -> Value {
     let (status, body) = send(gw, method.clone(), path, body).await;
