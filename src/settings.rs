@@ -88,6 +88,8 @@ pub struct Settings {
     pub query_time_limit: std::time::Duration,
     /// `gateway.json` `scripting` (validated when the file is loaded).
     pub scripting: crate::script::EngineConfig,
+    /// `gateway.json` `temporalConstraintsCheckSeconds`.
+    pub temporal_check: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +110,9 @@ impl Settings {
             .query_time_limit()
             .unwrap_or(crate::repo::DEFAULT_QUERY_TIME_LIMIT);
         let scripting = file.scripting().unwrap_or_default();
+        let temporal_check = file
+            .temporal_check()
+            .unwrap_or(crate::config::DEFAULT_TEMPORAL_CHECK);
         let Cli {
             conf,
             data,
@@ -129,6 +134,7 @@ impl Settings {
             threads: file_threads,
             query_time_limit_seconds: _,
             scripting: _,
+            temporal_constraints_check_seconds: _,
             id: _,
         } = file;
         let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
@@ -164,6 +170,7 @@ impl Settings {
             certs_dir: certs,
             query_time_limit,
             scripting,
+            temporal_check,
         }
     }
 }

@@ -22,6 +22,9 @@ pub enum LogFormat {
 /// mistake, not a setting.
 const MAX_QUERY_TIME_LIMIT_SECONDS: f64 = 86_400.0;
 
+/// Default interval of the temporal constraints' check.
+pub const DEFAULT_TEMPORAL_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The disk form of `gateway.json`. Every field is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -40,6 +43,9 @@ pub struct GatewayFile {
     pub query_time_limit_seconds: Option<f64>,
     /// The script engine's limits and pool (gateway extra).
     pub scripting: Option<ScriptingFile>,
+    /// How often temporal constraints (roles', grants') are checked for a start or end
+    /// that passed (default 30 s). Gateway extra: IDM schedules a job per boundary.
+    pub temporal_constraints_check_seconds: Option<f64>,
     #[serde(rename = "_id")]
     pub id: Option<String>,
 }
@@ -111,7 +117,21 @@ impl GatewayFile {
         let file: GatewayFile = serde_json::from_value(doc).map_err(|e| vec![e.to_string()])?;
         file.query_time_limit().map_err(|e| vec![e])?;
         file.scripting().map_err(|e| vec![e])?;
+        file.temporal_check().map_err(|e| vec![e])?;
         Ok(file)
+    }
+
+    /// `temporalConstraintsCheckSeconds`, checked: from 0.1 s to a day.
+    pub fn temporal_check(&self) -> Result<std::time::Duration, String> {
+        match self.temporal_constraints_check_seconds {
+            None => Ok(DEFAULT_TEMPORAL_CHECK),
+            Some(s) if s.is_finite() && (0.1..=86_400.0).contains(&s) => {
+                Ok(std::time::Duration::from_secs_f64(s))
+            }
+            Some(s) => Err(format!(
+                "temporalConstraintsCheckSeconds must be between 0.1 and 86400 seconds, not {s}"
+            )),
+        }
     }
 
     /// `queryTimeLimitSeconds`, checked: a finite number of seconds from 0.001 to 86 400.

@@ -130,6 +130,7 @@ impl RequestHandler for InternalHandler {
                     schema,
                     id,
                     property,
+                    events: None,
                 }
                 .handle(req, edge)
                 .await
@@ -142,6 +143,8 @@ impl RequestHandler for InternalHandler {
                     hook: None,
                     crypto: None,
                     graph: Some(&graph),
+                    conditions: None,
+                    events: None,
                 }
                 .handle(req, id)
                 .await

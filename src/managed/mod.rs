@@ -39,6 +39,8 @@ pub struct ManagedHandler {
     indexing: tokio::sync::Mutex<()>,
     /// Set once the relationships' indexes exist.
     edges_indexed: tokio::sync::OnceCell<()>,
+    /// The role conditions, read for conditional grants.
+    conditions: Arc<relationships::conditional::Conditions>,
 }
 
 impl ManagedHandler {
@@ -52,7 +54,20 @@ impl ManagedHandler {
             indexed: Default::default(),
             indexing: Default::default(),
             edges_indexed: Default::default(),
+            conditions: Default::default(),
         }
+    }
+
+    /// What relationship notifications need (owned: a long wave outlives the request).
+    pub fn notifier(&self) -> Arc<relationships::notify::Notifier> {
+        Arc::new(relationships::notify::Notifier {
+            repo: self.repo.clone(),
+            schema: self.schema.clone(),
+            hook: self.hook.clone(),
+            crypto: self.crypto.clone(),
+            engine: self.engine.clone(),
+            conditions: self.conditions.clone(),
+        })
     }
 
     /// Tells `hook` of every committed write.
@@ -104,6 +119,27 @@ impl ManagedHandler {
         Ok(())
     }
 
+    /// An answer made before the write's notifications ran: the derived properties (and
+    /// revision) the notifications stored since, so the caller sees its own write's effect.
+    async fn refreshed(&self, schema: &ObjectSchema, r: &mut crate::crest::ResourceResponse) {
+        if schema.derived().next().is_none() {
+            return;
+        }
+        let Ok(Some(obj)) = self.repo.read(&schema.resource, &r.id).await else {
+            return;
+        };
+        if r.rev.as_deref() == Some(obj.rev.as_str()) {
+            return;
+        }
+        for (name, _) in schema.derived() {
+            if r.content.contains_key(name) {
+                let v = obj.content.get(name).cloned().unwrap_or(serde_json::Value::Null);
+                r.content.insert(name.to_owned(), v);
+            }
+        }
+        r.rev = Some(obj.rev);
+    }
+
     /// Indexes every declared type now (at start-up), instead of on first use.
     pub async fn index_all(&self) {
         let types = (self.schema)();
@@ -141,27 +177,46 @@ impl RequestHandler for ManagedHandler {
         self.ensure_indexes(schema).await?;
         relationships::ensure_indexes(self.repo.as_ref(), &self.edges_indexed).await?;
         let graph = relationships::Graph::new(types.clone());
-        if let (Some(id), Some((property, edge))) = (id, sub) {
-            return relationships::collection::Collection {
+        let events = relationships::notify::Events::default();
+        let answer = if let (Some(id), Some((property, edge))) = (id, sub) {
+            relationships::collection::Collection {
                 graph: &graph,
                 repo: self.repo.as_ref(),
                 schema,
                 id,
                 property,
+                events: Some(&events),
             }
             .handle(req, edge)
-            .await;
+            .await
+        } else {
+            ObjectSet {
+                engine: self.engine.as_deref(),
+                repo: self.repo.as_ref(),
+                schema,
+                hook: self.hook.as_deref(),
+                crypto: self.crypto.as_deref(),
+                graph: Some(&graph),
+                conditions: Some(&self.conditions),
+                events: Some(&events),
+            }
+            .handle(req, id)
+            .await
+        };
+        // Committed writes notify even when the request failed later (a patch by query
+        // stopped half-way).
+        let events = events.take();
+        let notified = !events.is_empty();
+        self.notifier().run(events).await;
+        let mut answer = answer?;
+        if sub.is_some() {
+            return Ok(answer);
         }
-        let answer = ObjectSet {
-            engine: self.engine.as_deref(),
-            repo: self.repo.as_ref(),
-            schema,
-            hook: self.hook.as_deref(),
-            crypto: self.crypto.as_deref(),
-            graph: Some(&graph),
+        if notified {
+            if let Response::Resource(r) | Response::Created(r) = &mut answer {
+                self.refreshed(schema, r).await;
+            }
         }
-        .handle(req, id)
-        .await?;
         if let Some(hook) = &self.hook {
             notify(hook.as_ref(), &schema.resource, req, &answer);
         }

@@ -45,6 +45,10 @@ pub struct ObjectSet<'a> {
     /// The object types relationships reach (None: relationship properties are stored in
     /// the object as plain JSON).
     pub graph: Option<&'a Graph>,
+    /// The role conditions (None: conditional grants are not made by this writer).
+    pub conditions: Option<&'a rels::conditional::Conditions>,
+    /// Collects what committed writes notify (None: nobody is notified).
+    pub events: Option<&'a rels::notify::Events>,
 }
 
 impl ObjectSet<'_> {
@@ -147,7 +151,8 @@ impl ObjectSet<'_> {
         let obj = loop {
             attempt += 1;
             let mut also = self.pending(&req.caller, &id, ChangeKind::Create);
-            also.extend(self.edge_ops(&id, &plan).await?);
+            let edges = self.edge_ops(&id, &plan, Some(&content)).await?;
+            also.extend(edges.ops.iter().cloned());
             let created = self
                 .repo
                 .create(
@@ -161,7 +166,10 @@ impl ObjectSet<'_> {
                 )
                 .await;
             match created {
-                Ok(obj) => break obj,
+                Ok(obj) => {
+                    self.committed(&id, &edges.touched, None, Some(&obj.content));
+                    break obj;
+                }
                 Err(RepoError::AlreadyExists { resource, .. })
                     if resource == self.schema.resource =>
                 {
@@ -198,9 +206,12 @@ impl ObjectSet<'_> {
             // carry them: keep the stored ones the body does not mention.
             let written = self
                 .rewrite(req, id, rev, &plan, |existing| {
+                    // Nor derived properties, which clients never write.
                     let mut content = body.clone();
                     for (k, v) in &existing.content {
-                        if self.schema.is_private(k) && !content.contains_key(k) {
+                        let kept = self.schema.is_private(k)
+                            || self.schema.property(k).is_some_and(|p| p.query_config.is_some());
+                        if kept && !content.contains_key(k) {
                             content.insert(k.clone(), v.clone());
                         }
                     }
@@ -222,7 +233,7 @@ impl ObjectSet<'_> {
     /// Read-modify-write of one object, atomic against concurrent writers: `build` makes
     /// the new content from the stored object. Without `rev` a lost race is retried; with
     /// `rev` a different stored revision is a 412. `None` when the object does not exist.
-    async fn rewrite(
+    pub(crate) async fn rewrite(
         &self,
         req: &Request,
         id: &str,
@@ -250,7 +261,8 @@ impl ObjectSet<'_> {
                 .before_write(req, id, build(&existing)?, Some(&existing))
                 .await?;
             let content = self.prepare(id, content, Some(&existing)).await?;
-            also.extend(self.edge_ops(id, plan).await?);
+            let edges = self.edge_ops(id, plan, Some(&content)).await?;
+            also.extend(edges.ops.iter().cloned());
             match self
                 .repo
                 .update(
@@ -266,6 +278,12 @@ impl ObjectSet<'_> {
                 .await
             {
                 Ok(obj) => {
+                    self.committed(
+                        id,
+                        &edges.touched,
+                        Some(&existing.content),
+                        Some(&obj.content),
+                    );
                     self.after_write(req, Write::Update, Some(&existing), Some(&obj))
                         .await;
                     return Ok(Some(obj));
@@ -569,6 +587,17 @@ impl ObjectSet<'_> {
         let failures = policy::check(self.schema, Some(id), &content, &lookups).await;
         if !failures.is_empty() {
             return Err(policy::policy_error(&failures));
+        }
+        for prop in &self.schema.properties {
+            let Some(v) = content.get(&prop.name) else {
+                continue;
+            };
+            if prop.conditional {
+                rels::conditional::check(v, &prop.name)?;
+            }
+            if prop.temporal {
+                rels::temporal::check(v, &prop.name, false)?;
+            }
         }
         for prop in self.schema.properties.iter().filter(|p| p.hashed) {
             if let Some(Value::String(clear)) = content.get(&prop.name) {

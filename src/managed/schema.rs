@@ -112,6 +112,30 @@ pub struct Property {
     pub virtual_: bool,
     /// Property-level triggers.
     pub hooks: PropertyHooks,
+    /// `queryConfig` of a relationship-derived virtual property (`effectiveRoles`):
+    /// computed from the relationships and stored with the object.
+    pub query_config: Option<QueryConfig>,
+    /// `notifyRelationships`: when this property changes (or the object is notified
+    /// through it), the objects referenced through these relationship fields are notified.
+    pub notify_relationships: Vec<String>,
+    /// `isConditional`: the property holds a query filter granting this object (a role)
+    /// to the objects it matches.
+    pub conditional: bool,
+    /// `isTemporalConstraint`: the property holds `[{"duration": "<start>/<end>"}]`, and
+    /// the object only counts through relationships while one interval holds.
+    pub temporal: bool,
+}
+
+/// IDM's `queryConfig` of a relationship-derived virtual property.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryConfig {
+    /// `referencedRelationshipFields`: relationship fields followed in order.
+    pub fields: Vec<String>,
+    /// `referencedObjectFields`: fields of the objects reached (`*`: all); none: the
+    /// items are references.
+    pub object_fields: Option<Vec<String>>,
+    /// `flattenProperties`: a flat list of the object fields' values.
+    pub flatten: bool,
 }
 
 /// A property's triggers (IDM's `onValidate`, `onRetrieve`, `onStore` on a property).
@@ -243,6 +267,21 @@ impl ObjectSchema {
 
     pub fn is_virtual(&self, name: &str) -> bool {
         self.property(name).is_some_and(|p| p.virtual_)
+    }
+
+    /// The relationship-derived virtual properties (`queryConfig`), stored with the object.
+    pub fn derived(&self) -> impl Iterator<Item = (&str, &QueryConfig)> {
+        self.properties
+            .iter()
+            .filter_map(|p| Some((p.name.as_str(), p.query_config.as_ref()?)))
+    }
+
+    /// The temporal-constraint properties (`isTemporalConstraint`).
+    pub fn temporal(&self) -> impl Iterator<Item = &str> {
+        self.properties
+            .iter()
+            .filter(|p| p.temporal)
+            .map(|p| p.name.as_str())
     }
 
     /// Whether reading an object runs a script (object or property `onRetrieve`).
@@ -501,6 +540,35 @@ pub(crate) fn parse_property(name: &str, def: &Value, at: &str) -> Result<Proper
             "{at}: secureHash and encryption cannot both be declared"
         ));
     }
+    let query_config = match def.get("queryConfig") {
+        None | Some(Value::Null) => None,
+        Some(q) => parse_query_config(q, at, virtual_, &mut problems),
+    };
+    let names = |v: Option<&Value>, key: &str, problems: &mut Vec<String>| match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if items.iter().all(|i| i.is_string()) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        Some(_) => {
+            problems.push(format!("{at}.{key}: must be an array of property names"));
+            Vec::new()
+        }
+    };
+    let mut notify_relationships = names(
+        def.get("notifyRelationships"),
+        "notifyRelationships",
+        &mut problems,
+    );
+    if notify_relationships.is_empty() {
+        notify_relationships = names(
+            def.get("items").and_then(|i| i.get("notifyRelationships")),
+            "items.notifyRelationships",
+            &mut problems,
+        );
+    }
+    let conditional = flag("isConditional", &mut problems).unwrap_or(false);
+    let temporal = flag("isTemporalConstraint", &mut problems).unwrap_or(false);
     let policies = parse_policies(def, at, &mut problems);
     let unique = policies
         .iter()
@@ -540,6 +608,69 @@ pub(crate) fn parse_property(name: &str, def: &Value, at: &str) -> Result<Proper
         default: def.get("default").cloned(),
         virtual_,
         hooks,
+        query_config,
+        notify_relationships,
+        conditional,
+        temporal,
+    })
+}
+
+fn parse_query_config(
+    q: &Value,
+    at: &str,
+    virtual_: bool,
+    problems: &mut Vec<String>,
+) -> Option<QueryConfig> {
+    let at = format!("{at}.queryConfig");
+    if !virtual_ {
+        problems.push(format!("{at}: only a virtual property (isVirtual: true) has one"));
+        return None;
+    }
+    let list = |key: &str, problems: &mut Vec<String>| match q.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items))
+            if !items.is_empty() && items.iter().all(|i| i.as_str().is_some_and(|s| !s.is_empty())) =>
+        {
+            Ok(Some(
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>(),
+            ))
+        }
+        Some(_) => {
+            problems.push(format!("{at}.{key}: must be a non-empty array of field names"));
+            Err(())
+        }
+    };
+    let fields = match list("referencedRelationshipFields", problems) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            problems.push(format!(
+                "{at}.referencedRelationshipFields: required, the relationship fields to follow"
+            ));
+            return None;
+        }
+        Err(()) => return None,
+    };
+    let object_fields = list("referencedObjectFields", problems).ok()?;
+    let flatten = match q.get("flattenProperties") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            problems.push(format!("{at}.flattenProperties: must be true or false"));
+            false
+        }
+    };
+    if flatten && object_fields.is_none() {
+        problems.push(format!(
+            "{at}.flattenProperties: needs referencedObjectFields (the values to flatten)"
+        ));
+    }
+    Some(QueryConfig {
+        fields,
+        object_fields,
+        flatten,
     })
 }
 

@@ -8,7 +8,8 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::read::{expand_ref, Expand};
-use super::store::{edge, edges_of, End, EDGES};
+use super::notify::{Event, Events};
+use super::store::{edge, edges_of, Edge, End, EDGES};
 use super::write::{check_ref_properties, commit, edge_error, edge_ops, Change, Plan};
 use super::Graph;
 use crate::crest::filter::{self, JsonPointer};
@@ -29,6 +30,8 @@ pub struct Collection<'a> {
     pub schema: &'a ObjectSchema,
     pub id: &'a str,
     pub property: &'a str,
+    /// Collects what the writes notify.
+    pub events: Option<&'a Events>,
 }
 
 impl Collection<'_> {
@@ -83,13 +86,15 @@ impl Collection<'_> {
                 )]);
                 let mut created = None;
                 for _ in 0..RETRIES {
-                    let ops = edge_ops(self.graph, self.repo, self.schema, self.id, &plan).await?;
-                    let new_id = ops.iter().rev().find_map(|op| match op {
+                    let edges =
+                        edge_ops(self.graph, self.repo, self.schema, self.id, &plan).await?;
+                    let new_id = edges.ops.iter().rev().find_map(|op| match op {
                         crate::repo::WriteOp::Create { id, .. } => Some(id.clone()),
                         _ => None,
                     });
-                    match commit(self.repo, ops).await {
+                    match commit(self.repo, edges.ops).await {
                         Ok(()) => {
+                            self.notify(&edges.touched);
                             created = new_id;
                             break;
                         }
@@ -127,6 +132,7 @@ impl Collection<'_> {
                 Ok(Response::Resource(self.one(eid, &expand, internal).await?))
             }
             (Operation::Delete { rev }, Some(eid)) => {
+                let e = self.edge(eid).await?;
                 let r = self.one(eid, &Expand::None, internal).await?;
                 self.repo
                     .delete(EDGES, eid, rev.as_deref())
@@ -135,9 +141,34 @@ impl Collection<'_> {
                         crate::repo::RepoError::NotFound { .. } => self.not_found(eid),
                         e => e.into(),
                     })?;
+                self.notify(std::slice::from_ref(&e));
                 Ok(Response::Resource(r))
             }
             _ => Err(req.not_supported()),
+        }
+    }
+
+    /// One relationship of this object that a client may change (not a conditional grant,
+    /// which its role's condition makes and takes back).
+    async fn edge(&self, edge_id: &str) -> Result<Edge, ResourceError> {
+        let me = self.me();
+        let e = edge(self.repo, edge_id)
+            .await
+            .map_err(ResourceError::from)?
+            .filter(|e| e.first == me || e.second == me)
+            .ok_or_else(|| self.not_found(edge_id))?;
+        if e.is_conditional() {
+            return Err(ResourceError::bad_request(format!(
+                "Relationship {edge_id} is a conditional grant: it changes with the condition of {}",
+                e.other(&me).reference()
+            )));
+        }
+        Ok(e)
+    }
+
+    fn notify(&self, edges: &[Edge]) {
+        if let Some(events) = self.events {
+            events.extend(Event::edges(&self.schema.resource, self.id, edges));
         }
     }
 
@@ -172,11 +203,7 @@ impl Collection<'_> {
             .schema
             .relation(self.property)
             .ok_or_else(|| self.not_found(edge_id))?;
-        let e = edge(self.repo, edge_id)
-            .await
-            .map_err(ResourceError::from)?
-            .filter(|e| e.first == me || e.second == me)
-            .ok_or_else(|| self.not_found(edge_id))?;
+        let e = self.edge(edge_id).await?;
         if let Some(rev) = rev.filter(|r| *r != e.rev) {
             return Err(ResourceError::new(
                 412,
@@ -244,6 +271,7 @@ impl Collection<'_> {
                 crate::repo::RepoError::NotFound { .. } => self.not_found(edge_id),
                 err => edge_error(&err, &me.reference()).unwrap_or_else(|| err.into()),
             })?;
+        self.notify(&[e, next]);
         Ok(())
     }
 

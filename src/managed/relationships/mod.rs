@@ -7,10 +7,14 @@
 //! its edges in the same transaction.
 
 pub mod collection;
+pub mod conditional;
+pub mod derived;
+pub mod notify;
 mod object;
 pub mod read;
 pub mod schema;
 pub mod store;
+pub mod temporal;
 pub mod write;
 
 use std::sync::{Arc, LazyLock};
@@ -18,7 +22,7 @@ use std::sync::{Arc, LazyLock};
 use super::schema::{ManagedSchema, ObjectSchema};
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::ResourceError;
-use crate::repo::{Repo, WriteOp, RELATIONSHIP_FIELD};
+use crate::repo::{Repo, RELATIONSHIP_FIELD};
 
 static INTERNAL_USER: LazyLock<Arc<ObjectSchema>> =
     LazyLock::new(|| Arc::new(crate::internal::user_schema()));
@@ -51,14 +55,15 @@ pub async fn edges_of_object(
     repo: &dyn Repo,
     schema: &ObjectSchema,
     id: &str,
-) -> Result<Vec<WriteOp>, ResourceError> {
+) -> Result<write::EdgeWrites, ResourceError> {
     let end = store::End::new(&schema.resource, id, None);
-    Ok(store::edges_of(repo, &end)
+    let touched = store::edges_of(repo, &end)
         .await
-        .map_err(ResourceError::from)?
-        .iter()
-        .map(store::Edge::delete_op)
-        .collect())
+        .map_err(ResourceError::from)?;
+    Ok(write::EdgeWrites {
+        ops: touched.iter().map(store::Edge::delete_op).collect(),
+        touched,
+    })
 }
 
 /// Rewrites the tests of relationship fields in a filter (`/roles/_refResourceId eq "r1"`,

@@ -3,12 +3,13 @@
 
 use serde_json::{Map, Value};
 
-use super::write::Plan;
+use super::notify::{self, Event};
+use super::write::{EdgeWrites, Plan};
 use crate::crest::{Request, ResourceError, ResourceResponse};
 use crate::events::ChangeKind;
 use crate::managed::objects::{ObjectSet, MAX_WRITE_RETRIES};
 use crate::managed::relationships as rels;
-use crate::repo::{RepoError, StoredObject, WriteOp};
+use crate::repo::{RepoError, StoredObject};
 
 impl ObjectSet<'_> {
     /// Deletes the object and its relationships (both sides) in one transaction.
@@ -20,15 +21,20 @@ impl ObjectSet<'_> {
     ) -> Result<StoredObject, ResourceError> {
         for _ in 0..MAX_WRITE_RETRIES {
             let mut also = self.pending(&req.caller, id, ChangeKind::Delete);
+            let mut edges = rels::write::EdgeWrites::default();
             if self.graph.is_some() {
-                also.extend(rels::edges_of_object(self.repo, self.schema, id).await?);
+                edges = rels::edges_of_object(self.repo, self.schema, id).await?;
+                also.extend(edges.ops.iter().cloned());
             }
             match self
                 .repo
                 .delete_with(&self.schema.resource, id, rev, &also)
                 .await
             {
-                Ok(obj) => return Ok(obj),
+                Ok(obj) => {
+                    self.committed(id, &edges.touched, None, None);
+                    return Ok(obj);
+                }
                 Err(e) => match self.edge_error(e, id) {
                     Some(err) => return Err(err),
                     None => continue,
@@ -52,18 +58,98 @@ impl ObjectSet<'_> {
         }
     }
 
-    /// The edge writes of `plan` for object `id`.
+    /// The edge writes of `plan` for object `id` written with `content` (`None`: the
+    /// object itself is not written): the client's changes, and the conditional grants
+    /// the content now matches.
     pub(crate) async fn edge_ops(
         &self,
         id: &str,
         plan: &Plan,
-    ) -> Result<Vec<WriteOp>, ResourceError> {
-        match self.graph {
-            Some(graph) if !plan.is_empty() => {
-                rels::write::edge_ops(graph, self.repo, self.schema, id, plan).await
-            }
-            _ => Ok(Vec::new()),
+        content: Option<&Map<String, Value>>,
+    ) -> Result<EdgeWrites, ResourceError> {
+        let Some(graph) = self.graph else {
+            return Ok(EdgeWrites::default());
+        };
+        let mut out = if plan.is_empty() {
+            EdgeWrites::default()
+        } else {
+            rels::write::edge_ops(graph, self.repo, self.schema, id, plan).await?
+        };
+        if let (Some(content), Some(conditions)) = (content, self.conditions) {
+            out.extend(
+                rels::conditional::for_object(self.repo, conditions, self.schema, id, content)
+                    .await?,
+            );
         }
+        Ok(out)
+    }
+
+    /// Records what a committed write of object `id` notifies: its edge changes, the
+    /// changed properties that pass notifications on, a changed condition. `before` and
+    /// `after` are the stored contents (`None`: created / deleted).
+    pub(crate) fn committed(
+        &self,
+        id: &str,
+        edges: &[rels::store::Edge],
+        before: Option<&Map<String, Value>>,
+        after: Option<&Map<String, Value>>,
+    ) {
+        let conditional = self.schema.properties.iter().any(|p| p.conditional);
+        if conditional {
+            if let Some(c) = self.conditions {
+                c.invalidate(&self.schema.resource);
+            }
+        }
+        let Some(events) = self.events else {
+            return;
+        };
+        events.extend(Event::edges(&self.schema.resource, id, edges));
+        if after.is_none() {
+            return;
+        }
+        let empty = Map::new();
+        let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
+        for p in &self.schema.properties {
+            if before.get(&p.name) == after.get(&p.name) {
+                continue;
+            }
+            let at = rels::store::End::new(&self.schema.resource, id, Some(&p.name));
+            if p.conditional {
+                events.extend([Event::Condition(at.clone())]);
+            }
+            if !p.notify_relationships.is_empty() {
+                events.extend([Event::Changed(at)]);
+            }
+        }
+    }
+
+    /// Stores recomputed derived properties of object `id` (a notification), as an update
+    /// by the system: false when they did not change or the object is gone.
+    pub(crate) async fn set_derived(
+        &self,
+        id: &str,
+        values: Map<String, Value>,
+    ) -> Result<bool, ResourceError> {
+        let Some(existing) = self
+            .repo
+            .read(&self.schema.resource, id)
+            .await
+            .map_err(|e| self.store_error(e))?
+        else {
+            return Ok(false);
+        };
+        if !notify::differs(&existing.content, &values) {
+            return Ok(false);
+        }
+        let req = notify::system_update(&self.schema.resource, id);
+        let written = self
+            .rewrite(&req, id, None, &Plan::default(), |existing| {
+                let mut content = existing.content.clone();
+                content.extend(values.clone());
+                Ok(content)
+            })
+            .await?;
+        Ok(written.is_some())
     }
 
     /// Takes the relationship properties out of a body (when they are stored as edges).
@@ -87,9 +173,12 @@ impl ObjectSet<'_> {
             if let Some(rev) = rev.filter(|r| *r != existing.rev) {
                 return Err(self.rev_mismatch(id, rev));
             }
-            let ops = self.edge_ops(id, plan).await?;
-            match rels::write::commit(self.repo, ops).await {
-                Ok(()) => return Ok(existing),
+            let edges = self.edge_ops(id, plan, None).await?;
+            match rels::write::commit(self.repo, edges.ops).await {
+                Ok(()) => {
+                    self.committed(id, &edges.touched, None, None);
+                    return Ok(existing);
+                }
                 Err(e) => match self.edge_error(e, id) {
                     Some(err) => return Err(err),
                     None => continue,

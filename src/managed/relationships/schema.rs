@@ -32,6 +32,12 @@ pub struct Relation {
     pub validate: bool,
     /// Declared `_refProperties` (besides `_id` and `_rev`), checked on write.
     pub ref_properties: Vec<Property>,
+    /// `notifySelf`: a change of one of these relationships notifies the object whose
+    /// property it is (the origin, the object in the URL).
+    pub notify_self: bool,
+    /// `conditionalAssociation` (a role's `members`): conditional grants are made on this
+    /// side by the object's condition.
+    pub conditional_association: bool,
 }
 
 /// One `resourceCollection` entry.
@@ -42,6 +48,11 @@ pub struct RefCollection {
     pub label: Option<String>,
     /// The UI picker's query (`queryFilter`, `fields`, `sortKeys`), kept as declared.
     pub query: Option<Value>,
+    /// `notify`: a change of a relationship to an object of this collection notifies it.
+    pub notify: bool,
+    /// `conditionalAssociationField` (a user's `roles` → `condition`): the property of the
+    /// referenced objects holding the query filter that grants them conditionally.
+    pub conditional_field: Option<String>,
 }
 
 impl Relation {
@@ -51,6 +62,13 @@ impl Relation {
             let id = reference.strip_prefix(c.path.as_str())?.strip_prefix('/')?;
             (!id.is_empty() && !id.contains('/')).then_some((c.path.as_str(), id))
         })
+    }
+}
+
+impl Relation {
+    /// The `resourceCollection` entry of `collection`.
+    pub fn collection(&self, collection: &str) -> Option<&RefCollection> {
+        self.collections.iter().find(|c| c.path == collection)
     }
 }
 
@@ -103,10 +121,30 @@ pub fn parse_relation(
                         None
                     }
                 };
+                let notify = match c.get("notify") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => {
+                        problems.push(format!("{at}.notify: must be true or false"));
+                        false
+                    }
+                };
+                let conditional_field = match c.get("conditionalAssociationField") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(_) => {
+                        problems.push(format!(
+                            "{at}.conditionalAssociationField: must be a property name"
+                        ));
+                        None
+                    }
+                };
                 collections.push(RefCollection {
                     path: path.to_owned(),
                     label,
                     query,
+                    notify,
+                    conditional_field,
                 });
             }
         }
@@ -124,6 +162,8 @@ pub fn parse_relation(
     };
     let reverse_flag = flag("reverseRelationship", problems);
     let validate = flag("validate", problems);
+    let notify_self = flag("notifySelf", problems);
+    let conditional_association = flag("conditionalAssociation", problems);
     let reverse = match (reverse_flag, decl.get("reversePropertyName")) {
         (true, Some(Value::String(name))) if !name.is_empty() => Some(name.clone()),
         (true, _) => {
@@ -164,6 +204,8 @@ pub fn parse_relation(
         reverse,
         validate,
         ref_properties,
+        notify_self,
+        conditional_association,
     }))
 }
 
@@ -192,6 +234,29 @@ pub fn check_graph(
         }
     };
     let mut problems = Vec::new();
+    // A derived property's path: each field a relationship of the objects reached so far.
+    for schema in types.values() {
+        for (name, cfg) in schema.derived() {
+            let mut level: Vec<&ObjectSchema> = vec![schema.as_ref()];
+            for field in &cfg.fields {
+                let mut next = Vec::new();
+                for s in &level {
+                    if let Some(rel) = s.relation(field) {
+                        next.extend(rel.collections.iter().filter_map(|c| lookup(&c.path)));
+                    }
+                }
+                if next.is_empty() {
+                    problems.push(format!(
+                        "{}.{name}.queryConfig.referencedRelationshipFields: '{field}' is not a relationship of {}",
+                        schema.resource,
+                        level.iter().map(|s| s.resource.as_str()).collect::<Vec<_>>().join(", ")
+                    ));
+                    break;
+                }
+                level = next;
+            }
+        }
+    }
     // The built-in internal schemas are right by construction; their reverse side
     // (`internal/role` `authzMembers`) accepts any managed type reversing it.
     for schema in types.values() {

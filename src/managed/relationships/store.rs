@@ -70,7 +70,7 @@ pub struct Edge {
 }
 
 impl Edge {
-    fn from_stored(obj: StoredObject) -> Option<Edge> {
+    pub fn from_stored(obj: StoredObject) -> Option<Edge> {
         let c = &obj.content;
         let text = |k: &str| c.get(k).and_then(Value::as_str);
         let end = |side: &str| {
@@ -105,11 +105,16 @@ impl Edge {
     pub fn content(&self) -> Map<String, Value> {
         let (a, b) = (self.first.key(), self.second.key());
         // A reverse relationship is the same edge from either side: order its ends.
-        let key = if self.second.property.is_some() && b < a {
+        let mut key = if self.second.property.is_some() && b < a {
             format!("{b}\u{1e}{a}")
         } else {
             format!("{a}\u{1e}{b}")
         };
+        // A conditional grant may exist beside a manual one of the same role (IDM keeps
+        // both; the role counts once).
+        if self.is_conditional() {
+            key.push_str("\u{1d}conditional");
+        }
         let one = match (self.first_single, self.second_single) {
             (true, _) => Value::String(a),
             (false, true) => Value::String(b),
@@ -129,6 +134,20 @@ impl Edge {
         m.insert("key".into(), Value::String(key));
         m.insert("one".into(), one);
         m
+    }
+
+    /// A grant made by a role's condition (`_grantType: "conditional"`).
+    pub fn is_conditional(&self) -> bool {
+        self.properties.get(GRANT_TYPE).and_then(Value::as_str) == Some(CONDITIONAL)
+    }
+
+    /// The end on object `collection`/`id`'s side.
+    pub fn end_of(&self, collection: &str, id: &str) -> &End {
+        if self.first.collection == collection && self.first.id == id {
+            &self.first
+        } else {
+            &self.second
+        }
     }
 
     /// The end that is not `me`.
@@ -175,6 +194,11 @@ impl Edge {
         }
     }
 }
+
+/// The `_refProperties` key naming how a role was granted.
+pub const GRANT_TYPE: &str = "_grantType";
+/// The grant type of a grant made by a role's condition.
+pub const CONDITIONAL: &str = "conditional";
 
 /// What must never be stored twice: the pair of ends, a singleton end.
 pub fn unique_fields() -> Vec<JsonPointer> {

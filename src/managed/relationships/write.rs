@@ -120,6 +120,13 @@ fn parse_ref(rel: &Relation, prop: &str, v: &Value) -> Result<GivenRef, Resource
             let mut p = p.clone();
             let edge_id = p.remove("_id").and_then(|i| i.as_str().map(str::to_owned));
             p.remove("_rev");
+            if p.get(super::store::GRANT_TYPE).and_then(Value::as_str)
+                == Some(super::store::CONDITIONAL)
+            {
+                return Err(ResourceError::bad_request(format!(
+                    "A conditional grant of '{prop}' is made by the condition of the referenced object, not by a client"
+                )));
+            }
             check_ref_properties(rel, prop, &p)?;
             (edge_id, Some(p))
         }
@@ -156,6 +163,9 @@ pub fn check_ref_properties(
             }
         }
     }
+    if let Some(c) = given.get(super::temporal::GRANT_KEY) {
+        super::temporal::check(c, &format!("_refProperties/temporalConstraints of '{prop}'"), true)?;
+    }
     Ok(())
 }
 
@@ -177,15 +187,32 @@ enum State {
     New,
 }
 
+/// The edge writes of a plan, and the edges they create, change or delete (whose ends
+/// are notified once the writes are committed).
+#[derive(Debug, Default)]
+pub struct EdgeWrites {
+    pub ops: Vec<WriteOp>,
+    pub touched: Vec<Edge>,
+}
+
+impl EdgeWrites {
+    pub fn extend(&mut self, other: EdgeWrites) {
+        self.ops.extend(other.ops);
+        self.touched.extend(other.touched);
+    }
+}
+
 /// The edge writes that carry out `plan` for object `id`, from the edges stored now.
-/// Targets of `validate` relationships are checked to exist.
+/// Targets of `validate` relationships are checked to exist. Conditional grants are the
+/// role conditions' own: a client's plan neither sees nor removes them.
 pub async fn edge_ops(
     graph: &Graph,
     repo: &dyn Repo,
     schema: &ObjectSchema,
     id: &str,
     plan: &Plan,
-) -> Result<Vec<WriteOp>, ResourceError> {
+) -> Result<EdgeWrites, ResourceError> {
+    let mut touched = Vec::new();
     let mut deletes = Vec::new();
     let mut puts = Vec::new();
     let mut creates = Vec::new();
@@ -201,8 +228,11 @@ pub async fn edge_ops(
         };
         let me = End::new(&schema.resource, id, Some(prop));
         let stored = edges_of(repo, &me).await.map_err(ResourceError::from)?;
-        let mut slots: Vec<(Edge, State)> =
-            stored.into_iter().map(|e| (e, State::Stored)).collect();
+        let mut slots: Vec<(Edge, State)> = stored
+            .into_iter()
+            .filter(|e| !e.is_conditional())
+            .map(|e| (e, State::Stored))
+            .collect();
         let mut dropped: Vec<(Edge, State)> = Vec::new();
         let find = |slots: &[(Edge, State)], g: &GivenRef| {
             slots.iter().position(|(e, _)| match &g.edge_id {
@@ -260,6 +290,7 @@ pub async fn edge_ops(
         for (e, state) in dropped {
             if state != State::New {
                 deletes.push(e.delete_op());
+                touched.push(e);
             }
         }
         for (e, state) in slots {
@@ -270,17 +301,22 @@ pub async fn edge_ops(
                 State::Changed => {
                     deletes.push(e.delete_op());
                     puts.push(e.create_op());
+                    touched.push(e);
                 }
                 State::New => {
                     check_target(graph, repo, rel, &e, &deletes).await?;
                     creates.push(e.create_op());
+                    touched.push(e);
                 }
             }
         }
     }
     deletes.append(&mut puts);
     deletes.append(&mut creates);
-    Ok(deletes)
+    Ok(EdgeWrites {
+        ops: deletes,
+        touched,
+    })
 }
 
 impl State {
