@@ -138,13 +138,10 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .with_engine(engine.clone()),
     );
     rt.block_on(managed.index_all());
-    let _temporal = {
-        let _rt = rt.enter();
-        crate::managed::relationships::temporal::spawn_sweeper(
-            managed.notifier(),
-            settings.temporal_check,
-        )
-    };
+    crate::managed::relationships::temporal::spawn_sweeper(
+        managed.notifier(),
+        settings.temporal_check,
+    )?;
     // System objects: REST writes are pushed like managed ones; liveSync pushes through
     // the sync service.
     let systems_gw = gw.clone();

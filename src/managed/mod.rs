@@ -133,7 +133,11 @@ impl ManagedHandler {
         }
         for (name, _) in schema.derived() {
             if r.content.contains_key(name) {
-                let v = obj.content.get(name).cloned().unwrap_or(serde_json::Value::Null);
+                let v = obj
+                    .content
+                    .get(name)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
                 r.content.insert(name.to_owned(), v);
             }
         }

@@ -143,6 +143,10 @@ impl ObjectSet<'_> {
                     content.insert(prop.name.clone(), default.clone());
                 }
             }
+            // Derived properties start empty; the create's notifications fill them.
+            if prop.query_config.is_some() {
+                content.insert(prop.name.clone(), Value::Array(Vec::new()));
+            }
         }
         let content = self.before_write(req, &id, content, None).await?;
         let content = self.prepare(&id, content, None).await?;
@@ -210,7 +214,10 @@ impl ObjectSet<'_> {
                     let mut content = body.clone();
                     for (k, v) in &existing.content {
                         let kept = self.schema.is_private(k)
-                            || self.schema.property(k).is_some_and(|p| p.query_config.is_some());
+                            || self
+                                .schema
+                                .property(k)
+                                .is_some_and(|p| p.query_config.is_some());
                         if kept && !content.contains_key(k) {
                             content.insert(k.clone(), v.clone());
                         }

@@ -623,13 +623,18 @@ fn parse_query_config(
 ) -> Option<QueryConfig> {
     let at = format!("{at}.queryConfig");
     if !virtual_ {
-        problems.push(format!("{at}: only a virtual property (isVirtual: true) has one"));
+        problems.push(format!(
+            "{at}: only a virtual property (isVirtual: true) has one"
+        ));
         return None;
     }
     let list = |key: &str, problems: &mut Vec<String>| match q.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items))
-            if !items.is_empty() && items.iter().all(|i| i.as_str().is_some_and(|s| !s.is_empty())) =>
+            if !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|s| !s.is_empty())) =>
         {
             Ok(Some(
                 items
@@ -639,7 +644,9 @@ fn parse_query_config(
             ))
         }
         Some(_) => {
-            problems.push(format!("{at}.{key}: must be a non-empty array of field names"));
+            problems.push(format!(
+                "{at}.{key}: must be a non-empty array of field names"
+            ));
             Err(())
         }
     };

@@ -6,4 +6,5 @@
 mod common;
 mod helpers;
 mod objects;
+mod roles;
 mod sides;

@@ -7,8 +7,8 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use super::read::{expand_ref, Expand};
 use super::notify::{Event, Events};
+use super::read::{expand_ref, Expand};
 use super::store::{edge, edges_of, Edge, End, EDGES};
 use super::write::{check_ref_properties, commit, edge_error, edge_ops, Change, Plan};
 use super::Graph;

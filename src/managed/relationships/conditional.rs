@@ -102,12 +102,10 @@ pub fn check(v: &Value, what: &str) -> Result<(), ResourceError> {
     match v {
         Value::Null => Ok(()),
         Value::String(s) if s.trim().is_empty() => Ok(()),
-        Value::String(s) => filter::parse(s)
-            .map(drop)
-            .map_err(|e| {
-                let err = filter::to_resource_error(s, &e);
-                ResourceError::bad_request(format!("{what}: {}", err.message))
-            }),
+        Value::String(s) => filter::parse(s).map(drop).map_err(|e| {
+            let err = filter::to_resource_error(s, &e);
+            ResourceError::bad_request(format!("{what}: {}", err.message))
+        }),
         _ => Err(ResourceError::bad_request(format!(
             "{what}: must be a query filter string"
         ))),

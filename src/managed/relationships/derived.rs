@@ -75,7 +75,9 @@ impl Derive<'_> {
             for at in &frontier {
                 let me = End::new(&at.collection, &at.id, Some(field));
                 let edges = if level == 0 {
-                    edges_of(self.repo, &me).await.map_err(ResourceError::from)?
+                    edges_of(self.repo, &me)
+                        .await
+                        .map_err(ResourceError::from)?
                 } else {
                     self.memo_edges(&me, memo).await?
                 };
@@ -176,9 +178,7 @@ impl Derive<'_> {
         if let Some(e) = memo.edges.get(&key) {
             return Ok(e.clone());
         }
-        let edges = edges_of(self.repo, me)
-            .await
-            .map_err(ResourceError::from)?;
+        let edges = edges_of(self.repo, me).await.map_err(ResourceError::from)?;
         memo.edges.insert(key, edges.clone());
         Ok(edges)
     }

@@ -165,8 +165,7 @@ impl Wave {
                 let Some(schema) = self.graph.schema_of(&origin.collection) else {
                     return Ok(false);
                 };
-                let Some(rel) = origin.property.as_deref().and_then(|p| schema.relation(p))
-                else {
+                let Some(rel) = origin.property.as_deref().and_then(|p| schema.relation(p)) else {
                     return Ok(false);
                 };
                 if rel.notify_self || self.follows(&origin) {
@@ -189,9 +188,14 @@ impl Wave {
                 else {
                     return Ok(false);
                 };
-                let edges =
-                    conditional::for_role(&self.graph, self.n.repo.as_ref(), &schema, &at.id, field)
-                        .await?;
+                let edges = conditional::for_role(
+                    &self.graph,
+                    self.n.repo.as_ref(),
+                    &schema,
+                    &at.id,
+                    field,
+                )
+                .await?;
                 self.queue
                     .extend(Event::edges(&at.collection, &at.id, &edges));
                 Ok(false)
@@ -201,8 +205,8 @@ impl Wave {
                     return Ok(false);
                 }
                 let object = End::new(&at.collection, &at.id, None);
-                let recomputed = self.seen.insert((object.reference(), None))
-                    && self.refresh(&object).await?;
+                let recomputed =
+                    self.seen.insert((object.reference(), None)) && self.refresh(&object).await?;
                 self.relay(&at).await?;
                 Ok(recomputed)
             }
@@ -211,11 +215,12 @@ impl Wave {
 
     /// Whether `end`'s object has a derived property following `end`'s property first.
     fn follows(&self, end: &End) -> bool {
-        let (Some(schema), Some(p)) = (self.graph.schema_of(&end.collection), &end.property)
-        else {
+        let (Some(schema), Some(p)) = (self.graph.schema_of(&end.collection), &end.property) else {
             return false;
         };
-        let follows = schema.derived().any(|(_, cfg)| cfg.fields.first() == Some(p));
+        let follows = schema
+            .derived()
+            .any(|(_, cfg)| cfg.fields.first() == Some(p));
         follows
     }
 
@@ -271,7 +276,11 @@ impl Wave {
 
 /// The request a notification's rewrite runs under (the system, as IDM's own update).
 pub(crate) fn system_update(resource: &str, id: &str) -> Request {
-    let mut req = Request::new(Operation::Patch { rev: None }, resource, Arc::new(Caller::system()));
+    let mut req = Request::new(
+        Operation::Patch { rev: None },
+        resource,
+        Arc::new(Caller::system()),
+    );
     req.path.push(id.to_owned());
     req
 }

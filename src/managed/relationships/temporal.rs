@@ -36,7 +36,11 @@ pub fn parse(v: &Value) -> Result<Vec<Interval>, String> {
     let items = match v {
         Value::Null => return Ok(Vec::new()),
         Value::Array(items) => items,
-        _ => return Err("temporal constraints must be an array of {\"duration\": \"<start>/<end>\"}".into()),
+        _ => {
+            return Err(
+                "temporal constraints must be an array of {\"duration\": \"<start>/<end>\"}".into(),
+            )
+        }
     };
     items
         .iter()
@@ -100,23 +104,35 @@ pub fn check(v: &Value, what: &str, grant: bool) -> Result<(), ResourceError> {
 pub fn spawn_sweeper(
     notifier: std::sync::Arc<super::notify::Notifier>,
     every: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last = Utc::now() - chrono::Duration::days(1);
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now = Utc::now();
-            match crossings(&notifier, last, now).await {
-                Ok(events) => {
-                    last = now;
-                    notifier.run(events).await;
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the temporal constraints check: {e}"))?;
+    std::thread::Builder::new()
+        .name("temporal-constraints".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut last = Utc::now() - chrono::Duration::days(1);
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let now = Utc::now();
+                    match crossings(&notifier, last, now).await {
+                        Ok(events) => {
+                            last = now;
+                            notifier.run(events).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e.message, "temporal constraints check failed")
+                        }
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e.message, "temporal constraints check failed"),
-            }
-        }
-    })
+            })
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the temporal constraints check: {e}"))
 }
 
 /// The notifications of the constraint boundaries in `(after, upto]`.
@@ -141,15 +157,25 @@ async fn crossings(
     for schema in types.types.values() {
         for prop in schema.temporal() {
             let present = QueryFilter::Present(JsonPointer(vec![prop.to_owned()]));
-            for obj in all(repo.query(&schema.resource, RepoQuery::all(&present, &[])).await)? {
+            for obj in all(repo
+                .query(&schema.resource, RepoQuery::all(&present, &[]))
+                .await)?
+            {
                 if crossed(obj.content.get(prop), after, upto) {
-                    events.push(Event::Changed(End::new(&schema.resource, &obj.id, Some(prop))));
+                    events.push(Event::Changed(End::new(
+                        &schema.resource,
+                        &obj.id,
+                        Some(prop),
+                    )));
                 }
             }
         }
     }
     let present = QueryFilter::Present(JsonPointer(vec!["properties".into(), GRANT_KEY.into()]));
-    for obj in all(repo.query(super::store::EDGES, RepoQuery::all(&present, &[])).await)? {
+    for obj in all(repo
+        .query(super::store::EDGES, RepoQuery::all(&present, &[]))
+        .await)?
+    {
         let Some(e) = super::store::Edge::from_stored(obj) else {
             continue;
         };
@@ -179,7 +205,10 @@ mod tests {
         assert!(!holds(Some(&c), at("2026-02-01T00:00:00Z")));
         assert!(holds(None, at("2026-01-01T00:00:00Z")));
         assert!(holds(Some(&json!([])), at("2026-01-01T00:00:00Z")));
-        assert!(!holds(Some(&json!([{"duration": "soon"}])), at("2026-01-01T00:00:00Z")));
+        assert!(!holds(
+            Some(&json!([{"duration": "soon"}])),
+            at("2026-01-01T00:00:00Z")
+        ));
         assert!(crossed(
             Some(&c),
             at("2025-12-31T00:00:00Z"),
@@ -200,14 +229,19 @@ mod tests {
             json!([{"duration": "2026-02-01T00:00:00Z/2026-01-01T00:00:00Z"}]),
             json!([{"start": "2026"}]),
         ] {
-            assert_eq!(check(&bad, "temporalConstraints", false).unwrap_err().code, 400);
+            assert_eq!(
+                check(&bad, "temporalConstraints", false).unwrap_err().code,
+                400
+            );
         }
         let two = json!([
             {"duration": "2026-01-01T00:00:00Z/2026-02-01T00:00:00Z"},
             {"duration": "2026-03-01T00:00:00Z/2026-04-01T00:00:00Z"}]);
         assert!(check(&two, "temporalConstraints", false).is_ok());
         assert_eq!(
-            check(&two, "temporalConstraints", true).unwrap_err().message,
+            check(&two, "temporalConstraints", true)
+                .unwrap_err()
+                .message,
             "Only 1 temporal constraint is supported per grant."
         );
     }

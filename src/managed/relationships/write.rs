@@ -164,7 +164,11 @@ pub fn check_ref_properties(
         }
     }
     if let Some(c) = given.get(super::temporal::GRANT_KEY) {
-        super::temporal::check(c, &format!("_refProperties/temporalConstraints of '{prop}'"), true)?;
+        super::temporal::check(
+            c,
+            &format!("_refProperties/temporalConstraints of '{prop}'"),
+            true,
+        )?;
     }
     Ok(())
 }
