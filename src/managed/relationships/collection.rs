@@ -157,7 +157,11 @@ impl Collection<'_> {
             .map_err(ResourceError::from)?
             .filter(|e| e.first == me || e.second == me)
             .ok_or_else(|| self.not_found(edge_id))?;
-        if e.is_conditional() {
+        let conditional = self
+            .schema
+            .relation(self.property)
+            .is_some_and(|r| r.is_conditional());
+        if conditional && e.is_conditional() {
             return Err(ResourceError::bad_request(format!(
                 "Relationship {edge_id} is a conditional grant: it changes with the condition of {}",
                 e.other(&me).reference()

@@ -66,6 +66,16 @@ impl Relation {
 }
 
 impl Relation {
+    /// Whether roles' conditions grant through this relationship (either side): its
+    /// `_grantType: "conditional"` edges are the conditions' own.
+    pub fn is_conditional(&self) -> bool {
+        self.conditional_association
+            || self
+                .collections
+                .iter()
+                .any(|c| c.conditional_field.is_some())
+    }
+
     /// The `resourceCollection` entry of `collection`.
     pub fn collection(&self, collection: &str) -> Option<&RefCollection> {
         self.collections.iter().find(|c| c.path == collection)

@@ -120,8 +120,9 @@ fn parse_ref(rel: &Relation, prop: &str, v: &Value) -> Result<GivenRef, Resource
             let mut p = p.clone();
             let edge_id = p.remove("_id").and_then(|i| i.as_str().map(str::to_owned));
             p.remove("_rev");
-            if p.get(super::store::GRANT_TYPE).and_then(Value::as_str)
-                == Some(super::store::CONDITIONAL)
+            if rel.is_conditional()
+                && p.get(super::store::GRANT_TYPE).and_then(Value::as_str)
+                    == Some(super::store::CONDITIONAL)
             {
                 return Err(ResourceError::bad_request(format!(
                     "A conditional grant of '{prop}' is made by the condition of the referenced object, not by a client"
@@ -234,7 +235,7 @@ pub async fn edge_ops(
         let stored = edges_of(repo, &me).await.map_err(ResourceError::from)?;
         let mut slots: Vec<(Edge, State)> = stored
             .into_iter()
-            .filter(|e| !e.is_conditional())
+            .filter(|e| !(rel.is_conditional() && e.is_conditional()))
             .map(|e| (e, State::Stored))
             .collect();
         let mut dropped: Vec<(Edge, State)> = Vec::new();
