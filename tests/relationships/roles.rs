@@ -171,6 +171,27 @@ async fn effective_roles_and_assignments_follow_every_change() {
     )
     .await;
     assert_eq!(refs(&user(&gw, "bob").await["effectiveRoles"]), ["r1"]);
+    // Stored, so queried like any property.
+    for filter in [
+        "/effectiveRoles/_refResourceId%20eq%20%22r1%22",
+        "/effectiveAssignments/name%20eq%20%22mail%22",
+    ] {
+        let found = ok(
+            &gw,
+            Method::GET,
+            &format!("/openidm/managed/user?_queryFilter={filter}&_fields=_id"),
+            None,
+        )
+        .await;
+        let mut ids: Vec<&str> = found["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["_id"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["alice", "bob"], "{filter}: {found}");
+    }
 
     // Removing the grant, deleting the assignment, deleting the role.
     let alice_roles = ok(

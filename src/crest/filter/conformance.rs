@@ -27,7 +27,8 @@ pub(crate) fn documents() -> Vec<(&'static str, Value)> {
         (
             "a",
             json!({"userName": "alice", "age": 30, "active": true, "tags": ["x", "y"],
-                   "mail": ["a@x", "b@x"], "name": {"given": "Alice"}}),
+                   "mail": ["a@x", "b@x"], "name": {"given": "Alice"},
+                   "roles": [{"_refResourceId": "r1", "n": 1}, {"_refResourceId": "r2"}]}),
         ),
         (
             "b",
@@ -37,7 +38,7 @@ pub(crate) fn documents() -> Vec<(&'static str, Value)> {
         (
             "c",
             json!({"userName": "carol", "age": "30", "active": "true", "tags": "x",
-                   "nums": [10, 2.5]}),
+                   "nums": [10, 2.5], "roles": [{"_refResourceId": ["r1"]}, "r2", {"n": 3}]}),
         ),
         ("d", json!({"userName": null, "age": null, "tags": null})),
         ("e", json!({})),
@@ -125,6 +126,12 @@ pub(crate) const CASES: &[(&str, &[&str])] = &[
     ("age eq 30 and active eq true", &["a"]),
     ("age eq 30 or active eq false", &["a", "b"]),
     ("!(age eq 30 or active pr)", &["d", "e", "f", "g"]),
+    // A field of a top-level array's objects: any object's (scalar) field.
+    ("roles/_refResourceId eq 'r1'", &["a"]),
+    ("roles/_refResourceId eq 'r2'", &["a"]),
+    ("roles/n gt 1", &["c"]),
+    ("roles/0/_refResourceId eq 'r1'", &["a", "c"]),
+    ("roles/_refResourceId pr", &[]),
 ];
 
 /// `CASES` checked with `select` (the ids a filter selects, in id order); every

@@ -7,7 +7,9 @@
 //! * `lt`, `le`, `gt`, `ge` order numbers by value, strings by code point and booleans
 //!   `false < true`; any other pairing of types (a string against a number, objects, null)
 //!   is no match.
-//! * A field holding an array matches a comparison when any element matches.
+//! * A field holding an array matches a comparison when any element matches; a field of
+//!   the objects of a top-level array (`/effectiveRoles/_refResourceId`) matches when any
+//!   object's field does.
 //! * `pr` holds when the field exists, is not null and is not an empty array.
 //! * A numeric pointer token is an array position where the value is an array.
 //!
@@ -39,7 +41,7 @@ impl QueryFilter {
             QueryFilter::Compare { field, op, value } => match field.resolve(object) {
                 Some(Value::Array(items)) => items.iter().any(|item| compare(item, *op, value)),
                 Some(found) => compare(found, *op, value),
-                None => false,
+                None => element_matches(field, object, *op, value),
             },
             QueryFilter::In { field, values } => match field.resolve(object) {
                 Some(Value::String(s)) => values.iter().any(|v| v == s),
@@ -47,6 +49,31 @@ impl QueryFilter {
             },
         }
     }
+}
+
+/// A field of the objects of a top-level array (`/effectiveRoles/_refResourceId`): any
+/// object element whose field is a matching scalar.
+fn element_matches(
+    field: &super::ast::JsonPointer,
+    object: &Value,
+    op: CompareOp,
+    value: &FilterValue,
+) -> bool {
+    let tokens = field.tokens();
+    if tokens.len() < 2 || tokens.iter().any(|t| super::ast::array_index(t).is_some()) {
+        return false;
+    }
+    let Some(Value::Array(items)) = object.get(&tokens[0]) else {
+        return false;
+    };
+    let inner = super::ast::JsonPointer(tokens[1..].to_vec());
+    items.iter().any(|item| {
+        item.is_object()
+            && match inner.resolve(item) {
+                Some(Value::Array(_)) | None => false,
+                Some(found) => compare(found, op, value),
+            }
+    })
 }
 
 /// `found op expected` for one (non-array) JSON value.

@@ -242,10 +242,26 @@ fn filter_at(filter: &QueryFilter, sql: &mut Sql, depth: usize) -> Result<String
                     return Ok(scalar);
                 }
                 let element = compare("je.value", Some("je.type"), *op, value, sql);
-                format!(
-                    "({scalar} OR ({t} = 'array' AND EXISTS (SELECT 1 FROM json_each(body, {}) AS je WHERE {element})))",
+                let mut out = format!(
+                    "({scalar} OR ({t} = 'array' AND EXISTS (SELECT 1 FROM json_each(body, {}) AS je WHERE {element}))",
                     path_sql(&p)
-                )
+                );
+                // A field of the objects of a top-level array (`/effectiveRoles/_refResourceId`):
+                // any element's field matches, as IDM's repositories flatten arrays.
+                if let Some(inner) = element_field(&p) {
+                    let top = JsonPointer(vec![p.tokens()[0].clone()]);
+                    let path = json_path_literal(&inner);
+                    let v = format!("json_extract(ae.value, {path})");
+                    let t = format!("json_type(ae.value, {path})");
+                    let each = compare(&v, Some(&t), *op, value, sql);
+                    out.push_str(&format!(
+                        " OR ({} = 'array' AND EXISTS (SELECT 1 FROM json_each(body, {}) AS ae WHERE ae.type = 'object' AND {each}))",
+                        type_expr(&top),
+                        path_sql(&top)
+                    ));
+                }
+                out.push(')');
+                out
             }
         },
         QueryFilter::In { field: ptr, values } => {
@@ -265,6 +281,14 @@ fn filter_at(filter: &QueryFilter, sql: &mut Sql, depth: usize) -> Result<String
             }
         }
     })
+}
+
+/// The rest of a pointer below its first token when that may name a field of an array's
+/// objects: no array positions, at least two tokens.
+fn element_field(p: &JsonPointer) -> Option<JsonPointer> {
+    let tokens = p.tokens();
+    (tokens.len() >= 2 && tokens.iter().all(|t| array_index(t).is_none()))
+        .then(|| JsonPointer(tokens[1..].to_vec()))
 }
 
 /// The field a comparison or presence test reads.
