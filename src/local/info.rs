@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::crest::{filter, Operation, QueryResponse, Request, RequestHandler, ResourceError, Response};
+use crate::crest::{
+    filter, Operation, QueryResponse, Request, RequestHandler, ResourceError, Response,
+};
 use crate::state::Gateway;
 
 /// Body of `GET /openidm/info/ping`, anonymous.
@@ -30,7 +32,10 @@ impl RequestHandler for InfoHandler {
         };
         if let (Operation::Query(q), "features") = (&req.op, what.as_str()) {
             let f = filter::of_listing_query(&q.kind, "Features")?;
-            let results = features(&self.0).into_iter().filter(|v| f.matches(v)).collect();
+            let results = features(&self.0)
+                .into_iter()
+                .filter(|v| f.matches(v))
+                .collect();
             return Ok(Response::Query(QueryResponse {
                 results,
                 ..Default::default()
@@ -93,9 +98,7 @@ fn features(gw: &Gateway) -> Vec<Value> {
         .map(|name| format!("endpoint/{name}"))
         .collect();
     let email = live.conf.files.contains_key(crate::external::EMAIL_CONFIG);
-    let entry = |name: &str, enabled: bool, endpoints: &[&str]| {
-        json!({"_id": name, "name": name, "enabled": enabled, "endpoints": endpoints})
-    };
+    let entry = |name: &str, enabled: bool, endpoints: &[&str]| json!({"_id": name, "name": name, "enabled": enabled, "endpoints": endpoints});
     let off = |name: &str| entry(name, false, &[]);
     let mut endpoint = entry("endpoint", true, &[]);
     endpoint["endpoints"] = json!(endpoints);
@@ -118,4 +121,3 @@ fn features(gw: &Gateway) -> Vec<Value> {
         entry("feature", true, &["feature/*"]),
     ]
 }
-

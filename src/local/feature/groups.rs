@@ -125,11 +125,7 @@ fn title(prefix: &str) -> String {
     let realm = prefix.trim_end_matches('_');
     let mut chars = realm.chars();
     match chars.next() {
-        Some(first) => format!(
-            "{}{} realm - Group",
-            first.to_uppercase(),
-            chars.as_str()
-        ),
+        Some(first) => format!("{}{} realm - Group", first.to_uppercase(), chars.as_str()),
         None => "Group".to_owned(),
     }
 }

@@ -24,8 +24,8 @@ use serde_json::{json, Map, Value};
 use super::config;
 use crate::crest::filter::QueryFilter;
 use crate::crest::{
-    filter, Operation, QueryResponse, Request, RequestHandler, ResourceError,
-    ResourceResponse, Response,
+    filter, Operation, QueryResponse, Request, RequestHandler, ResourceError, ResourceResponse,
+    Response,
 };
 use crate::repo::{Repo, RepoError, RepoQuery};
 use crate::state::{Gateway, MANAGED_CONFIG};
@@ -73,9 +73,10 @@ impl RequestHandler for FeatureHandler {
             }));
         }
         let id = rest.join("/");
-        let feature = FEATURES.iter().find(|f| f.id == id).ok_or_else(|| {
-            ResourceError::not_found(format!("Feature {id} does not exist"))
-        })?;
+        let feature = FEATURES
+            .iter()
+            .find(|f| f.id == id)
+            .ok_or_else(|| ResourceError::not_found(format!("Feature {id} does not exist")))?;
         match &req.op {
             Operation::Read { .. } => Ok(Response::Resource(describe(feature, &self.live_doc()))),
             Operation::Action { name } if name == "validate" => {

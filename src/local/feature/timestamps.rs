@@ -26,8 +26,7 @@ const LAST_CHANGED: &str = "passwordLastChangedTime";
 const EXPIRATION: &str = "passwordExpirationTime";
 
 /// The trigger stamping a password change (a stored password is a `$crypto` object).
-const STAMP: &str =
-    "typeof object.password === 'string' ? new Date().toISOString() : property";
+const STAMP: &str = "typeof object.password === 'string' ? new Date().toISOString() : property";
 
 fn installed(doc: &Map<String, Value>) -> bool {
     let users = user_types(doc);
@@ -62,7 +61,12 @@ fn install(doc: &mut Map<String, Value>) -> Result<(), ResourceError> {
         let mut last = timestamp("Password Last Changed Time");
         last["onStore"] = json!({"type": "text/javascript", "source": STAMP});
         insert_property(doc, &user, LAST_CHANGED, last)?;
-        insert_property(doc, &user, EXPIRATION, timestamp("Password Expiration Time"))?;
+        insert_property(
+            doc,
+            &user,
+            EXPIRATION,
+            timestamp("Password Expiration Time"),
+        )?;
     }
     Ok(())
 }

@@ -195,7 +195,8 @@ fn properties<'d>(
     doc: &'d mut Map<String, Value>,
     type_name: &str,
 ) -> Result<&'d mut Map<String, Value>, ResourceError> {
-    let missing = || ResourceError::not_found(format!("Managed object type {type_name} is not defined"));
+    let missing =
+        || ResourceError::not_found(format!("Managed object type {type_name} is not defined"));
     let obj = doc
         .get_mut("objects")
         .and_then(Value::as_array_mut)
@@ -246,8 +247,7 @@ pub fn insert(
     def: Value,
 ) -> Result<(), ResourceError> {
     properties(doc, type_name)?.insert(prop.to_owned(), def);
-    if let Some(Value::Array(order)) = schema_mut(doc, type_name).and_then(|s| s.get_mut("order"))
-    {
+    if let Some(Value::Array(order)) = schema_mut(doc, type_name).and_then(|s| s.get_mut("order")) {
         if !order.iter().any(|n| n.as_str() == Some(prop)) {
             order.push(json!(prop));
         }
@@ -300,9 +300,8 @@ fn relation_decl(def: &Value) -> Option<&Map<String, Value>> {
 }
 
 fn relation_decl_mut(def: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
-    let is_rel = |v: &Map<String, Value>| {
-        v.get("type").and_then(Value::as_str) == Some("relationship")
-    };
+    let is_rel =
+        |v: &Map<String, Value>| v.get("type").and_then(Value::as_str) == Some("relationship");
     if is_rel(def) {
         return Some(def);
     }
@@ -339,7 +338,10 @@ fn reverses_back(def: &Value, type_name: &str, prop: &str) -> bool {
         && decl
             .get("resourceCollection")
             .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(|c| c.get("path").and_then(Value::as_str) == Some(&path)))
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.get("path").and_then(Value::as_str) == Some(&path))
+            })
 }
 
 /// Takes the `reverseProperty` directives out of `def`'s `resourceCollection` entries:
@@ -376,17 +378,16 @@ fn take_reverse_directives(
     if taken.is_empty() {
         return Ok(Vec::new());
     }
-    let name = match (
-        decl.get("reverseRelationship"),
-        decl.get("reversePropertyName"),
-    ) {
-        (Some(Value::Bool(true)), Some(Value::String(n))) if !n.is_empty() => n.clone(),
-        _ => {
-            return Err(ResourceError::bad_request(
+    let name =
+        match (
+            decl.get("reverseRelationship"),
+            decl.get("reversePropertyName"),
+        ) {
+            (Some(Value::Bool(true)), Some(Value::String(n))) if !n.is_empty() => n.clone(),
+            _ => return Err(ResourceError::bad_request(
                 "reverseProperty needs \"reverseRelationship\": true and a \"reversePropertyName\"",
-            ))
-        }
-    };
+            )),
+        };
     let ref_properties = decl.get("properties").cloned();
     taken
         .into_iter()

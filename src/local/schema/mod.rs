@@ -70,12 +70,7 @@ impl RequestHandler for SchemaHandler {
                 self.property_op(req, op, type_name, prop).await
             }
             // `PUT` + `If-None-Match: *`: the property is the last segment.
-            (
-                ["managed", type_name, "properties"],
-                Operation::Create {
-                    new_id: Some(prop),
-                },
-            ) => {
+            (["managed", type_name, "properties"], Operation::Create { new_id: Some(prop) }) => {
                 require_v2(req)?;
                 self.put(req, type_name, prop, Expect::Absent).await
             }

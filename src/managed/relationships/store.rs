@@ -263,7 +263,11 @@ pub async fn edges_of_property(
         side(repo, &side_filter("second")),
     )
     .await;
-    let mut edges: Vec<Edge> = a?.into_iter().chain(b?).filter_map(Edge::from_stored).collect();
+    let mut edges: Vec<Edge> = a?
+        .into_iter()
+        .chain(b?)
+        .filter_map(Edge::from_stored)
+        .collect();
     edges.sort_by(|x, y| x.id.cmp(&y.id));
     edges.dedup_by(|x, y| x.id == y.id);
     Ok(edges)

@@ -42,37 +42,74 @@ fn valid(d: &Map<String, Value>) {
 #[test]
 fn the_seed_example_creates_both_sides_and_stores_no_directive() {
     let mut d = doc();
-    let w = put_property(&mut d, "alpha_user", "custom_Children", children(), &Expect::Any).unwrap();
+    let w = put_property(
+        &mut d,
+        "alpha_user",
+        "custom_Children",
+        children(),
+        &Expect::Any,
+    )
+    .unwrap();
     assert!(w.created);
     valid(&d);
     let fwd = property(&d, "alpha_user", "custom_Children").unwrap();
-    assert!(fwd["items"]["resourceCollection"][0].get("reverseProperty").is_none());
+    assert!(fwd["items"]["resourceCollection"][0]
+        .get("reverseProperty")
+        .is_none());
     let back = property(&d, "alpha_user", "custom_Parents").unwrap();
     assert_eq!(back["type"], "array");
     assert_eq!(back["items"]["reversePropertyName"], "custom_Children");
     assert_eq!(back["items"]["validate"], true);
-    assert_eq!(back["items"]["resourceCollection"][0]["path"], "managed/alpha_user");
-    assert_eq!(back["items"]["resourceCollection"][0]["query"]["fields"][0], "userName");
+    assert_eq!(
+        back["items"]["resourceCollection"][0]["path"],
+        "managed/alpha_user"
+    );
+    assert_eq!(
+        back["items"]["resourceCollection"][0]["query"]["fields"][0],
+        "userName"
+    );
     let order = &type_schema(&d, "alpha_user").unwrap()["order"];
-    assert_eq!(order, &json!(["userName", "custom_Children", "custom_Parents"]));
+    assert_eq!(
+        order,
+        &json!(["userName", "custom_Children", "custom_Parents"])
+    );
 
     // Again: a replace, the same reverse side.
-    let w = put_property(&mut d, "alpha_user", "custom_Children", children(), &Expect::Any).unwrap();
+    let w = put_property(
+        &mut d,
+        "alpha_user",
+        "custom_Children",
+        children(),
+        &Expect::Any,
+    )
+    .unwrap();
     assert!(!w.created);
     valid(&d);
-    assert!(put_property(&mut d, "alpha_user", "custom_Children", children(), &Expect::Absent)
-        .is_err_and(|e| e.code == 412));
+    assert!(put_property(
+        &mut d,
+        "alpha_user",
+        "custom_Children",
+        children(),
+        &Expect::Absent
+    )
+    .is_err_and(|e| e.code == 412));
 
     let del = delete_property(&mut d, "alpha_user", "custom_Parents", None).unwrap();
     assert_eq!(
         del.relations,
         vec![
             ("managed/alpha_user".to_owned(), "custom_Parents".to_owned()),
-            ("managed/alpha_user".to_owned(), "custom_Children".to_owned())
+            (
+                "managed/alpha_user".to_owned(),
+                "custom_Children".to_owned()
+            )
         ]
     );
     assert!(property(&d, "alpha_user", "custom_Children").is_none());
-    assert_eq!(type_schema(&d, "alpha_user").unwrap()["order"], json!(["userName"]));
+    assert_eq!(
+        type_schema(&d, "alpha_user").unwrap()["order"],
+        json!(["userName"])
+    );
     valid(&d);
 }
 
@@ -85,16 +122,36 @@ fn a_renamed_reverse_side_replaces_the_old_one_on_the_target() {
             "resourceCollection": [{"path": "managed/alpha_role",
                 "reverseProperty": {"type": "array"}}]}}))
     };
-    put_property(&mut d, "alpha_user", "custom_roles", roles("custom_members"), &Expect::Any).unwrap();
+    put_property(
+        &mut d,
+        "alpha_user",
+        "custom_roles",
+        roles("custom_members"),
+        &Expect::Any,
+    )
+    .unwrap();
     valid(&d);
     let rev = property_rev(property(&d, "alpha_user", "custom_roles").unwrap());
-    put_property(&mut d, "alpha_user", "custom_roles", roles("custom_holders"), &Expect::Rev(rev.clone()))
-        .unwrap();
+    put_property(
+        &mut d,
+        "alpha_user",
+        "custom_roles",
+        roles("custom_holders"),
+        &Expect::Rev(rev.clone()),
+    )
+    .unwrap();
     valid(&d);
     assert!(property(&d, "alpha_role", "custom_members").is_none());
     assert!(property(&d, "alpha_role", "custom_holders").is_some());
     // The old revision no longer matches.
-    let e = put_property(&mut d, "alpha_user", "custom_roles", roles("x"), &Expect::Rev(rev)).unwrap_err();
+    let e = put_property(
+        &mut d,
+        "alpha_user",
+        "custom_roles",
+        roles("x"),
+        &Expect::Rev(rev),
+    )
+    .unwrap_err();
     assert_eq!(e.code, 412);
 }
 
@@ -106,8 +163,18 @@ fn deleting_removes_required_and_answers_404_when_absent() {
     assert!(del.relations.is_empty());
     let s = type_schema(&d, "alpha_user").unwrap();
     assert_eq!((&s["order"], &s["required"]), (&json!([]), &json!([])));
-    assert_eq!(delete_property(&mut d, "alpha_user", "userName", None).unwrap_err().code, 404);
-    assert_eq!(delete_property(&mut d, "nosuch", "x", None).unwrap_err().code, 404);
+    assert_eq!(
+        delete_property(&mut d, "alpha_user", "userName", None)
+            .unwrap_err()
+            .code,
+        404
+    );
+    assert_eq!(
+        delete_property(&mut d, "nosuch", "x", None)
+            .unwrap_err()
+            .code,
+        404
+    );
 }
 
 #[test]
@@ -115,14 +182,38 @@ fn bad_requests_are_named() {
     let mut d = doc();
     let cases: Vec<(&str, Map<String, Value>, &str)> = vec![
         ("_id", obj(json!({"type": "string"})), "reserved"),
-        ("r", obj(json!({"type": "relationship", "resourceCollection": [{"path": "managed/alpha_role",
-            "reverseProperty": {}}]})), "reverseRelationship"),
-        ("r", obj(json!({"type": "relationship", "reverseRelationship": true, "reversePropertyName": "x",
-            "resourceCollection": [{"path": "internal/role", "reverseProperty": {}}]})), "only for managed"),
-        ("r", obj(json!({"type": "relationship", "reverseRelationship": true, "reversePropertyName": "name",
-            "resourceCollection": [{"path": "managed/alpha_role", "reverseProperty": {}}]})), "already has a property 'name'"),
-        ("r", obj(json!({"type": "relationship", "reverseRelationship": true, "reversePropertyName": "x",
-            "resourceCollection": [{"path": "managed/alpha_role", "reverseProperty": {"type": "string"}}]})), "reverseProperty.type"),
+        (
+            "r",
+            obj(
+                json!({"type": "relationship", "resourceCollection": [{"path": "managed/alpha_role",
+            "reverseProperty": {}}]}),
+            ),
+            "reverseRelationship",
+        ),
+        (
+            "r",
+            obj(
+                json!({"type": "relationship", "reverseRelationship": true, "reversePropertyName": "x",
+            "resourceCollection": [{"path": "internal/role", "reverseProperty": {}}]}),
+            ),
+            "only for managed",
+        ),
+        (
+            "r",
+            obj(
+                json!({"type": "relationship", "reverseRelationship": true, "reversePropertyName": "name",
+            "resourceCollection": [{"path": "managed/alpha_role", "reverseProperty": {}}]}),
+            ),
+            "already has a property 'name'",
+        ),
+        (
+            "r",
+            obj(
+                json!({"type": "relationship", "reverseRelationship": true, "reversePropertyName": "x",
+            "resourceCollection": [{"path": "managed/alpha_role", "reverseProperty": {"type": "string"}}]}),
+            ),
+            "reverseProperty.type",
+        ),
     ];
     for (name, def, needle) in cases {
         let e = put_property(&mut d, "alpha_user", name, def, &Expect::Any).unwrap_err();
@@ -130,7 +221,9 @@ fn bad_requests_are_named() {
         assert!(e.message.contains(needle), "{needle}: {}", e.message);
     }
     assert_eq!(
-        put_property(&mut d, "nosuch", "x", Map::new(), &Expect::Any).unwrap_err().code,
+        put_property(&mut d, "nosuch", "x", Map::new(), &Expect::Any)
+            .unwrap_err()
+            .code,
         404
     );
 }
