@@ -101,7 +101,8 @@ pub fn put_property(
             let kept = new
                 .as_ref()
                 .is_some_and(|(n, ts)| *n == old_name && ts.contains(&t));
-            if !kept && !(t == type_name && old_name == prop) {
+            let own = t == type_name && old_name == prop;
+            if !kept && !own {
                 remove_reverse(doc, &t, &old_name, type_name, prop);
             }
         }
@@ -344,13 +345,16 @@ fn reverses_back(def: &Value, type_name: &str, prop: &str) -> bool {
             })
 }
 
+/// A reverse side to create: target type, property name, definition.
+type Reverse = (String, String, Map<String, Value>);
+
 /// Takes the `reverseProperty` directives out of `def`'s `resourceCollection` entries:
-/// `(target type, reverse property name, its definition)` for each.
+/// the reverse side each asks for.
 fn take_reverse_directives(
     def: &mut Map<String, Value>,
     type_name: &str,
     prop: &str,
-) -> Result<Vec<(String, String, Map<String, Value>)>, ResourceError> {
+) -> Result<Vec<Reverse>, ResourceError> {
     let Some(decl) = relation_decl_mut(def) else {
         return Ok(Vec::new());
     };
