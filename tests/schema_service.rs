@@ -268,6 +268,22 @@ async fn the_seed_relationship_gets_its_reverse_side_and_takes_its_edges_when_de
     .await;
     assert_eq!(s, 400);
 
+    // Retitled, the relationship keeps its edges.
+    let mut retitled = custom_children();
+    retitled["title"] = json!("Kids");
+    let (s, _) = v2(
+        &gw,
+        Method::PUT,
+        &format!("{PROP}/custom_Children"),
+        Some(retitled),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        refs(&gw, "/openidm/managed/user/parent/custom_Children").await,
+        ["child"]
+    );
+
     // Deleting the reverse side deletes both sides and their edges: declared again, the
     // relationship starts empty (nothing was left behind to reappear).
     let (s, deleted) = v2(&gw, Method::DELETE, &format!("{PROP}/custom_Parents"), None).await;

@@ -24,6 +24,10 @@ pub enum Expect {
 pub struct Written {
     pub created: bool,
     pub definition: Map<String, Value>,
+    /// `(collection, property)` of relationships whose edges no longer fit the schema: a
+    /// replaced relationship that is no longer one, or now targets other collections or
+    /// another reverse side (its edges and those of its former reverse side).
+    pub relations: Vec<(String, String)>,
 }
 
 /// A property deleted, with the relationships whose edges must go with it.
@@ -95,15 +99,22 @@ pub fn put_property(
         _ => {}
     }
     let reverses = take_reverse_directives(&mut def, type_name, prop)?;
+    let new_value = Value::Object(def.clone());
+    let mut relations = Vec::new();
+    if let Some(old) = &current {
+        if relation_decl(old).is_some() && relation_key(old) != relation_key(&new_value) {
+            relations.push((format!("managed/{type_name}"), prop.to_owned()));
+        }
+    }
     if let Some((old_name, old_targets)) = current.as_ref().and_then(reverse_of) {
-        let new = reverse_of(&Value::Object(def.clone()));
+        let new = reverse_of(&new_value);
         for t in old_targets {
             let kept = new
                 .as_ref()
                 .is_some_and(|(n, ts)| *n == old_name && ts.contains(&t));
             let own = t == type_name && old_name == prop;
-            if !kept && !own {
-                remove_reverse(doc, &t, &old_name, type_name, prop);
+            if !kept && !own && remove_reverse(doc, &t, &old_name, type_name, prop) {
+                relations.push((format!("managed/{t}"), old_name.clone()));
             }
         }
     }
@@ -132,6 +143,7 @@ pub fn put_property(
     Ok(Written {
         created: current.is_none(),
         definition: def,
+        relations,
     })
 }
 
@@ -309,6 +321,24 @@ fn relation_decl_mut(def: &mut Map<String, Value>) -> Option<&mut Map<String, Va
     def.get_mut("items")
         .and_then(Value::as_object_mut)
         .filter(|i| is_rel(i))
+}
+
+/// What a relationship's edges depend on: its target collections and its reverse side
+/// (`None` for a property that is not a relationship).
+fn relation_key(def: &Value) -> Option<(Vec<String>, Option<String>)> {
+    let decl = relation_decl(def)?;
+    let mut paths: Vec<String> = decl
+        .get("resourceCollection")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("path")?.as_str().map(str::to_owned))
+        .collect();
+    paths.sort();
+    let reverse = (decl.get("reverseRelationship") == Some(&Value::Bool(true)))
+        .then(|| decl.get("reversePropertyName")?.as_str().map(str::to_owned))
+        .flatten();
+    Some((paths, reverse))
 }
 
 /// A reverse relationship's reverse property name and the managed types it targets.

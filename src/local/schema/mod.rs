@@ -14,7 +14,9 @@
 //!   live at once.
 //! * A relationship's `resourceCollection[].reverseProperty` creates the reverse side on
 //!   the target type; deleting either side of a reverse relationship deletes both, and the
-//!   edges stored for them (see [`edit`]).
+//!   edges stored for them (see [`edit`]). Replacing a relationship by one with other
+//!   targets or another reverse side (or by a plain property) deletes its edges too;
+//!   changing only its other settings (title, `validate`, the UI query) keeps them.
 
 mod edit;
 
@@ -126,6 +128,9 @@ impl SchemaHandler {
             edit::put_property(doc, &t, &p, def, &expect)
         })
         .await?;
+        for (collection, property) in &written.relations {
+            delete_edges(self.repo.as_ref(), collection, property).await?;
+        }
         let resource = answer(prop, written.definition);
         Ok(if written.created {
             Response::Created(resource)

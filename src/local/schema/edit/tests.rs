@@ -74,16 +74,18 @@ fn the_seed_example_creates_both_sides_and_stores_no_directive() {
         &json!(["userName", "custom_Children", "custom_Parents"])
     );
 
-    // Again: a replace, the same reverse side.
+    // Again, retitled: a replace of the same relationship, whose edges stay.
+    let mut retitled = children();
+    retitled.insert("title".into(), json!("Kids"));
     let w = put_property(
         &mut d,
         "alpha_user",
         "custom_Children",
-        children(),
+        retitled,
         &Expect::Any,
     )
     .unwrap();
-    assert!(!w.created);
+    assert!(!w.created && w.relations.is_empty(), "{:?}", w.relations);
     valid(&d);
     assert!(put_property(
         &mut d,
@@ -132,7 +134,7 @@ fn a_renamed_reverse_side_replaces_the_old_one_on_the_target() {
     .unwrap();
     valid(&d);
     let rev = property_rev(property(&d, "alpha_user", "custom_roles").unwrap());
-    put_property(
+    let w = put_property(
         &mut d,
         "alpha_user",
         "custom_roles",
@@ -141,6 +143,13 @@ fn a_renamed_reverse_side_replaces_the_old_one_on_the_target() {
     )
     .unwrap();
     valid(&d);
+    assert_eq!(
+        w.relations,
+        vec![
+            ("managed/alpha_user".to_owned(), "custom_roles".to_owned()),
+            ("managed/alpha_role".to_owned(), "custom_members".to_owned())
+        ]
+    );
     assert!(property(&d, "alpha_role", "custom_members").is_none());
     assert!(property(&d, "alpha_role", "custom_holders").is_some());
     // The old revision no longer matches.
