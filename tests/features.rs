@@ -305,6 +305,52 @@ async fn features_apply_to_every_realm_and_timestamps_follow_password_changes() 
 }
 
 #[tokio::test]
+async fn groups_install_on_every_realm() {
+    let gw = Gateway::builder()
+        .conf_file("managed", realms(false))
+        .start()
+        .await;
+    let (s, done) = action(&gw, "groups", "install").await;
+    assert_eq!(s, 200, "{done}");
+    for realm in ["alpha", "bravo"] {
+        let (s, group) = get(&gw, &format!("/openidm/schema/managed/{realm}_group")).await;
+        assert_eq!(s, 200, "{group}");
+        assert_eq!(
+            group["properties"]["members"]["items"]["resourceCollection"][0]["path"],
+            format!("managed/{realm}_user")
+        );
+    }
+    let (s, _) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/managed/bravo_user/b1",
+        Some(json!({"userName": "b1"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, g) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/managed/bravo_group/staff",
+        Some(json!({"name": "staff", "members": [{"_ref": "managed/bravo_user/b1"}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{g}");
+    let (s, b1) = get(&gw, "/openidm/managed/bravo_user/b1?_fields=*,groups").await;
+    assert_eq!(s, 200, "{b1}");
+    assert_eq!(b1["groups"][0]["_ref"], "managed/bravo_group/staff", "{b1}");
+    // A realm's group holds its own realm's users only.
+    let (s, _) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/managed/alpha_group/x",
+        Some(json!({"name": "x", "members": [{"_ref": "managed/bravo_user/b1"}]})),
+    )
+    .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
 async fn info_features_answers_a_query() {
     let gw = Gateway::builder()
         .conf_file("endpoint-hello", common::fixtures::js("({hello: true})"))
