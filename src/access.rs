@@ -1,7 +1,8 @@
 //! Who may do what (IDM's `access.js`, reduced to the gateway's resources): administrators
-//! everything; any caller `info/ping`; authenticated users `info/*`; a metrics role the
-//! Prometheus endpoint; authenticated users the policy service (read, validate);
-//! everything else is 403.
+//! everything; any caller `info/ping`; authenticated users `info/*` (`info/features`
+//! read and query); a metrics role the Prometheus endpoint; authenticated users the policy
+//! service (read, validate) and reads of the schema service (IDM's `schema/*` read);
+//! everything else (schema writes, `feature`, `config`…) is 403.
 
 use crate::crest::{Operation, Request, ResourceError, ROLE_AUTHORIZED};
 
@@ -18,6 +19,11 @@ pub fn authorize(req: &Request) -> Result<(), ResourceError> {
         ["policy", ..] => {
             caller.has_role(ROLE_AUTHORIZED)
                 && matches!(req.op, Operation::Read { .. } | Operation::Action { .. })
+        }
+        // IDM's openidm-authorized: `schema/*` read.
+        ["schema", ..] => {
+            caller.has_role(ROLE_AUTHORIZED)
+                && matches!(req.op, Operation::Read { .. } | Operation::Query(_))
         }
         ["metrics", "prometheus"] => caller.roles.iter().any(|r| r.ends_with("metrics")),
         _ => false,

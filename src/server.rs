@@ -12,7 +12,7 @@ use crate::crest::Router;
 use crate::crypto::Crypto;
 use crate::external::{EmailHandler, RestHandler};
 use crate::internal::{InternalHandler, StoreAuthenticator};
-use crate::local::{ConfigHandler, InfoHandler, MetricsHandler};
+use crate::local::{ConfigHandler, FeatureHandler, InfoHandler, MetricsHandler, SchemaHandler};
 use crate::managed::policy::service::PolicyHandler;
 use crate::managed::ManagedHandler;
 use crate::metrics::Metrics;
@@ -164,8 +164,22 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     scheduler.set_scanner(scanner.clone());
     let mut router = Router::new(crate::access::authorize);
     router
-        .mount("info", Arc::new(InfoHandler))
+        .mount("info", Arc::new(InfoHandler(gw.clone())))
         .mount("config", Arc::new(ConfigHandler(gw.clone())))
+        .mount(
+            "schema",
+            Arc::new(SchemaHandler {
+                gw: gw.clone(),
+                repo: repo.clone(),
+            }),
+        )
+        .mount(
+            "feature",
+            Arc::new(FeatureHandler {
+                gw: gw.clone(),
+                repo: repo.clone(),
+            }),
+        )
         .mount("metrics", Arc::new(MetricsHandler(metrics)))
         .mount(
             "endpoint",

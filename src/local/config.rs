@@ -210,6 +210,20 @@ fn decide(
         }
     };
     let doc = without_meta(doc);
+    let (bytes, rev) = encode(id, &doc)?;
+    Ok((
+        ConfEdit::Write(bytes),
+        Done::Written {
+            doc,
+            rev,
+            created: current.is_none(),
+        },
+    ))
+}
+
+/// Config `id` as written to disk (pretty JSON, a final newline) and its revision, once
+/// [`validate_conf`] accepts it: a refused document is a 400 listing every problem.
+fn encode(id: &str, doc: &Map<String, Value>) -> Result<(Vec<u8>, String), ResourceError> {
     let doc_value = Value::Object(doc.clone());
     validate_conf(id, &doc_value).map_err(|problems| {
         ResourceError::bad_request(format!(
@@ -223,14 +237,37 @@ fn decide(
     })?;
     bytes.push(b'\n');
     let rev = config::revision(&bytes);
-    Ok((
-        ConfEdit::Write(bytes),
-        Done::Written {
-            doc,
-            rev,
-            created: current.is_none(),
-        },
-    ))
+    Ok((bytes, rev))
+}
+
+/// Changes one part of config `id` (a service editing `managed.json` on behalf of its
+/// caller): `edit` changes the document as it is on disk, under the conf write lock, and
+/// the result is validated, written atomically and made live, as a `PUT` of the whole
+/// config would be. An absent config is a 404, one that is not JSON a 409; an `Err` from
+/// `edit` or a document that does not validate (400) writes nothing.
+pub(crate) async fn edit_document<T: Send + 'static>(
+    gw: &Arc<Gateway>,
+    id: &str,
+    edit: impl FnOnce(&mut Map<String, Value>) -> Result<T, ResourceError> + Send + 'static,
+) -> Result<T, ResourceError> {
+    let file_name = file_for_config_id(id).ok_or_else(|| not_found(id))?;
+    let edit_id = id.to_owned();
+    gw.edit_conf_file(file_name, move |current| {
+        let mut doc = match parse_current(&edit_id, current.as_deref())? {
+            Value::Object(doc) => without_meta(doc),
+            _ => {
+                return Err(ResourceError::new(
+                    409,
+                    format!("Configuration {edit_id} is not a JSON object on disk"),
+                ))
+            }
+        };
+        let out = edit(&mut doc)?;
+        let (bytes, _) = encode(&edit_id, &doc)?;
+        Ok((ConfEdit::Write(bytes), out))
+    })
+    .await
+    .map_err(|e| ResourceError::internal(format!("Configuration {id} could not be written: {e}")))?
 }
 
 /// The current file as JSON: a 404 when absent, a 409 when it is not JSON (a hand edit

@@ -1,14 +1,19 @@
-//! Gateway-level resources answered in-process: `info/*`, `config`, `metrics/prometheus`.
+//! Gateway-level resources answered in-process: `info/*`, `config`, `metrics/prometheus`,
+//! the schema service (`schema/managed/*`) and feature enablement (`feature/*`).
 //! Each is a [`RequestHandler`] mounted on the CREST router next to `managed` and
 //! `internal`.
 
 mod config;
+mod feature;
 mod info;
 mod metrics;
+pub mod schema;
 
 pub use config::ConfigHandler;
+pub use feature::FeatureHandler;
 pub use info::{ping_body, InfoHandler};
 pub use metrics::MetricsHandler;
+pub use schema::SchemaHandler;
 
 /// Largest request body a local resource accepts.
 pub const MAX_LOCAL_BODY: usize = 1024 * 1024;

@@ -268,6 +268,35 @@ async fn side(repo: &dyn Repo, filter: &QueryFilter) -> Result<Vec<StoredObject>
     }
 }
 
+/// Every edge stored for property `property` of the objects of `collection` (on either
+/// side): what a schema change removing the property must delete. Not indexed (a scan of
+/// the edges), as befits a rare administrative change.
+pub async fn edges_of_property(
+    repo: &dyn Repo,
+    collection: &str,
+    property: &str,
+) -> Result<Vec<Edge>, RepoError> {
+    let side_filter = |s: &str| {
+        QueryFilter::And(vec![
+            eq(&format!("{s}ResourceCollection"), collection),
+            eq(&format!("{s}PropertyName"), property),
+        ])
+    };
+    let (a, b) = futures_util::future::join(
+        side(repo, &side_filter("first")),
+        side(repo, &side_filter("second")),
+    )
+    .await;
+    let mut edges: Vec<Edge> = a?
+        .into_iter()
+        .chain(b?)
+        .filter_map(Edge::from_stored)
+        .collect();
+    edges.sort_by(|x, y| x.id.cmp(&y.id));
+    edges.dedup_by(|x, y| x.id == y.id);
+    Ok(edges)
+}
+
 /// One edge by id.
 pub async fn edge(repo: &dyn Repo, id: &str) -> Result<Option<Edge>, RepoError> {
     Ok(repo.read(EDGES, id).await?.and_then(Edge::from_stored))
