@@ -117,6 +117,13 @@ async fn groups_installs_on_self_hosted_user_and_only_once() {
     assert_eq!(s, 201, "{m}");
     let (_, u1) = get(&gw, "/openidm/managed/user/u1?_fields=groups").await;
     assert_eq!(u1["groups"][0]["_ref"], "managed/group/employees", "{u1}");
+    // The installed effectiveGroups is derived from the groups (its queryConfig).
+    let (_, u1) = get(&gw, "/openidm/managed/user/u1?_fields=effectiveGroups").await;
+    assert_eq!(
+        u1["effectiveGroups"][0]["_ref"],
+        "managed/group/employees",
+        "{u1}"
+    );
 
     // Installed: listed so, not installable again, and validate says why.
     let (_, groups) = get(&gw, "/openidm/feature/groups").await;
