@@ -120,8 +120,7 @@ async fn groups_installs_on_self_hosted_user_and_only_once() {
     // The installed effectiveGroups is derived from the groups (its queryConfig).
     let (_, u1) = get(&gw, "/openidm/managed/user/u1?_fields=effectiveGroups").await;
     assert_eq!(
-        u1["effectiveGroups"][0]["_ref"],
-        "managed/group/employees",
+        u1["effectiveGroups"][0]["_ref"], "managed/group/employees",
         "{u1}"
     );
 

@@ -55,8 +55,13 @@ impl Derive<'_> {
         memo: &mut Memo,
     ) -> Result<Map<String, Value>, ResourceError> {
         let mut out = Map::new();
+        // The object's own edges, read once for all its derived properties.
+        let mut own: HashMap<String, Vec<Edge>> = HashMap::new();
         for (name, cfg) in schema.derived() {
-            out.insert(name.to_owned(), self.value(schema, id, cfg, memo).await?);
+            out.insert(
+                name.to_owned(),
+                self.value(schema, id, cfg, memo, &mut own).await?,
+            );
         }
         Ok(out)
     }
@@ -67,6 +72,7 @@ impl Derive<'_> {
         id: &str,
         cfg: &QueryConfig,
         memo: &mut Memo,
+        own: &mut HashMap<String, Vec<Edge>>,
     ) -> Result<Value, ResourceError> {
         let mut frontier = vec![End::new(&schema.resource, id, None)];
         for (level, field) in cfg.fields.iter().enumerate() {
