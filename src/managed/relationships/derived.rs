@@ -81,9 +81,16 @@ impl Derive<'_> {
             for at in &frontier {
                 let me = End::new(&at.collection, &at.id, Some(field));
                 let edges = if level == 0 {
-                    edges_of(self.repo, &me)
-                        .await
-                        .map_err(ResourceError::from)?
+                    match own.get(field) {
+                        Some(e) => e.clone(),
+                        None => {
+                            let e = edges_of(self.repo, &me)
+                                .await
+                                .map_err(ResourceError::from)?;
+                            own.insert(field.clone(), e.clone());
+                            e
+                        }
+                    }
                 } else {
                     self.memo_edges(&me, memo).await?
                 };
