@@ -547,3 +547,64 @@ async fn a_role_with_many_members_updates_them_all_in_the_background() {
         .logs()
         .contains("relationship notifications continue in the background"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flattened_values_over_a_one_way_relationship() {
+    let managed = json!({"objects": [
+        {"name": "person", "schema": {"properties": {
+            "name": {"type": "string"},
+            "likes": {"type": "array", "returnByDefault": false, "items": {
+                "type": "relationship", "validate": true,
+                "resourceCollection": [{"path": "managed/tag", "label": "Tag"}]}},
+            "likedNames": {"type": "array", "isVirtual": true, "returnByDefault": true,
+                "queryConfig": {"referencedRelationshipFields": ["likes"],
+                                "referencedObjectFields": ["name", "aliases"],
+                                "flattenProperties": true}},
+        }}},
+        {"name": "tag", "schema": {"properties": {
+            "name": {"type": "string"}, "aliases": {"type": "array"}}}},
+    ]});
+    let gw = Gateway::builder()
+        .conf_file("managed", managed)
+        .start()
+        .await;
+    create(
+        &gw,
+        "/openidm/managed/tag/t1",
+        json!({"name": "rust", "aliases": ["rs", "rust"]}),
+    )
+    .await;
+    create(&gw, "/openidm/managed/tag/t2", json!({"name": "idm"})).await;
+    let p = create(
+        &gw,
+        "/openidm/managed/person/p1",
+        json!({"name": "p", "likes": [{"_ref": "managed/tag/t1"}, {"_ref": "managed/tag/t2"}]}),
+    )
+    .await;
+    assert_eq!(p["likedNames"], json!(["rust", "rs", "idm"]), "{p}");
+    ok(
+        &gw,
+        Method::PATCH,
+        "/openidm/managed/person/p1",
+        Some(json!([{"operation": "remove", "field": "/likes",
+                      "value": {"_ref": "managed/tag/t1"}}])),
+    )
+    .await;
+    let p = ok(&gw, Method::GET, "/openidm/managed/person/p1", None).await;
+    assert_eq!(p["likedNames"], json!(["idm"]), "{p}");
+    // A queryConfig through a field that is not a relationship rejects the file.
+    let (status, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/config/managed",
+        Some(json!({"objects": [{"name": "x", "schema": {"properties": {
+            "v": {"type": "array", "isVirtual": true,
+                  "queryConfig": {"referencedRelationshipFields": ["nope"]}}}}}]})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("'nope' is not a relationship"),
+        "{body}"
+    );
+}

@@ -111,6 +111,7 @@ impl Notifier {
             graph: Graph::new((self.schema)()),
             queue: events.into(),
             seen: HashSet::new(),
+            refreshed: HashSet::new(),
             memo: Memo::default(),
             recomputed: 0,
         };
@@ -137,6 +138,8 @@ struct Wave {
     queue: VecDeque<Event>,
     /// Objects notified (by reference and property) in this wave: each once.
     seen: HashSet<(String, Option<String>)>,
+    /// Objects whose derived properties this wave recomputed: each once.
+    refreshed: HashSet<String>,
     memo: Memo,
     recomputed: usize,
 }
@@ -206,7 +209,7 @@ impl Wave {
                 }
                 let object = End::new(&at.collection, &at.id, None);
                 let recomputed =
-                    self.seen.insert((object.reference(), None)) && self.refresh(&object).await?;
+                    self.refreshed.insert(object.reference()) && self.refresh(&object).await?;
                 self.relay(&at).await?;
                 Ok(recomputed)
             }
