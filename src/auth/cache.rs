@@ -6,7 +6,13 @@
 //! same credentials share one verification (moka's `get_with`), and at most
 //! [`MAX_CONCURRENT_VERIFICATIONS`] hashes run at once so a flood of random passwords
 //! cannot take every core.
+//!
+//! A change of the users (password, roles) takes effect at once: the keys include a
+//! generation that [`CachingAuthenticator::invalidate_all`] advances, so a verification
+//! that was running when the change happened stores its verdict under the old generation,
+//! where no later request looks.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +32,7 @@ pub struct CachingAuthenticator {
     accepted: Cache<[u8; 32], Arc<Caller>>,
     rejected: Cache<[u8; 32], ()>,
     permits: Arc<Semaphore>,
+    generation: AtomicU64,
 }
 
 impl CachingAuthenticator {
@@ -42,11 +49,13 @@ impl CachingAuthenticator {
                 .time_to_live(NEGATIVE_TTL)
                 .build(),
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
+            generation: AtomicU64::new(0),
         }
     }
 
     /// Forgets every cached verdict (after internal users changed).
     pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.accepted.invalidate_all();
         self.rejected.invalidate_all();
     }
@@ -54,6 +63,7 @@ impl CachingAuthenticator {
     fn key(&self, user: &str, password: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.salt);
+        h.update(self.generation.load(Ordering::SeqCst).to_le_bytes());
         h.update((user.len() as u64).to_le_bytes());
         h.update(user.as_bytes());
         h.update(password.as_bytes());
@@ -113,5 +123,51 @@ mod tests {
         // A different password for the same user is a different entry.
         assert!(auth.authenticate("u", "p2").await.is_none());
         assert_eq!(inner.0.load(Ordering::SeqCst), 3);
+    }
+
+    /// Accepts "old" until the password changes; the first verification is slow.
+    struct Changing {
+        changed: std::sync::atomic::AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Authenticator for Changing {
+        async fn authenticate(&self, _user: &str, password: &str) -> Option<Arc<Caller>> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            // Reads the stored password, then takes its time hashing.
+            let current = if self.changed.load(Ordering::SeqCst) {
+                "new"
+            } else {
+                "old"
+            };
+            if call == 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (password == current).then(|| Arc::new(Caller::new("u", "internal/user", vec![])))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_during_a_verification_is_not_undone_by_its_verdict() {
+        let inner = Arc::new(Changing {
+            changed: Default::default(),
+            calls: AtomicUsize::new(0),
+        });
+        let auth = Arc::new(CachingAuthenticator::new(inner.clone()));
+        let racing = {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.authenticate("u", "old").await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The password changes while the old one is being verified.
+        inner.changed.store(true, Ordering::SeqCst);
+        auth.invalidate_all();
+        // The check that started before the change may answer with what it read...
+        assert!(racing.await.unwrap().is_some());
+        // ...but its verdict is not what the next request gets.
+        assert!(auth.authenticate("u", "old").await.is_none());
+        assert!(auth.authenticate("u", "new").await.is_some());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
     }
 }
