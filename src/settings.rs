@@ -69,6 +69,11 @@ pub struct Cli {
     /// Worker threads of the proxy [default: number of cores].
     #[arg(long, env = "IDM_GATEWAY_THREADS")]
     pub threads: Option<usize>,
+
+    /// Largest body of a bulk import upload (`POST /upload/csv/...`), in bytes; larger
+    /// uploads are answered 413 [default: 512 MiB].
+    #[arg(long, env = "IDM_GATEWAY_MAX_UPLOAD_BYTES", value_name = "BYTES")]
+    pub max_upload_bytes: Option<u64>,
 }
 
 /// Resolved settings the server is built from.
@@ -88,6 +93,8 @@ pub struct Settings {
     pub query_time_limit: std::time::Duration,
     /// `gateway.json` `scripting` (validated when the file is loaded).
     pub scripting: crate::script::EngineConfig,
+    /// Largest bulk import upload body (`--max-upload-bytes`).
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +125,7 @@ impl Settings {
             tls_key,
             log_format,
             threads,
+            max_upload_bytes,
         } = cli;
         let GatewayFile {
             admin_password,
@@ -164,6 +172,8 @@ impl Settings {
             certs_dir: certs,
             query_time_limit,
             scripting,
+            max_upload_bytes: max_upload_bytes
+                .unwrap_or(crate::csv_import::DEFAULT_MAX_UPLOAD_BYTES),
         }
     }
 }

@@ -55,6 +55,7 @@ impl Local {
             admin_password_is_default: false,
             query_time_limit: std::time::Duration::from_secs(30),
             scripting: Default::default(),
+            max_upload_bytes: idm_gateway::csv_import::DEFAULT_MAX_UPLOAD_BYTES,
         };
         let built = std::thread::spawn(move || build_gateway(&settings))
             .join()
