@@ -74,7 +74,13 @@ async fn import(gw: &Gateway, csv: &str) -> String {
 }
 
 async fn record(gw: &Gateway, id: &str) -> Value {
-    let (s, body) = send(gw, Method::GET, &format!("/openidm/csv/metadata/{id}"), None).await;
+    let (s, body) = send(
+        gw,
+        Method::GET,
+        &format!("/openidm/csv/metadata/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
     body
 }
@@ -94,10 +100,7 @@ async fn finished(gw: &Gateway, id: &str, timeout: Duration) -> Value {
 
 async fn users_named(gw: &Gateway, user: &str) -> Vec<Value> {
     let filter = format!("userName eq \"{user}\"");
-    let path = format!(
-        "/openidm/managed/user?_queryFilter={}",
-        url_escape(&filter)
-    );
+    let path = format!("/openidm/managed/user?_queryFilter={}", url_escape(&filter));
     let (s, body) = send(gw, Method::GET, &path, None).await;
     assert_eq!(s, 200, "{body}");
     body["result"].as_array().unwrap().clone()
@@ -173,7 +176,10 @@ async fn template_header_comes_from_the_managed_schema() {
 
     for (path, code) in [
         ("/openidm/csv/template?resourceCollection=managed/nope", 404),
-        ("/openidm/csv/template?resourceCollection=system/ldap/account", 400),
+        (
+            "/openidm/csv/template?resourceCollection=system/ldap/account",
+            400,
+        ),
         ("/openidm/csv/template", 400),
     ] {
         let (s, body) = send(&gw, Method::GET, path, None).await;
@@ -235,7 +241,10 @@ async fn import_reports_failures_and_reupload_updates_instead_of_duplicating() {
     let error: Value = serde_json::from_str(&rows[0][4]).unwrap();
     assert_eq!(error["code"], 403, "{error}");
     assert_eq!(error["message"], "Policy validation failed", "{error}");
-    assert!(error.to_string().contains("VALID_EMAIL_ADDRESS_FORMAT"), "{error}");
+    assert!(
+        error.to_string().contains("VALID_EMAIL_ADDRESS_FORMAT"),
+        "{error}"
+    );
 
     // Query the records (IDM's example filter).
     let (s, q) = send(
@@ -255,11 +264,19 @@ async fn import_reports_failures_and_reupload_updates_instead_of_duplicating() {
                 scarter,Samantha,Carter,scarter@example.com\n";
     let id2 = import(&gw, csv2).await;
     let m2 = finished(&gw, &id2, Duration::from_secs(30)).await;
-    for (k, v) in [("created", 1), ("updated", 1), ("unchanged", 1), ("failure", 0)] {
+    for (k, v) in [
+        ("created", 1),
+        ("updated", 1),
+        ("unchanged", 1),
+        ("failure", 0),
+    ] {
         assert_eq!(m2[k], v, "{k}: {m2}");
     }
     assert_eq!(count(&gw, "true").await, 3);
-    assert_eq!(users_named(&gw, "scarter").await[0]["givenName"], "Samantha");
+    assert_eq!(
+        users_named(&gw, "scarter").await[0]["givenName"],
+        "Samantha"
+    );
     // No failure: nothing to download.
     let r = gw
         .get(&format!("/export/csvImportFailures/{id2}"))
@@ -299,10 +316,22 @@ async fn import_reports_failures_and_reupload_updates_instead_of_duplicating() {
     assert_eq!(r.status(), 404);
 
     // Delete the record: the imported data stays.
-    let (s, d) = send(&gw, Method::DELETE, &format!("/openidm/csv/metadata/{id}"), None).await;
+    let (s, d) = send(
+        &gw,
+        Method::DELETE,
+        &format!("/openidm/csv/metadata/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["importDeleted"], true, "{d}");
-    let (s, _) = send(&gw, Method::GET, &format!("/openidm/csv/metadata/{id}"), None).await;
+    let (s, _) = send(
+        &gw,
+        Method::GET,
+        &format!("/openidm/csv/metadata/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 404);
     assert_eq!(count(&gw, "true").await, 3);
 }
@@ -353,7 +382,10 @@ async fn cancel_stops_a_large_import_between_rows() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let m = record(&gw, &id).await;
-        assert!(m["end"].is_null(), "ended before it could be cancelled: {m}");
+        assert!(
+            m["end"].is_null(),
+            "ended before it could be cancelled: {m}"
+        );
         if m["success"].as_u64().unwrap() > 0 {
             break;
         }
@@ -361,7 +393,13 @@ async fn cancel_stops_a_large_import_between_rows() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Running: neither cleaned nor deleted.
-    let (s, _) = send(&gw, Method::DELETE, &format!("/openidm/csv/metadata/{id}"), None).await;
+    let (s, _) = send(
+        &gw,
+        Method::DELETE,
+        &format!("/openidm/csv/metadata/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 409);
     let (s, body) = send(
         &gw,
@@ -380,7 +418,10 @@ async fn cancel_stops_a_large_import_between_rows() {
     assert_eq!(m["tempRecords"], 10_000 - created, "{m}");
     // Exactly the counted users exist, each whole.
     assert_eq!(count(&gw, "true").await, created);
-    assert_eq!(count(&gw, "!(mail pr) or !(sn pr) or !(description pr)").await, 0);
+    assert_eq!(
+        count(&gw, "!(mail pr) or !(sn pr) or !(description pr)").await,
+        0
+    );
     // Cancelling again: it is not running.
     let (s, _) = send(
         &gw,
@@ -400,7 +441,10 @@ async fn cancel_stops_a_large_import_between_rows() {
     )
     .await;
     assert_eq!(s, 200, "{c}");
-    assert_eq!((c["tempRecords"].clone(), c["purgedTempRecords"].clone()), (json!(0), json!(true)));
+    assert_eq!(
+        (c["tempRecords"].clone(), c["purgedTempRecords"].clone()),
+        (json!(0), json!(true))
+    );
     assert!(!cleanup_list(&gw).await.contains(&id));
 }
 
@@ -444,7 +488,10 @@ async fn only_administrators_import() {
     let as_plain = |m: Method, p: &str| gw.as_user(m, p, "plain", "Passw0rd!x");
     let (s, body) = upload_as(
         &gw,
-        as_plain(Method::POST, "/upload/csv/managed/user?uniqueProperty=userName"),
+        as_plain(
+            Method::POST,
+            "/upload/csv/managed/user?uniqueProperty=userName",
+        ),
         &[("u.csv", b"userName\nx\n")],
     )
     .await;
@@ -459,7 +506,10 @@ async fn only_administrators_import() {
     }
     let (s, body) = upload_as(
         &gw,
-        gw.anon(Method::POST, "/upload/csv/managed/user?uniqueProperty=userName"),
+        gw.anon(
+            Method::POST,
+            "/upload/csv/managed/user?uniqueProperty=userName",
+        ),
         &[("u.csv", b"userName\nx\n")],
     )
     .await;
@@ -474,25 +524,64 @@ async fn bad_uploads_are_crest_errors() {
         .env("IDM_GATEWAY_MAX_UPLOAD_BYTES", "4096")
         .start()
         .await;
-    let good: &[(&str, &[u8])] = &[("u.csv", b"userName,givenName,sn,mail\nx,a,b,x@example.com\n")];
+    let good: &[(&str, &[u8])] = &[(
+        "u.csv",
+        b"userName,givenName,sn,mail\nx,a,b,x@example.com\n",
+    )];
     let empty: &[(&str, &[u8])] = &[("e.csv", b"")];
     let twice: &[(&str, &[u8])] = &[("d.csv", b"userName,userName\nx,y\n")];
     for (path, files, code, needle) in [
         ("/upload/csv/managed/user", good, 400, "uniqueProperty"),
-        ("/upload/csv/managed/user?uniqueProperty=nope", good, 400, "not a column"),
-        ("/upload/csv/managed/nope?uniqueProperty=userName", good, 404, "not defined"),
-        ("/upload/csv/system/ldap/account?uniqueProperty=userName", good, 400, "managed"),
-        ("/upload/csv/managed/user?uniqueProperty=userName", empty, 400, "empty"),
-        ("/upload/csv/managed/user?uniqueProperty=userName", twice, 400, "same property"),
-        ("/upload/csv/managed/user?uniqueProperty=userName", &[][..], 400, "no file"),
+        (
+            "/upload/csv/managed/user?uniqueProperty=nope",
+            good,
+            400,
+            "not a column",
+        ),
+        (
+            "/upload/csv/managed/nope?uniqueProperty=userName",
+            good,
+            404,
+            "not defined",
+        ),
+        (
+            "/upload/csv/system/ldap/account?uniqueProperty=userName",
+            good,
+            400,
+            "managed",
+        ),
+        (
+            "/upload/csv/managed/user?uniqueProperty=userName",
+            empty,
+            400,
+            "empty",
+        ),
+        (
+            "/upload/csv/managed/user?uniqueProperty=userName",
+            twice,
+            400,
+            "same property",
+        ),
+        (
+            "/upload/csv/managed/user?uniqueProperty=userName",
+            &[][..],
+            400,
+            "no file",
+        ),
     ] {
         let (s, body) = upload(&gw, path, files).await;
         assert_eq!(s, code, "{path}: {body}");
         assert_eq!(body["code"], code, "{body}");
-        assert!(body["message"].as_str().unwrap().contains(needle), "{path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{path}: {body}"
+        );
     }
     // Dot segments (sent raw: HTTP clients normalise them).
-    for path in ["/upload/csv/managed/%2e%2e/user", "/export/csvImportFailures/..%2fx"] {
+    for path in [
+        "/upload/csv/managed/%2e%2e/user",
+        "/export/csvImportFailures/..%2fx",
+    ] {
         let (s, body) = gw.raw_get(path);
         assert_eq!(s, 400, "{path}: {body}");
         assert!(body.contains("segment"), "{body}");
@@ -519,13 +608,27 @@ async fn bad_uploads_are_crest_errors() {
     .await;
     assert_eq!(s, 413, "{body}");
     // Nothing was recorded or left behind.
-    let (s, q) = send(&gw, Method::GET, "/openidm/csv/metadata?_queryFilter=true", None).await;
+    let (s, q) = send(
+        &gw,
+        Method::GET,
+        "/openidm/csv/metadata?_queryFilter=true",
+        None,
+    )
+    .await;
     assert_eq!((s, q["resultCount"].clone()), (200, json!(0)), "{q}");
-    let spool = std::fs::read_dir(gw.data_dir().join("csv-import")).unwrap().count();
+    let spool = std::fs::read_dir(gw.data_dir().join("csv-import"))
+        .unwrap()
+        .count();
     assert_eq!(spool, 0);
     let (s, _) = send(&gw, Method::GET, "/openidm/csv/metadata/nope", None).await;
     assert_eq!(s, 404);
-    let (s, _) = json_of(gw.get("/export/csvImportFailures/nope").send().await.unwrap()).await;
+    let (s, _) = json_of(
+        gw.get("/export/csvImportFailures/nope")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 404);
 }
 

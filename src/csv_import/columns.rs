@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::crest::ResourceError;
 use crate::managed::schema::{JsonType, ObjectSchema};
-use crate::state::MANAGED_CONFIG;
 use crate::state::Live;
+use crate::state::MANAGED_CONFIG;
 
 /// How a column's cells become values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,30 +35,32 @@ impl CsvImports {
         header.push("_importError".into());
         let width = m.header.len();
         let state = Some((rows, csv_line(&header)));
-        Ok(futures_util::stream::unfold(state, move |state| async move {
-            let (mut rows, mut buf) = state?;
-            let mut done = false;
-            while buf.len() < CHUNK {
-                match rows.next().await {
-                    Some(Ok(o)) => buf.extend(failure_line(&o.content, width)),
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "reading failed import rows");
-                        done = true;
-                        break;
-                    }
-                    None => {
-                        done = true;
-                        break;
+        Ok(
+            futures_util::stream::unfold(state, move |state| async move {
+                let (mut rows, mut buf) = state?;
+                let mut done = false;
+                while buf.len() < CHUNK {
+                    match rows.next().await {
+                        Some(Ok(o)) => buf.extend(failure_line(&o.content, width)),
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "reading failed import rows");
+                            done = true;
+                            break;
+                        }
+                        None => {
+                            done = true;
+                            break;
+                        }
                     }
                 }
-            }
-            if buf.is_empty() {
-                return None;
-            }
-            let next: Option<(ObjectStream, Vec<u8>)> = (!done).then(|| (rows, Vec::new()));
-            Some((buf, next))
-        })
-        .boxed())
+                if buf.is_empty() {
+                    return None;
+                }
+                let next: Option<(ObjectStream, Vec<u8>)> = (!done).then(|| (rows, Vec::new()));
+                Some((buf, next))
+            })
+            .boxed(),
+        )
     }
 }
 

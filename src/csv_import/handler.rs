@@ -18,8 +18,8 @@ use super::meta::{self, Meta};
 use super::{columns, template, CsvImports, FAILURES, METADATA};
 use crate::crest::filter::{self, QueryFilter};
 use crate::crest::{
-    Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError,
-    ResourceResponse, Response,
+    Operation, QueryKind, QueryResponse, Request, RequestHandler, ResourceError, ResourceResponse,
+    Response,
 };
 use crate::repo::{RepoError, RepoQuery, WriteOp};
 
@@ -232,7 +232,9 @@ async fn remove_spool(path: &std::path::Path) -> Result<(), ResourceError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot remove an import spool file");
-            Err(ResourceError::internal("The import's temporary file cannot be removed"))
+            Err(ResourceError::internal(
+                "The import's temporary file cannot be removed",
+            ))
         }
     }
 }

@@ -99,7 +99,10 @@ pub fn not_found(id: &str) -> ResourceError {
 
 /// Reads import `id` (404 when there is none).
 pub async fn read(repo: &dyn Repo, id: &str) -> Result<(StoredObject, Meta), ResourceError> {
-    let o = repo.read(METADATA, id).await?.ok_or_else(|| not_found(id))?;
+    let o = repo
+        .read(METADATA, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     let m = Meta::from_stored(&o)?;
     Ok((o, m))
 }
@@ -113,10 +116,7 @@ pub async fn save(
 ) -> Result<StoredObject, ResourceError> {
     let content = m.to_content();
     let result = match rev {
-        None => {
-            repo.create(METADATA, id, content, Default::default())
-                .await
-        }
+        None => repo.create(METADATA, id, content, Default::default()).await,
         Some(rev) => {
             repo.update(METADATA, id, Some(rev), content, Default::default())
                 .await

@@ -113,11 +113,7 @@ pub(super) fn read_header(path: &Path) -> Result<Vec<String>, String> {
 
 /// Reads the data rows of `path`, handing each to `each` until it answers false. A row
 /// that cannot be read at all (too long) is handed over with its error and ends the file.
-fn read_rows(
-    path: &Path,
-    width: usize,
-    mut each: impl FnMut(Row) -> bool,
-) -> Result<(), String> {
+fn read_rows(path: &Path, width: usize, mut each: impl FnMut(Row) -> bool) -> Result<(), String> {
     let (mut reader, budget) = open(path)?;
     let mut record = csv::ByteRecord::new();
     let mut number = 0u64;
@@ -233,36 +229,36 @@ impl CsvImports {
         });
 
         let mut stopped_by_shutdown = false;
-        'batches: while let Some(batch) = rx.recv().await {
+        while let Some(batch) = rx.recv().await {
+            let Some(router) = self.router() else {
+                stopped_by_shutdown = true;
+                break;
+            };
+            let lanes = split_into_lanes(batch, &job.unique);
+            let done = futures_util::future::join_all(
+                lanes
+                    .into_iter()
+                    .map(|rows| run_lane(&router, job, control, rows)),
+            )
+            .await;
             let mut failures = Vec::new();
-            for row in batch {
-                if control.cancelled.load(Ordering::SeqCst) {
-                    m.cancelled = true;
-                    break;
-                }
-                let Some(router) = self.router() else {
-                    stopped_by_shutdown = true;
-                    break;
-                };
-                let outcome = match row.error {
-                    Some(e) => Err(ResourceError::bad_request(e)),
-                    None => import_row(&router, job, &row.fields).await,
-                };
+            for (number, outcome) in done.into_iter().flatten() {
                 match outcome {
                     Ok(Outcome::Created) => m.created += 1,
                     Ok(Outcome::Updated) => m.updated += 1,
                     Ok(Outcome::Unchanged) => m.unchanged += 1,
-                    Err(e) => {
+                    Err((fields, e)) => {
                         m.failure += 1;
-                        failures.push(failure(&job.id, row.number, row.fields, &e));
+                        failures.push(failure(&job.id, number, fields, &e));
                     }
                 }
             }
+            m.cancelled = control.cancelled.load(Ordering::SeqCst);
             m.success = m.created + m.updated + m.unchanged;
             m.temp_records = m.pending();
             self.save_progress(job, &m, failures).await?;
-            if m.cancelled || stopped_by_shutdown {
-                break 'batches;
+            if m.cancelled {
+                break;
             }
         }
         drop(rx);
@@ -320,6 +316,41 @@ impl CsvImports {
         .await?;
         Ok(())
     }
+}
+
+/// Rows imported at once: rows with the same `uniqueProperty` values go to the same
+/// lane, in file order, so a later row of the file always wins over an earlier one.
+const LANES: usize = 8;
+
+type Done = (u64, Result<Outcome, (Vec<String>, ResourceError)>);
+
+fn split_into_lanes(batch: Vec<Row>, unique: &[usize]) -> Vec<Vec<Row>> {
+    use std::hash::{Hash, Hasher};
+    let mut lanes: Vec<Vec<Row>> = (0..LANES).map(|_| Vec::new()).collect();
+    for row in batch {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for &i in unique {
+            row.fields.get(i).hash(&mut h);
+        }
+        lanes[(h.finish() % LANES as u64) as usize].push(row);
+    }
+    lanes
+}
+
+/// Imports the rows of one lane in order, until a cancel.
+async fn run_lane(router: &Router, job: &Job, control: &Control, rows: Vec<Row>) -> Vec<Done> {
+    let mut done = Vec::with_capacity(rows.len());
+    for row in rows {
+        if control.cancelled.load(Ordering::SeqCst) {
+            break;
+        }
+        let outcome = match row.error {
+            Some(e) => Err(ResourceError::bad_request(e)),
+            None => import_row(router, job, &row.fields).await,
+        };
+        done.push((row.number, outcome.map_err(|e| (row.fields, e))));
+    }
+    done
 }
 
 /// The stored form of a failed row.
@@ -410,9 +441,13 @@ async fn import_row(
                 return Ok(Outcome::Unchanged);
             }
             let id = existing.get("_id").and_then(Value::as_str).unwrap_or("");
-            let rev = existing.get("_rev").and_then(Value::as_str).map(str::to_owned);
-            let mut patch = Request::new(Operation::Patch { rev }, &job.resource, job.caller.clone())
-                .with_body(Value::Array(ops));
+            let rev = existing
+                .get("_rev")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let mut patch =
+                Request::new(Operation::Patch { rev }, &job.resource, job.caller.clone())
+                    .with_body(Value::Array(ops));
             patch.path.push(id.to_owned());
             router.handle(&patch).await?;
             Ok(Outcome::Updated)

@@ -100,9 +100,6 @@ mod tests {
                 "preferences/deep/x"
             ]
         );
-        assert_eq!(
-            header_line(&cols[..2]),
-            r#""userName","active""#
-        );
+        assert_eq!(header_line(&cols[..2]), r#""userName","active""#);
     }
 }

@@ -101,9 +101,10 @@ impl CsvImports {
             .spool(multer::Multipart::new(limited, boundary), &mut spooled)
             .await;
         let started = match result {
-            Ok(()) => self
-                .start(&caller, &resource, &type_name, &unique, &spooled)
-                .await,
+            Ok(()) => {
+                self.start(&caller, &resource, &type_name, &unique, &spooled)
+                    .await
+            }
             Err(e) => Err(e),
         };
         match started {
@@ -129,14 +130,8 @@ impl CsvImports {
             };
             let id = uuid::Uuid::new_v4().to_string();
             let path = self.spool_path(&id);
-            let mut file = tokio::fs::File::create(&path)
-                .await
-                .map_err(spool_error)?;
-            spooled.push(Spooled {
-                id,
-                filename,
-                path,
-            });
+            let mut file = tokio::fs::File::create(&path).await.map_err(spool_error)?;
+            spooled.push(Spooled { id, filename, path });
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                 file.write_all(&chunk).await.map_err(spool_error)?;
             }

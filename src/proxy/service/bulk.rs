@@ -31,15 +31,27 @@ pub(super) async fn handle(
 ) -> Result<()> {
     let segments: Vec<String> = segments.into_iter().map(Cow::into_owned).collect();
     let Some(csv) = csv else {
-        return respond_error(session, ctx, &ResourceError::not_found("Bulk import is not available")).await;
+        return respond_error(
+            session,
+            ctx,
+            &ResourceError::not_found("Bulk import is not available"),
+        )
+        .await;
     };
     if !caller.is_admin() {
         return respond_error(session, ctx, &ResourceError::forbidden("Access denied")).await;
     }
     let method = session.req_header().method.clone();
-    let wanted = if upload { http::Method::POST } else { http::Method::GET };
+    let wanted = if upload {
+        http::Method::POST
+    } else {
+        http::Method::GET
+    };
     if method != wanted {
-        let e = ResourceError::new(405, format!("Method {method} is not allowed here; use {wanted}"));
+        let e = ResourceError::new(
+            405,
+            format!("Method {method} is not allowed here; use {wanted}"),
+        );
         return respond_error(session, ctx, &e).await;
     }
     if upload {
@@ -81,7 +93,9 @@ pub(super) async fn handle(
     if !session.is_http2() {
         header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
-    session.write_response_header(Box::new(header), false).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
     let mut chunk = body.next().await;
     while let Some(current) = chunk {
         chunk = body.next().await;
