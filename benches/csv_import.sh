@@ -3,6 +3,7 @@
 #
 #   bash benches/csv_import.sh              # debug build (what `cargo test` builds)
 #   RELEASE=1 bash benches/csv_import.sh    # release build
+#   CSV_BENCH_ROWS=300000 bash benches/csv_import.sh
 #
 # Runs the ignored harness `bench_import_rows_and_peak_rss` of tests/csv_import.rs: for each
 # size a fresh gateway (shipped managed.json) gets one multipart upload of N users

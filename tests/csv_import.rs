@@ -337,6 +337,82 @@ async fn import_reports_failures_and_reupload_updates_instead_of_duplicating() {
 }
 
 #[tokio::test]
+async fn rows_go_through_triggers_and_relationship_columns_take_references() {
+    let mut managed = shipped("managed");
+    managed["objects"][0]["onCreate"] = common::fixtures::js(
+        "object.description = 'created by ' + context.security.authenticationId;",
+    );
+    let gw = Gateway::builder()
+        .conf_file("managed.json", managed)
+        .start()
+        .await;
+    let (s, role) = send(
+        &gw,
+        Method::POST,
+        "/openidm/managed/role?_action=create",
+        Some(json!({"name": "staff"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{role}");
+    let role_id = role["_id"].as_str().unwrap();
+    let roles = format!("[{{\"_ref\":\"managed/role/{role_id}\"}}]").replace('"', "\"\"");
+    let csv = format!(
+        "userName,givenName,sn,mail,roles\n\
+         bjensen,Barbara,Jensen,bjensen@example.com,\"{roles}\"\n\
+         nobody,No,Body,nobody@example.com,\"[{{\"\"_ref\"\":\"\"managed/role/missing\"\"}}]\"\n"
+    );
+    let id = import(&gw, &csv).await;
+    let m = finished(&gw, &id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (m["created"].clone(), m["failure"].clone()),
+        (json!(1), json!(1)),
+        "{m}"
+    );
+    let user = &users_named(&gw, "bjensen").await[0];
+    // The trigger ran as for a REST create, with the uploading caller.
+    assert_eq!(user["description"], "created by openidm-admin", "{user}");
+    // The relationship was written as edges: the role sees its member.
+    let (s, members) = send(
+        &gw,
+        Method::GET,
+        &format!("/openidm/managed/role/{role_id}/members?_queryFilter=true"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{members}");
+    assert_eq!(
+        members["result"][0]["_ref"],
+        format!("managed/user/{}", user["_id"].as_str().unwrap()),
+        "{members}"
+    );
+    // A reference to nothing fails that row, with the managed layer's reason.
+    let text = gw
+        .get(&format!("/export/csvImportFailures/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.starts_with("userName,givenName,sn,mail,roles,_importError"),
+        "{text}"
+    );
+    let mut rows = csv::Reader::from_reader(text.as_bytes());
+    let row = rows.records().next().unwrap().unwrap();
+    assert_eq!(&row[0], "nobody");
+    let error: Value = serde_json::from_str(&row[5]).unwrap();
+    assert_eq!(error["code"], 400, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("'managed/role/missing', does not exist"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn malformed_rows_are_reported_and_the_others_imported() {
     let gw = gateway().await;
     let csv = "userName,givenName,sn,mail\n\
@@ -644,11 +720,13 @@ fn vm_hwm(pid: u32) -> u64 {
 }
 
 /// `cargo test --test csv_import -- --ignored --nocapture`: rows/s and peak RSS for 10 000
-/// and 100 000 rows, each on a fresh gateway.
+/// and 100 000 rows (or the sizes in `CSV_BENCH_ROWS`, comma-separated), each on a fresh
+/// gateway.
 #[tokio::test]
 #[ignore]
 async fn bench_import_rows_and_peak_rss() {
-    for rows in [10_000usize, 100_000] {
+    let sizes = std::env::var("CSV_BENCH_ROWS").unwrap_or_else(|_| "10000,100000".into());
+    for rows in sizes.split(',').map(|n| n.trim().parse::<usize>().unwrap()) {
         let gw = gateway().await;
         let before = vm_hwm(gw.pid());
         let csv = users_csv(0..rows);
