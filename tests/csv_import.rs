@@ -412,6 +412,49 @@ async fn rows_go_through_triggers_and_relationship_columns_take_references() {
     );
 }
 
+/// `curl --form` sends `Expect: 100-continue` for files over 1 MB: the gateway answers 100
+/// before the body is sent (curl would otherwise wait a second per upload).
+#[tokio::test]
+async fn expect_continue_is_answered_before_the_body() {
+    let gw = gateway().await;
+    let body = multipart(&[(
+        "u.csv",
+        b"userName,givenName,sn,mail\nx,a,b,x@example.com\n",
+    )]);
+    let (addr, pw) = (gw.addr, gw.admin_password().to_owned());
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /upload/csv/managed/user?uniqueProperty=userName HTTP/1.1\r\nHost: x\r\n\
+             X-OpenIDM-Username: openidm-admin\r\nX-OpenIDM-Password: {pw}\r\n\
+             Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\
+             Expect: 100-continue\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        // Nothing of the body is sent until the interim answer is in.
+        let mut interim = Vec::new();
+        let mut byte = [0u8; 1];
+        while !interim.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte)
+                .expect("no 100 Continue before the body");
+            interim.push(byte[0]);
+        }
+        s.write_all(&body).unwrap();
+        let mut rest = String::new();
+        s.read_to_string(&mut rest).unwrap();
+        (String::from_utf8(interim).unwrap(), rest)
+    })
+    .await
+    .unwrap();
+    assert!(answer.0.starts_with("HTTP/1.1 100"), "{answer:?}");
+    assert!(answer.1.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.1.contains("importUUIDs"), "{answer:?}");
+}
+
 #[tokio::test]
 async fn malformed_rows_are_reported_and_the_others_imported() {
     let gw = gateway().await;

@@ -122,10 +122,23 @@ async fn upload_body(
     };
     let content_type = header(http::header::CONTENT_TYPE);
     let content_length = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
-    let body = futures_util::stream::unfold(Some(session), |s| async move {
-        let s = s?;
+    // curl sends `Expect: 100-continue` for files over 1 MB and waits a second for it: it is
+    // sent when the body is first read, so a request refused before that gets no 100.
+    let expects_continue = req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let state = Some((session, expects_continue));
+    let body = futures_util::stream::unfold(state, |state| async move {
+        let (s, expects_continue) = state?;
+        if expects_continue {
+            if let Err(e) = s.downstream_session.write_continue_response().await {
+                return Some((Err(body_read_error(&e)), None));
+            }
+        }
         match s.read_request_body().await {
-            Ok(Some(chunk)) => Some((Ok(chunk), Some(s))),
+            Ok(Some(chunk)) => Some((Ok(chunk), Some((s, false)))),
             Ok(None) => None,
             Err(e) => Some((Err(body_read_error(&e)), None)),
         }
