@@ -186,6 +186,11 @@ impl CsvImports {
         self.runtime.spawn(async move {
             if let Err(e) = this.run(&job, &control).await {
                 tracing::error!(import = %job.id, error = %e, "CSV import failed");
+                // Never left looking like it runs: ended, as an interrupted import.
+                if let Ok((o, mut m)) = meta::read(this.repo.as_ref(), &job.id).await {
+                    m.interrupt(job.spool.exists());
+                    let _ = meta::save(this.repo.as_ref(), &job.id, Some(&o.rev), &m).await;
+                }
             }
             this.lock_running().remove(&job.id);
         });
