@@ -36,12 +36,7 @@ fn multipart(files: &[(&str, &[u8])]) -> Vec<u8> {
     body
 }
 
-async fn upload_as(
-    gw: &Gateway,
-    req: reqwest::RequestBuilder,
-    files: &[(&str, &[u8])],
-) -> (u16, Value) {
-    let _ = gw;
+async fn upload_as(req: reqwest::RequestBuilder, files: &[(&str, &[u8])]) -> (u16, Value) {
     json_of(
         req.header(
             "Content-Type",
@@ -56,7 +51,7 @@ async fn upload_as(
 }
 
 async fn upload(gw: &Gateway, path: &str, files: &[(&str, &[u8])]) -> (u16, Value) {
-    upload_as(gw, gw.post(path), files).await
+    upload_as(gw.post(path), files).await
 }
 
 /// Uploads one file to managed/user with uniqueProperty=userName; returns its import id.
@@ -257,20 +252,37 @@ async fn import_reports_failures_and_reupload_updates_instead_of_duplicating() {
     assert_eq!(s, 200, "{q}");
     assert_eq!(q["result"][0]["_id"], id.as_str());
 
-    // Again with jdoe fixed and scarter changed: nothing is duplicated.
-    let csv2 = "userName,givenName,sn,mail\n\
-                bjensen,Barbara,Jensen,bjensen@example.com\n\
-                jdoe,John,Doe,jdoe@example.com\n\
-                scarter,Samantha,Carter,scarter@example.com\n";
-    let id2 = import(&gw, csv2).await;
-    let m2 = finished(&gw, &id2, Duration::from_secs(30)).await;
-    for (k, v) in [
-        ("created", 1),
-        ("updated", 1),
-        ("unchanged", 1),
-        ("failure", 0),
+    // Again, as two files of one upload, with jdoe fixed and scarter changed: nothing is
+    // duplicated.
+    let (s, up) = upload(
+        &gw,
+        "/upload/csv/managed/user?uniqueProperty=userName",
+        &[
+            ("a.csv", b"userName,givenName,sn,mail\nbjensen,Barbara,Jensen,bjensen@example.com\njdoe,John,Doe,jdoe@example.com\n"),
+            ("b.csv", b"userName,givenName,sn,mail\nscarter,Samantha,Carter,scarter@example.com\n"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{up}");
+    let (id2, id3) = (
+        up["importUUIDs"][0].as_str().unwrap(),
+        up["importUUIDs"][1].as_str().unwrap(),
+    );
+    let (m2, m3) = (
+        finished(&gw, id2, Duration::from_secs(30)).await,
+        finished(&gw, id3, Duration::from_secs(30)).await,
+    );
+    assert_eq!(
+        (m2["filename"].as_str(), m3["filename"].as_str()),
+        (Some("a.csv"), Some("b.csv"))
+    );
+    for (k, v2, v3) in [
+        ("created", 1, 0),
+        ("unchanged", 1, 0),
+        ("updated", 0, 1),
+        ("failure", 0, 0),
     ] {
-        assert_eq!(m2[k], v, "{k}: {m2}");
+        assert_eq!((&m2[k], &m3[k]), (&json!(v2), &json!(v3)), "{k}: {m2} {m3}");
     }
     assert_eq!(count(&gw, "true").await, 3);
     assert_eq!(
@@ -287,7 +299,10 @@ async fn import_reports_failures_and_reupload_updates_instead_of_duplicating() {
 
     // Clean-up: the first import keeps error records until they are deleted.
     let list = cleanup_list(&gw).await;
-    assert!(list.contains(&id) && !list.contains(&id2), "{list:?}");
+    assert!(
+        list.contains(&id) && !list.contains(&id2.to_owned()),
+        "{list:?}"
+    );
     let (s, c) = send(
         &gw,
         Method::POST,
@@ -606,7 +621,6 @@ async fn only_administrators_import() {
     assert!(s == 200 || s == 201, "{s}");
     let as_plain = |m: Method, p: &str| gw.as_user(m, p, "plain", "Passw0rd!x");
     let (s, body) = upload_as(
-        &gw,
         as_plain(
             Method::POST,
             "/upload/csv/managed/user?uniqueProperty=userName",
@@ -624,7 +638,6 @@ async fn only_administrators_import() {
         assert_eq!(s, 403, "{path}: {body}");
     }
     let (s, body) = upload_as(
-        &gw,
         gw.anon(
             Method::POST,
             "/upload/csv/managed/user?uniqueProperty=userName",
