@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod crest;
 pub mod crypto;
+pub mod csv_import;
 pub mod events;
 pub mod external;
 pub mod internal;

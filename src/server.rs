@@ -10,6 +10,7 @@ use crate::auth::CachingAuthenticator;
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
 use crate::crypto::Crypto;
+use crate::csv_import::{CsvHandler, CsvImports};
 use crate::external::{EmailHandler, RestHandler};
 use crate::internal::{InternalHandler, StoreAuthenticator};
 use crate::local::{ConfigHandler, FeatureHandler, InfoHandler, MetricsHandler, SchemaHandler};
@@ -42,6 +43,8 @@ pub struct Built {
     pub engine: Arc<ScriptEngine>,
     /// The keys of `$crypto` envelopes (managed `encryption`, `openidm.encrypt`).
     pub crypto: Arc<Crypto>,
+    /// Bulk import (`csv/...`, `/upload/csv/...`, `/export/csvImportFailures/...`).
+    pub csv: Arc<CsvImports>,
 }
 
 /// Seconds a graceful stop (SIGTERM) waits before closing listeners, and then for
@@ -162,9 +165,18 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         Arc::new(move || scanner_gw.live().schedules.clone()),
     ));
     scheduler.set_scanner(scanner.clone());
+    let csv = CsvImports::new(
+        gw.clone(),
+        repo.clone(),
+        &settings.data_dir,
+        settings.max_upload_bytes,
+    )?;
+    rt.block_on(csv.recover())
+        .map_err(|e| format!("cannot read the CSV import records: {e}"))?;
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler(gw.clone())))
+        .mount("csv", Arc::new(CsvHandler(csv.clone())))
         .mount("config", Arc::new(ConfigHandler(gw.clone())))
         .mount(
             "schema",
@@ -228,6 +240,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     sync.set_router(&router);
     engine.host().set_router(&router);
     scanner.set_router(&router);
+    csv.set_router(&router);
     spawn_scheduler(scheduler.clone())?;
     Ok(Built {
         gw,
@@ -237,6 +250,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         scheduler,
         engine,
         crypto,
+        csv,
     })
 }
 
@@ -306,7 +320,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
 
     let mut service = pingora::proxy::http_proxy_service(
         &server.configuration,
-        GatewayProxy::new(built.gw.clone(), built.router.clone()),
+        GatewayProxy::new(built.gw.clone(), built.router.clone()).with_csv(built.csv.clone()),
     );
     service.add_tcp(&settings.listen);
     if let Some(tls) = &settings.tls {

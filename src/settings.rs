@@ -69,6 +69,11 @@ pub struct Cli {
     /// Worker threads of the proxy [default: number of cores].
     #[arg(long, env = "IDM_GATEWAY_THREADS")]
     pub threads: Option<usize>,
+
+    /// Largest body of a bulk import upload (`POST /upload/csv/...`), in bytes; larger
+    /// uploads are answered 413 [default: 512 MiB].
+    #[arg(long, env = "IDM_GATEWAY_MAX_UPLOAD_BYTES", value_name = "BYTES")]
+    pub max_upload_bytes: Option<u64>,
 }
 
 /// Resolved settings the server is built from.
@@ -90,6 +95,8 @@ pub struct Settings {
     pub scripting: crate::script::EngineConfig,
     /// `gateway.json` `temporalConstraintsCheckSeconds`.
     pub temporal_check: std::time::Duration,
+    /// Largest bulk import upload body (`--max-upload-bytes`).
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +130,7 @@ impl Settings {
             tls_key,
             log_format,
             threads,
+            max_upload_bytes,
         } = cli;
         let GatewayFile {
             admin_password,
@@ -171,6 +179,8 @@ impl Settings {
             query_time_limit,
             scripting,
             temporal_check,
+            max_upload_bytes: max_upload_bytes
+                .unwrap_or(crate::csv_import::DEFAULT_MAX_UPLOAD_BYTES),
         }
     }
 }

@@ -21,6 +21,12 @@ pub enum Route<'a> {
     },
     /// Anything else under `/openidm`: decoded segments after `openidm`.
     Local(Vec<Cow<'a, str>>),
+    /// `/upload/csv/<collection>` (bulk import, outside `/openidm` as in IDM): decoded
+    /// segments after `csv`.
+    Upload(Vec<Cow<'a, str>>),
+    /// `/export/csvImportFailures/<importId>`: decoded segments after
+    /// `csvImportFailures`.
+    Export(Vec<Cow<'a, str>>),
     /// Not under `/openidm`.
     Outside,
 }
@@ -62,8 +68,15 @@ pub fn classify(path: &str) -> Result<Route<'_>, RouteError> {
         decoded.push(seg);
         offsets.push(start);
     }
-    if decoded.first().map(|s| s.as_ref()) != Some("openidm") {
-        return Ok(Route::Outside);
+    match decoded.first().map(|s| s.as_ref()) {
+        Some("openidm") => {}
+        Some("upload") if decoded.get(1).is_some_and(|s| s == "csv") => {
+            return Ok(Route::Upload(decoded.split_off(2)));
+        }
+        Some("export") if decoded.get(1).is_some_and(|s| s == "csvImportFailures") => {
+            return Ok(Route::Export(decoded.split_off(2)));
+        }
+        _ => return Ok(Route::Outside),
     }
     if decoded.len() >= 4 && decoded[..3].iter().zip(REMOTE_PREFIX).all(|(a, b)| a == b) {
         let instance_end = offsets[3] + raw_len(path, offsets[3]);
@@ -193,5 +206,23 @@ mod tests {
         );
         assert_eq!(classify("/").unwrap(), Route::Outside);
         assert_eq!(classify("/admin").unwrap(), Route::Outside);
+    }
+
+    #[test]
+    fn bulk_import_paths() {
+        assert_eq!(
+            classify("/upload/csv/managed/user").unwrap(),
+            Route::Upload(vec!["managed".into(), "user".into()])
+        );
+        assert_eq!(
+            classify("/export/csvImportFailures/abc").unwrap(),
+            Route::Export(vec!["abc".into()])
+        );
+        assert_eq!(classify("/upload/other").unwrap(), Route::Outside);
+        assert_eq!(classify("/export").unwrap(), Route::Outside);
+        assert_eq!(
+            classify("/upload/csv/managed/%2e%2e/x"),
+            Err(RouteError::DotSegment)
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! * `early_request_error` (a hook of the patched pingora-proxy): CREST errors for
 //!   requests pingora refused before any phase ran (unreadable header, CONNECT).
 
+mod bulk;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,7 @@ use super::trust::CaCache;
 use crate::auth::{credentials_from_headers, Caller};
 use crate::crest::http::{request_from_http, HttpRequest};
 use crate::crest::{member_url, HttpResponse, Operation, ResourceError, Router, JSON_CONTENT_TYPE};
+use crate::csv_import::CsvImports;
 use crate::local::{self, MAX_LOCAL_BODY};
 use crate::metrics::{method_label, LOCAL, UNKNOWN};
 use crate::remote::{Credentials, RemoteInstance, Resolver, Token};
@@ -46,6 +49,8 @@ pub struct GatewayProxy {
     router: Arc<Router>,
     resolver: Resolver,
     cas: CaCache,
+    /// Bulk import: `/upload/csv/...` and `/export/csvImportFailures/...`.
+    csv: Option<Arc<CsvImports>>,
 }
 
 impl GatewayProxy {
@@ -55,7 +60,14 @@ impl GatewayProxy {
             router,
             resolver: Resolver::new(),
             cas: CaCache::default(),
+            csv: None,
         }
+    }
+
+    /// Serves the bulk import endpoints outside `/openidm` with `csv`.
+    pub fn with_csv(mut self, csv: Arc<CsvImports>) -> Self {
+        self.csv = Some(csv);
+        self
     }
 }
 
@@ -191,6 +203,16 @@ impl ProxyHttp for GatewayProxy {
                 };
                 let resp = self.handle_local(session, segments, &body, caller).await;
                 write_local(session, ctx, resp).await?;
+                Ok(true) // response written
+            }
+            Route::Upload(segments) => {
+                ctx.label = Some(LOCAL.into());
+                bulk::handle(self.csv.as_ref(), session, ctx, true, segments, caller).await?;
+                Ok(true) // response written
+            }
+            Route::Export(segments) => {
+                ctx.label = Some(LOCAL.into());
+                bulk::handle(self.csv.as_ref(), session, ctx, false, segments, caller).await?;
                 Ok(true) // response written
             }
             Route::Outside => unreachable!("answered above"),

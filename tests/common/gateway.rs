@@ -311,6 +311,28 @@ impl Gateway {
         self.request(reqwest::Method::DELETE, path)
     }
 
+    /// Admin `GET` of a raw request-line path (for paths an HTTP client library would
+    /// normalise, such as dot segments): the status code and the body.
+    pub fn raw_get(&self, request_line_path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {request_line_path} HTTP/1.1\r\nHost: x\r\nX-OpenIDM-Username: {ADMIN_USER}\r\nX-OpenIDM-Password: {}\r\nConnection: close\r\n\r\n",
+            self.spec.admin_password
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     /// `method path` without any credentials.
     pub fn anon(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, self.url(path))
