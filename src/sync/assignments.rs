@@ -13,8 +13,9 @@
 //!   to the value becomes `null`. `noOp` leaves them.
 //! * What an attribute starts from: the mapped value when the mapping maps it, otherwise the
 //!   target's current value.
-//! * What was applied is kept on the link ([`LINK_FIELD`], a list of `{"_id", "attributes"}`),
-//!   and each sync diffs the source's assignments against it. IDM diffs against the old
+//! * What was applied is kept on the link ([`LINK_FIELD`]: by mapping name, the list of
+//!   `{"_id", "attributes"}` applied; by name because a reverse mapping shares the link and
+//!   has its own), and each sync diffs the source's assignments against it. IDM diffs against the old
 //!   source object (or its `lastSync` snapshot); implicit sync here coalesces pushes and has
 //!   no old source, so the link keeps it. A link written before this field existed has
 //!   applied nothing.
@@ -144,9 +145,33 @@ pub fn apply(
     })
 }
 
+/// What the link field `all` says `mapping` applied.
+pub fn of_link<'a>(all: &'a Value, mapping: &str) -> &'a Value {
+    all.get(mapping).unwrap_or(&NULL)
+}
+
+/// The link field `all` with what `mapping` applied now (`Null` when nothing is left).
+pub fn on_link(all: &Value, mapping: &str, snapshot: Value) -> Value {
+    let mut out = all.as_object().cloned().unwrap_or_default();
+    if same_snapshot(&snapshot, &Value::Null) {
+        out.shift_remove(mapping);
+    } else {
+        out.insert(mapping.to_owned(), snapshot);
+    }
+    if out.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(out)
+    }
+}
+
 /// Whether two link snapshots say the same (absent and empty alike).
 pub fn same_snapshot(a: &Value, b: &Value) -> bool {
-    let empty = |v: &Value| v.is_null() || v.as_array().is_some_and(Vec::is_empty);
+    let empty = |v: &Value| {
+        v.is_null()
+            || v.as_array().is_some_and(Vec::is_empty)
+            || v.as_object().is_some_and(Map::is_empty)
+    };
     (empty(a) && empty(b)) || a == b
 }
 

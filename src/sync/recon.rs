@@ -1099,7 +1099,7 @@ impl Engine {
                 let created = self.create_target(body).await.map_err(|e| e.to_string())?;
                 self.run.time("createTargetObject", t.elapsed());
                 bump(&c.created);
-                Ok(Some(new_link(&created, link, applied.snapshot)))
+                Ok(Some(new_link(&created, link, self.new_link_assignments(applied))))
             }
             Action::Update => {
                 let (Some(target), Some(tid), Some(source)) = (target, &target_id, source) else {
@@ -1139,10 +1139,10 @@ impl Engine {
                 }
                 match &link {
                     Some(l) => {
-                        self.keep_assignments(l, &applied.snapshot).await?;
+                        self.keep_assignments(l, applied).await?;
                         Ok(None)
                     }
-                    None => Ok(Some(new_link(tid, None, applied.snapshot))),
+                    None => Ok(Some(new_link(tid, None, self.new_link_assignments(applied)))),
                 }
             }
             Action::Delete => {

@@ -293,3 +293,20 @@ fn snapshots_and_multi_values_compare_as_sets() {
     assert!(same_values(&json!([]), &Value::Null));
     assert!(!same_values(&json!("x"), &Value::Null));
 }
+
+#[test]
+fn the_link_keeps_each_mappings_snapshot_apart() {
+    let mine = json!([{"_id": "a1", "attributes": []}]);
+    let all = on_link(&Value::Null, M, mine.clone());
+    assert_eq!(all, json!({M: mine}));
+    // The reverse mapping sharing the link sees nothing of it, and keeps its own beside it.
+    assert!(of_link(&all, "reverse").is_null());
+    let both = on_link(&all, "reverse", json!([{"_id": "r1"}]));
+    assert_eq!(of_link(&both, M), &mine);
+    assert_eq!(of_link(&both, "reverse"), &json!([{"_id": "r1"}]));
+    // Nothing left applied: the entry goes, then the field.
+    let back = on_link(&both, "reverse", Value::Null);
+    assert_eq!(back, all);
+    assert!(on_link(&back, M, json!([])).is_null());
+    assert!(same_snapshot(&json!({}), &Value::Null));
+}

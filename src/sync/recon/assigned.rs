@@ -19,7 +19,9 @@ impl Engine {
         mapped: &mut Map<String, Value>,
         link: Option<&Link>,
     ) -> Result<Applied, String> {
-        let previous = link.map_or(&Value::Null, |l| &l.assignments);
+        let previous = link.map_or(&Value::Null, |l| {
+            assignments::of_link(&l.assignments, &self.mapping.name)
+        });
         let applied =
             assignments::apply(&self.mapping.name, source, existing, mapped, previous)
                 .map_err(|e| format!("mapping {}: {e}", self.mapping.name))?;
@@ -29,10 +31,16 @@ impl Engine {
         Ok(applied)
     }
 
+    /// The link field of a new link whose target got `applied`.
+    pub(super) fn new_link_assignments(&self, applied: Applied) -> Value {
+        assignments::on_link(&Value::Null, &self.mapping.name, applied.snapshot)
+    }
+
     /// Records on `link` what the sync applied (a write only when it changed).
-    pub(super) async fn keep_assignments(&self, link: &Link, snapshot: &Value) -> Result<(), String> {
+    pub(super) async fn keep_assignments(&self, link: &Link, applied: Applied) -> Result<(), String> {
+        let all = assignments::on_link(&link.assignments, &self.mapping.name, applied.snapshot);
         self.links
-            .set_assignments(link, snapshot)
+            .set_assignments(link, &all)
             .await
             .map_err(|e| format!("cannot record the applied assignments on the link: {e}"))
     }
