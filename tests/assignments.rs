@@ -184,30 +184,55 @@ async fn put(gw: &Gateway, path: &str, body: &Value) -> Value {
 #[tokio::test]
 async fn effective_assignments_reach_slapd_follow_changes_and_leave_with_their_values() {
     let slapd = Slapd::builder().start();
-    let gw = gateway(&slapd, managed_with_plain_assignments(), mapping(true, None)).await;
+    let gw = gateway(
+        &slapd,
+        managed_with_plain_assignments(),
+        mapping(true, None),
+    )
+    .await;
     let staff = |value: &str| {
         effective(
             "staff",
             MAPPING,
-            vec![attr("description", json!(value), "replaceTarget", "removeFromTarget")],
+            vec![attr(
+                "description",
+                json!(value),
+                "replaceTarget",
+                "removeFromTarget",
+            )],
         )
     };
     let apps = |values: Value| {
         effective(
             "apps",
             MAPPING,
-            vec![attr("employeeType", values, "mergeWithTarget", "removeFromTarget")],
+            vec![attr(
+                "employeeType",
+                values,
+                "mergeWithTarget",
+                "removeFromTarget",
+            )],
         )
     };
     let badge = effective(
         "badge",
         MAPPING,
-        vec![attr("title", json!("Badge holder"), "replaceTarget", "noOp")],
+        vec![attr(
+            "title",
+            json!("Badge holder"),
+            "replaceTarget",
+            "noOp",
+        )],
     );
     let elsewhere = effective(
         "csv",
         "managedUser_systemCsvAccounts",
-        vec![attr("telephoneNumber", json!("123"), "replaceTarget", "removeFromTarget")],
+        vec![attr(
+            "telephoneNumber",
+            json!("123"),
+            "replaceTarget",
+            "removeFromTarget",
+        )],
     );
     let all = |staff_value: &str, app_values: Value| {
         vec![
@@ -241,7 +266,14 @@ async fn effective_assignments_reach_slapd_follow_changes_and_leave_with_their_v
         &user("ada", all("Staff member", json!(["vpn", "mail"]))),
     )
     .await;
-    wait_values(&gw, &slapd, "ada", "employeeType", &["mail", "manual", "vpn"]).await;
+    wait_values(
+        &gw,
+        &slapd,
+        "ada",
+        "employeeType",
+        &["mail", "manual", "vpn"],
+    )
+    .await;
     wait_values(&gw, &slapd, "ada", "description", &["Staff member"]).await;
 
     // Reconciliation applies them too: a directory change to an assigned attribute only
@@ -283,13 +315,23 @@ async fn an_unsupported_assignment_fails_its_user_with_the_reason() {
     let bad = effective(
         "bad",
         MAPPING,
-        vec![attr("description", json!("x"), "appendToTarget", "removeFromTarget")],
+        vec![attr(
+            "description",
+            json!("x"),
+            "appendToTarget",
+            "removeFromTarget",
+        )],
     );
     put(&gw, "/openidm/managed/user/u1", &user("ada", vec![bad])).await;
     let good = effective(
         "good",
         MAPPING,
-        vec![attr("description", json!("Staff"), "replaceTarget", "removeFromTarget")],
+        vec![attr(
+            "description",
+            json!("Staff"),
+            "replaceTarget",
+            "removeFromTarget",
+        )],
     );
     put(&gw, "/openidm/managed/user/u2", &user("grace", vec![good])).await;
     let run = recon(&gw, MAPPING).await;
@@ -400,7 +442,12 @@ async fn a_role_s_assignments_reach_slapd_and_leave_with_the_role() {
     wait_values(&gw, &slapd, "ada", "description", &["Staff member"]).await;
 
     // The role leaves the user: removeFromTarget values go, the noOp title stays.
-    put(&gw, "/openidm/managed/user/u1", &user_with_roles("ada", &[])).await;
+    put(
+        &gw,
+        "/openidm/managed/user/u1",
+        &user_with_roles("ada", &[]),
+    )
+    .await;
     wait_values(&gw, &slapd, "ada", "employeeType", &[]).await;
     wait_values(&gw, &slapd, "ada", "description", &[]).await;
     assert_eq!(ldap_values(&slapd, "ada", "title"), ["Badge holder"]);
@@ -418,7 +465,12 @@ async fn reconciliation_applies_a_role_s_assignments() {
         &user_with_roles("ada", &[&role]),
     )
     .await;
-    put(&gw, "/openidm/managed/user/u2", &user_with_roles("grace", &[])).await;
+    put(
+        &gw,
+        "/openidm/managed/user/u2",
+        &user_with_roles("grace", &[]),
+    )
+    .await;
     let run = recon(&gw, MAPPING).await;
     assert_eq!(run["state"], "SUCCESS", "{run}\n{}", gw.logs());
     assert_eq!(run["progress"]["target"]["created"], 2, "{run}");
@@ -427,7 +479,12 @@ async fn reconciliation_applies_a_role_s_assignments() {
     assert!(ldap_values(&slapd, "grace", "employeeType").is_empty());
 
     // The role goes to grace and leaves ada; the next run moves the values.
-    put(&gw, "/openidm/managed/user/u1", &user_with_roles("ada", &[])).await;
+    put(
+        &gw,
+        "/openidm/managed/user/u1",
+        &user_with_roles("ada", &[]),
+    )
+    .await;
     put(
         &gw,
         "/openidm/managed/user/u2",
@@ -439,7 +496,10 @@ async fn reconciliation_applies_a_role_s_assignments() {
     assert!(ldap_values(&slapd, "ada", "employeeType").is_empty());
     assert!(ldap_values(&slapd, "ada", "description").is_empty());
     assert_eq!(ldap_values(&slapd, "ada", "title"), ["Badge holder"]);
-    assert_eq!(ldap_values(&slapd, "grace", "employeeType"), ["vpn", "wiki"]);
+    assert_eq!(
+        ldap_values(&slapd, "grace", "employeeType"),
+        ["vpn", "wiki"]
+    );
     let run = recon(&gw, MAPPING).await;
     assert_eq!(run["progress"]["target"]["updated"], 0, "{run}");
 }

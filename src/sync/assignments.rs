@@ -133,7 +133,8 @@ pub fn apply(
             current
                 .iter()
                 .map(|c| {
-                    let attributes: Vec<Value> = c.attributes.iter().map(|a| a.raw.clone()).collect();
+                    let attributes: Vec<Value> =
+                        c.attributes.iter().map(|a| a.raw.clone()).collect();
                     json!({"_id": c.id, "attributes": attributes})
                 })
                 .collect(),

@@ -484,7 +484,11 @@ mod tests {
         );
         // Cleared: the field goes, the ends stay unique.
         links.set_assignments(link, &json!([])).await.unwrap();
-        let stored = repo.read(links.resource(), &link.id).await.unwrap().unwrap();
+        let stored = repo
+            .read(links.resource(), &link.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             Value::Object(stored.content),
             json!({"firstId": "s1", "secondId": "t1", "linkQualifier": "default"})

@@ -1099,7 +1099,11 @@ impl Engine {
                 let created = self.create_target(body).await.map_err(|e| e.to_string())?;
                 self.run.time("createTargetObject", t.elapsed());
                 bump(&c.created);
-                Ok(Some(new_link(&created, link, self.new_link_assignments(applied))))
+                Ok(Some(new_link(
+                    &created,
+                    link,
+                    self.new_link_assignments(applied),
+                )))
             }
             Action::Update => {
                 let (Some(target), Some(tid), Some(source)) = (target, &target_id, source) else {
@@ -1142,7 +1146,11 @@ impl Engine {
                         self.keep_assignments(l, applied).await?;
                         Ok(None)
                     }
-                    None => Ok(Some(new_link(tid, None, self.new_link_assignments(applied)))),
+                    None => Ok(Some(new_link(
+                        tid,
+                        None,
+                        self.new_link_assignments(applied),
+                    ))),
                 }
             }
             Action::Delete => {

@@ -32,17 +32,32 @@ fn a_create_gets_the_attributes_of_the_mappings_assignments_only() {
         assignment(
             "a1",
             M,
-            json!([attr("description", json!("Staff"), "replaceTarget", "removeFromTarget")]),
+            json!([attr(
+                "description",
+                json!("Staff"),
+                "replaceTarget",
+                "removeFromTarget"
+            )]),
         ),
         assignment(
             "a2",
             "otherMapping",
-            json!([attr("mail", json!("x@y"), "replaceTarget", "removeFromTarget")]),
+            json!([attr(
+                "mail",
+                json!("x@y"),
+                "replaceTarget",
+                "removeFromTarget"
+            )]),
         ),
         assignment(
             "a3",
             M,
-            json!([attr("groups", json!(["g1", "g2"]), "mergeWithTarget", "noOp")]),
+            json!([attr(
+                "groups",
+                json!(["g1", "g2"]),
+                "mergeWithTarget",
+                "noOp"
+            )]),
         ),
     ]);
     let mapped = obj(json!({"uid": "ada", "sn": "L"}));
@@ -78,9 +93,24 @@ fn merge_keeps_existing_values_without_duplicates_and_merges_objects() {
             "a1",
             M,
             json!([
-                attr("groups", json!(["g1", "g2"]), "mergeWithTarget", "removeFromTarget"),
-                attr("prefs", json!({"a": 1, "b": 2}), "mergeWithTarget", "removeFromTarget"),
-                attr("title", json!("Boss"), "mergeWithTarget", "removeFromTarget"),
+                attr(
+                    "groups",
+                    json!(["g1", "g2"]),
+                    "mergeWithTarget",
+                    "removeFromTarget"
+                ),
+                attr(
+                    "prefs",
+                    json!({"a": 1, "b": 2}),
+                    "mergeWithTarget",
+                    "removeFromTarget"
+                ),
+                attr(
+                    "title",
+                    json!("Boss"),
+                    "mergeWithTarget",
+                    "removeFromTarget"
+                ),
                 attr("tag", json!("t1"), "mergeWithTarget", "removeFromTarget")
             ]),
         ),
@@ -88,7 +118,12 @@ fn merge_keeps_existing_values_without_duplicates_and_merges_objects() {
         assignment(
             "a2",
             M,
-            json!([attr("groups", json!(["g3", "g1"]), "mergeWithTarget", "removeFromTarget")]),
+            json!([attr(
+                "groups",
+                json!(["g3", "g1"]),
+                "mergeWithTarget",
+                "removeFromTarget"
+            )]),
         ),
     ]);
     let existing = json!({"_id": "t1", "groups": ["g0", "g2"], "prefs": {"a": 0, "z": 9},
@@ -121,7 +156,12 @@ fn the_mapped_value_is_the_start_when_the_mapping_maps_the_attribute() {
     let src = source(vec![assignment(
         "a1",
         M,
-        json!([attr("groups", json!(["g9"]), "mergeWithTarget", "removeFromTarget")]),
+        json!([attr(
+            "groups",
+            json!(["g9"]),
+            "mergeWithTarget",
+            "removeFromTarget"
+        )]),
     )]);
     let mapped = obj(json!({"groups": ["m1"]}));
     let existing = json!({"groups": ["t1"]});
@@ -135,16 +175,38 @@ fn a_removed_assignment_takes_its_values_out_unless_noop() {
         "a1",
         M,
         json!([
-            attr("groups", json!(["g1", "g2"]), "mergeWithTarget", "removeFromTarget"),
-            attr("description", json!("Staff"), "replaceTarget", "removeFromTarget"),
-            attr("prefs", json!({"a": 1}), "mergeWithTarget", "removeFromTarget"),
+            attr(
+                "groups",
+                json!(["g1", "g2"]),
+                "mergeWithTarget",
+                "removeFromTarget"
+            ),
+            attr(
+                "description",
+                json!("Staff"),
+                "replaceTarget",
+                "removeFromTarget"
+            ),
+            attr(
+                "prefs",
+                json!({"a": 1}),
+                "mergeWithTarget",
+                "removeFromTarget"
+            ),
             attr("mail", json!("kept@x"), "replaceTarget", "noOp")
         ]),
     );
     let first = apply(M, &source(vec![a1]), None, &Map::new(), &Value::Null).unwrap();
     let target = json!({"_id": "t", "groups": ["g0", "g1", "g2"], "description": "Staff",
                         "prefs": {"a": 1, "b": 2}, "mail": "kept@x", "cn": "Ada"});
-    let out = apply(M, &source(vec![]), Some(&target), &Map::new(), &first.snapshot).unwrap();
+    let out = apply(
+        M,
+        &source(vec![]),
+        Some(&target),
+        &Map::new(),
+        &first.snapshot,
+    )
+    .unwrap();
     assert_eq!(
         Value::Object(out.attributes),
         json!({"groups": ["g0"], "description": null, "prefs": {"b": 2}})
@@ -152,7 +214,14 @@ fn a_removed_assignment_takes_its_values_out_unless_noop() {
     assert!(out.snapshot.is_null());
     // A scalar that is no longer the assigned value stays.
     let changed = json!({"description": "Changed by hand"});
-    let out = apply(M, &source(vec![]), Some(&changed), &Map::new(), &first.snapshot).unwrap();
+    let out = apply(
+        M,
+        &source(vec![]),
+        Some(&changed),
+        &Map::new(),
+        &first.snapshot,
+    )
+    .unwrap();
     assert_eq!(out.attributes["description"], json!("Changed by hand"));
 }
 
@@ -162,7 +231,12 @@ fn a_changed_attribute_is_unassigned_then_assigned_again() {
         "a1",
         M,
         json!([
-            attr("groups", json!(["g1"]), "mergeWithTarget", "removeFromTarget"),
+            attr(
+                "groups",
+                json!(["g1"]),
+                "mergeWithTarget",
+                "removeFromTarget"
+            ),
             attr("title", json!("Same"), "replaceTarget", "removeFromTarget")
         ]),
     );
@@ -171,12 +245,24 @@ fn a_changed_attribute_is_unassigned_then_assigned_again() {
         "a1",
         M,
         json!([
-            attr("groups", json!(["g2"]), "mergeWithTarget", "removeFromTarget"),
+            attr(
+                "groups",
+                json!(["g2"]),
+                "mergeWithTarget",
+                "removeFromTarget"
+            ),
             attr("title", json!("Same"), "replaceTarget", "removeFromTarget")
         ]),
     );
     let target = json!({"groups": ["g0", "g1"], "title": "Same"});
-    let out = apply(M, &source(vec![after]), Some(&target), &Map::new(), &first.snapshot).unwrap();
+    let out = apply(
+        M,
+        &source(vec![after]),
+        Some(&target),
+        &Map::new(),
+        &first.snapshot,
+    )
+    .unwrap();
     assert_eq!(out.attributes["groups"], json!(["g0", "g2"]));
     assert_eq!(out.attributes["title"], json!("Same"));
     // Unchanged: the same values again, the same snapshot.
@@ -185,7 +271,12 @@ fn a_changed_attribute_is_unassigned_then_assigned_again() {
         &source(vec![assignment(
             "a1",
             M,
-            json!([attr("groups", json!(["g2"]), "mergeWithTarget", "removeFromTarget")]),
+            json!([attr(
+                "groups",
+                json!(["g2"]),
+                "mergeWithTarget",
+                "removeFromTarget"
+            )]),
         )]),
         Some(&json!({"groups": ["g0", "g2"], "title": "Same"})),
         &Map::new(),
@@ -203,14 +294,31 @@ fn two_assignments_sharing_a_value_keep_it_when_one_goes() {
         assignment(
             id,
             M,
-            json!([attr("groups", json!(["shared"]), "mergeWithTarget", "removeFromTarget")]),
+            json!([attr(
+                "groups",
+                json!(["shared"]),
+                "mergeWithTarget",
+                "removeFromTarget"
+            )]),
         )
     };
-    let first = apply(M, &source(vec![a("a1"), a("a2")]), None, &Map::new(), &Value::Null)
-        .unwrap();
+    let first = apply(
+        M,
+        &source(vec![a("a1"), a("a2")]),
+        None,
+        &Map::new(),
+        &Value::Null,
+    )
+    .unwrap();
     let target = json!({"groups": ["shared"]});
-    let out = apply(M, &source(vec![a("a2")]), Some(&target), &Map::new(), &first.snapshot)
-        .unwrap();
+    let out = apply(
+        M,
+        &source(vec![a("a2")]),
+        Some(&target),
+        &Map::new(),
+        &first.snapshot,
+    )
+    .unwrap();
     assert_eq!(out.attributes["groups"], json!(["shared"]));
 }
 
@@ -220,7 +328,12 @@ fn link_qualifiers_other_than_default_are_not_applied() {
         let mut a = assignment(
             "a1",
             M,
-            json!([attr("description", json!("x"), "replaceTarget", "removeFromTarget")]),
+            json!([attr(
+                "description",
+                json!("x"),
+                "replaceTarget",
+                "removeFromTarget"
+            )]),
         );
         a["linkQualifiers"] = lq;
         source(vec![a])
@@ -243,7 +356,12 @@ fn malformed_assignments_fail_with_the_reason() {
     let one = |attributes: Value| source(vec![assignment("a1", M, attributes)]);
     let cases = [
         (
-            one(json!([attr("d", json!(1), "appendToTarget", "removeFromTarget")])),
+            one(json!([attr(
+                "d",
+                json!(1),
+                "appendToTarget",
+                "removeFromTarget"
+            )])),
             "unsupported assignmentOperation 'appendToTarget'",
         ),
         (
@@ -256,7 +374,10 @@ fn malformed_assignments_fail_with_the_reason() {
             "scripts are not supported",
         ),
         (one(json!([{"value": 1}])), "an attribute has no name"),
-        (one(json!([{"name": "_id", "value": "x"}])), "'_id' cannot be set"),
+        (
+            one(json!([{"name": "_id", "value": "x"}])),
+            "'_id' cannot be set",
+        ),
         (one(json!({"name": "d"})), "attributes must be an array"),
         (
             json!({"effectiveAssignments": {"a1": {}}}),

@@ -22,9 +22,8 @@ impl Engine {
         let previous = link.map_or(&Value::Null, |l| {
             assignments::of_link(&l.assignments, &self.mapping.name)
         });
-        let applied =
-            assignments::apply(&self.mapping.name, source, existing, mapped, previous)
-                .map_err(|e| format!("mapping {}: {e}", self.mapping.name))?;
+        let applied = assignments::apply(&self.mapping.name, source, existing, mapped, previous)
+            .map_err(|e| format!("mapping {}: {e}", self.mapping.name))?;
         for (name, value) in &applied.attributes {
             mapped.insert(name.clone(), value.clone());
         }
@@ -37,7 +36,11 @@ impl Engine {
     }
 
     /// Records on `link` what the sync applied (a write only when it changed).
-    pub(super) async fn keep_assignments(&self, link: &Link, applied: Applied) -> Result<(), String> {
+    pub(super) async fn keep_assignments(
+        &self,
+        link: &Link,
+        applied: Applied,
+    ) -> Result<(), String> {
         let all = assignments::on_link(&link.assignments, &self.mapping.name, applied.snapshot);
         self.links
             .set_assignments(link, &all)
