@@ -27,7 +27,7 @@
 
 use std::collections::HashSet;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::mapping::DEFAULT_LINK_QUALIFIER;
 
@@ -129,16 +129,7 @@ pub fn apply(
     let snapshot = if current.is_empty() {
         Value::Null
     } else {
-        Value::Array(
-            current
-                .iter()
-                .map(|c| {
-                    let attributes: Vec<Value> =
-                        c.attributes.iter().map(|a| a.raw.clone()).collect();
-                    json!({"_id": c.id, "attributes": attributes})
-                })
-                .collect(),
-        )
+        Value::Array(current.iter().map(Assignment::snapshot).collect())
     };
     Ok(Applied {
         attributes: work,
@@ -232,6 +223,17 @@ fn id_of(item: &Value) -> Option<&str> {
         .iter()
         .find_map(|k| item.get(*k).and_then(Value::as_str))
         .filter(|id| !id.is_empty())
+}
+
+impl Assignment<'_> {
+    /// What the link keeps of it: `{"_id", "attributes"}`, the attributes as written.
+    fn snapshot(&self) -> Value {
+        let attributes = self.attributes.iter().map(|a| a.raw.clone()).collect();
+        let mut out = Map::with_capacity(2);
+        out.insert("_id".into(), Value::String(self.id.to_owned()));
+        out.insert("attributes".into(), Value::Array(attributes));
+        Value::Object(out)
+    }
 }
 
 fn parse(item: &Value) -> Result<Assignment<'_>, String> {

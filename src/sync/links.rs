@@ -98,7 +98,7 @@ impl LinkStore {
         }
     }
 
-    fn to_link(&self, obj: StoredObject) -> Option<Link> {
+    fn to_link(&self, mut obj: StoredObject) -> Option<Link> {
         let first = obj.content.get(FIRST)?.as_str()?.to_owned();
         let second = obj.content.get(SECOND)?.as_str()?.to_owned();
         let (source_id, target_id) = if self.reversed {
@@ -106,7 +106,7 @@ impl LinkStore {
         } else {
             (first, second)
         };
-        let assignments = obj.content.get(LINK_FIELD).cloned().unwrap_or_default();
+        let assignments = obj.content.remove(LINK_FIELD).unwrap_or_default();
         Some(Link {
             id: obj.id,
             source_id,

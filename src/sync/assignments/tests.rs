@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 const M: &str = "managedUser_systemLdapAccounts";
 

@@ -41,6 +41,10 @@ impl Engine {
         link: &Link,
         applied: Applied,
     ) -> Result<(), String> {
+        let before = assignments::of_link(&link.assignments, &self.mapping.name);
+        if assignments::same_snapshot(before, &applied.snapshot) {
+            return Ok(());
+        }
         let all = assignments::on_link(&link.assignments, &self.mapping.name, applied.snapshot);
         self.links
             .set_assignments(link, &all)
