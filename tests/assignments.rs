@@ -305,6 +305,47 @@ async fn effective_assignments_reach_slapd_follow_changes_and_leave_with_their_v
     assert_eq!(run["progress"]["target"]["updated"], 0, "{run}");
 }
 
+/// A reverse mapping (LDAP → managed/user) shares the links: its syncs keep the forward
+/// mapping's record of what it applied, so the forward mapping still takes the values out.
+#[tokio::test]
+async fn a_reverse_mapping_sharing_the_links_leaves_the_applied_record_alone() {
+    let slapd = Slapd::builder().start();
+    let mut sync = mapping(true, None);
+    sync["mappings"].as_array_mut().unwrap().push(json!({
+        "name": "systemLdapAccounts_managedUser",
+        "source": "system/ldap/account",
+        "target": "managed/user",
+        "links": MAPPING,
+        "properties": [{"source": "sn", "target": "sn"}],
+        "enableSync": false
+    }));
+    let gw = gateway(&slapd, managed_with_plain_assignments(), sync).await;
+    let staff = effective(
+        "staff",
+        MAPPING,
+        vec![attr(
+            "description",
+            json!("Staff"),
+            "replaceTarget",
+            "removeFromTarget",
+        )],
+    );
+    let mut ada = user("ada", vec![staff]);
+    ada["description"] = json!("Staff");
+    put(&gw, "/openidm/managed/user/u1", &ada).await;
+    wait_values(&gw, &slapd, "ada", "description", &["Staff"]).await;
+
+    let run = recon(&gw, "systemLdapAccounts_managedUser").await;
+    assert_eq!(run["state"], "SUCCESS", "{run}\n{}", gw.logs());
+    assert_eq!(run["situationSummary"]["CONFIRMED"], 1, "{run}");
+    let (_, u1) = json_of(gw.get("/openidm/managed/user/u1").send().await.unwrap()).await;
+    assert_eq!(u1["description"], "Staff", "{u1}");
+
+    ada["effectiveAssignments"] = json!([]);
+    put(&gw, "/openidm/managed/user/u1", &ada).await;
+    wait_values(&gw, &slapd, "ada", "description", &[]).await;
+}
+
 /// A bad assignment fails its user only; onCreate sees the assigned attributes in `target`.
 #[tokio::test]
 async fn an_unsupported_assignment_fails_its_user_with_the_reason() {
