@@ -1,6 +1,7 @@
 //! Links between source and target ids, stored in the [`Repo`] under `link/<linkType>` as
 //! `{"firstId", "secondId", "linkQualifier"}` with an index on each id, so lookups both ways
-//! are indexed queries. The link type is the mapping's name, or the mapping named by its
+//! are indexed queries. A link also keeps what the last sync applied of the source's
+//! assignments (`assignments`, see [`super::assignments`]; absent: nothing). The link type is the mapping's name, or the mapping named by its
 //! `links`; a mapping that shares the links of its reverse mapping reads them the other way
 //! round (`reversed`: its source ids are the `secondId`s).
 //!
@@ -20,6 +21,7 @@ use serde_json::{json, Map, Value};
 use crate::crest::filter::{JsonPointer, QueryFilter};
 use crate::repo::{Repo, RepoError, RepoQuery, StoredObject, WriteOp, WriteOptions};
 
+use super::assignments::{same_snapshot, LINK_FIELD};
 use super::mapping::DEFAULT_LINK_QUALIFIER;
 
 /// Resource prefix of the link tables.
@@ -35,6 +37,8 @@ pub struct Link {
     pub id: String,
     pub source_id: String,
     pub target_id: String,
+    /// The assignments the last sync applied (`Null`: none).
+    pub assignments: Value,
 }
 
 /// A link to create, replacing `replaces` (a stale link of the same source).
@@ -43,6 +47,8 @@ pub struct NewLink {
     pub source_id: String,
     pub target_id: String,
     pub replaces: Option<Link>,
+    /// The assignments applied to the target (`Null`: none).
+    pub assignments: Value,
 }
 
 /// The links of one link type, oriented for one mapping.
@@ -92,7 +98,7 @@ impl LinkStore {
         }
     }
 
-    fn to_link(&self, obj: StoredObject) -> Option<Link> {
+    fn to_link(&self, mut obj: StoredObject) -> Option<Link> {
         let first = obj.content.get(FIRST)?.as_str()?.to_owned();
         let second = obj.content.get(SECOND)?.as_str()?.to_owned();
         let (source_id, target_id) = if self.reversed {
@@ -100,10 +106,12 @@ impl LinkStore {
         } else {
             (first, second)
         };
+        let assignments = obj.content.remove(LINK_FIELD).unwrap_or_default();
         Some(Link {
             id: obj.id,
             source_id,
             target_id,
+            assignments,
         })
     }
 
@@ -156,22 +164,26 @@ impl LinkStore {
         Ok(self.by_targets(&[id.to_owned()]).await?.remove(id))
     }
 
-    fn content(&self, source_id: &str, target_id: &str) -> Map<String, Value> {
+    fn content(&self, source_id: &str, target_id: &str, assignments: &Value) -> Map<String, Value> {
         let (first, second) = if self.reversed {
             (target_id, source_id)
         } else {
             (source_id, target_id)
         };
-        match json!({
+        let mut content = match json!({
             FIRST: first, SECOND: second, "linkQualifier": DEFAULT_LINK_QUALIFIER,
         }) {
             Value::Object(m) => m,
             _ => Map::new(),
+        };
+        if !same_snapshot(assignments, &Value::Null) {
+            content.insert(LINK_FIELD.into(), assignments.clone());
         }
+        content
     }
 
     pub async fn create(&self, source_id: &str, target_id: &str) -> Result<Link, RepoError> {
-        let content = self.content(source_id, target_id);
+        let content = self.content(source_id, target_id, &Value::Null);
         let id = uuid::Uuid::new_v4().to_string();
         let unique = unique_ends();
         let opts = WriteOptions {
@@ -183,7 +195,25 @@ impl LinkStore {
             id,
             source_id: source_id.to_owned(),
             target_id: target_id.to_owned(),
+            assignments: Value::Null,
         })
+    }
+
+    /// Records on `link` the assignments a sync applied (no write when they are the same).
+    pub async fn set_assignments(&self, link: &Link, assignments: &Value) -> Result<(), RepoError> {
+        if same_snapshot(&link.assignments, assignments) {
+            return Ok(());
+        }
+        let content = self.content(&link.source_id, &link.target_id, assignments);
+        let unique = unique_ends();
+        let opts = WriteOptions {
+            unique: &unique,
+            ..Default::default()
+        };
+        self.repo
+            .update(&self.resource, &link.id, None, content, opts)
+            .await
+            .map(drop)
     }
 
     /// Several link changes in one [`Repo::batch`] (one commit in the embedded store): for
@@ -204,7 +234,7 @@ impl LinkStore {
             ops.push(WriteOp::Create {
                 resource: self.resource.clone(),
                 id: id.clone(),
-                content: self.content(&c.source_id, &c.target_id),
+                content: self.content(&c.source_id, &c.target_id, &c.assignments),
                 unique: unique_ends(),
             });
             ids.push(id);
@@ -229,6 +259,7 @@ impl LinkStore {
                     id,
                     source_id: c.source_id.clone(),
                     target_id: c.target_id.clone(),
+                    assignments: c.assignments.clone(),
                 })
             })
             .collect()
@@ -353,11 +384,13 @@ mod tests {
             id: "no-such-link".into(),
             source_id: "s3".into(),
             target_id: "t0".into(),
+            assignments: Value::Null,
         };
         let new = |s: &str, t: &str, replaces: Option<Link>| NewLink {
             source_id: s.into(),
             target_id: t.into(),
             replaces,
+            assignments: Value::Null,
         };
         let results = links
             .apply(&[
@@ -401,6 +434,7 @@ mod tests {
             source_id: s.into(),
             target_id: t.into(),
             replaces: None,
+            assignments: Value::Null,
         };
         let results = links.apply(&[new("s3", "t1"), new("s4", "t4")]).await;
         assert!(
@@ -427,6 +461,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn links_keep_the_applied_assignments_and_old_links_read_as_none() {
+        let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+        let links = LinkStore::new(repo.clone(), "a_b", false);
+        links.ensure_indexes().await.unwrap();
+        let applied = json!([{"_id": "a1", "attributes": [{"name": "d", "value": "x"}]}]);
+        let made = links
+            .apply(&[NewLink {
+                source_id: "s1".into(),
+                target_id: "t1".into(),
+                replaces: None,
+                assignments: applied.clone(),
+            }])
+            .await;
+        let link = made[0].as_ref().unwrap();
+        assert_eq!(links.by_source("s1").await.unwrap().unwrap(), *link);
+        // The reverse view reads the same record.
+        let reverse = LinkStore::new(repo.clone(), "a_b", true);
+        assert_eq!(
+            reverse.by_source("t1").await.unwrap().unwrap().assignments,
+            applied
+        );
+        // Cleared: the field goes, the ends stay unique.
+        links.set_assignments(link, &json!([])).await.unwrap();
+        let stored = repo
+            .read(links.resource(), &link.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Value::Object(stored.content),
+            json!({"firstId": "s1", "secondId": "t1", "linkQualifier": "default"})
+        );
+        let cleared = links.by_source("s1").await.unwrap().unwrap();
+        assert_eq!(cleared.assignments, Value::Null);
+        links.set_assignments(&cleared, &applied).await.unwrap();
+        assert_eq!(
+            links.by_target("t1").await.unwrap().unwrap().assignments,
+            applied
+        );
+        assert!(links.create("s2", "t1").await.is_err());
+        // A link written before the field existed has applied nothing.
+        let old = links.create("s3", "t3").await.unwrap();
+        assert_eq!(old.assignments, Value::Null);
+        assert_eq!(links.by_source("s3").await.unwrap().unwrap(), old);
+    }
+
+    #[tokio::test]
     async fn duplicates_left_by_older_versions_are_removed_keeping_the_first_link() {
         let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
         let links = LinkStore::new(repo.clone(), "a_b", false);
@@ -441,7 +522,7 @@ mod tests {
             repo.create(
                 links.resource(),
                 id,
-                links.content(s, t),
+                links.content(s, t, &Value::Null),
                 Default::default(),
             )
             .await

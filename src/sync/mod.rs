@@ -12,6 +12,9 @@
 //! which; call another module's handler directly; run a script anywhere but on the script
 //! engine's pool ([`hooks`], `recon::scripted`).
 //!
+//! Assignments ([`assignments`]): a source's `effectiveAssignments` for the mapping set
+//! target attributes; what was applied is kept on the link.
+//!
 //! Implicit sync ([`implicit`]) pushes managed-object writes through the same one-object
 //! path, from a durable queue (`sync/queue` in the store, [`queue`]) whose rows are committed
 //! with the writes. It learns of writes through [`crate::events`], never from `managed` or
@@ -20,6 +23,7 @@
 //! Not yet here: schedules, link qualifiers other
 //! than `default`, link clean-up of links whose source and target are both gone.
 
+pub mod assignments;
 pub mod handler;
 pub mod hooks;
 pub mod implicit;

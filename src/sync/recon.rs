@@ -31,8 +31,8 @@
 //!   reason is the run's `failureReason`.
 //! * Batched reads by id use `_id in […]` only where the resource says it supports it
 //!   ([`Router::supports`]); elsewhere `_id eq … or …` chunks.
-//! * An update writes only the mapped properties that differ, so an unchanged re-run writes
-//!   nothing.
+//! * An update writes only the mapped properties (and assigned attributes, see
+//!   [`crate::sync::assignments`]) that differ, so an unchanged re-run writes nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -42,6 +42,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod assigned;
 mod scripted;
 
 use scripted::Event;
@@ -1056,10 +1057,11 @@ impl Engine {
         target: Option<&Value>,
     ) -> Result<Option<NewLink>, String> {
         let target_id = target.and_then(object_id);
-        let new_link = |target_id: &str, replaces: Option<Link>| NewLink {
+        let new_link = |target_id: &str, replaces: Option<Link>, assignments: Value| NewLink {
             source_id: id.to_owned(),
             target_id: target_id.to_owned(),
             replaces,
+            assignments,
         };
         let event = Event {
             situation,
@@ -1084,6 +1086,8 @@ impl Engine {
                     Some(m) => m,
                     None => self.map_now(source, None).await?,
                 };
+                // A new target: nothing the old link's target had applies to it.
+                let applied = self.assign(source, None, &mut body, None)?;
                 if let Some(script) = &hooks.on_create {
                     let t = Value::Object(body);
                     body = match self.hook(script, &event, Some(&t), None, true).await? {
@@ -1095,7 +1099,11 @@ impl Engine {
                 let created = self.create_target(body).await.map_err(|e| e.to_string())?;
                 self.run.time("createTargetObject", t.elapsed());
                 bump(&c.created);
-                Ok(Some(new_link(&created, link)))
+                Ok(Some(new_link(
+                    &created,
+                    link,
+                    self.new_link_assignments(applied),
+                )))
             }
             Action::Update => {
                 let (Some(target), Some(tid), Some(source)) = (target, &target_id, source) else {
@@ -1104,12 +1112,13 @@ impl Engine {
                         situation.as_str()
                     ));
                 };
-                let mapped = match mapped {
+                let mut mapped = match mapped {
                     Some(m) => m,
                     None => self.map_now(source, Some(target)).await?,
                 };
+                let applied = self.assign(source, Some(target), &mut mapped, link.as_ref())?;
                 let ops = match &hooks.on_update {
-                    None => self.changes(mapped, target),
+                    None => self.changes(mapped, target, &applied.attributes),
                     Some(script) => {
                         let new = hooks::merged(target, &mapped);
                         match self
@@ -1132,7 +1141,17 @@ impl Engine {
                     self.run.time("updateTargetObject", t.elapsed());
                     bump(&c.updated);
                 }
-                Ok(link.is_none().then(|| new_link(tid, None)))
+                match &link {
+                    Some(l) => {
+                        self.keep_assignments(l, applied).await?;
+                        Ok(None)
+                    }
+                    None => Ok(Some(new_link(
+                        tid,
+                        None,
+                        self.new_link_assignments(applied),
+                    ))),
+                }
             }
             Action::Delete => {
                 if let Some(tid) = &target_id {
@@ -1157,7 +1176,7 @@ impl Engine {
                 let Some(tid) = &target_id else {
                     return Err(format!("{}: LINK needs a target", situation.as_str()));
                 };
-                Ok(link.is_none().then(|| new_link(tid, None)))
+                Ok(link.is_none().then(|| new_link(tid, None, Value::Null)))
             }
             Action::Unlink => {
                 self.unlink(link.as_ref(), &event, target).await?;
@@ -1280,12 +1299,21 @@ impl Engine {
         self.unlink(link, event, Some(target)).await
     }
 
-    /// Replace operations for the mapped properties whose value differs from the target's.
-    fn changes(&self, mapped: Map<String, Value>, target: &Value) -> Vec<Value> {
+    /// Replace operations for the mapped properties and the `assigned` attributes whose value
+    /// differs from the target's (assigned multi-values compared as sets).
+    fn changes(
+        &self,
+        mapped: Map<String, Value>,
+        target: &Value,
+        assigned: &Map<String, Value>,
+    ) -> Vec<Value> {
         let mapped = Value::Object(mapped);
         let mut ops = Vec::new();
         for p in &self.mapping.properties {
-            if p.target.tokens().first().is_some_and(|t| t == "_id") {
+            let tokens = p.target.tokens();
+            if tokens.first().is_some_and(|t| t == "_id")
+                || matches!(tokens, [one] if assigned.contains_key(one))
+            {
                 continue;
             }
             let Some(want) = p.target.resolve(&mapped) else {
@@ -1297,6 +1325,13 @@ impl Engine {
                     json!({"operation": "replace", "field": p.target.to_string(),
                                 "value": want}),
                 );
+            }
+        }
+        for (name, want) in assigned {
+            let have = target.get(name).unwrap_or(&Value::Null);
+            if !same_value(want, have) && !super::assignments::same_values(want, have) {
+                let field = JsonPointer(vec![name.clone()]).to_string();
+                ops.push(json!({"operation": "replace", "field": field, "value": want}));
             }
         }
         ops
