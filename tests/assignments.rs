@@ -455,7 +455,6 @@ fn user_with_roles(user_name: &str, roles: &[&str]) -> Value {
 }
 
 #[tokio::test]
-#[ignore = "needs effectiveAssignments (coordinator merge)"]
 async fn a_role_s_assignments_reach_slapd_and_leave_with_the_role() {
     let slapd = Slapd::builder().start();
     let gw = gateway(&slapd, managed_with_roles(), mapping(true, None)).await;
@@ -495,7 +494,6 @@ async fn a_role_s_assignments_reach_slapd_and_leave_with_the_role() {
 }
 
 #[tokio::test]
-#[ignore = "needs effectiveAssignments (coordinator merge)"]
 async fn reconciliation_applies_a_role_s_assignments() {
     let slapd = Slapd::builder().start();
     let gw = gateway(&slapd, managed_with_roles(), mapping(false, None)).await;
