@@ -320,7 +320,9 @@ pub fn run(settings: Settings) -> Result<(), String> {
 
     let mut service = pingora::proxy::http_proxy_service(
         &server.configuration,
-        GatewayProxy::new(built.gw.clone(), built.router.clone()).with_csv(built.csv.clone()),
+        GatewayProxy::new(built.gw.clone(), built.router.clone())
+            .with_csv(built.csv.clone())
+            .with_trusted_proxies(settings.trusted_proxies.clone()),
     );
     service.add_tcp(&settings.listen);
     if let Some(tls) = &settings.tls {

@@ -95,6 +95,8 @@ pub struct Settings {
     pub scripting: crate::script::EngineConfig,
     /// `gateway.json` `temporalConstraintsCheckSeconds`.
     pub temporal_check: std::time::Duration,
+    /// `gateway.json` `trustedProxies`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest bulk import upload body (`--max-upload-bytes`).
     pub max_upload_bytes: u64,
 }
@@ -117,6 +119,7 @@ impl Settings {
             .query_time_limit()
             .unwrap_or(crate::repo::DEFAULT_QUERY_TIME_LIMIT);
         let scripting = file.scripting().unwrap_or_default();
+        let trusted_proxies = file.trusted_proxies().unwrap_or_default();
         let temporal_check = file
             .temporal_check()
             .unwrap_or(crate::config::DEFAULT_TEMPORAL_CHECK);
@@ -143,6 +146,7 @@ impl Settings {
             query_time_limit_seconds: _,
             scripting: _,
             temporal_constraints_check_seconds: _,
+            trusted_proxies: _,
             id: _,
         } = file;
         let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
@@ -179,6 +183,7 @@ impl Settings {
             query_time_limit,
             scripting,
             temporal_check,
+            trusted_proxies,
             max_upload_bytes: max_upload_bytes
                 .unwrap_or(crate::csv_import::DEFAULT_MAX_UPLOAD_BYTES),
         }

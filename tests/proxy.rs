@@ -472,3 +472,65 @@ async fn a_second_gateway_is_a_remote_idm() {
     assert_eq!(resp.status(), 404);
     assert!(b.logs().contains("through-two-gateways"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_remote_learns_the_callers_address_and_forged_ones_are_dropped() {
+    let up = RecordingUpstream::start();
+    let forged = |gw: &Gateway| {
+        gw.get(USER_PATH)
+            .header("X-Forwarded-For", "1.2.3.4")
+            .header("Forwarded", "for=1.2.3.4")
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Real-IP", "1.2.3.4")
+    };
+    // The caller (127.0.0.1) is not a trusted proxy: only the address the gateway saw.
+    let gw = gateway_with(basic_instance(&up.url(), "u", "p")).await;
+    assert_eq!(forged(&gw).send().await.unwrap().status(), 200);
+    let r = up.last().unwrap();
+    assert_eq!(r.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(r.header("forwarded"), Some("for=127.0.0.1;proto=http"));
+    assert_eq!(r.header("x-forwarded-proto"), Some("http"));
+    assert!(!r.has_header("x-real-ip"));
+
+    // Behind a trusted proxy (gateway.json trustedProxies), its chain is kept.
+    let gw = Gateway::builder()
+        .conf_file("external.idm-dc1", basic_instance(&up.url(), "u", "p"))
+        .conf_file("gateway", json!({"trustedProxies": ["127.0.0.0/8"]}))
+        .start()
+        .await;
+    assert_eq!(forged(&gw).send().await.unwrap().status(), 200);
+    let r = up.last().unwrap();
+    assert_eq!(r.header("x-forwarded-for"), Some("1.2.3.4, 127.0.0.1"));
+    assert_eq!(
+        r.header("forwarded"),
+        Some("for=1.2.3.4, for=127.0.0.1;proto=http")
+    );
+    assert_eq!(r.header("x-forwarded-proto"), Some("https"));
+
+    // Both framings at once is refused, not guessed, and never forwarded.
+    let before = up.count();
+    let (status, body) = {
+        use std::io::{Read, Write};
+        let addr = gw.base_url().trim_start_matches("http://").to_owned();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST {USER_PATH}?_action=create HTTP/1.1\r\nHost: x\r\nX-OpenIDM-Username: openidm-admin\r\nX-OpenIDM-Password: {}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n",
+            gw.admin_password()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status: u16 = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, out)
+    };
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(up.count(), before, "nothing forwarded");
+    // A bad trustedProxies entry stops the start with the reason.
+    let (_, log) = Gateway::builder()
+        .conf_file("gateway", json!({"trustedProxies": ["10.0.0.0/33"]}))
+        .start_expect_exit(Duration::from_secs(20))
+        .await;
+    assert!(log.contains("trustedProxies"), "{log}");
+}

@@ -56,6 +56,7 @@ impl Local {
             query_time_limit: std::time::Duration::from_secs(30),
             scripting: Default::default(),
             temporal_check: std::time::Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
             max_upload_bytes: idm_gateway::csv_import::DEFAULT_MAX_UPLOAD_BYTES,
         };
         let built = std::thread::spawn(move || build_gateway(&settings))

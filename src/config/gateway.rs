@@ -46,6 +46,10 @@ pub struct GatewayFile {
     /// How often temporal constraints (roles', grants') are checked for a start or end
     /// that passed (default 30 s). Gateway extra: IDM schedules a job per boundary.
     pub temporal_constraints_check_seconds: Option<f64>,
+    /// Addresses or networks (`10.0.0.0/8`, `127.0.0.1`) of the proxies in front of the
+    /// gateway whose `X-Forwarded-For`/`Forwarded`/`X-Forwarded-Proto` are kept (gateway
+    /// extra; default none: the caller's are dropped).
+    pub trusted_proxies: Option<Vec<String>>,
     #[serde(rename = "_id")]
     pub id: Option<String>,
 }
@@ -118,7 +122,23 @@ impl GatewayFile {
         file.query_time_limit().map_err(|e| vec![e])?;
         file.scripting().map_err(|e| vec![e])?;
         file.temporal_check().map_err(|e| vec![e])?;
+        file.trusted_proxies().map_err(|e| vec![e])?;
         Ok(file)
+    }
+
+    /// `trustedProxies`, parsed: a single address is a network of one.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .flatten()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("trustedProxies: '{text}' is not an address or a network like 10.0.0.0/8")
+                    })
+            })
+            .collect()
     }
 
     /// `temporalConstraintsCheckSeconds`, checked: from 0.1 s to a day.

@@ -115,6 +115,66 @@ pub fn rewrite_request(
     Ok(())
 }
 
+/// The forwarding headers a caller may send: kept only from a trusted proxy.
+const FORWARDING: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Whether `peer` is one of the trusted proxies (`gateway.json` `trustedProxies`).
+pub fn is_trusted(peer: Option<std::net::IpAddr>, trusted: &[ipnet::IpNet]) -> bool {
+    peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
+}
+
+/// Tells the remote who the caller is: the address the gateway saw is appended to
+/// `X-Forwarded-For` and `Forwarded`, and `X-Forwarded-Proto` says how it reached the
+/// gateway. What the caller sent in these headers is kept only when the caller is a
+/// trusted proxy (else any caller could forge the address in the remote's audit log).
+pub fn forward_client(
+    req: &mut RequestHeader,
+    peer: Option<std::net::IpAddr>,
+    trusted: bool,
+    tls: bool,
+) -> pingora::Result<()> {
+    if !trusted {
+        for name in FORWARDING {
+            req.remove_header(name);
+        }
+    }
+    let Some(ip) = peer else {
+        return Ok(());
+    };
+    let joined = |name: &str, add: &str| {
+        let before: Vec<&str> = req
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if before.is_empty() {
+            add.to_owned()
+        } else {
+            format!("{}, {add}", before.join(", "))
+        }
+    };
+    let proto = if tls { "https" } else { "http" };
+    let node = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let xff = joined("x-forwarded-for", &ip.to_string());
+    let forwarded = joined("forwarded", &format!("for={node};proto={proto}"));
+    req.insert_header("x-forwarded-for", xff)?;
+    req.insert_header("forwarded", forwarded)?;
+    if !req.headers.contains_key("x-forwarded-proto") {
+        req.insert_header("x-forwarded-proto", proto)?;
+    }
+    Ok(())
+}
+
 /// Rewrites the remote's response for the caller: no remote cookies, no remote `Server`
 /// (the caller talks to the gateway, and a version banner helps only an attacker), the
 /// transaction id, HTTP/1.1 framing for HTTP/1 callers whatever the remote spoke.
@@ -135,6 +195,49 @@ pub fn rewrite_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarding_headers_come_from_trusted_proxies_only() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let forged = || {
+            let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+            r.insert_header("x-forwarded-for", "1.2.3.4").unwrap();
+            r.insert_header("forwarded", "for=1.2.3.4").unwrap();
+            r.insert_header("x-forwarded-proto", "https").unwrap();
+            r.insert_header("x-real-ip", "1.2.3.4").unwrap();
+            r
+        };
+        let text = |r: &RequestHeader, h: &str| {
+            r.headers
+                .get(h)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        // A direct caller: what it sent is dropped, the address seen is what counts.
+        let caller: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(!is_trusted(Some(caller), &trusted));
+        let mut r = forged();
+        forward_client(&mut r, Some(caller), false, false).unwrap();
+        assert_eq!(text(&r, "x-forwarded-for"), "192.0.2.7");
+        assert_eq!(text(&r, "forwarded"), "for=192.0.2.7;proto=http");
+        assert_eq!(text(&r, "x-forwarded-proto"), "http");
+        assert_eq!(text(&r, "x-real-ip"), "");
+        // A trusted proxy: its chain is kept and the proxy's address appended.
+        let proxy: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(is_trusted(Some(proxy), &trusted));
+        let mut r = forged();
+        forward_client(&mut r, Some(proxy), true, true).unwrap();
+        assert_eq!(text(&r, "x-forwarded-for"), "1.2.3.4, 10.1.2.3");
+        assert_eq!(
+            text(&r, "forwarded"),
+            "for=1.2.3.4, for=10.1.2.3;proto=https"
+        );
+        assert_eq!(text(&r, "x-forwarded-proto"), "https");
+        // IPv6 is quoted in Forwarded (RFC 7239 §6).
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        forward_client(&mut r, Some("::1".parse().unwrap()), false, false).unwrap();
+        assert_eq!(text(&r, "forwarded"), "for=\"[::1]\";proto=http");
+    }
 
     fn url() -> InstanceUrl {
         InstanceUrl {

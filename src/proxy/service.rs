@@ -27,7 +27,8 @@ use pingora::{Error, ErrorType, Result};
 
 use super::errors::{body_read_error, classify_request_error, classify_upstream_error};
 use super::headers::{
-    new_transaction_id, rewrite_request, rewrite_response, transaction_id, TRANSACTION_ID,
+    forward_client, is_trusted, new_transaction_id, rewrite_request, rewrite_response,
+    transaction_id, TRANSACTION_ID,
 };
 use super::route::{classify, Route};
 use super::trust::CaCache;
@@ -51,6 +52,8 @@ pub struct GatewayProxy {
     cas: CaCache,
     /// Bulk import: `/upload/csv/...` and `/export/csvImportFailures/...`.
     csv: Option<Arc<CsvImports>>,
+    /// Callers whose forwarding headers are kept (`gateway.json` `trustedProxies`).
+    trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl GatewayProxy {
@@ -61,7 +64,14 @@ impl GatewayProxy {
             resolver: Resolver::new(),
             cas: CaCache::default(),
             csv: None,
+            trusted_proxies: Arc::new(Vec::new()),
         }
+    }
+
+    /// Keeps the forwarding headers of callers from these networks.
+    pub fn with_trusted_proxies(mut self, nets: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = Arc::new(nets);
+        self
     }
 
     /// Serves the bulk import endpoints outside `/openidm` with `csv`.
@@ -276,7 +286,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut pingora::http::RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -300,6 +310,17 @@ impl ProxyHttp for GatewayProxy {
             &ctx.rest,
             authorization,
             &ctx.txid,
+        )?;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        forward_client(
+            upstream_request,
+            peer,
+            is_trusted(peer, &self.trusted_proxies),
+            tls,
         )
     }
 

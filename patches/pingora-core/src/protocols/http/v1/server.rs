@@ -435,8 +435,15 @@ impl HttpSession {
                         // also requires us to disable keepalive when both headers are present.
                         let has_both_te_and_cl =
                             contains_content_length && contains_transfer_encoding;
+                        // idm-gateway patch: a request with both framings is refused
+                        // (RFC 9112 §6.1 allows it: "A server MAY reject a request that
+                        // contains both"), rather than normalised: a proxy must not
+                        // guess which framing the next hop would believe.
                         if has_both_te_and_cl {
-                            request_header.remove_header(&CONTENT_LENGTH);
+                            return Error::e_explain(
+                                InvalidHTTPHeader,
+                                "a request must not carry both Content-Length and Transfer-Encoding",
+                            );
                         }
 
                         self.buf = buf;
