@@ -152,11 +152,7 @@ impl Collection<'_> {
     /// which its role's condition makes and takes back).
     async fn edge(&self, edge_id: &str) -> Result<Edge, ResourceError> {
         let me = self.me();
-        let e = edge(self.repo, edge_id)
-            .await
-            .map_err(ResourceError::from)?
-            .filter(|e| e.first == me || e.second == me)
-            .ok_or_else(|| self.not_found(edge_id))?;
+        let e = self.mine(edge_id).await?;
         let conditional = self
             .schema
             .relation(self.property)
@@ -168,6 +164,16 @@ impl Collection<'_> {
             )));
         }
         Ok(e)
+    }
+
+    /// Relationship `edge_id` when it is one of this object's through this property.
+    async fn mine(&self, edge_id: &str) -> Result<Edge, ResourceError> {
+        let me = self.me();
+        edge(self.repo, edge_id)
+            .await
+            .map_err(ResourceError::from)?
+            .filter(|e| e.first == me || e.second == me)
+            .ok_or_else(|| self.not_found(edge_id))
     }
 
     fn notify(&self, edges: &[Edge]) {
@@ -184,11 +190,7 @@ impl Collection<'_> {
         internal: bool,
     ) -> Result<ResourceResponse, ResourceError> {
         let me = self.me();
-        let e = edge(self.repo, edge_id)
-            .await
-            .map_err(ResourceError::from)?
-            .filter(|e| e.first == me || e.second == me)
-            .ok_or_else(|| self.not_found(edge_id))?;
+        let e = self.mine(edge_id).await?;
         let mut r = e.reference_from(&me);
         expand_ref(self.graph, self.repo, &mut r, expand, internal).await?;
         Ok(to_response(&e.id, &e.rev, r))
