@@ -534,3 +534,55 @@ async fn the_remote_learns_the_callers_address_and_forged_ones_are_dropped() {
         .await;
     assert!(log.contains("trustedProxies"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locations_of_the_remote_point_at_the_gateway() {
+    let b = Gateway::builder()
+        .admin_password("b-admin-pw")
+        .start()
+        .await;
+    let a = Gateway::builder()
+        .conf_file(
+            "external.idm-b",
+            basic_instance(
+                &format!("{}/openidm/", b.base_url()),
+                "openidm-admin",
+                "b-admin-pw",
+            ),
+        )
+        .start()
+        .await;
+    // Straight to B: B's own path.
+    let direct = b
+        .post("/openidm/internal/role?_action=create")
+        .json(&json!({"name": "direct"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 201);
+    let id = direct.json::<Value>().await.unwrap()["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Through A: the caller is sent back to A's route, never to B's address.
+    let through = a
+        .post("/openidm/external/idm/b/internal/role?_action=create")
+        .json(&json!({"name": "through"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through.status(), 201);
+    let location = through.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = through.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!(
+            "/openidm/external/idm/b/internal/role/{}",
+            created["_id"].as_str().unwrap()
+        )
+    );
+    assert!(!location.contains(&b.base_url()));
+    let again = a.get(&location).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_ne!(id, created["_id"].as_str().unwrap());
+}

@@ -175,6 +175,49 @@ pub fn forward_client(
     Ok(())
 }
 
+/// A remote's `Location` pointing into the remote (its `instanceUrl`, absolute or as a
+/// path) is made to point at the gateway's route to it (`/openidm/external/idm/<name>/…`),
+/// so the caller never learns the remote's internal address. Others are left as they are.
+pub fn rewrite_location(
+    resp: &mut ResponseHeader,
+    url: &InstanceUrl,
+    instance: &str,
+) -> pingora::Result<()> {
+    let Some(location) = resp
+        .headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let scheme = if url.tls { "https://" } else { "http://" };
+    let path = match location.strip_prefix(scheme) {
+        Some(rest) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let default_port = if url.tls { 443 } else { 80 };
+            let same = authority.eq_ignore_ascii_case(&url.authority)
+                || (url.port == default_port
+                    && authority.eq_ignore_ascii_case(&format!("{}:{default_port}", url.host)));
+            if !same {
+                return Ok(());
+            }
+            if path.is_empty() {
+                "/"
+            } else {
+                path
+            }
+        }
+        None if location.starts_with('/') && !location.starts_with("//") => location,
+        None => return Ok(()),
+    };
+    let Some(rest) = path.strip_prefix(url.base_path.as_str()) else {
+        return Ok(());
+    };
+    let rewritten = format!("/openidm/external/idm/{instance}/{rest}");
+    resp.insert_header(header::LOCATION, rewritten)?;
+    Ok(())
+}
+
 /// Rewrites the remote's response for the caller: no remote cookies, no remote `Server`
 /// (the caller talks to the gateway, and a version banner helps only an attacker), the
 /// transaction id, HTTP/1.1 framing for HTTP/1 callers whatever the remote spoke.
@@ -195,6 +238,46 @@ pub fn rewrite_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_into_the_remote_point_at_the_gateway() {
+        let url = InstanceUrl {
+            tls: true,
+            host: "idm.internal".into(),
+            port: 443,
+            base_path: "/openidm/".into(),
+            authority: "idm.internal".into(),
+        };
+        let located = |l: &str| {
+            let mut r = ResponseHeader::build(201, None).unwrap();
+            r.insert_header("location", l).unwrap();
+            rewrite_location(&mut r, &url, "dc1").unwrap();
+            r.headers["location"].to_str().unwrap().to_owned()
+        };
+        let gw = "/openidm/external/idm/dc1/managed/user/u1?_fields=x";
+        assert_eq!(
+            located("https://idm.internal/openidm/managed/user/u1?_fields=x"),
+            gw
+        );
+        assert_eq!(
+            located("https://IDM.internal:443/openidm/managed/user/u1?_fields=x"),
+            gw
+        );
+        assert_eq!(located("/openidm/managed/user/u1?_fields=x"), gw);
+        // Elsewhere: another host, scheme or path, or a protocol-relative URL.
+        for other in [
+            "https://elsewhere/openidm/managed/user/u1",
+            "http://idm.internal/openidm/managed/user/u1",
+            "https://idm.internal:8443/openidm/x",
+            "/other/x",
+            "//idm.internal/openidm/x",
+        ] {
+            assert_eq!(located(other), other);
+        }
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        rewrite_location(&mut r, &url, "dc1").unwrap();
+        assert!(r.headers.get("location").is_none());
+    }
 
     #[test]
     fn forwarding_headers_come_from_trusted_proxies_only() {

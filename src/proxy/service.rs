@@ -27,8 +27,8 @@ use pingora::{Error, ErrorType, Result};
 
 use super::errors::{body_read_error, classify_request_error, classify_upstream_error};
 use super::headers::{
-    forward_client, is_trusted, new_transaction_id, rewrite_request, rewrite_response,
-    transaction_id, TRANSACTION_ID,
+    forward_client, is_trusted, new_transaction_id, rewrite_location, rewrite_request,
+    rewrite_response, transaction_id, TRANSACTION_ID,
 };
 use super::route::{classify, Route};
 use super::trust::CaCache;
@@ -360,6 +360,9 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if let Some(inst) = &ctx.instance {
+            rewrite_location(upstream_response, &inst.config.url, &inst.config.name)?;
+        }
         rewrite_response(upstream_response, &ctx.txid, session.is_http2())
     }
 
