@@ -322,7 +322,11 @@ pub fn run(settings: Settings) -> Result<(), String> {
         &server.configuration,
         GatewayProxy::new(built.gw.clone(), built.router.clone())
             .with_csv(built.csv.clone())
-            .with_trusted_proxies(settings.trusted_proxies.clone()),
+            .with_trusted_proxies(settings.trusted_proxies.clone())
+            .with_rate_limits(
+                crate::proxy::limits::RateLimits::new(&settings.rate_limit)
+                    .map_err(|e| format!("gateway.json: {e}"))?,
+            ),
     );
     service.add_tcp(&settings.listen);
     if let Some(tls) = &settings.tls {

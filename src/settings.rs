@@ -97,6 +97,8 @@ pub struct Settings {
     pub temporal_check: std::time::Duration,
     /// `gateway.json` `trustedProxies`.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `gateway.json` `rateLimit`.
+    pub rate_limit: crate::proxy::limits::RateLimitFile,
     /// Largest bulk import upload body (`--max-upload-bytes`).
     pub max_upload_bytes: u64,
 }
@@ -147,6 +149,7 @@ impl Settings {
             scripting: _,
             temporal_constraints_check_seconds: _,
             trusted_proxies: _,
+            rate_limit: file_rate_limit,
             id: _,
         } = file;
         let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
@@ -184,6 +187,7 @@ impl Settings {
             scripting,
             temporal_check,
             trusted_proxies,
+            rate_limit: file_rate_limit.unwrap_or_default(),
             max_upload_bytes: max_upload_bytes
                 .unwrap_or(crate::csv_import::DEFAULT_MAX_UPLOAD_BYTES),
         }

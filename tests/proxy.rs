@@ -586,3 +586,70 @@ async fn locations_of_the_remote_point_at_the_gateway() {
     assert_eq!(again.status(), 200);
     assert_ne!(id, created["_id"].as_str().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_and_instances_over_their_rate_get_429_with_retry_after() {
+    let up = RecordingUpstream::start();
+    let gw = Gateway::builder()
+        .conf_file("external.idm-dc1", basic_instance(&up.url(), "u", "p"))
+        .conf_file(
+            "gateway",
+            json!({"rateLimit": {
+                "perCaller": {"requestsPerSecond": 0.01, "burst": 4},
+                "perInstance": {"requestsPerSecond": 0.01, "burst": 1}}}),
+        )
+        .start()
+        .await;
+    // Another caller, made by the administrator (1 of its 4).
+    let made = gw
+        .put("/openidm/internal/user/plain")
+        .json(&json!({"password": "Passw0rd!x",
+                      "authzRoles": [{"_ref": "internal/role/openidm-authorized"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+    // The instance's one request, then it is over its rate (the caller is not).
+    assert_eq!(gw.get(USER_PATH).send().await.unwrap().status(), 200);
+    let limited = gw.get(USER_PATH).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["code"], 429);
+    assert!(
+        body["message"].as_str().unwrap().contains("instance"),
+        "{body}"
+    );
+    assert_eq!(up.count(), 1, "the limited request was not forwarded");
+    // The administrator's 4th request passes, its 5th does not.
+    assert_eq!(
+        gw.get("/openidm/info/login").send().await.unwrap().status(),
+        200
+    );
+    let limited = gw.get("/openidm/info/login").send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    // Each caller has its own bucket.
+    let other = gw
+        .as_user(Method::GET, "/openidm/info/login", "plain", "Passw0rd!x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    // A bad quota stops the start with the reason.
+    let (_, log) = Gateway::builder()
+        .conf_file(
+            "gateway",
+            json!({"rateLimit": {"perCaller": {"requestsPerSecond": -1}}}),
+        )
+        .start_expect_exit(Duration::from_secs(20))
+        .await;
+    assert!(log.contains("perCaller.requestsPerSecond"), "{log}");
+}

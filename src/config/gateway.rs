@@ -50,6 +50,8 @@ pub struct GatewayFile {
     /// gateway whose `X-Forwarded-For`/`Forwarded`/`X-Forwarded-Proto` are kept (gateway
     /// extra; default none: the caller's are dropped).
     pub trusted_proxies: Option<Vec<String>>,
+    /// Request rate limits per caller and per remote instance (gateway extra).
+    pub rate_limit: Option<crate::proxy::limits::RateLimitFile>,
     #[serde(rename = "_id")]
     pub id: Option<String>,
 }
@@ -123,6 +125,9 @@ impl GatewayFile {
         file.scripting().map_err(|e| vec![e])?;
         file.temporal_check().map_err(|e| vec![e])?;
         file.trusted_proxies().map_err(|e| vec![e])?;
+        if let Some(r) = &file.rate_limit {
+            r.check().map_err(|e| vec![e])?;
+        }
         Ok(file)
     }
 

@@ -4,6 +4,7 @@
 
 mod errors;
 mod headers;
+pub mod limits;
 mod route;
 mod service;
 mod trust;

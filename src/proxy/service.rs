@@ -30,6 +30,7 @@ use super::headers::{
     forward_client, is_trusted, new_transaction_id, rewrite_location, rewrite_request,
     rewrite_response, transaction_id, TRANSACTION_ID,
 };
+use super::limits::{retry_after, RateLimits};
 use super::route::{classify, Route};
 use super::trust::CaCache;
 use crate::auth::{credentials_from_headers, Caller};
@@ -54,6 +55,8 @@ pub struct GatewayProxy {
     csv: Option<Arc<CsvImports>>,
     /// Callers whose forwarding headers are kept (`gateway.json` `trustedProxies`).
     trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// `gateway.json` `rateLimit`.
+    limits: Arc<RateLimits>,
 }
 
 impl GatewayProxy {
@@ -65,7 +68,14 @@ impl GatewayProxy {
             cas: CaCache::default(),
             csv: None,
             trusted_proxies: Arc::new(Vec::new()),
+            limits: Arc::new(RateLimits::default()),
         }
+    }
+
+    /// Limits callers' and instances' request rates.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        self.limits = Arc::new(limits);
+        self
     }
 
     /// Keeps the forwarding headers of callers from these networks.
@@ -170,6 +180,14 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true); // response written
         };
         ctx.caller = Some(caller.clone());
+        if let Err(wait) = self.limits.caller(&caller.user) {
+            ctx.label = Some(match &route {
+                Route::Remote { instance, .. } => self.instance_label(instance),
+                _ => LOCAL.into(),
+            });
+            respond_limited(session, ctx, "caller", wait).await?;
+            return Ok(true); // response written
+        }
 
         match route {
             Route::Remote { instance, rest } => {
@@ -187,6 +205,10 @@ impl ProxyHttp for GatewayProxy {
                 }
                 let error = match found {
                     Some(inst) if inst.config.enabled => {
+                        if let Err(wait) = self.limits.instance(&inst.config.name) {
+                            respond_limited(session, ctx, "instance", wait).await?;
+                            return Ok(true); // response written
+                        }
                         ctx.instance = Some(inst.clone());
                         ctx.rest = rest.to_owned();
                         return Ok(false); // proxy it
@@ -674,6 +696,28 @@ async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse
             .await?;
     }
     Ok(())
+}
+
+/// 429 with `Retry-After`: the caller, or the instance it asked for, is over its rate.
+async fn respond_limited(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    what: &str,
+    wait: std::time::Duration,
+) -> Result<()> {
+    let e = ResourceError::new(
+        429,
+        format!("Too many requests for this {what}; retry later"),
+    );
+    let resp = HttpResponse::error(&e);
+    let mut header = response_header(&resp, &ctx.txid, false)?;
+    header.insert_header(http::header::RETRY_AFTER, retry_after(wait).to_string())?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(resp.body)), true)
+        .await
 }
 
 async fn respond_error(session: &mut Session, ctx: &RequestCtx, e: &ResourceError) -> Result<()> {
