@@ -259,6 +259,24 @@ pub async fn dead_letter(
     Ok(id)
 }
 
+/// Several hooks told of the same writes, in order (implicit sync, credential caches).
+pub struct FanOut(pub Vec<std::sync::Arc<dyn ChangeHook>>);
+
+impl ChangeHook for FanOut {
+    fn pending(&self, resource: &str, id: &str, kind: ChangeKind, caller: &Caller) -> Vec<WriteOp> {
+        self.0
+            .iter()
+            .flat_map(|h| h.pending(resource, id, kind, caller))
+            .collect()
+    }
+
+    fn on_change(&self, change: &Change<'_>) {
+        for h in &self.0 {
+            h.on_change(change);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub token_fetches: IntCounterVec,
+    /// Bearer tokens of callers checked (`rsFilter`), by method and outcome.
+    pub token_checks: IntCounterVec,
+    /// Failed logins, by reason (`credentials`, `token`, `throttled`).
+    pub login_failures: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub instances: IntGaugeVec,
     pub remote_query_page: HistogramVec,
@@ -66,6 +70,22 @@ impl Metrics {
                 "Failures talking to remote instances, by kind",
             ),
             &["instance", "kind"],
+        )
+        .expect("metric");
+        let token_checks = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_token_checks_total",
+                "Callers' bearer tokens checked (introspection or local JWT validation), by outcome",
+            ),
+            &["method", "outcome"],
+        )
+        .expect("metric");
+        let login_failures = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_login_failures_total",
+                "Requests refused for their credentials, by reason",
+            ),
+            &["reason"],
         )
         .expect("metric");
         let token_fetches = IntCounterVec::new(
@@ -174,6 +194,8 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(token_fetches.clone()),
+            Box::new(token_checks.clone()),
+            Box::new(login_failures.clone()),
             Box::new(config_reloads.clone()),
             Box::new(instances.clone()),
             Box::new(remote_query_page.clone()),
@@ -199,6 +221,8 @@ impl Metrics {
             request_duration,
             upstream_errors,
             token_fetches,
+            token_checks,
+            login_failures,
             config_reloads,
             instances,
             remote_query_page,

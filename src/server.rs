@@ -6,13 +6,13 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{Opt, Server};
 use pingora::server::configuration::ServerConf;
 
-use crate::auth::CachingAuthenticator;
+use crate::auth::{AccountChanges, Authn};
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
 use crate::crypto::Crypto;
 use crate::csv_import::{CsvHandler, CsvImports};
 use crate::external::{EmailHandler, RestHandler};
-use crate::internal::{InternalHandler, StoreAuthenticator};
+use crate::internal::InternalHandler;
 use crate::local::{ConfigHandler, FeatureHandler, InfoHandler, MetricsHandler, SchemaHandler};
 use crate::managed::policy::service::PolicyHandler;
 use crate::managed::ManagedHandler;
@@ -85,9 +85,6 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             "the openidm-admin password is the default 'openidm-admin' unless changed in the store: set adminPassword in gateway.json or IDM_GATEWAY_ADMIN_PASSWORD"
         );
     }
-    let caching = Arc::new(CachingAuthenticator::new(Arc::new(
-        StoreAuthenticator::new(repo.clone()),
-    )));
     let mut certs_exclude = Vec::new();
     if let Some(tls) = &settings.tls {
         certs_exclude.push(tls.cert.clone());
@@ -99,6 +96,12 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         certs_exclude,
     };
     let metrics = Arc::new(Metrics::new());
+    let caching = Arc::new(Authn::new(
+        repo.clone(),
+        Some(crypto.clone()),
+        metrics.clone(),
+        &settings.login_throttle,
+    ));
     let gw = Arc::new(Gateway::new(dirs.clone(), metrics.clone(), caching.clone()));
     let engine = start_engine(settings, &metrics)?;
     engine.host().set_secrets(crypto.clone());
@@ -136,7 +139,10 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             repo.clone(),
             Arc::new(move || schema_gw.live().managed.clone()),
         )
-        .with_hook(implicit.clone())
+        .with_hook(Arc::new(crate::events::FanOut(vec![
+            implicit.clone() as Arc<dyn crate::events::ChangeHook>,
+            Arc::new(AccountChanges(caching.clone())),
+        ])))
         .with_crypto(crypto.clone())
         .with_engine(engine.clone()),
     );

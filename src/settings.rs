@@ -99,6 +99,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `gateway.json` `rateLimit`.
     pub rate_limit: crate::proxy::limits::RateLimitFile,
+    /// `gateway.json` `loginThrottle`.
+    pub login_throttle: crate::auth::LoginThrottleConfig,
     /// Largest bulk import upload body (`--max-upload-bytes`).
     pub max_upload_bytes: u64,
 }
@@ -150,6 +152,7 @@ impl Settings {
             temporal_constraints_check_seconds: _,
             trusted_proxies: _,
             rate_limit: file_rate_limit,
+            login_throttle,
             id: _,
         } = file;
         let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
@@ -188,6 +191,7 @@ impl Settings {
             temporal_check,
             trusted_proxies,
             rate_limit: file_rate_limit.unwrap_or_default(),
+            login_throttle: login_throttle.unwrap_or_default(),
             max_upload_bytes: max_upload_bytes
                 .unwrap_or(crate::csv_import::DEFAULT_MAX_UPLOAD_BYTES),
         }

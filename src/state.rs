@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 
 use serde_json::Value;
 
-use crate::auth::Authenticator;
+use crate::auth::{parse_authentication, AuthConfig, Authn, AUTHENTICATION_CONFIG};
 use crate::config::{self, ConfSnapshot, Dirs, ReloadOutcome};
 use crate::managed::{parse_managed, ManagedSchema};
 use crate::metrics::Metrics;
@@ -32,6 +32,8 @@ pub struct Live {
     pub schedules: Arc<Schedules>,
     /// Connector systems by name (the last good `provisioner.openicf-*.json`).
     pub systems: Arc<Systems>,
+    /// Who may call (the last good `authentication.json`; built-in defaults without one).
+    pub authentication: Arc<AuthConfig>,
 }
 
 /// Validates a config document: the one check of every kind of conf file, made when a
@@ -52,6 +54,7 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
         // is refused, and a hand edit is reported, before the next start would fail.
         config::GATEWAY_CONFIG => config::GatewayFile::from_document(doc).map(|_| ()),
         MANAGED_CONFIG => parse_managed(doc).map(|_| ()),
+        AUTHENTICATION_CONFIG => parse_authentication(doc).map(|_| ()),
         id if mapping::is_mapping_config(id) => mapping::parse_config(id, doc).map(|_| ()),
         // Building a connector checks its configuration only; the trust does not matter.
         id if provisioner_name(id).is_some() => system::parse_and_build(
@@ -75,7 +78,7 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
 pub struct Gateway {
     pub dirs: Dirs,
     pub metrics: Arc<Metrics>,
-    pub auth: Arc<dyn Authenticator>,
+    pub auth: Arc<Authn>,
     live: ArcSwap<Live>,
     reload_lock: Mutex<()>,
     /// Held by every REST edit of a conf file from reading its current bytes to writing
@@ -92,7 +95,7 @@ pub enum ConfEdit {
 
 impl Gateway {
     /// Builds the state and performs the first load.
-    pub fn new(dirs: Dirs, metrics: Arc<Metrics>, auth: Arc<dyn Authenticator>) -> Self {
+    pub fn new(dirs: Dirs, metrics: Arc<Metrics>, auth: Arc<Authn>) -> Self {
         let gw = Self {
             dirs,
             metrics,
@@ -104,6 +107,7 @@ impl Gateway {
                 mappings: Arc::new(Mappings::default()),
                 schedules: Arc::new(Schedules::default()),
                 systems: Arc::new(Systems::default()),
+                authentication: Arc::new(AuthConfig::default()),
             }),
             reload_lock: Mutex::new(()),
             write_lock: Mutex::new(()),
@@ -209,6 +213,7 @@ impl Gateway {
         let mappings = sync_mappings(&conf, &outcomes, &prev.mappings);
         let schedules = schedules(&conf, &outcomes, &prev.schedules);
         let systems = systems(&conf, &outcomes, &prev.systems);
+        let authentication = authentication(&conf, &outcomes, &prev.authentication);
         self.live.store(Arc::new(Live {
             conf: Arc::new(conf),
             registry: Arc::new(registry),
@@ -216,6 +221,7 @@ impl Gateway {
             mappings,
             schedules,
             systems,
+            authentication,
         }));
         let live = self.live.load();
         for (id, outcome) in &outcomes {
@@ -268,6 +274,26 @@ fn managed_schema(
             .map(Arc::new)
             .unwrap_or_else(|| prev.clone()),
         Some((_, ReloadOutcome::Removed)) => Arc::new(ManagedSchema::default()),
+        _ => prev.clone(),
+    }
+}
+
+/// The authentication config after a reload: re-parsed when `authentication.json` was
+/// applied, the built-in defaults when it was removed, the last good one otherwise.
+fn authentication(
+    conf: &ConfSnapshot,
+    outcomes: &[(String, ReloadOutcome)],
+    prev: &Arc<AuthConfig>,
+) -> Arc<AuthConfig> {
+    match outcomes.iter().find(|(id, _)| id == AUTHENTICATION_CONFIG) {
+        Some((_, ReloadOutcome::Applied)) => conf
+            .files
+            .get(AUTHENTICATION_CONFIG)
+            .and_then(|f| f.raw.as_ref())
+            .and_then(|raw| parse_authentication(raw).ok())
+            .map(Arc::new)
+            .unwrap_or_else(|| prev.clone()),
+        Some((_, ReloadOutcome::Removed)) => Arc::new(AuthConfig::default()),
         _ => prev.clone(),
     }
 }

@@ -58,6 +58,7 @@ impl Local {
             temporal_check: std::time::Duration::from_secs(30),
             trusted_proxies: Vec::new(),
             rate_limit: Default::default(),
+            login_throttle: Default::default(),
             max_upload_bytes: idm_gateway::csv_import::DEFAULT_MAX_UPLOAD_BYTES,
         };
         let built = std::thread::spawn(move || build_gateway(&settings))

@@ -1,21 +1,31 @@
-//! Caller authentication: credentials from the request headers, checked by an
-//! [`Authenticator`]. The gateway checks internal users in the store
-//! (`crate::internal::StoreAuthenticator`); [`StaticAdmin`], a single fixed administrator,
-//! serves benchmarks and tests that need no store.
+//! Caller authentication as IDM's `authentication.json` describes it ([`config`]): the
+//! classic modules ([`modules`]: `STATIC_USER`, `INTERNAL_USER`, `MANAGED_USER`) for
+//! user name and password, `rsFilter` ([`rsfilter`]) for OAuth2 bearer tokens, and
+//! [`Authn`] choosing between them per request, with login throttling ([`throttle`]).
+//! [`StaticAdmin`], a single fixed administrator, serves benchmarks and tests that need
+//! no store.
 //!
 //! A password hash is verified once per distinct credential and the result cached
 //! ([`CachingAuthenticator`]), so the per-request cost is a hash-map lookup.
 
 mod cache;
+pub mod config;
 mod credentials;
+pub mod modules;
 pub mod password;
+pub mod rsfilter;
+mod service;
 mod static_admin;
+pub mod throttle;
 
 use std::sync::Arc;
 
-pub use cache::CachingAuthenticator;
+pub use cache::{CachingAuthenticator, Refusal};
+pub use config::{parse_authentication, AuthConfig, AUTHENTICATION_CONFIG};
 pub use credentials::{credentials_from_headers, CredentialsError};
+pub use service::{AccountChanges, AuthError, Authn};
 pub use static_admin::{StaticAdmin, ADMIN_USER, DEFAULT_ADMIN_PASSWORD};
+pub use throttle::LoginThrottleConfig;
 
 pub use crate::crest::{Caller, ROLE_ADMIN, ROLE_AUTHORIZED, ROLE_REG};
 

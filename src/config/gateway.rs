@@ -52,6 +52,8 @@ pub struct GatewayFile {
     pub trusted_proxies: Option<Vec<String>>,
     /// Request rate limits per caller and per remote instance (gateway extra).
     pub rate_limit: Option<crate::proxy::limits::RateLimitFile>,
+    /// Failed-login throttling and the password verification queue (gateway extra).
+    pub login_throttle: Option<crate::auth::LoginThrottleConfig>,
     #[serde(rename = "_id")]
     pub id: Option<String>,
 }
@@ -127,6 +129,9 @@ impl GatewayFile {
         file.trusted_proxies().map_err(|e| vec![e])?;
         if let Some(r) = &file.rate_limit {
             r.check().map_err(|e| vec![e])?;
+        }
+        if let Some(t) = &file.login_throttle {
+            t.check().map_err(|e| vec![e])?;
         }
         Ok(file)
     }

@@ -1,18 +1,18 @@
 //! Internal users and roles (`/openidm/internal/user`, `/openidm/internal/role`) in the
-//! store, the first-start seeding of `openidm-admin` and `anonymous`, and the caller
-//! [`StoreAuthenticator`] that checks credentials against them.
+//! store, and the first-start seeding of `openidm-admin` and `anonymous` (the
+//! `INTERNAL_USER` module of `crate::auth` checks credentials against them).
 
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::auth::{password, Authenticator};
+use crate::auth::password;
 use crate::config::Secret;
 use crate::crest::{
-    Caller, Operation, Request, RequestHandler, ResourceError, Response, ROLE_ADMIN,
-    ROLE_AUTHORIZED, ROLE_REG,
+    Operation, Request, RequestHandler, ResourceError, Response, ROLE_ADMIN, ROLE_AUTHORIZED,
+    ROLE_REG,
 };
-use crate::managed::relationships::store::{edges_of, Edge, End};
+use crate::managed::relationships::store::{Edge, End};
 use crate::managed::relationships::{self as rels, Graph};
 use crate::managed::schema::{parse_schema, ObjectSchema};
 use crate::managed::{ManagedSchema, ObjectSet, SchemaSource};
@@ -155,66 +155,6 @@ impl RequestHandler for InternalHandler {
             (self.on_user_change)();
         }
         result
-    }
-}
-
-/// Checks callers against `internal/user`.
-pub struct StoreAuthenticator {
-    repo: Arc<dyn Repo>,
-}
-
-impl StoreAuthenticator {
-    pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self { repo }
-    }
-}
-
-/// Role references of an internal user: its `authzRoles` relationships, and any kept in
-/// the object by a store written before relationships were edges.
-async fn roles_of(repo: &dyn Repo, user: &str, content: &Map<String, Value>) -> Vec<String> {
-    let mut roles: Vec<String> = content
-        .get("authzRoles")
-        .and_then(Value::as_array)
-        .map(|roles| {
-            roles
-                .iter()
-                .filter_map(|r| r.get("_ref").and_then(Value::as_str))
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let me = End::new(USERS, user, Some("authzRoles"));
-    match edges_of(repo, &me).await {
-        Ok(edges) => {
-            for e in edges {
-                let r = e.other(&me).reference();
-                if !roles.contains(&r) {
-                    roles.push(r);
-                }
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot read an internal user's roles"),
-    }
-    roles
-}
-
-#[async_trait::async_trait]
-impl Authenticator for StoreAuthenticator {
-    async fn authenticate(&self, user: &str, password_text: &str) -> Option<Arc<Caller>> {
-        let obj = match self.repo.read(USERS, user).await {
-            Ok(Some(obj)) => obj,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read internal users");
-                return None;
-            }
-        };
-        let stored = obj.content.get("password")?.clone();
-        if !password::verify_async(stored, password_text.to_owned()).await {
-            return None;
-        }
-        let roles = roles_of(self.repo.as_ref(), user, &obj.content).await;
-        Some(Arc::new(Caller::new(user, USERS, roles)))
     }
 }
 

@@ -33,7 +33,7 @@ use super::headers::{
 use super::limits::{retry_after, RateLimits};
 use super::route::{classify, Route};
 use super::trust::CaCache;
-use crate::auth::{credentials_from_headers, Caller};
+use crate::auth::{AuthError, Caller};
 use crate::crest::http::{request_from_http, HttpRequest};
 use crate::crest::{member_url, HttpResponse, Operation, ResourceError, Router, JSON_CONTENT_TYPE};
 use crate::csv_import::CsvImports;
@@ -167,17 +167,35 @@ impl ProxyHttp for GatewayProxy {
         }
 
         // Everything else needs an authenticated caller, before anything is forwarded.
-        let caller = match credentials_from_headers(&session.req_header().headers) {
-            Ok(Some((user, password))) => self.gw.auth.authenticate(&user, &password).await,
-            Ok(None) | Err(_) => None,
-        };
-        let Some(caller) = caller else {
-            ctx.label = Some(match &route {
-                Route::Remote { instance, .. } => self.instance_label(instance),
-                _ => LOCAL.into(),
-            });
-            respond_error(session, ctx, &ResourceError::unauthorized()).await?;
-            return Ok(true); // response written
+        let live = self.gw.live();
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let authenticated = self
+            .gw
+            .auth
+            .authenticate(
+                &live.authentication,
+                &live.conf.trust,
+                &session.req_header().headers,
+                client,
+            )
+            .await;
+        let caller = match authenticated {
+            Ok(caller) => caller,
+            Err(e) => {
+                ctx.label = Some(match &route {
+                    Route::Remote { instance, .. } => self.instance_label(instance),
+                    _ => LOCAL.into(),
+                });
+                if let AuthError::Throttled(wait) = e {
+                    respond_throttled(session, ctx, wait).await?;
+                } else {
+                    respond_error(session, ctx, &ResourceError::unauthorized()).await?;
+                }
+                return Ok(true); // response written
+            }
         };
         ctx.caller = Some(caller.clone());
         if let Err(wait) = self.limits.caller(&caller.user) {
@@ -705,10 +723,28 @@ async fn respond_limited(
     what: &str,
     wait: std::time::Duration,
 ) -> Result<()> {
-    let e = ResourceError::new(
-        429,
-        format!("Too many requests for this {what}; retry later"),
-    );
+    let message = format!("Too many requests for this {what}; retry later");
+    respond_429(session, ctx, message, wait).await
+}
+
+/// Login throttled (failed logins, or the verification queue full). The same message
+/// whether the user exists or not.
+async fn respond_throttled(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    wait: std::time::Duration,
+) -> Result<()> {
+    let message = "Too many login attempts; retry later".to_owned();
+    respond_429(session, ctx, message, wait).await
+}
+
+async fn respond_429(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    message: String,
+    wait: std::time::Duration,
+) -> Result<()> {
+    let e = ResourceError::new(429, message);
     let resp = HttpResponse::error(&e);
     let mut header = response_header(&resp, &ctx.txid, false)?;
     header.insert_header(http::header::RETRY_AFTER, retry_after(wait).to_string())?;
