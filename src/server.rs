@@ -134,6 +134,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         Arc::new(move || policy_gw.live().managed.clone()),
     ));
     let internal_gw = gw.clone();
+    let account_changes = Arc::new(AccountChanges(caching.clone()));
     let managed = Arc::new(
         ManagedHandler::new(
             repo.clone(),
@@ -141,8 +142,11 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         )
         .with_hook(Arc::new(crate::events::FanOut(vec![
             implicit.clone() as Arc<dyn crate::events::ChangeHook>,
-            Arc::new(AccountChanges(caching.clone())),
+            account_changes.clone(),
         ])))
+        .with_relationship_watch(Arc::new(move |resource, id| {
+            account_changes.relationship_written(resource, id)
+        }))
         .with_crypto(crypto.clone())
         .with_engine(engine.clone()),
     );

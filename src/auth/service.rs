@@ -250,22 +250,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Tells [`Authn`] of writes to managed objects: a written account loses its cached
-/// verdicts; a role written, or a relationship of an account changed through its
-/// sub-collection, drops them all (roles are read at login).
+/// Tells [`Authn`] of writes to managed objects: a written account (or one whose
+/// relationships were written) loses its cached verdicts; a role or assignment written
+/// drops them all (roles are read at login).
 pub struct AccountChanges(pub Arc<Authn>);
+
+impl AccountChanges {
+    /// A relationship of `resource/id` was written through its sub-collection.
+    pub fn relationship_written(&self, resource: &str, id: &str) {
+        if resource.ends_with("/role") || resource.ends_with("/assignment") {
+            self.0.invalidate_all();
+        } else if self.0.uses(resource) {
+            self.0.invalidate_caller(resource, id);
+        }
+    }
+}
 
 impl ChangeHook for AccountChanges {
     fn on_change(&self, change: &Change<'_>) {
-        let path = &change.request.path;
-        if change.resource.ends_with("/role") || change.resource.ends_with("/assignment") {
-            self.0.invalidate_all();
-        } else if self.0.uses(change.resource) {
-            if path.len() > 3 {
-                self.0.invalidate_all();
-            } else {
-                self.0.invalidate_caller(change.resource, change.id);
-            }
-        }
+        self.relationship_written(change.resource, change.id);
     }
 }

@@ -151,7 +151,8 @@ impl RequestHandler for InternalHandler {
             }
         };
         let writes = !matches!(req.op, Operation::Read { .. } | Operation::Query(_));
-        if set == "user" && writes {
+        // Users' passwords and roles, and roles' members, are read at login.
+        if (set == "user" || set == "role") && writes {
             (self.on_user_change)();
         }
         result

@@ -25,10 +25,16 @@ pub use schema::{parse_managed, ManagedSchema, ObjectSchema};
 /// The live managed types.
 pub type SchemaSource = Arc<dyn Fn() -> Arc<ManagedSchema> + Send + Sync>;
 
+/// See [`ManagedHandler::with_relationship_watch`].
+pub type RelationshipWatch = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 pub struct ManagedHandler {
     repo: Arc<dyn Repo>,
     schema: SchemaSource,
     hook: Option<Arc<dyn ChangeHook>>,
+    /// Told `(resource, id)` of an object whose relationship sub-collection was written
+    /// (`managed/user/b1/authzRoles`): credential caches drop what they know of it.
+    on_relationship_write: Option<RelationshipWatch>,
     /// Encrypts `encryption` properties.
     crypto: Option<Arc<Crypto>>,
     /// Runs the types' triggers.
@@ -49,6 +55,7 @@ impl ManagedHandler {
             repo,
             schema,
             hook: None,
+            on_relationship_write: None,
             crypto: None,
             engine: None,
             indexed: Default::default(),
@@ -73,6 +80,12 @@ impl ManagedHandler {
     /// Tells `hook` of every committed write.
     pub fn with_hook(mut self, hook: Arc<dyn ChangeHook>) -> Self {
         self.hook = Some(hook);
+        self
+    }
+
+    /// Tells `watch` of every write through a relationship sub-collection.
+    pub fn with_relationship_watch(mut self, watch: RelationshipWatch) -> Self {
+        self.on_relationship_write = Some(watch);
         self
     }
 
@@ -214,6 +227,13 @@ impl RequestHandler for ManagedHandler {
         self.notifier().run(events).await;
         let mut answer = answer?;
         if sub.is_some() {
+            let writes = !matches!(
+                req.op,
+                crate::crest::Operation::Read { .. } | crate::crest::Operation::Query(_)
+            );
+            if let (true, Some(watch), Some(id)) = (writes, &self.on_relationship_write, id) {
+                watch(&schema.resource, id);
+            }
             return Ok(answer);
         }
         if notified {

@@ -42,6 +42,19 @@ impl OidcProvider {
         scopes: &[&str],
         ttl_secs: u64,
     ) -> Self {
+        Self::start_env(client_id, secret, auth_method, scopes, ttl_secs, &[])
+    }
+
+    /// [`OidcProvider::start`] with more of `server.mjs`'s environment (`EXTRA_CLIENTS`,
+    /// `ACCESS_TOKEN_FORMAT`, `AUDIENCE`).
+    pub fn start_env(
+        client_id: &str,
+        secret: &str,
+        auth_method: &str,
+        scopes: &[&str],
+        ttl_secs: u64,
+        env: &[(&str, &str)],
+    ) -> Self {
         assert!(
             matches!(auth_method, "client_secret_basic" | "client_secret_post"),
             "unsupported auth method {auth_method}"
@@ -75,6 +88,7 @@ impl OidcProvider {
                 .env("SCOPES", scopes.join(" "))
                 .env("TOKEN_TTL", ttl_secs.to_string())
                 .env("NODE_ENV", "test")
+                .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(stderr))
@@ -196,6 +210,32 @@ impl OidcProvider {
             self.logs()
         );
         serde_json::from_str(&body).expect("token response JSON")
+    }
+
+    /// A client-credentials token of another registered client (`EXTRA_CLIENTS`), with
+    /// HTTP Basic client authentication. Returns the access token.
+    pub async fn token_for(&self, client_id: &str, secret: &str, scopes: &[&str]) -> String {
+        let mut form = vec![("grant_type", "client_credentials".to_string())];
+        if !scopes.is_empty() {
+            form.push(("scope", scopes.join(" ")));
+        }
+        let resp = reqwest::Client::new()
+            .post(self.token_endpoint())
+            .basic_auth(form_urlencode(client_id), Some(form_urlencode(secret)))
+            .form(&form)
+            .send()
+            .await
+            .expect("token request");
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "token endpoint answered {status}: {body}"
+        );
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     /// RFC 7662 introspection of `token`; `active` is true for a valid one.

@@ -7,10 +7,19 @@
 //   TOKEN_AUTH_METHOD  client_secret_basic (default) or client_secret_post
 //   SCOPES             space separated scopes the client may request
 //   TOKEN_TTL          client_credentials access token lifetime in seconds (default 3600)
+//   EXTRA_CLIENTS      JSON array of more client_credentials clients
+//                      [{"client_id","client_secret","scope"}] (client_secret_basic)
+//   ACCESS_TOKEN_FORMAT opaque (default) or jwt: RS256 JWT access tokens for
+//                      AUDIENCE, verifiable with the keys at <issuer>/jwks
+//   AUDIENCE           the JWT access tokens' audience (default "idm-gateway")
+//
+// Client-credentials tokens carry the client id as their subject (`sub`), as
+// ForgeRock AM's do, so a resource server can map the client to a local user.
 //
 // Prints a line "READY <issuer>" on stdout once it is listening.
 // Token endpoint: <issuer>/token, introspection: <issuer>/token/introspection.
 
+import crypto from 'node:crypto';
 import process from 'node:process';
 import Provider from 'oidc-provider';
 
@@ -36,6 +45,23 @@ if (!Number.isInteger(ttl) || ttl <= 0) {
 
 const issuer = `http://127.0.0.1:${port}`;
 
+let extraClients = [];
+try {
+  extraClients = JSON.parse(process.env.EXTRA_CLIENTS || '[]');
+} catch (e) {
+  console.error(`invalid EXTRA_CLIENTS: ${e.message}`);
+  process.exit(2);
+}
+const tokenFormat = process.env.ACCESS_TOKEN_FORMAT || 'opaque';
+if (!['opaque', 'jwt'].includes(tokenFormat)) {
+  console.error(`unsupported ACCESS_TOKEN_FORMAT: ${tokenFormat}`);
+  process.exit(2);
+}
+const audience = process.env.AUDIENCE || 'idm-gateway';
+// A fresh signing key per run: nothing secret is stored with the tests.
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' };
+
 const client = {
   client_id: clientId,
   client_secret: clientSecret,
@@ -49,18 +75,51 @@ if (scopes.length > 0) {
   client.scope = scopes.join(' ');
 }
 
+const allScopes = new Set(scopes);
+const clients = [client];
+for (const c of extraClients) {
+  const extra = {
+    client_id: c.client_id,
+    client_secret: c.client_secret,
+    token_endpoint_auth_method: authMethod,
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+  };
+  if (c.scope) {
+    extra.scope = c.scope;
+    for (const s of c.scope.split(/\s+/).filter(Boolean)) allScopes.add(s);
+  }
+  clients.push(extra);
+}
+
 const provider = new Provider(issuer, {
-  clients: [client],
+  clients,
+  jwks: { keys: [signingKey] },
   // Requested scopes are filtered down to the statically known ones, so every
   // scope the tests use must be listed here to end up in the issued token.
-  scopes: ['openid', 'offline_access', ...scopes],
+  scopes: ['openid', 'offline_access', ...allScopes],
+  extraTokenClaims: async (_ctx, token) => (
+    token.kind === 'ClientCredentials' && !token.accountId ? { sub: token.clientId } : undefined
+  ),
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
-    // Plain scope-limited opaque tokens; no audience / resource server needed.
-    resourceIndicators: { enabled: false },
+    // Opaque tokens: no audience / resource server needed. JWT tokens: one
+    // resource server (the gateway), the default resource of every request.
+    resourceIndicators: tokenFormat === 'jwt' ? {
+      enabled: true,
+      defaultResource: async () => `urn:${audience}`,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async () => ({
+        scope: [...allScopes].join(' '),
+        audience,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    } : { enabled: false },
   },
   ttl: {
     ClientCredentials: ttl,
