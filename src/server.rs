@@ -183,7 +183,11 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     )?;
     rt.block_on(csv.recover())
         .map_err(|e| format!("cannot read the CSV import records: {e}"))?;
-    let mut router = Router::new(crate::access::authorize);
+    let access_gw = gw.clone();
+    let mut router = Router::new(move |req: &crate::crest::Request| {
+        let live = access_gw.live();
+        crate::access::authorize(&live.access, &live.managed, req)
+    });
     router
         .mount("info", Arc::new(InfoHandler(gw.clone())))
         .mount("csv", Arc::new(CsvHandler(csv.clone())))

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use serde_json::Value;
 
+use crate::access::{parse_access, AccessConfig, ACCESS_CONFIG};
 use crate::auth::{parse_authentication, AuthConfig, Authn, AUTHENTICATION_CONFIG};
 use crate::config::{self, ConfSnapshot, Dirs, ReloadOutcome};
 use crate::managed::{parse_managed, ManagedSchema};
@@ -34,6 +35,8 @@ pub struct Live {
     pub systems: Arc<Systems>,
     /// Who may call (the last good `authentication.json`; built-in defaults without one).
     pub authentication: Arc<AuthConfig>,
+    /// Who may do what (the last good `access.json`; the shipped rules without one).
+    pub access: Arc<AccessConfig>,
 }
 
 /// Validates a config document: the one check of every kind of conf file, made when a
@@ -55,6 +58,7 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
         config::GATEWAY_CONFIG => config::GatewayFile::from_document(doc).map(|_| ()),
         MANAGED_CONFIG => parse_managed(doc).map(|_| ()),
         AUTHENTICATION_CONFIG => parse_authentication(doc).map(|_| ()),
+        ACCESS_CONFIG => parse_access(doc).map(|_| ()),
         id if mapping::is_mapping_config(id) => mapping::parse_config(id, doc).map(|_| ()),
         // Building a connector checks its configuration only; the trust does not matter.
         id if provisioner_name(id).is_some() => system::parse_and_build(
@@ -108,6 +112,7 @@ impl Gateway {
                 schedules: Arc::new(Schedules::default()),
                 systems: Arc::new(Systems::default()),
                 authentication: Arc::new(AuthConfig::default()),
+                access: Arc::new(AccessConfig::default()),
             }),
             reload_lock: Mutex::new(()),
             write_lock: Mutex::new(()),
@@ -214,6 +219,7 @@ impl Gateway {
         let schedules = schedules(&conf, &outcomes, &prev.schedules);
         let systems = systems(&conf, &outcomes, &prev.systems);
         let authentication = authentication(&conf, &outcomes, &prev.authentication);
+        let access = access(&conf, &outcomes, &prev.access);
         self.live.store(Arc::new(Live {
             conf: Arc::new(conf),
             registry: Arc::new(registry),
@@ -222,6 +228,7 @@ impl Gateway {
             schedules,
             systems,
             authentication,
+            access,
         }));
         let live = self.live.load();
         for (id, outcome) in &outcomes {
@@ -294,6 +301,25 @@ fn authentication(
             .map(Arc::new)
             .unwrap_or_else(|| prev.clone()),
         Some((_, ReloadOutcome::Removed)) => Arc::new(AuthConfig::default()),
+        _ => prev.clone(),
+    }
+}
+
+/// The access rules after a reload (as [`authentication`]).
+fn access(
+    conf: &ConfSnapshot,
+    outcomes: &[(String, ReloadOutcome)],
+    prev: &Arc<AccessConfig>,
+) -> Arc<AccessConfig> {
+    match outcomes.iter().find(|(id, _)| id == ACCESS_CONFIG) {
+        Some((_, ReloadOutcome::Applied)) => conf
+            .files
+            .get(ACCESS_CONFIG)
+            .and_then(|f| f.raw.as_ref())
+            .and_then(|raw| parse_access(raw).ok())
+            .map(Arc::new)
+            .unwrap_or_else(|| prev.clone()),
+        Some((_, ReloadOutcome::Removed)) => Arc::new(AccessConfig::default()),
         _ => prev.clone(),
     }
 }

@@ -31,7 +31,7 @@ pub trait RequestHandler: Send + Sync {
 }
 
 /// Decides whether the caller may make the request, before any handler runs.
-pub type Authorizer = fn(&Request) -> Result<(), ResourceError>;
+pub type Authorizer = Arc<dyn Fn(&Request) -> Result<(), ResourceError> + Send + Sync>;
 
 /// Request filters around the handlers (IDM's `router.json` filters, see
 /// `crate::script::filters`).
@@ -63,10 +63,12 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(authorize: Authorizer) -> Self {
+    pub fn new(
+        authorize: impl Fn(&Request) -> Result<(), ResourceError> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             routes: Vec::new(),
-            authorize,
+            authorize: Arc::new(authorize),
             filters: None,
         }
     }

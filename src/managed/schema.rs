@@ -124,6 +124,11 @@ pub struct Property {
     /// `isTemporalConstraint`: the property holds `[{"duration": "<start>/<end>"}]`, and
     /// the object only counts through relationships while one interval holds.
     pub temporal: bool,
+    /// `userEditable`: the user may change it on their own object (IDM's access rule
+    /// `onlyEditableManagedObjectProperties`).
+    pub user_editable: bool,
+    /// `isProtected`: changing it on one's own object needs re-authentication.
+    pub protected: bool,
 }
 
 /// IDM's `queryConfig` of a relationship-derived virtual property.
@@ -569,6 +574,8 @@ pub(crate) fn parse_property(name: &str, def: &Value, at: &str) -> Result<Proper
     }
     let conditional = flag("isConditional", &mut problems).unwrap_or(false);
     let temporal = flag("isTemporalConstraint", &mut problems).unwrap_or(false);
+    let user_editable = flag("userEditable", &mut problems).unwrap_or(false);
+    let protected = flag("isProtected", &mut problems).unwrap_or(false);
     let policies = parse_policies(def, at, &mut problems);
     let unique = policies
         .iter()
@@ -612,6 +619,8 @@ pub(crate) fn parse_property(name: &str, def: &Value, at: &str) -> Result<Proper
         notify_relationships,
         conditional,
         temporal,
+        user_editable,
+        protected,
     })
 }
 

@@ -209,15 +209,26 @@ impl ProxyHttp for GatewayProxy {
 
         match route {
             Route::Remote { instance, rest } => {
-                let live = self.gw.live();
                 let found = live.registry.get(&instance);
                 // Every live instance comes from a configured file: its name is a bounded label.
                 ctx.label = Some(match found {
                     Some(_) => instance.to_string(),
                     None => self.instance_label(&instance),
                 });
-                // Only administrators may act on remote instances (IDM's access rules).
-                if !caller.is_admin() {
+                // A remote instance is a resource like any other: access.json decides.
+                let req = session.req_header();
+                let (method, action) =
+                    crate::access::http_method(&req.method, req.uri.query(), &req.headers);
+                let resource = format!("external/idm/{instance}/{rest}");
+                let allowed = live.access.allows(&crate::access::Target {
+                    path: resource.trim_end_matches('/'),
+                    method,
+                    action: action.as_deref(),
+                    caller: &caller,
+                    request: None,
+                    managed: &live.managed,
+                });
+                if !allowed {
                     respond_error(session, ctx, &ResourceError::forbidden("Access denied")).await?;
                     return Ok(true); // response written
                 }
