@@ -6,6 +6,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{Opt, Server};
 use pingora::server::configuration::ServerConf;
 
+use crate::access::privileges::{PrivilegeHandler, Privileges};
 use crate::auth::{AccountChanges, Authn};
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
@@ -184,6 +185,9 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     rt.block_on(csv.recover())
         .map_err(|e| format!("cannot read the CSV import records: {e}"))?;
     let access_gw = gw.clone();
+    let privilege_gw = gw.clone();
+    let privileges = Arc::new(Privileges::new(repo.clone()));
+    let roles_privileges = privileges.clone();
     let mut router = Router::new(move |req: &crate::crest::Request| {
         let live = access_gw.live();
         crate::access::authorize(&live.access, &live.managed, req)
@@ -228,6 +232,13 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount("taskscanner", Arc::new(TaskScannerHandler(scanner.clone())))
         .mount("managed", managed)
         .mount("policy", policy)
+        .mount(
+            "privilege",
+            Arc::new(PrivilegeHandler {
+                privileges: privileges.clone(),
+                managed: Arc::new(move || privilege_gw.live().managed.clone()),
+            }),
+        )
         .mount("system", Arc::new(SystemHandler { service: systems }))
         .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
         .mount("external/rest", Arc::new(RestHandler::new(gw.clone())))
@@ -238,12 +249,19 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .mount(
             "internal",
             Arc::new(
-                InternalHandler::new(repo.clone(), Arc::new(move || caching.invalidate_all()))
-                    .with_managed(Arc::new(move || internal_gw.live().managed.clone())),
+                InternalHandler::new(
+                    repo.clone(),
+                    Arc::new(move || {
+                        caching.invalidate_all();
+                        roles_privileges.invalidate_all();
+                    }),
+                )
+                .with_managed(Arc::new(move || internal_gw.live().managed.clone())),
             ),
         );
 
     router.set_filters(Arc::new(ScriptFilters::new(gw.clone(), engine.clone())));
+    router.set_delegation(privileges);
 
     let reloader = gw.clone();
     let watch = watcher::spawn(&[dirs.conf, dirs.certs], move || {

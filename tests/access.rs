@@ -245,3 +245,147 @@ async fn a_bad_access_file_is_refused_and_the_rules_stay() {
     .await;
     assert_eq!(code, 403);
 }
+
+#[tokio::test]
+async fn privileges_of_internal_roles_delegate_administration() {
+    let gw = Gateway::builder()
+        .conf_file("authentication", shipped("authentication"))
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    let (code, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/internal/role/support",
+        Some(json!({
+            "name": "support",
+            "privileges": [{
+                "name": "support", "description": "Washington help desk",
+                "path": "managed/user", "permissions": ["VIEW", "UPDATE"], "actions": [],
+                "filter": "stateProvince eq \"WA\"",
+                "accessFlags": [
+                    {"attribute": "userName", "readOnly": false},
+                    {"attribute": "givenName", "readOnly": false},
+                    {"attribute": "stateProvince", "readOnly": true},
+                    {"attribute": "accountStatus", "readOnly": true}
+                ]
+            }]
+        })),
+    )
+    .await;
+    assert!(code == 200 || code == 201, "{code} {body}");
+    for (id, name, state) in [
+        ("w1", "wuser", "WA"),
+        ("o1", "ouser", "OR"),
+        ("h1", "helpdesk", "HQ"),
+    ] {
+        let (code, body) = send(&gw, Method::PUT, &format!("/openidm/managed/user/{id}"), Some(json!({
+            "userName": name, "givenName": "G", "sn": "S", "mail": format!("{name}@example.com"),
+            "password": "Passw0rd-1", "accountStatus": "active", "stateProvince": state
+        }))).await;
+        assert!(code == 200 || code == 201, "{code} {body}");
+    }
+    let (code, body) = send(
+        &gw,
+        Method::POST,
+        "/openidm/managed/user/h1/authzRoles?_action=create",
+        Some(json!({"_ref": "internal/role/support"})),
+    )
+    .await;
+    assert!(code == 200 || code == 201, "{code} {body}");
+    let helper = |m: Method, p: &str, b: Option<Value>| {
+        let gw = &gw;
+        let p = p.to_owned();
+        async move { as_user(gw, m, &p, "helpdesk", "Passw0rd-1", b).await }
+    };
+
+    // Queries are narrowed to the filter; only the accessFlags attributes come back.
+    let (code, body) = helper(Method::GET, "/openidm/managed/user?_queryFilter=true", None).await;
+    assert_eq!(code, 200, "{body}");
+    let results = body["result"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{body}");
+    assert_eq!(results[0]["_id"], "w1");
+    assert_eq!(results[0]["userName"], "wuser");
+    assert!(
+        results[0].get("mail").is_none() && results[0].get("sn").is_none(),
+        "{body}"
+    );
+
+    let (code, body) = helper(Method::GET, "/openidm/managed/user/w1", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.get("mail").is_none());
+    assert_eq!(
+        helper(Method::GET, "/openidm/managed/user/o1", None)
+            .await
+            .0,
+        403
+    );
+
+    let patch = |field: &str, value: &str| {
+        Some(json!([{"operation": "replace", "field": field, "value": value}]))
+    };
+    let (code, body) = helper(
+        Method::PATCH,
+        "/openidm/managed/user/w1",
+        patch("givenName", "Walt"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["givenName"], "Walt");
+    for (path, field) in [
+        ("/openidm/managed/user/w1", "accountStatus"),
+        ("/openidm/managed/user/w1", "mail"),
+        ("/openidm/managed/user/o1", "givenName"),
+    ] {
+        assert_eq!(
+            helper(Method::PATCH, path, patch(field, "x")).await.0,
+            403,
+            "{path} {field}"
+        );
+    }
+    assert_eq!(
+        helper(Method::DELETE, "/openidm/managed/user/w1", None)
+            .await
+            .0,
+        403
+    );
+    let (_, o1) = send(&gw, Method::GET, "/openidm/managed/user/o1", None).await;
+    assert_eq!(o1["givenName"], "G");
+
+    // What the privilege service tells the delegated administrator.
+    let (code, body) = helper(Method::GET, "/openidm/privilege/managed/user", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["VIEW"]["allowed"], true);
+    assert_eq!(
+        body["UPDATE"]["properties"],
+        json!(["givenName", "userName"])
+    );
+    assert_eq!(body["DELETE"]["allowed"], false);
+    let (code, body) = helper(Method::GET, "/openidm/privilege/managed/user/o1", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["VIEW"]["allowed"], false);
+    let (code, body) = helper(
+        Method::POST,
+        "/openidm/privilege?_action=listPrivileges",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body[0]["privilegePath"], "managed/user");
+
+    // The role loses its privileges: the next request is refused.
+    let (code, _) = send(
+        &gw,
+        Method::PATCH,
+        "/openidm/internal/role/support",
+        Some(json!([{"operation": "remove", "field": "privileges"}])),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        helper(Method::GET, "/openidm/managed/user/w1", None)
+            .await
+            .0,
+        403
+    );
+}

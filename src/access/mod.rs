@@ -10,6 +10,7 @@
 //! policy service and schema reads; anyone `info/ping`.
 
 pub mod custom;
+pub mod privileges;
 
 use std::sync::Arc;
 
@@ -233,7 +234,7 @@ fn own_path(t: &Target<'_>) -> String {
 }
 
 /// Top-level properties a create, update or patch writes (`None`: not a write).
-fn written_properties(req: &Request) -> Option<Vec<String>> {
+pub(crate) fn written_properties(req: &Request) -> Option<Vec<String>> {
     match &req.op {
         Operation::Patch { .. } => Some(
             crate::crest::patch::parse_patch(&req.body)

@@ -22,4 +22,6 @@ pub use response::{
     member_url, HttpResponse, QueryResponse, QueryStream, ResourceResponse, Response, ResultStream,
     StreamBody, JSON_CONTENT_TYPE,
 };
-pub use router::{Authorizer, Capability, FilterChain, Filters, RequestHandler, Router};
+pub use router::{
+    Authorizer, Capability, Delegated, Delegation, FilterChain, Filters, RequestHandler, Router,
+};

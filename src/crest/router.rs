@@ -54,11 +54,56 @@ pub trait FilterChain: Send {
     ) -> Result<Response, ResourceError>;
 }
 
+/// What delegated administration grants a request the access rules refused.
+pub struct Delegated {
+    /// The request to run instead (a query narrowed by the privilege's filter).
+    pub request: Option<Request>,
+    /// Only these attributes are answered (plus `_id`, `_rev`).
+    pub view: Vec<String>,
+}
+
+/// A second chance for requests the access rules refused (IDM's privileges).
+#[async_trait::async_trait]
+pub trait Delegation: Send + Sync {
+    /// `None`: nothing grants it (the refusal stands); `Err`: a grant applies but the
+    /// request goes beyond it.
+    async fn delegate(&self, req: &Request) -> Option<Result<Delegated, ResourceError>>;
+}
+
+/// Keeps only `view` (and `_id`, `_rev`) in what a delegated request answers.
+fn restrict(resp: Response, view: &[String]) -> Response {
+    let keep = |content: &mut serde_json::Map<String, serde_json::Value>| {
+        content.retain(|k, _| k == "_id" || k == "_rev" || view.iter().any(|v| v == k));
+    };
+    match resp {
+        Response::Resource(mut r) => {
+            keep(&mut r.content);
+            Response::Resource(r)
+        }
+        Response::Created(mut r) => {
+            keep(&mut r.content);
+            Response::Created(r)
+        }
+        Response::Query(mut q) => {
+            for v in &mut q.results {
+                if let serde_json::Value::Object(m) = v {
+                    keep(m);
+                }
+            }
+            Response::Query(q)
+        }
+        // Not produced for delegated requests: streaming is turned off for them, and an
+        // action answers no object of the collection.
+        other => other,
+    }
+}
+
 #[derive(Clone)]
 pub struct Router {
     /// Longest prefix first.
     routes: Vec<(Vec<String>, Arc<dyn RequestHandler>)>,
     authorize: Authorizer,
+    delegation: Option<Arc<dyn Delegation>>,
     filters: Option<Arc<dyn Filters>>,
 }
 
@@ -69,8 +114,15 @@ impl Router {
         Self {
             routes: Vec::new(),
             authorize: Arc::new(authorize),
+            delegation: None,
             filters: None,
         }
+    }
+
+    /// Asks `delegation` about requests the access rules refuse.
+    pub fn set_delegation(&mut self, delegation: Arc<dyn Delegation>) -> &mut Self {
+        self.delegation = Some(delegation);
+        self
     }
 
     /// Runs `filters` around every request after authorization.
@@ -88,7 +140,25 @@ impl Router {
     }
 
     pub async fn handle(&self, req: &Request) -> Result<Response, ResourceError> {
-        (self.authorize)(req)?;
+        let Err(refused) = (self.authorize)(req) else {
+            return self.filtered(req).await;
+        };
+        let Some(delegation) = &self.delegation else {
+            return Err(refused);
+        };
+        match delegation.delegate(req).await {
+            None => Err(refused),
+            Some(Err(e)) => Err(e),
+            Some(Ok(granted)) => {
+                let req = granted.request.as_ref().unwrap_or(req);
+                self.filtered(req)
+                    .await
+                    .map(|resp| restrict(resp, &granted.view))
+            }
+        }
+    }
+
+    async fn filtered(&self, req: &Request) -> Result<Response, ResourceError> {
         let Some(mut chain) = self.filters.as_ref().and_then(|f| f.chain(req)) else {
             return self.dispatch(req).await;
         };

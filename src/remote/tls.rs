@@ -17,6 +17,8 @@ pub fn http_client(
     timeout: Duration,
 ) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
+        // `HTTP_PROXY`-style variables of the environment are not a configuration.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
         .timeout(timeout)
