@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the work the gateway does on every proxied request, outside pingora:
 //! path classification, request/response header rewriting, the bearer-token cache hit and
-//! the verified-credential cache hit.
+//! the verified-credential cache hit, and the `access.json` check.
 //!
 //! `cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3`
 
@@ -256,5 +256,52 @@ fn caches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, routing, header_rewrite, caches);
+/// `access.json` (the shipped rules) for a proxied request: an administrator (an early
+/// rule), a user on their own object (`customAuthz`), and a refusal (every rule tried).
+fn access_rules(c: &mut Criterion) {
+    use idm_gateway::access::{AccessConfig, Target};
+    use idm_gateway::crest::Caller;
+    use idm_gateway::managed::ManagedSchema;
+    let rules = AccessConfig::default();
+    let managed = ManagedSchema::default();
+    let admin = Caller::new(
+        "openidm-admin",
+        "internal/user",
+        vec![
+            "internal/role/openidm-authorized".into(),
+            "internal/role/openidm-admin".into(),
+        ],
+    );
+    let user = Caller::new(
+        "b1",
+        "managed/user",
+        vec!["internal/role/openidm-authorized".into()],
+    );
+    let check = |caller: &Caller, path: &str| {
+        rules.allows(&Target {
+            path,
+            method: "read",
+            action: None,
+            caller,
+            request: None,
+            managed: &managed,
+        })
+    };
+    assert!(check(&admin, "external/idm/dc1/managed/user/b1"));
+    assert!(check(&user, "managed/user/b1"));
+    assert!(!check(&user, "external/idm/dc1/managed/user/b1"));
+    let mut g = c.benchmark_group("access");
+    g.bench_function("admin_proxied", |b| {
+        b.iter(|| black_box(check(&admin, black_box("external/idm/dc1/managed/user/b1"))))
+    });
+    g.bench_function("own_object", |b| {
+        b.iter(|| black_box(check(&user, black_box("managed/user/b1"))))
+    });
+    g.bench_function("refused", |b| {
+        b.iter(|| black_box(check(&user, black_box("external/idm/dc1/managed/user/b1"))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, routing, header_rewrite, caches, access_rules);
 criterion_main!(benches);

@@ -185,6 +185,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     rt.block_on(csv.recover())
         .map_err(|e| format!("cannot read the CSV import records: {e}"))?;
     let access_gw = gw.clone();
+    let remote_gw = gw.clone();
     let privilege_gw = gw.clone();
     let privileges = Arc::new(Privileges::new(repo.clone()));
     let roles_privileges = privileges.clone();
@@ -240,7 +241,13 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             }),
         )
         .mount("system", Arc::new(SystemHandler { service: systems }))
-        .mount("external/idm", Arc::new(RemoteHandler::new(gw.clone())))
+        .mount(
+            "external/idm",
+            Arc::new(RemoteHandler::with_registry(
+                move || remote_gw.live().registry.clone(),
+                metrics.clone(),
+            )),
+        )
         .mount("external/rest", Arc::new(RestHandler::new(gw.clone())))
         .mount(
             "external/email",

@@ -35,7 +35,6 @@ use crate::crest::{
     ResourceResponse, Response, Router,
 };
 use crate::metrics::Metrics;
-use crate::state::Gateway;
 
 use super::{Credentials, Registry, RemoteInstance};
 
@@ -107,13 +106,7 @@ pub struct RemoteHandler {
 }
 
 impl RemoteHandler {
-    /// A handler reading the live registry of `gw` at each request.
-    pub fn new(gw: Arc<Gateway>) -> Self {
-        let metrics = gw.metrics.clone();
-        Self::with_registry(move || gw.live().registry.clone(), metrics)
-    }
-
-    /// A handler over any source of registries (tests, tools).
+    /// A handler over a source of registries (the gateway's live one, tests, tools).
     pub fn with_registry(
         registry: impl Fn() -> Arc<Registry> + Send + Sync + 'static,
         metrics: Arc<Metrics>,
