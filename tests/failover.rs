@@ -71,7 +71,13 @@ async fn a_refused_first_url_fails_over_to_the_next_for_every_method() {
         .start()
         .await;
 
-    let (status, body) = send(&gw, Method::GET, "/openidm/external/idm/dc/managed/user/1", None).await;
+    let (status, body) = send(
+        &gw,
+        Method::GET,
+        "/openidm/external/idm/dc/managed/user/1",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["uri"], "/openidm/managed/user/1");
     // A failed connect sent nothing: a POST moves on too, and arrives once.
@@ -89,7 +95,11 @@ async fn a_refused_first_url_fails_over_to_the_next_for_every_method() {
     let m = metrics(&gw).await;
     assert_eq!(url_up(&m, "dc", &dead), Some(0), "{m}");
     assert_eq!(url_up(&m, "dc", &b.url()), Some(1), "{m}");
-    assert_eq!(failovers(&m, "dc"), 1, "only the first request met the dead URL: {m}");
+    assert_eq!(
+        failovers(&m, "dc"),
+        1,
+        "only the first request met the dead URL: {m}"
+    );
     assert!(!m.contains("remote-pw-9"));
 }
 
@@ -99,9 +109,15 @@ async fn every_url_down_is_a_503_without_connecting_and_a_url_recovers_after_dow
     let (short_port, short_url) = closed_url();
     let gw = Gateway::builder()
         // Down for ten minutes: the circuit stays open for the whole test.
-        .conf_file("external.idm-open", instance(&[open_url], json!({"downForMs": 600000})))
+        .conf_file(
+            "external.idm-open",
+            instance(&[open_url], json!({"downForMs": 600000})),
+        )
         // Down for 300 ms: then one request tries it again.
-        .conf_file("external.idm-short", instance(&[short_url.clone()], json!({"downForMs": 300})))
+        .conf_file(
+            "external.idm-short",
+            instance(std::slice::from_ref(&short_url), json!({"downForMs": 300})),
+        )
         .start()
         .await;
     let path = |name: &str| format!("/openidm/external/idm/{name}/managed/user/1");
@@ -109,7 +125,10 @@ async fn every_url_down_is_a_503_without_connecting_and_a_url_recovers_after_dow
     for name in ["open", "short"] {
         let (status, body) = send(&gw, Method::GET, &path(name), None).await;
         assert_eq!(status, 502, "{name}: {body}");
-        assert_eq!(body["message"], format!("Remote instance '{name}' refused the connection"));
+        assert_eq!(
+            body["message"],
+            format!("Remote instance '{name}' refused the connection")
+        );
     }
     // The remotes come back; the gateway does not know yet.
     let open = RecordingUpstream::start_on(open_port);
@@ -134,7 +153,10 @@ async fn every_url_down_is_a_503_without_connecting_and_a_url_recovers_after_dow
     assert!(short.count() >= 1);
     let m = metrics(&gw).await;
     assert_eq!(url_up(&m, "short", &short_url), Some(1), "{m}");
-    assert!(m.contains(r#"idm_gateway_upstream_errors_total{instance="open",kind="unavailable"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"idm_gateway_upstream_errors_total{instance="open",kind="unavailable"} 1"#),
+        "{m}"
+    );
     assert_eq!(open.connections(), 0);
 }
 
@@ -169,10 +191,20 @@ async fn active_checks_mark_a_dead_url_down_before_any_request() {
         Some(("svc".into(), "remote-pw-9".into()))
     );
 
-    let (status, body) = send(&gw, Method::GET, "/openidm/external/idm/dc/managed/user/7", None).await;
+    let (status, body) = send(
+        &gw,
+        Method::GET,
+        "/openidm/external/idm/dc/managed/user/7",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let m = metrics(&gw).await;
-    assert_eq!(failovers(&m, "dc"), 0, "the request went to the live URL first: {m}");
+    assert_eq!(
+        failovers(&m, "dc"),
+        0,
+        "the request went to the live URL first: {m}"
+    );
     assert_eq!(url_up(&m, "dc", &b.url()), Some(1), "{m}");
 }
 
@@ -203,7 +235,10 @@ async fn killing_the_primary_under_load_fails_no_get_and_replays_no_post() {
         clients.push(tokio::spawn(async move {
             for i in 0..PER_CLIENT {
                 if i % 2 == 0 {
-                    let r = gw.get("/openidm/external/idm/dc/managed/user/g").send().await;
+                    let r = gw
+                        .get("/openidm/external/idm/dc/managed/user/g")
+                        .send()
+                        .await;
                     if !r.is_ok_and(|r| r.status() == 200) {
                         failed_gets.fetch_add(1, Ordering::SeqCst);
                     }
@@ -246,7 +281,10 @@ async fn killing_the_primary_under_load_fails_no_get_and_replays_no_post() {
         b.count()
     );
     assert_eq!(failed_gets, 0, "a GET moves on to the next URL");
-    assert_eq!(replayed, 0, "a POST the remote may have read is never sent again");
+    assert_eq!(
+        replayed, 0,
+        "a POST the remote may have read is never sent again"
+    );
     assert!(b.count() > 0);
     // A POST fails only when it was in flight on the primary: at most one per client.
     assert!(failed_posts <= CLIENTS, "{failed_posts} POSTs failed");
@@ -260,7 +298,10 @@ async fn a_post_after_the_remote_closed_an_idle_connection_is_not_a_502() {
     // The remote drops connections idle for 100 ms; the gateway's pool keeps them 60 s.
     let remote = IdleClosingUpstream::start(Duration::from_millis(100));
     let gw = Gateway::builder()
-        .conf_file("external.idm-dc", basic_instance(&remote.url(), "svc", "pw"))
+        .conf_file(
+            "external.idm-dc",
+            basic_instance(&remote.url(), "svc", "pw"),
+        )
         .start()
         .await;
     let mut statuses = Vec::new();
@@ -278,7 +319,11 @@ async fn a_post_after_the_remote_closed_an_idle_connection_is_not_a_502() {
     }
     assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
     let bodies = remote.bodies();
-    assert_eq!(bodies.len(), 6, "each POST arrives exactly once: {bodies:?}");
+    assert_eq!(
+        bodies.len(),
+        6,
+        "each POST arrives exactly once: {bodies:?}"
+    );
     assert!(
         remote.connections() >= 2,
         "the remote did close idle connections (a new one per POST)"

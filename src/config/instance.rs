@@ -644,7 +644,11 @@ mod tests {
         let urls: Vec<String> = c.urls().map(|u| u.base_url()).collect();
         assert_eq!(
             urls,
-            ["http://a:8080/openidm/", "https://b/openidm/", "http://c:9/idm/"]
+            [
+                "http://a:8080/openidm/",
+                "https://b/openidm/",
+                "http://c:9/idm/"
+            ]
         );
         assert_eq!(c.health.down_for, Duration::from_millis(2500));
         assert_eq!(c.health.check_interval, Some(Duration::from_secs(1)));
@@ -692,7 +696,13 @@ mod tests {
                     "failoverUrls": too_many, "health": "yes"}),
         )
         .unwrap_err();
-        assert!(problems[0].starts_with("failoverUrls: at most 7 URLs"), "{problems:?}");
-        assert!(problems[1].starts_with("health: must be an object"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("failoverUrls: at most 7 URLs"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("health: must be an object"),
+            "{problems:?}"
+        );
     }
 }

@@ -253,7 +253,11 @@ async fn check_loop(inst: Weak<RemoteInstance>, client: reqwest::Client, interva
                 return;
             }
             let checks = (0..inst.urls.len()).map(|i| check_one(&inst, &client, i));
-            for (i, up) in futures_util::future::join_all(checks).await.into_iter().enumerate() {
+            for (i, up) in futures_util::future::join_all(checks)
+                .await
+                .into_iter()
+                .enumerate()
+            {
                 if up {
                     inst.urls.mark_up(i);
                 } else {

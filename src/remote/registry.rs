@@ -92,7 +92,10 @@ impl Registry {
             }
         }
         for (name, new) in &instances {
-            let kept = prev.instances.get(name).is_some_and(|old| Arc::ptr_eq(new, old));
+            let kept = prev
+                .instances
+                .get(name)
+                .is_some_and(|old| Arc::ptr_eq(new, old));
             if !kept && new.config.enabled {
                 new.urls.publish();
             }

@@ -302,13 +302,21 @@ fault_accessors!(IdleClosingUpstream);
 /// Reads one request (head and a `Content-Length` body) from `stream`, keeping bytes of
 /// the next one in `buf`. `None` when nothing arrives for `idle` before the first byte, or
 /// the peer closes or stalls (10 s) mid-request.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, idle: Duration) -> Option<Vec<u8>> {
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    idle: Duration,
+) -> Option<Vec<u8>> {
     let mut chunk = [0u8; 8192];
     let head_end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break end + 4;
         }
-        let wait = if buf.is_empty() { idle } else { Duration::from_secs(10) };
+        let wait = if buf.is_empty() {
+            idle
+        } else {
+            Duration::from_secs(10)
+        };
         match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             _ => return None,
