@@ -39,6 +39,11 @@ pub struct Metrics {
     /// (`ok` or the CREST status of the failure).
     pub connector_operations: IntCounterVec,
     pub connector_duration: HistogramVec,
+    /// 1 while a URL of a remote instance is up, 0 while it is down (label `url`: the
+    /// configured URL, which never holds credentials or a query).
+    pub remote_url_up: IntGaugeVec,
+    /// Requests that moved on to an instance's next URL after a failure.
+    pub remote_failovers: IntCounterVec,
 }
 
 impl Metrics {
@@ -189,6 +194,23 @@ impl Metrics {
             &["system", "operation"],
         )
         .expect("metric");
+        // URL labels are configured URLs: bounded by the conf directory.
+        let remote_url_up = IntGaugeVec::new(
+            Opts::new(
+                "idm_gateway_remote_url_up",
+                "Whether a URL of a remote instance is up (1) or down (0)",
+            ),
+            &["instance", "url"],
+        )
+        .expect("metric");
+        let remote_failovers = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_remote_failovers_total",
+                "Requests that moved on to the next URL of a remote instance",
+            ),
+            &["instance"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -206,6 +228,8 @@ impl Metrics {
             Box::new(implicit_sync_failures.clone()),
             Box::new(connector_operations.clone()),
             Box::new(connector_duration.clone()),
+            Box::new(remote_url_up.clone()),
+            Box::new(remote_failovers.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -233,6 +257,8 @@ impl Metrics {
             implicit_sync_failures,
             connector_operations,
             connector_duration,
+            remote_url_up,
+            remote_failovers,
         }
     }
 

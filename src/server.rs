@@ -348,9 +348,10 @@ pub fn run(settings: Settings) -> Result<(), String> {
         threads: settings.threads,
         grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
         graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
-        // One retry after a remote rejected a bearer token, plus one of pingora's own
-        // retries of a failed reused connection.
-        max_retries: 3,
+        // Per URL of an instance: a failed connect or a broken GET, plus a stale pooled
+        // connection; and one retry after a remote rejected a bearer token. Which
+        // failures are retried at all is decided in `GatewayProxy`.
+        max_retries: 2 * crate::config::MAX_INSTANCE_URLS + 1,
         upstream_keepalive_pool_size: 512,
         ..ServerConf::default()
     };

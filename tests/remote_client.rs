@@ -706,3 +706,55 @@ async fn bearer_token_is_cached_refreshed_on_401_and_retried_once() {
     assert!(e.message.contains("'x'"), "{}", e.message);
     assert_no_secret(&e);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_shares_the_proxys_url_choice_failover_and_circuit() {
+    let live = ScriptedCrest::start(|_| json!({"_id": "1", "_rev": "3", "userName": "one"}));
+    let dead = format!("http://127.0.0.1:{}/openidm/", free_port());
+    let with = |urls: Vec<String>| {
+        let mut doc = basic_instance(&urls[0], "svc", "pw-fo-5");
+        doc["failoverUrls"] = json!(urls[1..]);
+        doc["health"] = json!({"downForMs": 600000});
+        doc
+    };
+    let a = Local::build(&[
+        ("dc", with(vec![dead.clone(), live.url()])),
+        ("gone", with(vec![dead.clone()])),
+    ]);
+
+    // The first URL refuses: the read goes to the next one.
+    let r = resource(
+        a.call(read("external/idm/dc/managed/user/1"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.id, "1");
+    assert_eq!(live.asked(), ["/openidm/managed/user/1"]);
+    let m = a.metrics();
+    assert!(
+        m.contains(&format!(
+            "idm_gateway_remote_url_up{{instance=\"dc\",url=\"{dead}\"}} 0"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("idm_gateway_remote_failovers_total{instance=\"dc\"} 1"),
+        "{m}"
+    );
+
+    // Its only URL refuses: 502 once, then 503 at once while it is down.
+    let e = a
+        .call(read("external/idm/gone/managed/user/1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 502, "{e:?}");
+    let e = a
+        .call(read("external/idm/gone/managed/user/1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (503, "Remote instance 'gone' is unavailable")
+    );
+    assert!(!format!("{e:?}").contains("pw-fo-5"));
+}

@@ -14,6 +14,10 @@ use url::Url;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time to wait for the remote's response (header or next body chunk).
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a URL stays down after a failed connect (`health.downForMs`).
+pub const DEFAULT_DOWN_FOR: Duration = Duration::from_secs(10);
+/// Most URLs of one instance: `instanceUrl` plus `failoverUrls`.
+pub const MAX_INSTANCE_URLS: usize = 8;
 
 /// A string that must never be printed: Debug and Display show `***`.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -64,6 +68,13 @@ pub struct BearerConfig {
     pub auth_method: TokenAuthMethod,
 }
 
+impl InstanceConfig {
+    /// `instanceUrl`, then the `failoverUrls`, in the order they are tried.
+    pub fn urls(&self) -> impl Iterator<Item = &InstanceUrl> {
+        std::iter::once(&self.url).chain(&self.failover_urls)
+    }
+}
+
 impl BearerConfig {
     /// The `scope` parameter as sent: scopes joined with the configured delimiter.
     pub fn scope_param(&self) -> Option<String> {
@@ -83,12 +94,43 @@ pub struct InstanceUrl {
     pub authority: String,
 }
 
+impl InstanceUrl {
+    /// `http(s)://authority/base/path/`: the URL as configured, normalised (it never holds
+    /// credentials, a query or a fragment), for requests, logs and metric labels.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.base_path)
+    }
+}
+
+/// Gateway extra `health`: when a URL of an instance counts as down.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthConfig {
+    /// A URL whose connect was refused, reset or timed out is skipped this long; then one
+    /// request (or check) tries it again.
+    pub down_for: Duration,
+    /// `GET <url>/info/ping` on every URL this often; `None`: no active checks.
+    pub check_interval: Option<Duration>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            down_for: DEFAULT_DOWN_FOR,
+            check_interval: None,
+        }
+    }
+}
+
 /// A validated remote instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InstanceConfig {
     pub name: String,
     pub enabled: bool,
     pub url: InstanceUrl,
+    /// Gateway extra `failoverUrls`: tried in order after `url` when it is down.
+    pub failover_urls: Vec<InstanceUrl>,
+    pub health: HealthConfig,
     pub auth: RemoteAuth,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -118,7 +160,9 @@ pub fn parse_instance(name: &str, doc: &Value) -> Result<InstanceConfig, Vec<Str
     let auth_type = p.required_str("authType");
     let url = p
         .required_str("instanceUrl")
-        .and_then(|u| p.instance_url(&u));
+        .and_then(|u| p.instance_url("instanceUrl", &u));
+    let failover_urls = p.failover_urls(url.as_ref());
+    let health = p.health();
     let connect_timeout = p
         .millis("connectTimeout")
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
@@ -190,6 +234,8 @@ pub fn parse_instance(name: &str, doc: &Value) -> Result<InstanceConfig, Vec<Str
             name: name.to_owned(),
             enabled,
             url,
+            failover_urls,
+            health,
             auth,
             connect_timeout,
             read_timeout,
@@ -325,10 +371,99 @@ impl Props<'_> {
         }
     }
 
-    fn instance_url(&mut self, raw: &str) -> Option<InstanceUrl> {
-        let url = self.http_url("instanceUrl", raw)?;
+    /// `failoverUrls`: an array of URLs like `instanceUrl`, none repeated.
+    fn failover_urls(&mut self, primary: Option<&InstanceUrl>) -> Vec<InstanceUrl> {
+        let raw = match self.obj.get("failoverUrls") {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) => items.clone(),
+            Some(other) => {
+                self.problem(
+                    "failoverUrls",
+                    &format!("must be an array of URLs, found {}", kind(other)),
+                );
+                return Vec::new();
+            }
+        };
+        if raw.len() + 1 > MAX_INSTANCE_URLS {
+            self.problem(
+                "failoverUrls",
+                &format!(
+                    "at most {} URLs (with instanceUrl, {MAX_INSTANCE_URLS})",
+                    MAX_INSTANCE_URLS - 1
+                ),
+            );
+            return Vec::new();
+        }
+        let mut out: Vec<InstanceUrl> = Vec::with_capacity(raw.len());
+        for (i, item) in raw.iter().enumerate() {
+            let prop = format!("failoverUrls/{i}");
+            let Some(text) = item.as_str().filter(|s| !s.is_empty()) else {
+                self.problem(&prop, "must be a non-empty string");
+                continue;
+            };
+            let Some(url) = self.instance_url(&prop, text) else {
+                continue;
+            };
+            if primary.is_some_and(|p| p.base_url() == url.base_url())
+                || out.iter().any(|u| u.base_url() == url.base_url())
+            {
+                self.problem(&prop, &format!("'{}' is already listed", url.base_url()));
+                continue;
+            }
+            out.push(url);
+        }
+        out
+    }
+
+    /// `health`: `{"downForMs": 1..3600000, "checkIntervalMs": 0..3600000}` (0: no checks).
+    fn health(&mut self) -> HealthConfig {
+        let mut health = HealthConfig::default();
+        let obj = match self.obj.get("health") {
+            None | Some(Value::Null) => return health,
+            Some(Value::Object(obj)) => obj,
+            Some(other) => {
+                self.problem(
+                    "health",
+                    &format!("must be an object, found {}", kind(other)),
+                );
+                return health;
+            }
+        };
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "downForMs" | "checkIntervalMs") {
+                self.problem(
+                    &format!("health/{key}"),
+                    "is not known; use downForMs or checkIntervalMs",
+                );
+            }
+        }
+        match whole_millis(obj.get("downForMs")) {
+            None => {}
+            Some(Some(ms)) if (1..=3_600_000).contains(&ms) => {
+                health.down_for = Duration::from_millis(ms)
+            }
+            Some(_) => self.problem(
+                "health/downForMs",
+                "must be a whole number of milliseconds between 1 and 3600000",
+            ),
+        }
+        match whole_millis(obj.get("checkIntervalMs")) {
+            None | Some(Some(0)) => {}
+            Some(Some(ms)) if ms <= 3_600_000 => {
+                health.check_interval = Some(Duration::from_millis(ms))
+            }
+            Some(_) => self.problem(
+                "health/checkIntervalMs",
+                "must be a whole number of milliseconds between 0 (no checks) and 3600000",
+            ),
+        }
+        health
+    }
+
+    fn instance_url(&mut self, prop: &str, raw: &str) -> Option<InstanceUrl> {
+        let url = self.http_url(prop, raw)?;
         if url.query().is_some() || url.fragment().is_some() {
-            self.problem("instanceUrl", "must not have a query string or fragment");
+            self.problem(prop, "must not have a query string or fragment");
             return None;
         }
         let tls = url.scheme() == "https";
@@ -353,6 +488,17 @@ impl Props<'_> {
             base_path,
             authority,
         })
+    }
+}
+
+/// `None`: absent; `Some(None)`: present but not a whole number (as a number or a string,
+/// the form property substitution leaves).
+fn whole_millis(value: Option<&Value>) -> Option<Option<u64>> {
+    match value? {
+        Value::Null => None,
+        Value::Number(n) => Some(n.as_u64()),
+        Value::String(s) => Some(s.parse::<u64>().ok()),
+        _ => Some(None),
     }
 }
 
@@ -483,6 +629,80 @@ mod tests {
         assert_eq!(
             problems,
             vec!["instanceUrl: must not embed credentials in the URL"]
+        );
+    }
+
+    #[test]
+    fn failover_urls_and_health_are_parsed_in_order() {
+        let c = parse_instance(
+            "f",
+            &json!({"authType":"basic","instanceUrl":"http://a:8080/openidm","userName":"u","password":"p",
+                    "failoverUrls":["https://b/openidm/","http://c:9/idm"],
+                    "health":{"downForMs":"2500","checkIntervalMs":1000}}),
+        )
+        .unwrap();
+        let urls: Vec<String> = c.urls().map(|u| u.base_url()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://a:8080/openidm/",
+                "https://b/openidm/",
+                "http://c:9/idm/"
+            ]
+        );
+        assert_eq!(c.health.down_for, Duration::from_millis(2500));
+        assert_eq!(c.health.check_interval, Some(Duration::from_secs(1)));
+
+        let plain = parse_instance(
+            "f",
+            &json!({"authType":"basic","instanceUrl":"http://a/","userName":"u","password":"p",
+                    "health":{"checkIntervalMs":0}}),
+        )
+        .unwrap();
+        assert!(plain.failover_urls.is_empty());
+        assert_eq!(plain.health, HealthConfig::default());
+    }
+
+    #[test]
+    fn bad_failover_urls_and_health_refuse_the_file() {
+        let problems = parse_instance(
+            "f",
+            &json!({"authType":"basic","instanceUrl":"http://a/openidm/","userName":"u","password":"p",
+                    "failoverUrls":["http://a/openidm","ftp://b/","http://u:pw@c/","http://d/?x=1", 7],
+                    "health":{"downForMs":0,"checkIntervalMs":-5,"retries":2}}),
+        )
+        .unwrap_err();
+        let text = problems.join("\n");
+        for needle in [
+            "failoverUrls/0: 'http://a/openidm/' is already listed",
+            "failoverUrls/1: must be an http or https URL",
+            "failoverUrls/2: must not embed credentials",
+            "failoverUrls/3: must not have a query string",
+            "failoverUrls/4: must be a non-empty string",
+            "health/downForMs: must be a whole number",
+            "health/checkIntervalMs: must be a whole number",
+            "health/retries: is not known",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert!(!text.contains("pw"), "a password in a problem: {text}");
+
+        let too_many: Vec<String> = (0..MAX_INSTANCE_URLS)
+            .map(|i| format!("http://h{i}/"))
+            .collect();
+        let problems = parse_instance(
+            "f",
+            &json!({"authType":"basic","instanceUrl":"http://a/","userName":"u","password":"p",
+                    "failoverUrls": too_many, "health": "yes"}),
+        )
+        .unwrap_err();
+        assert!(
+            problems[0].starts_with("failoverUrls: at most 7 URLs"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("health: must be an object"),
+            "{problems:?}"
         );
     }
 }

@@ -22,8 +22,9 @@ use serde_json::Value;
 pub use gateway::{GatewayFile, LogFormat, DEFAULT_TEMPORAL_CHECK, GATEWAY_CONFIG};
 pub use ids::{config_id_for_file, factory_of, file_for_config_id, is_config_id, pid_for};
 pub use instance::{
-    parse_instance, valid_instance_name, BearerConfig, InstanceConfig, InstanceUrl, RemoteAuth,
-    Secret, TokenAuthMethod, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
+    parse_instance, valid_instance_name, BearerConfig, HealthConfig, InstanceConfig, InstanceUrl,
+    RemoteAuth, Secret, TokenAuthMethod, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DOWN_FOR,
+    DEFAULT_READ_TIMEOUT, MAX_INSTANCE_URLS,
 };
 pub use substitute::{from_env, substitute};
 pub use trust::Trust;

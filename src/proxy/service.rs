@@ -6,6 +6,11 @@
 //! * `upstream_request_filter` / `response_filter`: header rewrites.
 //! * `upstream_response_filter` + `error_while_proxy`: one retry after a 401 to a bearer
 //!   request, with a fresh token.
+//! * Failover (`failoverUrls`): `upstream_peer` takes the first URL that is up (503 at once
+//!   when none is: the circuit is open); `connected_to_upstream` marks it up,
+//!   `fail_to_connect` down. A request moves on to the next URL when nothing of it was
+//!   sent (failed connect), or when it is a GET or HEAD; a request whose body the remote may
+//!   have read is never sent twice.
 //! * `fail_to_proxy`: CREST error bodies; `logging`: access log and metrics.
 //! * `early_request_error` (a hook of the patched pingora-proxy): CREST errors for
 //!   requests pingora refused before any phase ran (unreadable header, CONNECT).
@@ -39,7 +44,7 @@ use crate::crest::{member_url, HttpResponse, Operation, ResourceError, Router, J
 use crate::csv_import::CsvImports;
 use crate::local::{self, MAX_LOCAL_BODY};
 use crate::metrics::{method_label, LOCAL, UNKNOWN};
-use crate::remote::{Credentials, RemoteInstance, Resolver, Token};
+use crate::remote::{url_bit, Credentials, RemoteInstance, Resolver, Token};
 use crate::state::Gateway;
 
 /// How long an idle pooled connection to a remote is kept.
@@ -101,6 +106,10 @@ pub struct RequestCtx {
     instance: Option<Arc<RemoteInstance>>,
     /// Raw path under the instance, e.g. `managed/user`.
     rest: String,
+    /// The instance URL of the current attempt (index into `instance.urls`).
+    url: usize,
+    /// URLs this request has given up on (a bit per index): the next attempt skips them.
+    tried: u32,
     token: Option<Arc<Token>>,
     bearer_retried: bool,
     retry_after_401: bool,
@@ -120,6 +129,8 @@ impl ProxyHttp for GatewayProxy {
             caller: None,
             instance: None,
             rest: String::new(),
+            url: 0,
+            tried: 0,
             token: None,
             bearer_retried: false,
             retry_after_401: false,
@@ -302,24 +313,47 @@ impl ProxyHttp for GatewayProxy {
                 }
             }
         }
-        let addr = match self.resolver.resolve(&cfg.url.host, cfg.url.port).await {
-            Ok(addr) => addr,
-            Err(_) => {
-                ctx.failure = Some((
-                    ResourceError::bad_gateway(format!(
-                        "The host of remote instance '{}' cannot be resolved",
-                        cfg.name
-                    )),
-                    "resolve",
-                ));
+        // The first URL that is up and not given up on; a host that cannot be resolved is
+        // down like one that refuses connections.
+        let mut unresolved = false;
+        let (i, addr) = loop {
+            let Some(i) = inst.urls.pick(ctx.tried) else {
+                ctx.failure = Some(if unresolved {
+                    (
+                        ResourceError::bad_gateway(format!(
+                            "The host of remote instance '{}' cannot be resolved",
+                            cfg.name
+                        )),
+                        "resolve",
+                    )
+                } else {
+                    (
+                        ResourceError::unavailable(format!(
+                            "Remote instance '{}' is unavailable",
+                            cfg.name
+                        )),
+                        "unavailable",
+                    )
+                });
                 return Err(Error::explain(
                     ErrorType::ConnectNoRoute,
-                    "resolution failed",
+                    "no URL of the instance is up",
                 ));
+            };
+            let url = inst.urls.url(i);
+            match self.resolver.resolve(&url.host, url.port).await {
+                Ok(addr) => break (i, addr),
+                Err(_) => {
+                    unresolved = true;
+                    inst.urls.mark_down(i);
+                    ctx.tried |= url_bit(i);
+                }
             }
         };
+        ctx.url = i;
+        let url = inst.urls.url(i);
         // SNI is always the remote host: with rustls an empty SNI disables verification.
-        let mut peer = HttpPeer::new(addr, cfg.url.tls, cfg.url.host.clone());
+        let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
         peer.group_key = inst.group_key;
         let o = &mut peer.options;
         o.connection_timeout = Some(cfg.connect_timeout);
@@ -327,11 +361,11 @@ impl ProxyHttp for GatewayProxy {
         o.read_timeout = Some(cfg.read_timeout);
         o.write_timeout = Some(cfg.read_timeout);
         o.idle_timeout = Some(UPSTREAM_IDLE);
-        if cfg.url.tls {
+        if url.tls {
             o.alpn = ALPN::H2H1;
             o.ca = self.cas.get(&inst.trust);
         }
-        debug_assert!(!cfg.url.tls || !peer.sni().is_empty());
+        debug_assert!(!url.tls || !peer.sni().is_empty());
         Ok(Box::new(peer))
     }
 
@@ -357,7 +391,7 @@ impl ProxyHttp for GatewayProxy {
         };
         rewrite_request(
             upstream_request,
-            &inst.config.url,
+            inst.urls.url(ctx.url),
             &ctx.rest,
             authorization,
             &ctx.txid,
@@ -412,9 +446,51 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(inst) = &ctx.instance {
-            rewrite_location(upstream_response, &inst.config.url, &inst.config.name)?;
+            rewrite_location(upstream_response, inst.urls.url(ctx.url), &inst.config.name)?;
         }
         rewrite_response(upstream_response, &ctx.txid, session.is_http2())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // A connection (new, or reused after pingora checked it is still open): the URL is
+        // up, which ends a half-open trial.
+        if let Some(inst) = &ctx.instance {
+            inst.urls.mark_up(ctx.url);
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let Some(inst) = &ctx.instance else {
+            return e;
+        };
+        if marks_down(e.etype()) {
+            inst.urls.mark_down(ctx.url);
+        }
+        // Nothing of the request was sent: any method may move on to the next URL.
+        ctx.tried |= url_bit(ctx.url);
+        let next = inst.urls.has_candidate(ctx.tried);
+        if next {
+            inst.urls.count_failover();
+        }
+        e.set_retry(next);
+        e
     }
 
     fn error_while_proxy(
@@ -426,16 +502,34 @@ impl ProxyHttp for GatewayProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        let method = &session.req_header().method;
+        let replayable = matches!(*method, http::Method::GET | http::Method::HEAD)
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
         if std::mem::take(&mut ctx.retry_after_401) {
             // The remote refused the credentials, so it did not act on the request: a
             // retry is safe whatever the method.
             e.set_retry(true);
-        } else if !session.req_header().method.is_idempotent()
-            || session.as_ref().retry_buffer_truncated()
-        {
+        } else if !replayable {
+            // The remote may have read (and acted on) this request: never send it twice.
             e.set_retry(false);
+        } else if client_reused && matches!(e.retry, pingora::RetryType::ReusedOnly) {
+            // A pooled connection the remote had closed: the same URL, a fresh connection.
+            e.set_retry(true);
+        } else if transport_failure(e.etype()) {
+            // The remote went away under this GET/HEAD: the next URL, if there is one.
+            let next = ctx.instance.as_ref().is_some_and(|inst| {
+                ctx.tried |= url_bit(ctx.url);
+                inst.urls.has_candidate(ctx.tried)
+            });
+            if next {
+                if let Some(inst) = &ctx.instance {
+                    inst.urls.count_failover();
+                }
+            }
+            e.set_retry(next);
         } else {
-            e.retry.decide_reuse(client_reused);
+            e.set_retry(false);
         }
         e
     }
@@ -617,6 +711,35 @@ impl GatewayProxy {
             UNKNOWN.into()
         }
     }
+}
+
+/// Connect failures that say the URL is down (refused, reset, unreachable, timed out), as
+/// opposed to one that says it is misconfigured (a certificate that is not trusted).
+fn marks_down(etype: &ErrorType) -> bool {
+    use ErrorType::*;
+    matches!(
+        etype,
+        ConnectRefused
+            | ConnectTimedout
+            | ConnectNoRoute
+            | ConnectError
+            | SocketError
+            | TLSHandshakeTimedout
+            | ConnectionClosed
+            | ReadError
+            | WriteError
+    )
+}
+
+/// Failures of an established connection that a GET or HEAD may leave for the next URL:
+/// the connection broke. A slow answer (a read timeout) is not one: the next URL would make
+/// the caller wait twice.
+fn transport_failure(etype: &ErrorType) -> bool {
+    use ErrorType::*;
+    matches!(
+        etype,
+        ConnectionClosed | ReadError | WriteError | H2Error | InvalidH2
+    )
 }
 
 fn status_label(status: u16) -> &'static str {

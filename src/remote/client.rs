@@ -142,7 +142,10 @@ impl RemoteHandler {
         Ok(client)
     }
 
-    /// Sends `call` to `inst`, with one retry when a bearer token is rejected.
+    /// Sends `call` to `inst`'s first URL that is up, with one retry when a bearer token is
+    /// rejected. A failed connect (nothing sent) moves on to the next URL, whatever the
+    /// method; a GET or HEAD also moves on when the connection breaks before an answer.
+    /// Every URL down: 503 at once (the proxy's circuit, shared).
     async fn execute(
         &self,
         inst: &RemoteInstance,
@@ -151,11 +154,22 @@ impl RemoteHandler {
         op: &Operation,
     ) -> Result<Response, ResourceError> {
         let cfg = &inst.config;
-        let url = format!("{}{}", base_url(cfg), call.path_and_query);
+        let mut tried = 0u32;
+        let mut failed: Option<ResourceError> = None;
         let txid = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
             .map_err(|_| ResourceError::internal("cannot form a transaction id"))?;
         let mut retried = false;
         loop {
+            let Some(i) = inst.urls.pick(tried) else {
+                return Err(failed.unwrap_or_else(|| {
+                    self.count_error(cfg, "unavailable");
+                    ResourceError::unavailable(format!(
+                        "Remote instance '{}' is unavailable",
+                        cfg.name
+                    ))
+                }));
+            };
+            let url = format!("{}{}", inst.urls.url(i).base_url(), call.path_and_query);
             let (authorization, token) = match &inst.credentials {
                 Credentials::Basic(value) => (value.clone(), None),
                 Credentials::Bearer(source) => match source.token().await {
@@ -175,8 +189,30 @@ impl RemoteHandler {
                 builder = builder.body(body.clone());
             }
             let resp = match builder.send().await {
-                Ok(resp) => resp,
-                Err(e) => return Err(self.transport_error(cfg, &e)),
+                Ok(resp) => {
+                    inst.urls.mark_up(i);
+                    resp
+                }
+                Err(e) => {
+                    let (error, kind) = self.transport_error(cfg, &e);
+                    let down = matches!(
+                        kind,
+                        "connect_refused" | "connect_timeout" | "connect" | "resolve"
+                    );
+                    if down {
+                        inst.urls.mark_down(i);
+                    }
+                    let replayable = e.is_connect()
+                        || (matches!(call.method, Method::GET | Method::HEAD)
+                            && kind == "connection");
+                    tried |= super::url_bit(i);
+                    if replayable && inst.urls.has_candidate(tried) {
+                        inst.urls.count_failover();
+                        failed = Some(error);
+                        continue;
+                    }
+                    return Err(error);
+                }
             };
             if resp.status() == http::StatusCode::UNAUTHORIZED {
                 if let (Credentials::Bearer(source), Some(token)) = (&inst.credentials, &token) {
@@ -221,12 +257,17 @@ impl RemoteHandler {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(body),
-                Err(e) => return Err(self.transport_error(cfg, &e)),
+                Err(e) => return Err(self.transport_error(cfg, &e).0),
             }
         }
     }
 
-    fn transport_error(&self, cfg: &InstanceConfig, e: &reqwest::Error) -> ResourceError {
+    /// The CREST error and the metric kind of a failed exchange, counted and logged.
+    fn transport_error(
+        &self,
+        cfg: &InstanceConfig,
+        e: &reqwest::Error,
+    ) -> (ResourceError, &'static str) {
         let (err, kind) = classify_transport(cfg, e);
         tracing::warn!(
             instance = %cfg.name,
@@ -235,7 +276,7 @@ impl RemoteHandler {
             "remote CREST request failed"
         );
         self.count_error(cfg, kind);
-        err
+        (err, kind)
     }
 
     fn count_error(&self, cfg: &InstanceConfig, kind: &str) {
@@ -318,12 +359,6 @@ fn build_client(inst: &RemoteInstance) -> reqwest::Result<reqwest::Client> {
         }
     }
     builder.build()
-}
-
-/// `http(s)://authority/base/path/` of an instance (always ending in `/`).
-fn base_url(cfg: &InstanceConfig) -> String {
-    let scheme = if cfg.url.tls { "https" } else { "http" };
-    format!("{scheme}://{}{}", cfg.url.authority, cfg.url.base_path)
 }
 
 /// One HTTP request to a remote, without credentials and transaction id.

@@ -2,6 +2,8 @@
 //!
 //! A rebuild keeps what is still valid: an instance whose credentials, token endpoint,
 //! timeouts and trust did not change keeps its token cache; anything else starts fresh.
+//! An instance kept as it was keeps its URLs' health and checks; a new or changed one starts
+//! with every URL up (and its own checks), and the one it replaces is retired.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -13,6 +15,7 @@ use http::HeaderValue;
 use crate::config::{ConfSnapshot, InstanceConfig, RemoteAuth, Trust};
 use crate::metrics::Metrics;
 
+use super::health::{spawn_checks, UrlSet};
 use super::{http_client, TokenSource};
 
 /// How the gateway authenticates to one remote.
@@ -30,6 +33,9 @@ pub struct RemoteInstance {
     /// pooled connection made under old settings is never reused (pingora's pool key
     /// ignores the CA).
     pub group_key: u64,
+    /// `instanceUrl` and `failoverUrls` with their health, shared by the proxy, the CREST
+    /// client and the active checks.
+    pub urls: Arc<UrlSet>,
 }
 
 #[derive(Default)]
@@ -67,7 +73,9 @@ impl Registry {
             }
             match build_instance(config, &conf.trust, old, metrics) {
                 Ok(inst) => {
-                    instances.insert(name.clone(), Arc::new(inst));
+                    let inst = Arc::new(inst);
+                    spawn_checks(&inst);
+                    instances.insert(name.clone(), inst);
                 }
                 Err(e) => {
                     tracing::error!(instance = %name, error = %e, "cannot build remote instance");
@@ -75,6 +83,21 @@ impl Registry {
                         instances.insert(name.clone(), old.clone());
                     }
                 }
+            }
+        }
+        // Old health first, so a successor's gauges with the same labels stay.
+        for (name, old) in &prev.instances {
+            if !instances.get(name).is_some_and(|new| Arc::ptr_eq(new, old)) {
+                old.urls.retire();
+            }
+        }
+        for (name, new) in &instances {
+            let kept = prev
+                .instances
+                .get(name)
+                .is_some_and(|old| Arc::ptr_eq(new, old));
+            if !kept && new.config.enabled {
+                new.urls.publish();
             }
         }
         Registry { instances }
@@ -130,6 +153,7 @@ fn build_instance(
     let mut h = std::collections::hash_map::DefaultHasher::new();
     config.name.hash(&mut h);
     config.url.hash(&mut h);
+    config.failover_urls.hash(&mut h);
     config.connect_timeout.hash(&mut h);
     config.read_timeout.hash(&mut h);
     trust.fingerprint.hash(&mut h);
@@ -138,5 +162,11 @@ fn build_instance(
         credentials,
         trust: trust.clone(),
         group_key: h.finish(),
+        urls: Arc::new(UrlSet::new(
+            &config.name,
+            config.urls(),
+            &config.health,
+            metrics.clone(),
+        )),
     })
 }

@@ -247,3 +247,94 @@ fn percent_decode(s: &str) -> String {
         .decode_utf8_lossy()
         .into_owned()
 }
+
+/// A keep-alive HTTP/1.1 remote that closes a connection once it has been idle for
+/// `idle` (as Jetty does after its idle timeout), the way a remote drops pooled
+/// connections. Each request gets `200` with `{"n":<bodies so far>}`; every request body
+/// received is kept, in order.
+pub struct IdleClosingUpstream {
+    inner: FaultServer,
+    bodies: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl IdleClosingUpstream {
+    pub fn start(idle: Duration) -> Self {
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = bodies.clone();
+        let inner = FaultServer::start("idle-closing-upstream", move |mut stream| {
+            let log = log.clone();
+            async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(body) = read_request(&mut stream, &mut buf, idle).await else {
+                        // Idle too long, or the peer went away: close.
+                        let _ = stream.shutdown().await;
+                        return;
+                    };
+                    let n = {
+                        let mut bodies = log.lock().unwrap();
+                        bodies.push(String::from_utf8_lossy(&body).into_owned());
+                        bodies.len()
+                    };
+                    let json = format!("{{\"n\":{n}}}");
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\n\r\n{json}",
+                        json.len()
+                    );
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let _ = stream.flush().await;
+                }
+            }
+        });
+        Self { inner, bodies }
+    }
+
+    /// The request bodies received so far.
+    pub fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+fault_accessors!(IdleClosingUpstream);
+
+/// Reads one request (head and a `Content-Length` body) from `stream`, keeping bytes of
+/// the next one in `buf`. `None` when nothing arrives for `idle` before the first byte, or
+/// the peer closes or stalls (10 s) mid-request.
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    idle: Duration,
+) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let wait = if buf.is_empty() {
+            idle
+        } else {
+            Duration::from_secs(10)
+        };
+        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+    let body = buf[head_end..head_end + len].to_vec();
+    buf.drain(..head_end + len);
+    Some(body)
+}

@@ -25,7 +25,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 pub use faults::{
-    GarbageUpstream, HangingUpstream, ResettingUpstream, ScriptedCrest, SlowBodyUpstream,
+    GarbageUpstream, HangingUpstream, IdleClosingUpstream, ResettingUpstream, ScriptedCrest,
+    SlowBodyUpstream,
 };
 pub use gateway::{basic_instance, bearer_instance, Gateway, GatewayBuilder, ADMIN_USER};
 pub use oauth::OidcProvider;
@@ -74,6 +75,16 @@ pub fn free_port() -> u16 {
 /// Bind a std listener on 127.0.0.1:0, non-blocking, ready for tokio.
 pub(crate) fn bind_loopback() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener
+        .set_nonblocking(true)
+        .expect("set listener non-blocking");
+    let addr = listener.local_addr().expect("listener local_addr");
+    (listener, addr)
+}
+
+/// Bind a std listener on 127.0.0.1:`port`, non-blocking, ready for tokio.
+pub(crate) fn bind_loopback_port(port: u16) -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the reserved port");
     listener
         .set_nonblocking(true)
         .expect("set listener non-blocking");
@@ -159,6 +170,13 @@ impl ServerRuntime {
             .build()
             .expect("build test server runtime");
         Self { rt: Some(rt) }
+    }
+
+    /// Stops every task now, closing every socket they held.
+    pub(crate) fn shutdown(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {

@@ -107,13 +107,19 @@ pub struct RecordingUpstream {
     addr: SocketAddr,
     tls: bool,
     shared: Arc<Shared>,
-    _rt: ServerRuntime,
+    rt: ServerRuntime,
 }
 
 impl RecordingUpstream {
     /// Plain HTTP (HTTP/1.1 and h2c prior knowledge) on 127.0.0.1:<free>.
     pub fn start() -> Self {
         Self::start_inner(None)
+    }
+
+    /// Plain HTTP on 127.0.0.1:`port` (a port a test reserved, e.g. one a gateway was
+    /// already told about while nothing listened there).
+    pub fn start_on(port: u16) -> Self {
+        Self::start_with(None, super::bind_loopback_port(port))
     }
 
     /// HTTPS with `config` (use [`super::TestPki::server_config`], which
@@ -123,8 +129,14 @@ impl RecordingUpstream {
     }
 
     fn start_inner(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        Self::start_with(tls, super::bind_loopback())
+    }
+
+    fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        (std_listener, addr): (std::net::TcpListener, SocketAddr),
+    ) -> Self {
         let rt = ServerRuntime::new("recording-upstream", 2);
-        let (std_listener, addr) = super::bind_loopback();
         let listener = rt.tokio_listener(std_listener);
         let shared = Arc::new(Shared::default());
         let is_tls = tls.is_some();
@@ -155,8 +167,14 @@ impl RecordingUpstream {
             addr,
             tls: is_tls,
             shared,
-            _rt: rt,
+            rt,
         }
+    }
+
+    /// Dies like a killed process: the listener and every connection close at once
+    /// (requests in flight get no answer). What was recorded stays readable.
+    pub fn kill(&mut self) {
+        self.rt.shutdown();
     }
 
     pub fn addr(&self) -> SocketAddr {
