@@ -245,7 +245,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             "external/idm",
             Arc::new(RemoteHandler::with_registry(
                 move || remote_gw.live().registry.clone(),
-                metrics.clone(),
+                gw.metrics.clone(),
             )),
         )
         .mount("external/rest", Arc::new(RestHandler::new(gw.clone())))
