@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{Opt, Server};
 use pingora::server::configuration::ServerConf;
+use pingora::server::ExecutionPhase;
 
 use crate::auth::CachingAuthenticator;
 use crate::config::{watcher, Dirs};
@@ -13,8 +14,10 @@ use crate::crypto::Crypto;
 use crate::csv_import::{CsvHandler, CsvImports};
 use crate::external::{EmailHandler, RestHandler};
 use crate::internal::{InternalHandler, StoreAuthenticator};
+use crate::lifecycle::{self, Drain};
 use crate::local::{ConfigHandler, FeatureHandler, InfoHandler, MetricsHandler, SchemaHandler};
 use crate::managed::policy::service::PolicyHandler;
+use crate::managed::relationships::notify::Notifier;
 use crate::managed::ManagedHandler;
 use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
@@ -45,16 +48,45 @@ pub struct Built {
     pub crypto: Arc<Crypto>,
     /// Bulk import (`csv/...`, `/upload/csv/...`, `/export/csvImportFailures/...`).
     pub csv: Arc<CsvImports>,
+    /// Set when this process drains; the background writers stop starting work.
+    pub drain: Drain,
+    /// The temporal constraints' check, started with the scheduler.
+    temporal: (Arc<Notifier>, std::time::Duration),
 }
 
-/// Seconds a graceful stop (SIGTERM) waits before closing listeners, and then for
-/// in-flight requests: short, so container stops do not end in a kill.
-const GRACE_PERIOD_SECONDS: u64 = 1;
-const GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+impl Built {
+    /// Starts the background writers (scheduler, temporal constraints' check). During an
+    /// upgrade the new process calls this only once it holds the listeners, by which time
+    /// the old one's drain has started: scheduled work never runs in both.
+    pub fn start_background(&self) -> Result<(), String> {
+        let (notifier, every) = &self.temporal;
+        crate::managed::relationships::temporal::spawn_sweeper(
+            notifier.clone(),
+            *every,
+            self.drain.clone(),
+        )?;
+        spawn_scheduler(self.scheduler.clone(), self.drain.clone())
+    }
+}
+
+/// After the drain window (`shutdownGraceSeconds`, during which in-flight requests finish),
+/// how long pingora waits for blocking tasks; async tasks still running are dropped.
+const GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 1;
+
+/// How many seconds each side of an upgrade waits for the other on the upgrade socket:
+/// the new process for the old one's SIGQUIT, the old one for the new one's socket.
+const UPGRADE_SOCK_RETRIES: usize = 30;
 
 /// Opens the store (seeding it on first start), loads the conf, builds the router and
-/// starts the watcher.
+/// starts the watcher and the background writers (scheduler, temporal constraints).
 pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
+    let built = build_parts(settings)?;
+    built.start_background()?;
+    Ok(built)
+}
+
+/// [`build_gateway`] without starting the background writers.
+fn build_parts(settings: &Settings) -> Result<Built, String> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         format!(
             "cannot create data dir {}: {e}",
@@ -141,10 +173,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .with_engine(engine.clone()),
     );
     rt.block_on(managed.index_all());
-    crate::managed::relationships::temporal::spawn_sweeper(
-        managed.notifier(),
-        settings.temporal_check,
-    )?;
+    let temporal = (managed.notifier(), settings.temporal_check);
     // System objects: REST writes are pushed like managed ones; liveSync pushes through
     // the sync service.
     let systems_gw = gw.clone();
@@ -241,7 +270,6 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     engine.host().set_router(&router);
     scanner.set_router(&router);
     csv.set_router(&router);
-    spawn_scheduler(scheduler.clone())?;
     Ok(Built {
         gw,
         router,
@@ -251,6 +279,8 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         engine,
         crypto,
         csv,
+        drain: Drain::new(),
+        temporal,
     })
 }
 
@@ -281,7 +311,7 @@ fn start_engine(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<Scrip
 
 /// The scheduler loop runs on its own small runtime: `build_gateway` runs before pingora's
 /// runtimes exist, and scheduled runs should not compete with request threads anyway.
-fn spawn_scheduler(scheduler: Arc<Scheduler>) -> Result<(), String> {
+fn spawn_scheduler(scheduler: Arc<Scheduler>, drain: Drain) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("scheduler")
@@ -290,12 +320,16 @@ fn spawn_scheduler(scheduler: Arc<Scheduler>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the scheduler runtime: {e}"))?;
     std::thread::Builder::new()
         .name("scheduler".into())
-        .spawn(move || rt.block_on(scheduler.run()))
+        .spawn(move || rt.block_on(scheduler.run(drain)))
         .map_err(|e| format!("cannot start the scheduler thread: {e}"))?;
     Ok(())
 }
 
-/// Runs the gateway until it is stopped (SIGTERM: graceful; SIGINT: fast).
+/// Runs the gateway until it is stopped (SIGTERM: graceful; SIGINT: fast; SIGQUIT: hand
+/// the listeners over to a process started with `--upgrade`, then drain).
+///
+/// With `--upgrade` the whole gateway is built (conf, store) before the listeners are
+/// asked for: a new process that cannot start fails before the old one is told to go.
 pub fn run(settings: Settings) -> Result<(), String> {
     if !settings.conf_dir.is_dir() {
         return Err(format!(
@@ -303,20 +337,51 @@ pub fn run(settings: Settings) -> Result<(), String> {
             settings.conf_dir.display()
         ));
     }
-    let built = build_gateway(&settings)?;
+    let upgrade_sock = settings
+        .upgrade_sock
+        .to_str()
+        .ok_or_else(|| {
+            format!(
+                "the upgrade socket path {} is not UTF-8",
+                settings.upgrade_sock.display()
+            )
+        })?
+        .to_owned();
+    if upgrade_sock.len() > 107 {
+        return Err(format!(
+            "the upgrade socket path {upgrade_sock} is longer than a unix socket path may be (107 bytes)"
+        ));
+    }
+    let built = build_parts(&settings)?;
 
     let conf = ServerConf {
         threads: settings.threads,
-        grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
+        grace_period_seconds: Some(settings.shutdown_grace_seconds),
         graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
+        upgrade_sock,
+        upgrade_sock_connect_accept_max_retries: Some(UPGRADE_SOCK_RETRIES),
         // One retry after a remote rejected a bearer token, plus one of pingora's own
         // retries of a failed reused connection.
         max_retries: 3,
         upstream_keepalive_pool_size: 512,
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    let opt = Opt {
+        upgrade: settings.upgrade,
+        ..Opt::default()
+    };
+    if settings.upgrade {
+        tracing::info!(
+            upgrade_sock = %settings.upgrade_sock.display(),
+            "waiting for the running gateway to hand its listeners over"
+        );
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // With --upgrade this blocks until the old process sent its listeners (after its
+    // SIGQUIT), and exits the process if none came.
     server.bootstrap();
+    follow_phases(server.watch_execution_phase(), &built)?;
+    built.start_background()?;
 
     let mut service = pingora::proxy::http_proxy_service(
         &server.configuration,
@@ -346,4 +411,39 @@ pub fn run(settings: Settings) -> Result<(), String> {
     );
     server.add_service(service);
     server.run_forever()
+}
+
+/// Reacts to pingora's execution phases on a thread of its own: tells systemd when this
+/// process serves (and that it is the main one now, after an upgrade), and starts the
+/// drain when it hands its listeners over or stops.
+fn follow_phases(
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+    built: &Built,
+) -> Result<(), String> {
+    use tokio::sync::broadcast::error::RecvError;
+    let drain = built.drain.clone();
+    std::thread::Builder::new()
+        .name("lifecycle".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::Running) => {
+                    tracing::info!(pid = std::process::id(), "idm-gateway serving");
+                    lifecycle::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
+                }
+                Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                    // No STOPPING=1: the unit goes on, in the new process.
+                    tracing::info!("handing the listeners over to the new process; draining");
+                    drain.start();
+                }
+                Ok(ExecutionPhase::GracefulTerminate) => {
+                    tracing::info!("stopping; draining");
+                    drain.start();
+                    lifecycle::notify_systemd("STOPPING=1");
+                }
+                Ok(ExecutionPhase::Terminated) | Err(RecvError::Closed) => return,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+            }
+        })
+        .map_err(|e| format!("cannot start the lifecycle thread: {e}"))?;
+    Ok(())
 }

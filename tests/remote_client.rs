@@ -59,6 +59,9 @@ impl Local {
             trusted_proxies: Vec::new(),
             rate_limit: Default::default(),
             max_upload_bytes: idm_gateway::csv_import::DEFAULT_MAX_UPLOAD_BYTES,
+            upgrade: false,
+            upgrade_sock: root.path().join("data/upgrade.sock"),
+            shutdown_grace_seconds: idm_gateway::config::DEFAULT_SHUTDOWN_GRACE_SECONDS,
         };
         let built = std::thread::spawn(move || build_gateway(&settings))
             .join()
