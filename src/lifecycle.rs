@@ -4,6 +4,9 @@
 //!
 //! It must not decide when the process stops: pingora does (SIGTERM, SIGQUIT); this module
 //! only reacts to its execution phases.
+//!
+//! [`InstanceLock`]: one gateway process owns a data directory at a time; during an upgrade
+//! the new one serves before it owns it, and takes it over when the old one exits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +28,45 @@ impl Drain {
 
     pub fn is_draining(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `DATA/gateway.lock`, locked (`flock`, released by the kernel when the process exits) by
+/// the process that owns the data directory: the one whose start-up recovery (interrupted
+/// reconciliation runs and CSV imports) and scheduler may act on the store.
+pub struct InstanceLock {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl InstanceLock {
+    pub fn open(data_dir: &std::path::Path) -> Result<Self, String> {
+        let path = data_dir.join("gateway.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Ok(Self { file, path })
+    }
+
+    /// Takes the lock if nobody holds it; false when another process does.
+    pub fn try_take(&self) -> Result<bool, String> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("cannot lock {}: {e}", self.path.display()))
+            }
+        }
+    }
+
+    /// Waits until the lock is free (the process holding it exited), then takes it.
+    pub fn take(&self) -> Result<(), String> {
+        self.file
+            .lock()
+            .map_err(|e| format!("cannot lock {}: {e}", self.path.display()))
     }
 }
 
@@ -69,6 +111,17 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nMAINPID=42");
+    }
+
+    #[test]
+    fn one_holder_of_the_instance_lock_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = InstanceLock::open(dir.path()).unwrap();
+        let second = InstanceLock::open(dir.path()).unwrap();
+        assert!(first.try_take().unwrap());
+        assert!(!second.try_take().unwrap());
+        drop(first);
+        assert!(second.try_take().unwrap());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::crypto::Crypto;
 use crate::csv_import::{CsvHandler, CsvImports};
 use crate::external::{EmailHandler, RestHandler};
 use crate::internal::{InternalHandler, StoreAuthenticator};
-use crate::lifecycle::{self, Drain};
+use crate::lifecycle::{self, Drain, InstanceLock};
 use crate::local::{ConfigHandler, FeatureHandler, InfoHandler, MetricsHandler, SchemaHandler};
 use crate::managed::policy::service::PolicyHandler;
 use crate::managed::relationships::notify::Notifier;
@@ -52,9 +52,26 @@ pub struct Built {
     pub drain: Drain,
     /// The temporal constraints' check, started with the scheduler.
     temporal: (Arc<Notifier>, std::time::Duration),
+    sync: Arc<SyncService>,
 }
 
 impl Built {
+    /// Start-up recovery: reconciliation runs and CSV imports a previous process left
+    /// running are marked as cut off. Only the owner of the data directory may do it (see
+    /// [`lifecycle::InstanceLock`]); `clean_spool`: also remove spool files no import names
+    /// (not while this process serves: an upload being spooled has no record yet).
+    pub async fn recover(&self, clean_spool: bool) -> Result<(), String> {
+        self.sync
+            .recover()
+            .await
+            .map_err(|e| format!("cannot read the reconciliation runs: {e}"))?;
+        self.csv
+            .recover(clean_spool)
+            .await
+            .map_err(|e| format!("cannot read the CSV import records: {e}"))?;
+        Ok(())
+    }
+
     /// Starts the background writers (scheduler, temporal constraints' check). During an
     /// upgrade the new process calls this only once it holds the listeners, by which time
     /// the old one's drain has started: scheduled work never runs in both.
@@ -81,11 +98,21 @@ const UPGRADE_SOCK_RETRIES: usize = 30;
 /// starts the watcher and the background writers (scheduler, temporal constraints).
 pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     let built = build_parts(settings)?;
+    block_on(built.recover(true))??;
     built.start_background()?;
     Ok(built)
 }
 
-/// [`build_gateway`] without starting the background writers.
+/// Runs start-up work on a short-lived runtime: pingora builds its own later.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    Ok(rt.block_on(work))
+}
+
+/// [`build_gateway`] without the recovery and the background writers.
 fn build_parts(settings: &Settings) -> Result<Built, String> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         format!(
@@ -142,8 +169,6 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         metrics.clone(),
     ));
     sync.set_scripts(engine.clone());
-    rt.block_on(sync.recover())
-        .map_err(|e| format!("cannot read the reconciliation runs: {e}"))?;
     let schedules_gw = gw.clone();
     let scheduler = Arc::new(Scheduler::new(
         Arc::new(move || schedules_gw.live().schedules.clone()),
@@ -200,8 +225,6 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         &settings.data_dir,
         settings.max_upload_bytes,
     )?;
-    rt.block_on(csv.recover())
-        .map_err(|e| format!("cannot read the CSV import records: {e}"))?;
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler(gw.clone())))
@@ -281,6 +304,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         csv,
         drain: Drain::new(),
         temporal,
+        sync,
     })
 }
 
@@ -352,7 +376,33 @@ pub fn run(settings: Settings) -> Result<(), String> {
             "the upgrade socket path {upgrade_sock} is longer than a unix socket path may be (107 bytes)"
         ));
     }
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot create data dir {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let lock = InstanceLock::open(&settings.data_dir)?;
+    let owner = lock.try_take()?;
+    match (owner, settings.upgrade) {
+        (false, false) => {
+            return Err(format!(
+                "another idm-gateway runs on the data directory {} (start this one with --upgrade to take over from it)",
+                settings.data_dir.display()
+            ))
+        }
+        (true, true) => {
+            return Err(format!(
+                "--upgrade: no idm-gateway runs on the data directory {} to take over from",
+                settings.data_dir.display()
+            ))
+        }
+        _ => {}
+    }
     let built = build_parts(&settings)?;
+    if owner {
+        block_on(built.recover(true))??;
+    }
 
     let conf = ServerConf {
         threads: settings.threads,
@@ -381,7 +431,12 @@ pub fn run(settings: Settings) -> Result<(), String> {
     // SIGQUIT), and exits the process if none came.
     server.bootstrap();
     follow_phases(server.watch_execution_phase(), &built)?;
-    built.start_background()?;
+    let built = Arc::new(built);
+    if owner {
+        built.start_background()?;
+    } else {
+        take_over_when_free(lock, built.clone())?;
+    }
 
     let mut service = pingora::proxy::http_proxy_service(
         &server.configuration,
@@ -411,6 +466,43 @@ pub fn run(settings: Settings) -> Result<(), String> {
     );
     server.add_service(service);
     server.run_forever()
+}
+
+/// During an upgrade: once the old process exited (its lock is free), this one owns the data
+/// directory; it recovers what the old one left cut off and starts the scheduler. Until then
+/// no scheduled work runs in either (the old one stopped starting any at the handover).
+fn take_over_when_free(lock: InstanceLock, built: Arc<Built>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("take-over".into())
+        .spawn(move || {
+            if let Err(e) = lock.take() {
+                tracing::error!("cannot take the data directory over: {e}");
+                return;
+            }
+            if built.drain.is_draining() {
+                // Replaced before the previous process exited: the lock goes (with this
+                // thread's end) to the process that replaced this one.
+                return;
+            }
+            let outcome = block_on(built.recover(false))
+                .and_then(|recovered| recovered)
+                .and_then(|()| built.start_background());
+            match outcome {
+                Ok(()) => {
+                    // The lock lives as long as the process.
+                    std::mem::forget(lock);
+                    tracing::info!(
+                        pid = std::process::id(),
+                        "the previous process exited: this one owns the data directory"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    "cannot take the data directory over from the previous process: {e}"
+                ),
+            }
+        })
+        .map_err(|e| format!("cannot start the take-over thread: {e}"))?;
+    Ok(())
 }
 
 /// Reacts to pingora's execution phases on a thread of its own: tells systemd when this

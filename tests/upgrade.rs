@@ -256,10 +256,61 @@ async fn twenty_upgrades_under_load_fail_no_request() {
     assert!(gw.is_running());
     let ping = gw.get("/openidm/info/ping").send().await.unwrap();
     assert_eq!(ping.status(), 200);
+    let logs = gw.logs();
     assert!(
-        gw.logs().matches("handing the listeners over").count() >= UPGRADES,
+        logs.matches("handing the listeners over").count() >= UPGRADES,
         "each old process drained"
     );
+    // The first process owned the data directory: its scheduler stopped at the handover
+    // (the ones in between never started theirs: replaced before their predecessor exited).
+    assert!(logs.contains("scheduler stopped: the process is draining"));
+    // Its predecessors gone, the last process owns the data directory (recovery, scheduler).
+    let owner = format!(
+        "the previous process exited: this one owns the data directory pid={}",
+        gw.pid()
+    );
+    assert!(gw.wait_for_log(&owner, STEP_TIMEOUT).await, "{owner}");
+}
+
+/// The data directory's owner: a second gateway on it is refused, and `--upgrade` without a
+/// gateway to take over from is refused too (instead of waiting for one).
+#[tokio::test]
+async fn one_gateway_per_data_directory() {
+    let gw = Gateway::start().await;
+    let second = |upgrade: bool, data: &std::path::Path| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_idm-gateway"));
+        cmd.arg("--conf")
+            .arg(gw.conf_dir())
+            .arg("--data")
+            .arg(data)
+            .arg("--certs")
+            .arg(gw.certs_dir())
+            .args(["--listen", &format!("127.0.0.1:{}", common::free_port())]);
+        if upgrade {
+            cmd.arg("--upgrade");
+        }
+        let out = cmd.output().expect("run a second gateway");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, log) = second(false, &gw.data_dir());
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("another idm-gateway runs on the data directory") && log.contains("--upgrade"),
+        "{log}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let (status, log) = second(true, empty.path());
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("no idm-gateway runs on the data directory"),
+        "{log}"
+    );
+    // The first one was not disturbed.
+    let ping = gw.get("/openidm/info/ping").send().await.unwrap();
+    assert_eq!(ping.status(), 200);
 }
 
 #[tokio::test]
