@@ -73,8 +73,8 @@ impl Built {
     }
 
     /// Starts the background writers (scheduler, temporal constraints' check). During an
-    /// upgrade the new process calls this only once it holds the listeners, by which time
-    /// the old one's drain has started: scheduled work never runs in both.
+    /// upgrade the new process calls this only once it owns the data directory, i.e. once
+    /// the old one exited: scheduled work never runs in both.
     pub fn start_background(&self) -> Result<(), String> {
         let (notifier, every) = &self.temporal;
         crate::managed::relationships::temporal::spawn_sweeper(
@@ -89,10 +89,6 @@ impl Built {
 /// After the drain window (`shutdownGraceSeconds`, during which in-flight requests finish),
 /// how long pingora waits for blocking tasks; async tasks still running are dropped.
 const GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 1;
-
-/// How many seconds each side of an upgrade waits for the other on the upgrade socket:
-/// the new process for the old one's SIGQUIT, the old one for the new one's socket.
-const UPGRADE_SOCK_RETRIES: usize = 30;
 
 /// Opens the store (seeding it on first start), loads the conf, builds the router and
 /// starts the watcher and the background writers (scheduler, temporal constraints).
@@ -408,8 +404,9 @@ pub fn run(settings: Settings) -> Result<(), String> {
         threads: settings.threads,
         grace_period_seconds: Some(settings.shutdown_grace_seconds),
         graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
+        // Each side of an upgrade waits 5 s for the other on this socket (pingora's fixed
+        // wait: 0.9.1 does not read `upgrade_sock_connect_accept_max_retries`).
         upgrade_sock,
-        upgrade_sock_connect_accept_max_retries: Some(UPGRADE_SOCK_RETRIES),
         // One retry after a remote rejected a bearer token, plus one of pingora's own
         // retries of a failed reused connection.
         max_retries: 3,
