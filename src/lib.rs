@@ -13,6 +13,7 @@ pub mod csv_import;
 pub mod events;
 pub mod external;
 pub mod internal;
+pub mod lifecycle;
 pub mod local;
 pub mod managed;
 pub mod metrics;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{Opt, Server};
 use pingora::server::configuration::ServerConf;
+use pingora::server::ExecutionPhase;
 
 use crate::access::privileges::{PrivilegeHandler, Privileges};
 use crate::auth::{AccountChanges, Authn};
@@ -14,8 +15,10 @@ use crate::crypto::Crypto;
 use crate::csv_import::{CsvHandler, CsvImports};
 use crate::external::{EmailHandler, RestHandler};
 use crate::internal::InternalHandler;
+use crate::lifecycle::{self, Drain, InstanceLock};
 use crate::local::{ConfigHandler, FeatureHandler, InfoHandler, MetricsHandler, SchemaHandler};
 use crate::managed::policy::service::PolicyHandler;
+use crate::managed::relationships::notify::Notifier;
 use crate::managed::ManagedHandler;
 use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
@@ -46,16 +49,68 @@ pub struct Built {
     pub crypto: Arc<Crypto>,
     /// Bulk import (`csv/...`, `/upload/csv/...`, `/export/csvImportFailures/...`).
     pub csv: Arc<CsvImports>,
+    /// Set when this process drains; the background writers stop starting work.
+    pub drain: Drain,
+    /// The temporal constraints' check, started with the scheduler.
+    temporal: (Arc<Notifier>, std::time::Duration),
+    sync: Arc<SyncService>,
 }
 
-/// Seconds a graceful stop (SIGTERM) waits before closing listeners, and then for
-/// in-flight requests: short, so container stops do not end in a kill.
-const GRACE_PERIOD_SECONDS: u64 = 1;
-const GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+impl Built {
+    /// Start-up recovery: reconciliation runs and CSV imports a previous process left
+    /// running are marked as cut off. Only the owner of the data directory may do it (see
+    /// [`lifecycle::InstanceLock`]); `clean_spool`: also remove spool files no import names
+    /// (not while this process serves: an upload being spooled has no record yet).
+    pub async fn recover(&self, clean_spool: bool) -> Result<(), String> {
+        self.sync
+            .recover()
+            .await
+            .map_err(|e| format!("cannot read the reconciliation runs: {e}"))?;
+        self.csv
+            .recover(clean_spool)
+            .await
+            .map_err(|e| format!("cannot read the CSV import records: {e}"))?;
+        Ok(())
+    }
+
+    /// Starts the background writers (scheduler, temporal constraints' check). During an
+    /// upgrade the new process calls this only once it owns the data directory, i.e. once
+    /// the old one exited: scheduled work never runs in both.
+    pub fn start_background(&self) -> Result<(), String> {
+        let (notifier, every) = &self.temporal;
+        crate::managed::relationships::temporal::spawn_sweeper(
+            notifier.clone(),
+            *every,
+            self.drain.clone(),
+        )?;
+        spawn_scheduler(self.scheduler.clone(), self.drain.clone())
+    }
+}
+
+/// After the drain window (`shutdownGraceSeconds`, during which in-flight requests finish),
+/// how long pingora waits for blocking tasks; async tasks still running are dropped.
+const GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 1;
 
 /// Opens the store (seeding it on first start), loads the conf, builds the router and
-/// starts the watcher.
+/// starts the watcher and the background writers (scheduler, temporal constraints).
 pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
+    let built = build_parts(settings)?;
+    block_on(built.recover(true))??;
+    built.start_background()?;
+    Ok(built)
+}
+
+/// Runs start-up work on a short-lived runtime: pingora builds its own later.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    Ok(rt.block_on(work))
+}
+
+/// [`build_gateway`] without the recovery and the background writers.
+fn build_parts(settings: &Settings) -> Result<Built, String> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         format!(
             "cannot create data dir {}: {e}",
@@ -114,8 +169,6 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         metrics.clone(),
     ));
     sync.set_scripts(engine.clone());
-    rt.block_on(sync.recover())
-        .map_err(|e| format!("cannot read the reconciliation runs: {e}"))?;
     let schedules_gw = gw.clone();
     let scheduler = Arc::new(Scheduler::new(
         Arc::new(move || schedules_gw.live().schedules.clone()),
@@ -152,10 +205,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         .with_engine(engine.clone()),
     );
     rt.block_on(managed.index_all());
-    crate::managed::relationships::temporal::spawn_sweeper(
-        managed.notifier(),
-        settings.temporal_check,
-    )?;
+    let temporal = (managed.notifier(), settings.temporal_check);
     // System objects: REST writes are pushed like managed ones; liveSync pushes through
     // the sync service.
     let systems_gw = gw.clone();
@@ -182,8 +232,6 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         &settings.data_dir,
         settings.max_upload_bytes,
     )?;
-    rt.block_on(csv.recover())
-        .map_err(|e| format!("cannot read the CSV import records: {e}"))?;
     let access_gw = gw.clone();
     let remote_gw = gw.clone();
     let privilege_gw = gw.clone();
@@ -280,7 +328,6 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     engine.host().set_router(&router);
     scanner.set_router(&router);
     csv.set_router(&router);
-    spawn_scheduler(scheduler.clone())?;
     Ok(Built {
         gw,
         router,
@@ -290,6 +337,9 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         engine,
         crypto,
         csv,
+        drain: Drain::new(),
+        temporal,
+        sync,
     })
 }
 
@@ -320,7 +370,7 @@ fn start_engine(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<Scrip
 
 /// The scheduler loop runs on its own small runtime: `build_gateway` runs before pingora's
 /// runtimes exist, and scheduled runs should not compete with request threads anyway.
-fn spawn_scheduler(scheduler: Arc<Scheduler>) -> Result<(), String> {
+fn spawn_scheduler(scheduler: Arc<Scheduler>, drain: Drain) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("scheduler")
@@ -329,12 +379,16 @@ fn spawn_scheduler(scheduler: Arc<Scheduler>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the scheduler runtime: {e}"))?;
     std::thread::Builder::new()
         .name("scheduler".into())
-        .spawn(move || rt.block_on(scheduler.run()))
+        .spawn(move || rt.block_on(scheduler.run(drain)))
         .map_err(|e| format!("cannot start the scheduler thread: {e}"))?;
     Ok(())
 }
 
-/// Runs the gateway until it is stopped (SIGTERM: graceful; SIGINT: fast).
+/// Runs the gateway until it is stopped (SIGTERM: graceful; SIGINT: fast; SIGQUIT: hand
+/// the listeners over to a process started with `--upgrade`, then drain).
+///
+/// With `--upgrade` the whole gateway is built (conf, store) before the listeners are
+/// asked for: a new process that cannot start fails before the old one is told to go.
 pub fn run(settings: Settings) -> Result<(), String> {
     if !settings.conf_dir.is_dir() {
         return Err(format!(
@@ -342,21 +396,84 @@ pub fn run(settings: Settings) -> Result<(), String> {
             settings.conf_dir.display()
         ));
     }
-    let built = build_gateway(&settings)?;
+    let upgrade_sock = settings
+        .upgrade_sock
+        .to_str()
+        .ok_or_else(|| {
+            format!(
+                "the upgrade socket path {} is not UTF-8",
+                settings.upgrade_sock.display()
+            )
+        })?
+        .to_owned();
+    if upgrade_sock.len() > 107 {
+        return Err(format!(
+            "the upgrade socket path {upgrade_sock} is longer than a unix socket path may be (107 bytes)"
+        ));
+    }
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot create data dir {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let lock = InstanceLock::open(&settings.data_dir)?;
+    let owner = lock.try_take()?;
+    match (owner, settings.upgrade) {
+        (false, false) => {
+            return Err(format!(
+                "another idm-gateway runs on the data directory {} (start this one with --upgrade to take over from it)",
+                settings.data_dir.display()
+            ))
+        }
+        (true, true) => {
+            return Err(format!(
+                "--upgrade: no idm-gateway runs on the data directory {} to take over from",
+                settings.data_dir.display()
+            ))
+        }
+        _ => {}
+    }
+    let built = build_parts(&settings)?;
+    if owner {
+        block_on(built.recover(true))??;
+    }
 
     let conf = ServerConf {
         threads: settings.threads,
-        grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
+        grace_period_seconds: Some(settings.shutdown_grace_seconds),
         graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
         // Per URL of an instance: a failed connect or a broken GET, plus a stale pooled
         // connection; and one retry after a remote rejected a bearer token. Which
         // failures are retried at all is decided in `GatewayProxy`.
         max_retries: 2 * crate::config::MAX_INSTANCE_URLS + 1,
+        // Each side of an upgrade waits 5 s for the other on this socket (pingora's fixed
+        // wait: 0.9.1 does not read `upgrade_sock_connect_accept_max_retries`).
+        upgrade_sock,
         upstream_keepalive_pool_size: 512,
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    let opt = Opt {
+        upgrade: settings.upgrade,
+        ..Opt::default()
+    };
+    if settings.upgrade {
+        tracing::info!(
+            upgrade_sock = %settings.upgrade_sock.display(),
+            "waiting for the running gateway to hand its listeners over"
+        );
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // With --upgrade this blocks until the old process sent its listeners (after its
+    // SIGQUIT), and exits the process if none came.
     server.bootstrap();
+    follow_phases(server.watch_execution_phase(), &built)?;
+    let built = Arc::new(built);
+    if owner {
+        built.start_background()?;
+    } else {
+        take_over_when_free(lock, built.clone())?;
+    }
 
     let mut service = pingora::proxy::http_proxy_service(
         &server.configuration,
@@ -386,4 +503,76 @@ pub fn run(settings: Settings) -> Result<(), String> {
     );
     server.add_service(service);
     server.run_forever()
+}
+
+/// During an upgrade: once the old process exited (its lock is free), this one owns the data
+/// directory; it recovers what the old one left cut off and starts the scheduler. Until then
+/// no scheduled work runs in either (the old one stopped starting any at the handover).
+fn take_over_when_free(lock: InstanceLock, built: Arc<Built>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("take-over".into())
+        .spawn(move || {
+            if let Err(e) = lock.take() {
+                tracing::error!("cannot take the data directory over: {e}");
+                return;
+            }
+            if built.drain.is_draining() {
+                // Replaced before the previous process exited: the lock goes (with this
+                // thread's end) to the process that replaced this one.
+                return;
+            }
+            let outcome = block_on(built.recover(false))
+                .and_then(|recovered| recovered)
+                .and_then(|()| built.start_background());
+            match outcome {
+                Ok(()) => {
+                    // The lock lives as long as the process.
+                    std::mem::forget(lock);
+                    tracing::info!(
+                        pid = std::process::id(),
+                        "the previous process exited: this one owns the data directory"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    "cannot take the data directory over from the previous process: {e}"
+                ),
+            }
+        })
+        .map_err(|e| format!("cannot start the take-over thread: {e}"))?;
+    Ok(())
+}
+
+/// Reacts to pingora's execution phases on a thread of its own: tells systemd when this
+/// process serves (and that it is the main one now, after an upgrade), and starts the
+/// drain when it hands its listeners over or stops.
+fn follow_phases(
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+    built: &Built,
+) -> Result<(), String> {
+    use tokio::sync::broadcast::error::RecvError;
+    let drain = built.drain.clone();
+    std::thread::Builder::new()
+        .name("lifecycle".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::Running) => {
+                    tracing::info!(pid = std::process::id(), "idm-gateway serving");
+                    lifecycle::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
+                }
+                Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                    // No STOPPING=1: the unit goes on, in the new process.
+                    tracing::info!("handing the listeners over to the new process; draining");
+                    drain.start();
+                }
+                Ok(ExecutionPhase::GracefulTerminate) => {
+                    tracing::info!("stopping; draining");
+                    drain.start();
+                    lifecycle::notify_systemd("STOPPING=1");
+                }
+                Ok(ExecutionPhase::Terminated) | Err(RecvError::Closed) => return,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+            }
+        })
+        .map_err(|e| format!("cannot start the lifecycle thread: {e}"))?;
+    Ok(())
 }

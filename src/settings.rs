@@ -74,6 +74,49 @@ pub struct Cli {
     /// uploads are answered 413 [default: 512 MiB].
     #[arg(long, env = "IDM_GATEWAY_MAX_UPLOAD_BYTES", value_name = "BYTES")]
     pub max_upload_bytes: Option<u64>,
+
+    /// Zero-downtime upgrade: take the listening sockets over from the running gateway
+    /// (which is sent SIGQUIT once this process waits on --upgrade-sock) instead of binding.
+    #[arg(long)]
+    pub upgrade: bool,
+
+    /// Unix socket the listeners are handed over on during an upgrade; the old and the new
+    /// process must agree [default: DATA/upgrade.sock, or a per-data-dir name under /tmp
+    /// when that path is too long for a socket].
+    #[arg(long, env = "IDM_GATEWAY_UPGRADE_SOCK", value_name = "FILE")]
+    pub upgrade_sock: Option<PathBuf>,
+
+    /// Seconds a stop (SIGTERM) or an upgrade lets in-flight requests finish after the
+    /// listeners closed [default: 5, or gateway.json "shutdownGraceSeconds"].
+    #[arg(long, env = "IDM_GATEWAY_SHUTDOWN_GRACE_SECONDS", value_name = "SECONDS", value_parser = parse_grace)]
+    pub shutdown_grace_seconds: Option<u64>,
+}
+
+fn parse_grace(text: &str) -> Result<u64, String> {
+    let seconds = text
+        .parse::<u64>()
+        .map_err(|_| format!("a whole number of seconds, not {text:?}"))?;
+    crate::config::check_shutdown_grace(seconds)
+}
+
+/// Longest path of a unix socket (`sun_path` is 108 bytes with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The default upgrade socket of a data directory: `DATA/upgrade.sock`, or, when that path
+/// is too long for a unix socket, `/tmp/idm-gateway-<hash of DATA>.sock` (still one per
+/// instance, and the same for the old and the new process).
+pub fn default_upgrade_sock(data_dir: &std::path::Path) -> PathBuf {
+    let data = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let inside = data.join("upgrade.sock");
+    if inside.as_os_str().len() <= MAX_SOCKET_PATH {
+        return inside;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, data.as_os_str().as_encoded_bytes());
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::env::temp_dir().join(format!("idm-gateway-{hex}.sock"))
 }
 
 /// Resolved settings the server is built from.
@@ -103,6 +146,12 @@ pub struct Settings {
     pub login_throttle: crate::auth::LoginThrottleConfig,
     /// Largest bulk import upload body (`--max-upload-bytes`).
     pub max_upload_bytes: u64,
+    /// `--upgrade`: take the listeners over from the running process.
+    pub upgrade: bool,
+    /// Where listeners are handed over during an upgrade.
+    pub upgrade_sock: PathBuf,
+    /// Drain window of a stop or an upgrade, in seconds.
+    pub shutdown_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +173,9 @@ impl Settings {
             .unwrap_or(crate::repo::DEFAULT_QUERY_TIME_LIMIT);
         let scripting = file.scripting().unwrap_or_default();
         let trusted_proxies = file.trusted_proxies().unwrap_or_default();
+        let file_grace = file
+            .shutdown_grace()
+            .unwrap_or(crate::config::DEFAULT_SHUTDOWN_GRACE_SECONDS);
         let temporal_check = file
             .temporal_check()
             .unwrap_or(crate::config::DEFAULT_TEMPORAL_CHECK);
@@ -138,6 +190,9 @@ impl Settings {
             log_format,
             threads,
             max_upload_bytes,
+            upgrade,
+            upgrade_sock,
+            shutdown_grace_seconds,
         } = cli;
         let GatewayFile {
             admin_password,
@@ -153,6 +208,7 @@ impl Settings {
             trusted_proxies: _,
             rate_limit: file_rate_limit,
             login_throttle,
+            shutdown_grace_seconds: _,
             id: _,
         } = file;
         let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
@@ -183,6 +239,9 @@ impl Settings {
             admin_password: Secret::new(
                 configured.unwrap_or_else(|| DEFAULT_ADMIN_PASSWORD.into()),
             ),
+            upgrade,
+            upgrade_sock: upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&data)),
+            shutdown_grace_seconds: shutdown_grace_seconds.unwrap_or(file_grace),
             conf_dir: conf,
             data_dir: data,
             certs_dir: certs,
@@ -235,5 +294,64 @@ mod tests {
         };
         let s = Settings::resolve(cli, file, Some("env".into()));
         assert_eq!(s.admin_password.expose(), "env");
+    }
+
+    #[test]
+    fn upgrade_flags_and_the_grace_precedence() {
+        let cli = Cli::parse_from(["idm-gateway", "--data", "/var/lib/gw"]);
+        let s = Settings::resolve(cli, GatewayFile::default(), None);
+        assert!(!s.upgrade);
+        assert_eq!(s.upgrade_sock, PathBuf::from("/var/lib/gw/upgrade.sock"));
+        assert_eq!(
+            s.shutdown_grace_seconds,
+            crate::config::DEFAULT_SHUTDOWN_GRACE_SECONDS
+        );
+
+        let file = GatewayFile {
+            shutdown_grace_seconds: Some(12),
+            ..Default::default()
+        };
+        let cli = Cli::parse_from(["idm-gateway"]);
+        let s = Settings::resolve(cli, file.clone(), None);
+        assert_eq!(s.shutdown_grace_seconds, 12);
+        let cli = Cli::parse_from([
+            "idm-gateway",
+            "--upgrade",
+            "--upgrade-sock",
+            "/run/gw.sock",
+            "--shutdown-grace-seconds",
+            "0",
+        ]);
+        let s = Settings::resolve(cli, file, None);
+        assert!(s.upgrade);
+        assert_eq!(s.upgrade_sock, PathBuf::from("/run/gw.sock"));
+        assert_eq!(s.shutdown_grace_seconds, 0);
+    }
+
+    #[test]
+    fn a_bad_grace_on_the_command_line_is_named() {
+        let e = Cli::try_parse_from(["idm-gateway", "--shutdown-grace-seconds", "7200"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("must be from 0 to 3600 seconds, not 7200"),
+            "{e}"
+        );
+        let e = Cli::try_parse_from(["idm-gateway", "--shutdown-grace-seconds", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a whole number of seconds"), "{e}");
+    }
+
+    #[test]
+    fn a_data_dir_too_deep_for_a_socket_gets_a_socket_in_tmp() {
+        let deep = PathBuf::from("/").join("d".repeat(120));
+        let sock = default_upgrade_sock(&deep);
+        assert!(sock.starts_with(std::env::temp_dir()), "{}", sock.display());
+        assert!(sock.as_os_str().len() <= MAX_SOCKET_PATH);
+        // The same data dir gives the same socket (old and new process agree); another
+        // one does not.
+        assert_eq!(sock, default_upgrade_sock(&deep));
+        assert_ne!(sock, default_upgrade_sock(&deep.join("other")));
     }
 }

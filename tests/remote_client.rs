@@ -60,6 +60,9 @@ impl Local {
             rate_limit: Default::default(),
             login_throttle: Default::default(),
             max_upload_bytes: idm_gateway::csv_import::DEFAULT_MAX_UPLOAD_BYTES,
+            upgrade: false,
+            upgrade_sock: root.path().join("data/upgrade.sock"),
+            shutdown_grace_seconds: idm_gateway::config::DEFAULT_SHUTDOWN_GRACE_SECONDS,
         };
         let built = std::thread::spawn(move || build_gateway(&settings))
             .join()

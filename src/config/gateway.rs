@@ -25,6 +25,11 @@ const MAX_QUERY_TIME_LIMIT_SECONDS: f64 = 86_400.0;
 /// Default interval of the temporal constraints' check.
 pub const DEFAULT_TEMPORAL_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Default drain window of a stop or an upgrade, in seconds.
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 5;
+/// Largest `shutdownGraceSeconds`: an hour; beyond it a stop looks like a hang.
+pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 3_600;
+
 /// The disk form of `gateway.json`. Every field is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -54,6 +59,9 @@ pub struct GatewayFile {
     pub rate_limit: Option<crate::proxy::limits::RateLimitFile>,
     /// Failed-login throttling and the password verification queue (gateway extra).
     pub login_throttle: Option<crate::auth::LoginThrottleConfig>,
+    /// Seconds a stop (SIGTERM) or an upgrade (SIGQUIT) lets in-flight requests finish
+    /// after the listeners closed (gateway extra; default [`DEFAULT_SHUTDOWN_GRACE_SECONDS`]).
+    pub shutdown_grace_seconds: Option<u64>,
     #[serde(rename = "_id")]
     pub id: Option<String>,
 }
@@ -66,6 +74,17 @@ pub struct ScriptingFile {
     pub time_limit_ms: Option<u64>,
     pub memory_limit_mb: Option<u64>,
     pub threads: Option<usize>,
+}
+
+/// The bounds of a drain window, shared by `shutdownGraceSeconds` and
+/// `--shutdown-grace-seconds`.
+pub fn check_shutdown_grace(seconds: u64) -> Result<u64, String> {
+    if seconds > MAX_SHUTDOWN_GRACE_SECONDS {
+        return Err(format!(
+            "must be from 0 to {MAX_SHUTDOWN_GRACE_SECONDS} seconds, not {seconds}"
+        ));
+    }
+    Ok(seconds)
 }
 
 impl GatewayFile {
@@ -127,6 +146,7 @@ impl GatewayFile {
         file.scripting().map_err(|e| vec![e])?;
         file.temporal_check().map_err(|e| vec![e])?;
         file.trusted_proxies().map_err(|e| vec![e])?;
+        file.shutdown_grace().map_err(|e| vec![e])?;
         if let Some(r) = &file.rate_limit {
             r.check().map_err(|e| vec![e])?;
         }
@@ -134,6 +154,15 @@ impl GatewayFile {
             t.check().map_err(|e| vec![e])?;
         }
         Ok(file)
+    }
+
+    /// `shutdownGraceSeconds`, checked: 0 to [`MAX_SHUTDOWN_GRACE_SECONDS`].
+    pub fn shutdown_grace(&self) -> Result<u64, String> {
+        check_shutdown_grace(
+            self.shutdown_grace_seconds
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECONDS),
+        )
+        .map_err(|e| format!("shutdownGraceSeconds {e}"))
     }
 
     /// `trustedProxies`, parsed: a single address is a network of one.
@@ -185,6 +214,27 @@ impl GatewayFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shutdown_grace_is_checked() {
+        let doc = |v: serde_json::Value| GatewayFile::from_document(&v);
+        assert_eq!(
+            doc(serde_json::json!({"shutdownGraceSeconds": 30}))
+                .unwrap()
+                .shutdown_grace(),
+            Ok(30)
+        );
+        assert_eq!(
+            GatewayFile::default().shutdown_grace(),
+            Ok(DEFAULT_SHUTDOWN_GRACE_SECONDS)
+        );
+        let e = doc(serde_json::json!({"shutdownGraceSeconds": 4000})).unwrap_err();
+        assert_eq!(
+            e,
+            vec!["shutdownGraceSeconds must be from 0 to 3600 seconds, not 4000".to_string()]
+        );
+        assert!(doc(serde_json::json!({"shutdownGraceSeconds": -1})).is_err());
+    }
 
     #[test]
     fn scripting_settings_are_checked() {

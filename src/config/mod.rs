@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use gateway::{GatewayFile, LogFormat, DEFAULT_TEMPORAL_CHECK, GATEWAY_CONFIG};
+pub use gateway::{
+    check_shutdown_grace, GatewayFile, LogFormat, DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    DEFAULT_TEMPORAL_CHECK, GATEWAY_CONFIG,
+};
 pub use ids::{config_id_for_file, factory_of, file_for_config_id, is_config_id, pid_for};
 pub use instance::{
     parse_instance, valid_instance_name, BearerConfig, HealthConfig, InstanceConfig, InstanceUrl,

@@ -130,19 +130,26 @@ impl CsvImports {
 
     /// At start-up: imports a previous process left running are marked interrupted (their
     /// spool files stay until `cleanup`), and spool files no record names are removed.
-    pub async fn recover(&self) -> Result<(), ResourceError> {
+    ///
+    /// `clean_spool` is false when this process already serves (an upgrade's deferred
+    /// recovery): an upload being spooled has no record yet. Imports this process runs are
+    /// left alone.
+    pub async fn recover(&self, clean_spool: bool) -> Result<(), ResourceError> {
         let by_import = [crate::crest::filter::JsonPointer(vec!["importId".into()])];
         self.repo.set_indexes(FAILURES, &by_import).await?;
         let all = meta::all(self.repo.as_ref()).await?;
         let mut known = std::collections::HashSet::new();
         for (id, rev, mut m) in all {
             known.insert(format!("{id}.csv"));
-            if m.end.is_some() {
+            if m.end.is_some() || self.is_running(&id) {
                 continue;
             }
             m.interrupt(self.spool_path(&id).exists());
             tracing::warn!(import = %id, "CSV import interrupted by a restart");
             meta::save(self.repo.as_ref(), &id, Some(&rev), &m).await?;
+        }
+        if !clean_spool {
+            return Ok(());
         }
         if let Ok(dir) = std::fs::read_dir(&self.spool_dir) {
             for entry in dir.flatten() {

@@ -448,6 +448,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(inst) = &ctx.instance {
             rewrite_location(upstream_response, inst.urls.url(ctx.url), &inst.config.name)?;
         }
+        close_if_draining(session);
         rewrite_response(upstream_response, &ctx.txid, session.is_http2())
     }
 
@@ -814,7 +815,17 @@ fn response_header(
     Ok(header)
 }
 
+/// A request that was in flight when the process started to drain (stop or upgrade) is
+/// answered with `Connection: close`: the client opens its next connection to whichever
+/// process holds the listeners, instead of reusing one that is about to close.
+fn close_if_draining(session: &mut Session) {
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+    }
+}
+
 async fn write_local(session: &mut Session, ctx: &RequestCtx, resp: HttpResponse) -> Result<()> {
+    close_if_draining(session);
     let stream = resp.stream.as_ref().and_then(|s| s.take_body());
     let mut header = response_header(&resp, &ctx.txid, stream.is_some())?;
     if stream.is_some() && !session.is_http2() {
@@ -882,6 +893,7 @@ async fn respond_429(
     let resp = HttpResponse::error(&e);
     let mut header = response_header(&resp, &ctx.txid, false)?;
     header.insert_header(http::header::RETRY_AFTER, retry_after(wait).to_string())?;
+    close_if_draining(session);
     session
         .write_response_header(Box::new(header), false)
         .await?;

@@ -166,10 +166,16 @@ impl Scheduler {
             .clamp(Duration::from_millis(5), MAX_SLEEP)
     }
 
-    /// The background loop: fires due jobs until the process ends.
-    pub async fn run(self: Arc<Self>) {
+    /// The background loop: fires due jobs until the process ends or `drain` starts (this
+    /// process handed its listeners to a new one, or is stopping). Runs already started go
+    /// on; no new one starts, so the new process's scheduler is the only one firing.
+    pub async fn run(self: Arc<Self>, drain: crate::lifecycle::Drain) {
         tracing::info!("scheduler started");
         loop {
+            if drain.is_draining() {
+                tracing::info!("scheduler stopped: the process is draining");
+                return;
+            }
             let now = Utc::now();
             for (job, active) in self.due(now) {
                 // Each fire on its own task: a run that waits for completion (a task scan's

@@ -272,6 +272,16 @@ impl SyncService {
             .await?;
         let mut marked = 0;
         for obj in page.results {
+            // A run of this process (it served before it owned the store, during an
+            // upgrade) is not cut off.
+            if self
+                .active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&obj.id)
+            {
+                continue;
+            }
             let mut content = obj.content;
             let stage = Stage::CompletedFailed;
             content.insert("state".into(), json!(stage.state()));

@@ -397,6 +397,23 @@ impl Gateway {
         }
     }
 
+    /// The upgrade socket the gateway uses by default (`DATA/upgrade.sock`).
+    pub fn upgrade_sock(&self) -> PathBuf {
+        self.data_dir().join("upgrade.sock")
+    }
+
+    /// Zero-downtime upgrade, first half: starts a new process on the same dirs and
+    /// address with `--upgrade` and returns the old one, still running. The new process
+    /// becomes this gateway's; it waits on [`Self::upgrade_sock`] for the old one, which
+    /// the caller sends SIGQUIT (see [`signal`]) once that socket exists.
+    pub fn spawn_upgrade(&mut self) -> Child {
+        let old = self.child.take().expect("gateway is running");
+        self.spec.args.push("--upgrade".into());
+        self.spawn_child();
+        self.spec.args.pop();
+        old
+    }
+
     /// Stops the process and starts it again on the same port with the same
     /// dirs (data persists), waiting for readiness.
     pub async fn restart(&mut self) {
@@ -503,6 +520,15 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Sends `signal` (`"QUIT"`, `"TERM"`, …) to `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
 impl Drop for Gateway {

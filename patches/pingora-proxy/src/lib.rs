@@ -80,6 +80,10 @@ use pingora_error::{Error, ErrorSource, ErrorType::*, OrErr, Result};
 
 const TASK_BUFFER_SIZE: usize = 4;
 
+/// idm-gateway patch: how long a connection is still read from once the service shuts down
+/// (see `handle_new_request`).
+const SHUTDOWN_REQUEST_WAIT: Duration = Duration::from_secs(1);
+
 /// Caps per-proxy padding and one-time shutdown fan-out on very large hosts.
 const MAX_SHUTDOWN_NOTIFY_SHARDS: usize = 256;
 
@@ -329,12 +333,24 @@ where
     {
         // phase 1 read request header
 
-        let res = tokio::select! {
-            biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
-            _ = self.await_shutdown() => {
-                // service shutting down, dropping the connection to stop more req from coming in
-                return None;
+        let res = {
+            let read = downstream_session.read_request();
+            tokio::pin!(read);
+            tokio::select! {
+                biased; // biased select is cheaper, and we don't want to drop already buffered requests
+                res = &mut read => { res }
+                _ = self.await_shutdown() => {
+                    // idm-gateway patch: a connection accepted just before the shutdown may
+                    // not have sent its request yet, and a keep-alive client may be sending
+                    // one right now: dropping the connection fails a request the client
+                    // already committed to this process. Keep reading for a moment (the same
+                    // read, nothing buffered is lost); a connection that stays quiet is
+                    // closed as before. What is read is answered with `Connection: close`.
+                    match tokio::time::timeout(SHUTDOWN_REQUEST_WAIT, &mut read).await {
+                        Ok(res) => res,
+                        Err(_) => return None,
+                    }
+                }
             }
         };
         match res {

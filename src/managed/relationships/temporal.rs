@@ -104,6 +104,7 @@ pub fn check(v: &Value, what: &str, grant: bool) -> Result<(), ResourceError> {
 pub fn spawn_sweeper(
     notifier: std::sync::Arc<super::notify::Notifier>,
     every: std::time::Duration,
+    drain: crate::lifecycle::Drain,
 ) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -118,6 +119,10 @@ pub fn spawn_sweeper(
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
+                    // A draining process leaves the checks to its successor.
+                    if drain.is_draining() {
+                        return;
+                    }
                     let now = Utc::now();
                     match crossings(&notifier, last, now).await {
                         Ok(events) => {
