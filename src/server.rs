@@ -480,6 +480,7 @@ pub fn run(settings: Settings) -> Result<(), String> {
         GatewayProxy::new(built.gw.clone(), built.router.clone())
             .with_csv(built.csv.clone())
             .with_trusted_proxies(settings.trusted_proxies.clone())
+            .with_max_proxy_body(settings.max_proxy_body_bytes)
             .with_rate_limits(
                 crate::proxy::limits::RateLimits::new(&settings.rate_limit)
                     .map_err(|e| format!("gateway.json: {e}"))?,

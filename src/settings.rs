@@ -144,6 +144,8 @@ pub struct Settings {
     pub rate_limit: crate::proxy::limits::RateLimitFile,
     /// `gateway.json` `loginThrottle`.
     pub login_throttle: crate::auth::LoginThrottleConfig,
+    /// `gateway.json` `maxProxyBodyBytes`.
+    pub max_proxy_body_bytes: u64,
     /// Largest bulk import upload body (`--max-upload-bytes`).
     pub max_upload_bytes: u64,
     /// `--upgrade`: take the listeners over from the running process.
@@ -208,6 +210,7 @@ impl Settings {
             trusted_proxies: _,
             rate_limit: file_rate_limit,
             login_throttle,
+            max_proxy_body_bytes,
             shutdown_grace_seconds: _,
             id: _,
         } = file;
@@ -251,6 +254,8 @@ impl Settings {
             trusted_proxies,
             rate_limit: file_rate_limit.unwrap_or_default(),
             login_throttle: login_throttle.unwrap_or_default(),
+            max_proxy_body_bytes: max_proxy_body_bytes
+                .unwrap_or(crate::proxy::DEFAULT_MAX_PROXY_BODY),
             max_upload_bytes: max_upload_bytes
                 .unwrap_or(crate::csv_import::DEFAULT_MAX_UPLOAD_BYTES),
         }

@@ -653,3 +653,52 @@ async fn callers_and_instances_over_their_rate_get_429_with_retry_after() {
         .await;
     assert!(log.contains("perCaller.requestsPerSecond"), "{log}");
 }
+
+#[tokio::test]
+async fn proxied_bodies_over_the_limit_are_refused_with_413() {
+    let up = RecordingUpstream::start();
+    let gw = Gateway::builder()
+        .conf_file("external.idm-dc1", basic_instance(&up.url(), "u", "p"))
+        .conf_file("gateway", json!({"maxProxyBodyBytes": 1000}))
+        .start()
+        .await;
+    let post = |body: reqwest::Body| {
+        gw.post(&format!("{USER_PATH}?_action=create"))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    // Within the limit: forwarded.
+    let r = post(vec![b'x'; 900].into()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.count(), 1);
+    // A declared length over it: refused before anything is sent.
+    let (code, body) = json_of(post(vec![b'x'; 2000].into()).send().await.unwrap()).await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["code"], 413);
+    assert!(body["message"].as_str().unwrap().contains("1000"), "{body}");
+    assert_eq!(up.count(), 1);
+    // A chunked body that grows past it: 413 too.
+    {
+        use std::io::{Read, Write};
+        let addr = gw.base_url().trim_start_matches("http://").to_owned();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = format!(
+            "POST {USER_PATH}?_action=create HTTP/1.1\r\nHost: x\r\nX-OpenIDM-Username: openidm-admin\r\nX-OpenIDM-Password: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            gw.admin_password()
+        )
+        .into_bytes();
+        for _ in 0..4 {
+            req.extend_from_slice(format!("{:x}\r\n", 600).as_bytes());
+            req.extend_from_slice(&[b'y'; 600]);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        let _ = s.write_all(&req);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    }
+    // Whatever the remote saw of it, it never got a complete request.
+    assert!(up.requests().iter().all(|rec| rec.body_len <= 1000));
+}

@@ -59,6 +59,7 @@ impl Local {
             trusted_proxies: Vec::new(),
             rate_limit: Default::default(),
             login_throttle: Default::default(),
+            max_proxy_body_bytes: 1 << 20,
             max_upload_bytes: idm_gateway::csv_import::DEFAULT_MAX_UPLOAD_BYTES,
             upgrade: false,
             upgrade_sock: root.path().join("data/upgrade.sock"),

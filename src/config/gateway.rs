@@ -59,6 +59,8 @@ pub struct GatewayFile {
     pub rate_limit: Option<crate::proxy::limits::RateLimitFile>,
     /// Failed-login throttling and the password verification queue (gateway extra).
     pub login_throttle: Option<crate::auth::LoginThrottleConfig>,
+    /// Largest request body proxied to a remote instance (gateway extra; default 64 MiB).
+    pub max_proxy_body_bytes: Option<u64>,
     /// Seconds a stop (SIGTERM) or an upgrade (SIGQUIT) lets in-flight requests finish
     /// after the listeners closed (gateway extra; default [`DEFAULT_SHUTDOWN_GRACE_SECONDS`]).
     pub shutdown_grace_seconds: Option<u64>,
@@ -152,6 +154,9 @@ impl GatewayFile {
         }
         if let Some(t) = &file.login_throttle {
             t.check().map_err(|e| vec![e])?;
+        }
+        if file.max_proxy_body_bytes == Some(0) {
+            return Err(vec!["maxProxyBodyBytes must be at least 1".into()]);
         }
         Ok(file)
     }

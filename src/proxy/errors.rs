@@ -138,6 +138,20 @@ pub fn body_read_error(e: &Error) -> ResourceError {
     }
 }
 
+/// The CREST error for a failure before any remote instance was chosen (in the gateway's
+/// own phases): the gateway's error, never one "of remote instance ''".
+pub fn classify_local_error(e: &Error) -> Option<(ResourceError, &'static str)> {
+    if matches!(e.esource(), ErrorSource::Downstream) {
+        return match e.etype() {
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
+            _ => Some((body_read_error(e), "downstream")),
+        };
+    }
+    let error = classify_request_error(e)
+        .unwrap_or_else(|| ResourceError::new(500, "The gateway could not complete the request"));
+    Some((error, "gateway"))
+}
+
 /// The CREST error for a request pingora refused before the gateway's phases ran (its
 /// header could not be read or validated, or a CONNECT), or `None` when the caller is gone.
 pub fn classify_request_error(e: &Error) -> Option<ResourceError> {
@@ -159,6 +173,32 @@ pub fn classify_request_error(e: &Error) -> Option<ResourceError> {
         )),
         HTTPStatus(code) => Some(ResourceError::new(*code, "")),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod local_tests {
+    use super::*;
+
+    #[test]
+    fn failures_before_an_instance_is_chosen_are_the_gateways() {
+        for etype in [
+            ErrorType::H1Error,
+            ErrorType::InternalError,
+            ErrorType::InvalidHTTPHeader,
+        ] {
+            let e = Error::new(etype);
+            let (error, kind) = classify_local_error(&e).unwrap();
+            assert!(
+                !error.message.contains("Remote instance"),
+                "{}",
+                error.message
+            );
+            assert_eq!(kind, "gateway");
+        }
+        let mut gone = Error::new(ErrorType::ConnectionClosed);
+        gone.esource = ErrorSource::Downstream;
+        assert!(classify_local_error(&gone).is_none());
     }
 }
 

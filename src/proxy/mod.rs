@@ -12,4 +12,4 @@ mod trust;
 pub use errors::{classify_request_error, classify_upstream_error};
 pub use headers::{rewrite_request, rewrite_response, transaction_id, TRANSACTION_ID};
 pub use route::{classify, Route, RouteError};
-pub use service::{GatewayProxy, RequestCtx};
+pub use service::{GatewayProxy, RequestCtx, DEFAULT_MAX_PROXY_BODY};

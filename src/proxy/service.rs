@@ -30,7 +30,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{Peer, ALPN};
 use pingora::{Error, ErrorType, Result};
 
-use super::errors::{body_read_error, classify_request_error, classify_upstream_error};
+use super::errors::{
+    body_read_error, classify_local_error, classify_request_error, classify_upstream_error,
+};
 use super::headers::{
     forward_client, is_trusted, new_transaction_id, rewrite_location, rewrite_request,
     rewrite_response, transaction_id, TRANSACTION_ID,
@@ -62,7 +64,12 @@ pub struct GatewayProxy {
     trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// `gateway.json` `rateLimit`.
     limits: Arc<RateLimits>,
+    /// Largest proxied request body (`gateway.json` `maxProxyBodyBytes`).
+    max_proxy_body: u64,
 }
+
+/// Default of `gateway.json` `maxProxyBodyBytes`.
+pub const DEFAULT_MAX_PROXY_BODY: u64 = 64 * 1024 * 1024;
 
 impl GatewayProxy {
     pub fn new(gw: Arc<Gateway>, router: Arc<Router>) -> Self {
@@ -74,7 +81,14 @@ impl GatewayProxy {
             csv: None,
             trusted_proxies: Arc::new(Vec::new()),
             limits: Arc::new(RateLimits::default()),
+            max_proxy_body: DEFAULT_MAX_PROXY_BODY,
         }
+    }
+
+    /// Refuses proxied request bodies over `bytes` with 413.
+    pub fn with_max_proxy_body(mut self, bytes: u64) -> Self {
+        self.max_proxy_body = bytes;
+        self
     }
 
     /// Limits callers' and instances' request rates.
@@ -112,6 +126,8 @@ pub struct RequestCtx {
     tried: u32,
     token: Option<Arc<Token>>,
     bearer_retried: bool,
+    /// Request body bytes proxied so far.
+    body_bytes: u64,
     retry_after_401: bool,
     /// A failure decided before pingora saw an error (token, resolution).
     failure: Option<(ResourceError, &'static str)>,
@@ -133,6 +149,7 @@ impl ProxyHttp for GatewayProxy {
             tried: 0,
             token: None,
             bearer_retried: false,
+            body_bytes: 0,
             retry_after_401: false,
             failure: None,
         }
@@ -249,6 +266,18 @@ impl ProxyHttp for GatewayProxy {
                             respond_limited(session, ctx, "instance", wait).await?;
                             return Ok(true); // response written
                         }
+                        // A declared body over the limit is refused before anything is sent.
+                        let declared = session
+                            .req_header()
+                            .headers
+                            .get(http::header::CONTENT_LENGTH)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok());
+                        if declared.is_some_and(|n| n > self.max_proxy_body) {
+                            let e = self.body_too_large();
+                            respond_error(session, ctx, &e).await?;
+                            return Ok(true); // response written
+                        }
                         ctx.instance = Some(inst.clone());
                         ctx.rest = rest.to_owned();
                         return Ok(false); // proxy it
@@ -289,6 +318,28 @@ impl ProxyHttp for GatewayProxy {
             }
             Route::Outside => unreachable!("answered above"),
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > self.max_proxy_body {
+                // A chunked body that grew past the limit: the remote sees an aborted
+                // request, the caller a 413.
+                ctx.failure = Some((self.body_too_large(), "body_too_large"));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over maxProxyBodyBytes",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -547,6 +598,9 @@ impl ProxyHttp for GatewayProxy {
             .map(|i| i.config.name.clone())
             .unwrap_or_default();
         let decided = ctx.failure.take().or_else(|| {
+            if ctx.instance.is_none() {
+                return classify_local_error(e);
+            }
             let (connect_ms, read_ms) = ctx
                 .instance
                 .as_ref()
@@ -662,6 +716,16 @@ impl ProxyHttp for GatewayProxy {
 }
 
 impl GatewayProxy {
+    fn body_too_large(&self) -> ResourceError {
+        ResourceError::new(
+            413,
+            format!(
+                "The request body exceeds the {} bytes a proxied request may carry",
+                self.max_proxy_body
+            ),
+        )
+    }
+
     /// Maps a local request to CREST, runs it through the router, and renders the result.
     async fn handle_local(
         &self,
