@@ -21,24 +21,41 @@ fn main() {
         }
     };
     let settings = Settings::resolve(cli, file, std::env::var(ADMIN_PASSWORD_ENV).ok());
-    init_logging(settings.log_format);
+    let log_writer = init_logging(settings.log_format);
     if let Err(e) = idm_gateway::server::run(settings) {
         tracing::error!("{e}");
+        // Writes what is still queued before exiting.
+        drop(log_writer);
         std::process::exit(1);
     }
 }
 
 /// RUST_LOG filters (default `info`); pingora's `log` records are bridged into tracing.
-fn init_logging(format: LogFormat) {
+///
+/// Lines are formatted on the thread that logs and written by a writer thread
+/// (`tracing-appender`), through a 64 KiB buffer flushed whenever the queue is empty: a
+/// request never waits on the log's I/O, and a burst of lines costs one `write` instead
+/// of one per line. The queue holds 64 Ki lines; when full, logging threads wait (a log
+/// line is never dropped).
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour codes only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
