@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+// Generous: node starts slowly on a loaded 2-core machine (tests run in parallel).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub struct OidcProvider {
     child: Child,
@@ -34,7 +35,7 @@ impl OidcProvider {
     /// Starts oidc-provider on a free loopback port with one client
     /// `client_id`/`secret` using `auth_method` (`client_secret_basic` or
     /// `client_secret_post`), allowed `scopes`, and client-credentials access
-    /// tokens valid `ttl_secs`. Blocks until it printed READY (30 s max).
+    /// tokens valid `ttl_secs`. Blocks until it printed READY (90 s max).
     pub fn start(
         client_id: &str,
         secret: &str,

@@ -58,9 +58,14 @@ if (!['opaque', 'jwt'].includes(tokenFormat)) {
   process.exit(2);
 }
 const audience = process.env.AUDIENCE || 'idm-gateway';
-// A fresh signing key per run: nothing secret is stored with the tests.
-const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' };
+// JWT access tokens: a fresh signing key per run (nothing secret is stored with the
+// tests). Opaque tokens need none (oidc-provider's own development keys sign nothing
+// the tests read).
+let jwks;
+if (tokenFormat === 'jwt') {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  jwks = { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' }] };
+}
 
 const client = {
   client_id: clientId,
@@ -95,7 +100,7 @@ for (const c of extraClients) {
 
 const provider = new Provider(issuer, {
   clients,
-  jwks: { keys: [signingKey] },
+  ...(jwks ? { jwks } : {}),
   // Requested scopes are filtered down to the statically known ones, so every
   // scope the tests use must be listed here to end up in the issued token.
   scopes: ['openid', 'offline_access', ...allScopes],
