@@ -35,6 +35,8 @@ pub struct Metrics {
     /// (`ok` or the CREST status of the failure).
     pub connector_operations: IntCounterVec,
     pub connector_duration: HistogramVec,
+    /// Audit events not queued because a handler's queue was full, by topic.
+    pub audit_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -169,6 +171,14 @@ impl Metrics {
             &["system", "operation"],
         )
         .expect("metric");
+        let audit_dropped = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_audit_dropped_total",
+                "Audit events not written because a handler's queue was full, by topic",
+            ),
+            &["topic"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -184,6 +194,7 @@ impl Metrics {
             Box::new(implicit_sync_failures.clone()),
             Box::new(connector_operations.clone()),
             Box::new(connector_duration.clone()),
+            Box::new(audit_dropped.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -209,6 +220,7 @@ impl Metrics {
             implicit_sync_failures,
             connector_operations,
             connector_duration,
+            audit_dropped,
         }
     }
 

@@ -6,6 +6,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{Opt, Server};
 use pingora::server::configuration::ServerConf;
 
+use crate::audit::{self, handler::AuditHandler, Audit};
 use crate::auth::CachingAuthenticator;
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
@@ -99,7 +100,21 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         certs_exclude,
     };
     let metrics = Arc::new(Metrics::new());
-    let gw = Arc::new(Gateway::new(dirs.clone(), metrics.clone(), caching.clone()));
+    let audit = Arc::new(match audit::load(&settings.conf_dir, &settings.data_dir) {
+        Ok(Some(cfg)) => Audit::start(cfg, repo.clone(), metrics.audit_dropped.clone())?,
+        Ok(None) => Audit::disabled(metrics.audit_dropped.clone()),
+        // As any conf file: reported, and the gateway runs (here without audit).
+        Err(e) => {
+            tracing::error!("{e}; nothing is audited until it is fixed and the gateway restarted");
+            Audit::disabled(metrics.audit_dropped.clone())
+        }
+    });
+    let gw = Arc::new(Gateway::new(
+        dirs.clone(),
+        metrics.clone(),
+        caching.clone(),
+        audit.clone(),
+    ));
     let engine = start_engine(settings, &metrics)?;
     engine.host().set_secrets(crypto.clone());
 
@@ -110,6 +125,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
         metrics.clone(),
     ));
     sync.set_scripts(engine.clone());
+    sync.set_audit(audit.clone());
     rt.block_on(sync.recover())
         .map_err(|e| format!("cannot read the reconciliation runs: {e}"))?;
     let schedules_gw = gw.clone();
@@ -136,7 +152,10 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
             repo.clone(),
             Arc::new(move || schema_gw.live().managed.clone()),
         )
-        .with_hook(implicit.clone())
+        .with_hook(Arc::new(audit::Hooks(vec![
+            implicit.clone() as Arc<dyn crate::events::ChangeHook>,
+            Arc::new(audit::ActivityHook(audit.clone())),
+        ])))
         .with_crypto(crypto.clone())
         .with_engine(engine.clone()),
     );
@@ -176,6 +195,7 @@ pub fn build_gateway(settings: &Settings) -> Result<Built, String> {
     let mut router = Router::new(crate::access::authorize);
     router
         .mount("info", Arc::new(InfoHandler(gw.clone())))
+        .mount("audit", Arc::new(AuditHandler(audit.clone())))
         .mount("csv", Arc::new(CsvHandler(csv.clone())))
         .mount("config", Arc::new(ConfigHandler(gw.clone())))
         .mount(

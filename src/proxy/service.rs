@@ -33,6 +33,7 @@ use super::headers::{
 use super::limits::{retry_after, RateLimits};
 use super::route::{classify, Route};
 use super::trust::CaCache;
+use crate::audit::{AccessRecord, CURRENT_TRANSACTION};
 use crate::auth::{credentials_from_headers, Caller};
 use crate::crest::http::{request_from_http, HttpRequest};
 use crate::crest::{member_url, HttpResponse, Operation, ResourceError, Router, JSON_CONTENT_TYPE};
@@ -168,7 +169,18 @@ impl ProxyHttp for GatewayProxy {
 
         // Everything else needs an authenticated caller, before anything is forwarded.
         let caller = match credentials_from_headers(&session.req_header().headers) {
-            Ok(Some((user, password))) => self.gw.auth.authenticate(&user, &password).await,
+            Ok(Some((user, password))) => {
+                let caller = self.gw.auth.authenticate(&user, &password).await;
+                let ip = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let txid = ctx.txid.to_str().unwrap_or("");
+                self.gw
+                    .audit
+                    .authentication(&user, caller.as_deref(), txid, ip);
+                caller
+            }
             Ok(None) | Err(_) => None,
         };
         let Some(caller) = caller else {
@@ -233,7 +245,9 @@ impl ProxyHttp for GatewayProxy {
                         return Ok(true); // response written
                     }
                 };
-                let resp = self.handle_local(session, segments, &body, caller).await;
+                let resp = self
+                    .handle_local(session, segments, &body, caller, &ctx.txid)
+                    .await;
                 write_local(session, ctx, resp).await?;
                 Ok(true) // response written
             }
@@ -534,6 +548,24 @@ impl ProxyHttp for GatewayProxy {
             txid = ctx.txid.to_str().unwrap_or(""),
             user = ctx.caller.as_ref().map(|c| c.user.as_str()).unwrap_or("-"),
         );
+        if self.gw.audit.wants("access") {
+            let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| {
+                a.and_then(|a| a.as_inet()).copied()
+            };
+            self.gw.audit.access(&AccessRecord {
+                txid: ctx.txid.to_str().unwrap_or(""),
+                caller: ctx.caller.as_deref(),
+                client: inet(session.client_addr()),
+                server: inet(session.server_addr()),
+                secure: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                query: req.uri.query(),
+                headers: &req.headers,
+                status,
+                elapsed,
+            });
+        }
     }
 }
 
@@ -545,6 +577,7 @@ impl GatewayProxy {
         segments: Vec<std::borrow::Cow<'_, str>>,
         body: &[u8],
         caller: Arc<Caller>,
+        txid: &HeaderValue,
     ) -> HttpResponse {
         let req = session.req_header();
         let http_req = HttpRequest {
@@ -559,7 +592,9 @@ impl GatewayProxy {
             Err(e) => return HttpResponse::error(&e),
         };
         let pretty = crest_req.pretty;
-        match self.router.handle(&crest_req).await {
+        let txid: Arc<str> = Arc::from(txid.to_str().unwrap_or(""));
+        let handled = CURRENT_TRANSACTION.scope(txid, self.router.handle(&crest_req));
+        match handled.await {
             Ok(resp) => {
                 let origin = origin(req);
                 resp.into_http(pretty, |id| match &crest_req.op {
