@@ -5,6 +5,7 @@
 //! See `DESIGN.md` of the project for the module map.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod crest;

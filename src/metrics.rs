@@ -44,6 +44,8 @@ pub struct Metrics {
     pub remote_url_up: IntGaugeVec,
     /// Requests that moved on to an instance's next URL after a failure.
     pub remote_failovers: IntCounterVec,
+    /// Audit events not queued because a handler's queue was full, by topic.
+    pub audit_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -211,6 +213,14 @@ impl Metrics {
             &["instance"],
         )
         .expect("metric");
+        let audit_dropped = IntCounterVec::new(
+            Opts::new(
+                "idm_gateway_audit_dropped_total",
+                "Audit events not written because a handler's queue was full, by topic",
+            ),
+            &["topic"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -230,6 +240,7 @@ impl Metrics {
             Box::new(connector_duration.clone()),
             Box::new(remote_url_up.clone()),
             Box::new(remote_failovers.clone()),
+            Box::new(audit_dropped.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -259,6 +270,7 @@ impl Metrics {
             connector_duration,
             remote_url_up,
             remote_failovers,
+            audit_dropped,
         }
     }
 

@@ -8,6 +8,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ExecutionPhase;
 
 use crate::access::privileges::{PrivilegeHandler, Privileges};
+use crate::audit::{self, handler::AuditHandler, Audit};
 use crate::auth::{AccountChanges, Authn};
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
@@ -152,13 +153,27 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         certs_exclude,
     };
     let metrics = Arc::new(Metrics::new());
+    let audit = Arc::new(match audit::load(&settings.conf_dir, &settings.data_dir) {
+        Ok(Some(cfg)) => Audit::start(cfg, repo.clone(), metrics.audit_dropped.clone())?,
+        Ok(None) => Audit::disabled(metrics.audit_dropped.clone()),
+        // As any conf file: reported, and the gateway runs (here without audit).
+        Err(e) => {
+            tracing::error!("{e}; nothing is audited until it is fixed and the gateway restarted");
+            Audit::disabled(metrics.audit_dropped.clone())
+        }
+    });
     let caching = Arc::new(Authn::new(
         repo.clone(),
         Some(crypto.clone()),
         metrics.clone(),
         &settings.login_throttle,
     ));
-    let gw = Arc::new(Gateway::new(dirs.clone(), metrics.clone(), caching.clone()));
+    let gw = Arc::new(Gateway::new(
+        dirs.clone(),
+        metrics.clone(),
+        caching.clone(),
+        audit.clone(),
+    ));
     let engine = start_engine(settings, &metrics)?;
     engine.host().set_secrets(crypto.clone());
 
@@ -169,6 +184,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         metrics.clone(),
     ));
     sync.set_scripts(engine.clone());
+    sync.set_audit(audit.clone());
     let schedules_gw = gw.clone();
     let scheduler = Arc::new(Scheduler::new(
         Arc::new(move || schedules_gw.live().schedules.clone()),
@@ -197,6 +213,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         .with_hook(Arc::new(crate::events::FanOut(vec![
             implicit.clone() as Arc<dyn crate::events::ChangeHook>,
             account_changes.clone(),
+            Arc::new(audit::ActivityHook(audit.clone())),
         ])))
         .with_relationship_watch(Arc::new(move |resource, id| {
             account_changes.relationship_written(resource, id)
@@ -243,6 +260,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
     });
     router
         .mount("info", Arc::new(InfoHandler(gw.clone())))
+        .mount("audit", Arc::new(AuditHandler(audit.clone())))
         .mount("csv", Arc::new(CsvHandler(csv.clone())))
         .mount("config", Arc::new(ConfigHandler(gw.clone())))
         .mount(

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use crate::access::{parse_access, AccessConfig, ACCESS_CONFIG};
+use crate::audit::{self, Audit};
 use crate::auth::{parse_authentication, AuthConfig, Authn, AUTHENTICATION_CONFIG};
 use crate::config::{self, ConfSnapshot, Dirs, ReloadOutcome};
 use crate::managed::{parse_managed, ManagedSchema};
@@ -71,6 +72,12 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
             schedule::parse_job(schedule::schedule_name(id).unwrap_or_default(), doc).map(|_| ())
         }
         filters::ROUTER_CONFIG => filters::parse_router(doc).map(|_| ()),
+        // Directories are the running gateway's business: any path checks the rest.
+        audit::AUDIT_CONFIG => audit::config::parse(doc, &|name: &str| {
+            crate::config::substitute::from_env(name)
+                .or_else(|| name.starts_with("idm.").then(|| ".".to_owned()))
+        })
+        .map(|_| ()),
         id if endpoint::endpoint_name(id).is_some() => {
             endpoint::parse_endpoint(endpoint::endpoint_name(id).unwrap_or_default(), doc)
                 .map(|_| ())
@@ -83,6 +90,8 @@ pub struct Gateway {
     pub dirs: Dirs,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Authn>,
+    /// Audit events (`audit.json`, read at start-up).
+    pub audit: Arc<Audit>,
     live: ArcSwap<Live>,
     reload_lock: Mutex<()>,
     /// Held by every REST edit of a conf file from reading its current bytes to writing
@@ -99,11 +108,12 @@ pub enum ConfEdit {
 
 impl Gateway {
     /// Builds the state and performs the first load.
-    pub fn new(dirs: Dirs, metrics: Arc<Metrics>, auth: Arc<Authn>) -> Self {
+    pub fn new(dirs: Dirs, metrics: Arc<Metrics>, auth: Arc<Authn>, audit: Arc<Audit>) -> Self {
         let gw = Self {
             dirs,
             metrics,
             auth,
+            audit,
             live: ArcSwap::from_pointee(Live {
                 conf: Arc::new(ConfSnapshot::default()),
                 registry: Arc::new(Registry::default()),

@@ -93,6 +93,7 @@ impl RequestHandler for ConfigHandler {
             .map_err(|e| {
                 ResourceError::internal(format!("Configuration {id} could not be written: {e}"))
             })??;
+        audit_change(gw, req, &id, &done);
         Ok(match done {
             Done::Written { doc, rev, created } => {
                 let resource = ResourceResponse::new(id, Some(rev), doc);
@@ -105,6 +106,34 @@ impl RequestHandler for ConfigHandler {
             Done::Deleted { doc, rev } => Response::Resource(ResourceResponse::new(id, rev, doc)),
         })
     }
+}
+
+/// The `config` audit event of a write that was done (secrets removed by the event).
+fn audit_change(gw: &Gateway, req: &Request, id: &str, done: &Done) {
+    let operation = match (&req.op, done) {
+        (_, Done::Deleted { .. }) => "delete",
+        (_, Done::Written { created: true, .. }) => "create",
+        (Operation::Patch { .. }, _) => "patch",
+        _ => "update",
+    };
+    let (before, after, rev) = match done {
+        Done::Written { doc, rev, .. } => {
+            (None, Some(Value::Object(doc.clone())), Some(rev.as_str()))
+        }
+        Done::Deleted { doc, rev } => (Some(Value::Object(doc.clone())), None, rev.as_deref()),
+    };
+    gw.audit.object_change(
+        "config",
+        crate::audit::ObjectChange {
+            txid: &crate::audit::current_transaction(),
+            caller: &req.caller,
+            object_id: &format!("config/{id}"),
+            operation,
+            before,
+            after,
+            revision: rev,
+        },
+    );
 }
 
 /// A write the caller asked for.

@@ -40,7 +40,8 @@ use super::headers::{
 use super::limits::{retry_after, RateLimits};
 use super::route::{classify, Route};
 use super::trust::CaCache;
-use crate::auth::{AuthError, Caller};
+use crate::audit::{AccessRecord, CURRENT_TRANSACTION};
+use crate::auth::{credentials_from_headers, AuthError, Caller};
 use crate::crest::http::{request_from_http, HttpRequest};
 use crate::crest::{member_url, HttpResponse, Operation, ResourceError, Router, JSON_CONTENT_TYPE};
 use crate::csv_import::CsvImports;
@@ -210,6 +211,20 @@ impl ProxyHttp for GatewayProxy {
                 client,
             )
             .await;
+        if self.gw.audit.wants("authentication") {
+            // The name tried (or the token's caller); never the password or the token.
+            let headers = &session.req_header().headers;
+            let principal = match (&authenticated, credentials_from_headers(headers)) {
+                (Ok(caller), _) => caller.user.clone(),
+                (Err(_), Ok(Some((user, _)))) => user.into_owned(),
+                (Err(_), _) => String::new(),
+            };
+            let txid = ctx.txid.to_str().unwrap_or("");
+            let caller = authenticated.as_ref().ok().map(|c| c.as_ref());
+            self.gw
+                .audit
+                .authentication(&principal, caller, txid, client);
+        }
         let caller = match authenticated {
             Ok(caller) => caller,
             Err(e) => {
@@ -302,7 +317,9 @@ impl ProxyHttp for GatewayProxy {
                         return Ok(true); // response written
                     }
                 };
-                let resp = self.handle_local(session, segments, &body, caller).await;
+                let resp = self
+                    .handle_local(session, segments, &body, caller, &ctx.txid)
+                    .await;
                 write_local(session, ctx, resp).await?;
                 Ok(true) // response written
             }
@@ -712,6 +729,24 @@ impl ProxyHttp for GatewayProxy {
             txid = ctx.txid.to_str().unwrap_or(""),
             user = ctx.caller.as_ref().map(|c| c.user.as_str()).unwrap_or("-"),
         );
+        if self.gw.audit.wants("access") {
+            let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| {
+                a.and_then(|a| a.as_inet()).copied()
+            };
+            self.gw.audit.access(&AccessRecord {
+                txid: ctx.txid.to_str().unwrap_or(""),
+                caller: ctx.caller.as_deref(),
+                client: inet(session.client_addr()),
+                server: inet(session.server_addr()),
+                secure: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                query: req.uri.query(),
+                headers: &req.headers,
+                status,
+                elapsed,
+            });
+        }
     }
 }
 
@@ -733,6 +768,7 @@ impl GatewayProxy {
         segments: Vec<std::borrow::Cow<'_, str>>,
         body: &[u8],
         caller: Arc<Caller>,
+        txid: &HeaderValue,
     ) -> HttpResponse {
         let req = session.req_header();
         let http_req = HttpRequest {
@@ -747,7 +783,9 @@ impl GatewayProxy {
             Err(e) => return HttpResponse::error(&e),
         };
         let pretty = crest_req.pretty;
-        match self.router.handle(&crest_req).await {
+        let txid: Arc<str> = Arc::from(txid.to_str().unwrap_or(""));
+        let handled = CURRENT_TRANSACTION.scope(txid, self.router.handle(&crest_req));
+        match handled.await {
             Ok(resp) => {
                 let origin = origin(req);
                 resp.into_http(pretty, |id| match &crest_req.op {

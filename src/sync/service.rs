@@ -60,6 +60,8 @@ pub struct SyncService {
     deduped: tokio::sync::Mutex<HashSet<String>>,
     /// Runs the mappings' scripts.
     scripts: OnceLock<Arc<crate::script::ScriptEngine>>,
+    /// `recon` audit events (start and summary of each run).
+    audit: OnceLock<Arc<crate::audit::Audit>>,
 }
 
 /// Locks by key, dropped from the map when nobody holds or waits for them.
@@ -105,6 +107,7 @@ impl SyncService {
             objects: KeyedLocks::new(),
             deduped: Default::default(),
             scripts: OnceLock::new(),
+            audit: OnceLock::new(),
         }
     }
 
@@ -181,6 +184,10 @@ impl SyncService {
     /// The engine the mappings' scripts run on.
     pub fn set_scripts(&self, engine: Arc<crate::script::ScriptEngine>) {
         let _ = self.scripts.set(engine);
+    }
+
+    pub fn set_audit(&self, audit: Arc<crate::audit::Audit>) {
+        let _ = self.audit.set(audit);
     }
 
     pub fn set_router(&self, router: &Arc<Router>) {
@@ -392,6 +399,9 @@ impl SyncService {
         };
         let service = self.clone();
         tracing::info!(mapping = %m.name, run = %run.id, "reconciliation started");
+        if let Some(audit) = self.audit.get() {
+            audit.recon("start", &run.id, &m.name, "SUCCESS", run.to_json());
+        }
         tokio::spawn(async move {
             let name = engine.mapping.name.clone();
             let stage = match scope {
@@ -431,6 +441,14 @@ impl SyncService {
             tracing::info!(mapping = %name, run = %run.id, state = stage.state(),
                 duration_ms = run.elapsed().as_millis() as u64, "reconciliation finished");
             run.finish(stage);
+            if let Some(audit) = service.audit.get() {
+                let status = if stage.state() == "SUCCESS" {
+                    "SUCCESS"
+                } else {
+                    "FAILURE"
+                };
+                audit.recon("summary", &run.id, name, status, run.to_json());
+            }
         });
         Ok(run)
     }

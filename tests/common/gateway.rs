@@ -146,6 +146,12 @@ impl GatewayBuilder {
         gw
     }
 
+    /// The gateway's directories and conf, not started: a test prepares its data dir, then
+    /// calls [`Gateway::spawn`].
+    pub fn build_only(self) -> Gateway {
+        self.prepare()
+    }
+
     /// Spawns the gateway and waits (30 s max) for the ping to answer 200;
     /// panics with the gateway's log if it exits or times out.
     pub async fn start(self) -> Gateway {
@@ -473,6 +479,12 @@ impl Gateway {
             .stderr(Stdio::from(log_err));
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
         self.child = Some(child);
+    }
+
+    /// Starts a gateway from [`GatewayBuilder::build_only`].
+    pub async fn spawn(mut self) -> Gateway {
+        self.spawn_until_ready().await;
+        self
     }
 
     async fn spawn_until_ready(&mut self) {

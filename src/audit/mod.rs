@@ -1,0 +1,307 @@
+//! Audit (IDM's `conf/audit.json`): the topics `access`, `activity`, `authentication`,
+//! `config`, `recon` and `sync` in IDM's event shapes ([`event`]), written by the JSON file
+//! handler ([`file`]) and the store handler ([`store`]), and read back by
+//! `GET /openidm/audit/<topic>` ([`handler`]).
+//!
+//! What this module must not do: make a request wait. Emitting builds the event and puts
+//! it on each subscribed handler's bounded queue with `try_send`; every handler writes from
+//! its own thread. A full queue drops the event, counts it in
+//! `idm_gateway_audit_dropped_total{topic}` and logs a warning at most once per
+//! [`WARN_EVERY`]. Events never carry a secret (see [`event`]).
+//!
+//! `audit.json` is read at start-up (a change needs a restart); without the file nothing
+//! is audited, as in IDM.
+
+pub mod config;
+pub mod event;
+pub mod file;
+pub mod handler;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::crest::Caller;
+use crate::repo::Repo;
+use config::{AuditConfig, HandlerKind};
+pub use event::{AccessRecord, ObjectChange};
+
+/// Least time between two "audit queue full" warnings.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Config id of the audit configuration.
+pub const AUDIT_CONFIG: &str = "audit";
+
+tokio::task_local! {
+    /// The transaction id of the HTTP request a task serves: events raised deeper down
+    /// (activity, config) carry it without every layer passing it on.
+    pub static CURRENT_TRANSACTION: Arc<str>;
+}
+
+/// The transaction id of the current request, or a new one (work of no request: a
+/// scheduled run).
+pub fn current_transaction() -> String {
+    CURRENT_TRANSACTION
+        .try_with(|t| t.to_string())
+        .unwrap_or_else(|_| event::new_id())
+}
+
+/// One event on its way to a handler.
+#[derive(Clone)]
+pub struct Event {
+    pub topic: Arc<str>,
+    pub body: Arc<Value>,
+}
+
+/// Where `GET /openidm/audit/<topic>` reads.
+#[derive(Clone)]
+pub enum QuerySource {
+    Store(Arc<dyn Repo>),
+    Files(std::path::PathBuf),
+}
+
+struct Route {
+    topic: Arc<str>,
+    queues: Vec<mpsc::Sender<Event>>,
+}
+
+pub struct Audit {
+    routes: HashMap<String, Route>,
+    actions: HashMap<String, Vec<String>>,
+    password_fields: Vec<String>,
+    query: Option<QuerySource>,
+    dropped: prometheus::IntCounterVec,
+    /// Milliseconds since `started` of the last "queue full" warning (0: none yet).
+    last_warning: AtomicU64,
+    started: Instant,
+}
+
+impl Audit {
+    /// Nothing audited (no `audit.json`).
+    pub fn disabled(dropped: prometheus::IntCounterVec) -> Self {
+        Self {
+            routes: HashMap::new(),
+            actions: HashMap::new(),
+            password_fields: vec!["password".into()],
+            query: None,
+            dropped,
+            last_warning: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Starts one writer thread per handler of `cfg`.
+    pub fn start(
+        cfg: AuditConfig,
+        repo: Arc<dyn Repo>,
+        dropped: prometheus::IntCounterVec,
+    ) -> Result<Self, String> {
+        let mut audit = Self::disabled(dropped);
+        for skipped in &cfg.skipped {
+            tracing::warn!("{skipped}");
+        }
+        for h in cfg.handlers {
+            let (tx, rx) = mpsc::channel(h.queue);
+            let thread = std::thread::Builder::new().name(format!("audit-{}", h.name));
+            let is_query_handler = cfg.handler_for_queries.as_deref() == Some(h.name.as_str());
+            match h.kind {
+                HandlerKind::JsonFile(f) => {
+                    if is_query_handler {
+                        audit.query = Some(QuerySource::Files(f.dir.clone()));
+                    }
+                    let writer = file::JsonFileWriter::new(f);
+                    thread.spawn(move || writer.run(rx))
+                }
+                HandlerKind::Repo => {
+                    if is_query_handler {
+                        audit.query = Some(QuerySource::Store(repo.clone()));
+                    }
+                    let repo = repo.clone();
+                    thread.spawn(move || store::run(repo, rx))
+                }
+            }
+            .map_err(|e| format!("cannot start audit handler '{}': {e}", h.name))?;
+            for topic in h.topics {
+                audit
+                    .routes
+                    .entry(topic.clone())
+                    .or_insert_with(|| Route {
+                        topic: Arc::from(topic.as_str()),
+                        queues: Vec::new(),
+                    })
+                    .queues
+                    .push(tx.clone());
+            }
+        }
+        audit.actions = cfg.actions;
+        audit.password_fields = cfg.password_fields;
+        Ok(audit)
+    }
+
+    /// Whether some handler writes `topic`: callers skip building events nobody wants.
+    pub fn wants(&self, topic: &str) -> bool {
+        self.routes.contains_key(topic)
+    }
+
+    /// Where queries read, if a `handlerForQueries` runs.
+    pub fn query_source(&self) -> Option<&QuerySource> {
+        self.query.as_ref()
+    }
+
+    /// Queues `body` for every handler of `topic`; never waits.
+    pub fn emit(&self, topic: &str, body: Value) {
+        let Some(route) = self.routes.get(topic) else {
+            return;
+        };
+        let event = Event {
+            topic: route.topic.clone(),
+            body: Arc::new(body),
+        };
+        for q in &route.queues {
+            if q.try_send(event.clone()).is_err() {
+                self.dropped.with_label_values(&[topic]).inc();
+                self.warn_full(topic);
+            }
+        }
+    }
+
+    fn warn_full(&self, topic: &str) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64)
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(topic, "an audit handler's queue is full: events are dropped (counted in idm_gateway_audit_dropped_total)");
+        }
+    }
+
+    /// Whether `topic`'s `filter.actions` keeps `operation`.
+    fn keeps(&self, topic: &str, operation: &str) -> bool {
+        self.actions
+            .get(topic)
+            .is_none_or(|a| a.iter().any(|x| x == operation))
+    }
+
+    /// The `access` event of one request.
+    pub fn access(&self, record: &AccessRecord<'_>) {
+        if self.wants("access") {
+            self.emit("access", event::access(record));
+        }
+    }
+
+    /// One authentication attempt by `principal`; `caller` when it succeeded.
+    pub fn authentication(
+        &self,
+        principal: &str,
+        caller: Option<&Caller>,
+        txid: &str,
+        ip: Option<std::net::IpAddr>,
+    ) {
+        if self.wants("authentication") {
+            self.emit(
+                "authentication",
+                event::authentication(principal, caller, txid, ip),
+            );
+        }
+    }
+
+    /// A write of a managed or internal object (`activity`) or of a config object
+    /// (`config`).
+    pub fn object_change(&self, topic: &str, change: ObjectChange<'_>) {
+        if self.wants(topic) && self.keeps(topic, change.operation) {
+            self.emit(
+                topic,
+                event::object_change(topic, change, &self.password_fields),
+            );
+        }
+    }
+
+    /// Start or summary of a reconciliation run.
+    pub fn recon(
+        &self,
+        entry_type: &str,
+        recon_id: &str,
+        mapping: &str,
+        status: &str,
+        detail: Value,
+    ) {
+        if self.wants("recon") {
+            let user = "openidm-admin";
+            self.emit(
+                "recon",
+                event::recon(entry_type, recon_id, mapping, status, detail, user),
+            );
+        }
+    }
+}
+
+/// Activity events from managed object writes: a [`crate::events::ChangeHook`].
+pub struct ActivityHook(pub Arc<Audit>);
+
+impl crate::events::ChangeHook for ActivityHook {
+    fn on_change(&self, change: &crate::events::Change<'_>) {
+        if !self.0.wants("activity") {
+            return;
+        }
+        let operation = match (&change.request.op, change.kind) {
+            (crate::crest::Operation::Patch { .. }, _) => "patch",
+            (_, kind) => kind.as_str(),
+        };
+        let object_id = format!("{}/{}", change.resource, change.id);
+        let revision = change
+            .after
+            .or(change.before)
+            .and_then(|c| c.get("_rev"))
+            .and_then(Value::as_str);
+        self.0.object_change(
+            "activity",
+            ObjectChange {
+                txid: &current_transaction(),
+                caller: &change.request.caller,
+                object_id: &object_id,
+                operation,
+                before: change.before.map(|m| Value::Object(m.clone())),
+                after: change.after.map(|m| Value::Object(m.clone())),
+                revision,
+            },
+        );
+    }
+}
+
+/// `audit.json` from the conf dir, with IDM's properties: `idm.data.dir` (the data dir),
+/// `idm.install.dir`/`idm.instance.dir` (the project dir, parent of the conf dir), others
+/// from the environment. `Ok(None)`: no file.
+pub fn load(
+    conf_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<Option<AuditConfig>, String> {
+    let path = conf_dir.join("audit.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let doc: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let data = abs(data_dir).display().to_string();
+    let project = abs(conf_dir)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    config::parse(&doc, &|name: &str| match name {
+        "idm.data.dir" => Some(data.clone()),
+        "idm.install.dir" | "idm.instance.dir" | "openidm.instance.dir" => Some(project.clone()),
+        _ => crate::config::substitute::from_env(name),
+    })
+    .map(Some)
+    .map_err(|problems| format!("audit.json: {}", problems.join("; ")))
+}

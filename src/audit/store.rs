@@ -1,0 +1,63 @@
+//! The store handler (IDM's `RepositoryAuditEventHandler`): events in the embedded store,
+//! resource `audit/<topic>` (IDM's `auditaccess`, `auditactivity`, … tables), so queries
+//! and reads by id go through the store's `_queryFilter` translation.
+//!
+//! Runs on its own thread with a small runtime, and commits what is queued in one batch
+//! (one transaction) at a time.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::mpsc::Receiver;
+
+use super::Event;
+use crate::repo::{Repo, WriteOp};
+
+/// Most events committed in one batch.
+const BATCH: usize = 256;
+
+/// Store resource of a topic's events.
+pub fn resource(topic: &str) -> String {
+    format!("audit/{topic}")
+}
+
+/// Writes events until every sender is gone.
+pub fn run(repo: Arc<dyn Repo>, mut rx: Receiver<Event>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the audit store handler");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut events = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut events, BATCH).await > 0 {
+            let ops: Vec<WriteOp> = events.drain(..).filter_map(op).collect();
+            for r in repo.batch(ops).await {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "cannot store an audit event; event lost");
+                }
+            }
+        }
+    });
+}
+
+fn op(event: Event) -> Option<WriteOp> {
+    let Value::Object(mut content) = Arc::unwrap_or_clone(event.body) else {
+        return None;
+    };
+    let id = match content.remove("_id") {
+        Some(Value::String(id)) => id,
+        _ => super::event::new_id(),
+    };
+    Some(WriteOp::Create {
+        resource: resource(&event.topic),
+        id,
+        content,
+        unique: Vec::new(),
+    })
+}

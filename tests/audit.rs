@@ -1,0 +1,330 @@
+//! Audit (`conf/audit.json`) with the real gateway binary: events in the JSON files and in
+//! the store, queried over `/openidm/audit/<topic>`; no secret in any event; rotation by
+//! size; a full queue counted, never waited on.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{eventually, json_of, send, Gateway};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const JSON_HANDLER: &str = "org.forgerock.audit.handlers.json.JsonAuditEventHandler";
+
+fn shipped(name: &str) -> Value {
+    let path = format!("{}/conf/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn audit_dir(gw: &Gateway) -> PathBuf {
+    gw.data_dir().join("audit")
+}
+
+/// Every line of every file in `dir` whose name starts with `prefix`.
+fn lines(dir: &Path, prefix: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            for l in text.lines() {
+                out.push(serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")));
+            }
+        }
+    }
+    out
+}
+
+async fn query(gw: &Gateway, topic: &str, filter: &str) -> Vec<Value> {
+    let r = gw
+        .get(&format!("/openidm/audit/{topic}"))
+        .query(&[("_queryFilter", filter)])
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, 200, "{body}");
+    body["result"].as_array().cloned().unwrap_or_default()
+}
+
+async fn eventually_found(gw: &Gateway, topic: &str, filter: &str) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = query(gw, topic, filter).await;
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {topic} event matches {filter}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_land_in_files_and_store_without_secrets() {
+    let gw = Gateway::builder()
+        .conf_file("audit", shipped("audit"))
+        .conf_file("managed", shipped("managed"))
+        .admin_password("Adm1n-Secret-Pw")
+        .start()
+        .await;
+
+    // access: a local request, found by its transaction id in the store and in the file.
+    let r = gw
+        .get("/openidm/config")
+        .header("X-ForgeRock-TransactionId", "tx-audit-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let found = eventually_found(&gw, "access", r#"transactionId eq "tx-audit-1""#).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let e = &found[0];
+    assert_eq!(e["eventName"], "access");
+    assert_eq!(e["userId"], "openidm-admin");
+    assert_eq!(e["request"]["operation"], "READ");
+    assert_eq!(e["http"]["request"]["method"], "GET");
+    assert_eq!(e["http"]["request"]["path"], "/openidm/config");
+    assert_eq!(e["response"]["status"], "SUCCESSFUL");
+    assert_eq!(e["response"]["statusCode"], "200");
+    assert_eq!(e["response"]["elapsedTimeUnits"], "MILLISECONDS");
+    assert_eq!(e["client"]["ip"], "127.0.0.1");
+    let id = e["_id"].as_str().unwrap();
+    let (status, one) = send(
+        &gw,
+        Method::GET,
+        &format!("/openidm/audit/access/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!((status, &one["transactionId"]), (200, &json!("tx-audit-1")));
+    let all = query(&gw, "access", "true").await;
+    assert!(all.len() >= 2, "{all:?}");
+    let ok = eventually(Duration::from_secs(10), || async {
+        lines(&audit_dir(&gw), "access.audit.json")
+            .iter()
+            .any(|l| l["transactionId"] == "tx-audit-1")
+    })
+    .await;
+    assert!(ok, "tx-audit-1 not in access.audit.json");
+
+    // authentication: a failure is audited with the principal, never the password.
+    let r = gw
+        .as_user(Method::GET, "/openidm/config", "mallory", "Wr0ng-Passw0rd")
+        .header("X-ForgeRock-TransactionId", "tx-audit-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let found = eventually_found(&gw, "authentication", r#"transactionId eq "tx-audit-2""#).await;
+    assert_eq!(found[0]["result"], "FAILED");
+    assert_eq!(found[0]["principal"], json!(["mallory"]));
+    let ok = eventually_found(&gw, "authentication", r#"result eq "SUCCESSFUL""#).await;
+    assert_eq!(ok[0]["principal"], json!(["openidm-admin"]));
+    // The failed request's access event: 401, no user.
+    let denied = eventually_found(&gw, "access", r#"transactionId eq "tx-audit-2""#).await;
+    assert_eq!(denied[0]["response"]["statusCode"], "401");
+    assert_eq!(denied[0]["response"]["status"], "FAILED");
+
+    // activity: a managed user create, with the caller and the object, not the password.
+    let (status, user) = send(
+        &gw,
+        Method::POST,
+        "/openidm/managed/user?_action=create",
+        Some(
+            json!({"userName": "audrey", "givenName": "Audrey", "sn": "Audit",
+            "mail": "audrey@example.com", "password": "S3cret-Passw0rd!"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let object_id = format!("managed/user/{}", user["_id"].as_str().unwrap());
+    let found = eventually_found(&gw, "activity", &format!(r#"objectId eq "{object_id}""#)).await;
+    assert_eq!(found[0]["operation"], "CREATE");
+    assert_eq!(found[0]["runAs"], "openidm-admin");
+    assert_eq!(found[0]["after"]["userName"], "audrey");
+
+    // config: a config write.
+    let (status, _) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/config/audit.test",
+        Some(json!({"clientSecret": "Sh0uld-Not-Leak", "plain": 1})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let found = eventually_found(&gw, "config", r#"objectId eq "config/audit.test""#).await;
+    assert_eq!(found[0]["operation"], "CREATE");
+    assert_eq!(found[0]["after"]["plain"], 1);
+
+    // No secret anywhere: files and store.
+    let ok = eventually(Duration::from_secs(10), || async {
+        lines(&audit_dir(&gw), "activity.audit.json").len() == 1
+    })
+    .await;
+    assert!(ok, "activity not in its file");
+    let mut everything = String::new();
+    for e in std::fs::read_dir(audit_dir(&gw)).unwrap().flatten() {
+        everything.push_str(&std::fs::read_to_string(e.path()).unwrap());
+    }
+    for topic in ["access", "authentication", "activity", "config"] {
+        everything.push_str(&Value::Array(query(&gw, topic, "true").await).to_string());
+    }
+    for secret in [
+        "Wr0ng-Passw0rd",
+        "S3cret-Passw0rd!",
+        "Sh0uld-Not-Leak",
+        gw.admin_password(),
+        "Basic ",
+    ] {
+        assert!(
+            !everything.contains(secret),
+            "'{secret}' is in an audit event"
+        );
+    }
+
+    // Audit is for administrators only, and queries are _queryFilter only.
+    let (status, _) = json_of(
+        gw.as_user(
+            Method::GET,
+            "/openidm/audit/access?_queryFilter=true",
+            "audrey",
+            "S3cret-Passw0rd!",
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert!(status == 401 || status == 403, "{status}");
+    let (status, body) = send(
+        &gw,
+        Method::GET,
+        "/openidm/audit/nosuchtopic?_queryFilter=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_rotate_at_max_file_size_and_json_handler_answers_queries() {
+    let max = 3000;
+    let gw = Gateway::builder()
+        .conf_file(
+            "audit",
+            json!({
+                "auditServiceConfig": {"handlerForQueries": "json"},
+                "eventHandlers": [{"class": JSON_HANDLER, "config": {
+                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
+                    "fileRotation": {"rotationEnabled": true, "maxFileSize": max},
+                    "fileRetention": {"maxNumberOfHistoryFiles": 2},
+                    "topics": ["access"]}}]
+            }),
+        )
+        .start()
+        .await;
+    for i in 0..40 {
+        let r = gw
+            .get("/openidm/info/version")
+            .header("X-ForgeRock-TransactionId", format!("rot-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let dir = audit_dir(&gw);
+    let ok = eventually(Duration::from_secs(10), || async {
+        lines(&dir, "access.audit.json")
+            .iter()
+            .any(|l| l["transactionId"] == "rot-39")
+    })
+    .await;
+    assert!(ok, "rot-39 not written");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    let rotated: Vec<_> = files
+        .iter()
+        .filter(|(n, _)| n != "access.audit.json")
+        .collect();
+    // 40 events of several hundred bytes: several rotations, of which 2 are kept.
+    assert_eq!(rotated.len(), 2, "{files:?}");
+    for (name, len) in &files {
+        assert!(name.starts_with("access.audit.json"), "{name}");
+        assert!(*len <= max, "{name} has {len} bytes");
+    }
+    // The JSON handler answers queries from its current file.
+    let found = query(&gw, "access", r#"transactionId eq "rot-39""#).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_is_counted_and_requests_do_not_wait() {
+    let gw = Gateway::builder()
+        .conf_file(
+            "audit",
+            json!({
+                "eventHandlers": [{"class": JSON_HANDLER, "config": {
+                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
+                    "buffering": {"maxSize": 2}, "topics": ["access"]}},
+                    {"class": "org.forgerock.audit.handlers.syslog.SyslogAuditEventHandler",
+                     "config": {"name": "syslog"}}]
+            }),
+        )
+        .build_only();
+    // A FIFO nobody reads: the handler blocks opening it, for ever (a stuck disk).
+    let dir = audit_dir(&gw);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("access.audit.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let gw = gw.spawn().await;
+    for _ in 0..20 {
+        let r = gw.get("/openidm/info/version").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (status, text) = {
+        let r = gw.get("/openidm/metrics/prometheus").send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    let dropped: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"idm_gateway_audit_dropped_total{topic="access"} "#))
+        .unwrap_or_else(|| panic!("no dropped counter in\n{text}"))
+        .parse()
+        .unwrap();
+    // 20 requests (and the start-up pings) into a queue of 2 that is never read.
+    assert!(dropped >= 17.0, "dropped {dropped}");
+    assert!(gw.logs().contains("queue is full"), "{}", gw.logs());
+    // The unsupported handler class was skipped with a warning, not refused.
+    assert!(
+        gw.logs().contains("SyslogAuditEventHandler"),
+        "{}",
+        gw.logs()
+    );
+    // Without a handlerForQueries, queries say why.
+    let (status, body) = send(
+        &gw,
+        Method::GET,
+        "/openidm/audit/access?_queryFilter=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+}
