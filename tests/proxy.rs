@@ -702,3 +702,30 @@ async fn proxied_bodies_over_the_limit_are_refused_with_413() {
     // Whatever the remote saw of it, it never got a complete request.
     assert!(up.requests().iter().all(|rec| rec.body_len <= 1000));
 }
+
+#[tokio::test]
+async fn the_access_log_names_the_client_its_agent_and_the_upstream_time() {
+    let up = RecordingUpstream::start();
+    let gw = gateway_with(basic_instance(&up.url(), "u", "p")).await;
+    let r = gw
+        .get(&format!("{USER_PATH}/1"))
+        .header("user-agent", "idm-test-agent/1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        gw.wait_for_log("idm-test-agent/1.0", Duration::from_secs(10))
+            .await,
+        "{}",
+        gw.logs()
+    );
+    let line = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("idm-test-agent/1.0"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("client=127.0.0.1"), "{line}");
+    assert!(line.contains("upstream_ms="), "{line}");
+}

@@ -129,6 +129,10 @@ pub struct RequestCtx {
     bearer_retried: bool,
     /// Request body bytes proxied so far.
     body_bytes: u64,
+    /// When the first upstream was chosen, and how long the remote took to answer with its
+    /// response header (the access log's `upstream_ms`).
+    upstream_started: Option<Instant>,
+    upstream_ms: Option<f64>,
     retry_after_401: bool,
     /// A failure decided before pingora saw an error (token, resolution).
     failure: Option<(ResourceError, &'static str)>,
@@ -151,6 +155,8 @@ impl ProxyHttp for GatewayProxy {
             token: None,
             bearer_retried: false,
             body_bytes: 0,
+            upstream_started: None,
+            upstream_ms: None,
             retry_after_401: false,
             failure: None,
         }
@@ -364,6 +370,7 @@ impl ProxyHttp for GatewayProxy {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         let inst = ctx
             .instance
             .clone()
@@ -483,6 +490,9 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started {
+            ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        }
         if upstream_response.status != http::StatusCode::UNAUTHORIZED {
             return Ok(());
         }
@@ -726,8 +736,15 @@ impl ProxyHttp for GatewayProxy {
             status,
             bytes = session.body_bytes_sent(),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_ms = ctx.upstream_ms,
             txid = ctx.txid.to_str().unwrap_or(""),
             user = ctx.caller.as_ref().map(|c| c.user.as_str()).unwrap_or("-"),
+            client = %session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
+            user_agent = user_agent(req),
         );
         if self.gw.audit.wants("access") {
             let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| {
@@ -862,6 +879,19 @@ fn status_label(status: u16) -> &'static str {
         503 => "503",
         504 => "504",
         s => LABELS[(s / 100).min(5) as usize],
+    }
+}
+
+/// The caller's `User-Agent` for the access log, at most 200 bytes (a whole character).
+fn user_agent(req: &pingora::http::RequestHeader) -> &str {
+    let ua = req
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match ua.char_indices().nth(200) {
+        Some((i, _)) => &ua[..i],
+        None => ua,
     }
 }
 
