@@ -17,7 +17,8 @@
 # Knobs (environment): THREADS (proxy workers, default nproc), PEAK_SECS (10),
 # RATE_SECS (6), LOADGEN_THREADS (2), LOG_COMPARE (1: also run the gateway with
 # RUST_LOG=warn), BASELINE (1: also measure a bare pingora forwarder, the framework's floor,
-# benches/pingora_baseline.rs), PERF (0; 1: perf-record the gateway during its peak run and print the top
+# benches/pingora_baseline.rs), AUDIT (1: the first gateway also audits, with the shipped
+# conf/audit.json: JSON files and the store; the RUST_LOG=warn one never does), PERF (0; 1: perf-record the gateway during its peak run and print the top
 # symbols), KEEP_TMP (0; 1: keep the temp dir with logs, wrk/loadgen output, perf.data).
 set -euo pipefail
 
@@ -30,6 +31,7 @@ RATE_SECS=${RATE_SECS:-6}
 RATE_WARMUP=1
 CONNS=64
 LOG_COMPARE=${LOG_COMPARE:-1}
+AUDIT=${AUDIT:-1}
 LOADGEN_THREADS=${LOADGEN_THREADS:-2}
 PERF=${PERF:-0}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -359,6 +361,9 @@ cat >"$WORK/gw/conf/external.idm-bench.json" <<EOF
   "password": "$UP_PW"
 }
 EOF
+if [[ $AUDIT == 1 ]]; then
+    cp conf/audit.json "$WORK/gw/conf/"
+fi
 start_gateway "$GW_PORT" info
 wait_http "http://127.0.0.1:$NGX_PORT/openidm/external/idm/bench/managed/user" "${HDR[@]}"
 wait_http "http://127.0.0.1:$GW_PORT/openidm/external/idm/bench/managed/user" "${HDR[@]}"
@@ -380,7 +385,7 @@ PID_OF[nginx]=$nginx_proxy_PID
 declare -A LABEL=(
     [direct]="direct upstream (nginx)"
     [nginx]="nginx reverse proxy"
-    [gateway]="idm-gateway (RUST_LOG=info, access log to file)"
+    [gateway]="idm-gateway (RUST_LOG=info, access log to file$([[ $AUDIT == 1 ]] && echo ', audit: JSON file + store'))"
     [gateway_warn]="idm-gateway (RUST_LOG=warn, no access log)"
     [pingora]="bare pingora forwarder (benches/pingora_baseline.rs)"
 )
@@ -424,7 +429,9 @@ THREADS_OF[gateway]=$(threads_of "$GW_PID")
 measure_target gateway
 RSS_AFTER[gateway]=$(rss "$GW_PID")
 ACCESS_LINES=$(grep -c 'access' "$WORK/gw/gateway-info.log" || true)
+AUDIT_LINES=$(cat "$WORK"/gw/data/audit/access.audit.json* 2>/dev/null | wc -l || true)
 stop_pid "$GW_PID"
+rm -f "$WORK/gw/conf/audit.json"
 
 if [[ $LOG_COMPARE == 1 ]]; then
     log "measuring idm-gateway (RUST_LOG=warn)"
@@ -473,6 +480,7 @@ for key in gateway gateway_warn; do
     echo "${LABEL[$key]}: VmRSS before load ${RSS_BEFORE[$key]}, after load ${RSS_AFTER[$key]}; OS threads ${THREADS_OF[$key]}"
 done
 echo "Access-log lines written by the RUST_LOG=info gateway: $ACCESS_LINES ($(du -h "$WORK/gw/gateway-info.log" | cut -f1))"
+echo "Access audit events written (JSON handler) by the first gateway: ${AUDIT_LINES:-0}"
 echo
 echo "CPU idle before the run: ${IDLE_BEFORE}%; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
