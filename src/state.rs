@@ -224,12 +224,24 @@ impl Gateway {
             return outcomes;
         }
         let registry = Registry::build(&conf, &prev.registry, &self.metrics);
-        let managed = managed_schema(&conf, &outcomes, &prev.managed);
+        let managed = single_file(
+            &conf,
+            &outcomes,
+            MANAGED_CONFIG,
+            &prev.managed,
+            parse_managed,
+        );
         let mappings = sync_mappings(&conf, &outcomes, &prev.mappings);
         let schedules = schedules(&conf, &outcomes, &prev.schedules);
         let systems = systems(&conf, &outcomes, &prev.systems);
-        let authentication = authentication(&conf, &outcomes, &prev.authentication);
-        let access = access(&conf, &outcomes, &prev.access);
+        let authentication = single_file(
+            &conf,
+            &outcomes,
+            AUTHENTICATION_CONFIG,
+            &prev.authentication,
+            parse_authentication,
+        );
+        let access = single_file(&conf, &outcomes, ACCESS_CONFIG, &prev.access, parse_access);
         self.live.store(Arc::new(Live {
             conf: Arc::new(conf),
             registry: Arc::new(registry),
@@ -275,61 +287,25 @@ impl Gateway {
     }
 }
 
-/// The managed types after a reload: re-parsed when `managed.json` was applied, empty when
-/// it was removed, the last good ones otherwise (unchanged or rejected).
-fn managed_schema(
+/// A single-file config after a reload (`managed.json`, `authentication.json`,
+/// `access.json`): re-parsed when the file was applied, the default when it was removed,
+/// the last good one otherwise (unchanged or rejected).
+fn single_file<T: Default, E>(
     conf: &ConfSnapshot,
     outcomes: &[(String, ReloadOutcome)],
-    prev: &Arc<ManagedSchema>,
-) -> Arc<ManagedSchema> {
-    match outcomes.iter().find(|(id, _)| id == MANAGED_CONFIG) {
+    id: &str,
+    prev: &Arc<T>,
+    parse: fn(&Value) -> Result<T, E>,
+) -> Arc<T> {
+    match outcomes.iter().find(|(changed, _)| changed == id) {
         Some((_, ReloadOutcome::Applied)) => conf
             .files
-            .get(MANAGED_CONFIG)
+            .get(id)
             .and_then(|f| f.raw.as_ref())
-            .and_then(|raw| parse_managed(raw).ok())
+            .and_then(|raw| parse(raw).ok())
             .map(Arc::new)
             .unwrap_or_else(|| prev.clone()),
-        Some((_, ReloadOutcome::Removed)) => Arc::new(ManagedSchema::default()),
-        _ => prev.clone(),
-    }
-}
-
-/// The authentication config after a reload: re-parsed when `authentication.json` was
-/// applied, the built-in defaults when it was removed, the last good one otherwise.
-fn authentication(
-    conf: &ConfSnapshot,
-    outcomes: &[(String, ReloadOutcome)],
-    prev: &Arc<AuthConfig>,
-) -> Arc<AuthConfig> {
-    match outcomes.iter().find(|(id, _)| id == AUTHENTICATION_CONFIG) {
-        Some((_, ReloadOutcome::Applied)) => conf
-            .files
-            .get(AUTHENTICATION_CONFIG)
-            .and_then(|f| f.raw.as_ref())
-            .and_then(|raw| parse_authentication(raw).ok())
-            .map(Arc::new)
-            .unwrap_or_else(|| prev.clone()),
-        Some((_, ReloadOutcome::Removed)) => Arc::new(AuthConfig::default()),
-        _ => prev.clone(),
-    }
-}
-
-/// The access rules after a reload (as [`authentication`]).
-fn access(
-    conf: &ConfSnapshot,
-    outcomes: &[(String, ReloadOutcome)],
-    prev: &Arc<AccessConfig>,
-) -> Arc<AccessConfig> {
-    match outcomes.iter().find(|(id, _)| id == ACCESS_CONFIG) {
-        Some((_, ReloadOutcome::Applied)) => conf
-            .files
-            .get(ACCESS_CONFIG)
-            .and_then(|f| f.raw.as_ref())
-            .and_then(|raw| parse_access(raw).ok())
-            .map(Arc::new)
-            .unwrap_or_else(|| prev.clone()),
-        Some((_, ReloadOutcome::Removed)) => Arc::new(AccessConfig::default()),
+        Some((_, ReloadOutcome::Removed)) => Arc::new(T::default()),
         _ => prev.clone(),
     }
 }

@@ -61,22 +61,22 @@ pub fn parse_privileges(role: &str, content: &Map<String, Value>) -> Vec<Privile
         .collect()
 }
 
+/// The strings of an array (anything else: none).
+fn strings(v: Option<&Value>) -> impl Iterator<Item = String> + '_ {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+}
+
 fn parse_one(p: &Value) -> Result<Privilege, String> {
     let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let path = text("path").trim_matches('/').to_owned();
     if path.is_empty() {
         return Err("no path".into());
     }
-    let permissions: BTreeSet<String> = p
-        .get("permissions")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let permissions: BTreeSet<String> = strings(p.get("permissions")).collect();
     if let Some(bad) = permissions
         .iter()
         .find(|p| !PERMISSIONS.contains(&p.as_str()))
@@ -116,16 +116,7 @@ fn parse_one(p: &Value) -> Result<Privilege, String> {
         description: text("description"),
         path,
         permissions,
-        actions: p
-            .get("actions")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        actions: strings(p.get("actions")).collect(),
         filter,
         access_flags,
     })
