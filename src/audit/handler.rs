@@ -40,18 +40,7 @@ impl RequestHandler for AuditHandler {
                 match source {
                     QuerySource::Store(repo) => {
                         let page = repo
-                            .query(
-                                &store::resource(topic),
-                                RepoQuery {
-                                    filter: &f,
-                                    sort: &q.sort_keys,
-                                    page_size: q.page_size,
-                                    cookie: q.cookie.as_deref(),
-                                    offset: q.offset,
-                                    count: q.count_policy,
-                                    ids_only: false,
-                                },
-                            )
+                            .query(&store::resource(topic), RepoQuery::page(&f, q))
                             .await?;
                         Ok(Response::Query(QueryResponse {
                             results: page.results.into_iter().map(with_id).collect(),

@@ -105,21 +105,7 @@ impl CsvImports {
             }
         };
         let f = filter::parse(text).map_err(|e| filter::to_resource_error(text, &e))?;
-        let page = self
-            .repo
-            .query(
-                METADATA,
-                RepoQuery {
-                    filter: &f,
-                    sort: &q.sort_keys,
-                    page_size: q.page_size,
-                    cookie: q.cookie.as_deref(),
-                    offset: q.offset,
-                    count: q.count_policy,
-                    ids_only: false,
-                },
-            )
-            .await?;
+        let page = self.repo.query(METADATA, RepoQuery::page(&f, q)).await?;
         Ok(Response::Query(QueryResponse {
             results: page.results.into_iter().map(meta::to_json).collect(),
             cookie: page.next_cookie,

@@ -444,13 +444,8 @@ impl ObjectSet<'_> {
             fields::of_request(req)?
         };
         let repo_query = RepoQuery {
-            filter: &filter,
-            sort: &q.sort_keys,
-            page_size: q.page_size,
-            cookie: q.cookie.as_deref(),
-            offset: q.offset,
-            count: q.count_policy,
             ids_only: asks_ids_only(&spec),
+            ..RepoQuery::page(&filter, q)
         };
         let on_retrieve =
             req.param("executeOnRetrieve") == Some("true") && self.schema.has_retrieve_hooks();

@@ -91,6 +91,20 @@ impl<'a> RepoQuery<'a> {
             ids_only: false,
         }
     }
+
+    /// The page a CREST query asks for (`_sortKeys`, `_pageSize`, `_pagedResultsCookie`,
+    /// `_pagedResultsOffset`, `_totalPagedResultsPolicy`), whole objects.
+    pub fn page(filter: &'a QueryFilter, q: &'a crate::crest::QueryParams) -> Self {
+        RepoQuery {
+            filter,
+            sort: &q.sort_keys,
+            page_size: q.page_size,
+            cookie: q.cookie.as_deref(),
+            offset: q.offset,
+            count: q.count_policy,
+            ids_only: false,
+        }
+    }
 }
 
 /// One page of query results.
