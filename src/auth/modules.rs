@@ -20,7 +20,7 @@ use super::{password, Authenticator, Caller};
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crypto::Crypto;
 use crate::managed::relationships::store::{edges_of, End};
-use crate::repo::{Repo, RepoQuery, StoredObject};
+use crate::repo::{Repo, RepoError, RepoQuery, StoredObject};
 
 /// A hash no password matches, verified when the account does not exist.
 static DUMMY_HASH: LazyLock<Value> =
@@ -80,25 +80,21 @@ impl ModuleChain {
             password::verify_async(DUMMY_HASH.clone(), password_text.to_owned()).await;
             return false;
         };
-        if password::is_hashed(&stored)
-            && stored
-                .pointer("/$crypto/value/algorithm")
-                .and_then(Value::as_str)
-                == Some("ARGON2")
-            && stored.pointer("/$crypto/type").and_then(Value::as_str) == Some("salted-hash")
-        {
-            return password::verify_async(stored, password_text.to_owned()).await;
-        }
-        match (&stored, &self.crypto) {
-            (Value::Object(_), Some(crypto)) => {
-                let crypto = crypto.clone();
+        match stored {
+            // A hash (argon2 or IDM's salted hashes) or an encrypted value; `Crypto::matches`
+            // tells them apart. Hashes need no keys.
+            stored @ Value::Object(_) => {
+                let crypto = self.crypto.clone();
                 let text = password_text.to_owned();
-                tokio::task::spawn_blocking(move || crypto.matches(&text, &stored))
-                    .await
-                    .unwrap_or(false)
+                tokio::task::spawn_blocking(move || match crypto {
+                    Some(crypto) => crypto.matches(&text, &stored),
+                    None => crate::crypto::hash::matches(text.as_bytes(), &stored),
+                })
+                .await
+                .unwrap_or(false)
             }
             // A clear-text password (a managed schema without encryption or hashing).
-            (Value::String(s), _) => {
+            Value::String(s) => {
                 crate::crypto::hash::constant_time_eq(s.as_bytes(), password_text.as_bytes())
             }
             _ => false,
@@ -121,17 +117,13 @@ impl ModuleChain {
             }
             CredentialQuery::Property(p) => eq(p, user),
         };
-        let mut query = RepoQuery::all(&filter, &[]);
-        // Two are enough to know the name is ambiguous.
-        query.page_size = 2;
-        match self.repo.query(&m.resource, query).await {
-            Ok(page) if page.results.len() == 1 => page.results.into_iter().next(),
-            Ok(page) if page.results.len() > 1 => {
+        match find_account(self.repo.as_ref(), &m.resource, &filter).await {
+            Ok(found) => found,
+            Err(AccountLookup::Ambiguous) => {
                 tracing::warn!(resource = %m.resource, "login refused: the user name matches several accounts");
                 None
             }
-            Ok(_) | Err(crate::repo::RepoError::NotFound { .. }) => None,
-            Err(e) => {
+            Err(AccountLookup::Store(e)) => {
                 tracing::error!(error = %e, resource = %m.resource, "cannot query the accounts of an authentication module");
                 None
             }
@@ -153,26 +145,68 @@ impl ModuleChain {
             return None;
         }
         let obj = found?;
-        let mut roles = m.default_roles.clone();
-        if let Some(prop) = &m.user_roles {
-            for r in
-                granted_roles(self.repo.as_ref(), &m.resource, &obj.id, prop, &obj.content).await
-            {
-                if !roles.contains(&r) {
-                    roles.push(r);
-                }
-            }
-        }
+        let roles = account_roles(
+            self.repo.as_ref(),
+            &m.resource,
+            &obj,
+            m.user_roles.as_slice(),
+            &m.default_roles,
+        )
+        .await;
         Some(Arc::new(Caller::new(obj.id, m.resource.clone(), roles)))
     }
 }
 
-fn eq(field: &str, value: &str) -> QueryFilter {
+/// `field eq "value"`; `field` a JSON pointer (`/a/b`) or a property name.
+pub(crate) fn eq(field: &str, value: &str) -> QueryFilter {
     QueryFilter::Compare {
-        field: JsonPointer(vec![field.to_owned()]),
+        field: JsonPointer::parse(field),
         op: CompareOp::Eq,
         value: FilterValue::String(value.to_owned()),
     }
+}
+
+/// Why [`find_account`] found no single account.
+pub(crate) enum AccountLookup {
+    /// Several accounts match.
+    Ambiguous,
+    Store(RepoError),
+}
+
+/// The one account of `resource` that `filter` matches (`None`: no account).
+pub(crate) async fn find_account(
+    repo: &dyn Repo,
+    resource: &str,
+    filter: &QueryFilter,
+) -> Result<Option<StoredObject>, AccountLookup> {
+    let mut query = RepoQuery::all(filter, &[]);
+    // Two are enough to know the name is ambiguous.
+    query.page_size = 2;
+    match repo.query(resource, query).await {
+        Ok(page) if page.results.len() > 1 => Err(AccountLookup::Ambiguous),
+        Ok(page) => Ok(page.results.into_iter().next()),
+        Err(RepoError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(AccountLookup::Store(e)),
+    }
+}
+
+/// `defaults` plus the roles granted through each of the relationship properties `via`.
+pub(crate) async fn account_roles(
+    repo: &dyn Repo,
+    collection: &str,
+    obj: &StoredObject,
+    via: &[String],
+    defaults: &[String],
+) -> Vec<String> {
+    let mut roles = defaults.to_vec();
+    for property in via {
+        for r in granted_roles(repo, collection, &obj.id, property, &obj.content).await {
+            if !roles.contains(&r) {
+                roles.push(r);
+            }
+        }
+    }
+    roles
 }
 
 /// Role references granted to an account through relationship `property`: its edges, and

@@ -31,12 +31,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::config::{JwtConfig, LocalUser, RsFilterConfig, SubjectMapping};
-use super::modules::granted_roles;
+use super::modules::{account_roles, eq, find_account, AccountLookup};
 use super::Caller;
 use crate::config::Trust;
-use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
+use crate::crest::filter::QueryFilter;
 use crate::metrics::Metrics;
-use crate::repo::{Repo, RepoQuery};
+use crate::repo::Repo;
 
 /// How long a refused token's verdict is kept (a subject not mapped yet may be created).
 pub const REJECTED_TTL: Duration = Duration::from_secs(10);
@@ -323,43 +323,29 @@ impl RsFilter {
                 let filter = QueryFilter::And(
                     terms
                         .iter()
-                        .map(|(field, value)| QueryFilter::Compare {
-                            field: JsonPointer(
-                                field
-                                    .trim_matches('/')
-                                    .split('/')
-                                    .map(str::to_owned)
-                                    .collect(),
-                            ),
-                            op: CompareOp::Eq,
-                            value: FilterValue::String(value.clone()),
-                        })
+                        .map(|(field, value)| eq(field, value))
                         .collect(),
                 );
-                let mut q = RepoQuery::all(&filter, &[]);
-                q.page_size = 2;
-                match self.repo.query(resource, q).await {
-                    Ok(page) if page.results.len() == 1 => page.results.into_iter().next(),
-                    Ok(page) if page.results.len() > 1 => {
+                match find_account(self.repo.as_ref(), resource, &filter).await {
+                    Ok(found) => found,
+                    Err(AccountLookup::Ambiguous) => {
                         return Err(TokenError::Invalid(format!(
                             "subject '{subject}' matches several accounts"
                         )))
                     }
-                    Ok(_) | Err(crate::repo::RepoError::NotFound { .. }) => None,
-                    Err(e) => return Err(store_error(e)),
+                    Err(AccountLookup::Store(e)) => return Err(store_error(e)),
                 }
             }
         };
         let obj = found.ok_or_else(unknown)?;
-        let mut roles = m.default_roles.clone();
-        for prop in &m.user_roles {
-            for r in granted_roles(self.repo.as_ref(), resource, &obj.id, prop, &obj.content).await
-            {
-                if !roles.contains(&r) {
-                    roles.push(r);
-                }
-            }
-        }
+        let roles = account_roles(
+            self.repo.as_ref(),
+            resource,
+            &obj,
+            &m.user_roles,
+            &m.default_roles,
+        )
+        .await;
         Ok(Arc::new(Caller::new(obj.id, resource.clone(), roles)))
     }
 }
