@@ -22,18 +22,29 @@ fn audit_dir(gw: &Gateway) -> PathBuf {
     gw.data_dir().join("audit")
 }
 
-/// Every line of every file in `dir` whose name starts with `prefix`.
+/// Every line of every file in `dir` whose name starts with `prefix`. The writer may rotate
+/// a file between the listing and the read: then the directory is read again.
 fn lines(dir: &Path, prefix: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with(prefix) {
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            for l in text.lines() {
-                out.push(serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")));
+    'listing: for _ in 0..20 {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let text = match std::fs::read_to_string(e.path()) {
+                    Ok(text) => text,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue 'listing;
+                    }
+                    Err(err) => panic!("{}: {err}", e.path().display()),
+                };
+                for l in text.lines() {
+                    out.push(serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")));
+                }
             }
         }
+        return out;
     }
-    out
+    panic!("{} kept changing while being read", dir.display())
 }
 
 async fn query(gw: &Gateway, topic: &str, filter: &str) -> Vec<Value> {
