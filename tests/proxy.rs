@@ -470,7 +470,12 @@ async fn a_second_gateway_is_a_remote_idm() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
-    assert!(b.logs().contains("through-two-gateways"));
+    assert!(
+        b.wait_for_log("through-two-gateways", Duration::from_secs(5))
+            .await,
+        "{}",
+        b.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -481,7 +481,7 @@ async fn bad_requests_are_crest_errors_and_a_broken_script_file_is_rejected() {
     );
     assert!(
         eventually(Duration::from_secs(10), || async {
-            gw.logs().matches("config rejected").count() >= 2
+            gw.logs_now().matches("config rejected").count() >= 2
         })
         .await
     );

@@ -242,8 +242,35 @@ impl Gateway {
     }
 
     /// Everything the gateway wrote to stdout and stderr so far (all runs,
-    /// if restarted).
+    /// if restarted), once the log has settled.
+    ///
+    /// The gateway writes its log from a writer thread, and the access log
+    /// line of a request is written after its response was sent, so a line
+    /// may reach the file a moment after the request that caused it
+    /// returned. This waits until the file has not grown for 100 ms (at
+    /// most 2 s), so both "the log says X" and "the log never says Y" look
+    /// at everything logged before the call.
     pub fn logs(&self) -> String {
+        let path = self.log_path();
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut last = size();
+        let mut stable_since = std::time::Instant::now();
+        while std::time::Instant::now() < deadline
+            && stable_since.elapsed() < Duration::from_millis(100)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = size();
+            if now != last {
+                last = now;
+                stable_since = std::time::Instant::now();
+            }
+        }
+        self.logs_now()
+    }
+
+    /// The log as it is on disk right now.
+    pub fn logs_now(&self) -> String {
         std::fs::read(self.log_path())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
@@ -251,7 +278,7 @@ impl Gateway {
 
     /// Waits until the log contains `needle`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        super::eventually(timeout, || async { self.logs().contains(needle) }).await
+        super::eventually(timeout, || async { self.logs_now().contains(needle) }).await
     }
 
     pub fn admin_password(&self) -> &str {
