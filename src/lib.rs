@@ -16,6 +16,7 @@ pub mod external;
 pub mod internal;
 pub mod lifecycle;
 pub mod local;
+pub mod logwriter;
 pub mod managed;
 pub mod metrics;
 pub mod proxy;

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use idm_gateway::config::{GatewayFile, LogFormat};
+use idm_gateway::logwriter::{BatchedWriter, LogGuard};
 use idm_gateway::settings::{Cli, Settings, ADMIN_PASSWORD_ENV};
 use tracing_subscriber::EnvFilter;
 
@@ -32,23 +33,20 @@ fn main() {
 
 /// RUST_LOG filters (default `info`); pingora's `log` records are bridged into tracing.
 ///
-/// Lines are formatted on the thread that logs and written by a writer thread
-/// (`tracing-appender`), through a 64 KiB buffer flushed whenever the queue is empty: a
-/// request never waits on the log's I/O, and a burst of lines costs one `write` instead
-/// of one per line. The queue holds 64 Ki lines; when full, logging threads wait (a log
-/// line is never dropped).
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Lines are formatted on the thread that logs and written to stderr by a writer thread
+/// every 50 ms ([`idm_gateway::logwriter`]): a request never waits on the log's I/O nor
+/// wakes another thread, and no line is ever dropped.
+fn init_logging(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour codes only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(64 * 1024)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = match BatchedWriter::new(std::io::stderr()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("idm-gateway: cannot start the log writer thread: {e}");
+            std::process::exit(1);
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

@@ -521,8 +521,16 @@ pub fn run(settings: Settings) -> Result<(), String> {
         "idm-gateway starting"
     );
     server.add_service(service);
-    server.run_forever()
+    // `run`, not `run_forever` (which exits the process): what the audit handlers and the
+    // log writer hold is written before the process ends.
+    server.run(pingora::server::RunArgs::default());
+    built.gw.audit.close(AUDIT_CLOSE_TIMEOUT);
+    tracing::info!("idm-gateway stopped");
+    Ok(())
 }
+
+/// Longest the audit handlers get to write what is queued when the process stops.
+const AUDIT_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// During an upgrade: once the old process exited (its lock is free), this one owns the data
 /// directory; it recovers what the old one left cut off and starts the scheduler. Until then

@@ -76,8 +76,13 @@ async fn eventually_found(gw: &Gateway, topic: &str, filter: &str) -> Vec<Value>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_land_in_files_and_store_without_secrets() {
+    // The shipped audit.json (IDM's defaults: JSON files) with the store handler turned
+    // on and answering queries.
+    let mut audit = shipped("audit");
+    audit["auditServiceConfig"]["handlerForQueries"] = json!("repo");
+    audit["eventHandlers"][1]["config"]["enabled"] = json!(true);
     let gw = Gateway::builder()
-        .conf_file("audit", shipped("audit"))
+        .conf_file("audit", audit)
         .conf_file("managed", shipped("managed"))
         .admin_password("Adm1n-Secret-Pw")
         .start()
@@ -338,4 +343,55 @@ async fn a_full_queue_is_counted_and_requests_do_not_wait() {
     )
     .await;
     assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_queued_is_written_when_the_gateway_stops() {
+    // A write interval far longer than the test: only the stop can write the events.
+    let mut gw = Gateway::builder()
+        .conf_file(
+            "audit",
+            json!({
+                "auditServiceConfig": {"handlerForQueries": "json"},
+                "eventHandlers": [{"class": JSON_HANDLER, "config": {
+                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
+                    "buffering": {"maxSize": 1000, "writeInterval": "10 seconds"},
+                    "topics": ["access", "authentication"]}}]
+            }),
+        )
+        .arg("--shutdown-grace-seconds=1")
+        .start()
+        .await;
+    for i in 0..5 {
+        let r = gw
+            .get("/openidm/info/version")
+            .header("X-ForgeRock-TransactionId", format!("stop-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let status = gw.terminate(Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        gw.logs()
+    );
+    let access = lines(&audit_dir(&gw), "access.audit.json");
+    for i in 0..5 {
+        let tx = format!("stop-{i}");
+        assert!(
+            access.iter().any(|l| l["transactionId"] == tx.as_str()),
+            "{tx} not written at stop: {access:?}"
+        );
+    }
+    let authentication = lines(&audit_dir(&gw), "authentication.audit.json");
+    assert!(
+        authentication
+            .iter()
+            .any(|l| l["transactionId"] == "stop-4" && l["result"] == "SUCCESSFUL"),
+        "{authentication:?}"
+    );
+    // The log writer wrote its last lines too.
+    assert!(gw.logs().contains("idm-gateway stopped"), "{}", gw.logs());
 }

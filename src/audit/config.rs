@@ -3,10 +3,10 @@
 //! the property lookup.
 //!
 //! Understood: `auditServiceConfig.handlerForQueries`; `eventHandlers[]` of the classes
-//! [`JSON_HANDLER`] (`config.{name, enabled, topics, logDirectory, buffering.maxSize,
+//! [`JSON_HANDLER`] (`config.{name, enabled, topics, logDirectory, buffering.{maxSize, writeInterval},
 //! fileRotation.{rotationEnabled, maxFileSize, rotationFilePrefix, rotationFileSuffix},
 //! fileRetention.maxNumberOfHistoryFiles}`) and [`REPO_HANDLER`] (`config.{name, enabled,
-//! topics, buffering.maxSize}`); `eventTopics.<topic>.filter.actions` and
+//! topics, buffering.{maxSize, writeInterval}}`); `eventTopics.<topic>.filter.actions` and
 //! `eventTopics.activity.passwordFields`. Handlers of other classes are reported (the
 //! caller logs them) and skipped; other keys (`filterPolicies`, `exceptionFormatter`,
 //! `rotationInterval`, …) are accepted and ignored, so an IDM administrator's file loads
@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -34,6 +35,10 @@ pub const TOPICS: [&str; 6] = [
 
 /// Events a handler's queue holds when `buffering.maxSize` is not given.
 pub const DEFAULT_QUEUE: usize = 100_000;
+/// Time between two writes when `buffering.writeInterval` is not given.
+pub const DEFAULT_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest `buffering.writeInterval` (events wait that long in memory).
+pub const MAX_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest queue a handler may ask for (memory bound: events are a few hundred bytes).
 pub const MAX_QUEUE: usize = 1_000_000;
 
@@ -58,6 +63,8 @@ pub struct HandlerConfig {
     pub topics: Vec<String>,
     /// Bounded queue length (`buffering.maxSize`).
     pub queue: usize,
+    /// Time between two writes of what is queued (`buffering.writeInterval`).
+    pub write_interval: Duration,
     pub kind: HandlerKind,
 }
 
@@ -228,6 +235,17 @@ fn parse_handler(item: &Value, at: &str) -> Result<Option<HandlerConfig>, Skip> 
             }
         },
     };
+    let write_interval = match config.get("buffering").and_then(|b| b.get("writeInterval")) {
+        None => DEFAULT_WRITE_INTERVAL,
+        Some(v) => match crate::config::duration::from_value(v, "") {
+            Ok(d) if d >= Duration::from_millis(1) && d <= MAX_WRITE_INTERVAL => d,
+            _ => {
+                return Err(Skip::Problem(format!(
+                    "{at}/config/buffering/writeInterval: must be a duration from \"1 millis\" to \"10 seconds\""
+                )))
+            }
+        },
+    };
     let kind = if class == JSON_HANDLER {
         let dir = config
             .get("logDirectory")
@@ -296,6 +314,7 @@ fn parse_handler(item: &Value, at: &str) -> Result<Option<HandlerConfig>, Skip> 
         name,
         topics,
         queue,
+        write_interval,
         kind,
     }))
 }
@@ -382,8 +401,10 @@ mod tests {
     fn shipped_file_loads() {
         let doc: Value = serde_json::from_str(include_str!("../../conf/audit.json")).expect("json");
         let c = parse(&doc, &props).expect("valid");
-        assert_eq!(c.handler_for_queries.as_deref(), Some("repo"));
-        assert_eq!(c.handlers.len(), 2);
+        // IDM's defaults: JSON files answer queries; the store handler is off.
+        assert_eq!(c.handler_for_queries.as_deref(), Some("json"));
+        assert_eq!(c.handlers.len(), 1);
+        assert_eq!(c.handlers[0].write_interval, Duration::from_millis(100));
         let HandlerKind::JsonFile(json) = &c.handlers[0].kind else {
             panic!("json first")
         };
@@ -442,6 +463,15 @@ mod tests {
         let doc = json!({"eventHandlers": [{"class": JSON_HANDLER, "config": {"name": "json"}}]});
         let e = parse(&doc, &props).unwrap_err();
         assert!(e[0].contains("logDirectory"), "{e:?}");
+        for bad in [json!("soon"), json!("0 ms"), json!("1 hour"), json!(true)] {
+            let doc = json!({"eventHandlers": [{"class": JSON_HANDLER, "config": {"name": "json",
+                "logDirectory": "x", "buffering": {"writeInterval": bad}}}]});
+            let e = parse(&doc, &props).unwrap_err();
+            assert!(
+                e[0].contains("/eventHandlers/0/config/buffering/writeInterval"),
+                "{e:?}"
+            );
+        }
         let doc = json!({"eventHandlers": [{"class": JSON_HANDLER,
             "config": {"logDirectory": "&{nowhere}"}}]});
         let e = parse(&doc, &props).unwrap_err();

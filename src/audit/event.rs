@@ -3,9 +3,11 @@
 //! parameter whose name looks secret, and secret-looking properties of objects and config
 //! documents replaced by `null` ([`redact`]).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::crest::Caller;
@@ -132,118 +134,279 @@ pub fn crest_operation(
     }
 }
 
-/// The `access` event of one request.
-pub fn access(r: &AccessRecord<'_>) -> Value {
-    let mut m = common("access", r.txid, r.caller.map(|c| c.user.as_str()));
-    if let Some(s) = r.server {
-        m.insert(
-            "server".into(),
-            json!({"ip": s.ip().to_string(), "port": s.port()}),
-        );
-    }
-    if let Some(c) = r.client {
-        m.insert(
-            "client".into(),
-            json!({"ip": c.ip().to_string(), "port": c.port()}),
-        );
-    }
-    m.insert(
-        "request".into(),
-        json!({"protocol": "CREST", "operation": crest_operation(r.method, r.query, r.headers)}),
-    );
-    let mut params = Map::new();
-    for pair in r.query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(k);
-        if is_secret_name(&k) {
-            continue;
-        }
-        let list = params.entry(k).or_insert_with(|| json!([]));
-        if let Value::Array(a) = list {
-            a.push(Value::String(percent_decode(v)));
+/// `server` / `client` of an access event.
+#[derive(Serialize)]
+struct Endpoint {
+    ip: std::net::IpAddr,
+    port: u16,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(a: SocketAddr) -> Self {
+        Self {
+            ip: a.ip(),
+            port: a.port(),
         }
     }
-    let mut headers = Map::new();
-    for name in SAFE_HEADERS {
-        let values: Vec<Value> = r
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| Value::String(v.to_owned()))
-            .collect();
-        if !values.is_empty() {
-            headers.insert(name.to_owned(), Value::Array(values));
+}
+
+/// The `access` event, serialized straight from the request's fields: this runs once per
+/// request, so it builds no JSON tree.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessEvent<'a> {
+    #[serde(rename = "_id")]
+    id: String,
+    timestamp: String,
+    event_name: &'static str,
+    transaction_id: &'a str,
+    user_id: Option<&'a str>,
+    tracking_ids: [(); 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<Endpoint>,
+    request: AccessRequest,
+    http: AccessHttp<'a>,
+    response: AccessResponse,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct AccessRequest {
+    protocol: &'static str,
+    operation: &'static str,
+}
+
+#[derive(Serialize)]
+struct AccessHttp<'a> {
+    request: AccessHttpRequest<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessHttpRequest<'a> {
+    secure: bool,
+    method: &'a str,
+    path: &'a str,
+    query_parameters: QueryParameters<'a>,
+    headers: SafeHeaders<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessResponse {
+    status: Option<&'static str>,
+    #[serde(serialize_with = "as_string")]
+    status_code: u16,
+    elapsed_time: u64,
+    elapsed_time_units: &'static str,
+}
+
+fn as_string<S: serde::Serializer>(n: &u16, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
+}
+
+/// `http.request.queryParameters`: every parameter but secret-looking ones, decoded, as
+/// `{name: [values…]}` in the order the names first appear.
+struct QueryParameters<'a>(Option<&'a str>);
+
+impl Serialize for QueryParameters<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut params: Vec<(Cow<'_, str>, Vec<Cow<'_, str>>)> = Vec::new();
+        for pair in self.0.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = percent_decode(k);
+            if is_secret_name(&k) {
+                continue;
+            }
+            let v = percent_decode(v);
+            match params.iter_mut().find(|(name, _)| *name == k) {
+                Some((_, values)) => values.push(v),
+                None => params.push((k, vec![v])),
+            }
         }
+        let mut map = s.serialize_map(Some(params.len()))?;
+        for (k, v) in &params {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
-    m.insert(
-        "http".into(),
-        json!({"request": {"secure": r.secure, "method": r.method, "path": r.path,
-            "queryParameters": params, "headers": headers}}),
-    );
-    let status = match r.status {
-        0 => Value::Null,
-        s if s < 400 => json!("SUCCESSFUL"),
-        _ => json!("FAILED"),
+}
+
+/// `http.request.headers`: the [`SAFE_HEADERS`] the request has, as `{name: [values…]}`.
+struct SafeHeaders<'a>(&'a http::HeaderMap);
+
+impl Serialize for SafeHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for name in SAFE_HEADERS {
+            let values: Vec<&str> = self
+                .0
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if !values.is_empty() {
+                map.serialize_entry(name, &values)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The `access` event of one request, as a JSON line.
+pub fn access(r: &AccessRecord<'_>) -> String {
+    let event = AccessEvent {
+        id: new_id(),
+        timestamp: now(),
+        event_name: "access",
+        transaction_id: r.txid,
+        user_id: r.caller.map(|c| c.user.as_str()),
+        tracking_ids: [],
+        server: r.server.map(Endpoint::from),
+        client: r.client.map(Endpoint::from),
+        request: AccessRequest {
+            protocol: "CREST",
+            operation: crest_operation(r.method, r.query, r.headers),
+        },
+        http: AccessHttp {
+            request: AccessHttpRequest {
+                secure: r.secure,
+                method: r.method,
+                path: r.path,
+                query_parameters: QueryParameters(r.query),
+                headers: SafeHeaders(r.headers),
+            },
+        },
+        response: AccessResponse {
+            status: match r.status {
+                0 => None,
+                s if s < 400 => Some("SUCCESSFUL"),
+                _ => Some("FAILED"),
+            },
+            status_code: r.status,
+            elapsed_time: r.elapsed.as_millis() as u64,
+            elapsed_time_units: "MILLISECONDS",
+        },
+        roles: r.caller.map(|c| c.roles.as_slice()),
     };
-    m.insert(
-        "response".into(),
-        json!({"status": status, "statusCode": r.status.to_string(),
-            "elapsedTime": r.elapsed.as_millis() as u64, "elapsedTimeUnits": "MILLISECONDS"}),
-    );
-    if let Some(c) = r.caller {
-        m.insert("roles".into(), json!(c.roles));
+    // Plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_string(&event).unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['+', '%']) {
+        return Cow::Borrowed(s);
     }
-    Value::Object(m)
-}
-
-fn percent_decode(s: &str) -> String {
     let plus = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus)
-        .decode_utf8_lossy()
-        .into_owned()
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&plus)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
-/// The module that checks callers' passwords (IDM's `INTERNAL_USER`).
-pub const AUTH_MODULE: &str = "INTERNAL_USER";
+/// The module IDM names for a caller's account: `MANAGED_USER` for managed objects,
+/// `INTERNAL_USER` otherwise (also for a failed attempt, which has no account).
+pub fn auth_module(caller: Option<&Caller>) -> &'static str {
+    match caller {
+        Some(c) if c.component.starts_with("managed/") => "MANAGED_USER",
+        _ => "INTERNAL_USER",
+    }
+}
 
-/// The `authentication` event of one attempt by `principal`: `caller` when it succeeded.
-/// Never holds the password.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthenticationEvent<'a> {
+    #[serde(rename = "_id")]
+    id: String,
+    timestamp: String,
+    event_name: &'static str,
+    transaction_id: &'a str,
+    user_id: Option<&'a str>,
+    tracking_ids: [(); 0],
+    result: &'static str,
+    principal: [&'a str; 1],
+    context: AuthenticationContext<'a>,
+    entries: [AuthenticationEntry; 1],
+    method: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthenticationContext<'a> {
+    id: &'a str,
+    component: Option<&'a str>,
+    roles: &'a [String],
+    ip_address: Option<std::net::IpAddr>,
+    module_id: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthenticationEntry {
+    module_id: &'static str,
+    result: &'static str,
+    reason: AuthenticationReason,
+    info: Empty,
+}
+
+#[derive(Serialize)]
+struct AuthenticationReason {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+/// The `authentication` event of one attempt by `principal` (`caller` when it succeeded),
+/// as a JSON line. Never holds the password.
 pub fn authentication(
     principal: &str,
     caller: Option<&Caller>,
     txid: &str,
     ip: Option<std::net::IpAddr>,
-) -> Value {
+) -> String {
     let result = if caller.is_some() {
         "SUCCESSFUL"
     } else {
         "FAILED"
     };
-    let mut m = common("authentication", txid, caller.map(|c| c.user.as_str()));
-    m.insert("result".into(), json!(result));
-    m.insert("principal".into(), json!([principal]));
-    m.insert(
-        "context".into(),
-        json!({
-            "id": principal,
-            "component": caller.map(|c| c.component.as_str()),
-            "roles": caller.map(|c| c.roles.clone()).unwrap_or_default(),
-            "ipAddress": ip.map(|i| i.to_string()),
-            "moduleId": AUTH_MODULE,
-        }),
-    );
-    let reason = if caller.is_some() {
-        json!({})
-    } else {
-        json!({"message": "Access denied: unknown user or wrong password"})
+    let module = auth_module(caller);
+    let event = AuthenticationEvent {
+        id: new_id(),
+        timestamp: now(),
+        event_name: "authentication",
+        transaction_id: txid,
+        user_id: caller.map(|c| c.user.as_str()),
+        tracking_ids: [],
+        result,
+        principal: [principal],
+        context: AuthenticationContext {
+            id: principal,
+            component: caller.map(|c| c.component.as_str()),
+            roles: caller.map(|c| c.roles.as_slice()).unwrap_or_default(),
+            ip_address: ip,
+            module_id: module,
+        },
+        entries: [AuthenticationEntry {
+            module_id: module,
+            result,
+            reason: AuthenticationReason {
+                message: caller
+                    .is_none()
+                    .then_some("Access denied: unknown user or wrong password"),
+            },
+            info: Empty {},
+        }],
+        method: module,
     };
-    m.insert(
-        "entries".into(),
-        json!([{"moduleId": AUTH_MODULE, "result": result, "reason": reason, "info": {}}]),
-    );
-    m.insert("method".into(), json!(AUTH_MODULE));
-    Value::Object(m)
+    serde_json::to_string(&event).unwrap_or_default()
 }
 
 /// What an `activity` or `config` event records of one write.
@@ -391,12 +554,15 @@ mod tests {
             secure: false,
             method: "GET",
             path: "/openidm/managed/user",
-            query: Some("_queryFilter=true&password=s3cr3t&access_token=t0k"),
+            query: Some(
+                "_queryFilter=true&password=s3cr3t&access_token=t0k&_fields=a%2Cb&_fields=c+d",
+            ),
             headers: &h,
             status: 200,
             elapsed: Duration::from_millis(12),
         });
-        let text = v.to_string();
+        let text = v.clone();
+        let v: Value = serde_json::from_str(&text).unwrap();
         for secret in ["s3cr3t", "b3BlbmlkbS1hZG1p", "session-jwt", "t0k"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
@@ -408,6 +574,17 @@ mod tests {
             v["http"]["request"]["queryParameters"]["_queryFilter"],
             json!(["true"])
         );
+        assert_eq!(
+            v["http"]["request"]["queryParameters"]["_fields"],
+            json!(["a,b", "c d"])
+        );
+        assert_eq!(v["http"]["request"]["method"], "GET");
+        assert_eq!(v["http"]["request"]["secure"], false);
+        assert_eq!(v["client"], json!({"ip": "127.0.0.1", "port": 5000}));
+        assert_eq!(v["server"], json!({"ip": "127.0.0.1", "port": 8080}));
+        assert_eq!(v["trackingIds"], json!([]));
+        assert_eq!(v["eventName"], "access");
+        assert_eq!(v["roles"], json!(["internal/role/openidm-admin"]));
         assert_eq!(v["request"]["operation"], "QUERY");
         assert_eq!(v["response"]["status"], "SUCCESSFUL");
         assert_eq!(v["response"]["statusCode"], "200");
@@ -446,10 +623,34 @@ mod tests {
 
     #[test]
     fn failed_authentication_names_the_principal_only() {
-        let v = authentication("bob", None, "t", Some("10.0.0.1".parse().unwrap()));
+        let v: Value = serde_json::from_str(&authentication(
+            "bob",
+            None,
+            "t",
+            Some("10.0.0.1".parse().unwrap()),
+        ))
+        .unwrap();
         assert_eq!(v["result"], "FAILED");
         assert_eq!(v["principal"], json!(["bob"]));
         assert_eq!(v["context"]["ipAddress"], "10.0.0.1");
         assert_eq!(v["userId"], Value::Null);
+        assert_eq!(v["entries"][0]["moduleId"], "INTERNAL_USER");
+        assert_eq!(v["entries"][0]["result"], "FAILED");
+        assert_eq!(v["trackingIds"], json!([]));
+        let caller = Caller::new(
+            "u1",
+            "managed/user",
+            vec!["internal/role/openidm-authorized".into()],
+        );
+        let v: Value =
+            serde_json::from_str(&authentication("alice", Some(&caller), "t", None)).unwrap();
+        assert_eq!(v["result"], "SUCCESSFUL");
+        assert_eq!(v["userId"], "u1");
+        assert_eq!(v["method"], "MANAGED_USER");
+        assert_eq!(
+            v["context"]["roles"],
+            json!(["internal/role/openidm-authorized"])
+        );
+        assert_eq!(v["entries"][0]["reason"], json!({}));
     }
 }

@@ -2,8 +2,9 @@
 //! `<logDirectory>/<topic>.audit.json`, one JSON event per line, rotated by size.
 //!
 //! Runs on its own thread and blocks only that thread: the request path hands events over
-//! a bounded queue ([`super::Audit`]). Writes are buffered and flushed whenever the queue
-//! is empty, so a burst costs one `write` per buffer, and an idle handler has flushed all.
+//! a bounded queue ([`super::Audit`]). Every write interval, what was queued is written and
+//! flushed, so a burst costs one `write` per 64 KiB, and no event waits longer than the
+//! interval.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -15,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::Receiver;
 
 use super::config::JsonFileConfig;
-use super::Event;
+use super::{Event, Writer};
 
 /// File name of a topic's current file.
 pub fn file_name(topic: &str) -> String {
@@ -40,17 +41,15 @@ impl JsonFileWriter {
         }
     }
 
-    /// Writes events until every sender is gone.
-    pub fn run(mut self, mut rx: Receiver<Event>) {
+    /// Writes events until the audit closes (or every sender is gone).
+    pub fn run(mut self, mut rx: Receiver<Event>, writer: Writer) {
         if let Err(e) = std::fs::create_dir_all(&self.cfg.dir) {
             tracing::error!(dir = %self.cfg.dir.display(), error = %e,
                 "cannot create the audit log directory");
         }
-        while let Some(event) = rx.blocking_recv() {
-            self.write(&event);
-            // Drain what is queued, then flush once.
-            while let Ok(event) = rx.try_recv() {
-                self.write(&event);
+        while let Some(batch) = writer.next_batch(&mut rx, usize::MAX) {
+            for event in &batch {
+                self.write(event);
             }
             self.flush();
         }
@@ -58,12 +57,8 @@ impl JsonFileWriter {
     }
 
     fn write(&mut self, event: &Event) {
-        let mut line = match serde_json::to_vec(&*event.body) {
-            Ok(l) => l,
-            Err(_) => return,
-        };
-        line.push(b'\n');
-        let len = line.len() as u64;
+        let line = event.json.as_bytes();
+        let len = line.len() as u64 + 1;
         if let Some(max) = self.cfg.max_file_size {
             let full = self
                 .files
@@ -84,7 +79,11 @@ impl JsonFileWriter {
                 }
             },
         };
-        match cur.out.write_all(&line) {
+        match cur
+            .out
+            .write_all(line)
+            .and_then(|()| cur.out.write_all(b"\n"))
+        {
             Ok(()) => cur.size += len,
             Err(e) => {
                 tracing::error!(topic = %event.topic, error = %e,

@@ -3,11 +3,13 @@
 //! handler ([`file`]) and the store handler ([`store`]), and read back by
 //! `GET /openidm/audit/<topic>` ([`handler`]).
 //!
-//! What this module must not do: make a request wait. Emitting builds the event and puts
-//! it on each subscribed handler's bounded queue with `try_send`; every handler writes from
-//! its own thread. A full queue drops the event, counts it in
-//! `idm_gateway_audit_dropped_total{topic}` and logs a warning at most once per
-//! [`WARN_EVERY`]. Events never carry a secret (see [`event`]).
+//! What this module must not do: make a request wait. Emitting serializes the event once
+//! and puts the line on each subscribed handler's bounded queue with `try_send`; every
+//! handler writes from its own thread, waking every `buffering.writeInterval` (IDM's key,
+//! default 100 ms) to write what was queued in one go, so a request never wakes a writer.
+//! A full queue drops the event, counts it in `idm_gateway_audit_dropped_total{topic}` and
+//! logs a warning at most once per [`WARN_EVERY`]. Events never carry a secret (see
+//! [`event`]). [`Audit::close`] writes what is queued when the process stops.
 //!
 //! `audit.json` is read at start-up (a change needs a restart); without the file nothing
 //! is audited, as in IDM.
@@ -19,7 +21,7 @@ pub mod handler;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,11 +53,50 @@ pub fn current_transaction() -> String {
         .unwrap_or_else(|_| event::new_id())
 }
 
-/// One event on its way to a handler.
+/// One event on its way to a handler: its JSON text, serialized once for every handler.
 #[derive(Clone)]
 pub struct Event {
     pub topic: Arc<str>,
-    pub body: Arc<Value>,
+    pub json: Arc<str>,
+}
+
+/// What a handler thread needs besides its queue.
+#[derive(Clone)]
+pub struct Writer {
+    /// Time between two writes (`buffering.writeInterval`).
+    pub interval: Duration,
+    /// Set by [`Audit::close`]: write what is queued and stop.
+    pub closing: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Takes what is queued, at most `max` events, waiting for the next interval while
+    /// nothing is; `None` once closing (or every sender is gone) and the queue is empty.
+    pub fn next_batch(&self, rx: &mut mpsc::Receiver<Event>, max: usize) -> Option<Vec<Event>> {
+        use mpsc::error::TryRecvError;
+        loop {
+            let mut batch = Vec::new();
+            let mut gone = false;
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            if gone || self.closing.load(Ordering::Acquire) {
+                return None;
+            }
+            // Woken early by `Audit::close`.
+            std::thread::park_timeout(self.interval);
+        }
+    }
 }
 
 /// Where `GET /openidm/audit/<topic>` reads.
@@ -76,6 +117,8 @@ pub struct Audit {
     password_fields: Vec<String>,
     query: Option<QuerySource>,
     dropped: prometheus::IntCounterVec,
+    closing: Arc<AtomicBool>,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Milliseconds since `started` of the last "queue full" warning (0: none yet).
     last_warning: AtomicU64,
     started: Instant,
@@ -90,6 +133,8 @@ impl Audit {
             password_fields: vec!["password".into()],
             query: None,
             dropped,
+            closing: Arc::new(AtomicBool::new(false)),
+            threads: std::sync::Mutex::new(Vec::new()),
             last_warning: AtomicU64::new(0),
             started: Instant::now(),
         }
@@ -109,23 +154,32 @@ impl Audit {
             let (tx, rx) = mpsc::channel(h.queue);
             let thread = std::thread::Builder::new().name(format!("audit-{}", h.name));
             let is_query_handler = cfg.handler_for_queries.as_deref() == Some(h.name.as_str());
-            match h.kind {
+            let writer = Writer {
+                interval: h.write_interval,
+                closing: audit.closing.clone(),
+            };
+            let handle = match h.kind {
                 HandlerKind::JsonFile(f) => {
                     if is_query_handler {
                         audit.query = Some(QuerySource::Files(f.dir.clone()));
                     }
-                    let writer = file::JsonFileWriter::new(f);
-                    thread.spawn(move || writer.run(rx))
+                    let file = file::JsonFileWriter::new(f);
+                    thread.spawn(move || file.run(rx, writer))
                 }
                 HandlerKind::Repo => {
                     if is_query_handler {
                         audit.query = Some(QuerySource::Store(repo.clone()));
                     }
                     let repo = repo.clone();
-                    thread.spawn(move || store::run(repo, rx))
+                    thread.spawn(move || store::run(repo, rx, writer))
                 }
             }
             .map_err(|e| format!("cannot start audit handler '{}': {e}", h.name))?;
+            audit
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(handle);
             for topic in h.topics {
                 audit
                     .routes
@@ -153,14 +207,45 @@ impl Audit {
         self.query.as_ref()
     }
 
+    /// Writes what the handlers have queued and stops them; waits at most `timeout` (a
+    /// handler stuck on its output is left behind).
+    pub fn close(&self, timeout: Duration) {
+        self.closing.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in &threads {
+            t.thread().unpark();
+        }
+        let deadline = Instant::now() + timeout;
+        for t in threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!(
+                    "an audit handler did not finish writing before the process stopped"
+                );
+            }
+        }
+    }
+
     /// Queues `body` for every handler of `topic`; never waits.
     pub fn emit(&self, topic: &str, body: Value) {
+        if self.routes.contains_key(topic) {
+            self.emit_json(topic, body.to_string());
+        }
+    }
+
+    /// Queues an event already serialized as JSON for every handler of `topic`; never
+    /// waits.
+    pub fn emit_json(&self, topic: &str, json: String) {
         let Some(route) = self.routes.get(topic) else {
             return;
         };
         let event = Event {
             topic: route.topic.clone(),
-            body: Arc::new(body),
+            json: Arc::from(json),
         };
         for q in &route.queues {
             if q.try_send(event.clone()).is_err() {
@@ -193,7 +278,7 @@ impl Audit {
     /// The `access` event of one request.
     pub fn access(&self, record: &AccessRecord<'_>) {
         if self.wants("access") {
-            self.emit("access", event::access(record));
+            self.emit_json("access", event::access(record));
         }
     }
 
@@ -206,7 +291,7 @@ impl Audit {
         ip: Option<std::net::IpAddr>,
     ) {
         if self.wants("authentication") {
-            self.emit(
+            self.emit_json(
                 "authentication",
                 event::authentication(principal, caller, txid, ip),
             );

@@ -2,15 +2,15 @@
 //! resource `audit/<topic>` (IDM's `auditaccess`, `auditactivity`, … tables), so queries
 //! and reads by id go through the store's `_queryFilter` translation.
 //!
-//! Runs on its own thread with a small runtime, and commits what is queued in one batch
-//! (one transaction) at a time.
+//! Runs on its own thread with a small runtime, and every write interval commits what is
+//! queued in batches (one transaction each).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::mpsc::Receiver;
 
-use super::Event;
+use super::{Event, Writer};
 use crate::repo::{Repo, WriteOp};
 
 /// Most events committed in one batch.
@@ -21,8 +21,8 @@ pub fn resource(topic: &str) -> String {
     format!("audit/{topic}")
 }
 
-/// Writes events until every sender is gone.
-pub fn run(repo: Arc<dyn Repo>, mut rx: Receiver<Event>) {
+/// Writes events until the audit closes (or every sender is gone).
+pub fn run(repo: Arc<dyn Repo>, mut rx: Receiver<Event>, writer: Writer) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,21 +33,18 @@ pub fn run(repo: Arc<dyn Repo>, mut rx: Receiver<Event>) {
             return;
         }
     };
-    rt.block_on(async move {
-        let mut events = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut events, BATCH).await > 0 {
-            let ops: Vec<WriteOp> = events.drain(..).filter_map(op).collect();
-            for r in repo.batch(ops).await {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "cannot store an audit event; event lost");
-                }
+    while let Some(batch) = writer.next_batch(&mut rx, BATCH) {
+        let ops: Vec<WriteOp> = batch.into_iter().filter_map(op).collect();
+        for r in rt.block_on(repo.batch(ops)) {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "cannot store an audit event; event lost");
             }
         }
-    });
+    }
 }
 
 fn op(event: Event) -> Option<WriteOp> {
-    let Value::Object(mut content) = Arc::unwrap_or_clone(event.body) else {
+    let Ok(Value::Object(mut content)) = serde_json::from_str(&event.json) else {
         return None;
     };
     let id = match content.remove("_id") {

@@ -393,26 +393,6 @@ fn parse_module(m: &Value, at: &str) -> Result<Option<AuthModule>, String> {
     }
 }
 
-/// IDM's duration strings: `"300 seconds"`, `"5 minutes"`, `"1 hour"`, `"250 ms"`, a
-/// bare number of seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let (num, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&text[..i], text[i..].trim()),
-        None => (text, "seconds"),
-    };
-    let n: u64 = num.parse().ok()?;
-    let secs = |m: u64| Some(Duration::from_secs(n.checked_mul(m)?));
-    match unit.to_ascii_lowercase().as_str() {
-        "ms" | "millisecond" | "milliseconds" => Some(Duration::from_millis(n)),
-        "s" | "sec" | "secs" | "second" | "seconds" => secs(1),
-        "m" | "min" | "mins" | "minute" | "minutes" => secs(60),
-        "h" | "hour" | "hours" => secs(3600),
-        "d" | "day" | "days" => secs(86_400),
-        _ => None,
-    }
-}
-
 fn local_user(obj: &Map<String, Value>, at: &str) -> Result<LocalUser, String> {
     let local = required(obj, "localUser", at)?.trim_matches('/');
     let (component, id) = local
@@ -463,7 +443,7 @@ fn parse_rs_filter(rs: &Value) -> Result<RsFilterConfig, Vec<String>> {
     });
     let mut cache_max = DEFAULT_CACHE_MAX;
     if let Some(t) = obj.get("cache").and_then(|c| c.get("maxTimeout")) {
-        match t.as_str().and_then(parse_duration) {
+        match t.as_str().and_then(crate::config::duration::parse) {
             Some(d) => cache_max = d,
             None => note(Err(format!(
                 "{at}/cache/maxTimeout: not a duration (e.g. \"300 seconds\")"
@@ -807,18 +787,5 @@ mod tests {
                 "{needle}: {problems:?}"
             );
         }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("300 seconds"),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(parse_duration("5 minutes"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250 ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("x"), None);
-        assert_eq!(parse_duration("99999999999999999999 days"), None);
     }
 }

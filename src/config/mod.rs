@@ -5,6 +5,7 @@
 //! decides what a request does. A file that fails to parse or validate is reported and the
 //! last good version of what it defines stays live.
 
+pub mod duration;
 mod gateway;
 mod ids;
 mod instance;

@@ -29,7 +29,8 @@ use serde_json::{json, Map, Value};
 use url::{Host, Url};
 
 use super::ssrf::{restricted, AllowList};
-use super::{duration, show, substituted, LastGood, REST_CONFIG};
+use super::{show, substituted, LastGood, REST_CONFIG};
+use crate::config::duration::from_value as duration;
 use crate::config::{Secret, Trust};
 use crate::crest::{reason_phrase, Request, RequestHandler, ResourceError, Response};
 use crate::state::Gateway;

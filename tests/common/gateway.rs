@@ -247,7 +247,7 @@ impl Gateway {
     /// The gateway writes its log from a writer thread, and the access log
     /// line of a request is written after its response was sent, so a line
     /// may reach the file a moment after the request that caused it
-    /// returned. This waits until the file has not grown for 100 ms (at
+    /// returned. This waits until the file has not grown for 200 ms (at
     /// most 2 s), so both "the log says X" and "the log never says Y" look
     /// at everything logged before the call.
     pub fn logs(&self) -> String {
@@ -257,7 +257,7 @@ impl Gateway {
         let mut last = size();
         let mut stable_since = std::time::Instant::now();
         while std::time::Instant::now() < deadline
-            && stable_since.elapsed() < Duration::from_millis(100)
+            && stable_since.elapsed() < Duration::from_millis(200)
         {
             std::thread::sleep(Duration::from_millis(10));
             let now = size();
