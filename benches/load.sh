@@ -18,7 +18,9 @@
 # RATE_SECS (6), LOADGEN_THREADS (2), LOG_COMPARE (1: also run the gateway with
 # RUST_LOG=warn), BASELINE (1: also measure a bare pingora forwarder, the framework's floor,
 # benches/pingora_baseline.rs), AUDIT (1: the first gateway also audits, with the shipped
-# conf/audit.json: JSON files and the store; the RUST_LOG=warn one never does), PERF (0; 1: perf-record the gateway during its peak run and print the top
+# conf/audit.json; the RUST_LOG=warn one never does), WORK_STEALING (true), LISTENER_TASKS (1),
+# POOL (512): pingora's runtime settings, given to the gateway (gateway.json "server") and to
+# the bare forwarder alike, PERF (0; 1: perf-record the gateway during its peak run and print the top
 # symbols), KEEP_TMP (0; 1: keep the temp dir with logs, wrk/loadgen output, perf.data).
 set -euo pipefail
 
@@ -34,6 +36,9 @@ LOG_COMPARE=${LOG_COMPARE:-1}
 AUDIT=${AUDIT:-1}
 LOADGEN_THREADS=${LOADGEN_THREADS:-2}
 PERF=${PERF:-0}
+WORK_STEALING=${WORK_STEALING:-true}
+LISTENER_TASKS=${LISTENER_TASKS:-1}
+POOL=${POOL:-512}
 KEEP_TMP=${KEEP_TMP:-0}
 ADMIN_PW=bench-admin-pw
 UP_USER=remote-admin
@@ -361,6 +366,17 @@ cat >"$WORK/gw/conf/external.idm-bench.json" <<EOF
   "password": "$UP_PW"
 }
 EOF
+# The shipped caller checks and access rules, and pingora's settings of this run.
+cp conf/authentication.json conf/access.json "$WORK/gw/conf/"
+cat >"$WORK/gw/conf/gateway.json" <<EOF
+{
+  "server": {
+    "workStealing": $WORK_STEALING,
+    "listenerTasksPerFd": $LISTENER_TASKS,
+    "upstreamKeepalivePoolSize": $POOL
+  }
+}
+EOF
 if [[ $AUDIT == 1 ]]; then
     cp conf/audit.json "$WORK/gw/conf/"
 fi
@@ -385,8 +401,8 @@ PID_OF[nginx]=$nginx_proxy_PID
 declare -A LABEL=(
     [direct]="direct upstream (nginx)"
     [nginx]="nginx reverse proxy"
-    [gateway]="idm-gateway (RUST_LOG=info, access log to file$([[ $AUDIT == 1 ]] && echo ', audit: JSON file + store'))"
-    [gateway_warn]="idm-gateway (RUST_LOG=warn, no access log)"
+    [gateway]="idm-gateway (RUST_LOG=info, access log to file$([[ $AUDIT == 1 ]] && echo ', audit: shipped audit.json'))"
+    [gateway_warn]="idm-gateway (RUST_LOG=warn, no access log, no audit)"
     [pingora]="bare pingora forwarder (benches/pingora_baseline.rs)"
 )
 declare -A RSS_BEFORE RSS_AFTER THREADS_OF
@@ -413,7 +429,8 @@ measure_target nginx
 if [[ $BASELINE == 1 ]]; then
     log "measuring the bare pingora forwarder"
     "$PINGORA_BIN" --listen "127.0.0.1:$PB_PORT" --upstream "127.0.0.1:$UP_PORT" \
-        --threads "$THREADS" 2>>"$WORK/pingora-baseline.log" &
+        --threads "$THREADS" --work-stealing "$WORK_STEALING" --listener-tasks "$LISTENER_TASKS" \
+        --pool "$POOL" 2>>"$WORK/pingora-baseline.log" &
     PB_PID=$!
     PIDS+=("$PB_PID")
     wait_http "http://127.0.0.1:$PB_PORT/openidm/managed/user"
@@ -453,6 +470,7 @@ echo "rate of peak/2 over $CONNS keep-alive connections (open loop, coordinated-
 echo "${RATE_SECS}s measured after ${RATE_WARMUP}s warm-up. \"added p99\" = p99 through the proxy at its half-peak rate"
 echo "minus p99 of the direct upstream at that same rate. Latencies in ms. GET of a $(printf %s "$BODY" | wc -c)-byte JSON body."
 echo "Proxy workers: $THREADS (nginx worker_processes / gateway --threads); upstream nginx: $THREADS workers;"
+echo "pingora settings (gateway and bare forwarder): workStealing=$WORK_STEALING, listenerTasksPerFd=$LISTENER_TASKS, upstreamKeepalivePoolSize=$POOL."
 echo "loadgen: $LOADGEN_THREADS threads. Server CPU per request: user+sys ticks of the target's processes during"
 echo "the run divided by requests served (the direct row is the upstream alone; proxy rows exclude the upstream)."
 echo "The gateway's RSS \"before load\" is after one authenticated request (argon2 verification included)."

@@ -5,6 +5,9 @@
 //! pingora itself costs per request on this machine from what the gateway adds.
 //!
 //!   pingora_baseline --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT [--threads N]
+//!       [--work-stealing true|false] [--listener-tasks N] [--pool N]
+//!
+//! The last three are the gateway's `gateway.json` `server` settings, so both run alike.
 
 use async_trait::async_trait;
 use pingora::prelude::{http_proxy_service, HttpPeer, Opt, ProxyHttp, Result, Server, Session};
@@ -48,9 +51,16 @@ fn main() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
     // The gateway's settings (src/server.rs), so that only the per-request work differs.
+    let num = |name: &str, default: usize| {
+        arg(&args, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let conf = ServerConf {
         threads,
-        upstream_keepalive_pool_size: 512,
+        upstream_keepalive_pool_size: num("--pool", 512),
+        work_stealing: arg(&args, "--work-stealing").is_none_or(|v| v != "false"),
+        listener_tasks_per_fd: num("--listener-tasks", 1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);

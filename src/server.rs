@@ -468,7 +468,9 @@ pub fn run(settings: Settings) -> Result<(), String> {
         // Each side of an upgrade waits 5 s for the other on this socket (pingora's fixed
         // wait: 0.9.1 does not read `upgrade_sock_connect_accept_max_retries`).
         upgrade_sock,
-        upstream_keepalive_pool_size: 512,
+        upstream_keepalive_pool_size: settings.server.upstream_keepalive_pool_size,
+        work_stealing: settings.server.work_stealing,
+        listener_tasks_per_fd: settings.server.listener_tasks_per_fd,
         ..ServerConf::default()
     };
     let opt = Opt {

@@ -154,6 +154,8 @@ pub struct Settings {
     pub upgrade_sock: PathBuf,
     /// Drain window of a stop or an upgrade, in seconds.
     pub shutdown_grace_seconds: u64,
+    /// `gateway.json` `server`.
+    pub server: crate::config::ServerTuning,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +214,7 @@ impl Settings {
             login_throttle,
             max_proxy_body_bytes,
             shutdown_grace_seconds: _,
+            server,
             id: _,
         } = file;
         let tls = tls_listen.or(file_tls_listen).map(|addr| TlsListen {
@@ -245,6 +248,7 @@ impl Settings {
             upgrade,
             upgrade_sock: upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&data)),
             shutdown_grace_seconds: shutdown_grace_seconds.unwrap_or(file_grace),
+            server: server.unwrap_or_default(),
             conf_dir: conf,
             data_dir: data,
             certs_dir: certs,

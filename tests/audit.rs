@@ -395,3 +395,112 @@ async fn what_is_queued_is_written_when_the_gateway_stops() {
     // The log writer wrote its last lines too.
     assert!(gw.logs().contains("idm-gateway stopped"), "{}", gw.logs());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_and_recon_audit_each_object_with_idms_fields() {
+    let mapping = json!({
+        "name": "u2o", "source": "managed/user", "target": "managed/other",
+        "properties": [{"source": "userName", "target": "userName"},
+                       {"source": "mail", "target": "mail"}],
+        "correlationQuery": {"_queryFilter": "userName eq \"${source.userName}\""},
+        "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}]
+    });
+    let gw = Gateway::builder()
+        .conf_file("managed", common::fixtures::managed_with_other())
+        .conf_file("sync", json!({"mappings": [mapping]}))
+        .conf_file(
+            "audit",
+            json!({
+                "auditServiceConfig": {"handlerForQueries": "json"},
+                "eventHandlers": [{"class": JSON_HANDLER, "config": {
+                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
+                    "buffering": {"writeInterval": "20 millis"},
+                    "topics": ["recon", "sync"]}}]
+            }),
+        )
+        .start()
+        .await;
+
+    // Implicit sync: one `sync` event for the push.
+    let r = gw
+        .put("/openidm/managed/user/u1")
+        .json(&common::fixtures::user(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let pushed = eventually_found(&gw, "sync", r#"sourceObjectId eq "managed/user/u1""#).await;
+    let e = &pushed[0];
+    assert_eq!(e["eventName"], "sync");
+    assert_eq!(e["mapping"], "u2o");
+    assert_eq!(e["situation"], "ABSENT");
+    assert_eq!(e["action"], "CREATE");
+    assert_eq!(e["status"], "SUCCESS");
+    assert!(
+        e["targetObjectId"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("managed/other/")),
+        "{e}"
+    );
+    assert!(e.get("reconId").is_none(), "{e}");
+
+    // A second user, whose target is then changed by hand: the run finds both users
+    // CONFIRMED and updates their targets (IDM's default policy).
+    let r = gw
+        .put("/openidm/managed/user/u2")
+        .json(&common::fixtures::user(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let target = eventually_found(&gw, "sync", r#"sourceObjectId eq "managed/user/u2""#).await[0]
+        ["targetObjectId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = gw
+        .request(Method::PATCH, &format!("/openidm/{target}"))
+        .json(&json!([{"operation": "replace", "field": "mail", "value": "changed@example.com"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, run) = send(
+        &gw,
+        Method::POST,
+        "/openidm/recon?_action=recon&mapping=u2o&waitForCompletion=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    let recon_id = run["_id"].as_str().unwrap().to_owned();
+    let entries = eventually_found(
+        &gw,
+        "recon",
+        &format!(r#"reconId eq "{recon_id}" and entryType eq "entry""#),
+    )
+    .await;
+    let by_source = |id: &str| {
+        entries
+            .iter()
+            .filter(|e| e["sourceObjectId"] == format!("managed/user/{id}").as_str())
+            .collect::<Vec<_>>()
+    };
+    let u2 = by_source("u2");
+    assert_eq!(u2.len(), 1, "{entries:?}");
+    assert_eq!(u2[0]["situation"], "CONFIRMED");
+    assert_eq!(u2[0]["action"], "UPDATE");
+    assert_eq!(u2[0]["reconciling"], "source");
+    assert_eq!(u2[0]["targetObjectId"], target.as_str());
+    assert_eq!(u2[0]["mapping"], "u2o");
+    assert_eq!(u2[0]["status"], "SUCCESS");
+    assert_eq!(by_source("u1").len(), 1, "{entries:?}");
+    // Start and summary of the run are there as well.
+    let all = query(&gw, "recon", &format!(r#"reconId eq "{recon_id}""#)).await;
+    for kind in ["start", "summary"] {
+        assert!(
+            all.iter().any(|e| e["entryType"] == kind),
+            "no {kind} in {all:?}"
+        );
+    }
+}

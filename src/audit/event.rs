@@ -459,6 +459,97 @@ pub fn object_change(topic: &str, c: ObjectChange<'_>, password_fields: &[String
     Value::Object(m)
 }
 
+/// What sync did to one object: a `recon` entry (`entryType` `entry`) of a reconciliation
+/// run, or a `sync` event of an implicit sync or a liveSync push.
+pub struct SyncEntry<'a> {
+    /// `reconId` of a run; `None` for the `sync` topic.
+    pub recon_id: Option<&'a str>,
+    pub transaction_id: &'a str,
+    pub user: &'a str,
+    pub mapping: &'a str,
+    pub situation: &'a str,
+    pub action: &'a str,
+    /// `source` or `target`: the phase that handled the object (recon only).
+    pub reconciling: &'a str,
+    /// Full ids (`managed/user/<id>`), when known.
+    pub source_object_id: Option<String>,
+    pub target_object_id: Option<String>,
+    /// The failure, when the action failed.
+    pub error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncEvent<'a> {
+    #[serde(rename = "_id")]
+    id: String,
+    timestamp: String,
+    event_name: &'static str,
+    transaction_id: &'a str,
+    user_id: &'a str,
+    tracking_ids: [(); 0],
+    action: &'a str,
+    exception: Option<&'a str>,
+    link_qualifier: &'static str,
+    mapping: &'a str,
+    message: Option<&'a str>,
+    message_detail: Option<()>,
+    situation: &'a str,
+    source_object_id: Option<&'a str>,
+    status: &'static str,
+    target_object_id: Option<&'a str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    recon: Option<ReconFields<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReconFields<'a> {
+    reconciling: &'a str,
+    ambiguous_target_object_ids: Option<()>,
+    recon_action: &'static str,
+    entry_type: &'static str,
+    recon_id: &'a str,
+}
+
+/// The `recon` entry or `sync` event of one object, as a JSON line.
+pub fn sync_entry(e: &SyncEntry<'_>) -> String {
+    let event = SyncEvent {
+        id: new_id(),
+        timestamp: now(),
+        event_name: if e.recon_id.is_some() {
+            "recon"
+        } else {
+            "sync"
+        },
+        transaction_id: e.transaction_id,
+        user_id: e.user,
+        tracking_ids: [],
+        action: e.action,
+        exception: e.error,
+        link_qualifier: "default",
+        mapping: e.mapping,
+        message: e.error,
+        message_detail: None,
+        situation: e.situation,
+        source_object_id: e.source_object_id.as_deref(),
+        status: if e.error.is_some() {
+            "FAILURE"
+        } else {
+            "SUCCESS"
+        },
+        target_object_id: e.target_object_id.as_deref(),
+        recon: e.recon_id.map(|recon_id| ReconFields {
+            reconciling: e.reconciling,
+            ambiguous_target_object_ids: None,
+            recon_action: "recon",
+            entry_type: "entry",
+            recon_id,
+        }),
+    };
+    serde_json::to_string(&event).unwrap_or_default()
+}
+
 /// A `recon` event: `entryType` `start` or `summary` of run `recon_id`.
 pub fn recon(
     entry_type: &str,
@@ -619,6 +710,41 @@ mod tests {
         assert_eq!(v["passwordChanged"], true);
         assert_eq!(v["operation"], "UPDATE");
         assert_eq!(v["changedFields"], json!(["/nested", "/userName"]));
+    }
+
+    #[test]
+    fn recon_entries_and_sync_events_have_idms_fields() {
+        let entry = |recon_id, error| SyncEntry {
+            recon_id,
+            transaction_id: "tx",
+            user: "system",
+            mapping: "managedUser_systemLdap",
+            situation: "ABSENT",
+            action: "CREATE",
+            reconciling: "source",
+            source_object_id: Some("managed/user/1".into()),
+            target_object_id: None,
+            error,
+        };
+        let v: Value = serde_json::from_str(&sync_entry(&entry(Some("r1"), None))).unwrap();
+        assert_eq!(v["eventName"], "recon");
+        assert_eq!(v["entryType"], "entry");
+        assert_eq!(v["reconId"], "r1");
+        assert_eq!(v["reconciling"], "source");
+        assert_eq!(v["status"], "SUCCESS");
+        assert_eq!(v["sourceObjectId"], "managed/user/1");
+        assert_eq!(v["targetObjectId"], Value::Null);
+        assert_eq!(v["situation"], "ABSENT");
+        assert_eq!(v["action"], "CREATE");
+        let v: Value =
+            serde_json::from_str(&sync_entry(&entry(None, Some("target refused")))).unwrap();
+        assert_eq!(v["eventName"], "sync");
+        assert_eq!(v["status"], "FAILURE");
+        assert_eq!(v["exception"], "target refused");
+        assert!(
+            v.get("reconId").is_none() && v.get("entryType").is_none(),
+            "{v}"
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::crest::Caller;
 use crate::repo::Repo;
 use config::{AuditConfig, HandlerKind};
-pub use event::{AccessRecord, ObjectChange};
+pub use event::{AccessRecord, ObjectChange, SyncEntry};
 
 /// Least time between two "audit queue full" warnings.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -306,6 +306,19 @@ impl Audit {
                 topic,
                 event::object_change(topic, change, &self.password_fields),
             );
+        }
+    }
+
+    /// What sync did to one object: a `recon` entry (`entry.recon_id` set) or a `sync`
+    /// event, kept when the topic's `filter.actions` lists the action.
+    pub fn sync_entry(&self, entry: &SyncEntry<'_>) {
+        let topic = if entry.recon_id.is_some() {
+            "recon"
+        } else {
+            "sync"
+        };
+        if self.wants(topic) && self.keeps(topic, &entry.action.to_ascii_lowercase()) {
+            self.emit_json(topic, event::sync_entry(entry));
         }
     }
 

@@ -64,8 +64,60 @@ pub struct GatewayFile {
     /// Seconds a stop (SIGTERM) or an upgrade (SIGQUIT) lets in-flight requests finish
     /// after the listeners closed (gateway extra; default [`DEFAULT_SHUTDOWN_GRACE_SECONDS`]).
     pub shutdown_grace_seconds: Option<u64>,
+    /// pingora's runtime settings (gateway extra): see [`ServerTuning`].
+    pub server: Option<ServerTuning>,
     #[serde(rename = "_id")]
     pub id: Option<String>,
+}
+
+/// `gateway.json` `server` (gateway extra): pingora's runtime settings that change what a
+/// proxied request costs. Defaults are pingora's, except the pool (see
+/// [`ServerTuning::DEFAULT_POOL`]); benches/load.sh measures each.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServerTuning {
+    /// One work-stealing tokio runtime for the proxy's threads (`true`, pingora's default)
+    /// or one single-threaded runtime per thread (`false`): a connection stays on the
+    /// thread that accepted it, with no cross-thread wake-ups, but one busy connection
+    /// cannot be helped by an idle thread.
+    pub work_stealing: bool,
+    /// Accept loops per listening socket (pingora's `listener_tasks_per_fd`, default 1).
+    pub listener_tasks_per_fd: usize,
+    /// Idle keep-alive connections to the remotes kept in the pool, all instances together
+    /// (pingora's `upstream_keepalive_pool_size`).
+    pub upstream_keepalive_pool_size: usize,
+}
+
+impl ServerTuning {
+    /// Pooled upstream connections by default: pingora's 128 is below what 64 concurrent
+    /// callers on a few remotes keep busy.
+    pub const DEFAULT_POOL: usize = 512;
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=64).contains(&self.listener_tasks_per_fd) {
+            return Err(format!(
+                "server.listenerTasksPerFd must be from 1 to 64, not {}",
+                self.listener_tasks_per_fd
+            ));
+        }
+        if !(1..=100_000).contains(&self.upstream_keepalive_pool_size) {
+            return Err(format!(
+                "server.upstreamKeepalivePoolSize must be from 1 to 100000, not {}",
+                self.upstream_keepalive_pool_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ServerTuning {
+    fn default() -> Self {
+        Self {
+            work_stealing: true,
+            listener_tasks_per_fd: 1,
+            upstream_keepalive_pool_size: Self::DEFAULT_POOL,
+        }
+    }
 }
 
 /// `gateway.json` `scripting`: `{"timeLimitMs", "memoryLimitMb", "threads"}` (gateway extra;
@@ -149,6 +201,9 @@ impl GatewayFile {
         file.temporal_check().map_err(|e| vec![e])?;
         file.trusted_proxies().map_err(|e| vec![e])?;
         file.shutdown_grace().map_err(|e| vec![e])?;
+        if let Some(t) = &file.server {
+            t.check().map_err(|e| vec![e])?;
+        }
         if let Some(r) = &file.rate_limit {
             r.check().map_err(|e| vec![e])?;
         }
@@ -239,6 +294,26 @@ mod tests {
             vec!["shutdownGraceSeconds must be from 0 to 3600 seconds, not 4000".to_string()]
         );
         assert!(doc(serde_json::json!({"shutdownGraceSeconds": -1})).is_err());
+    }
+
+    #[test]
+    fn server_tuning_is_checked() {
+        let doc = |v: serde_json::Value| GatewayFile::from_document(&v);
+        let g = doc(serde_json::json!({"server": {"workStealing": false}})).unwrap();
+        assert_eq!(
+            g.server.unwrap(),
+            ServerTuning {
+                work_stealing: false,
+                ..ServerTuning::default()
+            }
+        );
+        let e = doc(serde_json::json!({"server": {"listenerTasksPerFd": 0}})).unwrap_err();
+        assert_eq!(
+            e,
+            vec!["server.listenerTasksPerFd must be from 1 to 64, not 0".to_string()]
+        );
+        assert!(doc(serde_json::json!({"server": {"upstreamKeepalivePoolSize": 0}})).is_err());
+        assert!(doc(serde_json::json!({"server": {"threads": 2}})).is_err());
     }
 
     #[test]

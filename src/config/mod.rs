@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use gateway::{
-    check_shutdown_grace, GatewayFile, LogFormat, DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    check_shutdown_grace, GatewayFile, LogFormat, ServerTuning, DEFAULT_SHUTDOWN_GRACE_SECONDS,
     DEFAULT_TEMPORAL_CHECK, GATEWAY_CONFIG,
 };
 pub use ids::{config_id_for_file, factory_of, file_for_config_id, is_config_id, pid_for};

@@ -251,6 +251,53 @@ pub struct Engine {
     scripts: Option<Arc<crate::script::ScriptEngine>>,
     /// The `context` binding of those scripts.
     script_context: Arc<Value>,
+    /// Where each object's outcome is audited: the `recon` topic for a run, `sync` for an
+    /// implicit sync or liveSync push (see [`Engine::with_audit`]).
+    audit: Option<(Arc<crate::audit::Audit>, AuditAs)>,
+}
+
+/// Which audit topic an engine's outcomes go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditAs {
+    /// `recon` entries of a reconciliation run.
+    Recon,
+    /// `sync` events of an implicit sync or liveSync push.
+    Sync,
+}
+
+/// The object an outcome is about: the phase that handled it, and the ids known.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    /// `source` or `target`.
+    phase: &'static str,
+    source: Option<&'a str>,
+    target: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    fn source(id: &'a str, target: Option<&'a str>) -> Self {
+        Self {
+            phase: "source",
+            source: Some(id),
+            target,
+        }
+    }
+
+    fn target(id: &'a str, source: Option<&'a str>) -> Self {
+        Self {
+            phase: "target",
+            source,
+            target: Some(id),
+        }
+    }
+
+    /// The id the phase handled (for logs).
+    fn id(&self) -> &'a str {
+        match self.phase {
+            "source" => self.source.unwrap_or_default(),
+            _ => self.target.unwrap_or_default(),
+        }
+    }
 }
 
 impl Engine {
@@ -284,7 +331,14 @@ impl Engine {
             sources_seen: Default::default(),
             deletes: Default::default(),
             refused_deletes: Default::default(),
+            audit: None,
         }
+    }
+
+    /// Audits each object's outcome (`recon` entries or `sync` events).
+    pub fn with_audit(mut self, audit: Option<Arc<crate::audit::Audit>>, how: AuditAs) -> Self {
+        self.audit = audit.map(|a| (a, how));
+        self
     }
 
     /// Runs to the end and returns the final stage.
@@ -850,7 +904,8 @@ impl Engine {
                         .map(drop);
                 }
             }
-            self.record(&d.id, d.situation, d.action, result);
+            let subject = Subject::source(&d.id, Some(&d.link.target_id));
+            self.record(subject, d.situation, d.action, result);
         }
     }
 
@@ -944,7 +999,9 @@ impl Engine {
         {
             Ok(decided) => decided,
             Err(e) => {
-                self.record(id, situation, situation.default_action(), Err(e));
+                let target_id = target.as_ref().and_then(object_id);
+                let subject = Subject::source(id, target_id.as_deref());
+                self.record(subject, situation, situation.default_action(), Err(e));
                 return None;
             }
         };
@@ -959,8 +1016,8 @@ impl Engine {
                 target.as_ref(),
             )
             .await;
+        let target_id = target.as_ref().and_then(object_id);
         if result.is_ok() {
-            let target_id = target.as_ref().and_then(object_id);
             let e = Event {
                 situation,
                 source_id: id,
@@ -980,11 +1037,13 @@ impl Engine {
                 source,
             }),
             Ok(None) => {
-                self.record(id, situation, action, Ok(()));
+                let subject = Subject::source(id, target_id.as_deref());
+                self.record(subject, situation, action, Ok(()));
                 None
             }
             Err(e) => {
-                self.record(id, situation, action, Err(e));
+                let subject = Subject::source(id, target_id.as_deref());
+                self.record(subject, situation, action, Err(e));
                 None
             }
         }
@@ -1026,7 +1085,33 @@ impl Engine {
             "reconciliation of one object failed");
     }
 
-    fn record(&self, id: &str, situation: Situation, action: Action, result: Result<(), String>) {
+    fn record(
+        &self,
+        subject: Subject<'_>,
+        situation: Situation,
+        action: Action,
+        result: Result<(), String>,
+    ) {
+        let id = subject.id();
+        if let Some((audit, how)) = &self.audit {
+            let full = |resource: &str, id: Option<&str>| {
+                id.filter(|i| !i.is_empty())
+                    .map(|i| format!("{resource}/{i}"))
+            };
+            let run_id = self.run.id.as_str();
+            audit.sync_entry(&crate::audit::SyncEntry {
+                recon_id: (*how == AuditAs::Recon).then_some(run_id),
+                transaction_id: run_id,
+                user: &self.caller.user,
+                mapping: &self.mapping.name,
+                situation: situation.as_str(),
+                action: action.as_str(),
+                reconciling: subject.phase,
+                source_object_id: full(&self.mapping.source, subject.source),
+                target_object_id: full(&self.mapping.target, subject.target),
+                error: result.as_ref().err().map(String::as_str),
+            });
+        }
         self.run.counters.situation(situation);
         self.metrics
             .recon_objects
@@ -1240,17 +1325,18 @@ impl Engine {
         let Some(id) = object_id(&target) else {
             return;
         };
-        let (action, policy) = match self.decide(situation, None, Some(&target)).await {
-            Ok(decided) => decided,
-            Err(e) => {
-                self.record(&id, situation, situation.default_action(), Err(e));
-                return;
-            }
-        };
         let source_id = link
             .as_ref()
             .map(|l| l.source_id.clone())
             .unwrap_or_default();
+        let subject = Subject::target(&id, Some(&source_id));
+        let (action, policy) = match self.decide(situation, None, Some(&target)).await {
+            Ok(decided) => decided,
+            Err(e) => {
+                self.record(subject, situation, situation.default_action(), Err(e));
+                return;
+            }
+        };
         let event = Event {
             situation,
             source_id: &source_id,
@@ -1277,7 +1363,7 @@ impl Engine {
                 .post_action(&event, action, policy, Some(&target))
                 .await;
         }
-        self.record(&id, situation, action, result);
+        self.record(subject, situation, action, result);
     }
 
     /// The target phase's DELETE: `onDelete`, the delete, then the link and `onUnlink`.

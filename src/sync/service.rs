@@ -12,7 +12,7 @@ use super::implicit::SyncOneError;
 use super::links::LinkStore;
 use super::mapping::{Mapping, Mappings};
 use super::queue::SyncQueue;
-use super::recon::{save_run, Engine, Scope, RUN_RESOURCE};
+use super::recon::{save_run, AuditAs, Engine, Scope, RUN_RESOURCE};
 use super::run::{iso8601, Run, Stage};
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
@@ -155,13 +155,15 @@ impl SyncService {
         out
     }
 
-    /// A reconciliation engine for one run of `m`.
+    /// A reconciliation engine for one run of `m` (a push of one object: `how` is
+    /// [`AuditAs::Sync`]).
     fn engine(
         &self,
         router: Arc<Router>,
         links: LinkStore,
         m: &Arc<Mapping>,
         run: &Arc<Run>,
+        how: AuditAs,
     ) -> Arc<Engine> {
         Arc::new(
             Engine::new(
@@ -172,7 +174,8 @@ impl SyncService {
                 run.clone(),
                 self.metrics.clone(),
             )
-            .with_scripts(self.scripts.get().cloned()),
+            .with_scripts(self.scripts.get().cloned())
+            .with_audit(self.audit.get().cloned(), how),
         )
     }
 
@@ -239,7 +242,7 @@ impl SyncService {
             &m.name,
             json!({"sourceIds": [source_id], "implicitSync": true}),
         ));
-        let engine = self.engine(router, links, &m, &run);
+        let engine = self.engine(router, links, &m, &run, AuditAs::Sync);
         let stage = self
             .serialised(
                 &m.name,
@@ -392,7 +395,7 @@ impl SyncService {
             active.insert(run.id.clone(), run.clone());
         }
         save_run(self.repo.as_ref(), &run).await;
-        let engine = self.engine(router, links, &m, &run);
+        let engine = self.engine(router, links, &m, &run, AuditAs::Recon);
         let scope = match source_id {
             Some(id) => Scope::One(id),
             None => Scope::All,
