@@ -340,25 +340,16 @@ impl RequestHandler for RemoteHandler {
     }
 }
 
-/// The reqwest client of one instance: rustls, platform roots plus `certs/`, no redirects,
-/// no environment proxies, the instance's timeouts, pooled connections.
+/// The reqwest client of one instance: the gateway's builder (shared trust, no redirects,
+/// no environment proxies), the instance's timeouts, pooled connections.
 fn build_client(inst: &RemoteInstance) -> reqwest::Result<reqwest::Client> {
     let cfg = &inst.config;
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
+    crate::tls::http_client_builder(&inst.trust)
         .connect_timeout(cfg.connect_timeout)
         .read_timeout(cfg.read_timeout)
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .tcp_nodelay(true)
-        .user_agent(concat!("idm-gateway/", env!("CARGO_PKG_VERSION")));
-    for der in &inst.trust.certificates {
-        if let Ok(cert) = reqwest::Certificate::from_der(der) {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder.build()
+        .build()
 }
 
 /// One HTTP request to a remote, without credentials and transaction id.

@@ -9,12 +9,10 @@ pub mod client;
 mod health;
 mod registry;
 mod resolve;
-mod tls;
 mod token;
 
 pub use client::{query_pages, QueryPager, RemoteHandler};
 pub use health::{bit as url_bit, UrlSet};
 pub use registry::{Credentials, Registry, RemoteInstance};
 pub use resolve::Resolver;
-pub use tls::{http_client, rustls_client_config};
 pub use token::{Token, TokenError, TokenSource};
