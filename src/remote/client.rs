@@ -686,6 +686,18 @@ fn classify_transport(e: &reqwest::Error) -> UpstreamFailure {
         };
     }
     if !e.is_connect() {
+        // hyper's parse errors ("invalid HTTP version parsed", "message head is too
+        // large", ...): the remote's answer is not HTTP.
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if (text.starts_with("invalid ") && text.ends_with(" parsed"))
+                || text.starts_with("message head is too large")
+            {
+                return UpstreamFailure::Protocol;
+            }
+            source = s.source();
+        }
         return UpstreamFailure::Broken;
     }
     let mut refused = false;

@@ -544,6 +544,22 @@ async fn silent_server(close: bool) -> u16 {
     port
 }
 
+/// A TCP server that reads the request and answers bytes that are not HTTP.
+async fn garbage_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(b"\x00\x01 this is not HTTP\r\n\r\n").await;
+            let _ = tcp.shutdown().await;
+        }
+    });
+    port
+}
+
 fn gateway_client(trust: &crate::config::Trust) -> reqwest::Client {
     crate::tls::http_client_builder(trust)
         .connect_timeout(Duration::from_secs(10))
@@ -569,6 +585,10 @@ async fn reqwest_errors_map_to_failure_classes() {
     let port = silent_server(true).await;
     let e = err(format!("http://127.0.0.1:{port}/"), plain.clone()).await;
     assert_eq!(classify_transport(&e), UpstreamFailure::Broken, "{e:?}");
+
+    let port = garbage_server().await;
+    let e = err(format!("http://127.0.0.1:{port}/"), plain.clone()).await;
+    assert_eq!(classify_transport(&e), UpstreamFailure::Protocol, "{e:?}");
 
     let port = silent_server(false).await;
     let e = err(format!("http://127.0.0.1:{port}/"), plain.clone()).await;
