@@ -22,7 +22,7 @@ use idm_gateway::auth::{Authenticator, CachingAuthenticator, StaticAdmin};
 use idm_gateway::config::{BearerConfig, InstanceUrl, Secret, TokenAuthMethod, Trust};
 use idm_gateway::metrics::Metrics;
 use idm_gateway::proxy::{classify, rewrite_request, rewrite_response, transaction_id, Route};
-use idm_gateway::remote::{http_client, TokenSource};
+use idm_gateway::remote::TokenSource;
 
 const PLAIN_PATH: &str = "/openidm/external/idm/dc1/managed/user";
 const ENCODED_PATH: &str =
@@ -212,12 +212,11 @@ fn caches(c: &mut Criterion) {
         scope_delimiter: " ".into(),
         auth_method: TokenAuthMethod::ClientSecretBasic,
     };
-    let client = http_client(
-        &Trust::default(),
-        Duration::from_secs(2),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let client = idm_gateway::tls::http_client_builder(&Trust::default())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let source = Arc::new(TokenSource::new(
         "dc1",
         &config,

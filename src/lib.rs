@@ -30,3 +30,4 @@ pub mod state;
 pub mod store_error;
 pub mod sync;
 pub mod system;
+pub mod tls;

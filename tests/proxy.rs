@@ -343,6 +343,13 @@ async fn remote_failures_become_crest_errors_naming_the_instance() {
         assert_eq!(body["code"], code);
         let message = body["message"].as_str().unwrap();
         assert!(message.contains(&format!("'{name}'")), "{name}: {message}");
+        if name == "garbage" {
+            // The remote CREST client's message for the same failure (tests/remote_client.rs).
+            assert_eq!(
+                message,
+                "Remote instance 'garbage' sent an invalid HTTP response"
+            );
+        }
         assert!(!body.to_string().contains("secret-remote-pw"));
         assert!(took < Duration::from_secs(10), "{name} took {took:?}");
     }
@@ -369,6 +376,11 @@ async fn remote_failures_become_crest_errors_naming_the_instance() {
     assert!(metrics.contains(
         r#"idm_gateway_upstream_errors_total{instance="down",kind="connect_refused"} 1"#
     ));
+    assert!(
+        metrics
+            .contains(r#"idm_gateway_upstream_errors_total{instance="garbage",kind="protocol"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -94,9 +94,11 @@ impl RsFilter {
         repo: Arc<dyn Repo>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        let http =
-            crate::remote::http_client(trust, config.request_timeout, config.request_timeout)
-                .map_err(|e| format!("cannot build the rsFilter HTTP client: {e}"))?;
+        let http = crate::tls::http_client_builder(trust)
+            .connect_timeout(config.request_timeout)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| format!("cannot build the rsFilter HTTP client: {e}"))?;
         let jwks = config.jwt.clone().map(|c| Jwks::new(c, http.clone()));
         Ok(Self {
             cache: Cache::builder()

@@ -31,7 +31,7 @@ pub use instance::{
     DEFAULT_READ_TIMEOUT, MAX_INSTANCE_URLS,
 };
 pub use substitute::{from_env, substitute};
-pub use trust::Trust;
+pub use trust::{fingerprint_of, Trust};
 pub use write::{delete_config_file, write_config_file};
 
 /// Factory pid of remote IDM instance files.

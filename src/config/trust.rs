@@ -66,15 +66,21 @@ impl Trust {
             }
         }
         trust.certificates = trust.files.values().flatten().cloned().collect();
-        // An empty, clean directory is fingerprint 0, like `Trust::default()`.
-        if !trust.certificates.is_empty() || !trust.problems.is_empty() {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            trust.certificates.hash(&mut h);
-            trust.problems.hash(&mut h);
-            trust.fingerprint = h.finish();
-        }
+        trust.fingerprint = fingerprint_of(&trust.certificates, &trust.problems);
         trust
     }
+}
+
+/// The fingerprint of a set of certificates and problems. An empty, clean directory is
+/// fingerprint 0, like `Trust::default()`.
+pub fn fingerprint_of(certificates: &[Vec<u8>], problems: &[String]) -> u64 {
+    if certificates.is_empty() && problems.is_empty() {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    certificates.hash(&mut h);
+    problems.hash(&mut h);
+    h.finish()
 }
 
 /// The certificates of one PEM file, or why the file cannot be used.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Mailboxes, MessageBuilder};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{json, Map, Value};
 
@@ -224,10 +224,13 @@ impl EmailHandler {
             .port(conf.port)
             .timeout(Some(conf.timeout));
         if conf.ssl || conf.starttls {
-            let mut params = TlsParameters::builder(conf.host.clone());
-            for der in &trust.certificates {
+            // The gateway's anchors (platform roots loaded once, then `certs/`), not
+            // lettre's own load of the platform roots.
+            let mut params =
+                TlsParameters::builder(conf.host.clone()).certificate_store(CertificateStore::None);
+            for der in crate::tls::material(trust).anchors() {
                 params = params
-                    .add_root_certificate(Certificate::from_der(der.clone()).map_err(failed)?);
+                    .add_root_certificate(Certificate::from_der(der.to_vec()).map_err(failed)?);
             }
             let params = params.build_rustls().map_err(failed)?;
             builder = builder.tls(if conf.ssl {

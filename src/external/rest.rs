@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
-use rustls::ClientConfig;
 use serde_json::{json, Map, Value};
 use url::{Host, Url};
 
@@ -289,8 +288,6 @@ impl Call {
 pub struct RestHandler {
     gw: Arc<Gateway>,
     config: LastGood<RestConfig>,
-    /// The TLS client config for the current `certs/` (by trust fingerprint).
-    tls: Mutex<Option<(u64, Arc<ClientConfig>)>>,
     /// Clients of recent calls, so connections are reused (IDM's `reuseConnections`). A
     /// client is pinned to the addresses checked for it: the key holds them with the
     /// origin, the config and the trust, and the host is resolved and checked on every
@@ -312,21 +309,8 @@ impl RestHandler {
         Self {
             gw,
             config: LastGood::default(),
-            tls: Mutex::new(None),
             clients: Mutex::new(HashMap::new()),
             defaults: Arc::new(RestConfig::default()),
-        }
-    }
-
-    fn tls_config(&self, trust: &Trust) -> Arc<ClientConfig> {
-        let mut cached = self.tls.lock().unwrap_or_else(|e| e.into_inner());
-        match cached.as_ref() {
-            Some((fp, config)) if *fp == trust.fingerprint => config.clone(),
-            _ => {
-                let config = crate::remote::rustls_client_config(trust);
-                *cached = Some((trust.fingerprint, config.clone()));
-                config
-            }
         }
     }
 
@@ -435,12 +419,12 @@ impl RestHandler {
                 attempt.stop()
             }
         });
-        let mut builder = reqwest::Client::builder()
-            .use_preconfigured_tls(ClientConfig::clone(&self.tls_config(trust)))
+        // The gateway's builder (shared trust, no environment proxies), with this call's
+        // timeouts, redirect policy and configured proxy.
+        let mut builder = crate::tls::http_client_builder(trust)
             .connect_timeout(conf.connection_timeout)
             .read_timeout(conf.socket_timeout)
-            .redirect(redirect)
-            .user_agent(concat!("idm-gateway/", env!("CARGO_PKG_VERSION")));
+            .redirect(redirect);
         if let Some(Host::Domain(name)) = call.url.host() {
             builder = builder.resolve_to_addrs(name, addrs);
         }
@@ -454,7 +438,7 @@ impl RestHandler {
                 }
                 builder.proxy(proxy)
             }
-            None => builder.no_proxy().dns_resolver(Arc::new(NoResolution)),
+            None => builder.dns_resolver(Arc::new(NoResolution)),
         };
         builder
             .build()

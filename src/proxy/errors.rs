@@ -1,73 +1,52 @@
 //! Proxy failures → CREST errors naming the instance, and requests pingora refused before
 //! the gateway saw them → CREST errors, in one place.
 
+use std::time::Duration;
+
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::crest::ResourceError;
+use crate::remote::UpstreamFailure;
 
 /// The CREST error for a failed proxy attempt and a short kind for the metric label, or
-/// `None` when the caller is gone (nothing to answer).
+/// `None` when the caller is gone (nothing to answer). The timeouts are the instance's.
 pub fn classify_upstream_error(
     e: &Error,
     instance: &str,
-    connect_ms: u128,
-    read_ms: u128,
+    connect_timeout: Duration,
+    read_timeout: Duration,
 ) -> Option<(ResourceError, &'static str)> {
-    use ErrorType::*;
     if matches!(e.esource(), ErrorSource::Downstream) {
         return match e.etype() {
-            ReadError | WriteError | ConnectionClosed => None,
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
             _ => Some((body_read_error(e), "downstream")),
         };
     }
-    let out = match e.etype() {
-        ConnectRefused => (
-            ResourceError::bad_gateway(format!("Remote instance '{instance}' refused the connection")),
-            "connect_refused",
-        ),
-        ConnectTimedout => (
-            ResourceError::gateway_timeout(format!(
-                "Remote instance '{instance}' did not accept a connection within {connect_ms} ms"
-            )),
-            "connect_timeout",
-        ),
-        ReadTimedout | WriteTimedout => (
-            ResourceError::gateway_timeout(format!(
-                "Remote instance '{instance}' did not answer within {read_ms} ms"
-            )),
-            "read_timeout",
-        ),
-        TLSHandshakeTimedout => (
-            ResourceError::gateway_timeout(format!(
-                "TLS handshake with remote instance '{instance}' timed out"
-            )),
-            "tls_timeout",
-        ),
-        TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => (
-            ResourceError::bad_gateway(format!(
-                "TLS handshake with remote instance '{instance}' failed: its certificate is not trusted or does not match the host name"
-            )),
-            "tls",
-        ),
-        ConnectNoRoute | BindError | SocketError | ConnectError | ConnectProxyFailure => (
-            ResourceError::bad_gateway(format!("Remote instance '{instance}' cannot be reached")),
-            "connect",
-        ),
-        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => (
-            ResourceError::bad_gateway(format!(
-                "Remote instance '{instance}' sent an invalid HTTP response"
-            )),
-            "protocol",
-        ),
-        HTTPStatus(code) => (ResourceError::new(*code, ""), "status"),
-        _ => (
-            ResourceError::bad_gateway(format!(
-                "The connection to remote instance '{instance}' failed before a complete response was received"
-            )),
-            "connection",
-        ),
-    };
-    Some(out)
+    if let ErrorType::HTTPStatus(code) = e.etype() {
+        return Some((ResourceError::new(*code, ""), "status"));
+    }
+    Some(upstream_failure(e.etype()).describe(instance, connect_timeout, read_timeout))
+}
+
+/// The failure class of a pingora error on the way to or from a remote instance.
+pub fn upstream_failure(etype: &ErrorType) -> UpstreamFailure {
+    use ErrorType::*;
+    match etype {
+        ConnectRefused => UpstreamFailure::Refused,
+        ConnectTimedout => UpstreamFailure::ConnectTimeout,
+        ReadTimedout | WriteTimedout => UpstreamFailure::ReadTimeout,
+        TLSHandshakeTimedout => UpstreamFailure::TlsTimeout,
+        TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => {
+            UpstreamFailure::Tls
+        }
+        ConnectNoRoute | BindError | SocketError | ConnectError | ConnectProxyFailure => {
+            UpstreamFailure::Unreachable
+        }
+        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => {
+            UpstreamFailure::Protocol
+        }
+        _ => UpstreamFailure::Broken,
+    }
 }
 
 /// What pingora says (its error context) when it refuses a request's header, and what the
@@ -206,6 +185,47 @@ mod local_tests {
 mod tests {
     use super::*;
 
+    const SECS_5: Duration = Duration::from_secs(5);
+    const SECS_30: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn pingora_error_types_map_to_failure_classes() {
+        use ErrorType::*;
+        for (t, failure) in [
+            (ConnectRefused, UpstreamFailure::Refused),
+            (ConnectTimedout, UpstreamFailure::ConnectTimeout),
+            (ReadTimedout, UpstreamFailure::ReadTimeout),
+            (WriteTimedout, UpstreamFailure::ReadTimeout),
+            (TLSHandshakeTimedout, UpstreamFailure::TlsTimeout),
+            (TLSHandshakeFailure, UpstreamFailure::Tls),
+            (InvalidCert, UpstreamFailure::Tls),
+            (HandshakeError, UpstreamFailure::Tls),
+            (ConnectNoRoute, UpstreamFailure::Unreachable),
+            (ConnectError, UpstreamFailure::Unreachable),
+            (SocketError, UpstreamFailure::Unreachable),
+            (InvalidHTTPHeader, UpstreamFailure::Protocol),
+            (H1Error, UpstreamFailure::Protocol),
+            (H2Error, UpstreamFailure::Protocol),
+            (ConnectionClosed, UpstreamFailure::Broken),
+            (ReadError, UpstreamFailure::Broken),
+            (WriteError, UpstreamFailure::Broken),
+        ] {
+            assert_eq!(upstream_failure(&t), failure, "{t:?}");
+            // The proxy's answer is the shared one for the class.
+            let (err, kind) =
+                classify_upstream_error(&up(t.clone()), "dc1", SECS_5, SECS_30).unwrap();
+            let (want, want_kind) = failure.describe("dc1", SECS_5, SECS_30);
+            assert_eq!(
+                (err.code, err.message, kind),
+                (want.code, want.message, want_kind),
+                "{t:?}"
+            );
+        }
+        let (err, kind) =
+            classify_upstream_error(&up(HTTPStatus(413)), "dc1", SECS_5, SECS_30).unwrap();
+        assert_eq!((err.code, kind), (413, "status"));
+    }
+
     fn up(t: ErrorType) -> Box<Error> {
         let mut e = Error::new(t);
         e.as_up();
@@ -223,7 +243,7 @@ mod tests {
             (ErrorType::ConnectionClosed, 502),
             (ErrorType::InvalidHTTPHeader, 502),
         ] {
-            let (err, _) = classify_upstream_error(&up(t.clone()), "dc1", 5000, 30000).unwrap();
+            let (err, _) = classify_upstream_error(&up(t.clone()), "dc1", SECS_5, SECS_30).unwrap();
             assert_eq!(err.code, code, "{t:?}");
             assert!(err.message.contains("'dc1'"), "{}", err.message);
         }
@@ -233,7 +253,7 @@ mod tests {
     fn a_vanished_caller_gets_nothing() {
         let mut e = Error::new(ErrorType::WriteError);
         e.as_down();
-        assert!(classify_upstream_error(&e, "x", 1, 1).is_none());
+        assert!(classify_upstream_error(&e, "x", SECS_5, SECS_30).is_none());
     }
 
     #[test]
@@ -336,7 +356,7 @@ mod tests {
     fn a_slow_request_body_is_a_408() {
         let mut e = Error::new(ErrorType::ReadTimedout);
         e.as_down();
-        let (err, _) = classify_upstream_error(&e, "dc1", 1, 1).unwrap();
+        let (err, _) = classify_upstream_error(&e, "dc1", SECS_5, SECS_30).unwrap();
         assert_eq!(err.code, 408);
     }
 }

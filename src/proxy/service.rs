@@ -47,7 +47,7 @@ use crate::crest::{member_url, HttpResponse, Operation, ResourceError, Router, J
 use crate::csv_import::CsvImports;
 use crate::local::{self, MAX_LOCAL_BODY};
 use crate::metrics::{method_label, LOCAL, UNKNOWN};
-use crate::remote::{url_bit, Credentials, RemoteInstance, Resolver, Token};
+use crate::remote::{url_bit, Credentials, RemoteInstance, Resolver, Token, UpstreamFailure};
 use crate::state::Gateway;
 
 /// How long an idle pooled connection to a remote is kept.
@@ -393,23 +393,13 @@ impl ProxyHttp for GatewayProxy {
         let mut unresolved = false;
         let (i, addr) = loop {
             let Some(i) = inst.urls.pick(ctx.tried) else {
-                ctx.failure = Some(if unresolved {
-                    (
-                        ResourceError::bad_gateway(format!(
-                            "The host of remote instance '{}' cannot be resolved",
-                            cfg.name
-                        )),
-                        "resolve",
-                    )
+                let failure = if unresolved {
+                    UpstreamFailure::Unresolved
                 } else {
-                    (
-                        ResourceError::unavailable(format!(
-                            "Remote instance '{}' is unavailable",
-                            cfg.name
-                        )),
-                        "unavailable",
-                    )
-                });
+                    UpstreamFailure::Unavailable
+                };
+                ctx.failure =
+                    Some(failure.describe(&cfg.name, cfg.connect_timeout, cfg.read_timeout));
                 return Err(Error::explain(
                     ErrorType::ConnectNoRoute,
                     "no URL of the instance is up",
@@ -628,17 +618,12 @@ impl ProxyHttp for GatewayProxy {
             if ctx.instance.is_none() {
                 return classify_local_error(e);
             }
-            let (connect_ms, read_ms) = ctx
+            let (connect, read) = ctx
                 .instance
                 .as_ref()
-                .map(|i| {
-                    (
-                        i.config.connect_timeout.as_millis(),
-                        i.config.read_timeout.as_millis(),
-                    )
-                })
+                .map(|i| (i.config.connect_timeout, i.config.read_timeout))
                 .unwrap_or_default();
-            classify_upstream_error(e, &instance, connect_ms, read_ms)
+            classify_upstream_error(e, &instance, connect, read)
         });
         let Some((error, kind)) = decided else {
             return FailToProxy {

@@ -36,7 +36,7 @@ use crate::crest::{
 };
 use crate::metrics::Metrics;
 
-use super::{Credentials, Registry, RemoteInstance};
+use super::{Credentials, Registry, RemoteInstance, UpstreamFailure};
 
 /// `Accept-API-Version` sent when the request names no resource version.
 pub const API_VERSION: &str = "protocol=2.1,resource=1.0";
@@ -161,13 +161,9 @@ impl RemoteHandler {
         let mut retried = false;
         loop {
             let Some(i) = inst.urls.pick(tried) else {
-                return Err(failed.unwrap_or_else(|| {
-                    self.count_error(cfg, "unavailable");
-                    ResourceError::unavailable(format!(
-                        "Remote instance '{}' is unavailable",
-                        cfg.name
-                    ))
-                }));
+                return Err(
+                    failed.unwrap_or_else(|| self.failure(cfg, UpstreamFailure::Unavailable))
+                );
             };
             let url = format!("{}{}", inst.urls.url(i).base_url(), call.path_and_query);
             let (authorization, token) = match &inst.credentials {
@@ -194,17 +190,13 @@ impl RemoteHandler {
                     resp
                 }
                 Err(e) => {
-                    let (error, kind) = self.transport_error(cfg, &e);
-                    let down = matches!(
-                        kind,
-                        "connect_refused" | "connect_timeout" | "connect" | "resolve"
-                    );
-                    if down {
+                    let (error, failure) = self.transport_error(cfg, &e);
+                    if failure.url_is_down() {
                         inst.urls.mark_down(i);
                     }
                     let replayable = e.is_connect()
                         || (matches!(call.method, Method::GET | Method::HEAD)
-                            && kind == "connection");
+                            && failure == UpstreamFailure::Broken);
                     tried |= super::url_bit(i);
                     if replayable && inst.urls.has_candidate(tried) {
                         inst.urls.count_failover();
@@ -243,16 +235,14 @@ impl RemoteHandler {
     ) -> Result<Vec<u8>, ResourceError> {
         let hint = resp.content_length().unwrap_or(0) as usize;
         if hint > MAX_RESPONSE_BYTES {
-            self.count_error(cfg, "too_large");
-            return Err(too_large(&cfg.name));
+            return Err(self.failure(cfg, UpstreamFailure::TooLarge));
         }
         let mut body = Vec::with_capacity(hint.min(1024 * 1024));
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        self.count_error(cfg, "too_large");
-                        return Err(too_large(&cfg.name));
+                        return Err(self.failure(cfg, UpstreamFailure::TooLarge));
                     }
                     body.extend_from_slice(&chunk);
                 }
@@ -262,21 +252,27 @@ impl RemoteHandler {
         }
     }
 
-    /// The CREST error and the metric kind of a failed exchange, counted and logged.
+    /// The CREST error and the failure class of a failed exchange, counted and logged.
     fn transport_error(
         &self,
         cfg: &InstanceConfig,
         e: &reqwest::Error,
-    ) -> (ResourceError, &'static str) {
-        let (err, kind) = classify_transport(cfg, e);
+    ) -> (ResourceError, UpstreamFailure) {
+        let failure = classify_transport(e);
         tracing::warn!(
             instance = %cfg.name,
-            kind,
+            ?failure,
             error = %source_chain(e),
             "remote CREST request failed"
         );
+        (self.failure(cfg, failure), failure)
+    }
+
+    /// The CREST error of `failure`, counted.
+    fn failure(&self, cfg: &InstanceConfig, failure: UpstreamFailure) -> ResourceError {
+        let (error, kind) = failure.describe(&cfg.name, cfg.connect_timeout, cfg.read_timeout);
         self.count_error(cfg, kind);
-        (err, kind)
+        error
     }
 
     fn count_error(&self, cfg: &InstanceConfig, kind: &str) {
@@ -340,25 +336,16 @@ impl RequestHandler for RemoteHandler {
     }
 }
 
-/// The reqwest client of one instance: rustls, platform roots plus `certs/`, no redirects,
-/// no environment proxies, the instance's timeouts, pooled connections.
+/// The reqwest client of one instance: the gateway's builder (shared trust, no redirects,
+/// no environment proxies), the instance's timeouts, pooled connections.
 fn build_client(inst: &RemoteInstance) -> reqwest::Result<reqwest::Client> {
     let cfg = &inst.config;
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
+    crate::tls::http_client_builder(&inst.trust)
         .connect_timeout(cfg.connect_timeout)
         .read_timeout(cfg.read_timeout)
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .tcp_nodelay(true)
-        .user_agent(concat!("idm-gateway/", env!("CARGO_PKG_VERSION")));
-    for der in &inst.trust.certificates {
-        if let Ok(cert) = reqwest::Certificate::from_der(der) {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder.build()
+        .build()
 }
 
 /// One HTTP request to a remote, without credentials and transaction id.
@@ -689,83 +676,52 @@ fn remote_error(instance: &str, status: u16, body: &[u8]) -> ResourceError {
     err
 }
 
-fn too_large(instance: &str) -> ResourceError {
-    ResourceError::bad_gateway(format!(
-        "Remote instance '{instance}' sent a response larger than {MAX_RESPONSE_BYTES} bytes"
-    ))
-}
-
-/// The CREST error for a request that got no (complete) answer, and a metric kind.
-fn classify_transport(cfg: &InstanceConfig, e: &reqwest::Error) -> (ResourceError, &'static str) {
-    let name = &cfg.name;
+/// The failure class of a request that got no (complete) answer.
+fn classify_transport(e: &reqwest::Error) -> UpstreamFailure {
     if e.is_timeout() {
         return if e.is_connect() {
-            (
-                ResourceError::gateway_timeout(format!(
-                    "Remote instance '{name}' did not accept a connection within {} ms",
-                    cfg.connect_timeout.as_millis()
-                )),
-                "connect_timeout",
-            )
+            UpstreamFailure::ConnectTimeout
         } else {
-            (
-                ResourceError::gateway_timeout(format!(
-                    "Remote instance '{name}' did not answer within {} ms",
-                    cfg.read_timeout.as_millis()
-                )),
-                "read_timeout",
-            )
+            UpstreamFailure::ReadTimeout
         };
     }
-    if e.is_connect() {
-        let mut refused = false;
-        let mut tls = false;
-        let mut dns = false;
+    if !e.is_connect() {
+        // hyper's parse errors ("invalid HTTP version parsed", "message head is too
+        // large", ...): the remote's answer is not HTTP.
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+            let text = s.to_string();
+            if (text.starts_with("invalid ") && text.ends_with(" parsed"))
+                || text.starts_with("message head is too large")
+            {
+                return UpstreamFailure::Protocol;
             }
-            let text = s.to_string().to_ascii_lowercase();
-            tls |=
-                text.contains("certificate") || text.contains("tls") || text.contains("handshake");
-            dns |= text.contains("dns error") || text.contains("failed to lookup");
             source = s.source();
         }
-        return if refused {
-            (
-                ResourceError::bad_gateway(format!(
-                    "Remote instance '{name}' refused the connection"
-                )),
-                "connect_refused",
-            )
-        } else if tls {
-            (
-                ResourceError::bad_gateway(format!(
-                    "TLS handshake with remote instance '{name}' failed: its certificate is not trusted or does not match the host name"
-                )),
-                "tls",
-            )
-        } else if dns {
-            (
-                ResourceError::bad_gateway(format!(
-                    "The host of remote instance '{name}' cannot be resolved"
-                )),
-                "resolve",
-            )
-        } else {
-            (
-                ResourceError::bad_gateway(format!("Remote instance '{name}' cannot be reached")),
-                "connect",
-            )
-        };
+        return UpstreamFailure::Broken;
     }
-    (
-        ResourceError::bad_gateway(format!(
-            "The connection to remote instance '{name}' failed before a complete response was received"
-        )),
-        "connection",
-    )
+    let mut refused = false;
+    let mut tls = false;
+    let mut dns = false;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        let text = s.to_string().to_ascii_lowercase();
+        tls |= text.contains("certificate") || text.contains("tls") || text.contains("handshake");
+        dns |= text.contains("dns error") || text.contains("failed to lookup");
+        source = s.source();
+    }
+    if refused {
+        UpstreamFailure::Refused
+    } else if tls {
+        UpstreamFailure::Tls
+    } else if dns {
+        UpstreamFailure::Unresolved
+    } else {
+        UpstreamFailure::Unreachable
+    }
 }
 
 /// The causes of `e`, without the URL reqwest puts at the top (no secret is in either,

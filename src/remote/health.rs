@@ -226,11 +226,11 @@ pub fn spawn_checks(inst: &Arc<RemoteInstance>) {
     if !inst.config.enabled {
         return;
     }
-    let client = match super::http_client(
-        &inst.trust,
-        inst.config.connect_timeout,
-        inst.config.read_timeout,
-    ) {
+    let client = match crate::tls::http_client_builder(&inst.trust)
+        .connect_timeout(inst.config.connect_timeout)
+        .timeout(inst.config.read_timeout)
+        .build()
+    {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(instance = %inst.config.name, error = %e, "no health checks: cannot build their HTTP client");

@@ -6,15 +6,15 @@
 //! the same registry and token cache.
 
 pub mod client;
+mod failure;
 mod health;
 mod registry;
 mod resolve;
-mod tls;
 mod token;
 
 pub use client::{query_pages, QueryPager, RemoteHandler};
+pub use failure::UpstreamFailure;
 pub use health::{bit as url_bit, UrlSet};
 pub use registry::{Credentials, Registry, RemoteInstance};
 pub use resolve::Resolver;
-pub use tls::{http_client, rustls_client_config};
 pub use token::{Token, TokenError, TokenSource};

@@ -16,7 +16,7 @@ use crate::config::{ConfSnapshot, InstanceConfig, RemoteAuth, Trust};
 use crate::metrics::Metrics;
 
 use super::health::{spawn_checks, UrlSet};
-use super::{http_client, TokenSource};
+use super::TokenSource;
 
 /// How the gateway authenticates to one remote.
 pub enum Credentials {
@@ -138,7 +138,10 @@ fn build_instance(
             match reusable {
                 Some(source) => Credentials::Bearer(source),
                 None => {
-                    let http = http_client(trust, config.connect_timeout, config.read_timeout)
+                    let http = crate::tls::http_client_builder(trust)
+                        .connect_timeout(config.connect_timeout)
+                        .timeout(config.read_timeout)
+                        .build()
                         .map_err(|e| format!("cannot build the token HTTP client: {e}"))?;
                     Credentials::Bearer(Arc::new(TokenSource::new(
                         &config.name,

@@ -470,3 +470,145 @@ async fn pager_follows_cookies_and_stops_on_a_loop() {
     );
     assert_eq!(QueryPager::new(read).err().unwrap().code, 400);
 }
+
+/// A CA and a certificate for `localhost` signed by it, as DER, with the leaf's key.
+fn localhost_pki() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let mut ca = rcgen::CertificateParams::new(vec!["test ca".to_owned()]).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    (
+        ca.der().to_vec(),
+        leaf.der().to_vec(),
+        leaf_key.serialize_der(),
+    )
+}
+
+/// An HTTPS server for `localhost` answering every request 204, on a free port.
+async fn tls_server(leaf: Vec<u8>, key: Vec<u8>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.into()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// A plain TCP server that reads the request and then closes the connection (`close`) or
+/// holds it open without a word.
+async fn silent_server(close: bool) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            if !close {
+                held.push(tcp);
+            }
+        }
+    });
+    port
+}
+
+/// A TCP server that reads the request and answers bytes that are not HTTP.
+async fn garbage_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(b"\x00\x01 this is not HTTP\r\n\r\n").await;
+            let _ = tcp.shutdown().await;
+        }
+    });
+    port
+}
+
+fn gateway_client(trust: &crate::config::Trust) -> reqwest::Client {
+    crate::tls::http_client_builder(trust)
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+}
+
+/// Real failures of the gateway's reqwest client map to the shared failure classes.
+#[tokio::test]
+async fn reqwest_errors_map_to_failure_classes() {
+    let plain = crate::config::Trust::default();
+    let err = |url: String, trust: crate::config::Trust| async move {
+        gateway_client(&trust).get(url).send().await.unwrap_err()
+    };
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let e = err(format!("http://127.0.0.1:{port}/"), plain.clone()).await;
+    assert_eq!(classify_transport(&e), UpstreamFailure::Refused, "{e:?}");
+
+    let port = silent_server(true).await;
+    let e = err(format!("http://127.0.0.1:{port}/"), plain.clone()).await;
+    assert_eq!(classify_transport(&e), UpstreamFailure::Broken, "{e:?}");
+
+    let port = garbage_server().await;
+    let e = err(format!("http://127.0.0.1:{port}/"), plain.clone()).await;
+    assert_eq!(classify_transport(&e), UpstreamFailure::Protocol, "{e:?}");
+
+    let port = silent_server(false).await;
+    let e = err(format!("http://127.0.0.1:{port}/"), plain.clone()).await;
+    assert_eq!(
+        classify_transport(&e),
+        UpstreamFailure::ReadTimeout,
+        "{e:?}"
+    );
+
+    // A certificate of a CA the gateway does not trust; trusted once the CA is in certs/.
+    let (ca, leaf, key) = localhost_pki();
+    let port = tls_server(leaf, key).await;
+    let url = format!("https://localhost:{port}/");
+    let e = err(url.clone(), plain.clone()).await;
+    assert_eq!(classify_transport(&e), UpstreamFailure::Tls, "{e:?}");
+    let trusted = crate::config::Trust {
+        fingerprint: crate::config::fingerprint_of(std::slice::from_ref(&ca), &[]),
+        certificates: vec![ca],
+        ..Default::default()
+    };
+    let ok = gateway_client(&trusted).get(url).send().await.unwrap();
+    assert_eq!(ok.status(), 204);
+}

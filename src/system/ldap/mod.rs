@@ -164,8 +164,6 @@ pub struct LdapConnector {
     cfg: Arc<Config>,
     /// Trust anchors of `certs/` (with the platform roots) for `ssl`/`startTLS`.
     trust: Arc<Trust>,
-    /// Built from `trust` on the first TLS connection.
-    tls_config: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     slots: Vec<tokio::sync::Mutex<Option<Ldap>>>,
     next_slot: AtomicUsize,
     sessions: Mutex<Sessions>,
@@ -197,7 +195,6 @@ impl LdapConnector {
         Ok(Self {
             cfg: Arc::new(cfg),
             trust,
-            tls_config: std::sync::OnceLock::new(),
             slots,
             next_slot: AtomicUsize::new(0),
             sessions: Mutex::new(Sessions::default()),

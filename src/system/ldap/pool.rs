@@ -50,10 +50,8 @@ impl LdapConnector {
             .set_conn_timeout(self.cfg.connect_timeout)
             .set_starttls(self.cfg.start_tls);
         if self.cfg.tls {
-            let config = self
-                .tls_config
-                .get_or_init(|| crate::remote::rustls_client_config(&self.trust));
-            settings = settings.set_config(config.clone());
+            // Shared, built once per trust change.
+            settings = settings.set_config(crate::tls::client_config(&self.trust));
         }
         let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url)
             .await
