@@ -37,6 +37,9 @@ struct Shared {
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
+    /// The buffer written last time, handed back empty: the two are swapped, so neither
+    /// grows (reallocates and copies) again once they reached the size of a burst.
+    spare: Vec<u8>,
     closed: bool,
 }
 
@@ -45,16 +48,21 @@ impl Shared {
     /// held up by the write).
     fn write_out(&self) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let buf = {
+        let mut buf = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if p.buf.is_empty() {
                 return;
             }
-            std::mem::take(&mut p.buf)
+            let spare = std::mem::take(&mut p.spare);
+            std::mem::replace(&mut p.buf, spare)
         };
         // A log that cannot be written has nowhere to report it.
         let _ = out.write_all(&buf);
         let _ = out.flush();
+        buf.clear();
+        if buf.capacity() <= MAX_PENDING {
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).spare = buf;
+        }
     }
 }
 

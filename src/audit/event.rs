@@ -64,9 +64,8 @@ pub fn redact(v: &mut Value, extra: &[String]) -> bool {
 
 /// UTC now in IDM's format (`2026-12-04T15:48:12.123Z`).
 pub fn now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    // Not `format(…)`: that parses its pattern on every call (once per request here).
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub fn new_id() -> String {
@@ -597,6 +596,16 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn timestamps_are_idms_utc_millis() {
+        let t = now();
+        assert_eq!(t.len(), "2026-12-04T15:48:12.123Z".len(), "{t}");
+        assert!(
+            t.ends_with('Z') && t.as_bytes()[10] == b'T' && t.as_bytes()[19] == b'.',
+            "{t}"
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn current_transaction() -> String {
 #[derive(Clone)]
 pub struct Event {
     pub topic: Arc<str>,
-    pub json: Arc<str>,
+    pub json: Arc<String>,
 }
 
 /// What a handler thread needs besides its queue.
@@ -245,7 +245,7 @@ impl Audit {
         };
         let event = Event {
             topic: route.topic.clone(),
-            json: Arc::from(json),
+            json: Arc::new(json),
         };
         for q in &route.queues {
             if q.try_send(event.clone()).is_err() {
