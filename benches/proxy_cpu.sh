@@ -181,8 +181,11 @@ for round in $(seq "$ROUNDS"); do
                 awk '{d[$2] += $5 - $3; t += $5 - $3} END {for (k in d) if (d[k] > 0) printf "%s %.0f%%, ", k, 100 * d[k] / t}')
         fi
         log "round $round $setup: $requests requests, $us µs CPU/request"
-        kill "$PID" 2>/dev/null || true
+        # SIGINT: a fast stop (SIGTERM would wait out pingora's grace period).
+        kill -INT "$PID" 2>/dev/null || true
         wait "$PID" 2>/dev/null || true
+        # Access logs and audit files of a run are ~250 MB: keep the disk for the next.
+        rm -rf "${WORK:?}/$setup"
     done
 done
 
