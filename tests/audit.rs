@@ -474,12 +474,14 @@ async fn sync_and_recon_audit_each_object_with_idms_fields() {
     .await;
     assert_eq!(status, 200, "{run}");
     let recon_id = run["_id"].as_str().unwrap().to_owned();
-    let entries = eventually_found(
-        &gw,
-        "recon",
-        &format!(r#"reconId eq "{recon_id}" and entryType eq "entry""#),
-    )
+    // One entry per user; the handler writes every 20 ms, so wait for both.
+    let entry_filter = format!(r#"reconId eq "{recon_id}" and entryType eq "entry""#);
+    let both = eventually(Duration::from_secs(10), || async {
+        query(&gw, "recon", &entry_filter).await.len() >= 2
+    })
     .await;
+    assert!(both, "{:?}", query(&gw, "recon", &entry_filter).await);
+    let entries = query(&gw, "recon", &entry_filter).await;
     let by_source = |id: &str| {
         entries
             .iter()
@@ -495,12 +497,16 @@ async fn sync_and_recon_audit_each_object_with_idms_fields() {
     assert_eq!(u2[0]["mapping"], "u2o");
     assert_eq!(u2[0]["status"], "SUCCESS");
     assert_eq!(by_source("u1").len(), 1, "{entries:?}");
-    // Start and summary of the run are there as well.
-    let all = query(&gw, "recon", &format!(r#"reconId eq "{recon_id}""#)).await;
+    // Start and summary of the run are there as well (the summary is written once the run
+    // has ended, which may be just after the answer).
     for kind in ["start", "summary"] {
-        assert!(
-            all.iter().any(|e| e["entryType"] == kind),
-            "no {kind} in {all:?}"
-        );
+        let found = eventually_found(
+            &gw,
+            "recon",
+            &format!(r#"reconId eq "{recon_id}" and entryType eq "{kind}""#),
+        )
+        .await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0]["mapping"], "u2o");
     }
 }
