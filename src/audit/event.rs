@@ -133,6 +133,32 @@ pub fn crest_operation(
     }
 }
 
+/// The fields every event starts with, for the events serialized without a JSON tree.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Header<'a> {
+    #[serde(rename = "_id")]
+    id: String,
+    timestamp: String,
+    event_name: &'static str,
+    transaction_id: &'a str,
+    user_id: Option<&'a str>,
+    tracking_ids: [(); 0],
+}
+
+impl<'a> Header<'a> {
+    fn new(event_name: &'static str, transaction_id: &'a str, user: Option<&'a str>) -> Self {
+        Self {
+            id: new_id(),
+            timestamp: now(),
+            event_name,
+            transaction_id,
+            user_id: user,
+            tracking_ids: [],
+        }
+    }
+}
+
 /// `server` / `client` of an access event.
 #[derive(Serialize)]
 struct Endpoint {
@@ -154,13 +180,8 @@ impl From<SocketAddr> for Endpoint {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AccessEvent<'a> {
-    #[serde(rename = "_id")]
-    id: String,
-    timestamp: String,
-    event_name: &'static str,
-    transaction_id: &'a str,
-    user_id: Option<&'a str>,
-    tracking_ids: [(); 0],
+    #[serde(flatten)]
+    header: Header<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,12 +281,7 @@ impl Serialize for SafeHeaders<'_> {
 /// The `access` event of one request, as a JSON line.
 pub fn access(r: &AccessRecord<'_>) -> String {
     let event = AccessEvent {
-        id: new_id(),
-        timestamp: now(),
-        event_name: "access",
-        transaction_id: r.txid,
-        user_id: r.caller.map(|c| c.user.as_str()),
-        tracking_ids: [],
+        header: Header::new("access", r.txid, r.caller.map(|c| c.user.as_str())),
         server: r.server.map(Endpoint::from),
         client: r.client.map(Endpoint::from),
         request: AccessRequest {
@@ -321,13 +337,8 @@ pub fn auth_module(caller: Option<&Caller>) -> &'static str {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AuthenticationEvent<'a> {
-    #[serde(rename = "_id")]
-    id: String,
-    timestamp: String,
-    event_name: &'static str,
-    transaction_id: &'a str,
-    user_id: Option<&'a str>,
-    tracking_ids: [(); 0],
+    #[serde(flatten)]
+    header: Header<'a>,
     result: &'static str,
     principal: [&'a str; 1],
     context: AuthenticationContext<'a>,
@@ -378,12 +389,7 @@ pub fn authentication(
     };
     let module = auth_module(caller);
     let event = AuthenticationEvent {
-        id: new_id(),
-        timestamp: now(),
-        event_name: "authentication",
-        transaction_id: txid,
-        user_id: caller.map(|c| c.user.as_str()),
-        tracking_ids: [],
+        header: Header::new("authentication", txid, caller.map(|c| c.user.as_str())),
         result,
         principal: [principal],
         context: AuthenticationContext {
@@ -480,13 +486,8 @@ pub struct SyncEntry<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SyncEvent<'a> {
-    #[serde(rename = "_id")]
-    id: String,
-    timestamp: String,
-    event_name: &'static str,
-    transaction_id: &'a str,
-    user_id: &'a str,
-    tracking_ids: [(); 0],
+    #[serde(flatten)]
+    header: Header<'a>,
     action: &'a str,
     exception: Option<&'a str>,
     link_qualifier: &'static str,
@@ -514,16 +515,15 @@ struct ReconFields<'a> {
 /// The `recon` entry or `sync` event of one object, as a JSON line.
 pub fn sync_entry(e: &SyncEntry<'_>) -> String {
     let event = SyncEvent {
-        id: new_id(),
-        timestamp: now(),
-        event_name: if e.recon_id.is_some() {
-            "recon"
-        } else {
-            "sync"
-        },
-        transaction_id: e.transaction_id,
-        user_id: e.user,
-        tracking_ids: [],
+        header: Header::new(
+            if e.recon_id.is_some() {
+                "recon"
+            } else {
+                "sync"
+            },
+            e.transaction_id,
+            Some(e.user),
+        ),
         action: e.action,
         exception: e.error,
         link_qualifier: "default",
