@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the work the gateway does on every proxied request, outside pingora:
 //! path classification, request/response header rewriting, the bearer-token cache hit and
-//! the verified-credential cache hit, and the `access.json` check.
+//! the verified-credential cache hit, the `access.json` check, and the audit events of a
+//! request.
 //!
 //! `cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3`
 
@@ -302,5 +303,61 @@ fn access_rules(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, routing, header_rewrite, caches, access_rules);
+/// The two audit events every request makes with the shipped `audit.json` (`access` and
+/// `authentication`), serialized as the request path does it.
+fn audit_events(c: &mut Criterion) {
+    use idm_gateway::audit::event::{access, authentication};
+    use idm_gateway::audit::AccessRecord;
+    use idm_gateway::crest::Caller;
+    let caller = Caller::new(
+        "openidm-admin",
+        "internal/user",
+        vec!["internal/role/openidm-admin".into()],
+    );
+    let req = caller_request();
+    let record = AccessRecord {
+        txid: "8c5e5f5a-2a5c-4b6e-9f0d-1a2b3c4d5e6f",
+        caller: Some(&caller),
+        client: Some("127.0.0.1:51234".parse().unwrap()),
+        server: Some("127.0.0.1:8080".parse().unwrap()),
+        secure: false,
+        method: "GET",
+        path: req.uri.path(),
+        query: req.uri.query(),
+        headers: &req.headers,
+        status: 200,
+        elapsed: Duration::from_millis(3),
+    };
+    let ip = Some("127.0.0.1".parse().unwrap());
+    let mut g = c.benchmark_group("audit");
+    g.bench_function("access_event", |b| {
+        b.iter(|| black_box(access(black_box(&record))))
+    });
+    g.bench_function("authentication_event", |b| {
+        b.iter(|| {
+            black_box(authentication(
+                "openidm-admin",
+                Some(&caller),
+                "8c5e5f5a-2a5c-4b6e-9f0d-1a2b3c4d5e6f",
+                ip,
+            ))
+        })
+    });
+    g.bench_function("timestamp", |b| {
+        b.iter(|| black_box(idm_gateway::audit::event::now()))
+    });
+    g.bench_function("event_id", |b| {
+        b.iter(|| black_box(idm_gateway::audit::event::new_id()))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    routing,
+    header_rewrite,
+    caches,
+    access_rules,
+    audit_events
+);
 criterion_main!(benches);
