@@ -329,7 +329,8 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
                         roles_privileges.invalidate_all();
                     }),
                 )
-                .with_managed(Arc::new(move || internal_gw.live().managed.clone())),
+                .with_managed(Arc::new(move || internal_gw.live().managed.clone()))
+                .with_hook(Arc::new(audit::ActivityHook(audit.clone()))),
             ),
         );
 

@@ -510,3 +510,67 @@ async fn sync_and_recon_audit_each_object_with_idms_fields() {
         assert_eq!(found[0]["mapping"], "u2o");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_of_internal_users_and_roles_are_activity() {
+    let gw = Gateway::builder()
+        .conf_file(
+            "audit",
+            json!({
+                "auditServiceConfig": {"handlerForQueries": "json"},
+                "eventHandlers": [{"class": JSON_HANDLER, "config": {
+                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
+                    "buffering": {"writeInterval": "20 millis"},
+                    "topics": ["activity"]}}],
+                "eventTopics": {"activity": {"filter": {"actions":
+                    ["create", "update", "delete", "patch", "action"]}}}
+            }),
+        )
+        .start()
+        .await;
+    let (status, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/internal/role/auditors",
+        Some(json!({"name": "auditors", "description": "Read the audit"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let found = eventually_found(&gw, "activity", r#"objectId eq "internal/role/auditors""#).await;
+    assert_eq!(found[0]["operation"], "CREATE");
+    assert_eq!(found[0]["runAs"], "openidm-admin");
+    assert_eq!(found[0]["after"]["description"], "Read the audit");
+
+    let (status, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/internal/user/svc-audit",
+        Some(json!({"password": "Svc-Audit-Pw-1"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        "/openidm/internal/user/svc-audit",
+        Some(json!([{"operation": "replace", "field": "password", "value": "Svc-Audit-Pw-2"}])),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let found = eventually_found(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/user/svc-audit" and operation eq "PATCH""#,
+    )
+    .await;
+    assert_eq!(found[0]["passwordChanged"], true, "{:?}", found[0]);
+    // Reads are not activity; the passwords (and their hashes) are nowhere.
+    let (status, _) = send(&gw, Method::GET, "/openidm/internal/role/auditors", None).await;
+    assert_eq!(status, 200);
+    let all = query(&gw, "activity", "true").await;
+    assert!(all.iter().all(|e| e["operation"] != "READ"), "{all:?}");
+    let text = Value::Array(all).to_string();
+    for secret in ["Svc-Audit-Pw-1", "Svc-Audit-Pw-2", "$argon2", "\"hash\""] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+}

@@ -425,6 +425,25 @@ pub struct ObjectChange<'a> {
     pub before: Option<Value>,
     pub after: Option<Value>,
     pub revision: Option<&'a str>,
+    /// The request set a password field (an answer may not show passwords at all).
+    pub password_written: bool,
+}
+
+/// Whether a write's request body sets one of `password_fields`: a property of a create
+/// or update body, or the field of a patch operation.
+pub fn writes_password(body: &Value, password_fields: &[String]) -> bool {
+    let named = |name: &str| {
+        password_fields
+            .iter()
+            .any(|f| f == name.trim_start_matches('/'))
+    };
+    match body {
+        Value::Object(o) => o.keys().any(|k| named(k)),
+        Value::Array(ops) => ops
+            .iter()
+            .any(|op| op.get("field").and_then(Value::as_str).is_some_and(&named)),
+        _ => false,
+    }
 }
 
 /// The `activity` (or `config`, with `topic`) event of one write, secrets removed.
@@ -435,8 +454,9 @@ pub fn object_change(topic: &str, c: ObjectChange<'_>, password_fields: &[String
     m.insert("operation".into(), json!(c.operation.to_ascii_uppercase()));
     let mut before = c.before.unwrap_or(Value::Null);
     let mut after = c.after.unwrap_or(Value::Null);
-    let password_changed =
-        redact(&mut before, password_fields) | redact(&mut after, password_fields);
+    let password_changed = redact(&mut before, password_fields)
+        | redact(&mut after, password_fields)
+        | c.password_written;
     let changed: Vec<Value> = match (&before, &after) {
         (Value::Object(b), Value::Object(a)) => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
@@ -599,6 +619,29 @@ mod tests {
     }
 
     #[test]
+    fn password_writes_are_seen_in_the_request() {
+        let fields = ["password".to_string()];
+        assert!(writes_password(
+            &json!({"password": "x", "sn": "y"}),
+            &fields
+        ));
+        assert!(writes_password(
+            &json!([{"operation": "replace", "field": "/password", "value": "x"}]),
+            &fields
+        ));
+        assert!(writes_password(
+            &json!([{"operation": "replace", "field": "password", "value": "x"}]),
+            &fields
+        ));
+        assert!(!writes_password(&json!({"sn": "y"}), &fields));
+        assert!(!writes_password(
+            &json!([{"operation": "replace", "field": "/sn", "value": "x"}]),
+            &fields
+        ));
+        assert!(!writes_password(&Value::Null, &fields));
+    }
+
+    #[test]
     fn timestamps_are_idms_utc_millis() {
         let t = now();
         assert_eq!(t.len(), "2026-12-04T15:48:12.123Z".len(), "{t}");
@@ -708,6 +751,7 @@ mod tests {
                     json!({"userName": "b", "password": "n3w", "nested": {"clientSecret": "x"}}),
                 ),
                 revision: Some("2"),
+                password_written: false,
             },
             &["password".into()],
         );

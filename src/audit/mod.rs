@@ -369,6 +369,10 @@ impl crate::events::ChangeHook for ActivityHook {
                 before: change.before.map(|m| Value::Object(m.clone())),
                 after: change.after.map(|m| Value::Object(m.clone())),
                 revision,
+                password_written: event::writes_password(
+                    &change.request.body,
+                    &self.0.password_fields,
+                ),
             },
         );
     }

@@ -70,6 +70,8 @@ pub struct InternalHandler {
     /// The managed types (relationships reach managed users, `authzMembers`).
     managed: Option<SchemaSource>,
     edges_indexed: tokio::sync::OnceCell<()>,
+    /// Told of every successful write of a user or a role (the `activity` audit topic).
+    hook: Option<Arc<dyn crate::events::ChangeHook>>,
 }
 
 impl InternalHandler {
@@ -81,7 +83,15 @@ impl InternalHandler {
             on_user_change,
             managed: None,
             edges_indexed: Default::default(),
+            hook: None,
         }
+    }
+
+    /// Tells `hook` of every successful write of an internal user or role (as managed
+    /// objects tell theirs): the `activity` audit of internal objects.
+    pub fn with_hook(mut self, hook: Arc<dyn crate::events::ChangeHook>) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// Lets relationships reach the live managed types (a managed user's `authzRoles`
@@ -154,6 +164,9 @@ impl RequestHandler for InternalHandler {
         // Users' passwords and roles, and roles' members, are read at login.
         if (set == "user" || set == "role") && writes {
             (self.on_user_change)();
+        }
+        if let (Some(hook), Ok(answer), None) = (&self.hook, &result, sub) {
+            crate::events::notify(hook.as_ref(), &schema.resource, req, answer);
         }
         result
     }

@@ -132,6 +132,7 @@ fn audit_change(gw: &Gateway, req: &Request, id: &str, done: &Done) {
             before,
             after,
             revision: rev,
+            password_written: false,
         },
     );
 }
