@@ -18,6 +18,30 @@ fn shipped(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// An `audit.json` with one JSON handler (the data dir's `audit/`) answering queries;
+/// `config` adds to the handler's config (`topics`, `buffering`, `fileRotation`, …).
+fn json_handler(config: Value) -> Value {
+    let mut handler = json!({"name": "json", "logDirectory": "&{idm.data.dir}/audit"});
+    for (k, v) in config.as_object().expect("handler config is an object") {
+        handler[k] = v.clone();
+    }
+    json!({
+        "auditServiceConfig": {"handlerForQueries": "json"},
+        "eventHandlers": [{"class": JSON_HANDLER, "config": handler}]
+    })
+}
+
+/// `GET info/version` with transaction id `txid`, answered 200.
+async fn get_version(gw: &Gateway, txid: &str) {
+    let r = gw
+        .get("/openidm/info/version")
+        .header("X-ForgeRock-TransactionId", txid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 fn audit_dir(gw: &Gateway) -> PathBuf {
     gw.data_dir().join("audit")
 }
@@ -233,25 +257,15 @@ async fn files_rotate_at_max_file_size_and_json_handler_answers_queries() {
     let gw = Gateway::builder()
         .conf_file(
             "audit",
-            json!({
-                "auditServiceConfig": {"handlerForQueries": "json"},
-                "eventHandlers": [{"class": JSON_HANDLER, "config": {
-                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
-                    "fileRotation": {"rotationEnabled": true, "maxFileSize": max},
-                    "fileRetention": {"maxNumberOfHistoryFiles": 2},
-                    "topics": ["access"]}}]
-            }),
+            json_handler(json!({
+                "fileRotation": {"rotationEnabled": true, "maxFileSize": max},
+                "fileRetention": {"maxNumberOfHistoryFiles": 2},
+                "topics": ["access"]})),
         )
         .start()
         .await;
     for i in 0..40 {
-        let r = gw
-            .get("/openidm/info/version")
-            .header("X-ForgeRock-TransactionId", format!("rot-{i}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        get_version(&gw, &format!("rot-{i}")).await;
     }
     let dir = audit_dir(&gw);
     let ok = eventually(Duration::from_secs(10), || async {
@@ -351,25 +365,15 @@ async fn what_is_queued_is_written_when_the_gateway_stops() {
     let mut gw = Gateway::builder()
         .conf_file(
             "audit",
-            json!({
-                "auditServiceConfig": {"handlerForQueries": "json"},
-                "eventHandlers": [{"class": JSON_HANDLER, "config": {
-                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
-                    "buffering": {"maxSize": 1000, "writeInterval": "10 seconds"},
-                    "topics": ["access", "authentication"]}}]
-            }),
+            json_handler(json!({
+                "buffering": {"maxSize": 1000, "writeInterval": "10 seconds"},
+                "topics": ["access", "authentication"]})),
         )
         .arg("--shutdown-grace-seconds=1")
         .start()
         .await;
     for i in 0..5 {
-        let r = gw
-            .get("/openidm/info/version")
-            .header("X-ForgeRock-TransactionId", format!("stop-{i}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        get_version(&gw, &format!("stop-{i}")).await;
     }
     let status = gw.terminate(Duration::from_secs(30)).await;
     assert!(
@@ -410,13 +414,9 @@ async fn sync_and_recon_audit_each_object_with_idms_fields() {
         .conf_file("sync", json!({"mappings": [mapping]}))
         .conf_file(
             "audit",
-            json!({
-                "auditServiceConfig": {"handlerForQueries": "json"},
-                "eventHandlers": [{"class": JSON_HANDLER, "config": {
-                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
-                    "buffering": {"writeInterval": "20 millis"},
-                    "topics": ["recon", "sync"]}}]
-            }),
+            json_handler(json!({
+                "buffering": {"writeInterval": "20 millis"},
+                "topics": ["recon", "sync"]})),
         )
         .start()
         .await;
@@ -514,18 +514,14 @@ async fn sync_and_recon_audit_each_object_with_idms_fields() {
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_of_internal_users_and_roles_are_activity() {
     let gw = Gateway::builder()
-        .conf_file(
-            "audit",
-            json!({
-                "auditServiceConfig": {"handlerForQueries": "json"},
-                "eventHandlers": [{"class": JSON_HANDLER, "config": {
-                    "name": "json", "logDirectory": "&{idm.data.dir}/audit",
+        .conf_file("audit", {
+            let mut audit = json_handler(json!({
                     "buffering": {"writeInterval": "20 millis"},
-                    "topics": ["activity"]}}],
-                "eventTopics": {"activity": {"filter": {"actions":
-                    ["create", "update", "delete", "patch", "action"]}}}
-            }),
-        )
+                    "topics": ["activity"]}));
+            audit["eventTopics"] = json!({"activity": {"filter": {"actions":
+                    ["create", "update", "delete", "patch", "action"]}}});
+            audit
+        })
         .start()
         .await;
     let (status, body) = send(

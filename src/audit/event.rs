@@ -72,19 +72,14 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// The fields every topic has.
+/// The fields every topic has, as a map the topic's own fields are added to (the events
+/// built as JSON trees: activity, config, recon start and summary).
 fn common(event_name: &str, txid: &str, user: Option<&str>) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("_id".into(), Value::String(new_id()));
-    m.insert("timestamp".into(), Value::String(now()));
-    m.insert("eventName".into(), Value::String(event_name.to_owned()));
-    m.insert("transactionId".into(), Value::String(txid.to_owned()));
-    m.insert(
-        "userId".into(),
-        user.map_or(Value::Null, |u| Value::String(u.to_owned())),
-    );
-    m.insert("trackingIds".into(), json!([]));
-    m
+    match serde_json::to_value(Header::new(event_name, txid, user)) {
+        Ok(Value::Object(m)) => m,
+        // A struct of strings serializes to an object.
+        _ => Map::new(),
+    }
 }
 
 /// One HTTP request as the `access` topic records it.
@@ -133,21 +128,21 @@ pub fn crest_operation(
     }
 }
 
-/// The fields every event starts with, for the events serialized without a JSON tree.
+/// The fields every event starts with.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Header<'a> {
     #[serde(rename = "_id")]
     id: String,
     timestamp: String,
-    event_name: &'static str,
+    event_name: &'a str,
     transaction_id: &'a str,
     user_id: Option<&'a str>,
     tracking_ids: [(); 0],
 }
 
 impl<'a> Header<'a> {
-    fn new(event_name: &'static str, transaction_id: &'a str, user: Option<&'a str>) -> Self {
+    fn new(event_name: &'a str, transaction_id: &'a str, user: Option<&'a str>) -> Self {
         Self {
             id: new_id(),
             timestamp: now(),

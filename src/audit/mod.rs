@@ -230,27 +230,17 @@ impl Audit {
         }
     }
 
-    /// Queues `body` for every handler of `topic`; never waits.
-    pub fn emit(&self, topic: &str, body: Value) {
-        if self.routes.contains_key(topic) {
-            self.emit_json(topic, body.to_string());
-        }
-    }
-
-    /// Queues an event already serialized as JSON for every handler of `topic`; never
-    /// waits.
-    pub fn emit_json(&self, topic: &str, json: String) {
-        let Some(route) = self.routes.get(topic) else {
-            return;
-        };
+    /// Queues one serialized event for every handler of `route`; never waits. Callers
+    /// look the route up first, so an event nobody wants is never built.
+    fn send(&self, route: &Route, json: String) {
         let event = Event {
             topic: route.topic.clone(),
             json: Arc::new(json),
         };
         for q in &route.queues {
             if q.try_send(event.clone()).is_err() {
-                self.dropped.with_label_values(&[topic]).inc();
-                self.warn_full(topic);
+                self.dropped.with_label_values(&[&route.topic]).inc();
+                self.warn_full(&route.topic);
             }
         }
     }
@@ -277,8 +267,8 @@ impl Audit {
 
     /// The `access` event of one request.
     pub fn access(&self, record: &AccessRecord<'_>) {
-        if self.wants("access") {
-            self.emit_json("access", event::access(record));
+        if let Some(route) = self.routes.get("access") {
+            self.send(route, event::access(record));
         }
     }
 
@@ -290,22 +280,19 @@ impl Audit {
         txid: &str,
         ip: Option<std::net::IpAddr>,
     ) {
-        if self.wants("authentication") {
-            self.emit_json(
-                "authentication",
-                event::authentication(principal, caller, txid, ip),
-            );
+        if let Some(route) = self.routes.get("authentication") {
+            self.send(route, event::authentication(principal, caller, txid, ip));
         }
     }
 
     /// A write of a managed or internal object (`activity`) or of a config object
     /// (`config`).
     pub fn object_change(&self, topic: &str, change: ObjectChange<'_>) {
-        if self.wants(topic) && self.keeps(topic, change.operation) {
-            self.emit(
-                topic,
-                event::object_change(topic, change, &self.password_fields),
-            );
+        if let Some(route) = self.routes.get(topic) {
+            if self.keeps(topic, change.operation) {
+                let event = event::object_change(topic, change, &self.password_fields);
+                self.send(route, event.to_string());
+            }
         }
     }
 
@@ -317,8 +304,10 @@ impl Audit {
         } else {
             "sync"
         };
-        if self.wants(topic) && self.keeps(topic, &entry.action.to_ascii_lowercase()) {
-            self.emit_json(topic, event::sync_entry(entry));
+        if let Some(route) = self.routes.get(topic) {
+            if self.keeps(topic, &entry.action.to_ascii_lowercase()) {
+                self.send(route, event::sync_entry(entry));
+            }
         }
     }
 
@@ -331,12 +320,10 @@ impl Audit {
         status: &str,
         detail: Value,
     ) {
-        if self.wants("recon") {
+        if let Some(route) = self.routes.get("recon") {
             let user = "openidm-admin";
-            self.emit(
-                "recon",
-                event::recon(entry_type, recon_id, mapping, status, detail, user),
-            );
+            let event = event::recon(entry_type, recon_id, mapping, status, detail, user);
+            self.send(route, event.to_string());
         }
     }
 }
