@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde::ser::SerializeStruct;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -14,12 +15,16 @@ use crate::crest::Caller;
 
 /// Request headers copied into `http.request.headers` (lower-case): nothing that can carry
 /// a credential.
-pub const SAFE_HEADERS: [&str; 4] = ["accept", "content-type", "user-agent", "x-requested-with"];
+pub const SAFE_HEADERS: [http::HeaderName; 4] = [
+    http::header::ACCEPT,
+    http::header::CONTENT_TYPE,
+    http::header::USER_AGENT,
+    http::HeaderName::from_static("x-requested-with"),
+];
 
 /// Whether a property or parameter name may hold a secret (checked case-insensitively).
 pub fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
+    const SECRET: [&str; 10] = [
         "password",
         "secret",
         "token",
@@ -30,9 +35,14 @@ pub fn is_secret_name(name: &str) -> bool {
         "api_key",
         "privatekey",
         "private_key",
-    ]
-    .iter()
-    .any(|s| n.contains(s))
+    ];
+    // Runs for every query parameter of every audited request: no lower-cased copy.
+    let n = name.as_bytes();
+    SECRET.iter().any(|s| {
+        n.len() >= s.len()
+            && n.windows(s.len())
+                .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+    })
 }
 
 /// Replaces the value of every secret-looking property (and of every name in `extra`) in
@@ -170,22 +180,50 @@ impl From<SocketAddr> for Endpoint {
     }
 }
 
+impl Header<'_> {
+    /// Writes the header's fields at the start of an event: what `#[serde(flatten)]` does,
+    /// without its detour (a flattened struct is serialized as a map, entry by entry, through
+    /// serde's buffering adapter) on the two events every request produces.
+    fn serialize_into<S: SerializeStruct>(&self, st: &mut S) -> Result<(), S::Error> {
+        st.serialize_field("_id", &self.id)?;
+        st.serialize_field("timestamp", &self.timestamp)?;
+        st.serialize_field("eventName", self.event_name)?;
+        st.serialize_field("transactionId", self.transaction_id)?;
+        st.serialize_field("userId", &self.user_id)?;
+        st.serialize_field("trackingIds", &self.tracking_ids)
+    }
+}
+
 /// The `access` event, serialized straight from the request's fields: this runs once per
 /// request, so it builds no JSON tree.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct AccessEvent<'a> {
-    #[serde(flatten)]
     header: Header<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<Endpoint>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<Endpoint>,
     request: AccessRequest,
     http: AccessHttp<'a>,
     response: AccessResponse,
-    #[serde(skip_serializing_if = "Option::is_none")]
     roles: Option<&'a [String]>,
+}
+
+impl Serialize for AccessEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("AccessEvent", 13)?;
+        self.header.serialize_into(&mut st)?;
+        if let Some(server) = &self.server {
+            st.serialize_field("server", server)?;
+        }
+        if let Some(client) = &self.client {
+            st.serialize_field("client", client)?;
+        }
+        st.serialize_field("request", &self.request)?;
+        st.serialize_field("http", &self.http)?;
+        st.serialize_field("response", &self.response)?;
+        if let Some(roles) = self.roles {
+            st.serialize_field("roles", roles)?;
+        }
+        st.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -258,7 +296,7 @@ impl Serialize for SafeHeaders<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(None)?;
-        for name in SAFE_HEADERS {
+        for name in &SAFE_HEADERS {
             let values: Vec<&str> = self
                 .0
                 .get_all(name)
@@ -266,7 +304,7 @@ impl Serialize for SafeHeaders<'_> {
                 .filter_map(|v| v.to_str().ok())
                 .collect();
             if !values.is_empty() {
-                map.serialize_entry(name, &values)?;
+                map.serialize_entry(name.as_str(), &values)?;
             }
         }
         map.end()
@@ -304,8 +342,18 @@ pub fn access(r: &AccessRecord<'_>) -> String {
         },
         roles: r.caller.map(|c| c.roles.as_slice()),
     };
-    // Plain structs of strings and numbers: serializing cannot fail.
-    serde_json::to_string(&event).unwrap_or_default()
+    to_json_line(&event)
+}
+
+/// An event as JSON, in a buffer sized for a typical event (no regrowth on the way).
+fn to_json_line<T: Serialize>(event: &T) -> String {
+    let mut out = Vec::with_capacity(1024);
+    // Plain structs of strings and numbers: serializing cannot fail, and serde_json writes
+    // UTF-8.
+    match serde_json::to_writer(&mut out, event) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 fn percent_decode(s: &str) -> Cow<'_, str> {
@@ -329,16 +377,26 @@ pub fn auth_module(caller: Option<&Caller>) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct AuthenticationEvent<'a> {
-    #[serde(flatten)]
     header: Header<'a>,
     result: &'static str,
     principal: [&'a str; 1],
     context: AuthenticationContext<'a>,
     entries: [AuthenticationEntry; 1],
     method: &'static str,
+}
+
+impl Serialize for AuthenticationEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("AuthenticationEvent", 11)?;
+        self.header.serialize_into(&mut st)?;
+        st.serialize_field("result", self.result)?;
+        st.serialize_field("principal", &self.principal)?;
+        st.serialize_field("context", &self.context)?;
+        st.serialize_field("entries", &self.entries)?;
+        st.serialize_field("method", self.method)?;
+        st.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -406,7 +464,7 @@ pub fn authentication(
         }],
         method: module,
     };
-    serde_json::to_string(&event).unwrap_or_default()
+    to_json_line(&event)
 }
 
 /// What an `activity` or `config` event records of one write.

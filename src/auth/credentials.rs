@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use base64::Engine;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
@@ -24,8 +24,10 @@ pub type UserPassword<'a> = (Cow<'a, str>, Cow<'a, str>);
 pub fn credentials_from_headers(
     headers: &HeaderMap,
 ) -> Result<Option<UserPassword<'_>>, CredentialsError> {
-    let user = headers.get("x-openidm-username");
-    let password = headers.get("x-openidm-password");
+    const USERNAME: HeaderName = HeaderName::from_static("x-openidm-username");
+    const PASSWORD: HeaderName = HeaderName::from_static("x-openidm-password");
+    let user = headers.get(USERNAME);
+    let password = headers.get(PASSWORD);
     match (user, password) {
         (Some(u), Some(p)) => {
             let u = u.to_str().map_err(|_| CredentialsError::NotUtf8)?;
@@ -46,11 +48,11 @@ pub fn credentials_from_headers(
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth[6..].trim_ascii())
         .map_err(|_| CredentialsError::MalformedBasic)?;
-    let decoded = String::from_utf8(decoded).map_err(|_| CredentialsError::NotUtf8)?;
-    let (u, p) = decoded
-        .split_once(':')
-        .ok_or(CredentialsError::MalformedBasic)?;
-    Ok(Some((Cow::Owned(u.to_owned()), Cow::Owned(p.to_owned()))))
+    let mut user = String::from_utf8(decoded).map_err(|_| CredentialsError::NotUtf8)?;
+    let colon = user.find(':').ok_or(CredentialsError::MalformedBasic)?;
+    let password = user.split_off(colon + 1);
+    user.truncate(colon);
+    Ok(Some((Cow::Owned(user), Cow::Owned(password))))
 }
 
 #[cfg(test)]

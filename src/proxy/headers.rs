@@ -8,6 +8,9 @@ use crate::config::InstanceUrl;
 
 pub const TRANSACTION_ID: &str = "x-forgerock-transactionid";
 pub const REMOTE_IDM_PROXY: HeaderValue = HeaderValue::from_static("RemoteIDMProxy");
+const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Longest caller-supplied transaction id that is forwarded as is.
 pub const MAX_TRANSACTION_ID: usize = 128;
 
@@ -88,27 +91,16 @@ pub fn rewrite_request(
             req.remove_header(&name);
         }
     }
-    for name in HOP_BY_HOP {
-        req.remove_header(name);
-    }
-    req.remove_header(&header::AUTHORIZATION);
-    req.remove_header(&header::COOKIE);
-    let is_openidm = |k: &HeaderName| k.as_str().starts_with("x-openidm-");
-    if req.headers.keys().any(is_openidm) {
-        let openidm: Vec<HeaderName> = req
-            .headers
-            .keys()
-            .filter(|k| is_openidm(k))
-            .cloned()
-            .collect();
-        for name in openidm {
-            req.remove_header(&name);
-        }
-    }
+    remove_where(req, |n| {
+        HOP_BY_HOP.contains(&n)
+            || n == "authorization"
+            || n == "cookie"
+            || n.starts_with("x-openidm-")
+    });
 
     req.insert_header(header::HOST, url.authority.as_str())?;
     req.insert_header(header::AUTHORIZATION, authorization.clone())?;
-    if req.headers.contains_key("x-requested-with") {
+    if req.headers.contains_key(&X_REQUESTED_WITH) {
         req.insert_header("x-requested-with", REMOTE_IDM_PROXY)?;
     }
     req.insert_header(TRANSACTION_ID, txid.clone())?;
@@ -140,39 +132,55 @@ pub fn forward_client(
     tls: bool,
 ) -> pingora::Result<()> {
     if !trusted {
-        for name in FORWARDING {
-            req.remove_header(name);
-        }
+        remove_where(req, |n| FORWARDING.contains(&n));
     }
     let Some(ip) = peer else {
         return Ok(());
     };
-    let joined = |name: &str, add: &str| {
-        let before: Vec<&str> = req
+    // `name: <what a trusted proxy sent>, <add>`.
+    let joined = |req: &RequestHeader, name: &HeaderName, add: String| {
+        let mut before = req
             .headers
             .get_all(name)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if before.is_empty() {
-            add.to_owned()
-        } else {
-            format!("{}, {add}", before.join(", "))
+            .filter_map(|v| v.to_str().ok());
+        let Some(first) = before.next() else {
+            return add;
+        };
+        let mut out = first.to_owned();
+        for v in before.chain([add.as_str()]) {
+            out.push_str(", ");
+            out.push_str(v);
         }
+        out
     };
     let proto = if tls { "https" } else { "http" };
-    let node = match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    let forwarded = match ip {
+        std::net::IpAddr::V4(v4) => format!("for={v4};proto={proto}"),
+        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
     };
-    let xff = joined("x-forwarded-for", &ip.to_string());
-    let forwarded = joined("forwarded", &format!("for={node};proto={proto}"));
+    let xff = joined(req, &X_FORWARDED_FOR, ip.to_string());
+    let forwarded = joined(req, &header::FORWARDED, forwarded);
     req.insert_header("x-forwarded-for", xff)?;
-    req.insert_header("forwarded", forwarded)?;
-    if !req.headers.contains_key("x-forwarded-proto") {
+    req.insert_header(header::FORWARDED, forwarded)?;
+    if !req.headers.contains_key(&X_FORWARDED_PROTO) {
         req.insert_header("x-forwarded-proto", proto)?;
     }
     Ok(())
+}
+
+/// Removes every header whose (lower-case) name `strip` selects, in one pass over the
+/// headers the request has (a handful) rather than one lookup per name stripped.
+fn remove_where(req: &mut RequestHeader, strip: impl Fn(&str) -> bool) {
+    let names: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| strip(k.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        req.remove_header(&name);
+    }
 }
 
 /// A remote's `Location` pointing into the remote (its `instanceUrl`, absolute or as a

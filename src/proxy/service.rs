@@ -220,16 +220,19 @@ impl ProxyHttp for GatewayProxy {
         if self.gw.audit.wants("authentication") {
             // The name tried (or the token's caller); never the password or the token.
             let headers = &session.req_header().headers;
-            let principal = match (&authenticated, credentials_from_headers(headers)) {
-                (Ok(caller), _) => caller.user.clone(),
-                (Err(_), Ok(Some((user, _)))) => user.into_owned(),
-                (Err(_), _) => String::new(),
+            let tried;
+            let principal = match &authenticated {
+                Ok(caller) => caller.user.as_str(),
+                Err(_) => {
+                    tried = credentials_from_headers(headers).ok().flatten();
+                    tried.as_ref().map_or("", |(user, _)| user.as_ref())
+                }
             };
             let txid = ctx.txid.to_str().unwrap_or("");
             let caller = authenticated.as_ref().ok().map(|c| c.as_ref());
             self.gw
                 .audit
-                .authentication(&principal, caller, txid, client);
+                .authentication(principal, caller, txid, client);
         }
         let caller = match authenticated {
             Ok(caller) => caller,
@@ -724,11 +727,7 @@ impl ProxyHttp for GatewayProxy {
             upstream_ms = ctx.upstream_ms,
             txid = ctx.txid.to_str().unwrap_or(""),
             user = ctx.caller.as_ref().map(|c| c.user.as_str()).unwrap_or("-"),
-            client = %session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default(),
+            client = %MaybeIp(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
             user_agent = user_agent(req),
         );
         if self.gw.audit.wants("access") {
@@ -868,6 +867,18 @@ fn status_label(status: u16) -> &'static str {
 }
 
 /// The caller's `User-Agent` for the access log, at most 200 bytes (a whole character).
+/// An address for a log line (nothing when there is none), formatted without a `String`.
+struct MaybeIp(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for MaybeIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 fn user_agent(req: &pingora::http::RequestHeader) -> &str {
     let ua = req
         .headers
