@@ -389,3 +389,307 @@ async fn privileges_of_internal_roles_delegate_administration() {
         403
     );
 }
+
+/// Issue 14: a privilege whose filter is templated from the caller's own object
+/// (`stateProvince eq "{{stateProvince}}"`) reaches the users of the caller's state only,
+/// cannot move a user out of it, grants nothing to a caller without the field, and cannot
+/// be widened by what the caller's field holds.
+#[tokio::test]
+async fn templated_privilege_filters_follow_the_callers_own_object() {
+    let gw = Gateway::builder()
+        .conf_file("authentication", shipped("authentication"))
+        .conf_file("managed", shipped("managed"))
+        .start()
+        .await;
+    let template = "stateProvince eq \"{{stateProvince}}\"";
+    let (code, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/internal/role/state-admin",
+        Some(json!({
+            "name": "state-admin",
+            "privileges": [{
+                "name": "state-admin", "description": "Users of my state",
+                "path": "managed/user", "permissions": ["VIEW", "UPDATE", "CREATE"],
+                "actions": [], "filter": template,
+                "accessFlags": [
+                    {"attribute": "userName", "readOnly": false},
+                    {"attribute": "givenName", "readOnly": false},
+                    {"attribute": "sn", "readOnly": false},
+                    {"attribute": "mail", "readOnly": false},
+                    {"attribute": "stateProvince", "readOnly": false},
+                    {"attribute": "accountStatus", "readOnly": true}
+                ]
+            }]
+        })),
+    )
+    .await;
+    assert!(code == 200 || code == 201, "{code} {body}");
+    let injected = "x\" or true or \"";
+    for (id, name, state) in [
+        ("w1", "wuser1", Some("WA")),
+        ("w2", "wuser2", Some("WA")),
+        ("o1", "ouser", Some("OR")),
+        ("wadmin", "wadmin", Some("WA")),
+        ("nostate", "nostate", None),
+        ("evil", "evil", Some(injected)),
+    ] {
+        let mut user = json!({
+            "userName": name, "givenName": "G", "sn": "S", "mail": format!("{name}@example.com"),
+            "password": "Passw0rd-1", "accountStatus": "active"
+        });
+        if let Some(state) = state {
+            user["stateProvince"] = json!(state);
+        }
+        let (code, body) = send(
+            &gw,
+            Method::PUT,
+            &format!("/openidm/managed/user/{id}"),
+            Some(user),
+        )
+        .await;
+        assert!(code == 200 || code == 201, "{code} {body}");
+    }
+    for admin in ["wadmin", "nostate", "evil"] {
+        let (code, body) = send(
+            &gw,
+            Method::POST,
+            &format!("/openidm/managed/user/{admin}/authzRoles?_action=create"),
+            Some(json!({"_ref": "internal/role/state-admin"})),
+        )
+        .await;
+        assert!(code == 200 || code == 201, "{code} {body}");
+    }
+    let as_admin = |who: &'static str, m: Method, p: &str, b: Option<Value>| {
+        let gw = &gw;
+        let p = p.to_owned();
+        async move { as_user(gw, m, &p, who, "Passw0rd-1", b).await }
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = body["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a query answer: {body}"))
+            .iter()
+            .map(|r| r["_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+
+    // The Washington administrator sees and queries Washington only.
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::GET,
+        "/openidm/managed/user?_queryFilter=true",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(ids(&body), ["w1", "w2", "wadmin"], "{body}");
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::GET,
+        "/openidm/managed/user?_queryFilter=userName%20sw%20%22ou%22",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(ids(&body), Vec::<String>::new(), "{body}");
+    let (code, body) = as_admin("wadmin", Method::GET, "/openidm/managed/user/w1", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["stateProvince"], "WA");
+    let (code, body) = as_admin("wadmin", Method::GET, "/openidm/managed/user/o1", None).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(body["code"], 403, "CREST error: {body}");
+
+    // Updates inside the state pass; outside it, or out of it, are 403 and write nothing.
+    let replace = |field: &str, value: &str| {
+        Some(json!([{"operation": "replace", "field": field, "value": value}]))
+    };
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::PATCH,
+        "/openidm/managed/user/w1",
+        replace("givenName", "Walt"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["givenName"], "Walt");
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::PATCH,
+        "/openidm/managed/user/o1",
+        replace("givenName", "Otto"),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    let (_, before) = send(&gw, Method::GET, "/openidm/managed/user/w2", None).await;
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::PATCH,
+        "/openidm/managed/user/w2",
+        Some(json!([
+            {"operation": "replace", "field": "givenName", "value": "Gone"},
+            {"operation": "replace", "field": "stateProvince", "value": "OR"}
+        ])),
+    )
+    .await;
+    assert_eq!(code, 403, "moving a user out of the state: {body}");
+    assert_eq!(body["code"], 403, "CREST error: {body}");
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::PUT,
+        "/openidm/managed/user/w2",
+        Some(json!({"userName": "wuser2", "givenName": "Gone", "sn": "S",
+            "mail": "wuser2@example.com", "stateProvince": "OR"})),
+    )
+    .await;
+    assert_eq!(code, 403, "moving a user out of the state by PUT: {body}");
+    let (_, after) = send(&gw, Method::GET, "/openidm/managed/user/w2", None).await;
+    assert_eq!(after, before, "a refused edit wrote nothing");
+    let (_, o1) = send(&gw, Method::GET, "/openidm/managed/user/o1", None).await;
+    assert_eq!(o1["givenName"], "G");
+    // Rewriting the state to the same one is no move.
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::PATCH,
+        "/openidm/managed/user/w2",
+        replace("stateProvince", "WA"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+
+    // A create must land in the state too.
+    let new_user = |id: &str, state: &str| {
+        Some(
+            json!({"_id": id, "userName": id, "givenName": "N", "sn": "S",
+            "mail": format!("{id}@example.com"), "stateProvince": state}),
+        )
+    };
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::POST,
+        "/openidm/managed/user?_action=create",
+        new_user("o2", "OR"),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        send(&gw, Method::GET, "/openidm/managed/user/o2", None)
+            .await
+            .0,
+        404
+    );
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::POST,
+        "/openidm/managed/user?_action=create",
+        new_user("w3", "WA"),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+
+    // The privilege service renders the template too.
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::GET,
+        "/openidm/privilege/managed/user/w1",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["VIEW"]["allowed"], true, "{body}");
+    assert_eq!(body["UPDATE"]["allowed"], true, "{body}");
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::GET,
+        "/openidm/privilege/managed/user/o1",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["VIEW"]["allowed"], false, "{body}");
+    let (code, body) = as_admin(
+        "wadmin",
+        Method::POST,
+        "/openidm/privilege?_action=listPrivileges",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body.as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body[0]["filter"], template, "{body}");
+
+    // A caller whose own object lacks the field gets nothing: no privilege applies.
+    for (m, p) in [
+        (Method::GET, "/openidm/managed/user?_queryFilter=true"),
+        (Method::GET, "/openidm/managed/user/w1"),
+        (Method::GET, "/openidm/managed/user/o1"),
+    ] {
+        let (code, body) = as_admin("nostate", m, p, None).await;
+        assert_eq!(code, 403, "{p}: {body}");
+    }
+    let (code, body) = as_admin(
+        "nostate",
+        Method::PATCH,
+        "/openidm/managed/user/o1",
+        replace("givenName", "Nope"),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = as_admin(
+        "nostate",
+        Method::GET,
+        "/openidm/privilege/managed/user",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["VIEW"]["allowed"], false, "{body}");
+    let (code, body) = as_admin(
+        "nostate",
+        Method::POST,
+        "/openidm/privilege?_action=listPrivileges",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, json!([]));
+
+    // A state that tries to close the string and add `or true` stays one string: the
+    // caller reaches the users holding exactly that state (itself), nobody else.
+    let (code, body) = as_admin(
+        "evil",
+        Method::GET,
+        "/openidm/managed/user?_queryFilter=true",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(ids(&body), ["evil"], "{body}");
+    for id in ["w1", "o1", "nostate"] {
+        let (code, body) = as_admin(
+            "evil",
+            Method::GET,
+            &format!("/openidm/managed/user/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 403, "{id}: {body}");
+    }
+
+    // The caller's own object is read for each request: after a move to Oregon, the
+    // administrator's next request reaches Oregon and no longer Washington.
+    let (code, body) = send(
+        &gw,
+        Method::PATCH,
+        "/openidm/managed/user/wadmin",
+        replace("stateProvince", "OR"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = as_admin("wadmin", Method::GET, "/openidm/managed/user/o1", None).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = as_admin("wadmin", Method::GET, "/openidm/managed/user/w1", None).await;
+    assert_eq!(code, 403, "{body}");
+}

@@ -10,6 +10,7 @@
 //! policy service and schema reads; anyone `info/ping`.
 
 pub mod custom;
+pub mod filter_template;
 pub mod privileges;
 
 use std::sync::Arc;

@@ -8,13 +8,18 @@
 //! * the operation needs its permission (read and query VIEW, create CREATE, update and
 //!   patch UPDATE, delete DELETE, action ACTION with the action listed);
 //! * a query gets the privilege's `filter` ANDed to its own; an operation on one object
-//!   needs the object to match it;
+//!   needs the object to match it; a create needs the new object to match it, and an update
+//!   or patch needs the object to match it before and after the change (an edit that would
+//!   move the object out of the filter is 403 and writes nothing);
 //! * only the `accessFlags` attributes are returned, and only the ones not `readOnly` may be
 //!   written (every other write is 403).
 //!
-//! Filters templated from the caller's own object (`{{stateProvince}}`) are not supported:
-//! such a privilege is skipped with a warning. `/openidm/privilege` answers what the caller
-//! may do ([`PrivilegeHandler`]).
+//! A `filter` may be templated from the caller's own object (`{{stateProvince}}`, see
+//! [`super::filter_template`]). The caller's object is read once per request that needs it,
+//! never cached, so a change of it applies to the caller's next request. A privilege whose
+//! template cannot be rendered for the caller (field missing or null, an internal user, who
+//! has no managed object) grants nothing, for requests as for `/openidm/privilege`
+//! ([`PrivilegeHandler`]), which answers what the caller may do.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,13 +27,33 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::crest::filter::{parse as parse_filter, QueryFilter};
+use super::filter_template::{is_template, FilterTemplate};
+use crate::crest::filter::{parse as parse_filter, to_resource_error, QueryFilter};
 use crate::crest::{
     Caller, Operation, QueryKind, Request, RequestHandler, ResourceError, ResourceResponse,
     Response,
 };
 use crate::crest::{Delegated, Delegation};
 use crate::repo::Repo;
+
+/// A privilege's `filter` as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrivilegeFilter {
+    /// The same for every caller: its text and parse.
+    Static(String, QueryFilter),
+    /// Rendered from each caller's own object.
+    Template(FilterTemplate),
+}
+
+impl PrivilegeFilter {
+    /// The text as configured.
+    pub fn text(&self) -> &str {
+        match self {
+            PrivilegeFilter::Static(text, _) => text,
+            PrivilegeFilter::Template(t) => t.text(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Privilege {
@@ -37,7 +62,7 @@ pub struct Privilege {
     pub path: String,
     pub permissions: BTreeSet<String>,
     pub actions: Vec<String>,
-    pub filter: Option<(String, QueryFilter)>,
+    pub filter: Option<PrivilegeFilter>,
     /// (attribute, readOnly)
     pub access_flags: Vec<(String, bool)>,
 }
@@ -88,10 +113,10 @@ fn parse_one(p: &Value) -> Result<Privilege, String> {
         .and_then(Value::as_str)
         .filter(|f| !f.is_empty())
     {
-        Some(f) if f.contains("{{") => {
-            return Err("filters templated from the caller's object are not supported".into())
-        }
-        Some(f) => Some((
+        Some(f) if is_template(f) => Some(PrivilegeFilter::Template(
+            FilterTemplate::parse(f).map_err(|e| format!("filter: {e}"))?,
+        )),
+        Some(f) => Some(PrivilegeFilter::Static(
             f.to_owned(),
             parse_filter(f).map_err(|e| format!("filter: {e}"))?,
         )),
@@ -130,6 +155,30 @@ fn permission_of(op: &Operation) -> &'static str {
         Operation::Update { .. } | Operation::Patch { .. } => "UPDATE",
         Operation::Delete { .. } => "DELETE",
         Operation::Action { .. } => "ACTION",
+    }
+}
+
+/// A privilege as it applies to one caller: its filter rendered for them.
+struct Applied<'a> {
+    privilege: &'a Privilege,
+    /// `None`: no filter, every object of the path.
+    filter: Option<QueryFilter>,
+}
+
+impl Applied<'_> {
+    /// Whether it allows the operation `op` (its permission, and an action listed).
+    fn grants(&self, op: &Operation) -> bool {
+        let p = self.privilege;
+        p.permissions.contains(permission_of(op))
+            && match op {
+                Operation::Action { name } => p.actions.iter().any(|a| a == name),
+                _ => true,
+            }
+    }
+
+    /// Whether `obj` is within its filter.
+    fn covers(&self, obj: &Value) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(obj))
     }
 }
 
@@ -181,6 +230,67 @@ impl Privileges {
         out
     }
 
+    /// The caller's own object, which templated filters read: `None` for a caller that is
+    /// not a managed object (an internal user) or whose object is gone. Read for each
+    /// request, never cached: a change of the object applies to the next request.
+    async fn own_object(&self, caller: &Caller) -> Result<Option<Value>, ResourceError> {
+        if !caller.component.starts_with("managed/") {
+            return Ok(None);
+        }
+        match self.repo.read(&caller.component, &caller.user).await {
+            Ok(obj) => Ok(obj.map(|o| Value::Object(o.content))),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the caller's object for a privilege filter");
+                Err(ResourceError::new(
+                    500,
+                    "The caller's object, which a privilege filter is templated from, cannot be read",
+                ))
+            }
+        }
+    }
+
+    /// `ps` as they apply to `caller`: templated filters rendered from the caller's own
+    /// object (read at most once, and only when a filter is templated). A privilege whose
+    /// template cannot be rendered for the caller is left out: it grants nothing.
+    async fn apply<'a>(
+        &self,
+        caller: &Caller,
+        ps: &[&'a Privilege],
+    ) -> Result<Vec<Applied<'a>>, ResourceError> {
+        let mut own: Option<Option<Value>> = None;
+        let mut out = Vec::new();
+        for &p in ps {
+            let filter = match &p.filter {
+                None => None,
+                Some(PrivilegeFilter::Static(_, f)) => Some(f.clone()),
+                Some(PrivilegeFilter::Template(t)) => {
+                    if own.is_none() {
+                        own = Some(self.own_object(caller).await?);
+                    }
+                    let Some(Some(obj)) = &own else {
+                        tracing::debug!(privilege = %p.name, component = %caller.component,
+                            "the caller has no managed object to render the privilege's filter from; it grants nothing");
+                        continue;
+                    };
+                    match t.render_for(obj) {
+                        Ok((_, f)) => Some(f),
+                        Err(why) => {
+                            // Names the field, never its value.
+                            tracing::debug!(privilege = %p.name, caller = %caller.user,
+                                problem = %why, "privilege filter not rendered; it grants nothing");
+                            continue;
+                        }
+                    }
+                }
+            };
+            out.push(Applied {
+                privilege: p,
+                filter,
+            });
+        }
+        Ok(out)
+    }
+
     /// `Some` when the caller's privileges allow `req` (access.json refused it); `Err` when
     /// they apply but the request goes beyond them.
     pub async fn check(&self, req: &Request) -> Option<Result<Delegated, ResourceError>> {
@@ -191,14 +301,16 @@ impl Privileges {
         let permission = permission_of(&req.op);
         let all = self.of(&req.caller).await;
         let (collection, id) = split(&path, &all)?;
-        let granted: Vec<&Privilege> = all
-            .iter()
-            .filter(|p| p.path == collection && p.permissions.contains(permission))
-            .filter(|p| match &req.op {
-                Operation::Action { name } => p.actions.iter().any(|a| a == name),
-                _ => true,
-            })
-            .collect();
+        let on_path: Vec<&Privilege> = all.iter().filter(|p| p.path == collection).collect();
+        // Nothing to render when no privilege could grant the request anyway.
+        if !on_path.iter().any(|p| p.permissions.contains(permission)) {
+            return None;
+        }
+        let applied = match self.apply(&req.caller, &on_path).await {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        let granted: Vec<&Applied> = applied.iter().filter(|a| a.grants(&req.op)).collect();
         if granted.is_empty() {
             return None;
         }
@@ -206,8 +318,9 @@ impl Privileges {
         // Writes: every attribute written must be writable through one of the privileges.
         if let Some(written) = super::written_properties(req) {
             let writable = |a: &str| {
-                granted.iter().any(|p| {
-                    p.access_flags
+                granted.iter().any(|g| {
+                    g.privilege
+                        .access_flags
                         .iter()
                         .any(|(attr, read_only)| attr == a && !read_only)
                 })
@@ -218,19 +331,22 @@ impl Privileges {
         }
         let view: Vec<String> = {
             let mut v: BTreeSet<String> = BTreeSet::new();
-            for p in all
+            for a in applied
                 .iter()
-                .filter(|p| p.path == collection && p.permissions.contains("VIEW"))
+                .filter(|a| a.privilege.permissions.contains("VIEW"))
             {
-                v.extend(p.access_flags.iter().map(|(a, _)| a.clone()));
+                v.extend(a.privilege.access_flags.iter().map(|(a, _)| a.clone()));
             }
             v.into_iter().collect()
         };
-        // The filters of the privileges that grant it; one without a filter grants all.
-        let filters: Option<Vec<&(String, QueryFilter)>> = granted
-            .iter()
-            .map(|p| p.filter.as_ref())
-            .collect::<Option<Vec<_>>>();
+        let allowed = |request: Option<Request>| {
+            Some(Ok(Delegated {
+                request,
+                view: view.clone(),
+            }))
+        };
+        // One privilege without a filter grants every object.
+        let unfiltered = granted.iter().any(|g| g.filter.is_none());
         match (&req.op, id) {
             (Operation::Query(q), None) => {
                 let QueryKind::Filter(own) = &q.kind else {
@@ -239,60 +355,84 @@ impl Privileges {
                 };
                 let mut rewritten = req.clone();
                 rewritten.streamed = false;
-                if let Some(filters) = filters {
-                    let theirs = filters
+                if !unfiltered {
+                    // The caller's filter on its own first: a mistake in it is answered
+                    // about it alone, never quoting the privilege's (rendered) filter.
+                    if let Err(e) = parse_filter(own) {
+                        return Some(Err(to_resource_error(own, &e)));
+                    }
+                    let theirs = granted
                         .iter()
-                        .map(|(text, _)| format!("({text})"))
+                        .filter_map(|g| g.filter.as_ref())
+                        .map(|f| format!("({f})"))
                         .collect::<Vec<_>>()
                         .join(" or ");
                     let mut q2 = (**q).clone();
                     q2.kind = QueryKind::Filter(format!("({own}) and ({theirs})"));
                     rewritten.op = Operation::Query(Box::new(q2));
                 }
-                Some(Ok(Delegated {
-                    request: Some(rewritten),
-                    view,
-                }))
+                allowed(Some(rewritten))
             }
-            (Operation::Create { .. }, _) => Some(Ok(Delegated {
-                request: None,
-                view,
-            })),
-            (_, Some(id)) => {
-                if let Some(filters) = filters {
-                    let obj = match self.repo.read(collection, id).await {
-                        Ok(Some(obj)) => Value::Object(obj.content),
-                        // Let the handler answer 404 as it would to anyone allowed.
-                        Ok(None) => {
-                            return Some(Ok(Delegated {
-                                request: None,
-                                view,
-                            }))
-                        }
-                        Err(e) => {
-                            return Some(Err(ResourceError::new(500, e.to_string())));
-                        }
-                    };
-                    if !filters.iter().any(|(_, f)| f.matches(&obj)) {
-                        return denied();
-                    }
+            (Operation::Create { .. }, _) => {
+                // The new object must be within the filter as written.
+                if unfiltered || granted.iter().any(|g| g.covers(&req.body)) {
+                    allowed(None)
+                } else {
+                    denied()
                 }
-                Some(Ok(Delegated {
-                    request: None,
-                    view,
-                }))
+            }
+            (_, Some(_)) if unfiltered => allowed(None),
+            (_, Some(id)) => {
+                let existing = match self.repo.read(collection, id).await {
+                    Ok(Some(obj)) => obj,
+                    // Let the handler answer 404 as it would to anyone allowed; an upsert
+                    // must not create what the filter was never checked on.
+                    Ok(None) => {
+                        let mut request = req.clone();
+                        if let Operation::Update { upsert, .. } = &mut request.op {
+                            *upsert = false;
+                        }
+                        return allowed(Some(request));
+                    }
+                    Err(e) => {
+                        return Some(Err(ResourceError::new(500, e.to_string())));
+                    }
+                };
+                let before = Value::Object(existing.content.clone());
+                let after = match &req.op {
+                    Operation::Update { .. } | Operation::Patch { .. } => {
+                        match after_change(req, existing.content) {
+                            Ok(after) => Some(after),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                    _ => None,
+                };
+                let ok = granted.iter().any(|g| {
+                    g.covers(&before) && after.as_ref().is_none_or(|after| g.covers(after))
+                });
+                if !ok {
+                    return denied();
+                }
+                match after {
+                    // The write must apply to the object checked: pinned to its revision, a
+                    // concurrent change makes it a 412 instead of a write nobody checked.
+                    Some(_) => allowed(Some(pinned(req, &existing.rev))),
+                    None => allowed(None),
+                }
             }
             _ => denied(),
         }
     }
 
     /// `privilege/<path>[/<id>]`: what the caller may do there.
-    async fn describe(&self, caller: &Caller, path: &str) -> Value {
+    async fn describe(&self, caller: &Caller, path: &str) -> Result<Value, ResourceError> {
         let all = self.of(caller).await;
         let Some((collection, id)) = split(path, &all) else {
-            return summary(&[], None);
+            return Ok(summary(&[]));
         };
-        let mine: Vec<&Privilege> = all.iter().filter(|p| p.path == collection).collect();
+        let on_path: Vec<&Privilege> = all.iter().filter(|p| p.path == collection).collect();
+        let applied = self.apply(caller, &on_path).await?;
         let obj = match id {
             Some(id) => match self.repo.read(collection, id).await {
                 Ok(Some(o)) => Some(Value::Object(o.content)),
@@ -301,15 +441,72 @@ impl Privileges {
             None => None,
         };
         // On one object, only the privileges whose filter it matches count.
-        let applicable: Vec<&Privilege> = mine
-            .into_iter()
-            .filter(|p| match (&obj, &p.filter) {
-                (Some(o), Some((_, f))) => f.matches(o),
-                _ => true,
-            })
+        let applicable: Vec<&Privilege> = applied
+            .iter()
+            .filter(|a| obj.as_ref().is_none_or(|o| a.covers(o)))
+            .map(|a| a.privilege)
             .collect();
-        summary(&applicable, obj.as_ref())
+        Ok(summary(&applicable))
     }
+
+    /// The caller's privileges that grant them something (templated filters rendered).
+    async fn listed(&self, caller: &Caller) -> Result<Vec<Value>, ResourceError> {
+        let all = self.of(caller).await;
+        let applied = self.apply(caller, &all.iter().collect::<Vec<_>>()).await?;
+        Ok(applied
+            .iter()
+            .map(|a| {
+                let p = a.privilege;
+                // The filter as configured: a rendered one would show values of the
+                // caller's object in an answer that is about the role.
+                json!({"privilegePath": p.path, "title": p.path.rsplit('/').next(),
+                    "name": p.name, "description": p.description,
+                    "permissions": p.permissions, "actions": p.actions,
+                    "filter": p.filter.as_ref().map(PrivilegeFilter::text),
+                    "accessFlags": p.access_flags.iter().map(|(a, ro)| json!({"attribute": a, "readOnly": ro})).collect::<Vec<_>>()})
+            })
+            .collect())
+    }
+}
+
+/// The object an update or patch would store, from the stored `content`: a PUT replaces
+/// the object by the body, a PATCH applies its operations (an invalid patch is refused
+/// here as the handler would refuse it). What the handler adds itself (private properties
+/// it keeps, defaults, `onUpdate` scripts) is not the caller's edit and is not in it.
+fn after_change(req: &Request, content: Map<String, Value>) -> Result<Value, ResourceError> {
+    match &req.op {
+        Operation::Patch { .. } => {
+            let ops = crate::crest::patch::parse_patch(&req.body)?;
+            let mut doc = Value::Object(content);
+            crate::crest::patch::apply_patch(&mut doc, &ops, false)?;
+            Ok(doc)
+        }
+        _ => {
+            let mut body = req.body.as_object().cloned().unwrap_or_default();
+            body.remove("_id");
+            body.remove("_rev");
+            Ok(Value::Object(body))
+        }
+    }
+}
+
+/// `req` made to apply only to revision `rev` of its object (an update no longer creates).
+fn pinned(req: &Request, rev: &str) -> Request {
+    let mut request = req.clone();
+    match &mut request.op {
+        Operation::Update {
+            rev: wanted,
+            upsert,
+        } => {
+            *upsert = false;
+            wanted.get_or_insert_with(|| rev.to_owned());
+        }
+        Operation::Patch { rev: wanted } => {
+            wanted.get_or_insert_with(|| rev.to_owned());
+        }
+        _ => {}
+    }
+    request
 }
 
 /// `(collection, id)` of `path` for the privilege paths known.
@@ -326,7 +523,7 @@ fn split<'a>(path: &'a str, all: &[Privilege]) -> Option<(&'a str, Option<&'a st
     })
 }
 
-fn summary(ps: &[&Privilege], _obj: Option<&Value>) -> Value {
+fn summary(ps: &[&Privilege]) -> Value {
     let props = |perm: &str, writable_only: bool| -> Vec<String> {
         let mut out: BTreeSet<String> = BTreeSet::new();
         for p in ps.iter().filter(|p| p.permissions.contains(perm)) {
@@ -380,16 +577,7 @@ impl RequestHandler for PrivilegeHandler {
                             "accessFlags": t.properties.iter().map(|p| json!({"attribute": p.name, "readOnly": false})).collect::<Vec<_>>()}))
                         .collect()
                 } else {
-                    self.privileges
-                        .of(&req.caller)
-                        .await
-                        .into_iter()
-                        .map(|p| json!({"privilegePath": p.path, "title": p.path.rsplit('/').next(),
-                            "name": p.name, "description": p.description,
-                            "permissions": p.permissions, "actions": p.actions,
-                            "filter": p.filter.map(|(t, _)| t),
-                            "accessFlags": p.access_flags.iter().map(|(a, ro)| json!({"attribute": a, "readOnly": ro})).collect::<Vec<_>>()}))
-                        .collect()
+                    self.privileges.listed(&req.caller).await?
                 };
                 Ok(Response::Action(Some(Value::Array(list))))
             }
@@ -403,7 +591,7 @@ impl RequestHandler for PrivilegeHandler {
                     json!({"VIEW": all, "CREATE": all, "UPDATE": all, "DELETE": all,
                         "ACTION": {"allowed": true, "actions": ["*"]}})
                 } else {
-                    self.privileges.describe(&req.caller, &path).await
+                    self.privileges.describe(&req.caller, &path).await?
                 };
                 let Value::Object(content) = body else {
                     return Err(ResourceError::new(500, "privilege summary"));
@@ -437,14 +625,81 @@ mod tests {
             {"name": "bad", "path": "managed/user", "permissions": ["FLY"]}
         ]});
         let ps = parse_privileges("support", role.as_object().unwrap());
-        assert_eq!(ps.len(), 1);
+        assert_eq!(ps.len(), 2);
+        assert!(matches!(ps[1].filter, Some(PrivilegeFilter::Template(_))));
         assert_eq!(ps[0].access_flags[1], ("accountStatus".to_owned(), true));
-        let s = summary(&[&ps[0]], None);
+        let s = summary(&[&ps[0]]);
         assert_eq!(
             s["VIEW"]["properties"],
             json!(["accountStatus", "userName"])
         );
         assert_eq!(s["UPDATE"]["properties"], json!(["userName"]));
         assert_eq!(s["DELETE"]["allowed"], false);
+    }
+
+    #[test]
+    fn checked_writes_are_pinned_to_the_revision_checked() {
+        let caller = Arc::new(Caller::new("a", "managed/user", Vec::new()));
+        let req = |op| Request::new(op, "managed/user/w1", caller.clone());
+        let put = pinned(
+            &req(Operation::Update {
+                rev: None,
+                upsert: true,
+            }),
+            "7",
+        );
+        assert_eq!(
+            put.op,
+            Operation::Update {
+                rev: Some("7".into()),
+                upsert: false
+            }
+        );
+        // The caller's own revision stays: the handler answers 412 if it is not the one.
+        let patch = pinned(
+            &req(Operation::Patch {
+                rev: Some("6".into()),
+            }),
+            "7",
+        );
+        assert_eq!(
+            patch.op,
+            Operation::Patch {
+                rev: Some("6".into())
+            }
+        );
+    }
+
+    #[test]
+    fn the_state_after_an_edit_is_what_the_edit_writes() {
+        let caller = Arc::new(Caller::new("a", "managed/user", Vec::new()));
+        let stored = json!({"userName": "w", "stateProvince": "WA", "sn": "S"});
+        let content = stored.as_object().unwrap().clone();
+        let mut patch = Request::new(
+            Operation::Patch { rev: None },
+            "managed/user/w1",
+            caller.clone(),
+        );
+        patch.body = json!([{"operation": "replace", "field": "stateProvince", "value": "OR"}]);
+        assert_eq!(
+            after_change(&patch, content.clone()).unwrap(),
+            json!({"userName": "w", "stateProvince": "OR", "sn": "S"})
+        );
+        patch.body = json!([{"operation": "fly", "field": "sn"}]);
+        assert_eq!(after_change(&patch, content.clone()).unwrap_err().code, 400);
+        // A PUT replaces: what its body leaves out is gone.
+        let mut put = Request::new(
+            Operation::Update {
+                rev: None,
+                upsert: false,
+            },
+            "managed/user/w1",
+            caller,
+        );
+        put.body = json!({"_id": "w1", "_rev": "3", "userName": "w2"});
+        assert_eq!(
+            after_change(&put, content).unwrap(),
+            json!({"userName": "w2"})
+        );
     }
 }
