@@ -99,6 +99,38 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Like [`Writer::next_batch`], but also answers an empty batch when a write interval
+    /// passed with nothing queued: the wake-ups a handler does its periodic work on
+    /// (time-based rotation).
+    pub fn next_tick(&self, rx: &mut mpsc::Receiver<Event>, max: usize) -> Option<Vec<Event>> {
+        let mut batch = Vec::new();
+        let mut gone = take_queued(rx, &mut batch, max);
+        if batch.is_empty() && !gone && !self.closing.load(Ordering::Acquire) {
+            // Woken early by `Audit::close`.
+            std::thread::park_timeout(self.interval);
+            gone = take_queued(rx, &mut batch, max);
+        }
+        if batch.is_empty() && (gone || self.closing.load(Ordering::Acquire)) {
+            return None;
+        }
+        Some(batch)
+    }
+}
+
+/// Moves what is queued into `batch`, up to `max` events; whether every sender is gone.
+fn take_queued(rx: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>, max: usize) -> bool {
+    use mpsc::error::TryRecvError;
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
+    }
+    false
+}
+
 /// Where `GET /openidm/audit/<topic>` reads.
 #[derive(Clone)]
 pub enum QuerySource {
