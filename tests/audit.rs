@@ -625,3 +625,127 @@ async fn writes_of_internal_users_and_roles_are_activity() {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_audit_json_applies_without_restart_and_a_bad_one_is_refused() {
+    let access_only = json_handler(json!({
+        "buffering": {"writeInterval": "20 millis"},
+        "topics": ["access"]}));
+    let gw = Gateway::builder()
+        .conf_file("audit", access_only)
+        .start()
+        .await;
+    let put_role = |name: &'static str| {
+        let gw = &gw;
+        async move {
+            let (status, body) = send(
+                gw,
+                Method::PUT,
+                &format!("/openidm/internal/role/{name}"),
+                Some(json!({"name": name, "description": "reload"})),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+        }
+    };
+    put_role("before-reload").await;
+    let dir = audit_dir(&gw);
+    // The first conf load finds the file the audit started with: nothing is restarted.
+    assert!(!gw.logs().contains("audit.json applied"), "{}", gw.logs());
+
+    // Requests keep coming while the file changes: none of their events is lost.
+    let requests = {
+        let client = gw.client().clone();
+        let url = gw.url("/openidm/info/version");
+        let (user, password) = ("openidm-admin".to_owned(), gw.admin_password().to_owned());
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let r = client
+                    .get(&url)
+                    .header("X-OpenIDM-Username", &user)
+                    .header("X-OpenIDM-Password", &password)
+                    .header("X-ForgeRock-TransactionId", format!("during-{i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let with_activity = json_handler(json!({
+        "buffering": {"writeInterval": "20 millis"},
+        "topics": ["access", "activity"]}));
+    gw.write_conf("audit", &with_activity);
+    assert!(
+        gw.wait_for_log("audit.json applied", Duration::from_secs(10))
+            .await,
+        "{}",
+        gw.logs()
+    );
+    requests.await.unwrap();
+
+    // Activity is audited from now on, without a restart; the write before was not.
+    put_role("after-reload").await;
+    let found = eventually_found(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/role/after-reload""#,
+    )
+    .await;
+    assert_eq!(found[0]["operation"], "CREATE");
+    assert!(query(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/role/before-reload""#
+    )
+    .await
+    .is_empty());
+    let written = eventually(Duration::from_secs(10), || async {
+        lines(&dir, "access.audit.json")
+            .iter()
+            .any(|l| l["transactionId"] == "during-39")
+    })
+    .await;
+    assert!(written, "during-39 not written");
+    let access = lines(&dir, "access.audit.json");
+    for i in 0..40 {
+        let tx = format!("during-{i}");
+        let n = access
+            .iter()
+            .filter(|l| l["transactionId"] == tx.as_str())
+            .count();
+        assert_eq!(n, 1, "{tx} written {n} times");
+    }
+
+    // An invalid file is reported and the running configuration stays.
+    gw.write_conf_bytes(
+        "audit.json",
+        json!({"eventHandlers": [{"class": JSON_HANDLER, "config": {
+            "name": "json", "logDirectory": "&{idm.data.dir}/audit",
+            "fileRotation": {"rotationEnabled": true, "rotationInterval": "soon"},
+            "topics": ["access"]}}]})
+        .to_string()
+        .as_bytes(),
+    );
+    assert!(
+        gw.wait_for_log("config rejected", Duration::from_secs(10))
+            .await,
+        "{}",
+        gw.logs()
+    );
+    assert!(
+        gw.logs().contains("fileRotation/rotationInterval"),
+        "{}",
+        gw.logs()
+    );
+    put_role("after-invalid").await;
+    eventually_found(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/role/after-invalid""#,
+    )
+    .await;
+    get_version(&gw, "after-invalid").await;
+    eventually_found(&gw, "access", r#"transactionId eq "after-invalid""#).await;
+}
