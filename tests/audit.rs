@@ -591,6 +591,27 @@ async fn writes_of_internal_users_and_roles_are_activity() {
     assert_eq!(found[0]["operation"], "CREATE");
     assert_eq!(found[0]["runAs"], "openidm-admin");
     assert_eq!(found[0]["after"]["description"], "Read the audit");
+    // An update carries the role as it was.
+    let (status, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/internal/role/auditors",
+        Some(json!({"name": "auditors", "description": "Read and export the audit"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let found = eventually_found(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/role/auditors" and operation eq "UPDATE""#,
+    )
+    .await;
+    assert_eq!(found[0]["before"]["description"], "Read the audit");
+    assert_eq!(
+        found[0]["after"]["description"],
+        "Read and export the audit"
+    );
+    assert_eq!(found[0]["changedFields"], json!(["/description"]));
 
     let (status, body) = send(
         &gw,
@@ -615,6 +636,7 @@ async fn writes_of_internal_users_and_roles_are_activity() {
     )
     .await;
     assert_eq!(found[0]["passwordChanged"], true, "{:?}", found[0]);
+    assert!(found[0]["before"].is_object(), "{:?}", found[0]);
     // Reads are not activity; the passwords (and their hashes) are nowhere.
     let (status, _) = send(&gw, Method::GET, "/openidm/internal/role/auditors", None).await;
     assert_eq!(status, 200);
@@ -748,4 +770,88 @@ async fn a_changed_audit_json_applies_without_restart_and_a_bad_one_is_refused()
     .await;
     get_version(&gw, "after-invalid").await;
     eventually_found(&gw, "access", r#"transactionId eq "after-invalid""#).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn activity_updates_patches_and_deletes_carry_the_object_before() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file("audit", {
+            let mut audit = json_handler(json!({
+                    "buffering": {"writeInterval": "20 millis"},
+                    "topics": ["activity"]}));
+            audit["eventTopics"] = json!({"activity": {"filter": {"actions":
+                    ["create", "update", "delete", "patch", "action"]}}});
+            audit
+        })
+        .start()
+        .await;
+    let mut user = common::fixtures::user(7);
+    user["password"] = json!("Before-Pw-1");
+    common::fixtures::put_user(&gw, "b7", &user).await;
+    let event_of = |operation: &'static str| {
+        let gw = &gw;
+        async move {
+            let found = eventually_found(
+                gw,
+                "activity",
+                &format!(r#"objectId eq "managed/user/b7" and operation eq "{operation}""#),
+            )
+            .await;
+            assert_eq!(found.len(), 1, "{found:?}");
+            found.into_iter().next().unwrap()
+        }
+    };
+    let created = event_of("CREATE").await;
+    assert_eq!(created["before"], Value::Null, "{created}");
+
+    // Patch: before is the stored object as the caller sees it, after the answer.
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        "/openidm/managed/user/b7",
+        Some(json!([{"operation": "replace", "field": "mail", "value": "patched@example.com"}])),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let patched = event_of("PATCH").await;
+    assert_eq!(patched["before"]["mail"], "user7@example.com", "{patched}");
+    assert_eq!(patched["before"]["userName"], "user7", "{patched}");
+    assert_eq!(patched["after"]["mail"], "patched@example.com", "{patched}");
+    assert_eq!(patched["changedFields"], json!(["/mail"]), "{patched}");
+    assert_eq!(patched["passwordChanged"], false, "{patched}");
+
+    // Update, with a new password: before has the patched mail; no password anywhere.
+    let mut replaced = common::fixtures::user(7);
+    replaced["sn"] = json!("Replaced");
+    replaced["mail"] = json!("patched@example.com");
+    replaced["password"] = json!("After-Pw-2");
+    common::fixtures::put_user(&gw, "b7", &replaced).await;
+    let updated = event_of("UPDATE").await;
+    assert_eq!(updated["before"]["sn"], "Sn7", "{updated}");
+    assert_eq!(
+        updated["before"]["mail"], "patched@example.com",
+        "{updated}"
+    );
+    assert_eq!(updated["after"]["sn"], "Replaced", "{updated}");
+    assert!(
+        updated["changedFields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/sn")),
+        "{updated}"
+    );
+    assert_eq!(updated["passwordChanged"], true, "{updated}");
+
+    // Delete: before is the deleted object, after is null.
+    let (status, body) = send(&gw, Method::DELETE, "/openidm/managed/user/b7", None).await;
+    assert_eq!(status, 200, "{body}");
+    let deleted = event_of("DELETE").await;
+    assert_eq!(deleted["before"]["sn"], "Replaced", "{deleted}");
+    assert_eq!(deleted["after"], Value::Null, "{deleted}");
+
+    let text = Value::Array(query(&gw, "activity", "true").await).to_string();
+    for secret in ["Before-Pw-1", "After-Pw-2", "$crypto", "$argon2"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
 }

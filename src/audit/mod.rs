@@ -537,6 +537,11 @@ impl Audit {
 pub struct ActivityHook(pub Arc<Audit>);
 
 impl crate::events::ChangeHook for ActivityHook {
+    /// Activity events carry the object before an update or patch.
+    fn wants_before(&self) -> bool {
+        self.0.wants("activity")
+    }
+
     fn on_change(&self, change: &crate::events::Change<'_>) {
         if !self.0.wants("activity") {
             return;
