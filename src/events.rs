@@ -38,7 +38,8 @@ impl ChangeKind {
 
 /// One committed write of an object, as handed to a [`ChangeHook`].
 /// `before`/`after` are the content as answered to the caller (so `_fields` and private
-/// properties apply); `before` is known for deletes only.
+/// properties apply); `before` is known for deletes, and for updates and patches when a
+/// hook asked for it ([`ChangeHook::wants_before`]).
 pub struct Change<'a> {
     /// `managed/user`, `system/ldap/account`.
     pub resource: &'a str,
@@ -67,6 +68,33 @@ pub trait ChangeHook: Send + Sync {
     /// Called after the store has the write and before the caller gets the answer: it must
     /// not block and cannot fail the write.
     fn on_change(&self, change: &Change<'_>);
+
+    /// Whether [`Change::before`] of updates and patches is wanted: the writer then keeps
+    /// the object it read for the write in [`Priors`] (no read more).
+    fn wants_before(&self) -> bool {
+        false
+    }
+}
+
+/// The objects one request's updates and patches replaced, by id, rendered as the answer
+/// is: what [`notify_with_priors`] hands the hooks as [`Change::before`]. The writer fills
+/// it from the read it makes for the write anyway.
+#[derive(Default)]
+pub struct Priors(std::sync::Mutex<std::collections::HashMap<String, Map<String, Value>>>);
+
+impl Priors {
+    /// Records the state of `id` before this request's first write of it.
+    pub fn record(&self, id: &str, content: Map<String, Value>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_owned())
+            .or_insert(content);
+    }
+
+    fn take(&self) -> std::collections::HashMap<String, Map<String, Value>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Pushes a changed source object through the mappings whose source is `resource`.
@@ -97,6 +125,35 @@ fn changes_of<'a>(
             })
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// [`notify`], with the objects the updates and patches replaced as their `before`.
+pub fn notify_with_priors(
+    hook: &dyn ChangeHook,
+    resource: &str,
+    req: &Request,
+    answer: &Response,
+    priors: Option<&Priors>,
+) {
+    let Some(priors) = priors else {
+        return notify(hook, resource, req, answer);
+    };
+    let priors = priors.take();
+    for (kind, id, content) in changes_of(req, answer) {
+        let (before, after) = match kind {
+            ChangeKind::Delete => (Some(content), None),
+            ChangeKind::Update => (priors.get(id), Some(content)),
+            ChangeKind::Create => (None, Some(content)),
+        };
+        hook.on_change(&Change {
+            resource,
+            id,
+            kind,
+            before,
+            after,
+            request: req,
+        });
     }
 }
 
@@ -274,6 +331,10 @@ impl ChangeHook for FanOut {
         for h in &self.0 {
             h.on_change(change);
         }
+    }
+
+    fn wants_before(&self) -> bool {
+        self.0.iter().any(|h| h.wants_before())
     }
 }
 

@@ -153,15 +153,24 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         certs_exclude,
     };
     let metrics = Arc::new(Metrics::new());
-    let audit = Arc::new(match audit::load(&settings.conf_dir, &settings.data_dir) {
-        Ok(Some(cfg)) => Audit::start(cfg, repo.clone(), metrics.audit_dropped.clone())?,
-        Ok(None) => Audit::disabled(metrics.audit_dropped.clone()),
-        // As any conf file: reported, and the gateway runs (here without audit).
+    let audit_cfg = match audit::load(&settings.conf_dir, &settings.data_dir) {
+        Ok(cfg) => cfg,
+        // As any conf file: reported, and the gateway runs (here without audit, until the
+        // conf reload applies a fixed file).
         Err(e) => {
-            tracing::error!("{e}; nothing is audited until it is fixed and the gateway restarted");
-            Audit::disabled(metrics.audit_dropped.clone())
+            tracing::error!("{e}; nothing is audited until it is fixed");
+            None
         }
-    });
+    };
+    let audit = Arc::new(Audit::start(
+        audit_cfg,
+        audit::Sources {
+            repo: repo.clone(),
+            conf_dir: settings.conf_dir.clone(),
+            data_dir: settings.data_dir.clone(),
+        },
+        metrics.audit_dropped.clone(),
+    )?);
     let caching = Arc::new(Authn::new(
         repo.clone(),
         Some(crypto.clone()),

@@ -90,7 +90,7 @@ pub struct Gateway {
     pub dirs: Dirs,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Authn>,
-    /// Audit events (`audit.json`, read at start-up).
+    /// Audit events (`audit.json`, applied again by every reload that sees it change).
     pub audit: Arc<Audit>,
     live: ArcSwap<Live>,
     reload_lock: Mutex<()>,
@@ -253,6 +253,24 @@ impl Gateway {
             access,
         }));
         let live = self.live.load();
+        // The audit handlers follow `audit.json` (a rejected file was logged below and
+        // changes nothing).
+        match outcomes.iter().find(|(id, _)| id == audit::AUDIT_CONFIG) {
+            Some((_, ReloadOutcome::Applied)) => {
+                let doc = live
+                    .conf
+                    .files
+                    .get(audit::AUDIT_CONFIG)
+                    .and_then(|f| f.raw.as_ref());
+                if doc.is_some() {
+                    self.audit.apply(doc);
+                }
+            }
+            Some((_, ReloadOutcome::Removed)) => {
+                self.audit.apply(None);
+            }
+            _ => {}
+        }
         for (id, outcome) in &outcomes {
             self.metrics
                 .config_reloads

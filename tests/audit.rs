@@ -301,6 +301,61 @@ async fn files_rotate_at_max_file_size_and_json_handler_answers_queries() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn files_rotate_by_age_and_no_event_is_lost_across_rotations() {
+    let gw = Gateway::builder()
+        .conf_file(
+            "audit",
+            json_handler(json!({
+                "buffering": {"writeInterval": "20 millis"},
+                "fileRotation": {"rotationEnabled": true, "rotationInterval": "1 second",
+                    "rotationFileSuffix": "-yyyy.MM.dd-HH.mm.ss.SSS"},
+                "topics": ["access"]})),
+        )
+        .start()
+        .await;
+    let dir = audit_dir(&gw);
+    let rotated_count = || {
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("access.audit.json-")
+            })
+            .count()
+    };
+    // Requests until two rotations were seen (bounded: a broken rotation fails here).
+    let mut sent = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rotated_count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no rotation by age");
+        get_version(&gw, &format!("age-{sent}")).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = format!("age-{}", sent - 1);
+    let written = eventually(Duration::from_secs(10), || async {
+        lines(&dir, "access.audit.json")
+            .iter()
+            .any(|l| l["transactionId"] == last.as_str())
+    })
+    .await;
+    assert!(written, "{last} not written");
+    // Every request's event is in exactly one of the files.
+    let all = lines(&dir, "access.audit.json");
+    for i in 0..sent {
+        let tx = format!("age-{i}");
+        let n = all
+            .iter()
+            .filter(|l| l["transactionId"] == tx.as_str())
+            .count();
+        assert_eq!(n, 1, "{tx} written {n} times");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_is_counted_and_requests_do_not_wait() {
     let gw = Gateway::builder()
         .conf_file(
@@ -536,6 +591,27 @@ async fn writes_of_internal_users_and_roles_are_activity() {
     assert_eq!(found[0]["operation"], "CREATE");
     assert_eq!(found[0]["runAs"], "openidm-admin");
     assert_eq!(found[0]["after"]["description"], "Read the audit");
+    // An update carries the role as it was.
+    let (status, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/internal/role/auditors",
+        Some(json!({"name": "auditors", "description": "Read and export the audit"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let found = eventually_found(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/role/auditors" and operation eq "UPDATE""#,
+    )
+    .await;
+    assert_eq!(found[0]["before"]["description"], "Read the audit");
+    assert_eq!(
+        found[0]["after"]["description"],
+        "Read and export the audit"
+    );
+    assert_eq!(found[0]["changedFields"], json!(["/description"]));
 
     let (status, body) = send(
         &gw,
@@ -560,6 +636,7 @@ async fn writes_of_internal_users_and_roles_are_activity() {
     )
     .await;
     assert_eq!(found[0]["passwordChanged"], true, "{:?}", found[0]);
+    assert!(found[0]["before"].is_object(), "{:?}", found[0]);
     // Reads are not activity; the passwords (and their hashes) are nowhere.
     let (status, _) = send(&gw, Method::GET, "/openidm/internal/role/auditors", None).await;
     assert_eq!(status, 200);
@@ -567,6 +644,214 @@ async fn writes_of_internal_users_and_roles_are_activity() {
     assert!(all.iter().all(|e| e["operation"] != "READ"), "{all:?}");
     let text = Value::Array(all).to_string();
     for secret in ["Svc-Audit-Pw-1", "Svc-Audit-Pw-2", "$argon2", "\"hash\""] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_audit_json_applies_without_restart_and_a_bad_one_is_refused() {
+    let access_only = json_handler(json!({
+        "buffering": {"writeInterval": "20 millis"},
+        "topics": ["access"]}));
+    let gw = Gateway::builder()
+        .conf_file("audit", access_only)
+        .start()
+        .await;
+    let put_role = |name: &'static str| {
+        let gw = &gw;
+        async move {
+            let (status, body) = send(
+                gw,
+                Method::PUT,
+                &format!("/openidm/internal/role/{name}"),
+                Some(json!({"name": name, "description": "reload"})),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+        }
+    };
+    put_role("before-reload").await;
+    let dir = audit_dir(&gw);
+    // The first conf load finds the file the audit started with: nothing is restarted.
+    assert!(!gw.logs().contains("audit.json applied"), "{}", gw.logs());
+
+    // Requests keep coming while the file changes: none of their events is lost.
+    let requests = {
+        let client = gw.client().clone();
+        let url = gw.url("/openidm/info/version");
+        let (user, password) = ("openidm-admin".to_owned(), gw.admin_password().to_owned());
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let r = client
+                    .get(&url)
+                    .header("X-OpenIDM-Username", &user)
+                    .header("X-OpenIDM-Password", &password)
+                    .header("X-ForgeRock-TransactionId", format!("during-{i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let with_activity = json_handler(json!({
+        "buffering": {"writeInterval": "20 millis"},
+        "topics": ["access", "activity"]}));
+    gw.write_conf("audit", &with_activity);
+    assert!(
+        gw.wait_for_log("audit.json applied", Duration::from_secs(10))
+            .await,
+        "{}",
+        gw.logs()
+    );
+    requests.await.unwrap();
+
+    // Activity is audited from now on, without a restart; the write before was not.
+    put_role("after-reload").await;
+    let found = eventually_found(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/role/after-reload""#,
+    )
+    .await;
+    assert_eq!(found[0]["operation"], "CREATE");
+    assert!(query(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/role/before-reload""#
+    )
+    .await
+    .is_empty());
+    let written = eventually(Duration::from_secs(10), || async {
+        lines(&dir, "access.audit.json")
+            .iter()
+            .any(|l| l["transactionId"] == "during-39")
+    })
+    .await;
+    assert!(written, "during-39 not written");
+    let access = lines(&dir, "access.audit.json");
+    for i in 0..40 {
+        let tx = format!("during-{i}");
+        let n = access
+            .iter()
+            .filter(|l| l["transactionId"] == tx.as_str())
+            .count();
+        assert_eq!(n, 1, "{tx} written {n} times");
+    }
+
+    // An invalid file is reported and the running configuration stays.
+    gw.write_conf_bytes(
+        "audit.json",
+        json!({"eventHandlers": [{"class": JSON_HANDLER, "config": {
+            "name": "json", "logDirectory": "&{idm.data.dir}/audit",
+            "fileRotation": {"rotationEnabled": true, "rotationInterval": "soon"},
+            "topics": ["access"]}}]})
+        .to_string()
+        .as_bytes(),
+    );
+    assert!(
+        gw.wait_for_log("config rejected", Duration::from_secs(10))
+            .await,
+        "{}",
+        gw.logs()
+    );
+    assert!(
+        gw.logs().contains("fileRotation/rotationInterval"),
+        "{}",
+        gw.logs()
+    );
+    put_role("after-invalid").await;
+    eventually_found(
+        &gw,
+        "activity",
+        r#"objectId eq "internal/role/after-invalid""#,
+    )
+    .await;
+    get_version(&gw, "after-invalid").await;
+    eventually_found(&gw, "access", r#"transactionId eq "after-invalid""#).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn activity_updates_patches_and_deletes_carry_the_object_before() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file("audit", {
+            let mut audit = json_handler(json!({
+                    "buffering": {"writeInterval": "20 millis"},
+                    "topics": ["activity"]}));
+            audit["eventTopics"] = json!({"activity": {"filter": {"actions":
+                    ["create", "update", "delete", "patch", "action"]}}});
+            audit
+        })
+        .start()
+        .await;
+    let mut user = common::fixtures::user(7);
+    user["password"] = json!("Before-Pw-1");
+    common::fixtures::put_user(&gw, "b7", &user).await;
+    let event_of = |operation: &'static str| {
+        let gw = &gw;
+        async move {
+            let found = eventually_found(
+                gw,
+                "activity",
+                &format!(r#"objectId eq "managed/user/b7" and operation eq "{operation}""#),
+            )
+            .await;
+            assert_eq!(found.len(), 1, "{found:?}");
+            found.into_iter().next().unwrap()
+        }
+    };
+    let created = event_of("CREATE").await;
+    assert_eq!(created["before"], Value::Null, "{created}");
+
+    // Patch: before is the stored object as the caller sees it, after the answer.
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        "/openidm/managed/user/b7",
+        Some(json!([{"operation": "replace", "field": "mail", "value": "patched@example.com"}])),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let patched = event_of("PATCH").await;
+    assert_eq!(patched["before"]["mail"], "user7@example.com", "{patched}");
+    assert_eq!(patched["before"]["userName"], "user7", "{patched}");
+    assert_eq!(patched["after"]["mail"], "patched@example.com", "{patched}");
+    assert_eq!(patched["changedFields"], json!(["/mail"]), "{patched}");
+    assert_eq!(patched["passwordChanged"], false, "{patched}");
+
+    // Update, with a new password: before has the patched mail; no password anywhere.
+    let mut replaced = common::fixtures::user(7);
+    replaced["sn"] = json!("Replaced");
+    replaced["mail"] = json!("patched@example.com");
+    replaced["password"] = json!("After-Pw-2");
+    common::fixtures::put_user(&gw, "b7", &replaced).await;
+    let updated = event_of("UPDATE").await;
+    assert_eq!(updated["before"]["sn"], "Sn7", "{updated}");
+    assert_eq!(
+        updated["before"]["mail"], "patched@example.com",
+        "{updated}"
+    );
+    assert_eq!(updated["after"]["sn"], "Replaced", "{updated}");
+    assert!(
+        updated["changedFields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/sn")),
+        "{updated}"
+    );
+    assert_eq!(updated["passwordChanged"], true, "{updated}");
+
+    // Delete: before is the deleted object, after is null.
+    let (status, body) = send(&gw, Method::DELETE, "/openidm/managed/user/b7", None).await;
+    assert_eq!(status, 200, "{body}");
+    let deleted = event_of("DELETE").await;
+    assert_eq!(deleted["before"]["sn"], "Replaced", "{deleted}");
+    assert_eq!(deleted["after"], Value::Null, "{deleted}");
+
+    let text = Value::Array(query(&gw, "activity", "true").await).to_string();
+    for secret in ["Before-Pw-1", "After-Pw-2", "$crypto", "$argon2"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 }

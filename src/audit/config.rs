@@ -4,13 +4,14 @@
 //!
 //! Understood: `auditServiceConfig.handlerForQueries`; `eventHandlers[]` of the classes
 //! [`JSON_HANDLER`] (`config.{name, enabled, topics, logDirectory, buffering.{maxSize, writeInterval},
-//! fileRotation.{rotationEnabled, maxFileSize, rotationFilePrefix, rotationFileSuffix},
-//! fileRetention.maxNumberOfHistoryFiles}`) and [`REPO_HANDLER`] (`config.{name, enabled,
+//! fileRotation.{rotationEnabled, maxFileSize, rotationFilePrefix, rotationFileSuffix,
+//! rotationInterval, rotationTimes}, fileRetention.{maxNumberOfHistoryFiles,
+//! maxDiskSpaceToUse, minFreeSpaceRequired}}`) and [`REPO_HANDLER`] (`config.{name, enabled,
 //! topics, buffering.{maxSize, writeInterval}}`); `eventTopics.<topic>.filter.actions` and
 //! `eventTopics.activity.passwordFields`. Handlers of other classes are reported (the
 //! caller logs them) and skipped; other keys (`filterPolicies`, `exceptionFormatter`,
-//! `rotationInterval`, …) are accepted and ignored, so an IDM administrator's file loads
-//! unchanged.
+//! `rotationRetentionCheckInterval`: the gateway checks at every write wake-up, …) are
+//! accepted and ignored, so an IDM administrator's file loads unchanged.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,6 +42,10 @@ pub const DEFAULT_WRITE_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest queue a handler may ask for (memory bound: events are a few hundred bytes).
 pub const MAX_QUEUE: usize = 1_000_000;
+/// Shortest `fileRotation.rotationInterval` (a file per write interval helps nobody).
+pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(1);
+/// One day: `fileRotation.rotationTimes` are offsets from midnight below it.
+pub const DAY: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditConfig {
@@ -83,8 +88,20 @@ pub struct JsonFileConfig {
     pub rotation_prefix: String,
     /// chrono format of the rotated file's suffix (from IDM's Java pattern).
     pub rotation_suffix: String,
+    /// Rotate a file this long after it was started (`fileRotation.rotationInterval`, with
+    /// `rotationEnabled`); `None`: never by age.
+    pub rotation_interval: Option<Duration>,
+    /// Rotate a file at these offsets from midnight UTC, ascending
+    /// (`fileRotation.rotationTimes`, with `rotationEnabled`).
+    pub rotation_times: Vec<Duration>,
     /// Rotated files kept per topic (`fileRetention.maxNumberOfHistoryFiles`); `None`: all.
     pub max_history: Option<usize>,
+    /// Bytes the rotated files of a topic may use together
+    /// (`fileRetention.maxDiskSpaceToUse`); `None`: no limit.
+    pub max_disk_space: Option<u64>,
+    /// Free bytes the log directory's file system must keep: the oldest rotated files are
+    /// deleted below it (`fileRetention.minFreeSpaceRequired`); `None`: no check.
+    pub min_free_space: Option<u64>,
 }
 
 /// Parses `doc` (`audit.json` as on disk); `lookup` resolves `&{…}` properties.
@@ -285,27 +302,65 @@ fn parse_handler(item: &Value, at: &str) -> Result<Option<HandlerConfig>, Skip> 
                 .unwrap_or(default)
                 .to_owned()
         };
-        let max_history = match config
-            .get("fileRetention")
-            .and_then(|r| r.get("maxNumberOfHistoryFiles"))
-        {
-            None => None,
-            Some(v) => match number(v) {
-                Some(n) if n >= 0 => Some(n as usize),
-                Some(_) => None,
-                None => {
-                    return Err(Skip::Problem(format!(
-                        "{at}/config/fileRetention/maxNumberOfHistoryFiles: must be a number"
-                    )))
-                }
-            },
+        let retention = config.get("fileRetention");
+        // IDM: a negative value (and for the disk space checks, 0) turns the check off.
+        let limit = |key: &str, least: i64| -> Result<Option<u64>, Skip> {
+            match retention.and_then(|r| r.get(key)) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match number(v) {
+                    Some(n) if n >= least => Ok(Some(n as u64)),
+                    Some(_) => Ok(None),
+                    None => Err(Skip::Problem(format!(
+                        "{at}/config/fileRetention/{key}: must be a number"
+                    ))),
+                },
+            }
         };
+        let max_history = limit("maxNumberOfHistoryFiles", 0)?.map(|n| n as usize);
+        let max_disk_space = limit("maxDiskSpaceToUse", 1)?;
+        let min_free_space = limit("minFreeSpaceRequired", 1)?;
+        let rotation_interval = match rotation.and_then(|r| r.get("rotationInterval")) {
+            None | Some(Value::Null) => None,
+            Some(v) => rotation_interval(v).map_err(|()| {
+                Skip::Problem(format!(
+                    "{at}/config/fileRotation/rotationInterval: must be a duration of at least \"1 second\" (such as \"1 day\"), or \"disabled\""
+                ))
+            })?,
+        };
+        let mut rotation_times = match rotation.and_then(|r| r.get("rotationTimes")) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    crate::config::duration::from_value(v, "")
+                        .ok()
+                        .filter(|d| *d < DAY)
+                        .ok_or_else(|| {
+                            Skip::Problem(format!(
+                                "{at}/config/fileRotation/rotationTimes/{i}: must be a duration after midnight below \"1 day\" (such as \"10 minutes\")"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(Skip::Problem(format!(
+                    "{at}/config/fileRotation/rotationTimes: must be an array of durations"
+                )))
+            }
+        };
+        rotation_times.sort();
+        rotation_times.dedup();
         HandlerKind::JsonFile(JsonFileConfig {
             dir: PathBuf::from(dir),
             max_file_size: if enabled { max_file_size } else { None },
             rotation_prefix: text("rotationFilePrefix", ""),
             rotation_suffix: java_date_pattern(&text("rotationFileSuffix", "-yyyy.MM.dd-HH.mm.ss")),
+            rotation_interval: if enabled { rotation_interval } else { None },
+            rotation_times: if enabled { rotation_times } else { Vec::new() },
             max_history,
+            max_disk_space,
+            min_free_space,
         })
     } else {
         HandlerKind::Repo
@@ -317,6 +372,21 @@ fn parse_handler(item: &Value, at: &str) -> Result<Option<HandlerConfig>, Skip> 
         write_interval,
         kind,
     }))
+}
+
+/// `fileRotation.rotationInterval`: `Ok(None)` when disabled (`"disabled"`, `0`, `"0 s"`),
+/// `Err` when not a duration or shorter than [`MIN_ROTATION_INTERVAL`].
+fn rotation_interval(v: &Value) -> Result<Option<Duration>, ()> {
+    if v.as_str()
+        .is_some_and(|s| s.trim().eq_ignore_ascii_case("disabled"))
+    {
+        return Ok(None);
+    }
+    match crate::config::duration::from_value(v, "") {
+        Ok(d) if d.is_zero() => Ok(None),
+        Ok(d) if d >= MIN_ROTATION_INTERVAL => Ok(Some(d)),
+        _ => Err(()),
+    }
 }
 
 /// A boolean as IDM writes them: `true`, `"true"`, or `{"$bool": "true"}`.
@@ -446,9 +516,51 @@ mod tests {
         };
         assert_eq!(f.max_file_size, Some(1000));
         assert_eq!(f.max_history, Some(3));
+        assert_eq!(f.rotation_interval, Some(Duration::from_secs(86_400)));
+        assert!(f.rotation_times.is_empty());
         assert_eq!(f.rotation_suffix, "-%Y.%m.%d-%H.%M.%S");
         assert_eq!(c.actions["config"], ["create", "update"]);
         assert_eq!(c.password_fields, ["password", "pin"]);
+    }
+
+    #[test]
+    fn time_rotation_and_retention_keys() {
+        let handler = |config: Value| {
+            let mut c = json!({"logDirectory": "x"});
+            for (k, v) in config.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            let doc = json!({"eventHandlers": [{"class": JSON_HANDLER, "config": c}]});
+            let c = parse(&doc, &props).expect("valid");
+            let HandlerKind::JsonFile(f) = c.handlers[0].kind.clone() else {
+                panic!()
+            };
+            f
+        };
+        let f = handler(json!({"fileRotation": {"rotationEnabled": true,
+            "rotationInterval": "5 minutes", "rotationTimes": ["20 minutes", "10 minutes", "10 minutes"]},
+            "fileRetention": {"maxNumberOfHistoryFiles": -1, "maxDiskSpaceToUse": 1000,
+                "minFreeSpaceRequired": "10"}}));
+        assert_eq!(f.rotation_interval, Some(Duration::from_secs(300)));
+        assert_eq!(
+            f.rotation_times,
+            [Duration::from_secs(600), Duration::from_secs(1200)]
+        );
+        assert_eq!(f.max_history, None, "-1 keeps all");
+        assert_eq!(f.max_disk_space, Some(1000));
+        assert_eq!(f.min_free_space, Some(10));
+        for off in [json!("disabled"), json!(0), json!("0 s")] {
+            let f = handler(
+                json!({"fileRotation": {"rotationEnabled": true, "rotationInterval": off}}),
+            );
+            assert_eq!(f.rotation_interval, None);
+        }
+        // Without rotationEnabled, no rotation policy applies (as IDM).
+        let f = handler(json!({"fileRotation": {"rotationInterval": "1 day",
+            "rotationTimes": ["1 hour"]}, "fileRetention": {"maxDiskSpaceToUse": 0}}));
+        assert_eq!(f.rotation_interval, None);
+        assert!(f.rotation_times.is_empty());
+        assert_eq!(f.max_disk_space, None, "0 turns the check off");
     }
 
     #[test]
@@ -469,6 +581,45 @@ mod tests {
             let e = parse(&doc, &props).unwrap_err();
             assert!(
                 e[0].contains("/eventHandlers/0/config/buffering/writeInterval"),
+                "{e:?}"
+            );
+        }
+        for (rotation, field) in [
+            (
+                json!({"rotationInterval": "soon"}),
+                "fileRotation/rotationInterval",
+            ),
+            (
+                json!({"rotationInterval": "10 millis"}),
+                "fileRotation/rotationInterval",
+            ),
+            (
+                json!({"rotationTimes": "10 minutes"}),
+                "fileRotation/rotationTimes",
+            ),
+            (
+                json!({"rotationTimes": ["10 minutes", "25 hours"]}),
+                "fileRotation/rotationTimes/1",
+            ),
+        ] {
+            let doc = json!({"eventHandlers": [{"class": JSON_HANDLER, "config": {
+                "logDirectory": "x", "fileRotation": rotation}}]});
+            let e = parse(&doc, &props).unwrap_err();
+            assert!(
+                e[0].contains(&format!("/eventHandlers/0/config/{field}:")),
+                "{e:?}"
+            );
+        }
+        for key in [
+            "maxNumberOfHistoryFiles",
+            "maxDiskSpaceToUse",
+            "minFreeSpaceRequired",
+        ] {
+            let doc = json!({"eventHandlers": [{"class": JSON_HANDLER, "config": {
+                "logDirectory": "x", "fileRetention": {key: "lots"}}}]});
+            let e = parse(&doc, &props).unwrap_err();
+            assert!(
+                e[0].contains(&format!("/eventHandlers/0/config/fileRetention/{key}:")),
                 "{e:?}"
             );
         }

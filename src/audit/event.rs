@@ -515,8 +515,9 @@ pub fn object_change(topic: &str, c: ObjectChange<'_>, password_fields: &[String
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
             keys.sort();
             keys.dedup();
+            // `_id`/`_rev` are not fields of the object (the revision has its own).
             keys.into_iter()
-                .filter(|k| a.get(*k) != b.get(*k))
+                .filter(|k| *k != "_id" && *k != "_rev" && a.get(*k) != b.get(*k))
                 .map(|k| Value::String(format!("/{k}")))
                 .collect()
         }

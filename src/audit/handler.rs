@@ -37,7 +37,7 @@ impl RequestHandler for AuditHandler {
         match (&rest[1..], &req.op) {
             ([], Operation::Query(q)) => {
                 let f = query_filter(&q.kind)?;
-                match source {
+                match &source {
                     QuerySource::Store(repo) => {
                         let page = repo
                             .query(&store::resource(topic), RepoQuery::page(&f, q))
@@ -63,7 +63,7 @@ impl RequestHandler for AuditHandler {
                 }
             }
             ([id], Operation::Read { .. }) => {
-                let found = match source {
+                let found = match &source {
                     QuerySource::Store(repo) => {
                         repo.read(&store::resource(topic), id).await?.map(with_id)
                     }

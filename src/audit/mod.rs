@@ -11,8 +11,10 @@
 //! logs a warning at most once per [`WARN_EVERY`]. Events never carry a secret (see
 //! [`event`]). [`Audit::close`] writes what is queued when the process stops.
 //!
-//! `audit.json` is read at start-up (a change needs a restart); without the file nothing
-//! is audited, as in IDM.
+//! `audit.json` is read at start-up and applied again whenever the conf reload sees it
+//! change ([`Audit::apply`]): the handlers of one configuration form a routing swapped
+//! whole, so every holder of the `Arc<Audit>` keeps it; the replaced handlers write what
+//! was queued for them before they stop. Without the file nothing is audited, as in IDM.
 
 pub mod config;
 pub mod event;
@@ -25,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -99,6 +102,38 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Like [`Writer::next_batch`], but also answers an empty batch when a write interval
+    /// passed with nothing queued: the wake-ups a handler does its periodic work on
+    /// (time-based rotation).
+    pub fn next_tick(&self, rx: &mut mpsc::Receiver<Event>, max: usize) -> Option<Vec<Event>> {
+        let mut batch = Vec::new();
+        let mut gone = take_queued(rx, &mut batch, max);
+        if batch.is_empty() && !gone && !self.closing.load(Ordering::Acquire) {
+            // Woken early by `Audit::close`.
+            std::thread::park_timeout(self.interval);
+            gone = take_queued(rx, &mut batch, max);
+        }
+        if batch.is_empty() && (gone || self.closing.load(Ordering::Acquire)) {
+            return None;
+        }
+        Some(batch)
+    }
+}
+
+/// Moves what is queued into `batch`, up to `max` events; whether every sender is gone.
+fn take_queued(rx: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>, max: usize) -> bool {
+    use mpsc::error::TryRecvError;
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
+    }
+    false
+}
+
 /// Where `GET /openidm/audit/<topic>` reads.
 #[derive(Clone)]
 pub enum QuerySource {
@@ -111,77 +146,246 @@ struct Route {
     queues: Vec<mpsc::Sender<Event>>,
 }
 
-pub struct Audit {
+/// What one applied `audit.json` routes where. Swapped whole on reload: an event takes
+/// the routing live when it is sent. The queues of a routing close once nobody sends
+/// through it any more (the last guard of it is gone); its handlers then write what was
+/// queued and stop, so a reload loses no event.
+struct Routing {
     routes: HashMap<String, Route>,
     actions: HashMap<String, Vec<String>>,
     password_fields: Vec<String>,
     query: Option<QuerySource>,
+    /// The configuration it runs (`None`: nothing is audited).
+    config: Option<AuditConfig>,
+    /// Its JSON handlers by log directory, with their "finished" signals: a handler of a
+    /// later routing writing the same directory waits for them, so a file has one writer.
+    json_writers: Vec<(std::path::PathBuf, Arc<Finished>)>,
+}
+
+impl Routing {
+    fn empty() -> Self {
+        Self {
+            routes: HashMap::new(),
+            actions: HashMap::new(),
+            password_fields: vec!["password".into()],
+            query: None,
+            config: None,
+            json_writers: Vec::new(),
+        }
+    }
+
+    /// Whether `topic`'s `filter.actions` keeps `operation`.
+    fn keeps(&self, topic: &str, operation: &str) -> bool {
+        self.actions
+            .get(topic)
+            .is_none_or(|a| a.iter().any(|x| x == operation))
+    }
+}
+
+/// Set when a handler thread ends (also by a panic).
+#[derive(Default)]
+struct Finished {
+    done: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Finished {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until set, at most `timeout`; whether it was set.
+    fn wait(&self, timeout: Duration) -> bool {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, _) = self
+            .changed
+            .wait_timeout_while(done, timeout, |d| !*d)
+            .unwrap_or_else(|e| e.into_inner());
+        *done
+    }
+}
+
+/// Sets a [`Finished`] when dropped: at the end of a handler thread, however it ends.
+struct SetOnDrop(Arc<Finished>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// Longest a new JSON handler waits for the one it replaces to finish writing the same
+/// directory (it writes what was queued within one write interval).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What handlers are built from: the store (repo handler), and the directories the
+/// `&{idm.*}` properties of `audit.json` name.
+pub struct Sources {
+    pub repo: Arc<dyn Repo>,
+    pub conf_dir: std::path::PathBuf,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// What [`Audit::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The new handlers run; the old ones finish what they had queued.
+    Applied,
+    /// The file says what runs already.
+    Unchanged,
+    /// Refused (why); the running configuration stays.
+    Rejected(String),
+}
+
+pub struct Audit {
+    live: ArcSwap<Routing>,
+    /// `None`: built by [`Audit::disabled`], which no reload can start.
+    sources: Option<Sources>,
     dropped: prometheus::IntCounterVec,
     closing: Arc<AtomicBool>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Serialises [`Audit::apply`].
+    apply_lock: std::sync::Mutex<()>,
     /// Milliseconds since `started` of the last "queue full" warning (0: none yet).
     last_warning: AtomicU64,
     started: Instant,
 }
 
 impl Audit {
-    /// Nothing audited (no `audit.json`).
+    /// Nothing audited, for good (no reload can start handlers).
     pub fn disabled(dropped: prometheus::IntCounterVec) -> Self {
         Self {
-            routes: HashMap::new(),
-            actions: HashMap::new(),
-            password_fields: vec!["password".into()],
-            query: None,
+            live: ArcSwap::from_pointee(Routing::empty()),
+            sources: None,
             dropped,
             closing: Arc::new(AtomicBool::new(false)),
             threads: std::sync::Mutex::new(Vec::new()),
+            apply_lock: std::sync::Mutex::new(()),
             last_warning: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
 
-    /// Starts one writer thread per handler of `cfg`.
+    /// Starts one writer thread per handler of `cfg` (`None`: nothing audited until a
+    /// reload applies an `audit.json`).
     pub fn start(
-        cfg: AuditConfig,
-        repo: Arc<dyn Repo>,
+        cfg: Option<AuditConfig>,
+        sources: Sources,
         dropped: prometheus::IntCounterVec,
     ) -> Result<Self, String> {
         let mut audit = Self::disabled(dropped);
+        audit.sources = Some(sources);
+        let routing = audit.build(cfg, &Routing::empty())?;
+        audit.live.store(Arc::new(routing));
+        Ok(audit)
+    }
+
+    /// Applies `audit.json` as it now is (`None`: the file was removed, nothing is
+    /// audited): the new handlers start and take every event sent from now on, the old
+    /// ones write what they had queued and stop. A file that does not parse, or handlers
+    /// that cannot start, leave the running configuration live.
+    pub fn apply(&self, doc: Option<&Value>) -> Applied {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sources) = &self.sources else {
+            return Applied::Rejected("audit was started without handlers".into());
+        };
+        let cfg = match doc {
+            None => None,
+            Some(doc) => match parse_document(doc, &sources.conf_dir, &sources.data_dir) {
+                Ok(cfg) => Some(cfg),
+                Err(e) => {
+                    tracing::error!("{e}; the running audit configuration stays live");
+                    return Applied::Rejected(e);
+                }
+            },
+        };
+        let prev = self.live.load_full();
+        if prev.config == cfg {
+            return Applied::Unchanged;
+        }
+        let next = match self.build(cfg, &prev) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!("{e}; the running audit configuration stays live");
+                return Applied::Rejected(e);
+            }
+        };
+        // From here every event goes to the new handlers; the old routing (and with it
+        // the old queues' senders) is freed once the events being sent through it are.
+        self.live.store(Arc::new(next));
+        drop(prev);
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| !t.is_finished());
+        tracing::info!("audit.json applied");
+        Applied::Applied
+    }
+
+    /// A routing for `cfg`, its handler threads started; JSON handlers of a directory
+    /// `prev` writes too start writing once `prev`'s are done.
+    fn build(&self, cfg: Option<AuditConfig>, prev: &Routing) -> Result<Routing, String> {
+        let mut routing = Routing::empty();
+        let Some(cfg) = cfg else {
+            return Ok(routing);
+        };
+        let Some(sources) = &self.sources else {
+            return Err("audit was started without handlers".into());
+        };
+        let repo = &sources.repo;
         for skipped in &cfg.skipped {
             tracing::warn!("{skipped}");
         }
-        for h in cfg.handlers {
+        for h in cfg.handlers.iter().cloned() {
             let (tx, rx) = mpsc::channel(h.queue);
             let thread = std::thread::Builder::new().name(format!("audit-{}", h.name));
             let is_query_handler = cfg.handler_for_queries.as_deref() == Some(h.name.as_str());
             let writer = Writer {
                 interval: h.write_interval,
-                closing: audit.closing.clone(),
+                closing: self.closing.clone(),
             };
             let handle = match h.kind {
                 HandlerKind::JsonFile(f) => {
                     if is_query_handler {
-                        audit.query = Some(QuerySource::Files(f.dir.clone()));
+                        routing.query = Some(QuerySource::Files(f.dir.clone()));
                     }
+                    let before: Vec<Arc<Finished>> = prev
+                        .json_writers
+                        .iter()
+                        .filter(|(dir, _)| *dir == f.dir)
+                        .map(|(_, done)| done.clone())
+                        .collect();
+                    let finished = Arc::new(Finished::default());
+                    routing
+                        .json_writers
+                        .push((f.dir.clone(), finished.clone()));
                     let file = file::JsonFileWriter::new(f);
-                    thread.spawn(move || file.run(rx, writer))
+                    thread.spawn(move || {
+                        let _finished = SetOnDrop(finished);
+                        for done in before {
+                            if !done.wait(HANDOVER_TIMEOUT) {
+                                tracing::warn!("the replaced audit handler of the same log directory is still writing; both write now");
+                            }
+                        }
+                        file.run(rx, writer)
+                    })
                 }
                 HandlerKind::Repo => {
                     if is_query_handler {
-                        audit.query = Some(QuerySource::Store(repo.clone()));
+                        routing.query = Some(QuerySource::Store(repo.clone()));
                     }
                     let repo = repo.clone();
                     thread.spawn(move || store::run(repo, rx, writer))
                 }
             }
             .map_err(|e| format!("cannot start audit handler '{}': {e}", h.name))?;
-            audit
-                .threads
+            self.threads
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(handle);
-            for topic in h.topics {
-                audit
+            for topic in &h.topics {
+                routing
                     .routes
                     .entry(topic.clone())
                     .or_insert_with(|| Route {
@@ -192,19 +396,25 @@ impl Audit {
                     .push(tx.clone());
             }
         }
-        audit.actions = cfg.actions;
-        audit.password_fields = cfg.password_fields;
-        Ok(audit)
+        routing.actions = cfg.actions.clone();
+        routing.password_fields = cfg.password_fields.clone();
+        routing.config = Some(cfg);
+        Ok(routing)
     }
 
     /// Whether some handler writes `topic`: callers skip building events nobody wants.
     pub fn wants(&self, topic: &str) -> bool {
-        self.routes.contains_key(topic)
+        self.live.load().routes.contains_key(topic)
     }
 
     /// Where queries read, if a `handlerForQueries` runs.
-    pub fn query_source(&self) -> Option<&QuerySource> {
-        self.query.as_ref()
+    pub fn query_source(&self) -> Option<QuerySource> {
+        self.live.load().query.clone()
+    }
+
+    /// `eventTopics.activity.passwordFields` of the running configuration.
+    pub fn password_fields(&self) -> Vec<String> {
+        self.live.load().password_fields.clone()
     }
 
     /// Writes what the handlers have queued and stops them; waits at most `timeout` (a
@@ -258,16 +468,9 @@ impl Audit {
         }
     }
 
-    /// Whether `topic`'s `filter.actions` keeps `operation`.
-    fn keeps(&self, topic: &str, operation: &str) -> bool {
-        self.actions
-            .get(topic)
-            .is_none_or(|a| a.iter().any(|x| x == operation))
-    }
-
     /// The `access` event of one request.
     pub fn access(&self, record: &AccessRecord<'_>) {
-        if let Some(route) = self.routes.get("access") {
+        if let Some(route) = self.live.load().routes.get("access") {
             self.send(route, event::access(record));
         }
     }
@@ -280,7 +483,7 @@ impl Audit {
         txid: &str,
         ip: Option<std::net::IpAddr>,
     ) {
-        if let Some(route) = self.routes.get("authentication") {
+        if let Some(route) = self.live.load().routes.get("authentication") {
             self.send(route, event::authentication(principal, caller, txid, ip));
         }
     }
@@ -288,9 +491,10 @@ impl Audit {
     /// A write of a managed or internal object (`activity`) or of a config object
     /// (`config`).
     pub fn object_change(&self, topic: &str, change: ObjectChange<'_>) {
-        if let Some(route) = self.routes.get(topic) {
-            if self.keeps(topic, change.operation) {
-                let event = event::object_change(topic, change, &self.password_fields);
+        let live = self.live.load();
+        if let Some(route) = live.routes.get(topic) {
+            if live.keeps(topic, change.operation) {
+                let event = event::object_change(topic, change, &live.password_fields);
                 self.send(route, event.to_string());
             }
         }
@@ -304,8 +508,9 @@ impl Audit {
         } else {
             "sync"
         };
-        if let Some(route) = self.routes.get(topic) {
-            if self.keeps(topic, &entry.action.to_ascii_lowercase()) {
+        let live = self.live.load();
+        if let Some(route) = live.routes.get(topic) {
+            if live.keeps(topic, &entry.action.to_ascii_lowercase()) {
                 self.send(route, event::sync_entry(entry));
             }
         }
@@ -320,7 +525,7 @@ impl Audit {
         status: &str,
         detail: Value,
     ) {
-        if let Some(route) = self.routes.get("recon") {
+        if let Some(route) = self.live.load().routes.get("recon") {
             let user = "openidm-admin";
             let event = event::recon(entry_type, recon_id, mapping, status, detail, user);
             self.send(route, event.to_string());
@@ -332,6 +537,11 @@ impl Audit {
 pub struct ActivityHook(pub Arc<Audit>);
 
 impl crate::events::ChangeHook for ActivityHook {
+    /// Activity events carry the object before an update or patch.
+    fn wants_before(&self) -> bool {
+        self.0.wants("activity")
+    }
+
     fn on_change(&self, change: &crate::events::Change<'_>) {
         if !self.0.wants("activity") {
             return;
@@ -358,16 +568,14 @@ impl crate::events::ChangeHook for ActivityHook {
                 revision,
                 password_written: event::writes_password(
                     &change.request.body,
-                    &self.0.password_fields,
+                    &self.0.live.load().password_fields,
                 ),
             },
         );
     }
 }
 
-/// `audit.json` from the conf dir, with IDM's properties: `idm.data.dir` (the data dir),
-/// `idm.install.dir`/`idm.instance.dir` (the project dir, parent of the conf dir), others
-/// from the environment. `Ok(None)`: no file.
+/// `audit.json` from the conf dir (see [`parse_document`]). `Ok(None)`: no file.
 pub fn load(
     conf_dir: &std::path::Path,
     data_dir: &std::path::Path,
@@ -380,17 +588,27 @@ pub fn load(
     };
     let doc: Value = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    parse_document(&doc, conf_dir, data_dir).map(Some)
+}
+
+/// `audit.json` (as written) with IDM's properties: `idm.data.dir` (the data dir),
+/// `idm.install.dir`/`idm.instance.dir` (the project dir, parent of the conf dir), others
+/// from the environment.
+pub fn parse_document(
+    doc: &Value,
+    conf_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<AuditConfig, String> {
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let data = abs(data_dir).display().to_string();
     let project = abs(conf_dir)
         .parent()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    config::parse(&doc, &|name: &str| match name {
+    config::parse(doc, &|name: &str| match name {
         "idm.data.dir" => Some(data.clone()),
         "idm.install.dir" | "idm.instance.dir" | "openidm.instance.dir" => Some(project.clone()),
         _ => crate::config::substitute::from_env(name),
     })
-    .map(Some)
     .map_err(|problems| format!("audit.json: {}", problems.join("; ")))
 }

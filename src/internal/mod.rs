@@ -132,6 +132,11 @@ impl RequestHandler for InternalHandler {
             None => Arc::new(ManagedSchema::default()),
         };
         let graph = Graph::new(managed);
+        let priors = self
+            .hook
+            .as_ref()
+            .filter(|h| h.wants_before())
+            .map(|_| crate::events::Priors::default());
         let result = match (id, sub) {
             (Some(id), Some((property, edge))) => {
                 rels::collection::Collection {
@@ -155,6 +160,7 @@ impl RequestHandler for InternalHandler {
                     graph: Some(&graph),
                     conditions: None,
                     events: None,
+                    priors: priors.as_ref(),
                 }
                 .handle(req, id)
                 .await
@@ -166,7 +172,13 @@ impl RequestHandler for InternalHandler {
             (self.on_user_change)();
         }
         if let (Some(hook), Ok(answer), None) = (&self.hook, &result, sub) {
-            crate::events::notify(hook.as_ref(), &schema.resource, req, answer);
+            crate::events::notify_with_priors(
+                hook.as_ref(),
+                &schema.resource,
+                req,
+                answer,
+                priors.as_ref(),
+            );
         }
         result
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::crest::filter::JsonPointer;
 use crate::crest::{Request, RequestHandler, ResourceError, Response};
 use crate::crypto::Crypto;
-use crate::events::{notify, ChangeHook};
+use crate::events::ChangeHook;
 use crate::repo::Repo;
 use crate::script::ScriptEngine;
 
@@ -195,6 +195,11 @@ impl RequestHandler for ManagedHandler {
         relationships::ensure_indexes(self.repo.as_ref(), &self.edges_indexed).await?;
         let graph = relationships::Graph::new(types.clone());
         let events = relationships::notify::Events::default();
+        let priors = self
+            .hook
+            .as_ref()
+            .filter(|h| h.wants_before())
+            .map(|_| crate::events::Priors::default());
         let answer = if let (Some(id), Some((property, edge))) = (id, sub) {
             relationships::collection::Collection {
                 graph: &graph,
@@ -216,6 +221,7 @@ impl RequestHandler for ManagedHandler {
                 graph: Some(&graph),
                 conditions: Some(&self.conditions),
                 events: Some(&events),
+                priors: priors.as_ref(),
             }
             .handle(req, id)
             .await
@@ -242,7 +248,13 @@ impl RequestHandler for ManagedHandler {
             }
         }
         if let Some(hook) = &self.hook {
-            notify(hook.as_ref(), &schema.resource, req, &answer);
+            crate::events::notify_with_priors(
+                hook.as_ref(),
+                &schema.resource,
+                req,
+                &answer,
+                priors.as_ref(),
+            );
         }
         Ok(answer)
     }

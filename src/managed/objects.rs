@@ -49,6 +49,9 @@ pub struct ObjectSet<'a> {
     pub conditions: Option<&'a rels::conditional::Conditions>,
     /// Collects what committed writes notify (None: nobody is notified).
     pub events: Option<&'a rels::notify::Events>,
+    /// Keeps the objects updates and patches replace, as answered, for the change hooks
+    /// (None: nobody wants them).
+    pub priors: Option<&'a crate::events::Priors>,
 }
 
 impl ObjectSet<'_> {
@@ -291,6 +294,11 @@ impl ObjectSet<'_> {
                         Some(&existing.content),
                         Some(&obj.content),
                     );
+                    if let Some(priors) = self.priors {
+                        let spec = fields::of_request(req).unwrap_or(fields::FieldSpec::All);
+                        let before = self.render(existing.clone(), &spec, &req.caller);
+                        priors.record(id, before.content);
+                    }
                     self.after_write(req, Write::Update, Some(&existing), Some(&obj))
                         .await;
                     return Ok(Some(obj));

@@ -269,6 +269,7 @@ impl Wave {
             engine: self.n.engine.as_deref(),
             graph: Some(&self.graph),
             conditions: None,
+            priors: None,
             events: None,
         };
         let wrote = set.set_derived(&object.id, values).await?;
