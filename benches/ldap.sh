@@ -62,16 +62,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$TMP/slapd/data" "$TMP/conf" "$TMP/data" "$TMP/certs"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# wait_for SECONDS CMD...: until CMD succeeds (false after SECONDS).
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
+. benches/lib.sh
 
 # --- 1. slapd -------------------------------------------------------------------------------
 cat >"$TMP/slapd/slapd.conf" <<EOF

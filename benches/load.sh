@@ -112,8 +112,9 @@ if [[ $BASELINE == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- helpers
+. benches/lib.sh # cpu_ticks
 USED_PORTS=" "
-free_port() { # variable name: set to a loopback port nothing listens on (and not handed out yet)
+pick_port() { # variable name: set to a loopback port nothing listens on (and not handed out yet)
     local p
     while :; do
         p=$((20000 + RANDOM % 30000))
@@ -171,17 +172,6 @@ stop_pid() { # pid
 rss() { awk '/^VmRSS/ {print $2 " " $3}' "/proc/$1/status"; }
 threads_of() { awk '/^Threads/ {print $2}' "/proc/$1/status"; }
 
-# CPU ticks (user+system) of a process and its direct children (nginx workers).
-cpu_ticks() {
-    local total=0 p f
-    for p in "$1" $(pgrep -P "$1" || true); do
-        [[ -r /proc/$p/stat ]] || continue
-        f=$(sed 's/^.*) //' "/proc/$p/stat")
-        # Fields after "comm": state is 1st, utime 12th, stime 13th.
-        total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
-    done
-    echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 # wrk's "1.23ms" / "456.00us" / "1.20s" -> milliseconds
@@ -276,11 +266,11 @@ IDLE_BEFORE=$(cpu_idle_pct)
 if ((IDLE_BEFORE < 85)); then
     log "WARNING: the machine is only ${IDLE_BEFORE}% idle before the run: numbers will be low and noisy"
 fi
-free_port UP_PORT
-free_port NGX_PORT
-free_port GW_PORT
-free_port GW2_PORT
-free_port PB_PORT
+pick_port UP_PORT
+pick_port NGX_PORT
+pick_port GW_PORT
+pick_port GW2_PORT
+pick_port PB_PORT
 
 start_nginx upstream "$UP_PORT" "
 worker_processes $THREADS;

@@ -31,6 +31,7 @@ THREADS=${THREADS:-2}
 SETUPS=${SETUPS:-nginx pingora pingora-nows gw-bare gw-log gw-full gw-full-nows gw-full-lt2}
 PW=bench-admin-pw
 
+. benches/lib.sh
 log() { printf '[proxy_cpu.sh] %s\n' "$*" >&2; }
 command -v wrk >/dev/null && command -v nginx >/dev/null ||
     { log "needs wrk and nginx (apt-get install wrk nginx-light)"; exit 1; }
@@ -51,20 +52,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_up() { # url
-    for _ in $(seq 100); do
-        curl -sf -o /dev/null -u "openidm-admin:$PW" "$1" && return 0
-        sleep 0.1
-    done
-    log "$1 did not answer"
-    exit 1
-}
-ticks() { # pid -> "user sys" of the process and its children (nginx's workers)
-    local p
-    for p in "$1" $(pgrep -P "$1" || true); do
-        sed 's/^.*) //' "/proc/$p/stat"
-    done | awk '{u += $12; s += $13} END {print u, s}'
+    wait_for 10 curl -sf -o /dev/null -u "openidm-admin:$PW" "$1" || { log "$1 did not answer"; exit 1; }
 }
 thread_ticks() { # pid -> "name ticks" per thread
     local t
@@ -162,11 +151,11 @@ for round in $(seq "$ROUNDS"); do
     for setup in $SETUPS; do
         port=$(free_port)
         start "$setup" "$port"
-        before=$(ticks "$PID")
+        before=$(cpu_ticks_split "$PID")
         thread_ticks "$PID" >"$WORK/threads.before"
         out=$(wrk -t2 -c64 -d"${SECS}s" -H "$AUTH" \
             "http://127.0.0.1:$port/openidm/external/idm/bench/managed/user?_queryFilter=true")
-        after=$(ticks "$PID")
+        after=$(cpu_ticks_split "$PID")
         thread_ticks "$PID" >"$WORK/threads.after"
         requests=$(grep -o '[0-9]* requests in' <<<"$out" | cut -d' ' -f1)
         read -r u0 s0 <<<"$before"
@@ -189,8 +178,6 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-minimum() { tr ' ' '\n' | grep -v '^$' | sort -n | head -1; }
 BASE=$(median <<<"${RESULTS[pingora]:-0}")
 echo
 echo "## CPU per proxied request ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $ROUNDS rounds of ${SECS}s, round-robin)"

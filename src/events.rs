@@ -74,6 +74,12 @@ pub trait ChangeHook: Send + Sync {
     fn wants_before(&self) -> bool {
         false
     }
+
+    /// A write of one edge through an object's relationship sub-collection
+    /// (`managed/user/<id>/roles`, `id` the edge's): what the audit records as activity.
+    /// Sync does not act on these (the objects whose relationships changed are pushed
+    /// through their own path), so nothing by default.
+    fn on_relationship_change(&self, _change: &Change<'_>) {}
 }
 
 /// The objects one request's updates and patches replaced, by id, rendered as the answer
@@ -165,6 +171,30 @@ pub fn notify(hook: &dyn ChangeHook, resource: &str, req: &Request, answer: &Res
             _ => (None, Some(content)),
         };
         hook.on_change(&Change {
+            resource,
+            id,
+            kind,
+            before,
+            after,
+            request: req,
+        });
+    }
+}
+
+/// Tells `hook` of the edge writes `answer` to a relationship sub-collection request
+/// (`resource` = `managed/user/<id>/roles`) reports.
+pub fn notify_relationship(
+    hook: &dyn ChangeHook,
+    resource: &str,
+    req: &Request,
+    answer: &Response,
+) {
+    for (kind, id, content) in changes_of(req, answer) {
+        let (before, after) = match kind {
+            ChangeKind::Delete => (Some(content), None),
+            _ => (None, Some(content)),
+        };
+        hook.on_relationship_change(&Change {
             resource,
             id,
             kind,
@@ -335,6 +365,12 @@ impl ChangeHook for FanOut {
 
     fn wants_before(&self) -> bool {
         self.0.iter().any(|h| h.wants_before())
+    }
+
+    fn on_relationship_change(&self, change: &Change<'_>) {
+        for h in &self.0 {
+            h.on_relationship_change(change);
+        }
     }
 }
 

@@ -855,3 +855,85 @@ async fn activity_updates_patches_and_deletes_carry_the_object_before() {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relationship_edges_written_through_a_sub_collection_are_activity() {
+    let gw = Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file("audit", {
+            let mut audit = json_handler(json!({
+                    "buffering": {"writeInterval": "20 millis"},
+                    "topics": ["activity"]}));
+            audit["eventTopics"] = json!({"activity": {"filter": {"actions":
+                    ["create", "update", "delete", "patch", "action"]}}});
+            audit
+        })
+        .start()
+        .await;
+    common::fixtures::put_user(&gw, "e1", &common::fixtures::user(1)).await;
+    let (status, body) = send(
+        &gw,
+        Method::PUT,
+        "/openidm/managed/role/r1",
+        Some(json!({"name": "r1"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    let (status, body) = send(
+        &gw,
+        Method::POST,
+        "/openidm/managed/user/e1/roles?_action=create",
+        Some(json!({"_ref": "managed/role/r1"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let edge = body["_id"].as_str().expect("edge id").to_owned();
+    let object_id = format!("managed/user/e1/roles/{edge}");
+    let created = eventually_found(
+        &gw,
+        "activity",
+        &format!(r#"objectId eq "{object_id}" and operation eq "CREATE""#),
+    )
+    .await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(
+        created[0]["after"]["_ref"], "managed/role/r1",
+        "{created:?}"
+    );
+    assert_eq!(created[0]["userId"], "openidm-admin", "{created:?}");
+
+    // Reads of the sub-collection are not activity.
+    let (status, body) = send(
+        &gw,
+        Method::GET,
+        "/openidm/managed/user/e1/roles?_queryFilter=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["resultCount"], 1, "{body}");
+
+    let (status, body) = send(
+        &gw,
+        Method::DELETE,
+        &format!("/openidm/managed/user/e1/roles/{edge}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let deleted = eventually_found(
+        &gw,
+        "activity",
+        &format!(r#"objectId eq "{object_id}" and operation eq "DELETE""#),
+    )
+    .await;
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(
+        deleted[0]["before"]["_ref"], "managed/role/r1",
+        "{deleted:?}"
+    );
+    assert_eq!(deleted[0]["after"], Value::Null, "{deleted:?}");
+    let on_edges = query(&gw, "activity", r#"objectId sw "managed/user/e1/roles""#).await;
+    assert_eq!(on_edges.len(), 2, "only the two writes: {on_edges:?}");
+}

@@ -542,6 +542,11 @@ impl crate::events::ChangeHook for ActivityHook {
         self.0.wants("activity")
     }
 
+    /// IDM audits the writes of relationship edges like any other object's.
+    fn on_relationship_change(&self, change: &crate::events::Change<'_>) {
+        self.on_change(change);
+    }
+
     fn on_change(&self, change: &crate::events::Change<'_>) {
         if !self.0.wants("activity") {
             return;

@@ -240,6 +240,11 @@ impl RequestHandler for ManagedHandler {
             if let (true, Some(watch), Some(id)) = (writes, &self.on_relationship_write, id) {
                 watch(&schema.resource, id);
             }
+            if let (true, Some(hook), Some(id), Some((property, _))) = (writes, &self.hook, id, sub)
+            {
+                let resource = format!("{}/{id}/{property}", schema.resource);
+                crate::events::notify_relationship(hook.as_ref(), &resource, req, &answer);
+            }
             return Ok(answer);
         }
         if notified {

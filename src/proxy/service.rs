@@ -32,6 +32,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::errors::{
     body_read_error, classify_local_error, classify_request_error, classify_upstream_error,
+    upstream_failure,
 };
 use super::headers::{
     forward_client, is_trusted, new_transaction_id, rewrite_location, rewrite_request,
@@ -552,7 +553,7 @@ impl ProxyHttp for GatewayProxy {
         let Some(inst) = &ctx.instance else {
             return e;
         };
-        if marks_down(e.etype()) {
+        if upstream_failure(e.etype()).url_is_down(true) {
             inst.urls.mark_down(ctx.url);
         }
         // Nothing of the request was sent: any method may move on to the next URL.
@@ -817,24 +818,6 @@ impl GatewayProxy {
     }
 }
 
-/// Connect failures that say the URL is down (refused, reset, unreachable, timed out), as
-/// opposed to one that says it is misconfigured (a certificate that is not trusted).
-fn marks_down(etype: &ErrorType) -> bool {
-    use ErrorType::*;
-    matches!(
-        etype,
-        ConnectRefused
-            | ConnectTimedout
-            | ConnectNoRoute
-            | ConnectError
-            | SocketError
-            | TLSHandshakeTimedout
-            | ConnectionClosed
-            | ReadError
-            | WriteError
-    )
-}
-
 /// Failures of an established connection that a GET or HEAD may leave for the next URL:
 /// the connection broke. A slow answer (a read timeout) is not one: the next URL would make
 /// the caller wait twice.
@@ -866,7 +849,6 @@ fn status_label(status: u16) -> &'static str {
     }
 }
 
-/// The caller's `User-Agent` for the access log, at most 200 bytes (a whole character).
 /// An address for a log line (nothing when there is none), formatted without a `String`.
 struct MaybeIp(Option<std::net::IpAddr>);
 
@@ -879,6 +861,7 @@ impl std::fmt::Display for MaybeIp {
     }
 }
 
+/// The caller's `User-Agent` for the access log, at most 200 bytes (a whole character).
 fn user_agent(req: &pingora::http::RequestHeader) -> &str {
     let ua = req
         .headers

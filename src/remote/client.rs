@@ -191,7 +191,7 @@ impl RemoteHandler {
                 }
                 Err(e) => {
                     let (error, failure) = self.transport_error(cfg, &e);
-                    if failure.url_is_down() {
+                    if failure.url_is_down(e.is_connect()) {
                         inst.urls.mark_down(i);
                     }
                     let replayable = e.is_connect()

@@ -128,12 +128,24 @@ impl UpstreamFailure {
         }
     }
 
-    /// Whether the URL tried is down (its circuit counts a failure): nothing answered.
-    pub fn url_is_down(self) -> bool {
-        matches!(
-            self,
-            Self::Refused | Self::ConnectTimeout | Self::Unreachable | Self::Unresolved
-        )
+    /// Whether the URL tried is down (its circuit counts a failure): nothing answered. One
+    /// rule for the proxy and the remote client. `connecting`: the failure happened before
+    /// the connection was established (nothing of the request sent), where a connection that
+    /// breaks also means nothing is there to answer; once connected, a broken connection is
+    /// the request's failure, not the URL's. A certificate that is not trusted, a slow or an
+    /// invalid answer say the remote is there.
+    pub fn url_is_down(self, connecting: bool) -> bool {
+        match self {
+            Self::Refused
+            | Self::ConnectTimeout
+            | Self::TlsTimeout
+            | Self::Unreachable
+            | Self::Unresolved => true,
+            Self::Broken => connecting,
+            Self::ReadTimeout | Self::Tls | Self::Protocol | Self::TooLarge | Self::Unavailable => {
+                false
+            }
+        }
     }
 }
 
@@ -182,10 +194,27 @@ mod tests {
 
     #[test]
     fn only_a_connection_that_was_never_made_marks_the_url_down() {
-        let down: Vec<UpstreamFailure> = UpstreamFailure::ALL
-            .into_iter()
-            .filter(|f| f.url_is_down())
-            .collect();
-        assert_eq!(down, [Refused, ConnectTimeout, Unresolved, Unreachable]);
+        let down = |connecting| -> Vec<UpstreamFailure> {
+            UpstreamFailure::ALL
+                .into_iter()
+                .filter(|f| f.url_is_down(connecting))
+                .collect()
+        };
+        assert_eq!(
+            down(false),
+            [Refused, ConnectTimeout, TlsTimeout, Unresolved, Unreachable]
+        );
+        // A connection that breaks while it is being made: nothing there answers.
+        assert_eq!(
+            down(true),
+            [
+                Refused,
+                ConnectTimeout,
+                TlsTimeout,
+                Unresolved,
+                Unreachable,
+                Broken
+            ]
+        );
     }
 }
