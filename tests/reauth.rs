@@ -216,7 +216,10 @@ async fn a_managed_user_changes_a_protected_property_only_with_the_current_passw
     // The re-authentication password is in no log line and no audit event (of which
     // there are some: the writes above).
     let all = written(&gw);
-    assert!(all.contains("\"eventName\":\"activity\""), "no audit written");
+    assert!(
+        all.contains("\"eventName\":\"activity\""),
+        "no audit written"
+    );
     for secret in [WRONG, OLD, NEW] {
         assert!(!all.contains(secret), "{secret} written");
     }

@@ -8,6 +8,10 @@
 //! `conf/access.json`): administrators everything; authenticated users their own
 //! `managed/user` (read, and update/patch of `userEditable` properties), `info/*`, the
 //! policy service and schema reads; anyone `info/ping`.
+//!
+//! The rules are evaluated synchronously; what a rule leaves to the stored object (which
+//! properties an update changes, a re-authentication) is settled by [`reauth::AccessGuard`],
+//! the router's asynchronous check.
 
 pub mod custom;
 pub mod filter_template;

@@ -6,6 +6,9 @@
 //!   credential cache, the login throttle and the bounded verification queue;
 //! * nothing → `rsFilter.anonymousUserMapping` when configured, else 401.
 //!
+//! Re-authentication ([`Authn::reauthenticate`], `X-OpenIDM-Reauth-Password`) is a login
+//! with the caller's own account through the same cache, queue and throttle.
+//!
 //! The modules and the token cache are rebuilt when `authentication.json` (or the trust
 //! in `certs/`) changes; an account's cached verdicts are dropped when it is written.
 
