@@ -8,8 +8,9 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ExecutionPhase;
 
 use crate::access::privileges::{PrivilegeHandler, Privileges};
+use crate::access::reauth::AccessGuard;
 use crate::audit::{self, handler::AuditHandler, Audit};
-use crate::auth::{AccountChanges, Authn};
+use crate::auth::{AccountChanges, Authn, Reauthentication};
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
 use crate::crypto::Crypto;
@@ -17,7 +18,10 @@ use crate::csv_import::{CsvHandler, CsvImports};
 use crate::external::{EmailHandler, RestHandler};
 use crate::internal::InternalHandler;
 use crate::lifecycle::{self, Drain, InstanceLock};
-use crate::local::{ConfigHandler, FeatureHandler, InfoHandler, MetricsHandler, SchemaHandler};
+use crate::local::{
+    AuthenticationHandler, ConfigHandler, FeatureHandler, InfoHandler, MetricsHandler,
+    SchemaHandler,
+};
 use crate::managed::policy::service::PolicyHandler;
 use crate::managed::relationships::notify::Notifier;
 use crate::managed::ManagedHandler;
@@ -263,12 +267,25 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
     let privilege_gw = gw.clone();
     let privileges = Arc::new(Privileges::new(repo.clone()));
     let roles_privileges = privileges.clone();
-    let mut router = Router::new(move |req: &crate::crest::Request| {
-        let live = access_gw.live();
-        crate::access::authorize(&live.access, &live.managed, req)
+    let auth_gw = gw.clone();
+    let reauth = Arc::new(Reauthentication {
+        authn: caching.clone(),
+        live: Arc::new(move || {
+            let live = auth_gw.live();
+            (live.authentication.clone(), live.conf.trust.clone())
+        }),
     });
+    let mut router = Router::with_authorizer(Arc::new(AccessGuard {
+        live: Arc::new(move || {
+            let live = access_gw.live();
+            (live.access.clone(), live.managed.clone())
+        }),
+        repo: repo.clone(),
+        reauth: reauth.clone(),
+    }));
     router
         .mount("info", Arc::new(InfoHandler(gw.clone())))
+        .mount("authentication", Arc::new(AuthenticationHandler(reauth)))
         .mount("audit", Arc::new(AuditHandler(audit.clone())))
         .mount("csv", Arc::new(CsvHandler(csv.clone())))
         .mount("config", Arc::new(ConfigHandler(gw.clone())))

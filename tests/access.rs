@@ -67,7 +67,7 @@ async fn authorized_users_reach_their_own_object_only() {
     }
 
     // userEditable properties of one's own object: yes; others (accountStatus), or a
-    // protected one (password, no re-authentication here): no.
+    // protected one (password) without re-authenticating (see tests/reauth.rs): no.
     let patch = |field: &str, value: &str| {
         Some(json!([{"operation": "replace", "field": field, "value": value}]))
     };

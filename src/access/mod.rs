@@ -8,10 +8,15 @@
 //! `conf/access.json`): administrators everything; authenticated users their own
 //! `managed/user` (read, and update/patch of `userEditable` properties), `info/*`, the
 //! policy service and schema reads; anyone `info/ping`.
+//!
+//! The rules are evaluated synchronously; what a rule leaves to the stored object (which
+//! properties an update changes, a re-authentication) is settled by [`reauth::AccessGuard`],
+//! the router's asynchronous check.
 
 pub mod custom;
 pub mod filter_template;
 pub mod privileges;
+pub mod reauth;
 
 use std::sync::Arc;
 
@@ -192,14 +197,66 @@ pub struct Target<'a> {
     pub managed: &'a ManagedSchema,
 }
 
+/// What the rules say about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// Allowed by a rule on conditions only the stored object can tell (see [`reauth`]).
+    Conditional(Conditions),
+}
+
+/// What a rule's helpers need to know of the stored object, as IDM's `getChangedValues()`
+/// (an update changes the properties whose value differs; a patch every one it names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// Written properties the caller may not edit: allowed when they do not change
+    /// (`onlyEditableManagedObjectProperties()` on an update).
+    pub unchanged: Vec<String>,
+    /// Protected properties written: when one changes, the caller must re-authenticate
+    /// (`reauthIfProtectedAttributeChange()`).
+    pub reauth: Vec<String>,
+}
+
+impl Conditions {
+    fn is_empty(&self) -> bool {
+        self.unchanged.is_empty() && self.reauth.is_empty()
+    }
+}
+
+fn push_new(list: &mut Vec<String>, p: &str) {
+    if !list.iter().any(|x| x == p) {
+        list.push(p.to_owned());
+    }
+}
+
 impl AccessConfig {
+    /// Whether a rule allows the request outright (a rule with conditions on the stored
+    /// object does not count).
     pub fn allows(&self, t: &Target<'_>) -> bool {
-        self.rules.iter().any(|r| r.allows(t))
+        self.decide(t) == Decision::Allow
+    }
+
+    /// A rule that allows the request outright wins; else the first that allows it on
+    /// conditions.
+    pub fn decide(&self, t: &Target<'_>) -> Decision {
+        let mut conditional = None;
+        for r in &self.rules {
+            let mut conditions = Conditions::default();
+            if r.allows(t, &mut conditions) {
+                if conditions.is_empty() {
+                    return Decision::Allow;
+                }
+                conditional.get_or_insert(conditions);
+            }
+        }
+        conditional.map_or(Decision::Deny, Decision::Conditional)
     }
 }
 
 impl Rule {
-    fn allows(&self, t: &Target<'_>) -> bool {
+    /// `conditions` receives what the helpers leave to the stored object.
+    fn allows(&self, t: &Target<'_>, conditions: &mut Conditions) -> bool {
         if !matches_pattern(t.path, &self.pattern) {
             return false;
         }
@@ -216,16 +273,16 @@ impl Rule {
         if t.method == "action" && !self.actions.contains(t.action.unwrap_or("")) {
             return false;
         }
-        self.custom.as_ref().is_none_or(|e| eval(e, t))
+        self.custom.as_ref().is_none_or(|e| eval(e, t, conditions))
     }
 }
 
-fn eval(e: &Expr, t: &Target<'_>) -> bool {
+fn eval(e: &Expr, t: &Target<'_>, c: &mut Conditions) -> bool {
     match e {
-        Expr::Not(e) => !eval(e, t),
-        Expr::And(a, b) => eval(a, t) && eval(b, t),
-        Expr::Or(a, b) => eval(a, t) || eval(b, t),
-        Expr::Call(name, args) => helper(name, args, t),
+        Expr::Not(e) => !eval(e, t, c),
+        Expr::And(a, b) => eval(a, t, c) && eval(b, t, c),
+        Expr::Or(a, b) => eval(a, t, c) || eval(b, t, c),
+        Expr::Call(name, args) => helper(name, args, t, c),
     }
 }
 
@@ -271,7 +328,7 @@ fn strings(v: Option<&Value>) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn helper(name: &str, args: &[Value], t: &Target<'_>) -> bool {
+fn helper(name: &str, args: &[Value], t: &Target<'_>, c: &mut Conditions) -> bool {
     match name {
         "ownDataOnly" => t.path == own_path(t),
         "ownRelationshipCollection" => {
@@ -302,13 +359,28 @@ fn helper(name: &str, args: &[Value], t: &Target<'_>) -> bool {
             let Some(schema) = t.managed.types.get(type_name) else {
                 return false;
             };
-            written.iter().all(|p| {
-                exceptions.contains(&p.as_str())
-                    || schema.property(p).is_some_and(|prop| prop.user_editable)
-            })
+            // An update may carry properties the caller may not edit, unchanged (a `PUT`
+            // of the object as read): IDM looks at the changed values only.
+            let update = matches!(req.op, Operation::Update { .. });
+            let mut ok = true;
+            for p in &written {
+                let editable = exceptions.contains(&p.as_str())
+                    || schema.property(p).is_some_and(|prop| prop.user_editable);
+                if editable {
+                    continue;
+                }
+                if update && !p.is_empty() {
+                    push_new(&mut c.unchanged, p);
+                } else {
+                    ok = false;
+                }
+            }
+            ok
         }
-        // The gateway has no re-authentication: a change of a protected property of one's
-        // own object is not allowed through this rule (an administrator can make it).
+        // IDM re-authenticates the caller when a protected property changes, and answers
+        // true (or refuses the request). Here the protected properties written are noted;
+        // whether they change and the re-authentication are asynchronous
+        // ([`reauth::AccessGuard`]). Proxied requests (no parsed request) are not allowed.
         "reauthIfProtectedAttributeChange" => {
             let Some(req) = t.request else {
                 return false;
@@ -321,11 +393,15 @@ fn helper(name: &str, args: &[Value], t: &Target<'_>) -> bool {
                 .strip_prefix("managed/")
                 .and_then(|rest| rest.split('/').next())
                 .and_then(|ty| t.managed.types.get(ty));
-            written.iter().all(|p| {
-                !schema
+            for p in &written {
+                if schema
                     .and_then(|s| s.property(p))
                     .is_some_and(|prop| prop.protected)
-            })
+                {
+                    push_new(&mut c.reauth, p);
+                }
+            }
+            true
         }
         "restrictPatchToFields" => {
             let Some(req) = t.request else {
@@ -356,33 +432,29 @@ fn helper(name: &str, args: &[Value], t: &Target<'_>) -> bool {
     }
 }
 
-/// The router's check of a local request.
-pub fn authorize(
-    access: &AccessConfig,
-    managed: &ManagedSchema,
-    req: &Request,
-) -> Result<(), ResourceError> {
+/// The rules' verdict on a local request (internal requests are not checked).
+pub fn decide(access: &AccessConfig, managed: &ManagedSchema, req: &Request) -> Decision {
     if req.caller.is_internal() {
-        return Ok(());
+        return Decision::Allow;
     }
     let path = req.path_string();
     let (method, action) = match &req.op {
         Operation::Action { name } => ("action", Some(name.as_str())),
         op => (op.name(), None),
     };
-    let allowed = access.allows(&Target {
+    access.decide(&Target {
         path: &path,
         method,
         action,
         caller: &req.caller,
         request: Some(req),
         managed,
-    });
-    if allowed {
-        Ok(())
-    } else {
-        Err(ResourceError::forbidden("Access denied"))
-    }
+    })
+}
+
+/// The refusal of the access rules.
+pub fn denied() -> ResourceError {
+    ResourceError::forbidden("Access denied")
 }
 
 /// The `access.json` method and action of an HTTP request (for proxied requests, which
@@ -437,7 +509,7 @@ pub type AccessSource = Arc<dyn Fn() -> (Arc<AccessConfig>, Arc<ManagedSchema>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crest::{ROLE_ADMIN, ROLE_AUTHORIZED};
+    use crate::crest::{ROLE_ADMIN, ROLE_AUTHORIZED, ROLE_REG};
     use serde_json::json;
 
     fn caller(roles: &[&str]) -> Caller {
@@ -463,6 +535,79 @@ mod tests {
             request: None,
             managed: &ManagedSchema::default(),
         })
+    }
+
+    #[test]
+    fn a_protected_write_of_ones_own_object_asks_for_reauthentication() {
+        let a = AccessConfig::default();
+        let managed = crate::managed::parse_managed(&json!({"objects": [{"name": "user",
+        "schema": {"properties": {
+            "password": {"type": "string", "isProtected": true, "userEditable": true},
+            "givenName": {"type": "string", "userEditable": true}
+        }}}]}))
+        .unwrap();
+        let decide_for = |roles: &[&str], op: Operation, body: Value| {
+            let req = Request::new(op, "managed/user/b1", Arc::new(caller(roles))).with_body(body);
+            decide(&a, &managed, &req)
+        };
+        let patch = |field: &str| json!([{"operation": "replace", "field": field, "value": "x"}]);
+        let user = [ROLE_AUTHORIZED];
+        assert_eq!(
+            decide_for(&user, Operation::Patch { rev: None }, patch("/password")),
+            Decision::Conditional(Conditions {
+                unchanged: vec![],
+                reauth: vec!["password".into()]
+            })
+        );
+        // An update may carry what the caller may not edit, if it does not change it.
+        assert_eq!(
+            decide_for(
+                &user,
+                Operation::Update {
+                    rev: None,
+                    upsert: false
+                },
+                json!({"givenName": "B", "password": "x", "accountStatus": "active"})
+            ),
+            Decision::Conditional(Conditions {
+                unchanged: vec!["accountStatus".into()],
+                reauth: vec!["password".into()]
+            })
+        );
+        assert_eq!(
+            decide_for(
+                &user,
+                Operation::Patch { rev: None },
+                patch("/accountStatus")
+            ),
+            Decision::Deny
+        );
+        assert_eq!(
+            decide_for(&user, Operation::Patch { rev: None }, patch("/givenName")),
+            Decision::Allow
+        );
+        // An administrator's rule allows it outright.
+        assert_eq!(
+            decide_for(
+                &[ROLE_ADMIN, ROLE_AUTHORIZED],
+                Operation::Patch { rev: None },
+                patch("/password")
+            ),
+            Decision::Allow
+        );
+        // The shipped rules let authenticated users re-authenticate, and nobody else.
+        let action = |roles: &[&str]| {
+            let req = Request::new(
+                Operation::Action {
+                    name: "reauthenticate".into(),
+                },
+                "authentication",
+                Arc::new(caller(roles)),
+            );
+            decide(&a, &managed, &req)
+        };
+        assert_eq!(action(&user), Decision::Allow);
+        assert_eq!(action(&[ROLE_REG]), Decision::Deny);
     }
 
     #[test]

@@ -55,6 +55,26 @@ pub fn credentials_from_headers(
     Ok(Some((Cow::Owned(user), Cow::Owned(password))))
 }
 
+/// `X-OpenIDM-Reauth-Password`.
+pub const REAUTH_PASSWORD: HeaderName = HeaderName::from_static("x-openidm-reauth-password");
+
+/// The re-authentication password of a request: `X-OpenIDM-Reauth-Password`, decoded when
+/// it is an RFC 5987 value (`UTF-8''Passw%C2%A3rd`, as IDM's UI sends non-ASCII
+/// passwords). `None` when absent, empty or not UTF-8.
+pub fn reauth_password_from_headers(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(REAUTH_PASSWORD)?.to_str().ok()?;
+    let value = match raw.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("UTF-8''") => {
+            percent_encoding::percent_decode_str(&raw[7..])
+                .decode_utf8()
+                .ok()?
+                .into_owned()
+        }
+        _ => raw.to_owned(),
+    };
+    (!value.is_empty()).then_some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +120,25 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn reauth_passwords_are_read_and_rfc5987_decoded() {
+        assert_eq!(
+            reauth_password_from_headers(&headers(&[("x-openidm-reauth-password", "Passw0rd")])),
+            Some("Passw0rd".into())
+        );
+        assert_eq!(
+            reauth_password_from_headers(&headers(&[(
+                "x-openidm-reauth-password",
+                "UTF-8''Passw%C2%A3rd"
+            )])),
+            Some("Passw\u{a3}rd".into())
+        );
+        assert_eq!(
+            reauth_password_from_headers(&headers(&[("x-openidm-reauth-password", "")])),
+            None
+        );
+        assert_eq!(reauth_password_from_headers(&HeaderMap::new()), None);
     }
 }

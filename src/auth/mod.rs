@@ -22,8 +22,10 @@ use std::sync::Arc;
 
 pub use cache::{CachingAuthenticator, Refusal};
 pub use config::{parse_authentication, AuthConfig, AUTHENTICATION_CONFIG};
-pub use credentials::{credentials_from_headers, CredentialsError};
-pub use service::{AccountChanges, AuthError, Authn};
+pub use credentials::{
+    credentials_from_headers, reauth_password_from_headers, CredentialsError, REAUTH_PASSWORD,
+};
+pub use service::{AccountChanges, AuthError, Authn, LiveAuth, Reauthentication};
 pub use static_admin::{StaticAdmin, ADMIN_USER, DEFAULT_ADMIN_PASSWORD};
 pub use throttle::LoginThrottleConfig;
 

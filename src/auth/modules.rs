@@ -70,7 +70,7 @@ impl ModuleChain {
                 self.verify(stored, password_text).await
             }
         };
-        ok.then(|| Arc::new(Caller::new(username, component, roles.to_vec())))
+        ok.then(|| Arc::new(Caller::new(username, component, roles.to_vec()).with_password_login()))
     }
 
     /// Whether `password_text` is what `stored` holds; `None` (no account) verifies a
@@ -153,7 +153,9 @@ impl ModuleChain {
             &m.default_roles,
         )
         .await;
-        Some(Arc::new(Caller::new(obj.id, m.resource.clone(), roles)))
+        Some(Arc::new(
+            Caller::new(obj.id, m.resource.clone(), roles).with_password_login(),
+        ))
     }
 }
 

@@ -6,6 +6,9 @@
 //!   credential cache, the login throttle and the bounded verification queue;
 //! * nothing → `rsFilter.anonymousUserMapping` when configured, else 401.
 //!
+//! Re-authentication ([`Authn::reauthenticate`], `X-OpenIDM-Reauth-Password`) is a login
+//! with the caller's own account through the same cache, queue and throttle.
+//!
 //! The modules and the token cache are rebuilt when `authentication.json` (or the trust
 //! in `certs/`) changes; an account's cached verdicts are dropped when it is written.
 
@@ -16,12 +19,14 @@ use arc_swap::ArcSwapOption;
 use http::HeaderMap;
 
 use super::cache::{CachingAuthenticator, Refusal};
-use super::config::{AuthConfig, AuthModule};
+use super::config::{AuthConfig, AuthModule, CredentialQuery};
 use super::modules::ModuleChain;
 use super::rsfilter::{RsFilter, TokenError};
 use super::throttle::{LoginThrottle, LoginThrottleConfig};
 use super::{credentials_from_headers, Caller, CredentialsError};
+use crate::access::reauth::{ReauthRefusal, Reauthenticator};
 use crate::config::Trust;
+use crate::crest::Reauth;
 use crate::crypto::Crypto;
 use crate::events::{Change, ChangeHook};
 use crate::metrics::Metrics;
@@ -205,6 +210,93 @@ impl Authn {
         }
     }
 
+    /// Checks `reauth`'s password against the caller's own account, through the module
+    /// that authenticates that account (as a login with the account's authentication id:
+    /// the verified-credential cache, the bounded verification queue, and the login
+    /// throttle, which counts a wrong password as a failed login). Callers that did not log
+    /// in with a password (bearer tokens) cannot re-authenticate with one.
+    pub async fn reauthenticate(
+        &self,
+        config: &Arc<AuthConfig>,
+        trust: &Arc<Trust>,
+        caller: &Caller,
+        reauth: Option<&Reauth>,
+    ) -> Result<(), ReauthRefusal> {
+        let Some(reauth) = reauth.filter(|r| !r.password().is_empty()) else {
+            return Err(ReauthRefusal::Missing);
+        };
+        let client = reauth.client;
+        let failed = |name: &str| ReauthRefusal::Failed {
+            name: name.to_owned(),
+        };
+        if !caller.password_login() {
+            tracing::info!(user = %caller.user, "re-authentication refused: the caller did not log in with a password");
+            return Err(failed(&caller.user));
+        }
+        let built = self.built(config, trust);
+        let Some(name) = self.authentication_id(&built.config, caller).await else {
+            tracing::info!(user = %caller.user, "re-authentication refused: no module authenticates the caller's account");
+            return Err(failed(&caller.user));
+        };
+        if let Some(wait) = self.throttle.throttled(Some(&name), client) {
+            tracing::warn!(user = %name, client = ?client, "re-authentication throttled after repeated failures");
+            return Err(ReauthRefusal::Throttled(wait));
+        }
+        let same = |c: &Caller| c.component == caller.component && c.user == caller.user;
+        match built.modules.check(&name, reauth.password()).await {
+            Ok(c) if same(&c) => Ok(()),
+            Err(Refusal::Busy) => Err(ReauthRefusal::Throttled(std::time::Duration::from_secs(1))),
+            // A wrong password, or the name is another account's (an earlier module).
+            Ok(_) | Err(Refusal::Rejected) => {
+                // The name, never the password.
+                tracing::warn!(user = %name, client = ?client, "re-authentication failed");
+                self.throttle.failed(Some(&name), client);
+                self.metrics
+                    .login_failures
+                    .with_label_values(&[AuthError::Rejected.reason()])
+                    .inc();
+                Err(failed(&name))
+            }
+        }
+    }
+
+    /// The name `caller` logs in with (IDM's authentication id): a static user's name, an
+    /// internal user's id, a managed user's `userName` (or the module's property).
+    async fn authentication_id(&self, config: &AuthConfig, caller: &Caller) -> Option<String> {
+        for m in &config.modules {
+            match m {
+                AuthModule::Static {
+                    username,
+                    component,
+                    ..
+                } if *component == caller.component && *username == caller.user => {
+                    return Some(username.clone());
+                }
+                AuthModule::Resource(r) if r.resource == caller.component => {
+                    let property = match &r.query {
+                        CredentialQuery::ById => return Some(caller.user.clone()),
+                        CredentialQuery::ActiveUserName => "userName",
+                        CredentialQuery::Property(p) => p.trim_start_matches('/'),
+                    };
+                    let account = match self.repo.read(&r.resource, &caller.user).await {
+                        Ok(found) => found?,
+                        Err(e) => {
+                            tracing::error!(error = %e, resource = %r.resource, "cannot read the account to re-authenticate");
+                            return None;
+                        }
+                    };
+                    return account
+                        .content
+                        .get(property)
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Drops every cached verdict (internal users or roles changed).
     pub fn invalidate_all(&self) {
         if let Some(b) = self.built.load_full() {
@@ -269,5 +361,29 @@ impl AccountChanges {
 impl ChangeHook for AccountChanges {
     fn on_change(&self, change: &Change<'_>) {
         self.relationship_written(change.resource, change.id);
+    }
+}
+
+/// The live `authentication.json` and trust, read per request.
+pub type LiveAuth = Arc<dyn Fn() -> (Arc<AuthConfig>, Arc<Trust>) + Send + Sync>;
+
+/// [`Authn::reauthenticate`] under the live config: what the access rules and the
+/// `authentication` endpoint use.
+pub struct Reauthentication {
+    pub authn: Arc<Authn>,
+    pub live: LiveAuth,
+}
+
+#[async_trait::async_trait]
+impl Reauthenticator for Reauthentication {
+    async fn reauthenticate(
+        &self,
+        caller: &Caller,
+        reauth: Option<&Reauth>,
+    ) -> Result<(), ReauthRefusal> {
+        let (config, trust) = (self.live)();
+        self.authn
+            .reauthenticate(&config, &trust, caller, reauth)
+            .await
     }
 }

@@ -33,11 +33,14 @@ impl StaticAdmin {
         };
         Ok(Self {
             hash,
-            caller: Arc::new(Caller::new(
-                ADMIN_USER,
-                "internal/user",
-                vec![ROLE_ADMIN.into(), ROLE_AUTHORIZED.into()],
-            )),
+            caller: Arc::new(
+                Caller::new(
+                    ADMIN_USER,
+                    "internal/user",
+                    vec![ROLE_ADMIN.into(), ROLE_AUTHORIZED.into()],
+                )
+                .with_password_login(),
+            ),
         })
     }
 }

@@ -17,6 +17,10 @@ pub struct Caller {
     /// The gateway itself (see [`Caller::is_internal`]). Private: only
     /// [`Caller::system`] and [`Caller::system_as`] set it, so no authenticator can.
     internal: bool,
+    /// Authenticated by user name and password (a classic module), so the caller may
+    /// re-authenticate with a password (`X-OpenIDM-Reauth-Password`). False for bearer
+    /// tokens, anonymous mappings and the gateway itself.
+    password_login: bool,
 }
 
 impl Caller {
@@ -26,7 +30,19 @@ impl Caller {
             component: component.into(),
             roles,
             internal: false,
+            password_login: false,
         }
+    }
+
+    /// The same caller, marked as authenticated by a password.
+    pub fn with_password_login(mut self) -> Self {
+        self.password_login = true;
+        self
+    }
+
+    /// Whether the caller logged in with a password (see [`Caller::with_password_login`]).
+    pub fn password_login(&self) -> bool {
+        self.password_login
     }
 
     /// The gateway itself (reconciliation, scheduler, scripts, start-up seeding): may do

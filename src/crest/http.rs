@@ -198,6 +198,8 @@ pub fn request_from_http(
         resource_version,
         // Pretty printing needs the whole document; anything else may stream.
         streamed: !pretty,
+        // Set by the edge, which knows the client's address.
+        reauth: None,
     })
 }
 

@@ -17,11 +17,14 @@ mod router;
 
 pub use caller::{Caller, ROLE_ADMIN, ROLE_AUTHORIZED, ROLE_REG};
 pub use error::{reason_phrase, ResourceError};
-pub use request::{join_path, split_path, Operation, Params, QueryKind, QueryParams, Request};
+pub use request::{
+    join_path, split_path, Operation, Params, QueryKind, QueryParams, Reauth, Request,
+};
 pub use response::{
     member_url, HttpResponse, QueryResponse, QueryStream, ResourceResponse, Response, ResultStream,
     StreamBody, JSON_CONTENT_TYPE,
 };
 pub use router::{
-    Authorizer, Capability, Delegated, Delegation, FilterChain, Filters, RequestHandler, Router,
+    Authorize, Authorizer, Capability, Delegated, Delegation, FilterChain, Filters, RequestHandler,
+    Router,
 };

@@ -114,6 +114,34 @@ impl Params {
     }
 }
 
+/// `X-OpenIDM-Reauth-Password` of an HTTP request, with the client's address (failed
+/// re-authentications count against the login throttle of the name and the address).
+/// The password never appears in `Debug` output.
+#[derive(Clone)]
+pub struct Reauth {
+    password: String,
+    pub client: Option<std::net::IpAddr>,
+}
+
+impl Reauth {
+    pub fn new(password: String, client: Option<std::net::IpAddr>) -> Self {
+        Self { password, client }
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl std::fmt::Debug for Reauth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reauth")
+            .field("password", &"***")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
 /// One CREST request.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -132,6 +160,9 @@ pub struct Request {
     /// The answer may be a [`super::Response::Stream`]: an HTTP edge writes it as it comes;
     /// internal callers (sync, scheduler) want whole pages.
     pub streamed: bool,
+    /// The re-authentication password the HTTP request carries, if any (never forwarded,
+    /// never stored).
+    pub reauth: Option<Arc<Reauth>>,
 }
 
 impl Request {
@@ -147,6 +178,7 @@ impl Request {
             caller,
             resource_version: None,
             streamed: false,
+            reauth: None,
         }
     }
 

@@ -30,8 +30,27 @@ pub trait RequestHandler: Send + Sync {
     }
 }
 
-/// Decides whether the caller may make the request, before any handler runs.
-pub type Authorizer = Arc<dyn Fn(&Request) -> Result<(), ResourceError> + Send + Sync>;
+/// Decides whether the caller may make the request, before any handler runs. Async: a
+/// rule may need to read the stored object or verify a re-authentication password.
+#[async_trait::async_trait]
+pub trait Authorize: Send + Sync {
+    async fn authorize(&self, req: &Request) -> Result<(), ResourceError>;
+}
+
+pub type Authorizer = Arc<dyn Authorize>;
+
+/// A synchronous check as an [`Authorize`].
+struct SyncAuthorize<F>(F);
+
+#[async_trait::async_trait]
+impl<F> Authorize for SyncAuthorize<F>
+where
+    F: Fn(&Request) -> Result<(), ResourceError> + Send + Sync,
+{
+    async fn authorize(&self, req: &Request) -> Result<(), ResourceError> {
+        (self.0)(req)
+    }
+}
 
 /// Request filters around the handlers (IDM's `router.json` filters, see
 /// `crate::script::filters`).
@@ -111,9 +130,13 @@ impl Router {
     pub fn new(
         authorize: impl Fn(&Request) -> Result<(), ResourceError> + Send + Sync + 'static,
     ) -> Self {
+        Self::with_authorizer(Arc::new(SyncAuthorize(authorize)))
+    }
+
+    pub fn with_authorizer(authorize: Authorizer) -> Self {
         Self {
             routes: Vec::new(),
-            authorize: Arc::new(authorize),
+            authorize,
             delegation: None,
             filters: None,
         }
@@ -140,7 +163,7 @@ impl Router {
     }
 
     pub async fn handle(&self, req: &Request) -> Result<Response, ResourceError> {
-        let Err(refused) = (self.authorize)(req) else {
+        let Err(refused) = self.authorize.authorize(req).await else {
             return self.filtered(req).await;
         };
         let Some(delegation) = &self.delegation else {

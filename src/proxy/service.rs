@@ -42,9 +42,11 @@ use super::limits::{retry_after, RateLimits};
 use super::route::{classify, Route};
 use super::trust::CaCache;
 use crate::audit::{AccessRecord, CURRENT_TRANSACTION};
-use crate::auth::{credentials_from_headers, AuthError, Caller};
+use crate::auth::{credentials_from_headers, reauth_password_from_headers, AuthError, Caller};
 use crate::crest::http::{request_from_http, HttpRequest};
-use crate::crest::{member_url, HttpResponse, Operation, ResourceError, Router, JSON_CONTENT_TYPE};
+use crate::crest::{
+    member_url, HttpResponse, Operation, Reauth, ResourceError, Router, JSON_CONTENT_TYPE,
+};
 use crate::csv_import::CsvImports;
 use crate::local::{self, MAX_LOCAL_BODY};
 use crate::metrics::{method_label, LOCAL, UNKNOWN};
@@ -780,10 +782,18 @@ impl GatewayProxy {
             headers: &req.headers,
             body,
         };
-        let crest_req = match request_from_http(http_req, caller) {
+        let mut crest_req = match request_from_http(http_req, caller) {
             Ok(r) => r,
             Err(e) => return HttpResponse::error(&e),
         };
+        // Checked only where a rule asks for it; never forwarded, stored or logged.
+        crest_req.reauth = reauth_password_from_headers(&req.headers).map(|password| {
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            Arc::new(Reauth::new(password, client))
+        });
         let pretty = crest_req.pretty;
         let txid: Arc<str> = Arc::from(txid.to_str().unwrap_or(""));
         let handled = CURRENT_TRANSACTION.scope(txid, self.router.handle(&crest_req));
