@@ -165,19 +165,8 @@ pub fn notify_with_priors(
 
 /// Tells `hook` of the writes `answer` (a successful answer to `req`) reports.
 pub fn notify(hook: &dyn ChangeHook, resource: &str, req: &Request, answer: &Response) {
-    for (kind, id, content) in changes_of(req, answer) {
-        let (before, after) = match kind {
-            ChangeKind::Delete => (Some(content), None),
-            _ => (None, Some(content)),
-        };
-        hook.on_change(&Change {
-            resource,
-            id,
-            kind,
-            before,
-            after,
-            request: req,
-        });
+    for change in changes(resource, req, answer) {
+        hook.on_change(&change);
     }
 }
 
@@ -189,20 +178,34 @@ pub fn notify_relationship(
     req: &Request,
     answer: &Response,
 ) {
-    for (kind, id, content) in changes_of(req, answer) {
-        let (before, after) = match kind {
-            ChangeKind::Delete => (Some(content), None),
-            _ => (None, Some(content)),
-        };
-        hook.on_relationship_change(&Change {
-            resource,
-            id,
-            kind,
-            before,
-            after,
-            request: req,
-        });
+    for change in changes(resource, req, answer) {
+        hook.on_relationship_change(&change);
     }
+}
+
+/// The writes `answer` reports, without a `before` for updates (a delete's is the deleted
+/// object).
+fn changes<'a>(
+    resource: &'a str,
+    req: &'a Request,
+    answer: &'a Response,
+) -> impl Iterator<Item = Change<'a>> {
+    changes_of(req, answer)
+        .into_iter()
+        .map(move |(kind, id, content)| {
+            let (before, after) = match kind {
+                ChangeKind::Delete => (Some(content), None),
+                _ => (None, Some(content)),
+            };
+            Change {
+                resource,
+                id,
+                kind,
+                before,
+                after,
+                request: req,
+            }
+        })
 }
 
 /// For writes the store did not make (a connector's): records the hook's pending writes
