@@ -204,6 +204,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
     ) {
+        // idm-gateway patch: accept errors in a row (see the error arm below)
+        let mut accept_errors: u32 = 0;
         // the accept loop, until the system is shutting down
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
@@ -227,6 +229,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
             };
             match new_io {
                 Ok(io) => {
+                    accept_errors = 0;
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
@@ -252,20 +255,19 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     });
                 }
                 Err(e) => {
-                    error!("Accept() failed {e}");
-                    if let Some(io_error) = e
-                        .root_cause()
-                        .downcast_ref::<std::io::Error>()
-                        .and_then(|e| e.raw_os_error())
-                    {
-                        // 24: too many open files. In this case accept() will continue return this
-                        // error without blocking, which could use up all the resources
-                        if io_error == 24 {
-                            // call sleep to calm the thread down and wait for others to release
-                            // some resources
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        }
+                    // idm-gateway patch: every accept error backs off (10 ms doubling to 1 s)
+                    // and is logged at the 1st, 2nd, 4th, 8th... of a run. Upstream slept
+                    // only on EMFILE; any other error accept() returns without blocking
+                    // (ENFILE, ENOMEM, a listener gone bad) spun this loop and wrote the
+                    // error line as fast as the disk took it.
+                    accept_errors = accept_errors.saturating_add(1);
+                    if accept_errors.is_power_of_two() {
+                        error!("Accept() failed {e} ({accept_errors} in a row)");
                     }
+                    let backoff = std::time::Duration::from_millis(10 << accept_errors.min(7))
+                        .min(std::time::Duration::from_secs(1));
+                    tokio::time::sleep(backoff).await;
+                    continue;
                 }
             }
         }
