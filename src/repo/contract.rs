@@ -1088,6 +1088,91 @@ pub(crate) async fn queries_past_the_time_limit_are_cancelled(
     assert_eq!(all.results.len(), 20_000);
 }
 
+/// Filters on relationship fields ([`RELATIONSHIP_FIELD`]) are answered from the edges
+/// (resource [`RELATIONSHIPS`]), the object being either end.
+pub(crate) async fn relationship_fields_are_answered_from_the_edges(repo: Arc<dyn Repo>) {
+    let rel = |prop: &str, part: &str| {
+        JsonPointer(vec![
+            RELATIONSHIP_FIELD.into(),
+            USERS.into(),
+            prop.into(),
+            part.into(),
+        ])
+    };
+    let eq = |field: JsonPointer, v: &str| QueryFilter::Compare {
+        field,
+        op: CompareOp::Eq,
+        value: FilterValue::String(v.into()),
+    };
+    // No edge was ever stored: nothing matches, nothing fails.
+    create(&repo, "a", json!({"userName": "a"})).await;
+    let none = repo
+        .query(USERS, query(&eq(rel("roles", "ResourceId"), "r1"), &[]))
+        .await
+        .unwrap();
+    assert!(none.results.is_empty());
+    for u in ["b", "c", "boss"] {
+        create(&repo, u, json!({"userName": u})).await;
+    }
+    let (role, user) = ("managed/role", USERS);
+    // a and b hold r1 (one written from each side), c holds r2; boss manages a.
+    for (id, first, second) in [
+        ("e1", (user, "a", "roles"), (role, "r1", "members")),
+        ("e2", (role, "r1", "members"), (user, "b", "roles")),
+        ("e3", (user, "c", "roles"), (role, "r2", "members")),
+        ("e4", (user, "a", "manager"), (user, "boss", "reports")),
+    ] {
+        let content = json!({
+            "firstResourceCollection": first.0, "firstResourceId": first.1, "firstPropertyName": first.2,
+            "secondResourceCollection": second.0, "secondResourceId": second.1, "secondPropertyName": second.2,
+            "properties": {"_grantType": if id == "e1" {"conditional"} else {""}},
+        });
+        repo.create(RELATIONSHIPS, id, obj(content), Default::default())
+            .await
+            .unwrap();
+    }
+    let run = |f: QueryFilter| {
+        let repo = repo.clone();
+        async move {
+            let mut ids = ids(&repo.query(USERS, query(&f, &[])).await.unwrap());
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(run(eq(rel("roles", "ResourceId"), "r1")).await, ["a", "b"]);
+    assert_eq!(run(eq(rel("manager", "ResourceId"), "boss")).await, ["a"]);
+    assert_eq!(run(eq(rel("reports", "ResourceId"), "a")).await, ["boss"]);
+    assert_eq!(run(eq(rel("roles", "_id"), "e3")).await, ["c"]);
+    let grant = JsonPointer(vec![
+        RELATIONSHIP_FIELD.into(),
+        USERS.into(),
+        "roles".into(),
+        "properties".into(),
+        "_grantType".into(),
+    ]);
+    assert_eq!(run(eq(grant, "conditional")).await, ["a"]);
+    assert_eq!(
+        run(QueryFilter::Present(rel("manager", "ResourceId"))).await,
+        ["a"]
+    );
+    assert_eq!(
+        run(QueryFilter::Not(Box::new(eq(
+            rel("roles", "ResourceId"),
+            "r1"
+        ))))
+        .await,
+        ["boss", "c"]
+    );
+    assert_eq!(
+        run(QueryFilter::And(vec![
+            eq(rel("roles", "ResourceId"), "r1"),
+            cmp("userName", CompareOp::Eq, s("b")),
+        ]))
+        .await,
+        ["b"]
+    );
+}
+
 /// One `#[tokio::test]` per contract test, on the stores `$open().await` gives (`None`
 /// skips the test: only when the backend cannot run on this machine, said by `$open`).
 macro_rules! repo_contract_tests {
@@ -1211,6 +1296,15 @@ macro_rules! repo_contract_tests {
                     $crate::repo::contract::queries_past_the_time_limit_are_cancelled(
                         store.repo,
                         store.set_limit,
+                    )
+                    .await;
+                }
+            }
+            #[tokio::test]
+            async fn relationship_fields_are_answered_from_the_edges() {
+                if let Some(store) = $open().await {
+                    $crate::repo::contract::relationship_fields_are_answered_from_the_edges(
+                        store.repo,
                     )
                     .await;
                 }

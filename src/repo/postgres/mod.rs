@@ -49,7 +49,7 @@ use super::{
     ObjectStream, Repo, RepoError, RepoPage, RepoQuery, StoredObject, WriteOp, WriteOptions,
     DEFAULT_QUERY_TIME_LIMIT,
 };
-use crate::crest::filter::JsonPointer;
+use crate::crest::filter::{JsonPointer, QueryFilter};
 use crate::crest::query::CountPolicy;
 
 /// Connections kept in the pool (and statements run at once by one node).
@@ -890,16 +890,40 @@ impl PgRepo {
             .then(|| table_name(super::RELATIONSHIPS))
     }
 
-    /// The table of `resource` (and learns whether edges exist), or `None`.
+    /// The table of `resource`, or `None`; with the edges' table when `filter` tests a
+    /// relationship field and edges were ever stored.
     async fn query_tables(
         &self,
         resource: &str,
+        filter: &QueryFilter,
     ) -> Result<Option<(String, Option<String>)>, RepoError> {
         let Some(tbl) = self.existing_table(resource).await? else {
             return Ok(None);
         };
+        if !uses_edges(filter, 0) {
+            return Ok(Some((tbl, None)));
+        }
         self.existing_table(super::RELATIONSHIPS).await?;
         Ok(Some((tbl, self.edges())))
+    }
+}
+
+/// Whether `filter` tests a relationship field ([`super::RELATIONSHIP_FIELD`]).
+fn uses_edges(filter: &QueryFilter, depth: usize) -> bool {
+    if depth > 256 {
+        return false; // refused as too deep by the translation anyway
+    }
+    match filter {
+        QueryFilter::And(items) | QueryFilter::Or(items) => {
+            items.iter().any(|f| uses_edges(f, depth + 1))
+        }
+        QueryFilter::Not(inner) => uses_edges(inner, depth + 1),
+        QueryFilter::Present(p)
+        | QueryFilter::Compare { field: p, .. }
+        | QueryFilter::In { field: p, .. } => {
+            p.tokens().first().map(String::as_str) == Some(super::RELATIONSHIP_FIELD)
+        }
+        QueryFilter::True | QueryFilter::False => false,
     }
 }
 
@@ -1123,7 +1147,7 @@ impl Repo for PgRepo {
     }
 
     async fn query(&self, resource: &str, query: RepoQuery<'_>) -> Result<RepoPage, RepoError> {
-        let Some((tbl, edges)) = self.query_tables(resource).await? else {
+        let Some((tbl, edges)) = self.query_tables(resource, query.filter).await? else {
             // Validate the cookie and filter all the same: a bad query is bad either way.
             plan("t", resource, &query, None)?;
             return Ok(RepoPage {
@@ -1151,7 +1175,7 @@ impl Repo for PgRepo {
                 "a streamed query has no paging and no count".into(),
             ));
         }
-        let Some((tbl, edges)) = self.query_tables(resource).await? else {
+        let Some((tbl, edges)) = self.query_tables(resource, query.filter).await? else {
             plan("t", resource, &query, None)?;
             return Ok(Box::pin(futures_util::stream::empty()));
         };
