@@ -95,6 +95,17 @@ async fn two_gateways_share_one_postgres_store() {
     assert_eq!(page["totalPagedResults"], 5, "{page}");
     assert!(page["pagedResultsCookie"].is_string(), "{page}");
 
+    // Unpaged: streamed from the store.
+    let all: Value = b
+        .get("/openidm/managed/user?_queryFilter=true&_fields=userName")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["resultCount"], 6, "{all}");
+
     // A conditional update on one node makes the other's revision stale.
     let rev = created["_rev"].as_str().unwrap();
     let r = b

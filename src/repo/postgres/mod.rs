@@ -396,6 +396,13 @@ impl PgRepo {
                     .into(),
             ));
         };
+        // Paths are SQL literals with backslash escapes inside: they must mean what they say
+        // whatever the server's default.
+        let options = format!(
+            "{} -c standard_conforming_strings=on",
+            cfg.get_options().unwrap_or_default()
+        );
+        cfg.options(options.trim_start());
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(10));
         }
