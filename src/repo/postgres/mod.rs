@@ -995,23 +995,38 @@ async fn run_plan(
     limit: Duration,
 ) -> Result<RepoPage, RepoError> {
     let qe = query_error(limit);
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(internal("starting a read"))?;
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {}",
+    // Prepared first, then pipelined: the read transaction (page and count see one
+    // snapshot, under the time limit) costs one round trip, not four.
+    let select = client.prepare(&plan.select.text).await.map_err(&qe)?;
+    let count_stmt = match &plan.count {
+        Some(c) => Some(client.prepare(&c.text).await.map_err(&qe)?),
+        None => None,
+    };
+    let begin = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {}",
         millis(limit).max(1)
-    ))
-    .await
-    .map_err(internal("setting the query time limit"))?;
-    let rows = tx
-        .query(plan.select.text.as_str(), &params(&plan.select.params))
-        .await
-        .map_err(&qe)?;
+    );
+    let select_params = params(&plan.select.params);
+    let count_params = plan.count.as_ref().map(|c| params(&c.params));
+    let c: &tokio_postgres::Client = client;
+    // Sent in this order on their first poll; a failed statement aborts the transaction,
+    // which the COMMIT then rolls back, so the connection goes back to the pool clean.
+    let (began, rows, total, ended) = futures_util::future::join4(
+        c.batch_execute(&begin),
+        c.query(&select, &select_params),
+        async {
+            match (&count_stmt, &count_params) {
+                (Some(s), Some(p)) => c.query_one(s, p).await.map(Some),
+                _ => Ok(None),
+            }
+        },
+        c.batch_execute("COMMIT"),
+    )
+    .await;
+    began.map_err(internal("starting a read"))?;
+    let rows = rows.map_err(&qe)?;
+    let total = total.map_err(&qe)?;
+    ended.map_err(internal("ending a read"))?;
     let mut results = Vec::with_capacity(rows.len().min(plan.page_size.max(1)));
     let mut more = false;
     let mut last_keys = Vec::new();
@@ -1039,18 +1054,7 @@ async fn run_plan(
         ),
         _ => None,
     };
-    let total = match &plan.count {
-        Some(count) => {
-            let n: i64 = tx
-                .query_one(count.text.as_str(), &params(&count.params))
-                .await
-                .map_err(&qe)?
-                .get(0);
-            Some(u64::try_from(n).unwrap_or(0))
-        }
-        None => None,
-    };
-    tx.commit().await.map_err(internal("ending a read"))?;
+    let total = total.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
     Ok(RepoPage {
         results,
         next_cookie,
