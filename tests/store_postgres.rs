@@ -127,6 +127,53 @@ async fn two_gateways_share_one_postgres_store() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], 412, "{body}");
 
+    // Relationships: edges written through one node answer the other's queries, from
+    // either side.
+    let r = a
+        .put("/openidm/managed/role/r1")
+        .header("If-None-Match", "*")
+        .json(&json!({"name": "r1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let r = a
+        .put("/openidm/managed/user/carol")
+        .header("If-None-Match", "*")
+        .json(
+            &json!({"userName": "carol", "givenName": "C", "sn": "C", "mail": "carol@example.com",
+                      "roles": [{"_ref": "managed/role/r1"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let holders: Value = b
+        .get("/openidm/managed/user?_queryFilter=/roles/_refResourceId%20eq%20%22r1%22&_fields=_id")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = holders["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["carol"], "{holders}");
+    let members: Value = b
+        .get("/openidm/managed/role/r1/members?_queryFilter=true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["resultCount"], 1, "{members}");
+    assert_eq!(members["result"][0]["_refResourceId"], "carol", "{members}");
+
     for gw in [&a, &b] {
         let logs = gw.logs_now();
         assert!(!logs.contains(PASSWORD), "the store password was logged");
