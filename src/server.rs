@@ -127,12 +127,22 @@ fn open_store(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Arc<d
             Ok(Arc::new(store))
         }
         StoreKind::Postgres(url) => {
-            let store = rt.block_on(PgRepo::connect(url)).map_err(|e| {
-                format!(
-                    "cannot open the store at {}: {e}",
-                    settings.store.redacted()
-                )
-            })?;
+            // TLS (sslmode=require) trusts what outgoing connections trust: the platform
+            // roots and certs/*.pem.
+            let trust = crate::config::Trust::load(
+                &settings.certs_dir,
+                &[],
+                &crate::config::Trust::default(),
+            );
+            let tls = crate::tls::client_config(&trust);
+            let store = rt
+                .block_on(PgRepo::connect_with(url, Some(tls)))
+                .map_err(|e| {
+                    format!(
+                        "cannot open the store at {}: {e}",
+                        settings.store.redacted()
+                    )
+                })?;
             store.set_query_time_limit(settings.query_time_limit);
             tracing::info!(store = %store.location(), "object store on PostgreSQL");
             Ok(Arc::new(store))

@@ -21,10 +21,12 @@
 //!   `statement_timeout`.
 //! * **Migrations** are versioned (`repo_schema`) and run under `pg_advisory_lock`, so nodes
 //!   starting together migrate once; a schema newer than this build is refused.
-//! * **Connections**: a deadpool pool of [`POOL_SIZE`]; plain TCP or a Unix socket
-//!   (`sslmode=disable`/`prefer`); the password from the URL or `IDM_GATEWAY_STORE_PASSWORD`.
+//! * **Connections**: a deadpool pool of [`POOL_SIZE`]; plain TCP or a Unix socket, or TLS
+//!   with `sslmode=require` ([`tls`]: the server verified with the gateway's trust); the
+//!   password from the URL or `IDM_GATEWAY_STORE_PASSWORD`.
 
 mod sql;
+pub mod tls;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -147,7 +149,16 @@ fn internal(context: &'static str) -> impl Fn(tokio_postgres::Error) -> RepoErro
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // The cause is in the sources (a refused certificate, a refused connection).
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
     }
 }
 
@@ -362,9 +373,13 @@ fn row_object(row: &tokio_postgres::Row) -> Result<StoredObject, RepoError> {
 impl PgRepo {
     /// Connects to the database of `url` (`postgres://user[:password]@host[:port]/db`,
     /// libpq key/value form too), the password from [`PASSWORD_ENV`] when the URL has
-    /// none, and migrates its schema. Fails with a message naming the server (never the
-    /// password) when it is unreachable or refuses us.
-    pub async fn connect(url: &str) -> Result<PgRepo, RepoError> {
+    /// none, and migrates its schema. With `sslmode=require` the connections are TLS,
+    /// the server verified with `tls` (the gateway's trust). Fails with a message naming the
+    /// server (never the password) when it is unreachable or refuses us.
+    pub async fn connect_with(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<PgRepo, RepoError> {
         let mut cfg = tokio_postgres::Config::from_str(url).map_err(|e| {
             RepoError::Internal(format!(
                 "the store URL is not a valid PostgreSQL URL (postgres://user:password@host:port/database): {e}"
@@ -375,16 +390,35 @@ impl PgRepo {
                 cfg.password(pw);
             }
         }
-        Self::with_config(cfg).await
+        Self::with_config_tls(cfg, tls).await
     }
 
-    /// Like [`PgRepo::connect`], from a parsed configuration.
-    pub async fn with_config(mut cfg: tokio_postgres::Config) -> Result<PgRepo, RepoError> {
-        if cfg.get_ssl_mode() == SslMode::Require {
-            return Err(RepoError::Internal(
-                "TLS connections to the PostgreSQL store are not supported yet (sslmode=require); use sslmode=disable or prefer on a trusted network".into(),
-            ));
-        }
+    /// [`PgRepo::connect_with`] without TLS.
+    pub async fn connect(url: &str) -> Result<PgRepo, RepoError> {
+        Self::connect_with(url, None).await
+    }
+
+    /// [`PgRepo::with_config_tls`] without TLS.
+    pub async fn with_config(cfg: tokio_postgres::Config) -> Result<PgRepo, RepoError> {
+        Self::with_config_tls(cfg, None).await
+    }
+
+    /// Like [`PgRepo::connect_with`], from a parsed configuration.
+    pub async fn with_config_tls(
+        mut cfg: tokio_postgres::Config,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<PgRepo, RepoError> {
+        // sslmode=require: TLS, the server verified with `tls`; otherwise plain (`prefer`
+        // does not upgrade: an unverified TLS session would only look safe).
+        let tls = match (cfg.get_ssl_mode(), tls) {
+            (SslMode::Require, Some(tls)) => Some(tls),
+            (SslMode::Require, None) => {
+                return Err(RepoError::Internal(
+                    "sslmode=require needs the gateway's TLS trust, which this store was opened without".into(),
+                ))
+            }
+            _ => None,
+        };
         let Some(user) = cfg.get_user().map(str::to_string) else {
             return Err(RepoError::Internal(
                 "the store URL names no user (postgres://user:password@host:port/database)".into(),
@@ -414,13 +448,13 @@ impl PgRepo {
         };
         let port = cfg.get_ports().first().copied().unwrap_or(5432);
         let location = format!("postgres://{user}@{host}:{port}/{db}");
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match tls {
+            Some(tls) => Manager::from_config(cfg, tls::RustlsConnect(tls), manager_config),
+            None => Manager::from_config(cfg, NoTls, manager_config),
+        };
         let pool = Pool::builder(mgr)
             .max_size(POOL_SIZE)
             .build()

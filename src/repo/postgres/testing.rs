@@ -17,6 +17,8 @@ use crate::repo::contract::Store;
 struct Server {
     port: u16,
     dir: PathBuf,
+    /// DER of the CA that signed the server's certificate (for 127.0.0.1): TLS is on.
+    ca: Vec<u8>,
     /// The watchdog shell: runs as long as this process, reaped by init after.
     _watchdog: std::process::Child,
 }
@@ -91,6 +93,44 @@ fn start() -> Option<Server> {
         "initdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // TLS on (plain connections stay allowed): a CA of our own and a certificate for
+    // 127.0.0.1.
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(std::net::IpAddr::from([
+        127, 0, 0, 1,
+    ]))];
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
+    std::fs::write(data.join("server.crt"), cert.pem()).expect("server.crt");
+    std::fs::write(data.join("server.key"), key.serialize_pem()).expect("server.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("server.key mode");
+    }
+    if root {
+        let ok = Command::new("chown")
+            .args(["postgres"])
+            .arg(data.join("server.crt"))
+            .arg(data.join("server.key"))
+            .status()
+            .expect("chown")
+            .success();
+        assert!(ok, "chown of the server's key");
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("a free port")
         .local_addr()
@@ -99,7 +139,7 @@ fn start() -> Option<Server> {
     // The server runs in the background of a watchdog that stops it (and removes the
     // directory) once this process is gone.
     let script = format!(
-        "{postgres} -D {data} -p {port} -h 127.0.0.1 -k {dir} -c fsync=off -c max_connections=200 >{dir}/log 2>&1 &
+        "{postgres} -D {data} -p {port} -h 127.0.0.1 -k {dir} -c fsync=off -c max_connections=200 -c ssl=on >{dir}/log 2>&1 &
          while kill -0 {me} 2>/dev/null; do sleep 1; done
          {pg_ctl} stop -D {data} -m immediate >/dev/null 2>&1
          rm -rf {dir}",
@@ -119,6 +159,7 @@ fn start() -> Option<Server> {
     Some(Server {
         port,
         dir,
+        ca: ca.der().to_vec(),
         _watchdog: watchdog,
     })
 }
@@ -128,6 +169,11 @@ pub(crate) fn config(port: u16, db: &str) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host("127.0.0.1").port(port).user("postgres").dbname(db);
     cfg
+}
+
+/// The CA (DER) the shared test server's certificate chains to; `None` without PostgreSQL.
+pub(crate) fn server_ca() -> Option<Vec<u8>> {
+    SERVER.get_or_init(start).as_ref().map(|s| s.ca.clone())
 }
 
 /// A fresh, empty database on the shared test server: its name and the server's port.

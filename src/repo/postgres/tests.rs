@@ -2,6 +2,7 @@
 //! database has (several nodes on one database, migrations, indexes, connection errors).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -372,4 +373,70 @@ async fn batches_fail_op_by_op() {
     let mut q = RepoQuery::all(&QueryFilter::True, &[]);
     q.count = CountPolicy::Exact;
     assert_eq!(a.query(USERS, q).await.unwrap().total, Some(2));
+}
+
+fn client_config(roots: &[Vec<u8>]) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for der in roots {
+        store
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth(),
+    )
+}
+
+/// `sslmode=require`: the store talks TLS to a server its trust verifies, and refuses one
+/// it does not trust (no fallback to plain).
+#[tokio::test]
+async fn tls_connections_verify_the_server() {
+    let Some((port, db)) = fresh_database().await else {
+        return;
+    };
+    let ca = testing::server_ca().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/{db}?sslmode=require");
+    let repo = PgRepo::connect_with(&url, Some(client_config(&[ca])))
+        .await
+        .unwrap();
+    repo.create(
+        USERS,
+        "t1",
+        obj(json!({"over": "tls"})),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        repo.read(USERS, "t1").await.unwrap().unwrap().content["over"],
+        "tls"
+    );
+    let (client, conn) = config(port, &db).connect(NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let tls_sessions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.datname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(tls_sessions > 0);
+
+    // A server the trust does not know is refused, and not retried in plain.
+    let err = PgRepo::connect_with(&url, Some(client_config(&[])))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unreachable") && err.contains("certificate"),
+        "{err}"
+    );
 }
