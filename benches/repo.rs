@@ -1,9 +1,11 @@
-//! The embedded store (`SqliteRepo`) under load: concurrent creates (group commit, fsync per
-//! commit), read by id, an indexed `userName eq` query and a full keyset-paged scan, over
-//! `REPO_BENCH_OBJECTS` objects (default 100 000).
+//! The store under load: concurrent creates (group commit, fsync per commit), read by id, an
+//! indexed `userName eq` query and a full keyset-paged scan, over `REPO_BENCH_OBJECTS` objects
+//! (default 100 000). The embedded store (`SqliteRepo`) unless `REPO_BENCH_STORE` is a
+//! `postgres://…` URL of an empty database: then the PostgreSQL store (`PgRepo`).
 //!
 //! `cargo bench --bench repo -- --warm-up-time 1 --measurement-time 5`
 //! `REPO_BENCH_OBJECTS=1000000 cargo bench --bench repo -- --warm-up-time 1 --measurement-time 5`
+//! `REPO_BENCH_STORE=postgres://user:pw@127.0.0.1:5432/bench cargo bench --bench repo -- …`
 //!
 //! Besides criterion's figures it prints one `repo-bench:` line per measurement that
 //! criterion does not make: load throughput, query latency percentiles and the resident
@@ -22,6 +24,7 @@ use tokio::runtime::Runtime;
 
 use idm_gateway::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use idm_gateway::crest::query::CountPolicy;
+use idm_gateway::repo::postgres::PgRepo;
 use idm_gateway::repo::sqlite::SqliteRepo;
 use idm_gateway::repo::{Repo, RepoQuery, WriteOptions};
 
@@ -54,7 +57,7 @@ fn user(i: u64) -> Map<String, Value> {
 }
 
 /// Creates objects `from..to` with `WRITERS` concurrent tasks; returns creates per second.
-async fn load(repo: &SqliteRepo, prefix: &str, from: u64, to: u64) -> f64 {
+async fn load(repo: &Arc<dyn Repo>, prefix: &str, from: u64, to: u64) -> f64 {
     let next = Arc::new(AtomicU64::new(from));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -107,7 +110,12 @@ fn name_eq(i: u64) -> QueryFilter {
 fn bench(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
     let n = objects();
-    let repo = SqliteRepo::open_temporary().expect("open");
+    let repo: Arc<dyn Repo> = match std::env::var("REPO_BENCH_STORE") {
+        Ok(url) if url.starts_with("postgres") => {
+            Arc::new(rt.block_on(PgRepo::connect(&url)).expect("connect"))
+        }
+        _ => Arc::new(SqliteRepo::open_temporary().expect("open")),
+    };
     rt.block_on(repo.set_indexes(USERS, &[JsonPointer::parse("userName")]))
         .expect("indexes");
     let rate = rt.block_on(load(&repo, "u", 0, n));

@@ -28,6 +28,7 @@ use crate::managed::ManagedHandler;
 use crate::metrics::Metrics;
 use crate::proxy::GatewayProxy;
 use crate::remote::RemoteHandler;
+use crate::repo::postgres::PgRepo;
 use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
 use crate::scheduler::{Scheduler, SchedulerHandler, TaskScanner, TaskScannerHandler};
@@ -36,7 +37,7 @@ use crate::script::files::FileChange;
 use crate::script::filters::ScriptFilters;
 use crate::script::handler::ScriptHandler;
 use crate::script::ScriptEngine;
-use crate::settings::Settings;
+use crate::settings::{Settings, StoreKind};
 use crate::state::Gateway;
 use crate::sync::{DeadLetterHandler, ReconHandler, SyncHandler, SyncService};
 use crate::system::handler::SystemHandler;
@@ -114,6 +115,45 @@ fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> 
     Ok(rt.block_on(work))
 }
 
+/// The store `--store` names: the embedded SQLite store in the data directory, or
+/// PostgreSQL (connected and migrated on `rt`; its pool reconnects on the runtimes that use
+/// it later). Fails with a message that never shows the password.
+fn open_store(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Arc<dyn Repo>, String> {
+    match settings.store.kind()? {
+        StoreKind::Sqlite => {
+            let store = SqliteRepo::open(&settings.data_dir).map_err(|e| {
+                format!(
+                    "cannot open the store in {}: {e}",
+                    settings.data_dir.display()
+                )
+            })?;
+            store.set_query_time_limit(settings.query_time_limit);
+            Ok(Arc::new(store))
+        }
+        StoreKind::Postgres(url) => {
+            // TLS (sslmode=require) trusts what outgoing connections trust: the platform
+            // roots and certs/*.pem.
+            let trust = crate::config::Trust::load(
+                &settings.certs_dir,
+                &[],
+                &crate::config::Trust::default(),
+            );
+            let tls = crate::tls::client_config(&trust);
+            let store = rt
+                .block_on(PgRepo::connect_with(url, Some(tls)))
+                .map_err(|e| {
+                    format!(
+                        "cannot open the store at {}: {e}",
+                        settings.store.redacted()
+                    )
+                })?;
+            store.set_query_time_limit(settings.query_time_limit);
+            tracing::info!(store = %store.location(), "object store on PostgreSQL");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// [`build_gateway`] without the recovery and the background writers.
 fn build_parts(settings: &Settings) -> Result<Built, String> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
@@ -123,19 +163,12 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         )
     })?;
     let crypto = Crypto::open(&settings.data_dir)?;
-    let store = SqliteRepo::open(&settings.data_dir).map_err(|e| {
-        format!(
-            "cannot open the store in {}: {e}",
-            settings.data_dir.display()
-        )
-    })?;
-    store.set_query_time_limit(settings.query_time_limit);
-    let repo: Arc<dyn Repo> = Arc::new(store);
     // Start-up work on the store runs on a short-lived runtime: pingora builds its own.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let repo = open_store(settings, &rt)?;
     rt.block_on(crate::internal::seed(
         repo.as_ref(),
         &settings.admin_password,

@@ -90,6 +90,94 @@ pub struct Cli {
     /// listeners closed [default: 5, or gateway.json "shutdownGraceSeconds"].
     #[arg(long, env = "IDM_GATEWAY_SHUTDOWN_GRACE_SECONDS", value_name = "SECONDS", value_parser = parse_grace)]
     pub shutdown_grace_seconds: Option<u64>,
+
+    /// The object store: `sqlite` (embedded, in DATA) or
+    /// `postgres://user:password@host:port/database` (shared by every node using it; the
+    /// password may come from IDM_GATEWAY_STORE_PASSWORD instead) [default: sqlite].
+    #[arg(long, env = "IDM_GATEWAY_STORE", value_name = "sqlite|URL", value_parser = parse_store, hide_env_values = true)]
+    pub store: Option<StoreUrl>,
+}
+
+/// `--store` as given. Never refused by the command line parser (its errors echo the value,
+/// and a URL may hold a password): [`StoreUrl::kind`] checks it at start-up. Its `Debug`
+/// hides the password.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct StoreUrl(Option<String>);
+
+/// Which store a [`StoreUrl`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind<'a> {
+    /// The embedded SQLite store in the data directory.
+    Sqlite,
+    /// PostgreSQL at this URL (with its password, if any).
+    Postgres(&'a str),
+}
+
+fn parse_store(text: &str) -> Result<StoreUrl, String> {
+    Ok(StoreUrl::new(text))
+}
+
+impl StoreUrl {
+    /// `sqlite` (or empty) is the embedded store; anything else is a URL.
+    pub fn new(text: &str) -> StoreUrl {
+        let text = text.trim();
+        if text.is_empty() || text.eq_ignore_ascii_case("sqlite") {
+            StoreUrl(None)
+        } else {
+            StoreUrl(Some(text.to_string()))
+        }
+    }
+
+    /// The store named, or why the value names none (without the value: it may hold a
+    /// password).
+    pub fn kind(&self) -> Result<StoreKind<'_>, String> {
+        match &self.0 {
+            None => Ok(StoreKind::Sqlite),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreKind::Postgres(url))
+            }
+            Some(_) => Err(
+                "--store (IDM_GATEWAY_STORE) must be 'sqlite' or postgres://user:password@host:port/database"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The value with any password replaced by `***`: what messages show.
+    pub fn redacted(&self) -> String {
+        match &self.0 {
+            None => "sqlite".into(),
+            Some(text) => match url::Url::parse(text) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    let query: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k.eq_ignore_ascii_case("password") {
+                                "***".into()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    if !query.is_empty() {
+                        url.query_pairs_mut().clear().extend_pairs(query);
+                    }
+                    url.to_string()
+                }
+                Err(_) => "(an unparsable URL)".into(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 fn parse_grace(text: &str) -> Result<u64, String> {
@@ -156,6 +244,8 @@ pub struct Settings {
     pub shutdown_grace_seconds: u64,
     /// `gateway.json` `server`.
     pub server: crate::config::ServerTuning,
+    /// `--store`: the embedded SQLite store (default) or PostgreSQL.
+    pub store: StoreUrl,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +287,7 @@ impl Settings {
             upgrade,
             upgrade_sock,
             shutdown_grace_seconds,
+            store,
         } = cli;
         let GatewayFile {
             admin_password,
@@ -249,6 +340,7 @@ impl Settings {
             upgrade_sock: upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&data)),
             shutdown_grace_seconds: shutdown_grace_seconds.unwrap_or(file_grace),
             server: server.unwrap_or_default(),
+            store: store.unwrap_or_default(),
             conf_dir: conf,
             data_dir: data,
             certs_dir: certs,
@@ -269,6 +361,38 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_selection_and_redaction() {
+        let cli = Cli::parse_from(["idm-gateway"]);
+        let s = Settings::resolve(cli, GatewayFile::default(), None);
+        assert_eq!(s.store.kind(), Ok(StoreKind::Sqlite));
+        let url = "postgres://gw:pa55@db.example:5433/idm?password=other&sslmode=disable";
+        let cli = Cli::parse_from(["idm-gateway", "--store", url]);
+        let s = Settings::resolve(cli, GatewayFile::default(), None);
+        assert_eq!(s.store.kind(), Ok(StoreKind::Postgres(url)));
+        let shown = format!("{:?} {}", s, s.store.redacted());
+        assert!(
+            !shown.contains("pa55") && !shown.contains("other"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("postgres://gw:***@db.example:5433/idm"),
+            "{shown}"
+        );
+        assert!(shown.contains("sslmode=disable"), "{shown}");
+        for v in ["SQLite", "sqlite", ""] {
+            assert_eq!(StoreUrl::new(v).kind(), Ok(StoreKind::Sqlite));
+        }
+        // Anything else is refused at start-up, without echoing the value.
+        let bad = StoreUrl::new("mysql://u:secret@h/db");
+        let err = bad.kind().unwrap_err();
+        assert!(
+            !err.contains("secret") && err.contains("postgres://"),
+            "{err}"
+        );
+        assert!(!format!("{bad:?}").contains("secret"));
+    }
 
     #[test]
     fn cli_wins_over_file_which_wins_over_defaults() {

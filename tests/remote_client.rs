@@ -65,6 +65,7 @@ impl Local {
             upgrade_sock: root.path().join("data/upgrade.sock"),
             shutdown_grace_seconds: idm_gateway::config::DEFAULT_SHUTDOWN_GRACE_SECONDS,
             server: Default::default(),
+            store: Default::default(),
         };
         let built = std::thread::spawn(move || build_gateway(&settings))
             .join()

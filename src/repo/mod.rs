@@ -1,8 +1,9 @@
 //! The object store: JSON objects by resource (`managed/user`, `internal/user`, …) and id,
 //! with a revision, queried by `_queryFilter` pushed down to SQL.
 //!
-//! [`Repo`] is what handlers see; [`sqlite::SqliteRepo`] is the embedded default. A
-//! PostgreSQL implementation fills the same trait without touching handlers. SQL stays in
+//! [`Repo`] is what handlers see; [`sqlite::SqliteRepo`] is the embedded default,
+//! [`postgres::PgRepo`] the same trait on PostgreSQL (`--store postgres://…`), without
+//! touching handlers. `contract` holds the tests both run. SQL stays in
 //! this module; handlers never see it. Errors are [`RepoError`]s: how a request is answered
 //! when the store fails is the handlers' side's business (`crate::store_error`).
 //!
@@ -15,7 +16,11 @@
 //! * Unique properties are checked in the same transaction as the write.
 //! * Queries never load a whole resource to filter it in memory.
 
+pub mod postgres;
 pub mod sqlite;
+
+#[cfg(test)]
+mod contract;
 
 use serde_json::{Map, Value};
 

@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod gateway;
 pub mod oauth;
 pub mod pki;
+pub mod postgres;
 pub mod slapd;
 pub mod smtp;
 pub mod token;
