@@ -18,20 +18,20 @@ pub(crate) struct Store {
     pub set_limit: Box<dyn Fn(Duration) + Send + Sync>,
 }
 
-const USERS: &str = "managed/user";
+pub(crate) const USERS: &str = "managed/user";
 
-fn obj(v: Value) -> Map<String, Value> {
+pub(crate) fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
     }
 }
 
-fn ptr(s: &str) -> JsonPointer {
+pub(crate) fn ptr(s: &str) -> JsonPointer {
     JsonPointer::parse(s)
 }
 
-fn cmp(field: &str, op: CompareOp, value: FilterValue) -> QueryFilter {
+pub(crate) fn cmp(field: &str, op: CompareOp, value: FilterValue) -> QueryFilter {
     QueryFilter::Compare {
         field: ptr(field),
         op,
@@ -39,11 +39,11 @@ fn cmp(field: &str, op: CompareOp, value: FilterValue) -> QueryFilter {
     }
 }
 
-fn s(v: &str) -> FilterValue {
+pub(crate) fn s(v: &str) -> FilterValue {
     FilterValue::String(v.to_string())
 }
 
-fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
+pub(crate) fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
     RepoQuery {
         filter,
         sort,
@@ -55,7 +55,7 @@ fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
     }
 }
 
-fn ids(page: &RepoPage) -> Vec<String> {
+pub(crate) fn ids(page: &RepoPage) -> Vec<String> {
     page.results.iter().map(|o| o.id.clone()).collect()
 }
 
@@ -1088,34 +1088,33 @@ pub(crate) async fn queries_past_the_time_limit_are_cancelled(
     assert_eq!(all.results.len(), 20_000);
 }
 
-/// Filters on relationship fields ([`RELATIONSHIP_FIELD`]) are answered from the edges
-/// (resource [`RELATIONSHIPS`]), the object being either end.
-pub(crate) async fn relationship_fields_are_answered_from_the_edges(repo: Arc<dyn Repo>) {
-    let rel = |prop: &str, part: &str| {
-        JsonPointer(vec![
-            RELATIONSHIP_FIELD.into(),
-            USERS.into(),
-            prop.into(),
-            part.into(),
-        ])
-    };
-    let eq = |field: JsonPointer, v: &str| QueryFilter::Compare {
+/// A relationship field of a user: `prop`'s edge, its `part` (`ResourceId`, `_id`...).
+pub(crate) fn rel(prop: &str, part: &str) -> JsonPointer {
+    JsonPointer(vec![
+        RELATIONSHIP_FIELD.into(),
+        USERS.into(),
+        prop.into(),
+        part.into(),
+    ])
+}
+
+pub(crate) fn eq(field: JsonPointer, v: &str) -> QueryFilter {
+    QueryFilter::Compare {
         field,
         op: CompareOp::Eq,
         value: FilterValue::String(v.into()),
-    };
-    // No edge was ever stored: nothing matches, nothing fails.
-    create(&repo, "a", json!({"userName": "a"})).await;
-    let none = repo
-        .query(USERS, query(&eq(rel("roles", "ResourceId"), "r1"), &[]))
-        .await
-        .unwrap();
-    assert!(none.results.is_empty());
-    for u in ["b", "c", "boss"] {
-        create(&repo, u, json!({"userName": u})).await;
+    }
+}
+
+/// Users a, b, c and boss: a and b hold r1 (one edge written from each side), c holds r2,
+/// boss manages a; e1 has a `_grantType` of `conditional`.
+pub(crate) async fn seed_relationships(repo: &dyn Repo, users: &[&str]) {
+    for u in users {
+        repo.create(USERS, u, obj(json!({"userName": u})), Default::default())
+            .await
+            .unwrap();
     }
     let (role, user) = ("managed/role", USERS);
-    // a and b hold r1 (one written from each side), c holds r2; boss manages a.
     for (id, first, second) in [
         ("e1", (user, "a", "roles"), (role, "r1", "members")),
         ("e2", (role, "r1", "members"), (user, "b", "roles")),
@@ -1131,6 +1130,19 @@ pub(crate) async fn relationship_fields_are_answered_from_the_edges(repo: Arc<dy
             .await
             .unwrap();
     }
+}
+
+/// Filters on relationship fields ([`RELATIONSHIP_FIELD`]) are answered from the edges
+/// (resource [`RELATIONSHIPS`]), the object being either end.
+pub(crate) async fn relationship_fields_are_answered_from_the_edges(repo: Arc<dyn Repo>) {
+    // No edge was ever stored: nothing matches, nothing fails.
+    create(&repo, "a", json!({"userName": "a"})).await;
+    let none = repo
+        .query(USERS, query(&eq(rel("roles", "ResourceId"), "r1"), &[]))
+        .await
+        .unwrap();
+    assert!(none.results.is_empty());
+    seed_relationships(repo.as_ref(), &["b", "c", "boss"]).await;
     let run = |f: QueryFilter| {
         let repo = repo.clone();
         async move {

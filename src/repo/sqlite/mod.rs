@@ -38,8 +38,6 @@ mod sql;
 mod writer;
 
 #[cfg(test)]
-mod relationship_tests;
-#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
