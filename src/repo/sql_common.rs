@@ -1,13 +1,50 @@
-//! What the SQL backends ([`super::sqlite`], [`super::postgres`]) share when they turn a
-//! CREST query into SQL: the parts of the filter walk that do not depend on the dialect,
-//! and the paging cookie's envelope (each backend chooses the type of its sort keys).
+//! What the SQL backends ([`super::sqlite`], [`super::postgres`]) share: how an object is
+//! prepared for storing, and, when they turn a CREST query into SQL, the parts of the
+//! filter walk that do not depend on the dialect and the paging cookie's envelope (each
+//! backend chooses the type of its sort keys).
+
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::crest::filter::{array_index, JsonPointer, QueryFilter};
 use crate::repo::RepoError;
+
+/// `content` as stored: without `_id` and `_rev`, serialized.
+pub(crate) fn prepare_content(
+    mut content: Map<String, Value>,
+) -> Result<(Map<String, Value>, String), RepoError> {
+    content.remove("_id");
+    content.remove("_rev");
+    let body = serde_json::to_string(&content)
+        .map_err(|e| RepoError::Internal(format!("encoding an object: {e}")))?;
+    Ok((content, body))
+}
+
+/// The values `content` holds at its `unique` fields (a missing or null value has none).
+pub(crate) fn unique_values(
+    content: &Map<String, Value>,
+    unique: &[JsonPointer],
+) -> Vec<(JsonPointer, Value)> {
+    let object = Value::Object(content.clone());
+    unique
+        .iter()
+        .filter_map(|field| {
+            field
+                .resolve(&object)
+                .filter(|v| !v.is_null())
+                .map(|v| (field.clone(), v.clone()))
+        })
+        .collect()
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// The rest of a pointer below its first token when that may name a field of an array's
 /// objects: no array positions, at least two tokens.

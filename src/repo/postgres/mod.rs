@@ -47,6 +47,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use self::sql::{Cookie, Sql};
+use super::sql_common::{millis, prepare_content, unique_values};
 use super::{
     ObjectStream, Repo, RepoError, RepoPage, RepoQuery, StoredObject, WriteOp, WriteOptions,
     DEFAULT_QUERY_TIME_LIMIT,
@@ -194,33 +195,6 @@ enum PgOp {
         id: String,
         body: String,
     },
-}
-
-/// `content` as stored: without `_id` and `_rev`, serialized.
-fn prepare_content(
-    mut content: Map<String, Value>,
-) -> Result<(Map<String, Value>, String), RepoError> {
-    content.remove("_id");
-    content.remove("_rev");
-    let body = serde_json::to_string(&content)
-        .map_err(|e| RepoError::Internal(format!("encoding an object: {e}")))?;
-    Ok((content, body))
-}
-
-fn unique_values(
-    content: &Map<String, Value>,
-    unique: &[JsonPointer],
-) -> Vec<(JsonPointer, Value)> {
-    let object = Value::Object(content.clone());
-    unique
-        .iter()
-        .filter_map(|field| {
-            field
-                .resolve(&object)
-                .filter(|v| !v.is_null())
-                .map(|v| (field.clone(), v.clone()))
-        })
-        .collect()
 }
 
 /// The SQL form of a [`WriteOp`]: resource, op, and a create's or put's content.
@@ -1001,11 +975,6 @@ async fn migrate_locked(client: &mut deadpool_postgres::Object) -> Result<(), Re
         tracing::info!(version = v, "store schema migrated");
     }
     Ok(())
-}
-
-/// A duration in whole milliseconds, saturating.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A query error: the time limit, a bad query, or a store failure.
