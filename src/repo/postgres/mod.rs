@@ -132,6 +132,19 @@ fn lock_key(parts: &[&str]) -> i64 {
     i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
+/// Takes the transaction-scoped advisory lock of `parts` in the transaction `c` is in
+/// (`what` names the lock in errors).
+async fn advisory_lock<C: GenericClient + Sync>(
+    c: &C,
+    parts: &[&str],
+    what: &'static str,
+) -> Result<(), RepoError> {
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(parts)])
+        .await
+        .map_err(internal(what))?;
+    Ok(())
+}
+
 /// Name of an index of `tbl` on expression `expr` (`kind`: `ix`, `uq`).
 fn index_name(kind: &str, tbl: &str, expr: &str, suffix: &str) -> String {
     let mut h = Sha256::new();
@@ -545,12 +558,7 @@ impl PgRepo {
             .transaction()
             .await
             .map_err(internal("starting a transaction"))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&lock_key(&["table", resource])],
-        )
-        .await
-        .map_err(internal("locking a new table"))?;
+        advisory_lock(&tx, &["table", resource], "locking a new table").await?;
         tx.batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS \"{tbl}\" (
                  id text COLLATE \"C\" PRIMARY KEY,
@@ -596,12 +604,7 @@ impl PgRepo {
                 .transaction()
                 .await
                 .map_err(internal("starting a transaction"))?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&lock_key(&["indexes", tbl])],
-            )
-            .await
-            .map_err(internal("locking a table's indexes"))?;
+            advisory_lock(&tx, &["indexes", tbl], "locking a table's indexes").await?;
             let created = tx
                 .batch_execute(&format!(
                     "CREATE UNIQUE INDEX IF NOT EXISTS \"{name}\" ON \"{tbl}\" (({v})) WHERE jsonb_typeof({v}) <> 'null'"
@@ -842,12 +845,12 @@ impl PgRepo {
             if self.unique_mode(tbl, ptr) == UniqueMode::Index {
                 continue;
             }
-            c.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&lock_key(&["unique", tbl, &ptr.to_string()])],
+            advisory_lock(
+                c,
+                &["unique", tbl, &ptr.to_string()],
+                "locking a unique property",
             )
-            .await
-            .map_err(internal("locking a unique property"))?;
+            .await?;
             let v = sql::value_expr(ptr);
             let clash = c
                 .query_opt(
@@ -1353,12 +1356,7 @@ impl Repo for PgRepo {
             .transaction()
             .await
             .map_err(internal("starting a transaction"))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&lock_key(&["indexes", &tbl])],
-        )
-        .await
-        .map_err(internal("locking a table's indexes"))?;
+        advisory_lock(&tx, &["indexes", &tbl], "locking a table's indexes").await?;
         let existing: Vec<String> = tx
             .query(
                 "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \
