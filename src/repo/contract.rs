@@ -18,20 +18,20 @@ pub(crate) struct Store {
     pub set_limit: Box<dyn Fn(Duration) + Send + Sync>,
 }
 
-const USERS: &str = "managed/user";
+pub(crate) const USERS: &str = "managed/user";
 
-fn obj(v: Value) -> Map<String, Value> {
+pub(crate) fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
     }
 }
 
-fn ptr(s: &str) -> JsonPointer {
+pub(crate) fn ptr(s: &str) -> JsonPointer {
     JsonPointer::parse(s)
 }
 
-fn cmp(field: &str, op: CompareOp, value: FilterValue) -> QueryFilter {
+pub(crate) fn cmp(field: &str, op: CompareOp, value: FilterValue) -> QueryFilter {
     QueryFilter::Compare {
         field: ptr(field),
         op,
@@ -39,11 +39,11 @@ fn cmp(field: &str, op: CompareOp, value: FilterValue) -> QueryFilter {
     }
 }
 
-fn s(v: &str) -> FilterValue {
+pub(crate) fn s(v: &str) -> FilterValue {
     FilterValue::String(v.to_string())
 }
 
-fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
+pub(crate) fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
     RepoQuery {
         filter,
         sort,
@@ -55,7 +55,7 @@ fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
     }
 }
 
-fn ids(page: &RepoPage) -> Vec<String> {
+pub(crate) fn ids(page: &RepoPage) -> Vec<String> {
     page.results.iter().map(|o| o.id.clone()).collect()
 }
 
@@ -1088,34 +1088,33 @@ pub(crate) async fn queries_past_the_time_limit_are_cancelled(
     assert_eq!(all.results.len(), 20_000);
 }
 
-/// Filters on relationship fields ([`RELATIONSHIP_FIELD`]) are answered from the edges
-/// (resource [`RELATIONSHIPS`]), the object being either end.
-pub(crate) async fn relationship_fields_are_answered_from_the_edges(repo: Arc<dyn Repo>) {
-    let rel = |prop: &str, part: &str| {
-        JsonPointer(vec![
-            RELATIONSHIP_FIELD.into(),
-            USERS.into(),
-            prop.into(),
-            part.into(),
-        ])
-    };
-    let eq = |field: JsonPointer, v: &str| QueryFilter::Compare {
+/// A relationship field of a user: `prop`'s edge, its `part` (`ResourceId`, `_id`...).
+pub(crate) fn rel(prop: &str, part: &str) -> JsonPointer {
+    JsonPointer(vec![
+        RELATIONSHIP_FIELD.into(),
+        USERS.into(),
+        prop.into(),
+        part.into(),
+    ])
+}
+
+pub(crate) fn eq(field: JsonPointer, v: &str) -> QueryFilter {
+    QueryFilter::Compare {
         field,
         op: CompareOp::Eq,
         value: FilterValue::String(v.into()),
-    };
-    // No edge was ever stored: nothing matches, nothing fails.
-    create(&repo, "a", json!({"userName": "a"})).await;
-    let none = repo
-        .query(USERS, query(&eq(rel("roles", "ResourceId"), "r1"), &[]))
-        .await
-        .unwrap();
-    assert!(none.results.is_empty());
-    for u in ["b", "c", "boss"] {
-        create(&repo, u, json!({"userName": u})).await;
+    }
+}
+
+/// Users a, b, c and boss: a and b hold r1 (one edge written from each side), c holds r2,
+/// boss manages a; e1 has a `_grantType` of `conditional`.
+pub(crate) async fn seed_relationships(repo: &dyn Repo, users: &[&str]) {
+    for u in users {
+        repo.create(USERS, u, obj(json!({"userName": u})), Default::default())
+            .await
+            .unwrap();
     }
     let (role, user) = ("managed/role", USERS);
-    // a and b hold r1 (one written from each side), c holds r2; boss manages a.
     for (id, first, second) in [
         ("e1", (user, "a", "roles"), (role, "r1", "members")),
         ("e2", (role, "r1", "members"), (user, "b", "roles")),
@@ -1131,6 +1130,19 @@ pub(crate) async fn relationship_fields_are_answered_from_the_edges(repo: Arc<dy
             .await
             .unwrap();
     }
+}
+
+/// Filters on relationship fields ([`RELATIONSHIP_FIELD`]) are answered from the edges
+/// (resource [`RELATIONSHIPS`]), the object being either end.
+pub(crate) async fn relationship_fields_are_answered_from_the_edges(repo: Arc<dyn Repo>) {
+    // No edge was ever stored: nothing matches, nothing fails.
+    create(&repo, "a", json!({"userName": "a"})).await;
+    let none = repo
+        .query(USERS, query(&eq(rel("roles", "ResourceId"), "r1"), &[]))
+        .await
+        .unwrap();
+    assert!(none.results.is_empty());
+    seed_relationships(repo.as_ref(), &["b", "c", "boss"]).await;
     let run = |f: QueryFilter| {
         let repo = repo.clone();
         async move {
@@ -1180,116 +1192,29 @@ macro_rules! repo_contract_tests {
         mod contract {
             #[allow(unused_imports)]
             use super::*;
-            #[tokio::test]
-            async fn crud_and_revisions() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::crud_and_revisions(store.repo).await;
-                }
-            }
-            #[tokio::test]
-            async fn conditional_writes_check_the_revision() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::conditional_writes_check_the_revision(store.repo).await;
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn concurrent_conditional_updates_exactly_one_wins() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::concurrent_conditional_updates_exactly_one_wins(
-                        store.repo,
-                    )
-                    .await;
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn a_failing_write_does_not_undo_its_batch() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::a_failing_write_does_not_undo_its_batch(store.repo)
-                        .await;
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn unique_properties() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::unique_properties(store.repo).await;
-                }
-            }
-            #[tokio::test]
-            async fn every_operator_matches_the_reference() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::every_operator_matches_the_reference(store.repo).await;
-                }
-            }
-            #[tokio::test]
-            async fn hand_checked_filters() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::hand_checked_filters(store.repo).await;
-                }
-            }
-            #[tokio::test]
-            async fn sorting_with_missing_values() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::sorting_with_missing_values(store.repo).await;
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn cookie_paging_is_stable_under_concurrent_inserts() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::cookie_paging_is_stable_under_concurrent_inserts(
-                        store.repo,
-                    )
-                    .await;
-                }
-            }
-            #[tokio::test]
-            async fn offset_count_and_last_page() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::offset_count_and_last_page(store.repo).await;
-                }
-            }
-            #[tokio::test]
-            async fn bad_cookies_are_rejected() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::bad_cookies_are_rejected(store.repo).await;
-                }
-            }
-            #[tokio::test]
-            async fn too_deep_filters_are_bad_queries() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::too_deep_filters_are_bad_queries(store.repo).await;
-                }
-            }
-            #[tokio::test]
-            async fn ids_only_queries_skip_bodies_but_page_the_same() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::ids_only_queries_skip_bodies_but_page_the_same(
-                        store.repo,
-                    )
-                    .await;
-                }
-            }
-            #[tokio::test]
-            async fn other_writes_commit_with_the_write_or_not_at_all() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::other_writes_commit_with_the_write_or_not_at_all(
-                        store.repo,
-                    )
-                    .await;
-                }
-            }
-            #[tokio::test]
-            async fn filter_conformance_table() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::filter_conformance_table(store.repo).await;
-                }
-            }
-            #[tokio::test]
-            async fn streamed_query_yields_every_match_in_order() {
-                if let Some(store) = $open().await {
-                    $crate::repo::contract::streamed_query_yields_every_match_in_order(store.repo)
-                        .await;
-                }
-            }
+            $crate::repo::contract::repo_contract_tests!(@each $open;
+                #[tokio::test] crud_and_revisions,
+                #[tokio::test] conditional_writes_check_the_revision,
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                concurrent_conditional_updates_exactly_one_wins,
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                a_failing_write_does_not_undo_its_batch,
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                unique_properties,
+                #[tokio::test] every_operator_matches_the_reference,
+                #[tokio::test] hand_checked_filters,
+                #[tokio::test] sorting_with_missing_values,
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                cookie_paging_is_stable_under_concurrent_inserts,
+                #[tokio::test] offset_count_and_last_page,
+                #[tokio::test] bad_cookies_are_rejected,
+                #[tokio::test] too_deep_filters_are_bad_queries,
+                #[tokio::test] ids_only_queries_skip_bodies_but_page_the_same,
+                #[tokio::test] other_writes_commit_with_the_write_or_not_at_all,
+                #[tokio::test] filter_conformance_table,
+                #[tokio::test] streamed_query_yields_every_match_in_order,
+                #[tokio::test] relationship_fields_are_answered_from_the_edges,
+            );
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn queries_past_the_time_limit_are_cancelled() {
                 if let Some(store) = $open().await {
@@ -1300,16 +1225,17 @@ macro_rules! repo_contract_tests {
                     .await;
                 }
             }
-            #[tokio::test]
-            async fn relationship_fields_are_answered_from_the_edges() {
+        }
+    };
+    (@each $open:path; $(#[$test:meta] $name:ident,)*) => {
+        $(
+            #[$test]
+            async fn $name() {
                 if let Some(store) = $open().await {
-                    $crate::repo::contract::relationship_fields_are_answered_from_the_edges(
-                        store.repo,
-                    )
-                    .await;
+                    $crate::repo::contract::$name(store.repo).await;
                 }
             }
-        }
+        )*
     };
 }
 pub(crate) use repo_contract_tests;

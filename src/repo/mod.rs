@@ -17,6 +17,7 @@
 //! * Queries never load a whole resource to filter it in memory.
 
 pub mod postgres;
+mod sql_common;
 pub mod sqlite;
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use self::sql::{Cookie, Sql};
+use super::sql_common::{millis, prepare_content, unique_values};
 use super::{
     ObjectStream, Repo, RepoError, RepoPage, RepoQuery, StoredObject, WriteOp, WriteOptions,
     DEFAULT_QUERY_TIME_LIMIT,
@@ -131,6 +132,19 @@ fn lock_key(parts: &[&str]) -> i64 {
     i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
+/// Takes the transaction-scoped advisory lock of `parts` in the transaction `c` is in
+/// (`what` names the lock in errors).
+async fn advisory_lock<C: GenericClient + Sync>(
+    c: &C,
+    parts: &[&str],
+    what: &'static str,
+) -> Result<(), RepoError> {
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(parts)])
+        .await
+        .map_err(internal(what))?;
+    Ok(())
+}
+
 /// Name of an index of `tbl` on expression `expr` (`kind`: `ix`, `uq`).
 fn index_name(kind: &str, tbl: &str, expr: &str, suffix: &str) -> String {
     let mut h = Sha256::new();
@@ -194,33 +208,6 @@ enum PgOp {
         id: String,
         body: String,
     },
-}
-
-/// `content` as stored: without `_id` and `_rev`, serialized.
-fn prepare_content(
-    mut content: Map<String, Value>,
-) -> Result<(Map<String, Value>, String), RepoError> {
-    content.remove("_id");
-    content.remove("_rev");
-    let body = serde_json::to_string(&content)
-        .map_err(|e| RepoError::Internal(format!("encoding an object: {e}")))?;
-    Ok((content, body))
-}
-
-fn unique_values(
-    content: &Map<String, Value>,
-    unique: &[JsonPointer],
-) -> Vec<(JsonPointer, Value)> {
-    let object = Value::Object(content.clone());
-    unique
-        .iter()
-        .filter_map(|field| {
-            field
-                .resolve(&object)
-                .filter(|v| !v.is_null())
-                .map(|v| (field.clone(), v.clone()))
-        })
-        .collect()
 }
 
 /// The SQL form of a [`WriteOp`]: resource, op, and a create's or put's content.
@@ -571,12 +558,7 @@ impl PgRepo {
             .transaction()
             .await
             .map_err(internal("starting a transaction"))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&lock_key(&["table", resource])],
-        )
-        .await
-        .map_err(internal("locking a new table"))?;
+        advisory_lock(&tx, &["table", resource], "locking a new table").await?;
         tx.batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS \"{tbl}\" (
                  id text COLLATE \"C\" PRIMARY KEY,
@@ -622,12 +604,7 @@ impl PgRepo {
                 .transaction()
                 .await
                 .map_err(internal("starting a transaction"))?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&lock_key(&["indexes", tbl])],
-            )
-            .await
-            .map_err(internal("locking a table's indexes"))?;
+            advisory_lock(&tx, &["indexes", tbl], "locking a table's indexes").await?;
             let created = tx
                 .batch_execute(&format!(
                     "CREATE UNIQUE INDEX IF NOT EXISTS \"{name}\" ON \"{tbl}\" (({v})) WHERE jsonb_typeof({v}) <> 'null'"
@@ -868,12 +845,12 @@ impl PgRepo {
             if self.unique_mode(tbl, ptr) == UniqueMode::Index {
                 continue;
             }
-            c.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&lock_key(&["unique", tbl, &ptr.to_string()])],
+            advisory_lock(
+                c,
+                &["unique", tbl, &ptr.to_string()],
+                "locking a unique property",
             )
-            .await
-            .map_err(internal("locking a unique property"))?;
+            .await?;
             let v = sql::value_expr(ptr);
             let clash = c
                 .query_opt(
@@ -1001,11 +978,6 @@ async fn migrate_locked(client: &mut deadpool_postgres::Object) -> Result<(), Re
         tracing::info!(version = v, "store schema migrated");
     }
     Ok(())
-}
-
-/// A duration in whole milliseconds, saturating.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A query error: the time limit, a bad query, or a store failure.
@@ -1384,12 +1356,7 @@ impl Repo for PgRepo {
             .transaction()
             .await
             .map_err(internal("starting a transaction"))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&lock_key(&["indexes", &tbl])],
-        )
-        .await
-        .map_err(internal("locking a table's indexes"))?;
+        advisory_lock(&tx, &["indexes", &tbl], "locking a table's indexes").await?;
         let existing: Vec<String> = tx
             .query(
                 "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \

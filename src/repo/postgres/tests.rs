@@ -4,22 +4,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use super::testing::{self, config, fresh_database};
 use super::*;
 use crate::crest::filter::{CompareOp, FilterValue, QueryFilter};
+use crate::repo::contract::{obj, USERS};
 
 crate::repo::contract::repo_contract_tests!(testing::open);
-
-const USERS: &str = "managed/user";
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
 
 /// Two stores on one database: as two gateway nodes.
 async fn two_nodes() -> Option<(PgRepo, PgRepo, u16, String)> {

@@ -38,8 +38,6 @@ mod sql;
 mod writer;
 
 #[cfg(test)]
-mod relationship_tests;
-#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -61,6 +59,7 @@ use self::schema::internal;
 pub(crate) use self::sql::prefix_successor;
 use self::sql::{Cookie, KeyValue, Sql};
 use self::writer::{Command, Done, Message, Op, Tables, UniqueValue};
+use super::sql_common::{self, millis, prepare_content};
 use super::{
     ObjectStream, Repo, RepoError, RepoPage, RepoQuery, StoredObject, WriteOp, WriteOptions,
     DEFAULT_QUERY_TIME_LIMIT,
@@ -296,11 +295,6 @@ impl SqliteRepo {
     }
 }
 
-/// A duration in whole milliseconds, saturating.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Runs `f` with SQLite's progress handler cancelling any statement once `deadline` has
 /// passed; a failure at or after the deadline is reported as the time limit.
 fn with_deadline<T>(
@@ -363,30 +357,11 @@ fn open_reader(path: &Path) -> Result<Connection, RepoError> {
     Ok(conn)
 }
 
-/// `content` as stored: without `_id` and `_rev`, serialized.
-fn prepare_content(
-    mut content: Map<String, Value>,
-) -> Result<(Map<String, Value>, String), RepoError> {
-    content.remove("_id");
-    content.remove("_rev");
-    let body = serde_json::to_string(&content)
-        .map_err(|e| RepoError::Internal(format!("encoding an object: {e}")))?;
-    Ok((content, body))
-}
-
+/// The values `content` holds at its `unique` fields, in the writer's form.
 fn unique_values(content: &Map<String, Value>, unique: &[JsonPointer]) -> Vec<UniqueValue> {
-    let object = Value::Object(content.clone());
-    unique
-        .iter()
-        .filter_map(|field| {
-            field
-                .resolve(&object)
-                .filter(|v| !v.is_null())
-                .map(|v| UniqueValue {
-                    field: field.clone(),
-                    value: v.clone(),
-                })
-        })
+    sql_common::unique_values(content, unique)
+        .into_iter()
+        .map(|(field, value)| UniqueValue { field, value })
         .collect()
 }
 

@@ -30,10 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::crest::filter::{array_index, CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
+use crate::repo::sql_common::{element_field, leaf_field, EdgeField};
 use crate::repo::RepoError;
 use crate::repo::RELATIONSHIP_FIELD;
-
-use base64::Engine as _;
 
 /// Deepest filter nesting translated; deeper filters are refused rather than risking the
 /// stack (the parser has its own, smaller, limit).
@@ -283,24 +282,6 @@ fn filter_at(filter: &QueryFilter, sql: &mut Sql, depth: usize) -> Result<String
     })
 }
 
-/// The rest of a pointer below its first token when that may name a field of an array's
-/// objects: no array positions, at least two tokens.
-fn element_field(p: &JsonPointer) -> Option<JsonPointer> {
-    let tokens = p.tokens();
-    (tokens.len() >= 2 && tokens.iter().all(|t| array_index(t).is_none()))
-        .then(|| JsonPointer(tokens[1..].to_vec()))
-}
-
-/// The field a comparison or presence test reads.
-fn leaf_field(filter: &QueryFilter) -> Option<&JsonPointer> {
-    match filter {
-        QueryFilter::Present(p)
-        | QueryFilter::Compare { field: p, .. }
-        | QueryFilter::In { field: p, .. } => Some(p),
-        _ => None,
-    }
-}
-
 /// A test of a relationship field ([`RELATIONSHIP_FIELD`]): the object's id is among the
 /// ids at its end of the edges that pass the test, the object being either end. The test
 /// runs on the edges table (its `secondResourceId`/`firstResourceId` indexes).
@@ -310,48 +291,16 @@ fn edge_filter(
     sql: &mut Sql,
     depth: usize,
 ) -> Result<String, RepoError> {
-    let (resource, property, part, rest) = match ptr.tokens() {
-        [_, resource, property, part, rest @ ..] => (resource, property, part, rest),
-        _ => {
-            return Err(RepoError::BadQuery(
-                "a relationship field needs a part".into(),
-            ))
-        }
-    };
+    let rel = EdgeField::parse(ptr)?;
     let Some(edges) = sql.edges.clone() else {
         // No relationship was ever stored.
         return Ok("0".into());
     };
-    let resource = sql.param(SqlValue::Text(resource.clone()));
-    let property = sql.param(SqlValue::Text(property.clone()));
+    let resource = sql.param(SqlValue::Text(rel.resource.to_string()));
+    let property = sql.param(SqlValue::Text(rel.property.to_string()));
     let mut parts = Vec::new();
     for (me, other) in [("first", "second"), ("second", "first")] {
-        let mapped = match part.as_str() {
-            "ResourceId" | "ResourceCollection" => vec![format!("{other}{part}")],
-            "_id" => vec!["_id".to_string()],
-            "properties" => std::iter::once("properties".to_string())
-                .chain(rest.iter().cloned())
-                .collect(),
-            other => {
-                return Err(RepoError::BadQuery(format!(
-                    "unknown relationship field part '{other}'"
-                )))
-            }
-        };
-        let mapped = JsonPointer(mapped);
-        let inner = match filter {
-            QueryFilter::Present(_) => QueryFilter::Present(mapped),
-            QueryFilter::Compare { op, value, .. } => QueryFilter::Compare {
-                field: mapped,
-                op: *op,
-                value: value.clone(),
-            },
-            QueryFilter::In { values, .. } => QueryFilter::In {
-                field: mapped,
-                values: values.clone(),
-            },
-            _ => return Err(RepoError::BadQuery("not a field test".into())),
-        };
+        let inner = rel.edge_test(filter, other)?;
         let test = filter_at(&inner, sql, depth + 1)?;
         let field = |name: &str| value_expr(&JsonPointer(vec![format!("{me}{name}")]));
         parts.push(format!(
@@ -492,43 +441,8 @@ impl KeyValue {
     }
 }
 
-/// What a paged-results cookie holds: the sort-key values and id of the last row returned,
-/// and a fingerprint of the query it belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Cookie {
-    #[serde(rename = "q")]
-    pub query: String,
-    #[serde(rename = "k")]
-    pub keys: Vec<KeyValue>,
-    #[serde(rename = "id")]
-    pub id: String,
-}
-
-/// Longest cookie accepted: sort keys are property values, which are small in practice.
-const MAX_COOKIE_LEN: usize = 64 * 1024;
-
-impl Cookie {
-    pub(crate) fn encode(&self) -> Result<String, RepoError> {
-        let json = serde_json::to_vec(self)
-            .map_err(|e| RepoError::Internal(format!("encoding a paging cookie: {e}")))?;
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
-    }
-
-    /// Decodes a cookie and checks it belongs to `query` with `n_keys` sort keys.
-    pub(crate) fn decode(text: &str, query: &str, n_keys: usize) -> Result<Cookie, RepoError> {
-        if text.len() > MAX_COOKIE_LEN {
-            return Err(RepoError::BadCookie);
-        }
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text.trim_end_matches('='))
-            .map_err(|_| RepoError::BadCookie)?;
-        let cookie: Cookie = serde_json::from_slice(&bytes).map_err(|_| RepoError::BadCookie)?;
-        if cookie.query != query || cookie.keys.len() != n_keys {
-            return Err(RepoError::BadCookie);
-        }
-        Ok(cookie)
-    }
-}
+/// The paging cookie, keyed by this dialect's sort key values.
+pub(crate) type Cookie = crate::repo::sql_common::Cookie<KeyValue>;
 
 /// The condition "row comes strictly after the cookie's row" in the order of `sort`
 /// (then `id` ascending). NULL sorts first ascending and last descending, as in SQLite.

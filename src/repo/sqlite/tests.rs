@@ -1,52 +1,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::*;
-use crate::crest::filter::{CompareOp, FilterValue, QueryFilter};
-use crate::crest::query::SortKey;
-
-const USERS: &str = "managed/user";
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-fn ptr(s: &str) -> JsonPointer {
-    JsonPointer::parse(s)
-}
-
-fn cmp(field: &str, op: CompareOp, value: FilterValue) -> QueryFilter {
-    QueryFilter::Compare {
-        field: ptr(field),
-        op,
-        value,
-    }
-}
-
-fn s(v: &str) -> FilterValue {
-    FilterValue::String(v.to_string())
-}
-
-fn query<'a>(filter: &'a QueryFilter, sort: &'a [SortKey]) -> RepoQuery<'a> {
-    RepoQuery {
-        filter,
-        sort,
-        page_size: 0,
-        cookie: None,
-        offset: 0,
-        count: CountPolicy::None,
-        ids_only: false,
-    }
-}
-
-fn ids(page: &RepoPage) -> Vec<String> {
-    page.results.iter().map(|o| o.id.clone()).collect()
-}
+use crate::crest::filter::{CompareOp, QueryFilter};
+use crate::repo::contract::{cmp, eq, ids, obj, ptr, query, rel, s, seed_relationships, USERS};
+use crate::repo::RELATIONSHIPS;
 
 async fn create(repo: &SqliteRepo, id: &str, v: Value) -> StoredObject {
     repo.create(USERS, id, obj(v), WriteOptions::default())
@@ -141,10 +101,8 @@ async fn old_schema_is_migrated_and_newer_refused() {
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
-/// EXPLAIN QUERY PLAN of the select a query runs.
-fn explain(repo: &SqliteRepo, q: &RepoQuery<'_>) -> String {
-    let tbl = repo.inner.table(USERS).unwrap();
-    let plan = plan(&tbl, USERS, q).unwrap();
+/// EXPLAIN QUERY PLAN of a plan's select.
+fn explain_plan(repo: &SqliteRepo, plan: &Plan) -> String {
     let conn = Connection::open(repo.path()).unwrap();
     let mut stmt = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {}", plan.select.text))
@@ -155,6 +113,12 @@ fn explain(repo: &SqliteRepo, q: &RepoQuery<'_>) -> String {
         })
         .unwrap();
     rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+}
+
+/// EXPLAIN QUERY PLAN of the select a query runs.
+fn explain(repo: &SqliteRepo, q: &RepoQuery<'_>) -> String {
+    let tbl = repo.inner.table(USERS).unwrap();
+    explain_plan(repo, &plan(&tbl, USERS, q).unwrap())
 }
 
 #[tokio::test]
@@ -346,4 +310,37 @@ async fn revisions_never_repeat_across_delete_and_recreate() {
         .await;
     let rev = out[0].as_ref().unwrap().rev.clone();
     assert!(seen.insert(rev.clone()), "{rev} repeated by a batch");
+}
+
+/// Filters on relationship fields (answered by a subquery on the edges, as the contract
+/// checks) probe the edges through the edges' indexes, never scan them.
+#[tokio::test]
+async fn relationship_filters_search_the_edges_by_index() {
+    let repo = SqliteRepo::open_temporary().unwrap();
+    repo.set_indexes(
+        RELATIONSHIPS,
+        &[ptr("firstResourceId"), ptr("secondResourceId")],
+    )
+    .await
+    .unwrap();
+    seed_relationships(&repo, &["a", "b", "c", "boss"]).await;
+    let f = eq(rel("roles", "ResourceId"), "r1");
+    let tbl = repo.inner.table(USERS).unwrap();
+    let edges = repo.inner.table(RELATIONSHIPS);
+    let text = explain_plan(
+        &repo,
+        &plan_with(&tbl, USERS, &query(&f, &[]), edges.clone()).unwrap(),
+    );
+    let edges = edges.unwrap();
+    assert!(!text.contains(&format!("SCAN {edges}")), "{text}");
+    assert!(text.contains(&format!("SEARCH {edges}")), "{text}");
+
+    // Reading one object's relationships: each side's query searches by index.
+    let end = crate::managed::relationships::store::End::new(USERS, "a", Some("roles"));
+    for f in crate::managed::relationships::store::filters_of(&end) {
+        let plan = plan_with(&edges, RELATIONSHIPS, &query(&f, &[]), None).unwrap();
+        let text = explain_plan(&repo, &plan);
+        assert!(!text.contains(&format!("SCAN {edges}")), "{text}");
+        assert!(text.contains(&format!("SEARCH {edges}")), "{text}");
+    }
 }
