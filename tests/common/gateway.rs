@@ -526,9 +526,11 @@ impl Gateway {
                 Err(reason) => {
                     self.stop();
                     let logs = self.logs();
-                    let port_taken =
-                        logs.contains("Address already in use") || logs.contains("AddrInUse");
-                    if !(reason == "exited" && port_taken && attempt < 2) {
+                    let port_taken = reason == "port taken"
+                        || (reason == "exited"
+                            && (logs.contains("Address already in use")
+                                || logs.contains("AddrInUse")));
+                    if !(port_taken && attempt < 2) {
                         panic!(
                             "idm-gateway on {} {reason} before {PING_PATH} answered 200; log:\n{logs}",
                             self.addr
@@ -551,7 +553,17 @@ impl Gateway {
                 .send()
                 .await;
             if matches!(&ping, Ok(r) if r.status() == reqwest::StatusCode::OK) {
-                return Ok(());
+                // The answer may come from another test's gateway that took the port first:
+                // pingora retries a port in use for 30 s instead of exiting.
+                if listens_on(self.pid(), self.addr.port()) {
+                    return Ok(());
+                }
+                if self
+                    .logs_now()
+                    .contains(&format!("{} is in use, will try again", self.addr))
+                {
+                    return Err("port taken");
+                }
             }
             if Instant::now() >= deadline {
                 return Err("timed out");
@@ -559,6 +571,35 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Whether process `pid` holds the socket listening on `port` (Linux: `/proc/net/tcp` and the
+/// process's file descriptors). Elsewhere there is no way to tell: true.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let local = [
+        format!("0100007F:{port:04X}"),
+        format!("00000000:{port:04X}"),
+    ];
+    // Columns: sl local_address rem_address st … inode (10th); st 0A is LISTEN.
+    let sockets: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 9 && local.iter().any(|l| l == f[1]) && f[3] == "0A")
+                .then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
+    })
 }
 
 /// Sends `signal` (`"QUIT"`, `"TERM"`, …) to `pid` with kill(1).
