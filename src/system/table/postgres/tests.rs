@@ -2,10 +2,9 @@
 
 use super::*;
 use crate::crest::filter::parse as parse_filter;
+use crate::repo::postgres::testing;
 use crate::system::provisioner::{self, ObjectType};
 use crate::system::table::TableConnector;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 #[test]
 fn urls() {
@@ -31,140 +30,12 @@ fn urls() {
         .contains("TLS"));
 }
 
-/// A PostgreSQL server of our own: initdb in a temporary directory, a free loopback
-/// port, stopped (by its data directory) when dropped.
-struct Server {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    child: Child,
-    port: u16,
-    as_postgres: bool,
-}
-
-fn command(bin: &Path, name: &str, as_postgres: bool) -> Command {
-    if as_postgres {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin.join(name));
-        c
-    } else {
-        Command::new(bin.join(name))
-    }
-}
-
-impl Server {
-    /// `None` when PostgreSQL is not installed or does not start (the test then fails).
-    fn start() -> Option<Server> {
-        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .filter(|b| b.join("initdb").exists())
-            .collect();
-        versions.sort();
-        let bin = versions.pop()?;
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
-        let dir = tempfile::tempdir().ok()?;
-        if as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir.path())
-                .status()
-                .ok()?
-                .success();
-            assert!(ok, "chown of the PostgreSQL test directory");
-        }
-        let data = dir.path().join("data");
-        let out = command(&bin, "initdb", as_postgres)
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
-            .output()
-            .expect("initdb");
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let log = std::fs::File::create(dir.path().join("log")).ok()?;
-        let child = command(&bin, "postgres", as_postgres)
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-h",
-                "127.0.0.1",
-                "-c",
-                "fsync=off",
-            ])
-            .arg("-k")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("postgres");
-        Some(Server {
-            dir,
-            bin,
-            child,
-            port,
-            as_postgres,
-        })
-    }
-
-    async fn client(&self) -> Client {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(self.port)
-            .user("postgres")
-            .dbname("postgres");
-        for _ in 0..100 {
-            if let Ok((client, conn)) = cfg.connect(NoTls).await {
-                tokio::spawn(conn);
-                return client;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
-        panic!("PostgreSQL did not start:\n{log}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = command(&self.bin, "pg_ctl", self.as_postgres)
-            .arg("stop")
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn connector(port: u16, props: Value) -> TableConnector {
+fn connector(port: u16, db: &str, props: Value) -> TableConnector {
     let mut cfg = json!({
         "jdbcUrlTemplate": "jdbc:postgresql://%h:%p/%d",
         "host": "127.0.0.1",
         "port": port,
-        "database": "postgres",
+        "database": db,
         "user": "postgres",
         "password": "unused",
     });
@@ -195,13 +66,18 @@ fn attrs(v: Value) -> Map<String, Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_a_real_postgresql() {
-    let Some(server) = Server::start() else {
+    // The store tests' throwaway server, a fresh database of it.
+    let Some((port, db)) = testing::fresh_database().await else {
         panic!(
             "could not start a throwaway PostgreSQL: the table connector tests need the \
              `postgresql` package; run `make test` (it installs it) instead of plain `cargo test`"
         );
     };
-    let admin = server.client().await;
+    let (admin, conn) = testing::config(port, &db)
+        .connect(NoTls)
+        .await
+        .expect("connecting to the test database");
+    tokio::spawn(conn);
     admin
         .batch_execute(
             r#"
@@ -231,7 +107,8 @@ async fn against_a_real_postgresql() {
         .await
         .unwrap();
     let c = connector(
-        server.port,
+        port,
+        &db,
         json!({"table": "my \"users\"", "keyColumn": "uid", "passwordColumn": "password",
                "changeLogColumn": "changed"}),
     );
@@ -424,7 +301,7 @@ async fn against_a_real_postgresql() {
     }
 
     // A serial key numbers itself; schema types; unknown table.
-    let items = connector(server.port, json!({"table": "items", "keyColumn": "id"}));
+    let items = connector(port, &db, json!({"table": "items", "keyColumn": "id"}));
     assert_eq!(
         items
             .create(&a, None, attrs(json!({"name": "one"})))
@@ -439,14 +316,14 @@ async fn against_a_real_postgresql() {
         items.latest_sync_token(&a).await.unwrap_err(),
         ConnectorError::NotSupported(_)
     ));
-    let none = connector(server.port, json!({"table": "nosuch", "keyColumn": "id"}));
+    let none = connector(port, &db, json!({"table": "nosuch", "keyColumn": "id"}));
     let e = none.test().await.unwrap_err();
     assert!(
         matches!(e, ConnectorError::Config(ref m) if m.contains("does not exist")),
         "{e:?}"
     );
     // A server that is not there.
-    let down = connector(1, json!({"table": "items", "keyColumn": "id"}));
+    let down = connector(1, &db, json!({"table": "items", "keyColumn": "id"}));
     let e = down.test().await.unwrap_err();
     assert!(matches!(e, ConnectorError::Unavailable(_)), "{e:?}");
 }
