@@ -31,6 +31,16 @@ fn json_handler(config: Value) -> Value {
     })
 }
 
+/// A JSON handler auditing `activity` only, every write action kept, written every 20 ms.
+fn activity_only() -> Value {
+    let mut audit = json_handler(json!({
+            "buffering": {"writeInterval": "20 millis"},
+            "topics": ["activity"]}));
+    audit["eventTopics"] = json!({"activity": {"filter": {"actions":
+            ["create", "update", "delete", "patch", "action"]}}});
+    audit
+}
+
 /// `GET info/version` with transaction id `txid`, answered 200.
 async fn get_version(gw: &Gateway, txid: &str) {
     let r = gw
@@ -569,14 +579,7 @@ async fn sync_and_recon_audit_each_object_with_idms_fields() {
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_of_internal_users_and_roles_are_activity() {
     let gw = Gateway::builder()
-        .conf_file("audit", {
-            let mut audit = json_handler(json!({
-                    "buffering": {"writeInterval": "20 millis"},
-                    "topics": ["activity"]}));
-            audit["eventTopics"] = json!({"activity": {"filter": {"actions":
-                    ["create", "update", "delete", "patch", "action"]}}});
-            audit
-        })
+        .conf_file("audit", activity_only())
         .start()
         .await;
     let (status, body) = send(
@@ -776,14 +779,7 @@ async fn a_changed_audit_json_applies_without_restart_and_a_bad_one_is_refused()
 async fn activity_updates_patches_and_deletes_carry_the_object_before() {
     let gw = Gateway::builder()
         .conf_file("managed", shipped("managed"))
-        .conf_file("audit", {
-            let mut audit = json_handler(json!({
-                    "buffering": {"writeInterval": "20 millis"},
-                    "topics": ["activity"]}));
-            audit["eventTopics"] = json!({"activity": {"filter": {"actions":
-                    ["create", "update", "delete", "patch", "action"]}}});
-            audit
-        })
+        .conf_file("audit", activity_only())
         .start()
         .await;
     let mut user = common::fixtures::user(7);
@@ -860,14 +856,7 @@ async fn activity_updates_patches_and_deletes_carry_the_object_before() {
 async fn relationship_edges_written_through_a_sub_collection_are_activity() {
     let gw = Gateway::builder()
         .conf_file("managed", shipped("managed"))
-        .conf_file("audit", {
-            let mut audit = json_handler(json!({
-                    "buffering": {"writeInterval": "20 millis"},
-                    "topics": ["activity"]}));
-            audit["eventTopics"] = json!({"activity": {"filter": {"actions":
-                    ["create", "update", "delete", "patch", "action"]}}});
-            audit
-        })
+        .conf_file("audit", activity_only())
         .start()
         .await;
     common::fixtures::put_user(&gw, "e1", &common::fixtures::user(1)).await;
