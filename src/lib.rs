@@ -7,6 +7,7 @@
 pub mod access;
 pub mod audit;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod crest;
 pub mod crypto;

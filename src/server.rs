@@ -11,6 +11,7 @@ use crate::access::privileges::{PrivilegeHandler, Privileges};
 use crate::access::reauth::AccessGuard;
 use crate::audit::{self, handler::AuditHandler, Audit};
 use crate::auth::{AccountChanges, Authn, Reauthentication};
+use crate::cluster::{Cluster, ClusterConfig, ClusterHandler};
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
 use crate::crypto::Crypto;
@@ -60,6 +61,8 @@ pub struct Built {
     /// The temporal constraints' check, started with the scheduler.
     temporal: (Arc<Notifier>, std::time::Duration),
     sync: Arc<SyncService>,
+    /// This node's heartbeats and the detection of dead nodes.
+    pub cluster: Arc<Cluster>,
 }
 
 impl Built {
@@ -89,6 +92,7 @@ impl Built {
             *every,
             self.drain.clone(),
         )?;
+        spawn_cluster(self.cluster.clone(), self.drain.clone())?;
         spawn_scheduler(self.scheduler.clone(), self.drain.clone())
     }
 }
@@ -231,6 +235,11 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
     ));
     sync.set_scripts(engine.clone());
     sync.set_audit(audit.clone());
+    // The node id names this node's runs and queue claims before the first is written.
+    let cluster_config = ClusterConfig::load(&settings.conf_dir, &settings.node_id)?;
+    sync.set_node(&cluster_config.instance_id);
+    let cluster = Arc::new(Cluster::new(cluster_config, repo.clone(), None));
+    cluster.on_node_down(sync.clone());
     let schedules_gw = gw.clone();
     let scheduler = Arc::new(Scheduler::new(
         Arc::new(move || schedules_gw.live().schedules.clone()),
@@ -348,6 +357,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
             }),
         )
         .mount("recon", Arc::new(ReconHandler(sync.clone())))
+        .mount("cluster", Arc::new(ClusterHandler(cluster.clone())))
         .mount("sync", Arc::new(SyncHandler(sync.clone())))
         .mount(
             "repo/synchronisation/deadLetterQueue",
@@ -418,6 +428,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         drain: Drain::new(),
         temporal,
         sync,
+        cluster,
     })
 }
 
@@ -448,6 +459,21 @@ fn start_engine(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<Scrip
 
 /// The scheduler loop runs on its own small runtime: `build_gateway` runs before pingora's
 /// runtimes exist, and scheduled runs should not compete with request threads anyway.
+/// The cluster heartbeat runs on its own thread: a node busy with requests or a long
+/// reconciliation must still check in, or the others take it for dead.
+fn spawn_cluster(cluster: Arc<Cluster>, drain: Drain) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .thread_name("cluster")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the cluster runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("cluster".into())
+        .spawn(move || rt.block_on(cluster.run(drain)))
+        .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
+    Ok(())
+}
+
 fn spawn_scheduler(scheduler: Arc<Scheduler>, drain: Drain) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

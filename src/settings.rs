@@ -96,6 +96,11 @@ pub struct Cli {
     /// password may come from IDM_GATEWAY_STORE_PASSWORD instead) [default: sqlite].
     #[arg(long, env = "IDM_GATEWAY_STORE", value_name = "sqlite|URL", value_parser = parse_store, hide_env_values = true)]
     pub store: Option<StoreUrl>,
+
+    /// This node's id in a cluster (IDM's `openidm.node.id`): unique among the gateways
+    /// sharing one store [default: the host name].
+    #[arg(long, env = "IDM_GATEWAY_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 /// `--store` as given. Never refused by the command line parser (its errors echo the value,
@@ -207,6 +212,17 @@ pub fn default_upgrade_sock(data_dir: &std::path::Path) -> PathBuf {
     std::env::temp_dir().join(format!("idm-gateway-{hex}.sock"))
 }
 
+/// The host name (`/proc/sys/kernel/hostname`, then `$HOSTNAME`), or `node1` (IDM's default
+/// `openidm.node.id`) when neither says.
+pub fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node1".to_owned())
+}
+
 /// Resolved settings the server is built from.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -246,6 +262,8 @@ pub struct Settings {
     pub server: crate::config::ServerTuning,
     /// `--store`: the embedded SQLite store (default) or PostgreSQL.
     pub store: StoreUrl,
+    /// `--node-id`: this node's id in a cluster (default the host name).
+    pub node_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +306,7 @@ impl Settings {
             upgrade_sock,
             shutdown_grace_seconds,
             store,
+            node_id,
         } = cli;
         let GatewayFile {
             admin_password,
@@ -341,6 +360,10 @@ impl Settings {
             shutdown_grace_seconds: shutdown_grace_seconds.unwrap_or(file_grace),
             server: server.unwrap_or_default(),
             store: store.unwrap_or_default(),
+            node_id: node_id
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(default_node_id),
             conf_dir: conf,
             data_dir: data,
             certs_dir: certs,

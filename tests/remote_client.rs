@@ -66,6 +66,7 @@ impl Local {
             shutdown_grace_seconds: idm_gateway::config::DEFAULT_SHUTDOWN_GRACE_SECONDS,
             server: Default::default(),
             store: Default::default(),
+            node_id: "client-test".into(),
         };
         let built = std::thread::spawn(move || build_gateway(&settings))
             .join()

@@ -62,7 +62,7 @@ impl RequestHandler for ReconHandler {
             )),
             ([id], Operation::Read { .. }) => Ok(Response::Json(200, svc.get(id).await?)),
             ([id], Operation::Action { name }) if name == "cancel" => {
-                svc.cancel(id)?;
+                svc.cancel(id).await?;
                 Ok(Response::Action(Some(
                     json!({"_id": id, "action": "cancel", "status": "INITIATED"}),
                 )))

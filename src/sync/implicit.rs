@@ -71,6 +71,8 @@ struct Job {
 pub struct ImplicitSync {
     mappings: MappingSource,
     jobs: mpsc::UnboundedSender<Job>,
+    /// This node's id: its writes' queue entries are its claims.
+    node: Option<String>,
 }
 
 impl ImplicitSync {
@@ -96,7 +98,7 @@ impl ChangeHook for ImplicitSync {
     fn pending(&self, resource: &str, id: &str, kind: ChangeKind, caller: &Caller) -> Vec<WriteOp> {
         self.mappings_for(resource, caller)
             .iter()
-            .map(|m| SyncQueue::row(&m.name, id, kind.as_str()))
+            .map(|m| SyncQueue::row(&m.name, id, kind.as_str(), self.node.as_deref()))
             .collect()
     }
 
@@ -121,6 +123,7 @@ pub fn start(service: Arc<SyncService>) -> Result<Arc<ImplicitSync>, String> {
     let hook = Arc::new(ImplicitSync {
         mappings: service.mapping_source(),
         jobs: tx,
+        node: service.queue().node().map(str::to_owned),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -218,7 +221,13 @@ impl Worker {
             }
         };
         let mut running = tokio::task::JoinSet::new();
+        let queue = self.service.queue();
         for entry in due {
+            // At start-up, what another live node claimed is its to push (its lease
+            // expires if it dies).
+            if trigger == Trigger::Now && !queue.is_mine(&entry) {
+                continue;
+            }
             let w = self.clone();
             running.spawn(async move {
                 w.push(&entry.mapping, &entry.source_id, trigger).await;
@@ -271,9 +280,24 @@ impl Worker {
                 return;
             }
         };
-        if trigger == Trigger::Retry && entry.next_attempt > iso8601(SystemTime::now()) {
-            return; // failed meanwhile: it waits for its next attempt
-        }
+        let entry = match trigger {
+            Trigger::Retry if entry.next_attempt > iso8601(SystemTime::now()) => {
+                return; // failed meanwhile: it waits for its next attempt
+            }
+            // Due: one node pushes it, the one whose claim lands.
+            Trigger::Retry => match queue.claim(&entry).await {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(mapping = %mapping, id = %source_id, error = %e,
+                        "cannot claim an implicit sync queue entry; the push waits for the next check");
+                    return;
+                }
+            },
+            // A change another node made since: that node pushes it.
+            Trigger::Now if !queue.is_mine(&entry) => return,
+            Trigger::Now => entry,
+        };
         let error = match svc.sync_one(mapping, source_id).await {
             Ok(()) => None,
             Err(SyncOneError::Dropped(why)) => {

@@ -13,8 +13,14 @@
 //!   IDM's default, or `dead-letter-queue`). Every mapping's implicit sync is queued in this
 //!   gateway, so `queuedSync.enabled` changes nothing.
 //!
+//! * In a cluster, an entry is claimed by one node (`node`): the node whose write queued
+//!   it pushes it at once; the retry check of any node claims a due entry first (a
+//!   conditional write of `node` and a new `nextAttempt` lease), so exactly one node pushes
+//!   it. A dead node's claims are released by the survivor that detects it
+//!   ([`crate::cluster::NodeRecovery`]), or expire with their lease.
+//!
 //! Entry: `{"_id", "mapping", "sourceId", "operation", "attempts", "lastError",
-//! "nextAttempt"}` (`nextAttempt` ISO 8601 UTC).
+//! "nextAttempt", "node"}` (`nextAttempt` ISO 8601 UTC).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,6 +49,8 @@ const MAX_ERROR_LEN: usize = 1000;
 /// Due entries read per check (the rest follow at the next check): a long queue (a remote
 /// down for hours) costs one indexed, bounded query per check, not a read of the queue.
 const DUE_BATCH: usize = 1000;
+/// The claiming node's id.
+const NODE: &str = "node";
 /// The indexed property due entries are found and ordered by.
 const NEXT_ATTEMPT: &str = "nextAttempt";
 
@@ -56,6 +64,8 @@ pub struct Entry {
     pub operation: String,
     pub attempts: u64,
     pub next_attempt: String,
+    /// The cluster node that claimed it (none: written before entries named one).
+    pub node: Option<String>,
 }
 
 /// A mapping's retry settings (`queuedSync`).
@@ -126,17 +136,108 @@ pub enum Failed {
 
 pub struct SyncQueue {
     repo: Arc<dyn Repo>,
+    /// This node's id in the cluster.
+    node: std::sync::OnceLock<String>,
 }
 
 impl SyncQueue {
     pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self { repo }
+        Self {
+            repo,
+            node: Default::default(),
+        }
+    }
+
+    /// Names this node's claims; set once, before the first entry is written.
+    pub fn set_node(&self, id: &str) {
+        let _ = self.node.set(id.to_owned());
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
+    }
+
+    /// Whether this node may push `e` without claiming it: its own claim, or an entry
+    /// from before claims.
+    pub fn is_mine(&self, e: &Entry) -> bool {
+        e.node.is_none() || e.node.as_deref() == self.node()
+    }
+
+    /// Claims `e` for this node: a new lease from now, if nobody changed it since it was
+    /// read. `None`: another node (or a write) got there first.
+    pub async fn claim(&self, e: &Entry) -> Result<Option<Entry>, RepoError> {
+        let Some(current) = self.repo.read(QUEUE_RESOURCE, &e.id).await? else {
+            return Ok(None);
+        };
+        if current.rev != e.rev {
+            return Ok(None);
+        }
+        let mut content = current.content;
+        let lease = iso8601(SystemTime::now() + LEASE);
+        content.insert(NEXT_ATTEMPT.into(), json!(lease));
+        if let Some(node) = self.node() {
+            content.insert(NODE.into(), json!(node));
+        }
+        match self
+            .repo
+            .update(
+                QUEUE_RESOURCE,
+                &e.id,
+                Some(&e.rev),
+                content,
+                Default::default(),
+            )
+            .await
+        {
+            Ok(o) => Ok(entry(o.id, o.rev, &o.content)),
+            Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Releases the claims of (dead) node `node`: its entries are due at once, for any
+    /// node's next retry check. Returns how many.
+    pub async fn release(&self, node: &str) -> Result<usize, RepoError> {
+        let of_node = QueryFilter::Compare {
+            field: JsonPointer::parse(NODE),
+            op: CompareOp::Eq,
+            value: FilterValue::String(node.to_owned()),
+        };
+        let page = self
+            .repo
+            .query(QUEUE_RESOURCE, query(&of_node, &[], 0))
+            .await?;
+        let mut released = 0;
+        for o in page.results {
+            let mut content = o.content;
+            content.remove(NODE);
+            content.insert(NEXT_ATTEMPT.into(), json!(iso8601(SystemTime::now())));
+            match self
+                .repo
+                .update(
+                    QUEUE_RESOURCE,
+                    &o.id,
+                    Some(&o.rev),
+                    content,
+                    Default::default(),
+                )
+                .await
+            {
+                Ok(_) => released += 1,
+                Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
     }
 
     /// Indexes `nextAttempt` and counts the stored entries (at start-up).
     pub async fn load(&self) -> Result<usize, RepoError> {
         self.repo
-            .set_indexes(QUEUE_RESOURCE, &[JsonPointer::parse(NEXT_ATTEMPT)])
+            .set_indexes(
+                QUEUE_RESOURCE,
+                &[JsonPointer::parse(NEXT_ATTEMPT), JsonPointer::parse(NODE)],
+            )
             .await?;
         let page = self
             .repo
@@ -151,18 +252,23 @@ impl SyncQueue {
         Ok(page.results.len())
     }
 
-    /// The write that queues a push of (mapping, source id), to commit with the change.
-    pub fn row(mapping: &str, source_id: &str, operation: &str) -> WriteOp {
+    /// The write that queues a push of (mapping, source id), to commit with the change,
+    /// claimed by `node` (the node making the change).
+    pub fn row(mapping: &str, source_id: &str, operation: &str, node: Option<&str>) -> WriteOp {
+        let mut content = object(json!({
+            "mapping": mapping,
+            "sourceId": source_id,
+            "operation": operation,
+            "attempts": 0,
+            "nextAttempt": iso8601(SystemTime::now() + LEASE),
+        }));
+        if let Some(node) = node {
+            content.insert(NODE.into(), json!(node));
+        }
         WriteOp::Put {
             resource: QUEUE_RESOURCE.into(),
             id: entry_id(mapping, source_id),
-            content: object(json!({
-                "mapping": mapping,
-                "sourceId": source_id,
-                "operation": operation,
-                "attempts": 0,
-                "nextAttempt": iso8601(SystemTime::now() + LEASE),
-            })),
+            content,
         }
     }
 
@@ -188,6 +294,8 @@ impl SyncQueue {
         if policy.failure.exhausted(attempts) {
             return Ok(Failed::GiveUp(attempts));
         }
+        // A failed entry waits for its next attempt unclaimed: any node's retry check
+        // claims it then.
         let content = object(json!({
             "mapping": e.mapping,
             "sourceId": e.source_id,
@@ -283,6 +391,7 @@ fn entry(id: String, rev: String, c: &Map<String, Value>) -> Option<Entry> {
         operation: s("operation").unwrap_or_default(),
         attempts: c.get("attempts").and_then(Value::as_u64).unwrap_or(0),
         next_attempt: s(NEXT_ATTEMPT).unwrap_or_default(),
+        node: s(NODE),
         id,
         rev,
     })
@@ -382,13 +491,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_due_entry_is_claimed_by_one_node_and_a_dead_nodes_claims_are_released() {
+        let repo: Arc<dyn Repo> =
+            Arc::new(crate::repo::sqlite::SqliteRepo::open_temporary().unwrap());
+        let (a, b) = (SyncQueue::new(repo.clone()), SyncQueue::new(repo.clone()));
+        a.set_node("a");
+        b.set_node("b");
+        a.load().await.unwrap();
+        for id in ["x", "y"] {
+            for r in repo
+                .batch(vec![SyncQueue::row("m", id, "update", a.node())])
+                .await
+            {
+                r.unwrap();
+            }
+        }
+        let later = SystemTime::now() + LEASE * 2;
+        let seen_by_a = a.due(later).await.unwrap();
+        let seen_by_b = b.due(later).await.unwrap();
+        assert!(seen_by_a.iter().all(|e| a.is_mine(e) && !b.is_mine(e)));
+        // Both retry checks see x due; the first claim wins, the other finds it taken.
+        let x_a = seen_by_a.iter().find(|e| e.source_id == "x").unwrap();
+        let x_b = seen_by_b.iter().find(|e| e.source_id == "x").unwrap();
+        let claimed = b.claim(x_b).await.unwrap().expect("b's claim lands");
+        assert_eq!(claimed.node.as_deref(), Some("b"));
+        assert!(b.is_mine(&claimed));
+        assert!(a.claim(x_a).await.unwrap().is_none());
+        // A dies: its claim on y is released (due now, unclaimed); b's claim on x stays.
+        assert_eq!(b.release("a").await.unwrap(), 1);
+        let due_now = b
+            .due(SystemTime::now() + Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(due_now.len(), 1, "{due_now:?}");
+        assert_eq!(due_now[0].source_id, "y");
+        assert_eq!(due_now[0].node, None);
+        assert!(b.claim(&due_now[0]).await.unwrap().is_some());
+        // The push of the claimed entry removes it by its new revision.
+        b.done(&claimed).await.unwrap();
+        assert!(b.get("m", "x").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn entries_are_durable_rows_removed_only_by_the_push_that_read_them() {
         let repo: Arc<dyn Repo> =
             Arc::new(crate::repo::sqlite::SqliteRepo::open_temporary().unwrap());
         let q = SyncQueue::new(repo.clone());
         assert_eq!(q.load().await.unwrap(), 0);
         for (id, op) in [("a", "update"), ("b", "update"), ("c", "create")] {
-            for r in repo.batch(vec![SyncQueue::row("m", id, op)]).await {
+            for r in repo.batch(vec![SyncQueue::row("m", id, op, None)]).await {
                 r.unwrap();
             }
         }
@@ -427,7 +578,10 @@ mod tests {
 
         // A change after the read keeps the entry: the push that read it removes nothing.
         let a = q.get("m", "a").await.unwrap().unwrap();
-        for r in repo.batch(vec![SyncQueue::row("m", "a", "update")]).await {
+        for r in repo
+            .batch(vec![SyncQueue::row("m", "a", "update", None)])
+            .await
+        {
             r.unwrap();
         }
         q.done(&a).await.unwrap();

@@ -69,6 +69,10 @@ const IN_FLIGHT_PER_THREAD: usize = 100;
 /// Pages read ahead of the one being processed (each of at most the page size).
 const READ_AHEAD: usize = 2;
 /// How often the stored run record is refreshed while the run is active.
+/// Cancel requests for runs of another node (`recon/<id>?_action=cancel` on a node that
+/// does not run it), by run id.
+pub const CANCEL_REQUESTS: &str = "sync/reconCancelRequests";
+
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// An object's failure when `maxDeletes` refused its delete.
 const REFUSED_DELETE: &str = "the delete was refused: the run reached its maxDeletes";
@@ -322,6 +326,8 @@ impl Engine {
         *self.last_save.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
+    /// Saves the run about once a [`SAVE_EVERY`], and looks for a cancel request another
+    /// cluster node left for it.
     async fn save_now_and_then(&self) {
         let due = self
             .last_save
@@ -331,6 +337,13 @@ impl Engine {
             >= SAVE_EVERY;
         if due {
             self.save().await;
+            if let Ok(Some(request)) = self.repo.read(CANCEL_REQUESTS, &self.run.id).await {
+                let by = request.content.get("requestedBy").cloned();
+                if self.run.cancel() {
+                    tracing::info!(run = %self.run.id, requested_by = ?by,
+                        "reconciliation canceled from another cluster node");
+                }
+            }
         }
     }
 

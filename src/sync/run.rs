@@ -136,6 +136,9 @@ pub struct Run {
     done: watch::Sender<bool>,
     /// Why the run stopped early, when it failed as a whole.
     failure: Mutex<Option<String>>,
+    /// The cluster node running it (`nodeId`, a gateway extra of the record): a survivor
+    /// fails the ACTIVE runs of a dead node, a restarting node only its own.
+    pub node: Option<String>,
 }
 
 impl Run {
@@ -156,7 +159,14 @@ impl Run {
             cancel_notify: Notify::new(),
             done: watch::channel(false).0,
             failure: Mutex::new(None),
+            node: None,
         }
+    }
+
+    /// The run of cluster node `node`.
+    pub fn on_node(mut self, node: Option<&str>) -> Self {
+        self.node = node.map(str::to_owned);
+        self
     }
 
     pub fn stage(&self) -> Stage {
@@ -321,6 +331,9 @@ impl Run {
         out.insert("duration".into(), json!(duration));
         if let Some(reason) = &*self.failure.lock().unwrap_or_else(|e| e.into_inner()) {
             out.insert("failureReason".into(), json!(reason));
+        }
+        if let Some(node) = &self.node {
+            out.insert("nodeId".into(), json!(node));
         }
         Value::Object(out)
     }

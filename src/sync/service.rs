@@ -12,7 +12,7 @@ use super::implicit::SyncOneError;
 use super::links::LinkStore;
 use super::mapping::{Mapping, Mappings};
 use super::queue::SyncQueue;
-use super::recon::{save_run, AuditAs, Engine, Scope, RUN_RESOURCE};
+use super::recon::{save_run, AuditAs, Engine, Scope, CANCEL_REQUESTS, RUN_RESOURCE};
 use super::run::{iso8601, Run, Stage};
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
@@ -22,6 +22,9 @@ use crate::repo::{Repo, RepoError, RepoQuery};
 
 /// The live mappings.
 pub type MappingSource = Arc<dyn Fn() -> Arc<Mappings> + Send + Sync>;
+
+/// The run record's node (gateway extra).
+const NODE_ID: &str = "nodeId";
 
 /// Key order of a stored run record (crest-wire.md §7).
 const RUN_KEYS: [&str; 13] = [
@@ -62,6 +65,8 @@ pub struct SyncService {
     scripts: OnceLock<Arc<crate::script::ScriptEngine>>,
     /// `recon` audit events (start and summary of each run).
     audit: OnceLock<Arc<crate::audit::Audit>>,
+    /// This node's id in the cluster, stored with its runs.
+    node: OnceLock<String>,
 }
 
 /// Locks by key, dropped from the map when nobody holds or waits for them.
@@ -108,7 +113,18 @@ impl SyncService {
             deduped: Default::default(),
             scripts: OnceLock::new(),
             audit: OnceLock::new(),
+            node: OnceLock::new(),
         }
+    }
+
+    /// Names this node's runs (`nodeId`); set once, before the first run.
+    pub fn set_node(&self, id: &str) {
+        let _ = self.node.set(id.to_owned());
+        self.queue.set_node(id);
+    }
+
+    fn node(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
     }
 
     /// At the first use of a link type since start, removes the duplicate links older
@@ -262,46 +278,70 @@ impl SyncService {
         )))
     }
 
-    /// At start-up: indexes the run records, and marks runs a stop cut off (still ACTIVE)
-    /// as FAILED. Returns how many were marked.
+    /// At start-up: indexes the run records, and marks this node's runs a stop cut off
+    /// (still ACTIVE) as FAILED; runs of other nodes sharing the store are theirs (a dead
+    /// node's are failed by the survivor that detects it). Returns how many were marked.
     pub async fn recover(&self) -> Result<usize, RepoError> {
         self.repo
             .set_indexes(
                 RUN_RESOURCE,
-                &[JsonPointer::parse("state"), JsonPointer::parse("started")],
+                &[
+                    JsonPointer::parse("state"),
+                    JsonPointer::parse("started"),
+                    JsonPointer::parse(NODE_ID),
+                ],
             )
             .await?;
-        let filter = QueryFilter::Compare {
-            field: JsonPointer::parse("state"),
-            op: CompareOp::Eq,
-            value: FilterValue::String("ACTIVE".into()),
+        // Records written before runs named their node are this node's too.
+        let mine = match self.node() {
+            Some(node) => QueryFilter::Or(vec![
+                eq(NODE_ID, node),
+                QueryFilter::Not(Box::new(QueryFilter::Present(JsonPointer::parse(NODE_ID)))),
+            ]),
+            None => QueryFilter::True,
         };
+        self.fail_active(mine, "reconciliation cut off by a stop marked FAILED")
+            .await
+    }
+
+    /// Marks the ACTIVE runs matching `which` FAILED, except runs of this process (it served
+    /// before it owned the store, during an upgrade).
+    async fn fail_active(&self, which: QueryFilter, why: &str) -> Result<usize, RepoError> {
+        let filter = QueryFilter::And(vec![eq("state", "ACTIVE"), which]);
         let page = self
             .repo
             .query(RUN_RESOURCE, RepoQuery::all(&filter, &[]))
             .await?;
         let mut marked = 0;
         for obj in page.results {
-            // A run of this process (it served before it owned the store, during an
-            // upgrade) is not cut off.
-            if self
-                .active
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&obj.id)
-            {
+            if self.live(&obj.id).is_some() {
                 continue;
             }
             let mut content = obj.content;
+            let mapping = content.get("mapping").cloned().unwrap_or_default();
             let stage = Stage::CompletedFailed;
             content.insert("state".into(), json!(stage.state()));
             content.insert("stage".into(), json!(stage.name()));
             content.insert("stageDescription".into(), json!(stage.description()));
             content.insert("ended".into(), json!(iso8601(SystemTime::now())));
-            self.repo
-                .update(RUN_RESOURCE, &obj.id, None, content, Default::default())
-                .await?;
-            tracing::warn!(run = %obj.id, "reconciliation cut off by a stop marked FAILED");
+            match self
+                .repo
+                .update(
+                    RUN_RESOURCE,
+                    &obj.id,
+                    Some(&obj.rev),
+                    content,
+                    Default::default(),
+                )
+                .await
+            {
+                Ok(_) => {}
+                // Its node saved it meanwhile (it is alive after all) or it was deleted.
+                Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            let _ = self.repo.delete(CANCEL_REQUESTS, &obj.id, None).await;
+            tracing::warn!(run = %obj.id, mapping = %mapping, "{why}");
             marked += 1;
         }
         Ok(marked)
@@ -375,7 +415,7 @@ impl SyncService {
         if let Some(v) = overrides.run_target_phase {
             parameters.insert("runTargetPhase".into(), json!(v));
         }
-        let run = Arc::new(Run::new(&m.name, Value::Object(parameters)));
+        let run = Arc::new(Run::new(&m.name, Value::Object(parameters)).on_node(self.node()));
         {
             let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
             if source_id.is_none() {
@@ -425,6 +465,9 @@ impl SyncService {
             let run = &engine.run;
             run.set_stage(stage);
             engine.save().await;
+            if run.is_canceled() {
+                let _ = service.repo.delete(CANCEL_REQUESTS, &run.id, None).await;
+            }
             service
                 .active
                 .lock()
@@ -456,19 +499,35 @@ impl SyncService {
         Ok(run)
     }
 
-    /// Asks an active run to stop.
-    pub fn cancel(&self, id: &str) -> Result<(), ResourceError> {
-        let run = self
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned();
-        match run {
-            Some(run) if run.cancel() => Ok(()),
-            _ => Err(ResourceError::bad_request(format!(
-                "Reconciliation run '{id}' is not active"
-            ))),
+    /// Asks an active run to stop: at once if it runs in this process, otherwise through a
+    /// cancel request in the store, which the node running it reads within a second.
+    pub async fn cancel(&self, id: &str) -> Result<(), ResourceError> {
+        if let Some(run) = self.live(id) {
+            return if run.cancel() {
+                Ok(())
+            } else {
+                Err(not_active(id))
+            };
+        }
+        let stored = self
+            .repo
+            .read(RUN_RESOURCE, id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(id))?;
+        if stored.content.get("state").and_then(Value::as_str) != Some("ACTIVE") {
+            return Err(not_active(id));
+        }
+        let mut request = Map::new();
+        request.insert("requestedBy".into(), json!(self.node().unwrap_or_default()));
+        request.insert("requested".into(), json!(iso8601(SystemTime::now())));
+        match self
+            .repo
+            .create(CANCEL_REQUESTS, id, request, Default::default())
+            .await
+        {
+            Ok(_) | Err(RepoError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(store_error(e)),
         }
     }
 
@@ -655,6 +714,43 @@ fn ordered(id: &str, mut content: Map<String, Value>) -> Value {
     }
     out.extend(content);
     Value::Object(out)
+}
+
+fn not_active(id: &str) -> ResourceError {
+    ResourceError::bad_request(format!("Reconciliation run '{id}' is not active"))
+}
+
+fn eq(field: &str, value: &str) -> QueryFilter {
+    QueryFilter::Compare {
+        field: JsonPointer::parse(field),
+        op: CompareOp::Eq,
+        value: FilterValue::String(value.to_owned()),
+    }
+}
+
+/// A dead node's ACTIVE runs are failed by the survivor that detected it, and its claims
+/// on the implicit-sync queue released.
+#[async_trait::async_trait]
+impl crate::cluster::NodeRecovery for SyncService {
+    fn what(&self) -> &'static str {
+        "reconciliation runs and implicit-sync queue claims"
+    }
+
+    async fn recover_node(&self, node: &str) -> Result<usize, String> {
+        let runs = self
+            .fail_active(
+                eq(NODE_ID, node),
+                "reconciliation of a dead cluster node marked FAILED",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let claims = self.queue.release(node).await.map_err(|e| e.to_string())?;
+        if claims > 0 {
+            tracing::warn!(node = %node, entries = claims,
+                "implicit sync queue entries of a dead cluster node released");
+        }
+        Ok(runs + claims)
+    }
 }
 
 fn not_found(id: &str) -> ResourceError {
