@@ -326,8 +326,6 @@ impl Engine {
         *self.last_save.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
-    /// Saves the run about once a [`SAVE_EVERY`], and looks for a cancel request another
-    /// cluster node left for it.
     async fn save_now_and_then(&self) {
         let due = self
             .last_save
@@ -337,13 +335,6 @@ impl Engine {
             >= SAVE_EVERY;
         if due {
             self.save().await;
-            if let Ok(Some(request)) = self.repo.read(CANCEL_REQUESTS, &self.run.id).await {
-                let by = request.content.get("requestedBy").cloned();
-                if self.run.cancel() {
-                    tracing::info!(run = %self.run.id, requested_by = ?by,
-                        "reconciliation canceled from another cluster node");
-                }
-            }
         }
     }
 

@@ -440,6 +440,7 @@ impl SyncService {
             Some(id) => Scope::One(id),
             None => Scope::All,
         };
+        watch_cancel_requests(self.repo.clone(), run.clone());
         let service = self.clone();
         tracing::info!(mapping = %m.name, run = %run.id, "reconciliation started");
         if let Some(audit) = self.audit.get() {
@@ -714,6 +715,35 @@ fn ordered(id: &str, mut content: Map<String, Value>) -> Value {
     }
     out.extend(content);
     Value::Object(out)
+}
+
+/// How often a run looks for a cancel request from another node.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Cancels `run` when another cluster node leaves a cancel request for it (one read a
+/// second while it is active; a wait on a slow resource is cut short like a local cancel).
+fn watch_cancel_requests(repo: Arc<dyn Repo>, run: Arc<Run>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = run.wait() => return,
+                _ = tokio::time::sleep(CANCEL_POLL) => {}
+            }
+            if let Ok(Some(request)) = repo.read(CANCEL_REQUESTS, &run.id).await {
+                let by = request
+                    .content
+                    .get("requestedBy")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if run.cancel() {
+                    tracing::info!(run = %run.id, requested_by = %by,
+                        "reconciliation canceled from another cluster node");
+                }
+                return;
+            }
+        }
+    });
 }
 
 fn not_active(id: &str) -> ResourceError {

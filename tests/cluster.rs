@@ -1,0 +1,248 @@
+//! Two gateways on one real PostgreSQL store form a cluster (`--node-id`, heartbeats in the
+//! store, IDM's `conf/cluster.json` with short intervals): each lists both nodes; a
+//! reconciliation running on one is visible and cancelled from the other; a node killed
+//! with SIGKILL is shown down, its ACTIVE runs are failed by the survivor and its
+//! acknowledged writes stay readable; a restarting node fails only its own runs.
+//!
+//! The runs are kept ACTIVE by a remote source that accepts connections and never answers
+//! (fault injection); everything else is real.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::faults::HangingUpstream;
+use common::fixtures::shipped;
+use common::postgres::PgServer;
+use common::{basic_instance, Gateway};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "cluster-pw-5";
+
+async fn store() -> Option<(PgServer, String)> {
+    let pg = PgServer::start()?;
+    pg.exec(&format!("CREATE ROLE gw LOGIN PASSWORD '{PASSWORD}'"))
+        .await;
+    pg.exec("CREATE DATABASE idm OWNER gw").await;
+    let url = format!("postgres://gw:{PASSWORD}@127.0.0.1:{}/idm", pg.port);
+    Some((pg, url))
+}
+
+/// A node of the cluster: heartbeats every 200 ms, taken for dead after 1.5 s of silence.
+async fn node(id: &str, store: &str, hanging: &HangingUpstream) -> Gateway {
+    let mut remote = basic_instance(&hanging.url(), "openidm-admin", "x");
+    remote["readTimeout"] = json!(120_000);
+    Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file(
+            "cluster",
+            json!({"instanceId": "&{openidm.node.id}", "instanceTimeout": 1500,
+                   "instanceRecoveryTimeout": 5000, "instanceCheckInInterval": "200",
+                   "instanceCheckInOffset": 0, "enabled": true}),
+        )
+        .conf_file("external.idm-slow", remote)
+        .conf_file(
+            "sync",
+            json!({"mappings": [
+                {"name": "slowUser_user", "source": "external/idm/slow/managed/user",
+                 "target": "managed/user", "enableSync": false,
+                 "properties": [{"source": "userName", "target": "userName"}]}
+            ]}),
+        )
+        .arg("--store")
+        .arg(store)
+        .arg("--node-id")
+        .arg(id)
+        .start()
+        .await
+}
+
+async fn json_of(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn nodes(gw: &Gateway) -> Vec<(String, String)> {
+    let (status, body) = json_of(gw.get("/openidm/cluster?_queryFilter=true")).await;
+    assert_eq!(status, 200, "{body}");
+    body["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["instanceId"].as_str().unwrap().to_owned(),
+                n["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn start_recon(gw: &Gateway) -> String {
+    let (status, body) =
+        json_of(gw.post("/openidm/recon?_action=recon&mapping=slowUser_user")).await;
+    assert_eq!(status, 200, "{body}");
+    body["_id"].as_str().unwrap().to_owned()
+}
+
+async fn run_on(gw: &Gateway, id: &str) -> Value {
+    let (status, body) = json_of(gw.get(&format!("/openidm/recon/{id}"))).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls `what` until it holds, for at most 30 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_seen_and_cancelled_across_nodes_and_a_killed_node_is_recovered() {
+    let Some((_pg, url)) = store().await else {
+        return;
+    };
+    let hanging = HangingUpstream::start();
+    let mut a = node("node-a", &url, &hanging).await;
+    let b = node("node-b", &url, &hanging).await;
+
+    eventually("both nodes list both nodes running", || async {
+        let want = vec![
+            ("node-a".to_owned(), "running".to_owned()),
+            ("node-b".to_owned(), "running".to_owned()),
+        ];
+        nodes(&a).await == want && nodes(&b).await == want
+    })
+    .await;
+    let (status, one) = json_of(b.get("/openidm/cluster/node-a")).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["instanceId"], "node-a");
+    assert!(
+        one["startup"].as_str().is_some_and(|s| !s.is_empty()),
+        "{one}"
+    );
+    assert_eq!(one["shutdown"], "");
+    let (status, missing) = json_of(b.get("/openidm/cluster/node-z")).await;
+    assert_eq!(
+        (status, missing["code"].clone()),
+        (404, json!(404)),
+        "{missing}"
+    );
+
+    // A run on A is visible on B (with the node running it) and cancelled from B.
+    let first = start_recon(&a).await;
+    let seen = run_on(&b, &first).await;
+    assert_eq!(seen["state"], "ACTIVE", "{seen}");
+    assert_eq!(seen["nodeId"], "node-a", "{seen}");
+    let (status, cancel) = json_of(b.post(&format!("/openidm/recon/{first}?_action=cancel"))).await;
+    assert_eq!(status, 200, "{cancel}");
+    assert_eq!(cancel["status"], "INITIATED", "{cancel}");
+    eventually("the run cancelled from B ends CANCELED", || async {
+        run_on(&b, &first).await["state"] == "CANCELED"
+    })
+    .await;
+    let (status, again) = json_of(b.post(&format!("/openidm/recon/{first}?_action=cancel"))).await;
+    assert_eq!(
+        status, 400,
+        "a finished run is not cancelled again: {again}"
+    );
+
+    // An acknowledged write on A, then A dies with a run ACTIVE.
+    let (status, body) = json_of(
+        a.put("/openidm/managed/user/kept")
+            .header("If-None-Match", "*")
+            .json(&json!({"userName": "kept", "givenName": "K", "sn": "K", "mail": "kept@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let cut_off = start_recon(&a).await;
+    assert_eq!(run_on(&b, &cut_off).await["state"], "ACTIVE");
+    a.stop(); // SIGKILL
+
+    eventually("B shows A down, recovered by B", || async {
+        let (_, v) = json_of(b.get("/openidm/cluster/node-a")).await;
+        v["state"] == "down" && v["recovery"]["recoveredBy"] == "node-b"
+    })
+    .await;
+    eventually("A's ACTIVE run is failed by B", || async {
+        run_on(&b, &cut_off).await["state"] == "FAILED"
+    })
+    .await;
+    let (status, read) = json_of(b.get("/openidm/managed/user/kept")).await;
+    assert_eq!(
+        (status, read["userName"].clone()),
+        (200, json!("kept")),
+        "{read}"
+    );
+    assert!(
+        b.logs_now().contains("taken for down"),
+        "B logs the detection"
+    );
+
+    // A comes back: running again, its recovered run stays FAILED.
+    a.restart().await;
+    eventually("A is running again", || async {
+        nodes(&b).await
+            == vec![
+                ("node-a".to_owned(), "running".to_owned()),
+                ("node-b".to_owned(), "running".to_owned()),
+            ]
+    })
+    .await;
+    assert_eq!(run_on(&a, &cut_off).await["state"], "FAILED");
+    for gw in [&a, &b] {
+        assert!(
+            !gw.logs_now().contains(PASSWORD),
+            "the store password was logged"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_node_fails_only_its_own_runs_and_a_clean_stop_is_no_failure() {
+    let Some((_pg, url)) = store().await else {
+        return;
+    };
+    let hanging = HangingUpstream::start();
+    let mut a = node("node-a", &url, &hanging).await;
+    let mut b = node("node-b", &url, &hanging).await;
+    let on_a = start_recon(&a).await;
+    let on_b = start_recon(&b).await;
+
+    // A restarts (killed and started again before anyone takes it for dead): its own
+    // cut-off run is FAILED at start-up, B's run goes on.
+    a.restart().await;
+    assert_eq!(run_on(&a, &on_a).await["state"], "FAILED");
+    let still = run_on(&a, &on_b).await;
+    assert_eq!(
+        still["state"], "ACTIVE",
+        "B's run is not A's to fail: {still}"
+    );
+    assert_eq!(still["nodeId"], "node-b");
+
+    // B stops cleanly: shown down with a shutdown time, and nobody "recovers" it.
+    let (status, _) = json_of(b.post(&format!("/openidm/recon/{on_b}?_action=cancel"))).await;
+    assert_eq!(status, 200);
+    b.terminate(Duration::from_secs(30))
+        .await
+        .expect("B stops on SIGTERM");
+    eventually("A shows B down after its clean stop", || async {
+        let (_, v) = json_of(a.get("/openidm/cluster/node-b")).await;
+        v["state"] == "down" && v["shutdown"].as_str().is_some_and(|s| !s.is_empty())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let (_, v) = json_of(a.get("/openidm/cluster/node-b")).await;
+    assert!(
+        v.get("recovery").is_none(),
+        "a clean stop needs no recovery: {v}"
+    );
+}
