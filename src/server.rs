@@ -32,7 +32,9 @@ use crate::remote::RemoteHandler;
 use crate::repo::postgres::PgRepo;
 use crate::repo::sqlite::SqliteRepo;
 use crate::repo::Repo;
-use crate::scheduler::{Scheduler, SchedulerHandler, TaskScanner, TaskScannerHandler};
+use crate::scheduler::{
+    Scheduler, SchedulerHandler, TaskScanner, TaskScannerHandler, TriggerHandler,
+};
 use crate::script::endpoint::EndpointHandler;
 use crate::script::files::FileChange;
 use crate::script::filters::ScriptFilters;
@@ -246,6 +248,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         sync.clone(),
         metrics.clone(),
     ));
+    scheduler.set_store(repo.clone(), cluster.node_id());
     let scheduler_handler = Arc::new(SchedulerHandler {
         gw: gw.clone(),
         scheduler: scheduler.clone(),
@@ -364,6 +367,10 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
             Arc::new(DeadLetterHandler(repo.clone())),
         )
         .mount("scheduler/job", scheduler_handler.clone())
+        .mount(
+            "scheduler/trigger",
+            Arc::new(TriggerHandler(scheduler.clone())),
+        )
         .mount("scheduler", scheduler_handler)
         .mount("taskscanner", Arc::new(TaskScannerHandler(scanner.clone())))
         .mount("managed", managed)

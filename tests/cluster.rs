@@ -30,9 +30,22 @@ async fn store() -> Option<(PgServer, String)> {
 
 /// A node of the cluster: heartbeats every 200 ms, taken for dead after 1.5 s of silence.
 async fn node(id: &str, store: &str, hanging: &HangingUpstream) -> Gateway {
+    node_with(id, store, hanging, &[]).await
+}
+
+async fn node_with(
+    id: &str,
+    store: &str,
+    hanging: &HangingUpstream,
+    extra: &[(&str, Value)],
+) -> Gateway {
     let mut remote = basic_instance(&hanging.url(), "openidm-admin", "x");
     remote["readTimeout"] = json!(120_000);
-    Gateway::builder()
+    let mut builder = Gateway::builder();
+    for (name, doc) in extra {
+        builder = builder.conf_file(name, doc.clone());
+    }
+    builder
         .conf_file("managed", shipped("managed"))
         .conf_file(
             "cluster",
@@ -245,4 +258,126 @@ async fn a_restarting_node_fails_only_its_own_runs_and_a_clean_stop_is_no_failur
         v.get("recovery").is_none(),
         "a clean stop needs no recovery: {v}"
     );
+}
+
+/// A script job firing every second, persisted or not.
+fn tick(persisted: bool) -> Value {
+    json!({"enabled": true, "persisted": persisted, "type": "cron", "schedule": "* * * * * ?",
+           "invokeService": "script",
+           "invokeContext": {"script": {"type": "text/javascript", "source": "1;"}}})
+}
+
+/// Fires of `job` counted by `gw` (`idm_gateway_scheduler_fires_total`, started).
+async fn fires(gw: &Gateway, job: &str) -> u64 {
+    let text = gw
+        .get("/openidm/metrics/prometheus")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("idm_gateway_scheduler_fires_total{"))
+        .filter(|l| l.contains(&format!("job=\"{job}\"")) && l.contains("outcome=\"started\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persisted_schedule_fires_once_per_trigger_across_nodes_and_its_pause_is_shared() {
+    let Some((_pg, url)) = store().await else {
+        return;
+    };
+    let hanging = HangingUpstream::start();
+    let jobs = [
+        ("schedule-shared", tick(true)),
+        ("schedule-everywhere", tick(false)),
+    ];
+    let a = node_with("node-a", &url, &hanging, &jobs).await;
+    let b = node_with("node-b", &url, &hanging, &jobs).await;
+
+    // Both nodes run both jobs for a few triggers.
+    eventually(
+        "the persisted job fired at least 5 times in the cluster",
+        || async { fires(&a, "shared").await + fires(&b, "shared").await >= 5 },
+    )
+    .await;
+    let shared = fires(&a, "shared").await + fires(&b, "shared").await;
+    let (ea, eb) = (fires(&a, "everywhere").await, fires(&b, "everywhere").await);
+    // The non-persisted job fires on every node; the persisted one once per trigger (at
+    // most one trigger apart from the longest-running node's own count).
+    assert!(
+        ea >= 2 && eb >= 2,
+        "non-persisted fires on each node: {ea} {eb}"
+    );
+    assert!(
+        shared <= ea.max(eb) + 1,
+        "persisted fired {shared} times while each node saw {ea}/{eb} triggers"
+    );
+
+    // Its stored trigger, IDM's shape, on either node.
+    let (status, triggers) = json_of(b.get("/openidm/scheduler/trigger?_queryFilter=true")).await;
+    assert_eq!(status, 200, "{triggers}");
+    let t = triggers["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["_id"] == "scheduler-service-group.trigger-shared")
+        .cloned()
+        .unwrap_or_else(|| panic!("no trigger of the persisted job: {triggers}"));
+    assert_eq!(t["state"], "NORMAL", "{t}");
+    assert_eq!(t["jobKey"], "scheduler-service-group.shared", "{t}");
+    assert!(t["serialized"]["nextFireTime"].is_i64(), "{t}");
+    let (status, one) =
+        json_of(a.get("/openidm/scheduler/trigger/scheduler-service-group.trigger-shared")).await;
+    assert_eq!(status, 200, "{one}");
+
+    // Paused on A: neither node fires it; B's view says paused.
+    let (status, body) = json_of(a.post("/openidm/scheduler/job/shared?_action=pause")).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let paused_at = fires(&a, "shared").await + fires(&b, "shared").await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(
+        fires(&a, "shared").await + fires(&b, "shared").await,
+        paused_at,
+        "a paused persisted job fired"
+    );
+    eventually("B shows the job paused", || async {
+        json_of(b.get("/openidm/scheduler/job/shared")).await.1["paused"] == true
+    })
+    .await;
+    // Resumed on B: it fires again.
+    let (status, _) = json_of(b.post("/openidm/scheduler/job/shared?_action=resume")).await;
+    assert_eq!(status, 200);
+    eventually("the resumed job fires again", || async {
+        fires(&a, "shared").await + fires(&b, "shared").await > paused_at
+    })
+    .await;
+
+    // The scheduler's own actions.
+    let (status, v) = json_of(
+        a.post("/openidm/scheduler/job?_action=validateQuartzCronExpression")
+            .json(&json!({"cronExpression": "0 0/1 * * * ?"})),
+    )
+    .await;
+    assert_eq!((status, v["valid"].clone()), (200, json!(true)), "{v}");
+    let (_, v) = json_of(
+        a.post("/openidm/scheduler/job?_action=validateQuartzCronExpression")
+            .json(&json!({"cronExpression": "not a cron"})),
+    )
+    .await;
+    assert_eq!(v["valid"], false, "{v}");
+    let (status, v) =
+        json_of(a.post("/openidm/scheduler/job?_action=listCurrentlyExecutingJobs")).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.is_array(), "{v}");
+    let (status, v) = json_of(a.post("/openidm/scheduler/job?_action=pauseJobs")).await;
+    assert_eq!((status, v["success"].clone()), (200, json!(true)), "{v}");
+    let (_, job) = json_of(a.get("/openidm/scheduler/job/everywhere")).await;
+    assert_eq!(job["paused"], true, "{job}");
+    let (status, _) = json_of(a.post("/openidm/scheduler/job?_action=resumeJobs")).await;
+    assert_eq!(status, 200);
 }

@@ -35,10 +35,40 @@ impl RequestHandler for SchedulerHandler {
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 self.put(&id, req, true).await
             }
-            ([], Operation::Action { name }) if name == "create" => {
-                let id = uuid::Uuid::new_v4().to_string();
-                self.put(&id, req, true).await
-            }
+            ([], Operation::Action { name }) => match name.as_str() {
+                "create" => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    self.put(&id, req, true).await
+                }
+                "validateQuartzCronExpression" => {
+                    let expr = req
+                        .body
+                        .get("cronExpression")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| {
+                            ResourceError::bad_request(
+                                "The body must name the expression: {\"cronExpression\": \"0 0/1 * * * ?\"}",
+                            )
+                        })?;
+                    Ok(Response::Json(
+                        200,
+                        json!({"valid": super::job::parse_cron(expr).is_ok()}),
+                    ))
+                }
+                "listCurrentlyExecutingJobs" => Ok(Response::Json(
+                    200,
+                    Value::Array(self.scheduler.executing()),
+                )),
+                "pauseJobs" | "resumeJobs" => {
+                    self.scheduler
+                        .set_all_paused(name == "pauseJobs")
+                        .await?;
+                    Ok(Response::Json(200, json!({"success": true})))
+                }
+                other => Err(ResourceError::bad_request(format!(
+                    "Action '{other}' is not supported on the scheduler: create, validateQuartzCronExpression, listCurrentlyExecutingJobs, pauseJobs or resumeJobs"
+                ))),
+            },
             ([id], Operation::Read { .. }) => self
                 .scheduler
                 .get(id)
@@ -49,8 +79,14 @@ impl RequestHandler for SchedulerHandler {
             ([id], Operation::Delete { .. }) => self.delete(id).await,
             ([id], Operation::Action { name }) => match name.as_str() {
                 "trigger" => Ok(Response::Json(200, self.scheduler.trigger(id).await?)),
-                "pause" => Ok(Response::Json(200, self.scheduler.set_paused(id, true)?)),
-                "resume" => Ok(Response::Json(200, self.scheduler.set_paused(id, false)?)),
+                "pause" => Ok(Response::Json(
+                    200,
+                    self.scheduler.set_paused(id, true).await?,
+                )),
+                "resume" => Ok(Response::Json(
+                    200,
+                    self.scheduler.set_paused(id, false).await?,
+                )),
                 other => Err(ResourceError::bad_request(format!(
                     "Action '{other}' is not supported on a job: trigger, pause or resume"
                 ))),
@@ -141,5 +177,40 @@ impl SchedulerHandler {
             200,
             before.unwrap_or_else(|| json!({ "_id": id })),
         ))
+    }
+}
+
+/// `/openidm/scheduler/trigger`: the stored triggers of persisted jobs, IDM's shape
+/// (`?_queryFilter=…`, `trigger/<id>`). Read only.
+pub struct TriggerHandler(pub Arc<Scheduler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for TriggerHandler {
+    async fn handle(&self, req: &Request, rest: &[String]) -> Result<Response, ResourceError> {
+        match (rest, &req.op) {
+            ([], Operation::Query(q)) => {
+                let f = filter::of_listing_query(&q.kind, "Triggers")?;
+                let results = self
+                    .0
+                    .triggers()
+                    .await?
+                    .into_iter()
+                    .filter(|t| f.matches(t))
+                    .collect();
+                Ok(Response::Query(QueryResponse {
+                    results,
+                    ..Default::default()
+                }))
+            }
+            ([id], Operation::Read { .. }) => self
+                .0
+                .triggers()
+                .await?
+                .into_iter()
+                .find(|t| t["_id"] == id.as_str())
+                .map(|t| Response::Json(200, t))
+                .ok_or_else(|| ResourceError::not_found(format!("Trigger '{id}' not found"))),
+            _ => Err(req.not_supported()),
+        }
     }
 }

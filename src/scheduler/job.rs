@@ -72,6 +72,9 @@ pub struct Job {
     pub end: Option<DateTime<Utc>>,
     pub misfire: MisfirePolicy,
     pub concurrent: bool,
+    /// Fired once per trigger across the nodes sharing the store (its next fire time,
+    /// previous fire and pause are kept there); otherwise on every node, from memory.
+    pub persisted: bool,
     pub invoke: Invoke,
     /// The document as written (reported back by the REST API).
     pub raw: Map<String, Value>,
@@ -96,7 +99,8 @@ pub fn parse_job(name: &str, doc: &Value) -> Result<Job, Vec<String>> {
     };
     let enabled = boolean("enabled", true, &mut problems);
     let concurrent = boolean("concurrentExecution", false, &mut problems);
-    let _persisted = boolean("persisted", false, &mut problems);
+    // IDM's default: persisted schedules fire once per trigger across a cluster.
+    let persisted = boolean("persisted", true, &mut problems);
 
     let kind = match obj.get("type") {
         None | Some(Value::Null) => Some("cron"),
@@ -197,6 +201,7 @@ pub fn parse_job(name: &str, doc: &Value) -> Result<Job, Vec<String>> {
             end,
             misfire,
             concurrent,
+            persisted,
             invoke,
             raw: obj.clone(),
         }),
@@ -428,10 +433,7 @@ impl Job {
         let mut out = Map::new();
         out.insert("_id".into(), json!(self.name));
         out.insert("enabled".into(), json!(self.enabled));
-        out.insert(
-            "persisted".into(),
-            self.raw.get("persisted").cloned().unwrap_or(json!(false)),
-        );
+        out.insert("persisted".into(), json!(self.persisted));
         out.insert("misfirePolicy".into(), json!(self.misfire.name()));
         out.insert("type".into(), json!(self.type_name()));
         match &self.trigger {

@@ -10,8 +10,10 @@
 //! Script jobs and task scans (IDM's `taskscanner`): their config ([`taskscan`]), the
 //! scanner ([`scanner`]) and `/openidm/taskscanner` ([`scan_handler`]).
 //!
-//! Not yet here: persisted (clustered) schedules, workflow invocations, Quartz
-//! `L`/`W`/`#`, time zones other than UTC.
+//! Persisted schedules fire once per trigger across the nodes sharing the store (see
+//! [`service`]). Not yet here: workflow invocations, Quartz `L`/`W`/`#` (refused with a
+//! message), time zones other than UTC, `acquiredTriggers`/`waitingTriggers` (triggers are
+//! claimed at their fire time, never acquired ahead).
 
 pub mod handler;
 pub mod job;
@@ -20,7 +22,7 @@ pub mod scanner;
 pub mod service;
 pub mod taskscan;
 
-pub use handler::SchedulerHandler;
+pub use handler::{SchedulerHandler, TriggerHandler};
 pub use job::{parse_job, schedule_name, Job, Schedules};
 pub use scan_handler::TaskScannerHandler;
 pub use scanner::TaskScanner;

@@ -1,7 +1,13 @@
 //! [`Scheduler`]: keeps run state (next and previous fire, pause, active runs) for the live
 //! schedules, fires due jobs from a background loop, and answers the REST handler.
 //!
-//! Pause state is kept in memory: it survives reloads of the job's file but not a restart.
+//! Persisted jobs (`"persisted": true`, IDM's default) keep their trigger in the store
+//! (`scheduler/triggers`, IDM's trigger shape): next and previous fire time and pause. A
+//! due fire is claimed by a conditional write of the next fire time (on the record's
+//! revision), so among the nodes sharing the store exactly one fires each trigger; after a
+//! restart of every node the misfire policy applies from the stored next fire time. Jobs
+//! with `"persisted": false` fire on every node from memory (pause lost on restart), as in
+//! IDM.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::job::{format_time, Invoke, Job, MisfirePolicy, Schedules};
 use super::scanner::TaskScanner;
 use super::taskscan::TaskScan;
 use crate::crest::ResourceError;
 use crate::metrics::Metrics;
+use crate::repo::{Repo, RepoError};
 use crate::script::{vars, Script};
 use crate::sync::SyncService;
 use crate::system::service::SystemService;
@@ -28,8 +35,102 @@ const MISFIRE_THRESHOLD: chrono::Duration = chrono::Duration::seconds(5);
 /// The loop re-reads the schedules at least this often.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 
+/// Resource of the persisted triggers.
+pub const TRIGGERS: &str = "scheduler/triggers";
+/// Quartz's group of IDM's scheduler.
+pub const GROUP: &str = "scheduler-service-group";
+/// How often a paused persisted job looks at its stored state (another node may resume it).
+const RECHECK: chrono::Duration = chrono::Duration::seconds(1);
+
+/// The store-backed part of persisted jobs.
+struct TriggerStore {
+    repo: Arc<dyn Repo>,
+    node: String,
+}
+
+/// The trigger record id of job `name`.
+pub fn trigger_id(name: &str) -> String {
+    format!("{GROUP}.trigger-{name}")
+}
+
+/// What identifies a version of a job's schedule: a changed schedule starts its trigger
+/// afresh.
+fn fingerprint(job: &Job) -> String {
+    use sha2::Digest;
+    let text = serde_json::to_string(&job.raw).unwrap_or_default();
+    let d = sha2::Sha256::digest(text.as_bytes());
+    d.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+fn millis(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| json!(t.timestamp_millis()))
+}
+
+fn from_millis(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    v.and_then(Value::as_i64)
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+}
+
+/// A trigger record as stored (IDM's trigger object).
+fn trigger_record(
+    job: &Job,
+    next: Option<DateTime<Utc>>,
+    previous: Option<DateTime<Utc>>,
+    paused: bool,
+) -> Map<String, Value> {
+    let Value::Object(m) = json!({
+        "calendar": null,
+        "group": GROUP,
+        "jobKey": format!("{GROUP}.{}", job.name),
+        "name": format!("trigger-{}", job.name),
+        "nodeId": null,
+        "previousState": null,
+        "state": if paused { "PAUSED" } else { "NORMAL" },
+        "serialized": {
+            "type": match job.trigger {
+                super::job::Trigger::Cron(_) => "CronTriggerImpl",
+                super::job::Trigger::Simple { .. } => "SimpleTriggerImpl",
+            },
+            "nextFireTime": millis(next),
+            "previousFireTime": millis(previous),
+            "misfireInstruction": job.misfire.name(),
+            "jobFingerprint": fingerprint(job),
+        },
+    }) else {
+        unreachable!("a JSON object literal")
+    };
+    m
+}
+
+/// What a stored trigger says.
+struct Stored {
+    rev: String,
+    next: Option<DateTime<Utc>>,
+    previous: Option<DateTime<Utc>>,
+    paused: bool,
+    fingerprint: String,
+}
+
+fn stored(o: &crate::repo::StoredObject) -> Stored {
+    let ser = o.content.get("serialized");
+    Stored {
+        rev: o.rev.clone(),
+        next: from_millis(ser.and_then(|s| s.get("nextFireTime"))),
+        previous: from_millis(ser.and_then(|s| s.get("previousFireTime"))),
+        paused: o.content.get("state").and_then(Value::as_str) == Some("PAUSED"),
+        fingerprint: ser
+            .and_then(|s| s.get("jobFingerprint"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
 struct JobState {
     job: Arc<Job>,
+    /// Persisted jobs: the stored trigger was read (and written if new or changed) for
+    /// this version of the job.
+    loaded: bool,
     /// When this version of the job was loaded: the origin of simple triggers.
     anchor: DateTime<Utc>,
     next: Option<DateTime<Utc>>,
@@ -60,6 +161,8 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     state: Mutex<HashMap<String, JobState>>,
     wake: tokio::sync::Notify,
+    /// Where persisted jobs keep their triggers; without it every job is in memory.
+    store: std::sync::OnceLock<TriggerStore>,
 }
 
 /// Why a fire did not start a run.
@@ -92,7 +195,20 @@ impl Scheduler {
             metrics,
             state: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
+            store: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps persisted jobs' triggers in `repo`, claimed as cluster node `node`.
+    pub fn set_store(&self, repo: Arc<dyn Repo>, node: &str) {
+        let _ = self.store.set(TriggerStore {
+            repo,
+            node: node.to_owned(),
+        });
+    }
+
+    fn persisted(&self, job: &Job) -> Option<&TriggerStore> {
+        self.store.get().filter(|_| job.persisted)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobState>> {
@@ -112,12 +228,14 @@ impl Scheduler {
                 Some(s) => {
                     s.job = job.clone();
                     s.anchor = now;
+                    s.loaded = false;
                     s.compute_next(now);
                     tracing::info!(job = %name, "schedule changed; rescheduled");
                 }
                 None => {
                     let mut s = JobState {
                         job: job.clone(),
+                        loaded: false,
                         anchor: now,
                         next: None,
                         previous: None,
@@ -131,13 +249,23 @@ impl Scheduler {
         }
     }
 
-    /// Advances every due job and returns those to fire now.
-    fn due(&self, now: DateTime<Utc>) -> Vec<(Arc<Job>, Arc<AtomicUsize>)> {
+    /// Advances every due job and returns those to fire now (`true`: a persisted job, to
+    /// claim first).
+    fn due(&self, now: DateTime<Utc>) -> Vec<(Arc<Job>, Arc<AtomicUsize>, bool)> {
         self.refresh(now);
+        let has_store = self.store.get().is_some();
         let mut out = Vec::new();
         for (name, s) in self.lock().iter_mut() {
             let Some(next) = s.next else { continue };
             if next > now {
+                continue;
+            }
+            if has_store && s.job.persisted {
+                if s.loaded {
+                    // The claim reads the stored trigger and sets the real next time.
+                    s.next = Some(now + RECHECK);
+                    out.push((s.job.clone(), s.active.clone(), true));
+                }
                 continue;
             }
             s.compute_next(now);
@@ -150,9 +278,160 @@ impl Scheduler {
                 continue;
             }
             s.previous = Some(now);
-            out.push((s.job.clone(), s.active.clone()));
+            out.push((s.job.clone(), s.active.clone(), false));
         }
         out
+    }
+
+    /// Reads (or writes, when new or changed) the stored trigger of every persisted job
+    /// not loaded yet: its next fire time, previous fire and pause become this node's.
+    async fn load_persisted(&self, now: DateTime<Utc>) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let pending: Vec<(Arc<Job>, Option<DateTime<Utc>>)> = self
+            .lock()
+            .values()
+            .filter(|s| s.job.persisted && !s.loaded)
+            .map(|s| (s.job.clone(), s.next))
+            .collect();
+        for (job, computed) in pending {
+            let id = trigger_id(&job.name);
+            let loaded = match store.repo.read(TRIGGERS, &id).await {
+                Ok(Some(o)) if stored(&o).fingerprint == fingerprint(&job) => Ok(stored(&o)),
+                Ok(existing) => {
+                    // New, or another version of the schedule: it starts afresh from now.
+                    let paused = existing.as_ref().is_some_and(|o| stored(o).paused);
+                    let record = trigger_record(&job, computed, None, paused);
+                    let written = match existing {
+                        Some(o) => {
+                            store
+                                .repo
+                                .update(TRIGGERS, &id, Some(&o.rev), record, Default::default())
+                                .await
+                        }
+                        None => {
+                            store
+                                .repo
+                                .create(TRIGGERS, &id, record, Default::default())
+                                .await
+                        }
+                    };
+                    match written {
+                        Ok(o) => Ok(stored(&o)),
+                        // Another node wrote it first: read it at the next pass.
+                        Err(
+                            RepoError::AlreadyExists { .. } | RepoError::RevisionMismatch { .. },
+                        ) => continue,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Ok(t) => {
+                    if let Some(s) = self.lock().get_mut(&job.name) {
+                        if Arc::ptr_eq(&s.job, &job) {
+                            s.loaded = true;
+                            s.next = t.next;
+                            s.previous = t.previous;
+                            s.paused = t.paused;
+                            if t.paused {
+                                s.next = Some(now + RECHECK);
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(job = %job.name, error = %e,
+                    "cannot read the stored trigger of a persisted schedule; retrying"),
+            }
+        }
+    }
+
+    /// Claims the due fire of persisted `job`: true if this node fires it. The stored next
+    /// fire time is advanced by a write conditional on the record's revision, so only one
+    /// node's claim of a trigger lands; a fire later than the misfire threshold follows
+    /// the job's `misfirePolicy`.
+    async fn claim(&self, job: &Arc<Job>, now: DateTime<Utc>) -> bool {
+        let Some(store) = self.persisted(job) else {
+            return true;
+        };
+        let id = trigger_id(&job.name);
+        let o = match store.repo.read(TRIGGERS, &id).await {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                self.reload(job);
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(job = %job.name, error = %e, "cannot read a stored trigger");
+                return false;
+            }
+        };
+        let t = stored(&o);
+        if t.fingerprint != fingerprint(job) {
+            self.reload(job);
+            return false;
+        }
+        let local = |next: Option<DateTime<Utc>>, previous: Option<DateTime<Utc>>, paused: bool| {
+            if let Some(s) = self.lock().get_mut(&job.name) {
+                if Arc::ptr_eq(&s.job, job) {
+                    s.next = next;
+                    s.previous = previous;
+                    s.paused = paused;
+                }
+            }
+        };
+        if t.paused {
+            local(Some(now + RECHECK), t.previous, true);
+            return false;
+        }
+        let Some(scheduled) = t.next.filter(|n| *n <= now) else {
+            // Fired by another node already (or not due): its next time is ours.
+            local(t.next, t.previous, false);
+            return false;
+        };
+        let anchor = self.lock().get(&job.name).map(|s| s.anchor).unwrap_or(now);
+        let next = job.next_after(now, anchor);
+        let misfired = now - scheduled > MISFIRE_THRESHOLD;
+        let fire = !(misfired && job.misfire == MisfirePolicy::DoNothing);
+        let previous = if fire { Some(now) } else { t.previous };
+        let record = trigger_record(job, next, previous, false);
+        match store
+            .repo
+            .update(TRIGGERS, &id, Some(&t.rev), record, Default::default())
+            .await
+        {
+            Ok(_) => {
+                local(next, previous, false);
+                if !fire {
+                    tracing::warn!(job = %job.name, scheduled = %format_time(scheduled),
+                        "schedule misfired; misfirePolicy doNothing: skipped");
+                } else if misfired {
+                    tracing::info!(job = %job.name, scheduled = %format_time(scheduled),
+                        "schedule misfired; misfirePolicy fireAndProceed: fired once now");
+                }
+                fire
+            }
+            Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => {
+                // Another node claimed it: read what it wrote at the next pass.
+                local(Some(now + RECHECK), t.previous, false);
+                false
+            }
+            Err(e) => {
+                tracing::error!(job = %job.name, node = %store.node, error = %e,
+                    "cannot claim a persisted schedule's trigger");
+                false
+            }
+        }
+    }
+
+    fn reload(&self, job: &Arc<Job>) {
+        if let Some(s) = self.lock().get_mut(&job.name) {
+            if Arc::ptr_eq(&s.job, job) {
+                s.loaded = false;
+            }
+        }
     }
 
     fn sleep_for(&self, now: DateTime<Utc>) -> Duration {
@@ -177,11 +456,16 @@ impl Scheduler {
                 return;
             }
             let now = Utc::now();
-            for (job, active) in self.due(now) {
+            self.refresh(now);
+            self.load_persisted(now).await;
+            for (job, active, persisted) in self.due(now) {
                 // Each fire on its own task: a run that waits for completion (a task scan's
                 // `waitForCompletion`) must not hold up the other jobs' fires.
                 let me = self.clone();
                 tokio::spawn(async move {
+                    if persisted && !me.claim(&job, now).await {
+                        return;
+                    }
                     let _ = me.fire(&job, &active).await;
                 });
             }
@@ -371,10 +655,50 @@ impl Scheduler {
         self.lock().get(name).map(view)
     }
 
-    /// Pauses (`true`) or resumes a job; a resumed job fires at its next time from now.
-    pub fn set_paused(&self, name: &str, paused: bool) -> Result<Value, ResourceError> {
+    /// Pauses (`true`) or resumes a job; a resumed job fires at its next time from now. A
+    /// persisted job's pause is stored (every node, and restarts, see it).
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Value, ResourceError> {
         let now = Utc::now();
         self.refresh(now);
+        let job = {
+            let state = self.lock();
+            state.get(name).ok_or_else(|| not_found(name))?.job.clone()
+        };
+        if let Some(store) = self.persisted(&job) {
+            let id = trigger_id(name);
+            loop {
+                let existing = store.repo.read(TRIGGERS, &id).await.map_err(store_error)?;
+                let anchor = self.lock().get(name).map(|s| s.anchor).unwrap_or(now);
+                let next = if job.enabled {
+                    job.next_after(now, anchor)
+                } else {
+                    None
+                };
+                let previous = existing.as_ref().and_then(|o| stored(o).previous);
+                let record = trigger_record(&job, next, previous, paused);
+                let written = match &existing {
+                    Some(o) => {
+                        store
+                            .repo
+                            .update(TRIGGERS, &id, Some(&o.rev), record, Default::default())
+                            .await
+                    }
+                    None => {
+                        store
+                            .repo
+                            .create(TRIGGERS, &id, record, Default::default())
+                            .await
+                    }
+                };
+                match written {
+                    Ok(_) => break,
+                    Err(RepoError::RevisionMismatch { .. } | RepoError::AlreadyExists { .. }) => {
+                        continue
+                    }
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+        }
         let out = {
             let mut state = self.lock();
             let s = state.get_mut(name).ok_or_else(|| not_found(name))?;
@@ -383,10 +707,57 @@ impl Scheduler {
                 s.compute_next(now);
                 tracing::info!(job = %name, paused, "scheduled job {}", if paused { "paused" } else { "resumed" });
             }
+            if s.job.persisted && self.store.get().is_some() {
+                s.loaded = true;
+                s.compute_next(now);
+            }
             view(s)
         };
         self.wake.notify_one();
         Ok(out)
+    }
+
+    /// Pauses or resumes every job (`pauseJobs`, `resumeJobs`).
+    pub async fn set_all_paused(&self, paused: bool) -> Result<(), ResourceError> {
+        self.refresh(Utc::now());
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        for name in names {
+            self.set_paused(&name, paused).await?;
+        }
+        Ok(())
+    }
+
+    /// The jobs with a run active on this node (`listCurrentlyExecutingJobs`).
+    pub fn executing(&self) -> Vec<Value> {
+        let state = self.lock();
+        let mut names: Vec<&String> = state
+            .iter()
+            .filter(|(_, s)| s.active.load(Ordering::SeqCst) > 0)
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| Value::Object(state[n].job.to_json()))
+            .collect()
+    }
+
+    /// The stored triggers of persisted jobs, as `scheduler/trigger` shows them.
+    pub async fn triggers(&self) -> Result<Vec<Value>, ResourceError> {
+        let Some(store) = self.store.get() else {
+            return Ok(Vec::new());
+        };
+        let filter = crate::crest::filter::QueryFilter::True;
+        let page = store
+            .repo
+            .query(TRIGGERS, crate::repo::RepoQuery::all(&filter, &[]))
+            .await
+            .map_err(store_error)?;
+        Ok(page
+            .results
+            .into_iter()
+            .map(|o| trigger_view(o.id, o.rev, o.content))
+            .collect())
     }
 
     /// Fires a job now (respecting `concurrentExecution`).
@@ -409,6 +780,24 @@ impl Scheduler {
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+}
+
+fn store_error(e: RepoError) -> ResourceError {
+    tracing::error!(error = %e, "scheduler store failure");
+    ResourceError::internal("The store failed to process the request")
+}
+
+/// A stored trigger as IDM shows it (`_id`, `_rev` first; the gateway's fingerprint left
+/// out).
+fn trigger_view(id: String, rev: String, mut content: Map<String, Value>) -> Value {
+    if let Some(Value::Object(s)) = content.get_mut("serialized") {
+        s.remove("jobFingerprint");
+    }
+    let mut out = Map::new();
+    out.insert("_id".into(), json!(id));
+    out.insert("_rev".into(), json!(rev));
+    out.extend(content);
+    Value::Object(out)
 }
 
 pub fn not_found(name: &str) -> ResourceError {
