@@ -377,3 +377,78 @@ async fn an_invalid_schedule_file_is_rejected_and_the_last_good_kept() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(runs(&gw).await.len(), before);
 }
+
+/// A script job that fires once a day at `at` (UTC), with `misfirePolicy`.
+fn daily_script(at: chrono::DateTime<chrono::Utc>, misfire: &str) -> Value {
+    use chrono::Timelike;
+    json!({"enabled": true, "persisted": true, "type": "cron",
+           "schedule": format!("{} {} {} * * ?", at.second(), at.minute(), at.hour()),
+           "misfirePolicy": misfire, "invokeService": "script",
+           "invokeContext": {"script": {"type": "text/javascript", "source": "1;"}}})
+}
+
+fn started(metrics: &str, job: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("idm_gateway_scheduler_fires_total{"))
+        .filter(|l| l.contains(&format!("job=\"{job}\"")) && l.contains("outcome=\"started\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A persisted trigger whose time passed while the gateway was down: after the restart
+/// `fireAndProceed` fires it once at once, `doNothing` waits for the next time (tomorrow).
+#[tokio::test]
+async fn a_trigger_missed_while_down_follows_its_misfire_policy_after_a_restart() {
+    let at = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let mut gw = Gateway::builder()
+        .conf_file("schedule-catchup", daily_script(at, "fireAndProceed"))
+        .conf_file("schedule-skip", daily_script(at, "doNothing"))
+        .start()
+        .await;
+    // Both triggers are stored with their next fire time before the gateway goes down.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let v: Value = gw
+                .get("/openidm/scheduler/trigger?_queryFilter=true")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["resultCount"] == 2
+        })
+        .await
+    );
+    gw.stop();
+    // Past the fire time by more than the misfire threshold (5 s).
+    let wait = (at + chrono::Duration::seconds(6)) - chrono::Utc::now();
+    tokio::time::sleep(wait.to_std().unwrap_or_default()).await;
+    gw.restart().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            started(&metrics(&gw).await, "catchup") == 1
+        })
+        .await,
+        "fireAndProceed fires the missed trigger once after the restart"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let m = metrics(&gw).await;
+    assert_eq!(started(&m, "catchup"), 1, "fired once, not once per missed trigger");
+    assert_eq!(started(&m, "skip"), 0, "doNothing skips the missed trigger");
+    let job: Value = gw
+        .get("/openidm/scheduler/job/skip")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = job["nextRunDate"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        next > (at + chrono::Duration::hours(23)).to_rfc3339(),
+        "the skipped job's next run is the next day: {job}"
+    );
+}
