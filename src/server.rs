@@ -11,7 +11,7 @@ use crate::access::privileges::{PrivilegeHandler, Privileges};
 use crate::access::reauth::AccessGuard;
 use crate::audit::{self, handler::AuditHandler, Audit};
 use crate::auth::{AccountChanges, Authn, Reauthentication};
-use crate::cluster::{Cluster, ClusterConfig, ClusterHandler};
+use crate::cluster::{Cluster, ClusterConfig, ClusterHandler, SharedConfig};
 use crate::config::{watcher, Dirs};
 use crate::crest::Router;
 use crate::crypto::Crypto;
@@ -65,6 +65,8 @@ pub struct Built {
     sync: Arc<SyncService>,
     /// This node's heartbeats and the detection of dead nodes.
     pub cluster: Arc<Cluster>,
+    /// Config written over REST on other nodes (a shared store only).
+    shared_config: Option<Arc<SharedConfig>>,
 }
 
 impl Built {
@@ -94,7 +96,11 @@ impl Built {
             *every,
             self.drain.clone(),
         )?;
-        spawn_cluster(self.cluster.clone(), self.drain.clone())?;
+        spawn_cluster(
+            self.cluster.clone(),
+            self.shared_config.clone(),
+            self.drain.clone(),
+        )?;
         spawn_scheduler(self.scheduler.clone(), self.drain.clone())
     }
 }
@@ -242,6 +248,17 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
     sync.set_node(&cluster_config.instance_id);
     let cluster = Arc::new(Cluster::new(cluster_config, repo.clone(), None));
     cluster.on_node_down(sync.clone());
+    // With a shared store, config written over REST reaches every node.
+    let shared_config = match settings.store.kind()? {
+        StoreKind::Postgres(_) => {
+            let shared = Arc::new(SharedConfig::new(repo.clone(), &gw, cluster.node_id()));
+            rt.block_on(shared.poll())
+                .map_err(|e| format!("cannot read the shared conf files: {e}"))?;
+            gw.set_share(shared.clone());
+            Some(shared)
+        }
+        StoreKind::Sqlite => None,
+    };
     let schedules_gw = gw.clone();
     let scheduler = Arc::new(Scheduler::new(
         Arc::new(move || schedules_gw.live().schedules.clone()),
@@ -436,6 +453,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         temporal,
         sync,
         cluster,
+        shared_config,
     })
 }
 
@@ -468,7 +486,11 @@ fn start_engine(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<Scrip
 /// runtimes exist, and scheduled runs should not compete with request threads anyway.
 /// The cluster heartbeat runs on its own thread: a node busy with requests or a long
 /// reconciliation must still check in, or the others take it for dead.
-fn spawn_cluster(cluster: Arc<Cluster>, drain: Drain) -> Result<(), String> {
+fn spawn_cluster(
+    cluster: Arc<Cluster>,
+    shared_config: Option<Arc<SharedConfig>>,
+    drain: Drain,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name("cluster")
         .enable_all()
@@ -476,7 +498,12 @@ fn spawn_cluster(cluster: Arc<Cluster>, drain: Drain) -> Result<(), String> {
         .map_err(|e| format!("cannot start the cluster runtime: {e}"))?;
     std::thread::Builder::new()
         .name("cluster".into())
-        .spawn(move || rt.block_on(cluster.run(drain)))
+        .spawn(move || {
+            if let Some(shared) = shared_config {
+                rt.spawn(shared.run(drain.clone()));
+            }
+            rt.block_on(cluster.run(drain))
+        })
         .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
     Ok(())
 }

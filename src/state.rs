@@ -97,6 +97,15 @@ pub struct Gateway {
     /// Held by every REST edit of a conf file from reading its current bytes to writing
     /// the new ones, so an edit that checks the revision it read is a compare-and-swap.
     write_lock: Mutex<()>,
+    /// Where REST edits are shared with the other nodes of a cluster (a shared store).
+    share: std::sync::OnceLock<Arc<dyn ConfShare>>,
+}
+
+/// Shares conf files written over REST with the other nodes sharing the store.
+#[async_trait::async_trait]
+pub trait ConfShare: Send + Sync {
+    /// Stores the new bytes of `file_name` (`None`: deleted) for the other nodes.
+    async fn publish(&self, file_name: &str, bytes: Option<&[u8]>) -> Result<(), String>;
 }
 
 /// What an edit of one conf file does with it.
@@ -126,6 +135,7 @@ impl Gateway {
             }),
             reload_lock: Mutex::new(()),
             write_lock: Mutex::new(()),
+            share: std::sync::OnceLock::new(),
         };
         gw.reload();
         gw
@@ -150,9 +160,10 @@ impl Gateway {
         E: Send + 'static,
     {
         let gw = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let name = file_name.clone();
+        let done = tokio::task::spawn_blocking(move || {
             let _guard = gw.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let current = match std::fs::read(gw.dirs.conf.join(&file_name)) {
+            let current = match std::fs::read(gw.dirs.conf.join(&name)) {
                 Ok(bytes) => Some(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
@@ -161,17 +172,66 @@ impl Gateway {
                 Ok(done) => done,
                 Err(e) => return Ok(Err(e)),
             };
-            match change {
+            let written = match change {
                 ConfEdit::Write(bytes) => {
-                    config::write_config_file(&gw.dirs.conf, &file_name, &bytes)?
+                    config::write_config_file(&gw.dirs.conf, &name, &bytes)?;
+                    Some(bytes)
                 }
-                ConfEdit::Delete => config::delete_config_file(&gw.dirs.conf, &file_name)?,
-            }
+                ConfEdit::Delete => {
+                    config::delete_config_file(&gw.dirs.conf, &name)?;
+                    None
+                }
+            };
             gw.reload();
-            Ok(Ok(out))
+            Ok(Ok((out, written)))
         })
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)??;
+        let (out, written) = match done {
+            Ok(done) => done,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(share) = self.share.get() {
+            share
+                .publish(&file_name, written.as_deref())
+                .await
+                .map_err(|e| {
+                    std::io::Error::other(format!(
+                        "it is live on this node but could not be shared with the cluster ({e}); write it again"
+                    ))
+                })?;
+        }
+        Ok(Ok(out))
+    }
+
+    /// Shares REST edits through `share` from now on.
+    pub fn set_share(&self, share: Arc<dyn ConfShare>) {
+        let _ = self.share.set(share);
+    }
+
+    /// Applies a conf file another node wrote over REST (`None`: deleted there): written
+    /// atomically under the edit lock, not shared again, then reloaded. Returns whether
+    /// anything changed.
+    pub fn apply_shared_conf_file(
+        &self,
+        file_name: &str,
+        bytes: Option<&[u8]>,
+    ) -> std::io::Result<bool> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = match std::fs::read(self.dirs.conf.join(file_name)) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if current.as_deref() == bytes {
+            return Ok(false);
+        }
+        match bytes {
+            Some(b) => config::write_config_file(&self.dirs.conf, file_name, b)?,
+            None => config::delete_config_file(&self.dirs.conf, file_name)?,
+        }
+        self.reload();
+        Ok(true)
     }
 
     /// Writes `conf/<file_name>` whatever it holds now (see [`Gateway::edit_conf_file`]).

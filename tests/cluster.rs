@@ -381,3 +381,60 @@ async fn a_persisted_schedule_fires_once_per_trigger_across_nodes_and_its_pause_
     let (status, _) = json_of(a.post("/openidm/scheduler/job?_action=resumeJobs")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_written_over_rest_on_one_node_is_live_on_the_other() {
+    let Some((_pg, url)) = store().await else {
+        return;
+    };
+    let hanging = HangingUpstream::start();
+    let a = node("node-a", &url, &hanging).await;
+    let mut b = node("node-b", &url, &hanging).await;
+
+    // A new managed type written on A: B serves it within a second or so.
+    let (status, managed) = json_of(a.get("/openidm/config/managed")).await;
+    assert_eq!(status, 200, "{managed}");
+    let mut managed = managed;
+    managed["objects"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "device", "schema": {"properties": {"serial": {"type": "string"}}}}));
+    managed.as_object_mut().unwrap().remove("_id");
+    managed.as_object_mut().unwrap().remove("_rev");
+    let (status, body) = json_of(a.put("/openidm/config/managed").json(&managed)).await;
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    eventually("B serves the managed type written on A", || async {
+        json_of(b.get("/openidm/managed/device?_queryFilter=true"))
+            .await
+            .0
+            == 200
+    })
+    .await;
+    eprintln!("config reached the other node in {:?}", started.elapsed());
+
+    // A schedule created and deleted over REST on A appears and goes on B.
+    let job = json!({"enabled": false, "type": "cron", "schedule": "0 0 1 * * ?",
+                     "invokeService": "script",
+                     "invokeContext": {"script": {"type": "text/javascript", "source": "1;"}}});
+    let (status, body) = json_of(a.put("/openidm/scheduler/job/reach").json(&job)).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    eventually("B lists the job created on A", || async {
+        json_of(b.get("/openidm/scheduler/job/reach")).await.0 == 200
+    })
+    .await;
+    let (status, body) = json_of(a.delete("/openidm/scheduler/job/reach")).await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the job deleted on A is gone on B", || async {
+        json_of(b.get("/openidm/scheduler/job/reach")).await.0 == 404
+    })
+    .await;
+
+    // A node that was down when the config was written has it as soon as it serves.
+    b.stop();
+    let (status, body) = json_of(a.put("/openidm/scheduler/job/later").json(&job)).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    b.restart().await;
+    let (status, seen) = json_of(b.get("/openidm/scheduler/job/later")).await;
+    assert_eq!(status, 200, "{seen}");
+}

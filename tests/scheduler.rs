@@ -436,7 +436,11 @@ async fn a_trigger_missed_while_down_follows_its_misfire_policy_after_a_restart(
     );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let m = metrics(&gw).await;
-    assert_eq!(started(&m, "catchup"), 1, "fired once, not once per missed trigger");
+    assert_eq!(
+        started(&m, "catchup"),
+        1,
+        "fired once, not once per missed trigger"
+    );
     assert_eq!(started(&m, "skip"), 0, "doNothing skips the missed trigger");
     let job: Value = gw
         .get("/openidm/scheduler/job/skip")

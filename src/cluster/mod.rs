@@ -23,6 +23,7 @@
 //! Must not: know what a node's work is; the services that own it recover it through
 //! [`NodeRecovery`].
 
+pub mod config_share;
 pub mod handler;
 
 use std::path::Path;
@@ -35,6 +36,7 @@ use crate::crest::filter::QueryFilter;
 use crate::repo::{Repo, RepoError, RepoQuery, WriteOp};
 use crate::sync::run::iso8601;
 
+pub use config_share::SharedConfig;
 pub use handler::ClusterHandler;
 
 /// Resource of the node state records (IDM: `repo/cluster/states`).
