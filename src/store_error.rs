@@ -14,7 +14,7 @@ impl From<RepoError> for ResourceError {
             RepoError::NotFound { .. } => 404,
             RepoError::AlreadyExists { .. } | RepoError::RevisionMismatch { .. } => 412,
             RepoError::Unique { .. } => 409,
-            RepoError::BadCookie | RepoError::BadQuery(_) => 400,
+            RepoError::BadCookie | RepoError::BadQuery(_) | RepoError::Unstorable(_) => 400,
             // The gateway did not answer in time (a 500 would say it is broken): 504, as a
             // remote instance that times out.
             RepoError::TimeLimit(_) => 504,

@@ -144,6 +144,10 @@ pub enum RepoError {
     /// The query ran longer than the store's query time limit and was cancelled.
     #[error("The query did not complete within the query time limit of {}s and was cancelled; narrow the filter or page the results with _pageSize", .0.as_secs_f64())]
     TimeLimit(std::time::Duration),
+    /// The object holds a value this store cannot keep (PostgreSQL: a string with
+    /// U+0000). Nothing was written.
+    #[error("The object cannot be stored: {0}")]
+    Unstorable(String),
     #[error("Store failure: {0}")]
     Internal(String),
 }

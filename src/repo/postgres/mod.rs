@@ -675,6 +675,15 @@ impl PgRepo {
                     };
                 }
             }
+            // jsonb cannot hold U+0000 in a string (`\u0000`); the embedded store can.
+            if db.code() == &SqlState::UNTRANSLATABLE_CHARACTER
+                || db.code() == &SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            {
+                return RepoError::Unstorable(
+                    "a string holds the character U+0000, which the PostgreSQL store cannot keep"
+                        .into(),
+                );
+            }
         }
         internal(context)(e)
     }
