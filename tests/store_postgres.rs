@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fixtures::shipped;
+use common::fixtures::{managed_with_other, recon, seed_users, shipped, situations};
 use common::postgres::PgServer;
 use common::Gateway;
 use serde_json::{json, Value};
@@ -213,4 +213,135 @@ async fn a_store_that_refuses_us_fails_startup_without_the_password() {
     assert!(!status.expect("exits").success());
     assert!(logs.contains("must be 'sqlite' or postgres://"), "{logs}");
     assert!(!logs.contains(PASSWORD), "{logs}");
+}
+
+/// Sync state on PostgreSQL: the implicit-sync queue (a push per write), links, recon runs
+/// and the store audit handler, all in the shared database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_links_queue_runs_and_audit_live_in_postgres() {
+    let Some(pg) = server_with_database().await else {
+        return;
+    };
+    let mut audit = shipped("audit");
+    audit["auditServiceConfig"]["handlerForQueries"] = json!("repo");
+    audit["eventHandlers"][1]["config"]["enabled"] = json!(true);
+    let props = json!([
+        {"source": "userName", "target": "userName"},
+        {"source": "mail", "target": "mail"},
+        {"source": "givenName", "target": "givenName"},
+        {"source": "sn", "target": "sn"}
+    ]);
+    let gw = Gateway::builder()
+        .conf_file("managed", managed_with_other())
+        .conf_file("audit", audit)
+        .conf_file(
+            "sync",
+            json!({"mappings": [
+                {"name": "u2o", "source": "managed/user", "target": "managed/other",
+                 "properties": props, "enableSync": true,
+                 "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}]}
+            ]}),
+        )
+        .arg("--store")
+        .arg(&format!(
+            "postgres://gw:{PASSWORD}@127.0.0.1:{}/idm",
+            pg.port
+        ))
+        .start()
+        .await;
+
+    // Implicit sync: each write queued and pushed (the queue drains).
+    seed_users(&gw, 20).await;
+    let others = |gw: &Gateway| {
+        let r = gw.get("/openidm/managed/other?_queryFilter=true&_fields=_id");
+        async move { r.send().await.unwrap().json::<Value>().await.unwrap()["resultCount"].clone() }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while others(&gw).await != 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "implicit sync did not push 20 users"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let q: Value = gw
+            .get("/openidm/sync/queue?_queryFilter=true")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if q["resultCount"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue did not drain: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A recon finds every pair linked by implicit sync; its run is stored.
+    let run = recon(&gw, "u2o").await;
+    assert_eq!(
+        situations(&run),
+        vec![("CONFIRMED".to_string(), 20)],
+        "{run}"
+    );
+    let found: Value = gw
+        .get("/openidm/managed/user?_queryFilter=userName%20eq%20%22user3%22&_fields=_id")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = found["result"][0]["_id"].as_str().unwrap().to_owned();
+    let linked: Value = gw
+        .post(&format!(
+            "/openidm/sync?_action=getLinkedResources&resourceName=managed/user/{id}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(linked.to_string().contains("managed/other"), "{linked}");
+    let runs: Value = gw
+        .get("/openidm/recon")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        runs.to_string().contains(run["_id"].as_str().unwrap()),
+        "{runs}"
+    );
+
+    // Audit events went to the store and are queried from it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let q: Value = gw
+            .get("/openidm/audit/recon?_queryFilter=true")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if q["resultCount"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recon audit in the store: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
