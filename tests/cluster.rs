@@ -59,6 +59,11 @@ async fn node_with(
             json!({"mappings": [
                 {"name": "slowUser_user", "source": "external/idm/slow/managed/user",
                  "target": "managed/user", "enableSync": false,
+                 "properties": [{"source": "userName", "target": "userName"}]},
+                // Pushes of managed users hang on the remote: their queue entries stay
+                // claimed while the push runs.
+                {"name": "user_slowUser", "source": "managed/user",
+                 "target": "external/idm/slow/managed/user", "enableSync": true,
                  "properties": [{"source": "userName", "target": "userName"}]}
             ]}),
         )
@@ -178,6 +183,13 @@ async fn runs_are_seen_and_cancelled_across_nodes_and_a_killed_node_is_recovered
     assert_eq!(status, 201, "{body}");
     let cut_off = start_recon(&a).await;
     assert_eq!(run_on(&b, &cut_off).await["state"], "ACTIVE");
+    let (_, q) = json_of(b.get("/openidm/sync/queue?_queryFilter=true")).await;
+    assert!(
+        q["result"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|e| e["sourceId"] == "kept" && e["node"] == "node-a")),
+        "A's write is A's to push: {q}"
+    );
     a.stop(); // SIGKILL
 
     eventually("B shows A down, recovered by B", || async {
