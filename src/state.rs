@@ -72,6 +72,10 @@ pub fn validate_conf(id: &str, doc: &Value) -> Result<(), Vec<String>> {
             schedule::parse_job(schedule::schedule_name(id).unwrap_or_default(), doc).map(|_| ())
         }
         filters::ROUTER_CONFIG => filters::parse_router(doc).map(|_| ()),
+        // Read at start-up; checked here so a REST write or a hand edit is refused now.
+        crate::cluster::CLUSTER_CONFIG => crate::cluster::ClusterConfig::parse(doc, "node")
+            .map(|_| ())
+            .map_err(|e| vec![e]),
         // Directories are the running gateway's business: any path checks the rest.
         audit::AUDIT_CONFIG => audit::config::parse(doc, &|name: &str| {
             crate::config::substitute::from_env(name)

@@ -39,6 +39,9 @@ use crate::sync::run::iso8601;
 pub use config_share::SharedConfig;
 pub use handler::ClusterHandler;
 
+/// IDM's config id of `conf/cluster.json`.
+pub const CLUSTER_CONFIG: &str = "cluster";
+
 /// Resource of the node state records (IDM: `repo/cluster/states`).
 pub const STATES: &str = "cluster/states";
 

@@ -442,18 +442,34 @@ async fn a_string_with_u0000_is_refused_and_nothing_is_written() {
     };
     let repo = store.repo;
     let r = repo
-        .create(USERS, "nul", obj(json!({"n": "a\u{0}b"})), WriteOptions::default())
+        .create(
+            USERS,
+            "nul",
+            obj(json!({"n": "a\u{0}b"})),
+            WriteOptions::default(),
+        )
         .await;
     assert!(matches!(r, Err(RepoError::Unstorable(_))), "{r:?}");
     let e = crate::crest::ResourceError::from(r.unwrap_err());
     assert_eq!(e.code, 400, "{e:?}");
     assert!(repo.read(USERS, "nul").await.unwrap().is_none());
     let ok = repo
-        .create(USERS, "ok", obj(json!({"n": "ab"})), WriteOptions::default())
+        .create(
+            USERS,
+            "ok",
+            obj(json!({"n": "ab"})),
+            WriteOptions::default(),
+        )
         .await
         .unwrap();
     let r = repo
-        .update(USERS, "ok", None, obj(json!({"n": "\u{0}"})), WriteOptions::default())
+        .update(
+            USERS,
+            "ok",
+            None,
+            obj(json!({"n": "\u{0}"})),
+            WriteOptions::default(),
+        )
         .await;
     assert!(matches!(r, Err(RepoError::Unstorable(_))), "{r:?}");
     assert_eq!(repo.read(USERS, "ok").await.unwrap().unwrap(), ok);
