@@ -18,7 +18,8 @@
 # and reports objects/s, the run's situation summary, and the gateway's RSS (VmRSS now and
 # VmHWM, the peak) of the gateways after each run (B also serves the remote case's source).
 # Knobs: N, THREADS (gateway workers, default nproc), SEED_CONNS (16), KEEP_TMP (0),
-# CASES ("local scripted remote").
+# CASES ("local scripted remote"), STORE (sqlite, or postgres: B on a throwaway durable
+# PostgreSQL server started here, see benches/lib.sh start_pg).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,6 +28,8 @@ THREADS=${THREADS:-$(nproc)}
 SEED_CONNS=${SEED_CONNS:-16}
 KEEP_TMP=${KEEP_TMP:-0}
 CASES=${CASES:-local scripted remote}
+STORE=${STORE:-sqlite}
+. benches/lib.sh
 ADMIN_PW=bench-admin-pw
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
@@ -38,6 +41,7 @@ GW_PID=
 A_PID=
 cleanup() {
     for p in $GW_PID $A_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    stop_pg
     if [ "$KEEP_TMP" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -77,8 +81,16 @@ json.dump({"mappings": [{
 EOF
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+STORE_ARGS=()
+if [ "$STORE" = postgres ]; then
+    chmod 755 "$TMP"
+    start_pg "$TMP/pg"
+    STORE_ARGS=(--store "$PG_URL")
+    echo "store: PostgreSQL ($PG_BIN)"
+fi
 IDM_GATEWAY_ADMIN_PASSWORD=$ADMIN_PW RUST_LOG=warn "$BIN" --conf "$TMP/conf" --data "$TMP/data" \
-    --certs "$TMP/certs" --listen "127.0.0.1:$PORT" --threads "$THREADS" >"$TMP/gateway.log" 2>&1 &
+    --certs "$TMP/certs" --listen "127.0.0.1:$PORT" --threads "$THREADS" "${STORE_ARGS[@]}" \
+    >"$TMP/gateway.log" 2>&1 &
 GW_PID=$!
 for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$PORT/openidm/info/ping" >/dev/null && break

@@ -303,20 +303,7 @@ impl Scheduler {
                     // New, or another version of the schedule: it starts afresh from now.
                     let paused = existing.as_ref().is_some_and(|o| stored(o).paused);
                     let record = trigger_record(&job, computed, None, paused);
-                    let written = match existing {
-                        Some(o) => {
-                            store
-                                .repo
-                                .update(TRIGGERS, &id, Some(&o.rev), record, Default::default())
-                                .await
-                        }
-                        None => {
-                            store
-                                .repo
-                                .create(TRIGGERS, &id, record, Default::default())
-                                .await
-                        }
-                    };
+                    let written = write_trigger(store, &id, existing.as_ref(), record).await;
                     match written {
                         Ok(o) => Ok(stored(&o)),
                         // Another node wrote it first: read it at the next pass.
@@ -676,20 +663,7 @@ impl Scheduler {
                 };
                 let previous = existing.as_ref().and_then(|o| stored(o).previous);
                 let record = trigger_record(&job, next, previous, paused);
-                let written = match &existing {
-                    Some(o) => {
-                        store
-                            .repo
-                            .update(TRIGGERS, &id, Some(&o.rev), record, Default::default())
-                            .await
-                    }
-                    None => {
-                        store
-                            .repo
-                            .create(TRIGGERS, &id, record, Default::default())
-                            .await
-                    }
-                };
+                let written = write_trigger(store, &id, existing.as_ref(), record).await;
                 match written {
                     Ok(_) => break,
                     Err(RepoError::RevisionMismatch { .. } | RepoError::AlreadyExists { .. }) => {
@@ -779,6 +753,31 @@ impl Scheduler {
     /// Wakes the loop (after a job was written or removed).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+}
+
+/// Replaces the trigger `existing` (if its revision is still current) or creates it when
+/// there was none: [`RepoError::RevisionMismatch`] / [`RepoError::AlreadyExists`] when
+/// another node wrote it first.
+async fn write_trigger(
+    store: &TriggerStore,
+    id: &str,
+    existing: Option<&crate::repo::StoredObject>,
+    record: Map<String, Value>,
+) -> Result<crate::repo::StoredObject, RepoError> {
+    match existing {
+        Some(o) => {
+            store
+                .repo
+                .update(TRIGGERS, id, Some(&o.rev), record, Default::default())
+                .await
+        }
+        None => {
+            store
+                .repo
+                .create(TRIGGERS, id, record, Default::default())
+                .await
+        }
     }
 }
 

@@ -178,21 +178,10 @@ impl SyncQueue {
         if let Some(node) = self.node() {
             content.insert(NODE.into(), json!(node));
         }
-        match self
-            .repo
-            .update(
-                QUEUE_RESOURCE,
-                &e.id,
-                Some(&e.rev),
-                content,
-                Default::default(),
-            )
-            .await
-        {
-            Ok(o) => Ok(entry(o.id, o.rev, &o.content)),
-            Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => Ok(None),
-            Err(err) => Err(err),
-        }
+        Ok(self
+            .replace(e, content)
+            .await?
+            .and_then(|o| entry(o.id, o.rev, &o.content)))
     }
 
     /// Releases the claims of (dead) node `node`: its entries are due at once, for any
@@ -304,6 +293,19 @@ impl SyncQueue {
             "lastError": truncate(error),
             "nextAttempt": iso8601(SystemTime::now() + policy.backoff(attempts)),
         }));
+        Ok(match self.replace(e, content).await? {
+            Some(_) => Failed::Retry(attempts),
+            None => Failed::Superseded,
+        })
+    }
+
+    /// Replaces `e` with `content` if no change came since it was read (`None` otherwise,
+    /// or if it is gone).
+    async fn replace(
+        &self,
+        e: &Entry,
+        content: Map<String, Value>,
+    ) -> Result<Option<crate::repo::StoredObject>, RepoError> {
         match self
             .repo
             .update(
@@ -315,10 +317,8 @@ impl SyncQueue {
             )
             .await
         {
-            Ok(_) => Ok(Failed::Retry(attempts)),
-            Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => {
-                Ok(Failed::Superseded)
-            }
+            Ok(o) => Ok(Some(o)),
+            Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => Ok(None),
             Err(err) => Err(err),
         }
     }
