@@ -19,7 +19,8 @@
 # VmHWM, the peak) of the gateways after each run (B also serves the remote case's source).
 # Knobs: N, THREADS (gateway workers, default nproc), SEED_CONNS (16), KEEP_TMP (0),
 # CASES ("local scripted remote"), STORE (sqlite, or postgres: B on a throwaway durable
-# PostgreSQL server started here, see benches/lib.sh start_pg).
+# PostgreSQL server started here, see benches/lib.sh start_pg), TASK_THREADS (the local
+# mapping's taskThreads, IDM's default 10).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -48,7 +49,7 @@ trap cleanup EXIT
 mkdir -p "$TMP/conf" "$TMP/data" "$TMP/certs"
 
 python3 - "$TMP/conf" <<'EOF'
-import json, sys
+import json, os, sys
 conf = sys.argv[1]
 managed = json.load(open("conf/managed.json"))
 managed["objects"].append({"name": "other", "schema": {"properties": {
@@ -67,7 +68,7 @@ json.dump({"mappings": [{
     "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""},
     "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
     # Seeding must not push every user by implicit sync: the runs below measure recon.
-    "enableSync": False}, {
+    "enableSync": False, "taskThreads": int(os.environ.get("TASK_THREADS", "10"))}, {
     "name": "u2o_js", "source": "managed/user", "target": "managed/other2",
     "properties": [
         {"source": "userName", "target": "userName", "transform": js("source.toLowerCase()")},

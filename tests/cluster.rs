@@ -346,6 +346,17 @@ async fn a_persisted_schedule_fires_once_per_trigger_across_nodes_and_its_pause_
         json_of(a.get("/openidm/scheduler/trigger/scheduler-service-group.trigger-shared")).await;
     assert_eq!(status, 200, "{one}");
 
+    let (_, waiting) = json_of(b.get("/openidm/scheduler/waitingTriggers")).await;
+    assert!(
+        waiting["triggers"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("scheduler-service-group.trigger-shared"))),
+        "{waiting}"
+    );
+    let (_, acquired) = json_of(b.get("/openidm/scheduler/acquiredTriggers")).await;
+    assert_eq!(acquired["nodeId"], "node-b", "{acquired}");
+    assert_eq!(acquired["triggers"], json!([]), "{acquired}");
+
     // Paused on A: neither node fires it; B's view says paused.
     let (status, body) = json_of(a.post("/openidm/scheduler/job/shared?_action=pause")).await;
     assert_eq!(status, 200, "{body}");

@@ -69,6 +69,14 @@ impl RequestHandler for SchedulerHandler {
                     "Action '{other}' is not supported on the scheduler: create, validateQuartzCronExpression, listCurrentlyExecutingJobs, pauseJobs or resumeJobs"
                 ))),
             },
+            ([which], Operation::Read { .. })
+                if which == "acquiredTriggers" || which == "waitingTriggers" =>
+            {
+                Ok(Response::Json(
+                    200,
+                    self.scheduler.trigger_lists(which == "acquiredTriggers").await?,
+                ))
+            }
             ([id], Operation::Read { .. }) => self
                 .scheduler
                 .get(id)

@@ -12,8 +12,8 @@
 //!
 //! Persisted schedules fire once per trigger across the nodes sharing the store (see
 //! [`service`]). Not yet here: workflow invocations, Quartz `L`/`W`/`#` (refused with a
-//! message), time zones other than UTC, `acquiredTriggers`/`waitingTriggers` (triggers are
-//! claimed at their fire time, never acquired ahead).
+//! message), time zones other than UTC, triggers acquired ahead of their time (they are
+//! claimed at it, so `acquiredTriggers` is always empty).
 
 pub mod handler;
 pub mod job;

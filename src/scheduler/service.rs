@@ -716,6 +716,24 @@ impl Scheduler {
             .collect()
     }
 
+    /// `scheduler/acquiredTriggers` (`acquired`) or `scheduler/waitingTriggers`: the ids of
+    /// the stored triggers acquired by this node, or waiting for their time. Triggers are
+    /// claimed at their fire time, never acquired ahead, so none is ever shown acquired.
+    pub async fn trigger_lists(&self, acquired: bool) -> Result<Value, ResourceError> {
+        let node = self.store.get().map(|s| s.node.clone()).unwrap_or_default();
+        let triggers = self.triggers().await?;
+        let ids: Vec<&Value> = triggers
+            .iter()
+            .filter(|t| t["nodeId"].is_null() != acquired && t["state"] == "NORMAL")
+            .map(|t| &t["_id"])
+            .collect();
+        Ok(if acquired {
+            json!({"_id": "acquiredTriggers", "nodeId": node, "triggers": ids})
+        } else {
+            json!({"_id": "waitingTriggers", "triggers": ids})
+        })
+    }
+
     /// The stored triggers of persisted jobs, as `scheduler/trigger` shows them.
     pub async fn triggers(&self) -> Result<Vec<Value>, ResourceError> {
         let Some(store) = self.store.get() else {
