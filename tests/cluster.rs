@@ -28,7 +28,7 @@ async fn store() -> Option<(PgServer, String)> {
     Some((pg, url))
 }
 
-/// A node of the cluster: heartbeats every 200 ms, taken for dead after 1.5 s of silence.
+/// A node of the cluster: heartbeats every 200 ms, taken for dead after 3 s of silence.
 async fn node(id: &str, store: &str, hanging: &HangingUpstream) -> Gateway {
     node_with(id, store, hanging, &[]).await
 }
@@ -49,7 +49,7 @@ async fn node_with(
         .conf_file("managed", shipped("managed"))
         .conf_file(
             "cluster",
-            json!({"instanceId": "&{openidm.node.id}", "instanceTimeout": 1500,
+            json!({"instanceId": "&{openidm.node.id}", "instanceTimeout": 3000,
                    "instanceRecoveryTimeout": 5000, "instanceCheckInInterval": "200",
                    "instanceCheckInOffset": 0, "enabled": true}),
         )
