@@ -324,6 +324,8 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         &settings.data_dir,
         settings.max_upload_bytes,
     )?;
+    csv.set_node(cluster.node_id());
+    cluster.on_node_down(csv.clone());
     let access_gw = gw.clone();
     let remote_gw = gw.clone();
     let privilege_gw = gw.clone();

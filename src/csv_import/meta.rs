@@ -40,6 +40,10 @@ pub struct Meta {
     pub purged_error_records: bool,
     pub auth_id: String,
     pub authz_component: String,
+    /// The cluster node running the import (gateway extra): a restart interrupts only its
+    /// own imports, a dead node's are interrupted by the survivor that detects it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 pub fn now() -> String {

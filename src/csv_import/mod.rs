@@ -61,6 +61,8 @@ pub struct CsvImports {
     /// The runtime imports run on (their own: a long import never competes with the
     /// request threads' scheduling).
     runtime: tokio::runtime::Handle,
+    /// This node's id in the cluster, stored with its imports.
+    node: OnceLock<String>,
 }
 
 impl CsvImports {
@@ -94,7 +96,38 @@ impl CsvImports {
             max_upload,
             running: Mutex::new(HashMap::new()),
             runtime,
+            node: OnceLock::new(),
         }))
+    }
+
+    /// Names this node's imports; set once, before the first upload.
+    pub fn set_node(&self, id: &str) {
+        let _ = self.node.set(id.to_owned());
+    }
+
+    /// Marks the unfinished imports of `node` (all nodes: `None`) interrupted; returns
+    /// how many. `spool_here`: their spool files are on this node's disk.
+    async fn interrupt_unfinished(
+        &self,
+        node: Option<&str>,
+        spool_here: bool,
+    ) -> Result<Vec<String>, ResourceError> {
+        let mut marked = Vec::new();
+        for (id, rev, mut m) in meta::all(self.repo.as_ref()).await? {
+            if m.end.is_some() || self.is_running(&id) {
+                continue;
+            }
+            if let Some(node) = node {
+                // Records from before imports named their node belong to every node.
+                if m.node_id.as_deref().is_some_and(|n| n != node) {
+                    continue;
+                }
+            }
+            m.interrupt(spool_here && self.spool_path(&id).exists());
+            meta::save(self.repo.as_ref(), &id, Some(&rev), &m).await?;
+            marked.push(id);
+        }
+        Ok(marked)
     }
 
     pub fn set_router(&self, router: &Arc<Router>) {
@@ -137,17 +170,15 @@ impl CsvImports {
     pub async fn recover(&self, clean_spool: bool) -> Result<(), ResourceError> {
         let by_import = [crate::crest::filter::JsonPointer(vec!["importId".into()])];
         self.repo.set_indexes(FAILURES, &by_import).await?;
-        let all = meta::all(self.repo.as_ref()).await?;
-        let mut known = std::collections::HashSet::new();
-        for (id, rev, mut m) in all {
-            known.insert(format!("{id}.csv"));
-            if m.end.is_some() || self.is_running(&id) {
-                continue;
-            }
-            m.interrupt(self.spool_path(&id).exists());
+        let node = self.node.get().map(String::as_str);
+        for id in self.interrupt_unfinished(node, true).await? {
             tracing::warn!(import = %id, "CSV import interrupted by a restart");
-            meta::save(self.repo.as_ref(), &id, Some(&rev), &m).await?;
         }
+        let known: std::collections::HashSet<String> = meta::all(self.repo.as_ref())
+            .await?
+            .into_iter()
+            .map(|(id, ..)| format!("{id}.csv"))
+            .collect();
         if !clean_spool {
             return Ok(());
         }
@@ -160,5 +191,25 @@ impl CsvImports {
             }
         }
         Ok(())
+    }
+}
+
+/// A dead node's unfinished imports are marked interrupted by the survivor that detected
+/// it (their spool files were on the dead node's disk).
+#[async_trait::async_trait]
+impl crate::cluster::NodeRecovery for CsvImports {
+    fn what(&self) -> &'static str {
+        "CSV imports"
+    }
+
+    async fn recover_node(&self, node: &str) -> Result<usize, String> {
+        let marked = self
+            .interrupt_unfinished(Some(node), false)
+            .await
+            .map_err(|e| e.message.clone())?;
+        for id in &marked {
+            tracing::warn!(import = %id, node = %node, "CSV import of a dead cluster node interrupted");
+        }
+        Ok(marked.len())
     }
 }

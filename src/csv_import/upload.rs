@@ -209,6 +209,7 @@ impl CsvImports {
                 purged_error_records: false,
                 auth_id: caller.user.clone(),
                 authz_component: caller.component.clone(),
+                node_id: self.node.get().cloned(),
             };
             meta::save(self.repo.as_ref(), &s.id, None, &m).await?;
             self.spawn(Job {
