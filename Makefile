@@ -1,7 +1,7 @@
 # The two commands of a fresh machine: `make run` and `make test`.
 SHELL := /bin/bash
 APT_RUN  := cmake
-APT_TEST := cmake nginx-light wrk slapd ldap-utils postgresql
+APT_TEST := cmake nginx-light wrk slapd ldap-utils postgresql prometheus
 
 .PHONY: run test deps-run deps-test build check
 

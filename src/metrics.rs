@@ -4,6 +4,7 @@
 //! / `_unknown`), methods are the standard HTTP methods (or `OTHER`). Secrets never become
 //! labels.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -15,6 +16,7 @@ pub const UNKNOWN: &str = "_unknown";
 
 pub struct Metrics {
     registry: Registry,
+    family_names: Vec<String>,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
@@ -46,6 +48,12 @@ pub struct Metrics {
     pub remote_failovers: IntCounterVec,
     /// Audit events not queued because a handler's queue was full, by topic.
     pub audit_dropped: IntCounterVec,
+    /// Cluster nodes by state (`running`, `down`) as this node sees them; set by the cluster
+    /// module.
+    pub cluster_nodes: IntGaugeVec,
+    /// Latency of object store calls by operation (`create`, `read`, `update`, `delete`,
+    /// `query`, `query_stream`, `set_indexes`, `batch`), observed by `repo::timed`.
+    pub store_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -221,8 +229,29 @@ impl Metrics {
             &["topic"],
         )
         .expect("metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        let cluster_nodes = IntGaugeVec::new(
+            Opts::new(
+                "idm_gateway_cluster_nodes",
+                "Cluster nodes by state, as this node sees them",
+            ),
+            &["state"],
+        )
+        .expect("metric");
+        // `op` is one of the store trait's methods: a fixed set.
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "idm_gateway_store_operation_duration_seconds",
+                "Object store call latency by operation",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 10.0,
+            ]),
+            &["op"],
+        )
+        .expect("metric");
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(token_fetches.clone()),
@@ -241,17 +270,37 @@ impl Metrics {
             Box::new(remote_url_up.clone()),
             Box::new(remote_failovers.clone()),
             Box::new(audit_dropped.clone()),
-        ] {
+            Box::new(cluster_nodes.clone()),
+            Box::new(store_duration.clone()),
+            #[cfg(target_os = "linux")]
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        let histograms = [
+            &request_duration,
+            &remote_query_page,
+            &recon_duration,
+            &connector_duration,
+            &store_duration,
+        ];
+        let mut family_names = Vec::new();
+        for c in &collectors {
+            family_names.extend(c.desc().iter().map(|d| d.fq_name.clone()));
+        }
+        for h in histograms {
+            for d in h.desc() {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    family_names.push(format!("{}{suffix}", d.fq_name));
+                }
+            }
+        }
+        family_names.sort();
+        family_names.dedup();
+        for c in collectors {
             registry.register(c).expect("unique metric names");
         }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector");
         Self {
             registry,
+            family_names,
             requests,
             request_duration,
             upstream_errors,
@@ -271,7 +320,16 @@ impl Metrics {
             remote_url_up,
             remote_failovers,
             audit_dropped,
+            cluster_nodes,
+            store_duration,
         }
+    }
+
+    /// Every metric name a scrape can show, sorted: each registered family's name, and for
+    /// histograms its `_bucket`, `_sum` and `_count` series. Families without samples yet
+    /// (a vector no label set was used on) are listed too, which a scrape does not show.
+    pub fn family_names(&self) -> &[String] {
+        &self.family_names
     }
 
     /// Prometheus text exposition format.
@@ -299,5 +357,42 @@ pub fn method_label(method: &http::Method) -> &'static str {
         http::Method::HEAD => "HEAD",
         http::Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_names_list_unused_families_and_histogram_series() {
+        let m = Metrics::new();
+        let names = m.family_names();
+        for name in [
+            "idm_gateway_requests_total",
+            "idm_gateway_cluster_nodes",
+            "idm_gateway_store_operation_duration_seconds_bucket",
+            "idm_gateway_store_operation_duration_seconds_sum",
+            "idm_gateway_request_duration_seconds_count",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+        }
+        // Nothing was observed: a scrape shows none of the vectors, the list all of them.
+        let scrape = String::from_utf8(m.render()).unwrap();
+        assert!(!scrape.contains("idm_gateway_cluster_nodes"));
+        assert!(!names.iter().any(|n| n == "idm_gateway_no_such_metric"));
+    }
+
+    #[test]
+    fn cluster_nodes_has_a_state_label_and_is_exported_once_set() {
+        let m = Metrics::new();
+        m.cluster_nodes.with_label_values(&["running"]).set(2);
+        m.cluster_nodes.with_label_values(&["down"]).set(1);
+        let scrape = String::from_utf8(m.render()).unwrap();
+        assert!(scrape.contains(
+            "# HELP idm_gateway_cluster_nodes Cluster nodes by state, as this node sees them"
+        ));
+        assert!(scrape.contains("idm_gateway_cluster_nodes{state=\"running\"} 2"));
+        assert!(scrape.contains("idm_gateway_cluster_nodes{state=\"down\"} 1"));
     }
 }

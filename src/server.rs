@@ -202,6 +202,11 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
         certs_exclude,
     };
     let metrics = Arc::new(Metrics::new());
+    // Everything after the seed reaches the store through the timing wrapper.
+    let repo: Arc<dyn Repo> = Arc::new(crate::repo::timed::TimedRepo::new(
+        repo,
+        metrics.store_duration.clone(),
+    ));
     let audit_cfg = match audit::load(&settings.conf_dir, &settings.data_dir) {
         Ok(cfg) => cfg,
         // As any conf file: reported, and the gateway runs (here without audit, until the

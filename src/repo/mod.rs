@@ -19,6 +19,7 @@
 pub mod postgres;
 mod sql_common;
 pub mod sqlite;
+pub mod timed;
 
 #[cfg(test)]
 mod contract;
