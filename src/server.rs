@@ -251,7 +251,11 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
     // The node id names this node's runs and queue claims before the first is written.
     let cluster_config = ClusterConfig::load(&settings.conf_dir, &settings.node_id)?;
     sync.set_node(&cluster_config.instance_id);
-    let cluster = Arc::new(Cluster::new(cluster_config, repo.clone(), None));
+    let cluster = Arc::new(Cluster::new(
+        cluster_config,
+        repo.clone(),
+        Some(metrics.cluster_nodes.clone()),
+    ));
     cluster.on_node_down(sync.clone());
     // With a shared store, config written over REST reaches every node.
     let shared_config = match settings.store.kind()? {
