@@ -140,6 +140,19 @@ async fn runs_are_seen_and_cancelled_across_nodes_and_a_killed_node_is_recovered
         nodes(&a).await == want && nodes(&b).await == want
     })
     .await;
+    eventually("A's metrics count two running nodes", || async {
+        let text = a
+            .get("/openidm/metrics/prometheus")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .any(|l| l == "idm_gateway_cluster_nodes{state=\"running\"} 2")
+    })
+    .await;
     let (status, one) = json_of(b.get("/openidm/cluster/node-a")).await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["instanceId"], "node-a");
