@@ -234,6 +234,67 @@ pub(crate) async fn a_failing_write_does_not_undo_its_batch(repo: Arc<dyn Repo>)
     assert_eq!(repo.query(USERS, q).await.unwrap().total, Some(100));
 }
 
+/// `batch`: each write's own result, in order; a failing write fails alone; later writes
+/// of the batch see the earlier ones.
+pub(crate) async fn batch_results_are_per_write_and_in_order(repo: Arc<dyn Repo>) {
+    repo.create(USERS, "b", obj(json!({"n": 0})), WriteOptions::default())
+        .await
+        .unwrap();
+    let create = |id: &str, n: i64| WriteOp::Create {
+        resource: USERS.into(),
+        id: id.into(),
+        content: obj(json!({"n": n})),
+        unique: Vec::new(),
+    };
+    let put = |id: &str, n: i64| WriteOp::Put {
+        resource: USERS.into(),
+        id: id.into(),
+        content: obj(json!({"n": n})),
+    };
+    // All succeed (the pipelined path of a store that has one).
+    let all = repo
+        .batch(vec![create("p", 1), put("q", 2), put("p", 3)])
+        .await;
+    assert!(all.iter().all(Result::is_ok), "{all:?}");
+    assert_eq!(all[2].as_ref().unwrap().content["n"], 3);
+    assert_eq!(
+        repo.read(USERS, "p").await.unwrap().unwrap().content["n"],
+        3
+    );
+    // Some fail: each result on its own, the others written.
+    let mixed = repo
+        .batch(vec![
+            create("a", 1),
+            create("b", 2),
+            create("c", 3),
+            WriteOp::Delete {
+                resource: USERS.into(),
+                id: "missing".into(),
+                rev: None,
+            },
+            put("d", 4),
+        ])
+        .await;
+    assert!(mixed[0].is_ok(), "{mixed:?}");
+    assert!(
+        matches!(mixed[1], Err(RepoError::AlreadyExists { .. })),
+        "{mixed:?}"
+    );
+    assert!(mixed[2].is_ok(), "{mixed:?}");
+    assert!(
+        matches!(mixed[3], Err(RepoError::NotFound { .. })),
+        "{mixed:?}"
+    );
+    assert_eq!(mixed[4].as_ref().unwrap().content["n"], 4);
+    for (id, n) in [("a", 1), ("b", 0), ("c", 3), ("d", 4)] {
+        assert_eq!(
+            repo.read(USERS, id).await.unwrap().unwrap().content["n"],
+            n,
+            "{id}"
+        );
+    }
+}
+
 pub(crate) async fn unique_properties(repo: Arc<dyn Repo>) {
     let unique = [ptr("userName"), ptr("/mail/primary")];
     let opts = WriteOptions {
@@ -1199,6 +1260,7 @@ macro_rules! repo_contract_tests {
                 concurrent_conditional_updates_exactly_one_wins,
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 a_failing_write_does_not_undo_its_batch,
+                #[tokio::test] batch_results_are_per_write_and_in_order,
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 unique_properties,
                 #[tokio::test] every_operator_matches_the_reference,

@@ -705,6 +705,36 @@ impl PgRepo {
     }
 
     /// Whether `op` must run in a transaction of its own (several statements).
+    /// Runs `prepared` (all `Ok`) concurrently on one transaction, so tokio-postgres
+    /// pipelines them, and commits. `Ok(None)`: a write failed and nothing was committed.
+    async fn pipelined(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        prepared: &[(
+            String,
+            Result<(String, PgOp, Option<Map<String, Value>>), RepoError>,
+        )],
+    ) -> Result<Option<Vec<(String, Option<String>)>>, RepoError> {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(internal("starting a transaction"))?;
+        let results = futures_util::future::join_all(prepared.iter().filter_map(|(_, p)| {
+            p.as_ref()
+                .ok()
+                .map(|(resource, op, _)| self.apply(&tx, resource, op))
+        }))
+        .await;
+        if results.iter().any(Result::is_err) {
+            tx.rollback()
+                .await
+                .map_err(internal("rolling a batch back"))?;
+            return Ok(None);
+        }
+        tx.commit().await.map_err(internal("committing"))?;
+        Ok(Some(results.into_iter().flatten().collect()))
+    }
+
     fn needs_transaction(&self, resource: &str, op: &PgOp) -> bool {
         let tbl = table_name(resource);
         match op {
@@ -933,6 +963,22 @@ impl PgRepo {
         self.existing_table(super::RELATIONSHIPS).await?;
         Ok(Some((tbl, self.edges())))
     }
+}
+
+/// A written object from what its write returned: the content written, or for a delete
+/// the body it returned.
+fn stored(
+    id: String,
+    rev: String,
+    content: Option<Map<String, Value>>,
+    body: Option<String>,
+) -> Result<StoredObject, RepoError> {
+    let content = match (content, body) {
+        (Some(c), _) => c,
+        (None, Some(b)) => parse_body(&b)?,
+        (None, None) => return Err(RepoError::Internal("a delete returned no object".into())),
+    };
+    Ok(StoredObject { id, rev, content })
 }
 
 /// Whether `filter` tests a relationship field ([`super::RELATIONSHIP_FIELD`]).
@@ -1293,6 +1339,32 @@ impl Repo for PgRepo {
             Ok(c) => c,
             Err(e) => return fail_all(e, prepared.len()),
         };
+        // Fast path: every write pipelined in one transaction (one round trip for the lot
+        // instead of three per write: a page of recon links was 1 000 sequential savepoints,
+        // which bounded a first reconciliation at ~3 300 objects/s with the CPU idle). If any
+        // write fails, the transaction is rolled back and the batch runs again below, one
+        // savepoint per write, so a failing write fails alone.
+        let pipelinable = prepared.len() > 1
+            && prepared.iter().all(|(_, p)| match p {
+                Ok((resource, op, _)) => !self.needs_transaction(resource, op),
+                Err(_) => false,
+            });
+        if pipelinable {
+            match self.pipelined(&mut client, &prepared).await {
+                Ok(Some(done)) => {
+                    return prepared
+                        .into_iter()
+                        .zip(done)
+                        .map(|((id, p), (rev, body))| {
+                            let (_, _, content) = p?;
+                            stored(id, rev, content, body)
+                        })
+                        .collect()
+                }
+                Ok(None) => {} // a write failed: each on its own below
+                Err(e) => return fail_all(e, prepared.len()),
+            }
+        }
         let mut tx = match client.transaction().await {
             Ok(tx) => tx,
             Err(e) => return fail_all(internal("starting a transaction")(e), prepared.len()),
@@ -1319,16 +1391,7 @@ impl Repo for PgRepo {
             if let Err(e) = ended {
                 return fail_all(internal("ending a savepoint")(e), out.len() + 1);
             }
-            out.push(r.and_then(|(rev, body)| {
-                let content = match (content, body) {
-                    (Some(c), _) => c,
-                    (None, Some(b)) => parse_body(&b)?,
-                    (None, None) => {
-                        return Err(RepoError::Internal("a delete returned no object".into()))
-                    }
-                };
-                Ok(StoredObject { id, rev, content })
-            }));
+            out.push(r.and_then(|(rev, body)| stored(id, rev, content, body)));
         }
         if let Err(e) = tx.commit().await {
             let e = internal("committing")(e);
