@@ -710,10 +710,7 @@ impl PgRepo {
     async fn pipelined(
         &self,
         client: &mut deadpool_postgres::Object,
-        prepared: &[(
-            String,
-            Result<(String, PgOp, Option<Map<String, Value>>), RepoError>,
-        )],
+        prepared: &[(String, Result<PreparedWrite, RepoError>)],
     ) -> Result<Option<Vec<(String, Option<String>)>>, RepoError> {
         let tx = client
             .transaction()
@@ -964,6 +961,9 @@ impl PgRepo {
         Ok(Some((tbl, self.edges())))
     }
 }
+
+/// A batch write ready to run: its resource, statement and content.
+type PreparedWrite = (String, PgOp, Option<Map<String, Value>>);
 
 /// A written object from what its write returned: the content written, or for a delete
 /// the body it returned.
