@@ -221,7 +221,8 @@ async fn runs_are_seen_and_cancelled_across_nodes_and_a_killed_node_is_recovered
         "{read}"
     );
     assert!(
-        b.logs_now().contains("taken for down"),
+        b.wait_for_log("taken for down", Duration::from_secs(10))
+            .await,
         "B logs the detection"
     );
 
