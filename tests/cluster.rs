@@ -338,8 +338,11 @@ async fn a_persisted_schedule_fires_once_per_trigger_across_nodes_and_its_pause_
         ea >= 2 && eb >= 2,
         "non-persisted fires on each node: {ea} {eb}"
     );
+    // Fired on both nodes it would be about ea + eb; a loaded machine may make a node's
+    // non-persisted job skip a trigger now and then (missed triggers fire once), hence
+    // the slack.
     assert!(
-        shared <= ea.max(eb) + 1,
+        shared <= ea.max(eb) * 3 / 2 + 1,
         "persisted fired {shared} times while each node saw {ea}/{eb} triggers"
     );
 
