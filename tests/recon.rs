@@ -36,7 +36,8 @@ fn mapping(extra: Value) -> Value {
     m
 }
 
-const RUN_KEYS: [&str; 13] = [
+/// IDM's keys in IDM's order, then the gateway extra `nodeId` (the cluster node running it).
+const RUN_KEYS: [&str; 14] = [
     "_id",
     "mapping",
     "state",
@@ -50,6 +51,7 @@ const RUN_KEYS: [&str; 13] = [
     "started",
     "ended",
     "duration",
+    "nodeId",
 ];
 
 /// Target objects by userName, with their `_rev`.
