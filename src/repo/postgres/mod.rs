@@ -25,6 +25,7 @@
 //!   with `sslmode=require` ([`tls`]: the server verified with the gateway's trust); the
 //!   password from the URL or `IDM_GATEWAY_STORE_PASSWORD`.
 
+mod group;
 mod sql;
 pub mod tls;
 
@@ -94,6 +95,8 @@ struct Inner {
     /// Unique index name → the property it enforces (for the errors).
     unique_names: RwLock<HashMap<String, String>>,
     query_limit_ms: AtomicU64,
+    /// Single writes committed together ([`group`]).
+    group: group::GroupCommit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,6 +237,11 @@ fn pg_op(op: WriteOp) -> Result<(String, PgOp, Option<Map<String, Value>>), Repo
         }
         WriteOp::Delete { resource, id, rev } => (resource, PgOp::Delete { id, rev }, None),
     })
+}
+
+/// A write the store ran but whose result went missing: never expected.
+fn lost_result() -> RepoError {
+    RepoError::Internal("a write of a committed transaction got no result".into())
 }
 
 fn parse_body(body: &str) -> Result<Map<String, Value>, RepoError> {
@@ -454,6 +462,7 @@ impl PgRepo {
                 unique: RwLock::new(HashMap::new()),
                 unique_names: RwLock::new(HashMap::new()),
                 query_limit_ms: AtomicU64::new(millis(DEFAULT_QUERY_TIME_LIMIT)),
+                group: group::GroupCommit::default(),
             }),
         };
         repo.migrate().await?;
@@ -704,7 +713,6 @@ impl PgRepo {
         }
     }
 
-    /// Whether `op` must run in a transaction of its own (several statements).
     /// Runs `prepared` (all `Ok`) concurrently on one transaction, so tokio-postgres
     /// pipelines them, and commits. `Ok(None)`: a write failed and nothing was committed.
     async fn pipelined(
@@ -712,15 +720,28 @@ impl PgRepo {
         client: &mut deadpool_postgres::Object,
         prepared: &[(String, Result<PreparedWrite, RepoError>)],
     ) -> Result<Option<Vec<(String, Option<String>)>>, RepoError> {
+        let ops: Vec<(&str, &PgOp)> = prepared
+            .iter()
+            .filter_map(|(_, p)| p.as_ref().ok().map(|(r, op, _)| (r.as_str(), op)))
+            .collect();
+        self.pipelined_ops(client, &ops).await
+    }
+
+    /// Runs `ops` concurrently on one transaction (pipelined, in order) and commits.
+    /// `Ok(None)`: a write failed and nothing was committed.
+    async fn pipelined_ops(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        ops: &[(&str, &PgOp)],
+    ) -> Result<Option<Vec<(String, Option<String>)>>, RepoError> {
         let tx = client
             .transaction()
             .await
             .map_err(internal("starting a transaction"))?;
-        let results = futures_util::future::join_all(prepared.iter().filter_map(|(_, p)| {
-            p.as_ref()
-                .ok()
-                .map(|(resource, op, _)| self.apply(&tx, resource, op))
-        }))
+        let results = futures_util::future::join_all(
+            ops.iter()
+                .map(|(resource, op)| self.apply(&tx, resource, op)),
+        )
         .await;
         if results.iter().any(Result::is_err) {
             tx.rollback()
@@ -732,6 +753,38 @@ impl PgRepo {
         Ok(Some(results.into_iter().flatten().collect()))
     }
 
+    /// Runs `ops` one after the other in one transaction, each in a savepoint of its own
+    /// (a failing op is rolled back alone), and commits: one result per op, or the error
+    /// that failed them all (nothing committed).
+    async fn savepoints(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        ops: &[(&str, &PgOp)],
+    ) -> Result<Vec<Result<(String, Option<String>), RepoError>>, RepoError> {
+        let mut tx = client
+            .transaction()
+            .await
+            .map_err(internal("starting a transaction"))?;
+        let mut out = Vec::with_capacity(ops.len());
+        for (resource, op) in ops {
+            let sp = tx
+                .savepoint("w")
+                .await
+                .map_err(internal("starting a savepoint"))?;
+            let r = self.apply(&sp, resource, op).await;
+            if r.is_ok() {
+                sp.commit().await
+            } else {
+                sp.rollback().await
+            }
+            .map_err(internal("ending a savepoint"))?;
+            out.push(r);
+        }
+        tx.commit().await.map_err(internal("committing"))?;
+        Ok(out)
+    }
+
+    /// Whether `op` must run in a transaction of its own (several statements).
     fn needs_transaction(&self, resource: &str, op: &PgOp) -> bool {
         let tbl = table_name(resource);
         match op {
@@ -923,10 +976,10 @@ impl PgRepo {
         for (r, op, _) in &also {
             self.prepare(r, op).await?;
         }
-        let mut client = self.client().await?;
         if also.is_empty() && !self.needs_transaction(resource, &op) {
-            return self.apply(&client, resource, &op).await;
+            return self.write_grouped(resource, op).await;
         }
+        let mut client = self.client().await?;
         let tx = client
             .transaction()
             .await
@@ -1365,39 +1418,22 @@ impl Repo for PgRepo {
                 Err(e) => return fail_all(e, prepared.len()),
             }
         }
-        let mut tx = match client.transaction().await {
-            Ok(tx) => tx,
-            Err(e) => return fail_all(internal("starting a transaction")(e), prepared.len()),
+        let ops: Vec<(&str, &PgOp)> = prepared
+            .iter()
+            .filter_map(|(_, p)| p.as_ref().ok().map(|(r, op, _)| (r.as_str(), op)))
+            .collect();
+        let mut applied = match self.savepoints(&mut client, &ops).await {
+            Ok(applied) => applied.into_iter(),
+            Err(e) => return fail_all(e, prepared.len()),
         };
-        let mut out = Vec::with_capacity(prepared.len());
-        for (id, p) in prepared {
-            let (resource, op, content) = match p {
-                Ok(p) => p,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
-            };
-            let sp = match tx.savepoint("w").await {
-                Ok(sp) => sp,
-                Err(e) => return fail_all(internal("starting a savepoint")(e), out.len() + 1),
-            };
-            let r = self.apply(&sp, &resource, &op).await;
-            let ended = if r.is_ok() {
-                sp.commit().await
-            } else {
-                sp.rollback().await
-            };
-            if let Err(e) = ended {
-                return fail_all(internal("ending a savepoint")(e), out.len() + 1);
-            }
-            out.push(r.and_then(|(rev, body)| stored(id, rev, content, body)));
-        }
-        if let Err(e) = tx.commit().await {
-            let e = internal("committing")(e);
-            return out.into_iter().map(|_| Err(e.clone())).collect();
-        }
-        out
+        prepared
+            .into_iter()
+            .map(|(id, p)| {
+                let (_, _, content) = p?;
+                let (rev, body) = applied.next().unwrap_or_else(|| Err(lost_result()))?;
+                stored(id, rev, content, body)
+            })
+            .collect()
     }
 
     async fn set_indexes(&self, resource: &str, fields: &[JsonPointer]) -> Result<(), RepoError> {

@@ -367,6 +367,132 @@ async fn batches_fail_op_by_op() {
     assert_eq!(a.query(USERS, q).await.unwrap().total, Some(2));
 }
 
+/// Concurrent single writes share transactions (group commit), and a failing one fails
+/// alone: every caller gets the answer it would have had on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_commits_and_fail_alone() {
+    let Some((a, _b, port, db)) = two_nodes().await else {
+        return;
+    };
+    let unique = [JsonPointer::parse("k")];
+    let opts = WriteOptions {
+        unique: &unique,
+        ..Default::default()
+    };
+    a.create(USERS, "taken", obj(json!({"k": "taken"})), opts)
+        .await
+        .unwrap();
+    let upd = a
+        .create(USERS, "upd", obj(json!({"k": "upd", "n": 0})), opts)
+        .await
+        .unwrap();
+    let n = 400;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let a = a.clone();
+        let rev = upd.rev.clone();
+        tasks.push(tokio::spawn(async move {
+            let unique = [JsonPointer::parse("k")];
+            let opts = WriteOptions {
+                unique: &unique,
+                ..Default::default()
+            };
+            match i % 8 {
+                // An id that exists.
+                1 => {
+                    a.create(USERS, "taken", obj(json!({"k": format!("x{i}")})), opts)
+                        .await
+                }
+                // A unique value that exists.
+                2 => {
+                    a.create(USERS, &format!("o{i}"), obj(json!({"k": "taken"})), opts)
+                        .await
+                }
+                // Conditional updates of one object with the same revision: one wins.
+                3 => {
+                    a.update(
+                        USERS,
+                        "upd",
+                        Some(&rev),
+                        obj(json!({"k": "upd", "n": i})),
+                        opts,
+                    )
+                    .await
+                }
+                _ => {
+                    a.create(
+                        USERS,
+                        &format!("o{i}"),
+                        obj(json!({"k": format!("k{i}")})),
+                        opts,
+                    )
+                    .await
+                }
+            }
+        }));
+    }
+    let mut created = 0;
+    let mut updates = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        match (i % 8, r) {
+            (1, Err(RepoError::AlreadyExists { .. })) => {}
+            (2, Err(RepoError::Unique { .. })) => {}
+            (3, Ok(_)) => updates += 1,
+            (3, Err(RepoError::RevisionMismatch { .. })) => {}
+            (0 | 4..=7, Ok(o)) => {
+                assert_eq!(o.content["k"], json!(format!("k{i}")));
+                created += 1;
+            }
+            (k, r) => panic!("write {i} (kind {k}): unexpected {r:?}"),
+        }
+    }
+    assert_eq!(updates, 1, "exactly one conditional update wins");
+    assert_eq!(created, n - 3 * n / 8);
+    let mut q = RepoQuery::all(&QueryFilter::True, &[]);
+    q.count = CountPolicy::Exact;
+    assert_eq!(a.query(USERS, q).await.unwrap().total, Some(created + 2));
+    // Writes that all succeed share transactions: rows written by one transaction share its
+    // xmin (a group with a failing write reruns with savepoints, whose rows each get a
+    // subtransaction's xmin, so only the clean writes are counted here).
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            a.create(
+                USERS,
+                &format!("g{i}"),
+                obj(json!({"k": format!("g{i}")})),
+                WriteOptions::default(),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (client, conn) = config(port, &db)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(DISTINCT xmin::text)::bigint FROM \"{}\" WHERE id LIKE 'g%'",
+                table_name(USERS)
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let transactions: i64 = row.get(0);
+    assert!(
+        (transactions as u64) < n / 4,
+        "{n} creates in {transactions} transactions: not grouped"
+    );
+}
+
 fn client_config(roots: &[Vec<u8>]) -> Arc<rustls::ClientConfig> {
     let mut store = rustls::RootCertStore::empty();
     for der in roots {
