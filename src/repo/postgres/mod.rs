@@ -4,9 +4,10 @@
 //!
 //! * **Layout**: one table per resource (`obj_<hash of the resource>`, registered in
 //!   `repo_tables`), `id text COLLATE "C"` primary key, `rev text`, `body jsonb`; four
-//!   expression indexes per searchable property: the jsonb value (numbers, booleans), its
-//!   text in the "C" collation (strings), and two partial ones on the rows where it is an
-//!   array (GIN for `@>`, and the rows themselves for comparisons of elements).
+//!   expression indexes per searchable property: the jsonb value (partial: the rows where
+//!   it is a number or a boolean), its text in the "C" collation (strings), and two partial
+//!   ones on the rows where it is an array (GIN for `@>`, and the rows themselves for
+//!   comparisons of elements).
 //! * **Revisions**: one database sequence (`repo_rev`), so revisions never repeat for an id,
 //!   across delete and re-create, restarts and nodes.
 //! * **Conditional writes** are single statements (`UPDATE … WHERE id = $1 AND rev = $2`),
@@ -1445,7 +1446,13 @@ impl Repo for PgRepo {
             }
             let v = sql::value_expr(f);
             let t = sql::text_expr(f);
-            wanted.push((index_name("ix", &tbl, &v, "_v"), format!("(({v}))")));
+            // Numbers and booleans compare as jsonb, strings as text: each index holds only
+            // the rows whose value its comparisons can match (a jsonb B-tree insert costs
+            // several times a text one; a string property's rows skip it).
+            wanted.push((
+                index_name("ix", &tbl, &v, "_n"),
+                format!("(({v})) WHERE jsonb_typeof({v}) IN ('number', 'boolean')"),
+            ));
             wanted.push((index_name("ix", &tbl, &v, "_t"), format!("({t})")));
             // The array branch of a comparison: `@>` (equality), and the rows holding an
             // array (other operators test their elements).

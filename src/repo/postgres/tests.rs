@@ -222,14 +222,18 @@ async fn indexed_queries_use_the_index() {
         .map(|i| WriteOp::Create {
             resource: USERS.into(),
             id: format!("u{i:03}"),
-            content: obj(json!({"userName": format!("user{i}"), "n": i})),
+            content: obj(json!({"userName": format!("user{i}"), "n": i, "b": i == 7})),
             unique: Vec::new(),
         })
         .collect();
     for r in a.batch(ops).await {
         r.unwrap();
     }
-    let fields = [JsonPointer::parse("userName"), JsonPointer::parse("n")];
+    let fields = [
+        JsonPointer::parse("userName"),
+        JsonPointer::parse("n"),
+        JsonPointer::parse("b"),
+    ];
     a.set_indexes(USERS, &fields).await.unwrap();
     a.set_indexes(USERS, &fields).await.unwrap();
     let (client, conn) = config(port, &db).connect(NoTls).await.unwrap();
@@ -268,7 +272,12 @@ async fn indexed_queries_use_the_index() {
         op: CompareOp::Gt,
         value: FilterValue::Integer(490),
     };
-    for f in [eq.clone(), sw, gt] {
+    let b = QueryFilter::Compare {
+        field: JsonPointer::parse("b"),
+        op: CompareOp::Eq,
+        value: FilterValue::Bool(true),
+    };
+    for f in [eq.clone(), sw, gt, b] {
         let p = explain(f.clone()).await;
         assert!(p.contains("Index") && p.contains("ix_"), "{f:?}:\n{p}");
     }
