@@ -79,7 +79,7 @@ pub fn now() -> String {
 }
 
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    crate::repo::new_object_id()
 }
 
 /// The fields every topic has, as a map the topic's own fields are added to (the events

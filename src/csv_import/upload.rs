@@ -131,7 +131,7 @@ impl CsvImports {
             let Some(filename) = field.file_name().map(str::to_owned) else {
                 continue; // a plain form field
             };
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = crate::repo::new_object_id();
             let path = self.spool_path(&id);
             let mut file = tokio::fs::File::create(&path).await.map_err(spool_error)?;
             spooled.push(Spooled { id, filename, path });

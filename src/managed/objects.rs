@@ -136,7 +136,7 @@ impl ObjectSet<'_> {
                 check_id(&id)?;
                 id
             }
-            None => uuid::Uuid::new_v4().to_string(),
+            None => crate::repo::new_object_id(),
         };
         let mut content = self.client_content(req)?;
         let plan = self.take_relationships(&mut content);

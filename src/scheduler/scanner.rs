@@ -45,7 +45,7 @@ struct RunTimes {
 impl ScanRun {
     fn new(name: &str) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::repo::new_object_id(),
             name: name.to_owned(),
             state: Mutex::new(RunTimes {
                 state: "INITIALIZED",

@@ -184,7 +184,7 @@ impl LinkStore {
 
     pub async fn create(&self, source_id: &str, target_id: &str) -> Result<Link, RepoError> {
         let content = self.content(source_id, target_id, &Value::Null);
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::repo::new_object_id();
         let unique = unique_ends();
         let opts = WriteOptions {
             unique: &unique,
@@ -230,7 +230,7 @@ impl LinkStore {
                     rev: None,
                 });
             }
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = crate::repo::new_object_id();
             ops.push(WriteOp::Create {
                 resource: self.resource.clone(),
                 id: id.clone(),

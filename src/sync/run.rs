@@ -144,7 +144,7 @@ pub struct Run {
 impl Run {
     pub fn new(mapping: &str, parameters: Value) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::repo::new_object_id(),
             mapping: mapping.to_owned(),
             parameters,
             started: SystemTime::now(),

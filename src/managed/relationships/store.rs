@@ -305,5 +305,5 @@ pub async fn edge(repo: &dyn Repo, id: &str) -> Result<Option<Edge>, RepoError> 
 /// A new edge id: a time-ordered UUID (v7), so an object's relationships list in the order
 /// they were made (queries order by `_id`).
 pub fn new_edge_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    crate::repo::new_object_id()
 }
