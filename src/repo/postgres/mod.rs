@@ -60,6 +60,10 @@ use crate::crest::query::CountPolicy;
 /// Connections kept in the pool (and statements run at once by one node).
 pub const POOL_SIZE: usize = 16;
 
+/// Longest wait for a pooled connection: a store operation never hangs on a pool held
+/// by stuck work; it fails with a message saying so.
+const POOL_WAIT: Duration = Duration::from_secs(20);
+
 /// Environment variable with the store's password, when the URL has none.
 pub const PASSWORD_ENV: &str = "IDM_GATEWAY_STORE_PASSWORD";
 
@@ -184,6 +188,13 @@ fn pool_error(location: &str) -> impl Fn(deadpool_postgres::PoolError) -> RepoEr
     move |e| {
         let why = match &e {
             deadpool_postgres::PoolError::Backend(pg) => describe(pg),
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                return RepoError::Internal(format!(
+                    "the store at {location} is busy: no connection of the pool came free \
+                     within {} s",
+                    POOL_WAIT.as_secs()
+                ))
+            }
             other => other.to_string(),
         };
         RepoError::Internal(format!("the store at {location} is unreachable: {why}"))
@@ -453,6 +464,8 @@ impl PgRepo {
         };
         let pool = Pool::builder(mgr)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| RepoError::Internal(format!("building the store's pool: {e}")))?;
         let repo = PgRepo {
