@@ -5,7 +5,7 @@
 //! pool size divided by the commit latency (16 connections and a ~3 ms flush: ~5 000
 //! writes/s, the CPU idle), whatever the load. Here a write joins a queue; up to
 //! [`COMMITTERS`] tasks take what is queued (up to [`MAX_GROUP`]) and run it pipelined in
-//! one transaction, in (table, id) order so two groups always lock rows in the same order
+//! one transaction, in (resource, id) order so two groups always lock rows in the same order
 //! and cannot deadlock each other. If any write of a group fails, the transaction is rolled
 //! back and the group runs again with a savepoint per write (still one commit), so a
 //! failing write fails alone and every caller gets the answer it would have had alone.
@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::{lost_result, table_name, PgOp, PgRepo};
+use super::{lost_result, PgOp, PgRepo};
 use crate::repo::RepoError;
 
 /// Most writes committed by one transaction.
@@ -144,10 +144,9 @@ impl PgRepo {
             return vec![self.apply(&client, &one.resource, &one.op).await];
         }
         let mut client = client;
-        // Row locks in one global order: (table, id), stable for writes of one object.
+        // Row locks in one global order: (resource, id), stable for writes of one object.
         let mut order: Vec<usize> = (0..batch.len()).collect();
-        let key = |i: &usize| (table_name(&batch[*i].resource), op_id(&batch[*i].op));
-        order.sort_by_cached_key(key);
+        order.sort_by_key(|&i| (batch[i].resource.as_str(), op_id(&batch[i].op)));
         let ops: Vec<(&str, &PgOp)> = order
             .iter()
             .map(|&i| (batch[i].resource.as_str(), &batch[i].op))
@@ -172,11 +171,11 @@ impl PgRepo {
     }
 }
 
-fn op_id(op: &PgOp) -> String {
+fn op_id(op: &PgOp) -> &str {
     match op {
         PgOp::Create { id, .. }
         | PgOp::Update { id, .. }
         | PgOp::Delete { id, .. }
-        | PgOp::Put { id, .. } => id.clone(),
+        | PgOp::Put { id, .. } => id,
     }
 }

@@ -727,20 +727,6 @@ impl PgRepo {
         }
     }
 
-    /// Runs `prepared` (all `Ok`) concurrently on one transaction, so tokio-postgres
-    /// pipelines them, and commits. `Ok(None)`: a write failed and nothing was committed.
-    async fn pipelined(
-        &self,
-        client: &mut deadpool_postgres::Object,
-        prepared: &[(String, Result<PreparedWrite, RepoError>)],
-    ) -> Result<Option<Vec<(String, Option<String>)>>, RepoError> {
-        let ops: Vec<(&str, &PgOp)> = prepared
-            .iter()
-            .filter_map(|(_, p)| p.as_ref().ok().map(|(r, op, _)| (r.as_str(), op)))
-            .collect();
-        self.pipelined_ops(client, &ops).await
-    }
-
     /// Runs `ops` concurrently on one transaction (pipelined, in order) and commits.
     /// `Ok(None)`: a write failed and nothing was committed.
     async fn pipelined_ops(
@@ -1028,9 +1014,6 @@ impl PgRepo {
         Ok(Some((tbl, self.edges())))
     }
 }
-
-/// A batch write ready to run: its resource, statement and content.
-type PreparedWrite = (String, PgOp, Option<Map<String, Value>>);
 
 /// A written object from what its write returned: the content written, or for a delete
 /// the body it returned.
@@ -1411,13 +1394,17 @@ impl Repo for PgRepo {
         // which bounded a first reconciliation at ~3 300 objects/s with the CPU idle). If any
         // write fails, the transaction is rolled back and the batch runs again below, one
         // savepoint per write, so a failing write fails alone.
+        let ops: Vec<(&str, &PgOp)> = prepared
+            .iter()
+            .filter_map(|(_, p)| p.as_ref().ok().map(|(r, op, _)| (r.as_str(), op)))
+            .collect();
         let pipelinable = prepared.len() > 1
             && prepared.iter().all(|(_, p)| match p {
                 Ok((resource, op, _)) => !self.needs_transaction(resource, op),
                 Err(_) => false,
             });
         if pipelinable {
-            match self.pipelined(&mut client, &prepared).await {
+            match self.pipelined_ops(&mut client, &ops).await {
                 Ok(Some(done)) => {
                     return prepared
                         .into_iter()
@@ -1432,10 +1419,6 @@ impl Repo for PgRepo {
                 Err(e) => return fail_all(e, prepared.len()),
             }
         }
-        let ops: Vec<(&str, &PgOp)> = prepared
-            .iter()
-            .filter_map(|(_, p)| p.as_ref().ok().map(|(r, op, _)| (r.as_str(), op)))
-            .collect();
         let mut applied = match self.savepoints(&mut client, &ops).await {
             Ok(applied) => applied.into_iter(),
             Err(e) => return fail_all(e, prepared.len()),
