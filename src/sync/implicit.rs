@@ -284,8 +284,13 @@ impl Worker {
             Trigger::Retry if entry.next_attempt > iso8601(SystemTime::now()) => {
                 return; // failed meanwhile: it waits for its next attempt
             }
-            // Due: one node pushes it, the one whose claim lands.
-            Trigger::Retry => match queue.claim(&entry).await {
+            // A change another node made since: that node pushes it.
+            Trigger::Now if !queue.is_mine(&entry) => return,
+            // This node's change, its lease fresh: nobody else may take it.
+            _ if queue.holds(&entry) => entry,
+            // Due, unclaimed or its lease running out: one node pushes it, the one whose
+            // claim lands.
+            _ => match queue.claim(&entry).await {
                 Ok(Some(claimed)) => claimed,
                 Ok(None) => return,
                 Err(e) => {
@@ -294,11 +299,11 @@ impl Worker {
                     return;
                 }
             },
-            // A change another node made since: that node pushes it.
-            Trigger::Now if !queue.is_mine(&entry) => return,
-            Trigger::Now => entry,
         };
-        let error = match svc.sync_one(mapping, source_id).await {
+        let (outcome, held) = queue.hold(entry, svc.sync_one(mapping, source_id)).await;
+        // A change came during the push: the entry is that change's, pushed by its node.
+        let Some(entry) = held else { return };
+        let error = match outcome {
             Ok(()) => None,
             Err(SyncOneError::Dropped(why)) => {
                 tracing::info!(mapping = %mapping, id = %source_id, reason = %why,

@@ -138,6 +138,8 @@ pub struct SyncQueue {
     repo: Arc<dyn Repo>,
     /// This node's id in the cluster.
     node: std::sync::OnceLock<String>,
+    /// How long a claim holds an entry ([`LEASE`]); a push renews it every third of it.
+    lease: Duration,
 }
 
 impl SyncQueue {
@@ -145,6 +147,7 @@ impl SyncQueue {
         Self {
             repo,
             node: Default::default(),
+            lease: LEASE,
         }
     }
 
@@ -157,10 +160,56 @@ impl SyncQueue {
         self.node.get().map(String::as_str)
     }
 
-    /// Whether this node may push `e` without claiming it: its own claim, or an entry
-    /// from before claims.
+    /// Whether `e` is this node's to push: its own claim, or an entry without a node (which
+    /// it claims first, see [`Self::holds`]); not another node's claim.
     pub fn is_mine(&self, e: &Entry) -> bool {
         e.node.is_none() || e.node.as_deref() == self.node()
+    }
+
+    /// Whether this node holds `e` for a while yet: its claim, with more than half its
+    /// lease left (a push started now renews it before it runs out). An entry this node
+    /// does not hold is claimed before it is pushed: one without a node (from before
+    /// claims, or released from a dead node), or whose lease ran out (another node's
+    /// retry check may be claiming it).
+    pub fn holds(&self, e: &Entry) -> bool {
+        e.node.as_deref() == self.node()
+            && e.next_attempt > iso8601(SystemTime::now() + self.lease / 2)
+    }
+
+    /// Runs `work`, the push of `e` (which this node holds), keeping the claim: the lease
+    /// is renewed every third of its length, so no other node's retry check takes the
+    /// entry while the push runs, however long it takes. Returns the work's output and
+    /// the entry as last renewed; `None` when a change came meanwhile (the entry is the
+    /// newer change's, whose own push follows: this push must not remove it).
+    pub async fn hold<T>(
+        &self,
+        e: Entry,
+        work: impl std::future::Future<Output = T>,
+    ) -> (T, Option<Entry>) {
+        let every = self.lease / 3;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut held = Some(e);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return (out, held),
+                _ = renew.tick(), if held.is_some() => {
+                    let Some(e) = held.take() else { continue };
+                    held = match self.claim(&e).await {
+                        Ok(renewed) => renewed,
+                        Err(err) => {
+                            tracing::warn!(mapping = %e.mapping, id = %e.source_id, error = %err,
+                                "cannot renew the lease of an implicit sync queue entry being pushed; retrying");
+                            Some(e)
+                        }
+                    };
+                    if held.is_none() {
+                        tracing::debug!("an implicit sync queue entry changed during its push");
+                    }
+                }
+            }
+        }
     }
 
     /// Claims `e` for this node: a new lease from now, if nobody changed it since it was
@@ -173,7 +222,7 @@ impl SyncQueue {
             return Ok(None);
         }
         let mut content = current.content;
-        let lease = iso8601(SystemTime::now() + LEASE);
+        let lease = iso8601(SystemTime::now() + self.lease);
         content.insert(NEXT_ATTEMPT.into(), json!(lease));
         if let Some(node) = self.node() {
             content.insert(NODE.into(), json!(node));
@@ -530,6 +579,74 @@ mod tests {
         // The push of the claimed entry removes it by its new revision.
         b.done(&claimed).await.unwrap();
         assert!(b.get("m", "x").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_long_push_keeps_its_claim_and_unclaimed_entries_are_not_held() {
+        let repo: Arc<dyn Repo> =
+            Arc::new(crate::repo::sqlite::SqliteRepo::open_temporary().unwrap());
+        let (mut a, mut b) = (SyncQueue::new(repo.clone()), SyncQueue::new(repo.clone()));
+        a.set_node("a");
+        b.set_node("b");
+        a.lease = Duration::from_millis(300);
+        b.lease = Duration::from_millis(300);
+        a.load().await.unwrap();
+        for (id, node) in [("x", a.node()), ("y", None)] {
+            for r in repo
+                .batch(vec![SyncQueue::row("m", id, "update", node)])
+                .await
+            {
+                r.unwrap();
+            }
+        }
+        // The writer holds its fresh entry; nobody holds one without a node (released from
+        // a dead node, or written before claims): it is claimed before any push.
+        let x = a.get("m", "x").await.unwrap().unwrap();
+        let y = a.get("m", "y").await.unwrap().unwrap();
+        assert!(a.holds(&x) && !b.holds(&x));
+        assert!(!a.holds(&y) && !b.holds(&y));
+        let x = a.claim(&x).await.unwrap().unwrap();
+
+        // A's push outlasts its lease several times; b's retry check keeps trying to take
+        // the entry meanwhile and never can.
+        let stolen = std::sync::atomic::AtomicUsize::new(0);
+        let thief = async {
+            let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+            while tokio::time::Instant::now() < until {
+                for e in b.due(SystemTime::now()).await.unwrap() {
+                    if e.source_id == "x" && b.claim(&e).await.unwrap().is_some() {
+                        stolen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let push = a.hold(x, tokio::time::sleep(Duration::from_millis(1500)));
+        let (((), held), ()) = tokio::join!(push, thief);
+        assert_eq!(stolen.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let held = held.expect("the claim is still a's");
+        assert_eq!(held.node.as_deref(), Some("a"));
+        a.done(&held).await.unwrap();
+        assert!(a.get("m", "x").await.unwrap().is_none());
+
+        // A change during the push: the entry is the change's, the push must not remove it.
+        let y = a.claim(&y).await.unwrap().unwrap();
+        let change = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for r in repo
+                .batch(vec![SyncQueue::row("m", "y", "update", b.node())])
+                .await
+            {
+                r.unwrap();
+            }
+        };
+        let push = a.hold(y, tokio::time::sleep(Duration::from_millis(400)));
+        let ((_, held), ()) = tokio::join!(push, change);
+        assert!(held.is_none());
+        assert_eq!(
+            a.get("m", "y").await.unwrap().unwrap().node.as_deref(),
+            Some("b")
+        );
     }
 
     #[tokio::test]
