@@ -39,8 +39,12 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 pub const TRIGGERS: &str = "scheduler/triggers";
 /// Quartz's group of IDM's scheduler.
 pub const GROUP: &str = "scheduler-service-group";
-/// How often a paused persisted job looks at its stored state (another node may resume it).
+/// How often a paused persisted job looks at its stored state (another node may resume it),
+/// and how soon a stored trigger that could not be read is read again.
 const RECHECK: chrono::Duration = chrono::Duration::seconds(1);
+/// How often a node whose version of a persisted job is older than the stored one looks
+/// again (until its config catches up).
+const DEFER: chrono::Duration = chrono::Duration::seconds(5);
 
 /// The store-backed part of persisted jobs.
 struct TriggerStore {
@@ -71,9 +75,11 @@ fn from_millis(v: Option<&Value>) -> Option<DateTime<Utc>> {
         .and_then(DateTime::<Utc>::from_timestamp_millis)
 }
 
-/// A trigger record as stored (IDM's trigger object).
+/// A trigger record as stored (IDM's trigger object). `version`: when the node writing it
+/// loaded this version of the job (the newest version a node loaded wins the record).
 fn trigger_record(
     job: &Job,
+    version: DateTime<Utc>,
     next: Option<DateTime<Utc>>,
     previous: Option<DateTime<Utc>>,
     paused: bool,
@@ -95,6 +101,7 @@ fn trigger_record(
             "previousFireTime": millis(previous),
             "misfireInstruction": job.misfire.name(),
             "jobFingerprint": fingerprint(job),
+            "jobVersionTime": version.timestamp_millis(),
         },
     }) else {
         unreachable!("a JSON object literal")
@@ -109,6 +116,8 @@ struct Stored {
     previous: Option<DateTime<Utc>>,
     paused: bool,
     fingerprint: String,
+    /// When the node that wrote it loaded its version of the job.
+    version: Option<DateTime<Utc>>,
 }
 
 fn stored(o: &crate::repo::StoredObject) -> Stored {
@@ -123,6 +132,7 @@ fn stored(o: &crate::repo::StoredObject) -> Stored {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned(),
+        version: from_millis(ser.and_then(|s| s.get("jobVersionTime"))),
     }
 }
 
@@ -131,8 +141,15 @@ struct JobState {
     /// Persisted jobs: the stored trigger was read (and written if new or changed) for
     /// this version of the job.
     loaded: bool,
-    /// When this version of the job was loaded: the origin of simple triggers.
+    /// When this version of the job was loaded: the origin of simple triggers until the
+    /// stored trigger says otherwise, and which of two versions is newer.
     anchor: DateTime<Utc>,
+    /// Persisted jobs not loaded: when to read the stored trigger again (after a failure,
+    /// or while another node's newer version of the job owns it).
+    retry_at: Option<DateTime<Utc>>,
+    /// The stored trigger belongs to a newer version of the job than this node's (warned
+    /// once per version).
+    deferred: bool,
     next: Option<DateTime<Utc>>,
     previous: Option<DateTime<Utc>>,
     paused: bool,
@@ -229,6 +246,8 @@ impl Scheduler {
                     s.job = job.clone();
                     s.anchor = now;
                     s.loaded = false;
+                    s.retry_at = None;
+                    s.deferred = false;
                     s.compute_next(now);
                     tracing::info!(job = %name, "schedule changed; rescheduled");
                 }
@@ -237,6 +256,8 @@ impl Scheduler {
                         job: job.clone(),
                         loaded: false,
                         anchor: now,
+                        retry_at: None,
+                        deferred: false,
                         next: None,
                         previous: None,
                         paused: false,
@@ -285,54 +306,97 @@ impl Scheduler {
 
     /// Reads (or writes, when new or changed) the stored trigger of every persisted job
     /// not loaded yet: its next fire time, previous fire and pause become this node's.
+    ///
+    /// A stored trigger of another version of the job is replaced only by a newer version
+    /// (loaded later, by `jobVersionTime`): a node whose config has not caught up yet (or
+    /// whose hand-edited file differs) leaves the trigger to the node with the newer
+    /// version instead of resetting it back and forth.
     async fn load_persisted(&self, now: DateTime<Utc>) {
         let Some(store) = self.store.get() else {
             return;
         };
-        let pending: Vec<(Arc<Job>, Option<DateTime<Utc>>)> = self
+        let pending: Vec<(Arc<Job>, DateTime<Utc>)> = self
             .lock()
             .values()
             .filter(|s| s.job.persisted && !s.loaded)
-            .map(|s| (s.job.clone(), s.next))
+            .filter(|s| s.retry_at.is_none_or(|at| at <= now))
+            .map(|s| (s.job.clone(), s.anchor))
             .collect();
-        for (job, computed) in pending {
+        for (job, anchor) in pending {
             let id = trigger_id(&job.name);
-            let loaded = match store.repo.read(TRIGGERS, &id).await {
-                Ok(Some(o)) if stored(&o).fingerprint == fingerprint(&job) => Ok(stored(&o)),
-                Ok(existing) => {
-                    // New, or another version of the schedule: it starts afresh from now.
-                    let paused = existing.as_ref().is_some_and(|o| stored(o).paused);
-                    let record = trigger_record(&job, computed, None, paused);
-                    let written = write_trigger(store, &id, existing.as_ref(), record).await;
-                    match written {
-                        Ok(o) => Ok(stored(&o)),
+            let existing = match store.repo.read(TRIGGERS, &id).await {
+                Ok(existing) => existing,
+                Err(e) => {
+                    tracing::error!(job = %job.name, error = %e,
+                        "cannot read the stored trigger of a persisted schedule; retrying");
+                    self.retry_load(&job, now + RECHECK, false);
+                    continue;
+                }
+            };
+            let current = existing.as_ref().map(stored);
+            let t = match current {
+                Some(t) if t.fingerprint == fingerprint(&job) => t,
+                Some(t) if t.version.is_some_and(|v| v > anchor) => {
+                    if self.retry_load(&job, now + DEFER, true) {
+                        tracing::warn!(job = %job.name,
+                            "the stored trigger of this persisted schedule is a newer version of the job \
+                             than this node's; the nodes with the newer version fire it until this \
+                             node's config is the same");
+                    }
+                    continue;
+                }
+                _ => {
+                    // New, or an older version of the schedule: it starts afresh from when
+                    // this version was loaded.
+                    let next = job.enabled.then(|| job.next_after(now, anchor)).flatten();
+                    let paused = current.as_ref().is_some_and(|t| t.paused);
+                    let record = trigger_record(&job, anchor, next, None, paused);
+                    match write_trigger(store, &id, existing.as_ref(), record).await {
+                        Ok(o) => stored(&o),
                         // Another node wrote it first: read it at the next pass.
                         Err(
                             RepoError::AlreadyExists { .. } | RepoError::RevisionMismatch { .. },
                         ) => continue,
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            match loaded {
-                Ok(t) => {
-                    if let Some(s) = self.lock().get_mut(&job.name) {
-                        if Arc::ptr_eq(&s.job, &job) {
-                            s.loaded = true;
-                            s.next = t.next;
-                            s.previous = t.previous;
-                            s.paused = t.paused;
-                            if t.paused {
-                                s.next = Some(now + RECHECK);
-                            }
+                        Err(e) => {
+                            tracing::error!(job = %job.name, error = %e,
+                                "cannot write the stored trigger of a persisted schedule; retrying");
+                            self.retry_load(&job, now + RECHECK, false);
+                            continue;
                         }
                     }
                 }
-                Err(e) => tracing::error!(job = %job.name, error = %e,
-                    "cannot read the stored trigger of a persisted schedule; retrying"),
+            };
+            if let Some(s) = self.lock().get_mut(&job.name) {
+                if Arc::ptr_eq(&s.job, &job) {
+                    s.loaded = true;
+                    s.retry_at = None;
+                    s.deferred = false;
+                    s.next = t.next;
+                    s.previous = t.previous;
+                    s.paused = t.paused;
+                    if t.paused {
+                        s.next = Some(now + RECHECK);
+                    }
+                }
             }
         }
+    }
+
+    /// Leaves persisted `job` unloaded until `at`; `deferred`: because the stored trigger
+    /// is a newer version's. True the first time this version is deferred.
+    fn retry_load(&self, job: &Arc<Job>, at: DateTime<Utc>, deferred: bool) -> bool {
+        let mut state = self.lock();
+        let Some(s) = state
+            .get_mut(&job.name)
+            .filter(|s| Arc::ptr_eq(&s.job, job))
+        else {
+            return false;
+        };
+        s.loaded = false;
+        s.retry_at = Some(at);
+        let first = deferred && !s.deferred;
+        s.deferred |= deferred;
+        first
     }
 
     /// Claims the due fire of persisted `job`: true if this node fires it. The stored next
@@ -378,12 +442,14 @@ impl Scheduler {
             local(t.next, t.previous, false);
             return false;
         };
-        let anchor = self.lock().get(&job.name).map(|s| s.anchor).unwrap_or(now);
-        let next = job.next_after(now, anchor);
+        // The next fire follows the stored one (a simple trigger without startTime keeps the
+        // phase the trigger was created with, whichever node fires it).
+        let next = job.next_after(now, scheduled);
         let misfired = now - scheduled > MISFIRE_THRESHOLD;
         let fire = !(misfired && job.misfire == MisfirePolicy::DoNothing);
         let previous = if fire { Some(now) } else { t.previous };
-        let record = trigger_record(job, next, previous, false);
+        let version = t.version.unwrap_or(now);
+        let record = trigger_record(job, version, next, previous, false);
         match store
             .repo
             .update(TRIGGERS, &id, Some(&t.rev), record, Default::default())
@@ -422,9 +488,12 @@ impl Scheduler {
     }
 
     fn sleep_for(&self, now: DateTime<Utc>) -> Duration {
+        let has_store = self.store.get().is_some();
         self.lock()
             .values()
             .filter(|s| !s.paused)
+            // Waiting for its stored trigger: the loop's pass reads it (at `retry_at`).
+            .filter(|s| s.loaded || !(has_store && s.job.persisted))
             .filter_map(|s| s.next)
             .min()
             .and_then(|next| (next - now).to_std().ok())
@@ -651,18 +720,40 @@ impl Scheduler {
             let state = self.lock();
             state.get(name).ok_or_else(|| not_found(name))?.job.clone()
         };
+        let anchor = self.lock().get(name).map(|s| s.anchor).unwrap_or(now);
+        let mut stored_next = None;
         if let Some(store) = self.persisted(&job) {
             let id = trigger_id(name);
             loop {
                 let existing = store.repo.read(TRIGGERS, &id).await.map_err(store_error)?;
-                let anchor = self.lock().get(name).map(|s| s.anchor).unwrap_or(now);
-                let next = if job.enabled {
-                    job.next_after(now, anchor)
-                } else {
-                    None
+                let current = existing.as_ref().map(stored);
+                let record = match (&existing, &current) {
+                    // A newer version of the job owns the trigger: only its state changes.
+                    (Some(o), Some(t))
+                        if t.fingerprint != fingerprint(&job)
+                            && t.version.is_some_and(|v| v > anchor) =>
+                    {
+                        stored_next = t.next;
+                        let mut content = o.content.clone();
+                        let state = if paused { "PAUSED" } else { "NORMAL" };
+                        content.insert("state".into(), json!(state));
+                        content
+                    }
+                    _ => {
+                        // A simple trigger keeps its phase: the stored next fire is its
+                        // origin.
+                        let origin = current.as_ref().and_then(|t| t.next).unwrap_or(anchor);
+                        let next = job.enabled.then(|| job.next_after(now, origin)).flatten();
+                        stored_next = next;
+                        let previous = current.as_ref().and_then(|t| t.previous);
+                        let version = current
+                            .as_ref()
+                            .filter(|t| t.fingerprint == fingerprint(&job))
+                            .and_then(|t| t.version)
+                            .unwrap_or(anchor);
+                        trigger_record(&job, version, next, previous, paused)
+                    }
                 };
-                let previous = existing.as_ref().and_then(|o| stored(o).previous);
-                let record = trigger_record(&job, next, previous, paused);
                 let written = write_trigger(store, &id, existing.as_ref(), record).await;
                 match written {
                     Ok(_) => break,
@@ -682,8 +773,10 @@ impl Scheduler {
                 tracing::info!(job = %name, paused, "scheduled job {}", if paused { "paused" } else { "resumed" });
             }
             if s.job.persisted && self.store.get().is_some() {
-                s.loaded = true;
-                s.compute_next(now);
+                // What was stored; the loop's next pass reads the trigger back.
+                s.next = stored_next;
+                s.loaded = false;
+                s.retry_at = None;
             }
             view(s)
         };
@@ -831,4 +924,129 @@ fn view(s: &JobState) -> Value {
     out.insert("paused".into(), json!(s.paused));
     out.insert("running".into(), json!(s.active.load(Ordering::SeqCst) > 0));
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::mapping::Mappings;
+
+    /// A node's scheduler of `jobs` on the shared `repo` (nothing fires: the tests drive
+    /// `due` and `claim` on their own clock).
+    fn node(repo: &Arc<dyn Repo>, id: &str, jobs: &[(&str, Value)]) -> Arc<Scheduler> {
+        let schedules: Schedules = jobs
+            .iter()
+            .map(|(name, doc)| {
+                let job = super::super::job::parse_job(name, doc).unwrap();
+                (name.to_string(), Arc::new(job))
+            })
+            .collect();
+        let schedules = Arc::new(schedules);
+        let metrics = Arc::new(Metrics::new());
+        let sync = Arc::new(SyncService::new(
+            repo.clone(),
+            Arc::new(|| Arc::new(Mappings::default())),
+            metrics.clone(),
+        ));
+        let s = Scheduler::new(Arc::new(move || schedules.clone()), sync, metrics);
+        s.set_store(repo.clone(), id);
+        Arc::new(s)
+    }
+
+    fn every(ms: u64) -> Value {
+        json!({"enabled": true, "persisted": true, "type": "simple", "repeatInterval": ms,
+               "invokeService": "script",
+               "invokeContext": {"script": {"type": "text/javascript", "source": "1;"}}})
+    }
+
+    /// One pass of `node`'s loop at `now`: the fires of persisted jobs it claims.
+    async fn pass(node: &Scheduler, now: DateTime<Utc>) -> Vec<String> {
+        node.refresh(now);
+        node.load_persisted(now).await;
+        let mut fired = Vec::new();
+        for (job, _, persisted) in node.due(now) {
+            assert!(persisted);
+            if node.claim(&job, now).await {
+                fired.push(job.name.clone());
+            }
+        }
+        fired
+    }
+
+    async fn stored_trigger(repo: &Arc<dyn Repo>, name: &str) -> Stored {
+        stored(
+            &repo
+                .read(TRIGGERS, &trigger_id(name))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+    }
+
+    fn repo() -> Arc<dyn Repo> {
+        Arc::new(crate::repo::sqlite::SqliteRepo::open_temporary().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_simple_trigger_keeps_its_phase_whichever_node_fires_it() {
+        let repo = repo();
+        let t0 = DateTime::<Utc>::from_timestamp_millis(1_700_000_000_000).unwrap();
+        let ms = chrono::Duration::milliseconds;
+        // The nodes load the job half an interval apart.
+        let a = node(&repo, "a", &[("tick", every(1000))]);
+        let b = node(&repo, "b", &[("tick", every(1000))]);
+        assert!(pass(&a, t0).await.is_empty());
+        assert!(pass(&b, t0 + ms(500)).await.is_empty());
+        let mut fires = Vec::new();
+        for step in 6..=105 {
+            let now = t0 + ms(step * 100);
+            // The later node looks first: it claims the fires.
+            for n in [&b, &a] {
+                if !pass(n, now).await.is_empty() {
+                    fires.push((now - t0).num_milliseconds());
+                }
+            }
+        }
+        // Once a second, on the phase of the node that created the trigger.
+        assert_eq!(fires, (1..=10).map(|k| k * 1000).collect::<Vec<_>>());
+        assert_eq!(
+            stored_trigger(&repo, "tick").await.next,
+            Some(t0 + ms(11_000))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_job_owns_its_trigger_and_an_older_node_defers_to_it() {
+        let repo = repo();
+        let t0 = DateTime::<Utc>::from_timestamp_millis(1_700_000_000_000).unwrap();
+        let ms = chrono::Duration::milliseconds;
+        let old = node(&repo, "old", &[("tick", every(1000))]);
+        assert!(pass(&old, t0).await.is_empty());
+        // A newer version (every 3 s) is loaded on the other node later.
+        let new = node(&repo, "new", &[("tick", every(3000))]);
+        assert!(pass(&new, t0 + ms(1500)).await.is_empty());
+        let new_fp = fingerprint(&new.lock()["tick"].job);
+        let t = stored_trigger(&repo, "tick").await;
+        assert_eq!(t.fingerprint, new_fp);
+        assert_eq!(t.next, Some(t0 + ms(4500)), "starts afresh from its load");
+
+        let mut fires = Vec::new();
+        for step in 16..=120 {
+            let now = t0 + ms(step * 100);
+            for (who, n) in [("old", &old), ("new", &new)] {
+                if !pass(n, now).await.is_empty() {
+                    fires.push((who, (now - t0).num_milliseconds()));
+                }
+            }
+            // The older node never takes the trigger back (nor moves its next fire).
+            let t = stored_trigger(&repo, "tick").await;
+            assert_eq!(t.fingerprint, new_fp, "at {step}");
+            assert!(t
+                .next
+                .is_some_and(|n| (n - t0).num_milliseconds() % 3000 == 1500));
+        }
+        // On the new schedule only, fired by the node that has it.
+        assert_eq!(fires, [("new", 4500), ("new", 7500), ("new", 10_500)]);
+        assert!(old.lock()["tick"].deferred);
+    }
 }
