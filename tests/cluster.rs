@@ -60,6 +60,9 @@ async fn node_with(
                 {"name": "slowUser_user", "source": "external/idm/slow/managed/user",
                  "target": "managed/user", "enableSync": false,
                  "properties": [{"source": "userName", "target": "userName"}]},
+                {"name": "slowUser_user2", "source": "external/idm/slow/managed/user",
+                 "target": "managed/user", "enableSync": false,
+                 "properties": [{"source": "userName", "target": "userName"}]},
                 // Pushes of managed users hang on the remote: their queue entries stay
                 // claimed while the push runs.
                 {"name": "user_slowUser", "source": "managed/user",
@@ -98,8 +101,12 @@ async fn nodes(gw: &Gateway) -> Vec<(String, String)> {
 }
 
 async fn start_recon(gw: &Gateway) -> String {
+    start_recon_of(gw, "slowUser_user").await
+}
+
+async fn start_recon_of(gw: &Gateway, mapping: &str) -> String {
     let (status, body) =
-        json_of(gw.post("/openidm/recon?_action=recon&mapping=slowUser_user")).await;
+        json_of(gw.post(&format!("/openidm/recon?_action=recon&mapping={mapping}"))).await;
     assert_eq!(status, 200, "{body}");
     body["_id"].as_str().unwrap().to_owned()
 }
@@ -173,6 +180,14 @@ async fn runs_are_seen_and_cancelled_across_nodes_and_a_killed_node_is_recovered
     let seen = run_on(&b, &first).await;
     assert_eq!(seen["state"], "ACTIVE", "{seen}");
     assert_eq!(seen["nodeId"], "node-a", "{seen}");
+    // One full run of a mapping at a time in the cluster: B may not start another.
+    let (status, twin) =
+        json_of(b.post("/openidm/recon?_action=recon&mapping=slowUser_user")).await;
+    assert_eq!(status, 409, "{twin}");
+    assert!(
+        twin["message"].as_str().is_some_and(|m| m.contains(&first)),
+        "{twin}"
+    );
     let (status, cancel) = json_of(b.post(&format!("/openidm/recon/{first}?_action=cancel"))).await;
     assert_eq!(status, 200, "{cancel}");
     assert_eq!(cancel["status"], "INITIATED", "{cancel}");
@@ -225,6 +240,10 @@ async fn runs_are_seen_and_cancelled_across_nodes_and_a_killed_node_is_recovered
             .await,
         "B logs the detection"
     );
+    // The dead node's run no longer holds the mapping: B may run it.
+    let on_b = start_recon(&b).await;
+    let (status, _) = json_of(b.post(&format!("/openidm/recon/{on_b}?_action=cancel"))).await;
+    assert_eq!(status, 200);
 
     // A comes back: running again, its recovered run stays FAILED.
     a.restart().await;
@@ -254,7 +273,7 @@ async fn a_restarting_node_fails_only_its_own_runs_and_a_clean_stop_is_no_failur
     let mut a = node("node-a", &url, &hanging).await;
     let mut b = node("node-b", &url, &hanging).await;
     let on_a = start_recon(&a).await;
-    let on_b = start_recon(&b).await;
+    let on_b = start_recon_of(&b, "slowUser_user2").await;
 
     // A restarts (killed and started again before anyone takes it for dead): its own
     // cut-off run is FAILED at start-up, B's run goes on.

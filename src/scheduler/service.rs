@@ -688,6 +688,14 @@ impl Scheduler {
                 });
                 Ok(json!({"_id": job.name, "success": true, "mapping": mapping, "reconId": id}))
             }
+            // A run of the mapping is active, on this node or another one.
+            Err(e) if e.code == 409 && !job.concurrent => {
+                active.fetch_sub(1, Ordering::SeqCst);
+                count("skipped_overlap");
+                tracing::info!(job = %job.name, mapping = %mapping, reason = %e.message,
+                    "scheduled job skipped: a run of its mapping is still active (concurrentExecution false)");
+                Err(FireError::Overlap)
+            }
             Err(e) => {
                 active.fetch_sub(1, Ordering::SeqCst);
                 count("failed");

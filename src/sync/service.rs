@@ -25,6 +25,9 @@ pub type MappingSource = Arc<dyn Fn() -> Arc<Mappings> + Send + Sync>;
 
 /// The run record's node (gateway extra).
 const NODE_ID: &str = "nodeId";
+/// One record per mapping with a full reconciliation running, in any node of the cluster
+/// (gateway extra): `{"runId", "nodeId", "started"}`.
+pub const RECON_SLOTS: &str = "recon/slots";
 
 /// Key order of a stored run record (crest-wire.md §7).
 const RUN_KEYS: [&str; 13] = [
@@ -423,18 +426,27 @@ impl SyncService {
                     .values()
                     .find(|r| r.mapping == m.name && r.parameters.get("sourceIds").is_none())
                 {
-                    return Err(ResourceError::new(
-                        409,
-                        format!(
-                            "A reconciliation of mapping '{}' is already running: {}",
-                            m.name, other.id
-                        ),
-                    ));
+                    return Err(already_running(&m.name, &other.id));
                 }
             }
             active.insert(run.id.clone(), run.clone());
         }
         save_run(self.repo.as_ref(), &run).await;
+        // One full reconciliation of a mapping at a time in the whole cluster.
+        let slot = match source_id {
+            Some(_) => None,
+            None => match self.take_slot(&m.name, &run.id).await {
+                Ok(rev) => Some(rev),
+                Err(e) => {
+                    self.active
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&run.id);
+                    let _ = self.repo.delete(RUN_RESOURCE, &run.id, None).await;
+                    return Err(e);
+                }
+            },
+        };
         let engine = self.engine(router, links, &m, &run, AuditAs::Recon);
         let scope = match source_id {
             Some(id) => Scope::One(id),
@@ -466,6 +478,9 @@ impl SyncService {
             let run = &engine.run;
             run.set_stage(stage);
             engine.save().await;
+            if let Some(rev) = &slot {
+                service.release_slot(&engine.mapping.name, rev).await;
+            }
             if run.is_canceled() {
                 let _ = service.repo.delete(CANCEL_REQUESTS, &run.id, None).await;
             }
@@ -498,6 +513,73 @@ impl SyncService {
             }
         });
         Ok(run)
+    }
+
+    /// Takes the cluster-wide slot of a full reconciliation of `mapping` for run `run_id`
+    /// (whose ACTIVE record is stored already): a record in [`RECON_SLOTS`] created only if
+    /// there is none. A slot whose run is no longer ACTIVE (ended without releasing it: its
+    /// node died and a survivor failed the run, or stopped at the wrong moment) is taken
+    /// over. Returns the slot's revision, to release it; 409 while another run holds it.
+    async fn take_slot(&self, mapping: &str, run_id: &str) -> Result<String, ResourceError> {
+        let mut content = Map::new();
+        content.insert("runId".into(), json!(run_id));
+        content.insert(NODE_ID.into(), json!(self.node()));
+        content.insert("started".into(), json!(iso8601(SystemTime::now())));
+        for _ in 0..3 {
+            match self
+                .repo
+                .create(RECON_SLOTS, mapping, content.clone(), Default::default())
+                .await
+            {
+                Ok(o) => return Ok(o.rev),
+                Err(RepoError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(store_error(e)),
+            }
+            let Some(held) = self
+                .repo
+                .read(RECON_SLOTS, mapping)
+                .await
+                .map_err(store_error)?
+            else {
+                continue;
+            };
+            let other = held
+                .content
+                .get("runId")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let other_run = self
+                .repo
+                .read(RUN_RESOURCE, other)
+                .await
+                .map_err(store_error)?;
+            if other_run.is_some_and(|r| r.content.get("state") == Some(&json!("ACTIVE"))) {
+                return Err(already_running(mapping, other));
+            }
+            tracing::info!(mapping = %mapping, run = %other,
+                "the reconciliation slot of a run that ended without releasing it is taken over");
+            match self
+                .repo
+                .delete(RECON_SLOTS, mapping, Some(&held.rev))
+                .await
+            {
+                Ok(_) | Err(RepoError::NotFound { .. } | RepoError::RevisionMismatch { .. }) => {}
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ResourceError::new(
+            409,
+            format!("A reconciliation of mapping '{mapping}' is being started on another node"),
+        ))
+    }
+
+    /// Gives back the slot taken by [`Self::take_slot`] (if still the one taken).
+    async fn release_slot(&self, mapping: &str, rev: &str) {
+        match self.repo.delete(RECON_SLOTS, mapping, Some(rev)).await {
+            Ok(_) | Err(RepoError::NotFound { .. } | RepoError::RevisionMismatch { .. }) => {}
+            Err(e) => tracing::error!(mapping = %mapping, error = %e,
+                "cannot release the reconciliation slot; the next run takes it over"),
+        }
     }
 
     /// Asks an active run to stop: at once if it runs in this process, otherwise through a
@@ -785,6 +867,13 @@ impl crate::cluster::NodeRecovery for SyncService {
 
 fn not_found(id: &str) -> ResourceError {
     ResourceError::not_found(format!("Reconciliation run '{id}' not found"))
+}
+
+fn already_running(mapping: &str, run: &str) -> ResourceError {
+    ResourceError::new(
+        409,
+        format!("A reconciliation of mapping '{mapping}' is already running: {run}"),
+    )
 }
 
 fn store_error(e: RepoError) -> ResourceError {
