@@ -4,8 +4,11 @@
 //! * Each node writes its own state record (`cluster/states/<instanceId>`) at start-up and
 //!   every `instanceCheckInInterval` (a "check-in"), and marks it down with a `shutdown`
 //!   time when it stops cleanly.
-//! * Every node looks at the others at each check-in. A node silent for `instanceTimeout` is
-//!   taken over by the first node that claims its record (a conditional write on the
+//! * Every node looks at the others at each check-in (on its own task, so a long recovery
+//!   never delays this node's heartbeat). A node is silent when its record has not changed
+//!   for `instanceTimeout` as measured by the looking node's own monotonic clock (clocks of
+//!   different hosts may disagree; the records' timestamps only serve the REST view). A
+//!   silent node is taken over by the first node that claims its record (a conditional write on the
 //!   record's revision, so exactly one survivor recovers it): its ACTIVE reconciliation runs
 //!   are marked FAILED, its scheduler triggers and queue claims released (each
 //!   [`NodeRecovery`]), then its record is marked down with IDM's `recovery` object. A
@@ -26,9 +29,10 @@
 pub mod config_share;
 pub mod handler;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
@@ -140,9 +144,11 @@ impl ClusterConfig {
         if out.check_in_interval.is_zero() {
             return Err("instanceCheckInInterval must be above 0".into());
         }
-        if out.instance_timeout <= out.check_in_interval {
+        // A node's check-ins are seen at this node's own check-ins: two intervals may pass
+        // between two changes seen of a live node.
+        if out.instance_timeout <= out.check_in_interval * 2 {
             return Err(format!(
-                "instanceTimeout ({} ms) must be longer than instanceCheckInInterval ({} ms), or live nodes would be taken for dead",
+                "instanceTimeout ({} ms) must be longer than twice instanceCheckInInterval ({} ms), or live nodes would be taken for dead",
                 out.instance_timeout.as_millis(),
                 out.check_in_interval.as_millis()
             ));
@@ -179,6 +185,11 @@ pub struct Cluster {
     recoveries: Mutex<Vec<Arc<dyn NodeRecovery>>>,
     /// Nodes by state as last seen (`idm_gateway_cluster_nodes`).
     gauge: Option<prometheus::IntGaugeVec>,
+    /// Each other node's record revision as last seen, and since when (this process's
+    /// clock): how long a node has been silent.
+    seen: Mutex<HashMap<String, (String, Instant)>>,
+    /// One detection pass at a time.
+    detecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Milliseconds since the epoch (the records' `timestamp`).
@@ -201,6 +212,8 @@ impl Cluster {
             startup: iso8601(SystemTime::now()),
             recoveries: Mutex::new(Vec::new()),
             gauge,
+            seen: Mutex::new(HashMap::new()),
+            detecting: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -321,27 +334,23 @@ impl Cluster {
         }
         let now = now_ms();
         let mut recovered = Vec::new();
-        for rec in self.records().await? {
+        let records = self.records().await?;
+        let unchanged = self.unchanged_for(&records);
+        for rec in records {
             if rec.id == self.config.instance_id {
                 continue;
             }
             let c = &rec.content;
             let state = c.get("state").and_then(Value::as_i64).unwrap_or(DOWN);
-            let silent = now - c.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+            let silent = unchanged.get(&rec.id).copied().unwrap_or_default();
             let recovery = c.get("recovery").and_then(Value::as_object);
             let attempts = recovery
                 .and_then(|r| r.get("recoveryAttempts"))
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             let due = match state {
-                RUNNING => silent > self.config.instance_timeout.as_millis() as i64,
-                PROCESSING_DOWN => {
-                    let started = recovery
-                        .and_then(|r| r.get("recoveryStartedMillis"))
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
-                    now - started > self.config.recovery_timeout.as_millis() as i64
-                }
+                RUNNING => silent > self.config.instance_timeout,
+                PROCESSING_DOWN => silent > self.config.recovery_timeout,
                 _ => false,
             };
             if !due {
@@ -373,7 +382,7 @@ impl Cluster {
                 Err(RepoError::RevisionMismatch { .. } | RepoError::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            tracing::warn!(node = %rec.id, silent_ms = silent, recovered_by = %self.config.instance_id,
+            tracing::warn!(node = %rec.id, silent_ms = silent.as_millis() as u64, recovered_by = %self.config.instance_id,
                 "cluster node silent longer than instanceTimeout: taken for down, recovering its work");
             if self.recover(&rec.id).await {
                 let mut done = claim.content;
@@ -395,6 +404,27 @@ impl Cluster {
             }
         }
         Ok(recovered)
+    }
+
+    /// How long each record of `records` has been unchanged (same revision), as seen by
+    /// this process: from the first time it saw that revision. Forgets records gone.
+    fn unchanged_for(&self, records: &[crate::repo::StoredObject]) -> HashMap<String, Duration> {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|id, _| records.iter().any(|r| &r.id == id));
+        records
+            .iter()
+            .map(|r| {
+                let (rev, since) = seen
+                    .entry(r.id.clone())
+                    .or_insert_with(|| (r.rev.clone(), now));
+                if *rev != r.rev {
+                    *rev = r.rev.clone();
+                    *since = now;
+                }
+                (r.id.clone(), now - *since)
+            })
+            .collect()
     }
 
     /// Runs every recovery for `node`; false if one failed (the record stays in recovery
@@ -517,12 +547,22 @@ impl Cluster {
                 tracing::error!(error = %e, "cluster check-in failed");
                 continue;
             }
-            if let Err(e) = self.detect().await {
-                tracing::error!(error = %e, "cannot look for dead cluster nodes");
-            }
-            match self.list().await {
-                Ok(nodes) => self.count_states(&nodes),
-                Err(e) => tracing::error!(error = %e, "cannot read the cluster node states"),
+            // Detection and recovery on their own task: a long recovery must not hold up
+            // this node's next check-in (it would be taken for dead itself).
+            if let Ok(one) = self.detecting.clone().try_lock_owned() {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.detect().await {
+                        tracing::error!(error = %e, "cannot look for dead cluster nodes");
+                    }
+                    match me.list().await {
+                        Ok(nodes) => me.count_states(&nodes),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the cluster node states")
+                        }
+                    }
+                    drop(one);
+                });
             }
         }
     }

@@ -34,14 +34,33 @@ fn config(id: &str) -> ClusterConfig {
     }
 }
 
-/// Makes `id`'s record look `ago_ms` old, as if the node stopped checking in then.
-async fn silence(repo: &Arc<dyn Repo>, id: &str, ago_ms: i64) {
+/// Makes `id`'s record look `ago_ms` old, as if the node stopped checking in then (its
+/// timestamp, which the REST view shows).
+async fn backdate(repo: &Arc<dyn Repo>, id: &str, ago_ms: i64) {
     let rec = repo.read(STATES, id).await.unwrap().unwrap();
     let mut c = rec.content;
     c.insert("timestamp".into(), json!(now_ms() - ago_ms));
     repo.update(STATES, id, None, c, Default::default())
         .await
         .unwrap();
+}
+
+/// Makes `observer` have seen `id`'s record as it is now, unchanged for `ago_ms` by its own
+/// clock: what detection goes by.
+async fn seen_silent(observer: &Cluster, id: &str, ago_ms: u64) {
+    let records = observer.records().await.unwrap();
+    observer.unchanged_for(&records);
+    let mut seen = observer.seen.lock().unwrap();
+    let since = &mut seen.get_mut(id).unwrap().1;
+    *since = since
+        .checked_sub(Duration::from_millis(ago_ms))
+        .expect("the machine is up longer than that");
+}
+
+/// Both: the node stopped checking in `ago_ms` ago.
+async fn silence(observer: &Cluster, repo: &Arc<dyn Repo>, id: &str, ago_ms: u64) {
+    backdate(repo, id, ago_ms as i64).await;
+    seen_silent(observer, id, ago_ms).await;
 }
 
 #[tokio::test]
@@ -67,7 +86,10 @@ async fn a_silent_node_is_shown_down_and_recovered_once_by_one_survivor() {
     assert!(a.detect().await.unwrap().is_empty());
     assert_eq!(a.running().await.unwrap(), ["a", "b", "c"]);
 
-    silence(&repo, "b", 5_000).await;
+    // Seen unchanged for a moment only: not silent yet.
+    seen_silent(&a, "b", 500).await;
+    assert!(a.detect().await.unwrap().is_empty());
+    silence(&a, &repo, "b", 5_000).await;
     // Shown down at once, before anyone recovered it.
     let b_view = a.get("b").await.unwrap().unwrap();
     assert_eq!(b_view["state"], "down", "{b_view}");
@@ -115,7 +137,7 @@ async fn a_failed_recovery_is_taken_over_after_the_recovery_timeout() {
     for n in [&a, &b, &c] {
         n.register().await.unwrap();
     }
-    silence(&repo, "b", 5_000).await;
+    silence(&a, &repo, "b", 5_000).await;
     assert!(a.detect().await.unwrap().is_empty(), "A's recovery failed");
     assert_eq!(
         a.get("b").await.unwrap().unwrap()["state"],
@@ -124,13 +146,8 @@ async fn a_failed_recovery_is_taken_over_after_the_recovery_timeout() {
     // Within the recovery timeout nobody else starts over.
     assert!(c.detect().await.unwrap().is_empty());
     assert!(working.calls.lock().unwrap().is_empty());
-    // Past it, C does.
-    let rec = repo.read(STATES, "b").await.unwrap().unwrap();
-    let mut content = rec.content;
-    content["recovery"]["recoveryStartedMillis"] = json!(now_ms() - 5_000);
-    repo.update(STATES, "b", None, content, Default::default())
-        .await
-        .unwrap();
+    // Past it (the record left as A's failed recovery wrote it), C does.
+    seen_silent(&c, "b", 5_000).await;
     assert_eq!(c.detect().await.unwrap(), ["b"]);
     let b_view = c.get("b").await.unwrap().unwrap();
     assert_eq!(b_view["state"], "down");
@@ -159,7 +176,7 @@ async fn a_clean_stop_is_down_with_a_shutdown_time_and_no_recovery() {
     a.register().await.unwrap();
     b.register().await.unwrap();
     b.leave().await.unwrap();
-    silence(&repo, "b", 60_000).await;
+    silence(&a, &repo, "b", 5_000).await;
     assert!(a.detect().await.unwrap().is_empty());
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     let v = a.get("b").await.unwrap().unwrap();
@@ -191,6 +208,10 @@ fn cluster_json_is_idms_format() {
             json!({"instanceTimeout": 1000, "instanceCheckInInterval": 5000}),
             "longer than",
         ),
+        (
+            json!({"instanceTimeout": 9000, "instanceCheckInInterval": 5000}),
+            "twice",
+        ),
         (json!({"instanceCheckInInterval": 0}), "above 0"),
         (json!({"instanceId": ""}), "instanceId"),
         (json!({"enabled": "yes"}), "enabled"),
@@ -198,4 +219,75 @@ fn cluster_json_is_idms_format() {
         let e = ClusterConfig::parse(&bad, "n").unwrap_err();
         assert!(e.contains(says), "{bad}: {e}");
     }
+}
+
+#[tokio::test]
+async fn a_node_whose_clock_is_behind_is_not_taken_for_dead() {
+    let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+    let a = Cluster::new(config("a"), repo.clone(), None);
+    let b = Cluster::new(config("b"), repo.clone(), None);
+    a.register().await.unwrap();
+    b.register().await.unwrap();
+    assert!(a.detect().await.unwrap().is_empty());
+    // B's clock is a minute behind A's: its check-ins carry old timestamps, but they keep
+    // coming, and that is what A goes by.
+    for _ in 0..3 {
+        backdate(&repo, "b", 60_000).await;
+        assert!(a.detect().await.unwrap().is_empty());
+    }
+    assert_eq!(
+        repo.read(STATES, "b").await.unwrap().unwrap().content["state"],
+        json!(RUNNING)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_recovery_does_not_hold_up_the_recovering_nodes_heartbeat() {
+    struct Slow;
+    #[async_trait::async_trait]
+    impl NodeRecovery for Slow {
+        fn what(&self) -> &'static str {
+            "slow work"
+        }
+        async fn recover_node(&self, _: &str) -> Result<usize, String> {
+            tokio::time::sleep(Duration::from_millis(3_000)).await;
+            Ok(1)
+        }
+    }
+    let repo: Arc<dyn Repo> = Arc::new(SqliteRepo::open_temporary().unwrap());
+    let a = Arc::new(Cluster::new(
+        ClusterConfig {
+            instance_timeout: Duration::from_millis(500),
+            ..config("a")
+        },
+        repo.clone(),
+        None,
+    ));
+    a.on_node_down(Arc::new(Slow));
+    let b = Cluster::new(config("b"), repo.clone(), None);
+    b.register().await.unwrap();
+    // B never checks in: A takes it for dead after 500 ms and spends 3 s recovering it.
+    let drain = crate::lifecycle::Drain::new();
+    let running = tokio::spawn(a.clone().run(drain.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let b_state = repo.read(STATES, "b").await.unwrap().unwrap().content["state"].clone();
+        if b_state == json!(PROCESSING_DOWN) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never started recovering B");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Meanwhile A keeps checking in every 100 ms.
+    let before = repo.read(STATES, "a").await.unwrap().unwrap().rev;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let during = repo.read(STATES, "b").await.unwrap().unwrap();
+    assert_eq!(during.content["state"], json!(PROCESSING_DOWN), "still recovering");
+    assert_ne!(
+        repo.read(STATES, "a").await.unwrap().unwrap().rev,
+        before,
+        "A's heartbeat stopped during its recovery of B"
+    );
+    drain.start();
+    running.await.unwrap();
 }
