@@ -110,6 +110,10 @@ pub struct Gateway {
 pub trait ConfShare: Send + Sync {
     /// Stores the new bytes of `file_name` (`None`: deleted) for the other nodes.
     async fn publish(&self, file_name: &str, bytes: Option<&[u8]>) -> Result<(), String>;
+    /// Held by a REST edit from its local write to its publishing, and by every pass that
+    /// applies the other nodes' files: a pass never writes a version it read before the
+    /// edit over the edit.
+    async fn exclusive(&self) -> tokio::sync::OwnedMutexGuard<()>;
 }
 
 /// What an edit of one conf file does with it.
@@ -163,6 +167,10 @@ impl Gateway {
         T: Send + 'static,
         E: Send + 'static,
     {
+        let _shared = match self.share.get() {
+            Some(share) => Some(share.exclusive().await),
+            None => None,
+        };
         let gw = self.clone();
         let name = file_name.clone();
         let done = tokio::task::spawn_blocking(move || {

@@ -500,6 +500,32 @@ async fn config_written_over_rest_on_one_node_is_live_on_the_other() {
     })
     .await;
 
+    // Both nodes writing the same config at once, over and over: they end up alike, on
+    // the last version stored (a node never keeps a version it overwrote locally).
+    for round in 0..25 {
+        let put = |gw: &Gateway, by: &str| {
+            gw.put("/openidm/config/race")
+                .json(&json!({"round": round, "by": by}))
+                .send()
+        };
+        let (ra, rb) = tokio::join!(put(&a, "a"), put(&b, "b"));
+        for r in [ra, rb] {
+            let status = r.unwrap().status().as_u16();
+            assert!(status == 200 || status == 201, "{status}");
+        }
+        tokio::time::sleep(Duration::from_millis(round % 5 * 60)).await;
+    }
+    eventually("both nodes serve the same last version", || async {
+        let (sa, va) = json_of(a.get("/openidm/config/race")).await;
+        let (sb, vb) = json_of(b.get("/openidm/config/race")).await;
+        sa == 200 && sb == 200 && va["round"] == 24 && va["by"] == vb["by"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (_, va) = json_of(a.get("/openidm/config/race")).await;
+    let (_, vb) = json_of(b.get("/openidm/config/race")).await;
+    assert_eq!(va["by"], vb["by"], "the nodes stay apart: {va} {vb}");
+
     // A node that was down when the config was written has it as soon as it serves.
     b.stop();
     let (status, body) = json_of(a.put("/openidm/scheduler/job/later").json(&job)).await;

@@ -3,7 +3,9 @@
 //! `scheduler/job/…`) stores its bytes (or a deletion) in `cluster/config`; every node
 //! polls that resource twice a second and writes what changed into its own conf
 //! directory, where the usual reload makes it live. At start-up a node applies every
-//! stored file before it serves.
+//! stored file before it serves. A poll and a REST edit on the same node run one at a
+//! time (the edit from its local write to its publishing), so a poll never writes a
+//! version it read before the edit over the edit.
 //!
 //! Files edited by hand stay per node until the same config is written over REST again:
 //! the stored version of a config written over REST wins at a node's next start. Used
@@ -31,6 +33,8 @@ pub struct SharedConfig {
     node: String,
     /// Revision of each shared file this node has applied or written.
     applied: Mutex<HashMap<String, String>>,
+    /// A poll and a REST edit (local write, then publishing) one at a time.
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SharedConfig {
@@ -40,6 +44,7 @@ impl SharedConfig {
             gw: Arc::downgrade(gw),
             node: node.to_owned(),
             applied: Mutex::new(HashMap::new()),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -50,6 +55,7 @@ impl SharedConfig {
     /// Applies every shared file whose revision this node has not applied yet. Returns the
     /// files that changed here.
     pub async fn poll(&self) -> Result<Vec<String>, RepoError> {
+        let _one = self.gate.lock().await;
         let page = self
             .repo
             .query(
@@ -118,6 +124,10 @@ impl SharedConfig {
 
 #[async_trait::async_trait]
 impl ConfShare for SharedConfig {
+    async fn exclusive(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.gate.clone().lock_owned().await
+    }
+
     async fn publish(&self, file_name: &str, bytes: Option<&[u8]>) -> Result<(), String> {
         let mut content = Map::new();
         content.insert("file".into(), json!(file_name));

@@ -282,7 +282,11 @@ async fn a_long_recovery_does_not_hold_up_the_recovering_nodes_heartbeat() {
     let before = repo.read(STATES, "a").await.unwrap().unwrap().rev;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let during = repo.read(STATES, "b").await.unwrap().unwrap();
-    assert_eq!(during.content["state"], json!(PROCESSING_DOWN), "still recovering");
+    assert_eq!(
+        during.content["state"],
+        json!(PROCESSING_DOWN),
+        "still recovering"
+    );
     assert_ne!(
         repo.read(STATES, "a").await.unwrap().unwrap().rev,
         before,
