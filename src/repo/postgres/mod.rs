@@ -102,6 +102,10 @@ struct Inner {
     query_limit_ms: AtomicU64,
     /// Single writes committed together ([`group`]).
     group: group::GroupCommit,
+    /// The indexes each table was last given by this process: declaring the same ones
+    /// again (every reconciliation start declares its links') costs nothing, instead of a
+    /// transaction under the table's advisory lock.
+    indexed: RwLock<HashMap<String, Vec<(String, String)>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -477,6 +481,7 @@ impl PgRepo {
                 unique_names: RwLock::new(HashMap::new()),
                 query_limit_ms: AtomicU64::new(millis(DEFAULT_QUERY_TIME_LIMIT)),
                 group: group::GroupCommit::default(),
+                indexed: RwLock::new(HashMap::new()),
             }),
         };
         repo.migrate().await?;
@@ -1462,6 +1467,16 @@ impl Repo for PgRepo {
                 format!("((jsonb_typeof({v}))) {arrays}"),
             ));
         }
+        let done = self
+            .inner
+            .indexed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&tbl)
+            == Some(&wanted);
+        if done {
+            return Ok(());
+        }
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -1495,6 +1510,12 @@ impl Repo for PgRepo {
                 .map_err(internal("creating an index"))?;
             }
         }
-        tx.commit().await.map_err(internal("committing indexes"))
+        tx.commit().await.map_err(internal("committing indexes"))?;
+        self.inner
+            .indexed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tbl, wanted);
+        Ok(())
     }
 }
