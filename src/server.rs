@@ -101,6 +101,9 @@ impl Built {
             self.shared_config.clone(),
             self.drain.clone(),
         )?;
+        if self.shared_config.is_some() {
+            spawn_page_worker(self.sync.clone(), self.drain.clone())?;
+        }
         spawn_scheduler(self.scheduler.clone(), self.drain.clone())
     }
 }
@@ -264,6 +267,7 @@ fn build_parts(settings: &Settings) -> Result<Built, String> {
             rt.block_on(shared.poll())
                 .map_err(|e| format!("cannot read the shared conf files: {e}"))?;
             gw.set_share(shared.clone());
+            sync.set_clustered();
             Some(shared)
         }
         StoreKind::Sqlite => None,
@@ -516,6 +520,22 @@ fn spawn_cluster(
             rt.block_on(cluster.run(drain))
         })
         .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
+    Ok(())
+}
+
+/// Works on the source pages of clustered reconciliations (a shared store only), on a
+/// runtime of its own: a page's work never holds up the heartbeats or the scheduler.
+fn spawn_page_worker(sync: Arc<SyncService>, drain: Drain) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("recon-pages")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the reconciliation page runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("recon-pages".into())
+        .spawn(move || rt.block_on(sync.page_worker(drain)))
+        .map_err(|e| format!("cannot start the reconciliation page thread: {e}"))?;
     Ok(())
 }
 

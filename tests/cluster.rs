@@ -534,3 +534,101 @@ async fn config_written_over_rest_on_one_node_is_live_on_the_other() {
     let (status, seen) = json_of(b.get("/openidm/scheduler/job/later")).await;
     assert_eq!(status, 200, "{seen}");
 }
+
+/// A node whose only mapping, managed users → managed groups, shares its source phase
+/// among the nodes (IDM's `clusteredSourceReconEnabled`), ten sources a page.
+async fn clustered_node(id: &str, store: &str) -> Gateway {
+    Gateway::builder()
+        .conf_file("managed", shipped("managed"))
+        .conf_file(
+            "cluster",
+            json!({"instanceId": "&{openidm.node.id}", "instanceTimeout": 3000,
+                   "instanceRecoveryTimeout": 5000, "instanceCheckInInterval": "200"}),
+        )
+        .conf_file(
+            "sync",
+            json!({"mappings": [
+                {"name": "user_group", "source": "managed/user", "target": "managed/group",
+                 "enableSync": false, "clusteredSourceReconEnabled": true,
+                 "reconSourceQueryPageSize": 10,
+                 "properties": [{"source": "userName", "target": "name"}]}
+            ]}),
+        )
+        .arg("--store")
+        .arg(store)
+        .arg("--node-id")
+        .arg(id)
+        .start()
+        .await
+}
+
+/// Runs `user_group` from `gw` to its end.
+async fn clustered_run(gw: &Gateway) -> Value {
+    let id = start_recon_of(gw, "user_group").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = run_on(gw, &id).await;
+        if run["state"] != "ACTIVE" {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the clustered run never ended: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_reconciliation_shares_its_source_pages_among_the_nodes() {
+    let Some((_pg, url)) = store().await else {
+        return;
+    };
+    let a = clustered_node("node-a", &url).await;
+    let b = clustered_node("node-b", &url).await;
+    const USERS: u64 = 400;
+    for chunk in (0..USERS).collect::<Vec<_>>().chunks(50) {
+        let writes = chunk.iter().map(|i| {
+            a.put(&format!("/openidm/managed/user/u{i}"))
+                .header("If-None-Match", "*")
+                .json(
+                    &json!({"userName": format!("u{i}"), "givenName": "G", "sn": "S",
+                              "mail": format!("u{i}@example.com")}),
+                )
+                .send()
+        });
+        for r in futures_util::future::join_all(writes).await {
+            assert_eq!(r.unwrap().status().as_u16(), 201);
+        }
+    }
+
+    let first = clustered_run(&a).await;
+    assert_eq!(first["state"], "SUCCESS", "{first}");
+    assert_eq!(first["situationSummary"]["ABSENT"], USERS, "{first}");
+    assert_eq!(first["progress"]["target"]["created"], USERS, "{first}");
+    assert_eq!(
+        first["progress"]["source"]["existing"]["processed"], USERS,
+        "{first}"
+    );
+    let by_node = first["sourceProcessedByNode"].as_object().expect("by node");
+    eprintln!("sources processed by node: {by_node:?}");
+    let sum: u64 = by_node.values().filter_map(Value::as_u64).sum();
+    assert_eq!(sum, USERS, "{first}");
+    assert!(
+        by_node.get("node-b").and_then(Value::as_u64).unwrap_or(0) > 0,
+        "B worked on none of A's pages: {first}"
+    );
+    let (status, groups) =
+        json_of(b.get("/openidm/managed/group?_queryFilter=true&_fields=_id&_pageSize=1000")).await;
+    assert_eq!(status, 200, "{groups}");
+    assert_eq!(
+        groups["result"].as_array().map(Vec::len),
+        Some(USERS as usize)
+    );
+
+    // Started from B this time: every source is linked and in step.
+    let second = clustered_run(&b).await;
+    assert_eq!(second["state"], "SUCCESS", "{second}");
+    assert_eq!(second["situationSummary"]["CONFIRMED"], USERS, "{second}");
+    assert_eq!(second["progress"]["target"]["created"], 0, "{second}");
+}

@@ -98,6 +98,9 @@ pub struct Mapping {
     pub source_query: String,
     pub target_query: String,
     pub page_size: usize,
+    /// IDM's `clusteredSourceReconEnabled`: with a shared store, a full run's source phase
+    /// is shared among the cluster's nodes, page by page.
+    pub clustered: bool,
     /// The mapping as written (served by `sync/mappings`).
     pub raw: Value,
 }
@@ -575,6 +578,7 @@ pub fn parse_mapping(
         RetryPolicy::default()
     });
     let prefetch_links = bool_setting(obj, "prefetchLinks", false, &mut p);
+    let clustered = bool_setting(obj, "clusteredSourceReconEnabled", false, &mut p);
     let task_threads = count_setting(
         obj,
         "taskThreads",
@@ -640,6 +644,7 @@ pub fn parse_mapping(
         source_query,
         target_query,
         page_size,
+        clustered,
         raw: {
             let mut raw = obj.clone();
             if !raw.contains_key("name") {

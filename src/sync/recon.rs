@@ -43,6 +43,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 mod assigned;
+pub mod clustered;
 mod outcome;
 mod resources;
 mod scripted;
@@ -251,6 +252,9 @@ pub struct Engine {
     /// Where each object's outcome is audited: the `recon` topic for a run, `sync` for an
     /// implicit sync or liveSync push (see [`Engine::with_audit`]).
     audit: Option<(Arc<crate::audit::Audit>, AuditAs)>,
+    /// The store is shared by a cluster: a mapping with `clusteredSourceReconEnabled`
+    /// shares its source phase among the nodes (see [`clustered`]).
+    clustered: bool,
 }
 
 impl Engine {
@@ -285,7 +289,34 @@ impl Engine {
             deletes: Default::default(),
             refused_deletes: Default::default(),
             audit: None,
+            clustered: false,
         }
+    }
+
+    /// The store is shared by a cluster (see [`clustered`]).
+    pub fn with_cluster(mut self, clustered: bool) -> Self {
+        self.clustered = clustered;
+        self
+    }
+
+    /// Whether correlation is skipped: set by the coordinator of a clustered run for the
+    /// workers of its pages.
+    pub fn set_skip_correlation(&self, skip: bool) {
+        self.skip_correlation
+            .store(skip, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this run's source phase is shared among the nodes.
+    fn shares_source_phase(&self) -> bool {
+        if !(self.clustered && self.mapping.clustered) {
+            return false;
+        }
+        if self.mapping.max_deletes.is_some() {
+            tracing::info!(mapping = %self.mapping.name, run = %self.run.id,
+                "clusteredSourceReconEnabled with maxDeletes: the source phase runs on this node, where the deletes are counted");
+            return false;
+        }
+        true
     }
 
     /// Audits each object's outcome (`recon` entries or `sync` events).
@@ -362,7 +393,11 @@ impl Engine {
         }
         self.run.set_stage(Stage::ActiveReconcilingSource);
         let started = Instant::now();
-        self.clone().source_phase().await?;
+        if self.shares_source_phase() {
+            self.clone().clustered_source_phase().await?;
+        } else {
+            self.clone().source_phase().await?;
+        }
         self.run.time("sourcePhase", started.elapsed());
         self.check_deletes()?;
         if self.sources_seen.load(std::sync::atomic::Ordering::SeqCst) == 0

@@ -112,6 +112,47 @@ impl Counters {
     pub fn situation_count(&self, s: Situation) -> u64 {
         self.situations[s.index()].load(Ordering::Relaxed)
     }
+
+    fn fields(&self) -> [(&'static str, &AtomicU64); 10] {
+        [
+            ("sourceProcessed", &self.source_processed),
+            ("targetProcessed", &self.target_processed),
+            ("linksProcessed", &self.links_processed),
+            ("created", &self.created),
+            ("updated", &self.updated),
+            ("unchanged", &self.unchanged),
+            ("deleted", &self.deleted),
+            ("linksCreated", &self.links_created),
+            ("success", &self.success),
+            ("failure", &self.failure),
+        ]
+    }
+
+    /// Every counter, to add to another run's (a clustered run's page, see [`Self::add`]).
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        for (name, c) in self.fields() {
+            out.insert(name.into(), json!(c.load(Ordering::Relaxed)));
+        }
+        let mut situations = Map::new();
+        for s in Situation::ALL {
+            situations.insert(s.as_str().into(), json!(self.situation_count(s)));
+        }
+        out.insert("situations".into(), Value::Object(situations));
+        Value::Object(out)
+    }
+
+    /// Adds the counters of [`Self::to_json`].
+    pub fn add(&self, v: &Value) {
+        let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        for (name, c) in self.fields() {
+            c.fetch_add(n(v.get(name)), Ordering::Relaxed);
+        }
+        for s in Situation::ALL {
+            let k = n(v.get("situations").and_then(|m| m.get(s.as_str())));
+            self.situations[s.index()].fetch_add(k, Ordering::Relaxed);
+        }
+    }
 }
 
 pub fn bump(c: &AtomicU64) {
@@ -139,6 +180,8 @@ pub struct Run {
     /// The cluster node running it (`nodeId`, a gateway extra of the record): a survivor
     /// fails the ACTIVE runs of a dead node, a restarting node only its own.
     pub node: Option<String>,
+    /// A clustered run: sources processed by each node (IDM's `sourceProcessedByNode`).
+    by_node: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Run {
@@ -160,7 +203,24 @@ impl Run {
             done: watch::channel(false).0,
             failure: Mutex::new(None),
             node: None,
+            by_node: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The share of run `id` one node of a cluster works on (a clustered run's page).
+    pub fn with_id(mut self, id: &str) -> Self {
+        self.id = id.to_owned();
+        self
+    }
+
+    /// Counts `n` sources processed by cluster node `node` (a clustered run).
+    pub fn add_by_node(&self, node: &str, n: u64) {
+        *self
+            .by_node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node.to_owned())
+            .or_default() += n;
     }
 
     /// The run of cluster node `node`.
@@ -334,6 +394,10 @@ impl Run {
         }
         if let Some(node) = &self.node {
             out.insert("nodeId".into(), json!(node));
+        }
+        let by_node = self.by_node.lock().unwrap_or_else(|e| e.into_inner());
+        if !by_node.is_empty() {
+            out.insert("sourceProcessedByNode".into(), json!(*by_node));
         }
         Value::Object(out)
     }

@@ -12,7 +12,9 @@ use super::implicit::SyncOneError;
 use super::links::LinkStore;
 use super::mapping::{Mapping, Mappings};
 use super::queue::SyncQueue;
-use super::recon::{save_run, AuditAs, Engine, Scope, CANCEL_REQUESTS, RUN_RESOURCE};
+use super::recon::{
+    clustered, save_run, AuditAs, Engine, Scope, Stop, CANCEL_REQUESTS, RUN_RESOURCE,
+};
 use super::run::{iso8601, Run, Stage};
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
@@ -70,6 +72,8 @@ pub struct SyncService {
     audit: OnceLock<Arc<crate::audit::Audit>>,
     /// This node's id in the cluster, stored with its runs.
     node: OnceLock<String>,
+    /// The store is shared by a cluster ([`Self::set_clustered`]).
+    clustered: std::sync::atomic::AtomicBool,
 }
 
 /// Locks by key, dropped from the map when nobody holds or waits for them.
@@ -117,7 +121,86 @@ impl SyncService {
             scripts: OnceLock::new(),
             audit: OnceLock::new(),
             node: OnceLock::new(),
+            clustered: Default::default(),
         }
+    }
+
+    /// The store is shared by a cluster: mappings with `clusteredSourceReconEnabled` share
+    /// their source phase among the nodes, and this node works on their pages
+    /// ([`Self::page_worker`]).
+    pub fn set_clustered(&self) {
+        self.clustered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Works on the source pages of clustered runs (any node's) until `drain` starts: one
+    /// page at a time, the next at once while there are any.
+    pub async fn page_worker(self: Arc<Self>, drain: crate::lifecycle::Drain) {
+        let Some(node) = self.node().map(str::to_owned) else {
+            return;
+        };
+        if let Err(e) = clustered::index(self.repo.as_ref()).await {
+            tracing::error!(error = %e, "cannot index the reconciliation pages; retrying at each look");
+        }
+        while !drain.is_draining() {
+            match clustered::claim(self.repo.as_ref(), &node).await {
+                Ok(Some((task, content))) => self.work_page(task, content).await,
+                Ok(None) => tokio::time::sleep(clustered::POLL).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the reconciliation pages");
+                    tokio::time::sleep(clustered::POLL * 5).await;
+                }
+            }
+        }
+    }
+
+    /// Reconciles one claimed page of a clustered run (if the run is still ACTIVE) and
+    /// stores its counters for the run's node.
+    async fn work_page(self: &Arc<Self>, task: clustered::PageTask, content: Map<String, Value>) {
+        let active = match self.repo.read(RUN_RESOURCE, &task.run_id).await {
+            Ok(r) => r.is_some_and(|r| r.content.get("state") == Some(&json!("ACTIVE"))),
+            Err(e) => {
+                tracing::error!(page = %task.id, error = %e, "cannot read the run of a reconciliation page");
+                return;
+            }
+        };
+        let canceled = matches!(
+            self.repo.read(CANCEL_REQUESTS, &task.run_id).await,
+            Ok(Some(_))
+        );
+        if !active || canceled {
+            clustered::drop_page(self.repo.as_ref(), &task.id).await;
+            return;
+        }
+        let shadow = Arc::new(
+            Run::new(&task.mapping, Value::Null)
+                .with_id(&task.run_id)
+                .on_node(self.node()),
+        );
+        let work = async {
+            let engine = match self.mapping(&task.mapping).and_then(|(all, m)| {
+                let links = self.link_store(&all, &m)?;
+                Ok((self.router()?, links, m))
+            }) {
+                Ok((router, links, m)) => self.engine(router, links, &m, &shadow, AuditAs::Recon),
+                Err(e) => {
+                    let why = format!(
+                        "node {} cannot reconcile a page of mapping '{}': {}",
+                        self.node().unwrap_or("?"),
+                        task.mapping,
+                        e.message
+                    );
+                    return (shadow.counters.to_json(), Some(why));
+                }
+            };
+            engine.set_skip_correlation(task.skip_correlation);
+            let failure = match engine.clone().reconcile_page(&task.ids).await {
+                Ok(()) | Err(Stop::Canceled) => None,
+                Err(Stop::Failed(why)) => Some(why),
+            };
+            (shadow.counters.to_json(), failure)
+        };
+        clustered::work_on(self.repo.as_ref(), &task, content, work).await;
     }
 
     /// Names this node's runs (`nodeId`); set once, before the first run.
@@ -194,7 +277,8 @@ impl SyncService {
                 self.metrics.clone(),
             )
             .with_scripts(self.scripts.get().cloned())
-            .with_audit(self.audit.get().cloned(), how),
+            .with_audit(self.audit.get().cloned(), how)
+            .with_cluster(self.clustered.load(std::sync::atomic::Ordering::Relaxed)),
         )
     }
 
