@@ -6,6 +6,9 @@
 #           objects/s);
 #   remote: a second gateway A reconciles external/idm/b/managed/user (B's N users, through
 #           A's remote CREST client and B's HTTP API) → managed/user on A.
+#   clustered (STORE=postgres only): the local case's mapping with IDM's
+#           clusteredSourceReconEnabled, → managed/other3, run from B while a second gateway C
+#           on the same PostgreSQL store works on its source pages too (compare with local).
 #
 #   bash benches/recon.sh            # N=100000
 #   N=20000 bash benches/recon.sh
@@ -40,8 +43,9 @@ BIN=$TARGET_DIR/release/idm-gateway
 TMP=$(mktemp -d /tmp/recon-bench.XXXXXX)
 GW_PID=
 A_PID=
+C_PID=
 cleanup() {
-    for p in $GW_PID $A_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    for p in $GW_PID $A_PID $C_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     stop_pg
     if [ "$KEEP_TMP" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
@@ -53,6 +57,10 @@ import json, os, sys
 conf = sys.argv[1]
 managed = json.load(open("conf/managed.json"))
 managed["objects"].append({"name": "other", "schema": {"properties": {
+    "userName": {"type": "string", "searchable": True},
+    "mail": {"type": "string", "searchable": True},
+    "givenName": {"type": "string"}, "sn": {"type": "string"}}}})
+managed["objects"].append({"name": "other3", "schema": {"properties": {
     "userName": {"type": "string", "searchable": True},
     "mail": {"type": "string", "searchable": True},
     "givenName": {"type": "string"}, "sn": {"type": "string"}}}})
@@ -68,6 +76,12 @@ json.dump({"mappings": [{
     "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""},
     "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
     # Seeding must not push every user by implicit sync: the runs below measure recon.
+    "enableSync": False, "taskThreads": int(os.environ.get("TASK_THREADS", "10"))}, {
+    "name": "u2o_c", "source": "managed/user", "target": "managed/other3",
+    "properties": [{"source": p, "target": p} for p in ("userName", "mail", "givenName", "sn")],
+    "correlationQuery": {"_queryFilter": "mail eq \"${source.mail}\""},
+    "policies": [{"situation": "SOURCE_MISSING", "action": "DELETE"}],
+    "clusteredSourceReconEnabled": True,
     "enableSync": False, "taskThreads": int(os.environ.get("TASK_THREADS", "10"))}, {
     "name": "u2o_js", "source": "managed/user", "target": "managed/other2",
     "properties": [
@@ -86,7 +100,7 @@ STORE_ARGS=()
 if [ "$STORE" = postgres ]; then
     chmod 755 "$TMP"
     start_pg "$TMP/pg"
-    STORE_ARGS=(--store "$PG_URL")
+    STORE_ARGS=(--store "$PG_URL" --node-id bench-b)
     echo "store: PostgreSQL ($PG_BIN)"
 fi
 IDM_GATEWAY_ADMIN_PASSWORD=$ADMIN_PW RUST_LOG=warn "$BIN" --conf "$TMP/conf" --data "$TMP/data" \
@@ -126,6 +140,7 @@ rss1() { awk '/^VmRSS|^VmHWM/ {printf "%s %d MB  ", $1, $2/1024}' "/proc/$1/stat
 rss() {
     echo -n "B: $(rss1 "$GW_PID")"
     if [ -n "$A_PID" ]; then echo -n "  A: $(rss1 "$A_PID")"; fi
+    if [ -n "$C_PID" ]; then echo -n "  C: $(rss1 "$C_PID")"; fi
     echo
 }
 echo "after seeding: $(rss)"
@@ -146,12 +161,30 @@ run, label, secs, n = json.load(open(sys.argv[1])), sys.argv[2], float(sys.argv[
 sits = {k: v for k, v in run["situationSummary"].items() if v}
 print(f"{label:10s} {run['state']:8s} {secs:7.2f} s  {n / secs:9.0f} objects/s  "
       f"situations={sits} status={run['statusSummary']} target={run['progress']['target']}")
+if "sourceProcessedByNode" in run:
+    print(f"           sourceProcessedByNode={run['sourceProcessedByNode']}")
 EOF
     echo "           $(rss)"
 }
 case " $CASES " in *" local "*)
     run first "$PORT" u2o
     run unchanged "$PORT" u2o
+esac
+
+case " $CASES " in *" clustered "*)
+    [ "$STORE" = postgres ] || { echo "the clustered case needs STORE=postgres" >&2; exit 1; }
+    C_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p "$TMP/c/data"
+    IDM_GATEWAY_ADMIN_PASSWORD=$ADMIN_PW RUST_LOG=warn "$BIN" --conf "$TMP/conf" --data "$TMP/c/data" \
+        --certs "$TMP/certs" --listen "127.0.0.1:$C_PORT" --threads "$THREADS" \
+        --store "$PG_URL" --node-id bench-c >"$TMP/gateway-c.log" 2>&1 &
+    C_PID=$!
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$C_PORT/openidm/info/ping" >/dev/null && break
+        sleep 0.1
+    done
+    run clu-first "$PORT" u2o_c
+    run clu-unch "$PORT" u2o_c
 esac
 
 case " $CASES " in *" scripted "*)

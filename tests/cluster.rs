@@ -551,6 +551,11 @@ async fn clustered_node(id: &str, store: &str) -> Gateway {
                 {"name": "user_group", "source": "managed/user", "target": "managed/group",
                  "enableSync": false, "clusteredSourceReconEnabled": true,
                  "reconSourceQueryPageSize": 10,
+                 "properties": [{"source": "userName", "target": "name"}]},
+                // One source a page: a run long enough to cancel, or to kill its node.
+                {"name": "user_group_slow", "source": "managed/user", "target": "managed/group",
+                 "enableSync": false, "clusteredSourceReconEnabled": true,
+                 "reconSourceQueryPageSize": 1,
                  "properties": [{"source": "userName", "target": "name"}]}
             ]}),
         )
@@ -565,9 +570,13 @@ async fn clustered_node(id: &str, store: &str) -> Gateway {
 /// Runs `user_group` from `gw` to its end.
 async fn clustered_run(gw: &Gateway) -> Value {
     let id = start_recon_of(gw, "user_group").await;
+    run_to_end(gw, &id).await
+}
+
+async fn run_to_end(gw: &Gateway, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let run = run_on(gw, &id).await;
+        let run = run_on(gw, id).await;
         if run["state"] != "ACTIVE" {
             return run;
         }
@@ -631,4 +640,72 @@ async fn a_clustered_reconciliation_shares_its_source_pages_among_the_nodes() {
     assert_eq!(second["state"], "SUCCESS", "{second}");
     assert_eq!(second["situationSummary"]["CONFIRMED"], USERS, "{second}");
     assert_eq!(second["progress"]["target"]["created"], 0, "{second}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_run_is_cancelled_from_any_node_and_survives_its_coordinators_death() {
+    let Some((_pg, url)) = store().await else {
+        return;
+    };
+    let mut a = clustered_node("node-a", &url).await;
+    let b = clustered_node("node-b", &url).await;
+    const USERS: u64 = 200;
+    for chunk in (0..USERS).collect::<Vec<_>>().chunks(50) {
+        let writes = chunk.iter().map(|i| {
+            a.put(&format!("/openidm/managed/user/u{i}"))
+                .header("If-None-Match", "*")
+                .json(
+                    &json!({"userName": format!("u{i}"), "givenName": "G", "sn": "S",
+                              "mail": format!("u{i}@example.com")}),
+                )
+                .send()
+        });
+        for r in futures_util::future::join_all(writes).await {
+            assert_eq!(r.unwrap().status().as_u16(), 201);
+        }
+    }
+    let processed = |run: &Value| {
+        run["progress"]["source"]["existing"]["processed"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    // Cancelled from B while A coordinates it: it ends CANCELED, part done, and the pages
+    // it left behind are not worked on for a later run.
+    let first = start_recon_of(&a, "user_group_slow").await;
+    eventually("the slow run made progress", || async {
+        processed(&run_on(&b, &first).await) > 0
+    })
+    .await;
+    let (status, body) = json_of(b.post(&format!("/openidm/recon/{first}?_action=cancel"))).await;
+    assert_eq!(status, 200, "{body}");
+    let cancelled = run_to_end(&b, &first).await;
+    assert_eq!(cancelled["state"], "CANCELED", "{cancelled}");
+    assert!(processed(&cancelled) < USERS, "{cancelled}");
+
+    // A dies coordinating the next one: B fails the run, drops its pages, and runs the
+    // mapping to its end itself.
+    let second = start_recon_of(&a, "user_group_slow").await;
+    eventually("the second run made progress", || async {
+        processed(&run_on(&b, &second).await) > 0
+    })
+    .await;
+    a.stop(); // SIGKILL
+    let failed = run_to_end(&b, &second).await;
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    let third = start_recon_of(&b, "user_group_slow").await;
+    let done = run_to_end(&b, &third).await;
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+    assert_eq!(processed(&done), USERS, "{done}");
+    assert_eq!(
+        done["sourceProcessedByNode"],
+        json!({"node-b": USERS}),
+        "only B's worker is left: {done}"
+    );
+    let (_, groups) =
+        json_of(b.get("/openidm/managed/group?_queryFilter=true&_fields=_id&_pageSize=1000")).await;
+    assert_eq!(
+        groups["result"].as_array().map(Vec::len),
+        Some(USERS as usize)
+    );
 }

@@ -441,6 +441,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pages_counters_add_up_in_the_run_with_its_node() {
+        let page = Run::new("m", Value::Null).with_id("run-1");
+        assert_eq!(page.id, "run-1");
+        for _ in 0..3 {
+            bump(&page.counters.source_processed);
+            page.counters.situation(Situation::Absent);
+        }
+        bump(&page.counters.created);
+        let run = Run::new("m", Value::Null);
+        bump(&run.counters.source_processed);
+        run.counters.add(&page.counters.to_json());
+        run.counters.add(&page.counters.to_json());
+        run.add_by_node("a", 3);
+        run.add_by_node("b", 3);
+        run.add_by_node("a", 1);
+        assert_eq!(run.counters.source_processed.load(Ordering::Relaxed), 7);
+        assert_eq!(run.counters.created.load(Ordering::Relaxed), 2);
+        assert_eq!(run.counters.situation_count(Situation::Absent), 6);
+        let v = run.to_json();
+        assert_eq!(v["sourceProcessedByNode"], json!({"a": 4, "b": 3}));
+        assert_eq!(v["situationSummary"]["ABSENT"], 6);
+        // A local run's record has no per-node figures.
+        assert!(page.to_json().get("sourceProcessedByNode").is_none());
+    }
+
+    #[test]
     fn record_has_idm_key_order_and_all_situations() {
         let run = Run::new("m", json!({}));
         run.counters.situation(Situation::Absent);
