@@ -577,42 +577,17 @@ impl Engine {
             );
             self.refresh_targets(&mut targets, read_after).await?;
 
-            let mut tasks = JoinSet::new();
-            for source in page.results {
-                if self.deletes_refused() {
-                    break;
-                }
-                let Some(id) = object_id(&source) else {
+            let named = page.results.into_iter().filter_map(|source| match object_id(&source) {
+                Some(id) => Some((id, source)),
+                None => {
                     bump(&self.run.counters.failure);
                     tracing::warn!(mapping = %self.mapping.name, "source object without an _id skipped");
-                    continue;
-                };
-                let link = links.remove(&id);
-                let target = link.as_ref().and_then(|l| targets.remove(&l.target_id));
-                let permit = workers
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Stop::Canceled)?;
-                let engine = self.clone();
-                tasks.spawn(async move {
-                    let deferred = engine.process_source(&id, Some(source), link, target).await;
-                    drop(permit);
-                    deferred
-                });
-            }
-            let mut deferred = Vec::new();
-            while let Some(done) = tasks.join_next().await {
-                match done {
-                    Ok(Some(d)) => deferred.push(d),
-                    Ok(None) => {}
-                    // A task that panicked: its object failed, the others go on.
-                    Err(e) => {
-                        bump(&self.run.counters.failure);
-                        self.note_error(&format!("processing a source failed: {e}"));
-                    }
+                    None
                 }
-            }
+            });
+            let deferred = self
+                .process_sources(named, &mut links, &mut targets, &workers)
+                .await?;
             if let Some(w) = writing.take() {
                 let _ = w.await;
             }
@@ -639,6 +614,50 @@ impl Engine {
             self.check_deletes()?;
         }
         Ok(())
+    }
+
+    /// Processes `sources` (id, object) with their links and linked targets (taken out of
+    /// `links` and `targets`), at most `workers` at a time, until `maxDeletes` refuses a
+    /// delete; returns the outcomes waiting for their link write ([`Self::write_links`]).
+    async fn process_sources(
+        self: &Arc<Self>,
+        sources: impl Iterator<Item = (String, Value)>,
+        links: &mut HashMap<String, Link>,
+        targets: &mut HashMap<String, Value>,
+        workers: &Arc<Semaphore>,
+    ) -> Result<Vec<Deferred>, Stop> {
+        let mut tasks = JoinSet::new();
+        for (id, source) in sources {
+            if self.deletes_refused() {
+                break;
+            }
+            let link = links.remove(&id);
+            let target = link.as_ref().and_then(|l| targets.remove(&l.target_id));
+            let permit = workers
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Stop::Canceled)?;
+            let engine = self.clone();
+            tasks.spawn(async move {
+                let deferred = engine.process_source(&id, Some(source), link, target).await;
+                drop(permit);
+                deferred
+            });
+        }
+        let mut deferred = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Some(d)) => deferred.push(d),
+                Ok(None) => {}
+                // A task that panicked: its object failed, the others go on.
+                Err(e) => {
+                    bump(&self.run.counters.failure);
+                    self.note_error(&format!("processing a source failed: {e}"));
+                }
+            }
+        }
+        Ok(deferred)
     }
 
     /// Reads again the targets of a page read ahead that pages processed since (`read_after`

@@ -46,7 +46,10 @@ fn defaults() {
     let m = one(base());
     assert_eq!(m.task_threads, 10);
     assert_eq!(m.page_size, 1000);
-    assert!(!m.clustered, "clusteredSourceReconEnabled is off by default");
+    assert!(
+        !m.clustered,
+        "clusteredSourceReconEnabled is off by default"
+    );
     assert!(m.run_target_phase && m.enable_sync);
     assert!(!m.correlate_empty_target_set && !m.prefetch_links);
     assert_eq!(

@@ -27,13 +27,12 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::{object_id, Engine, Stop, IN_FLIGHT_PER_THREAD};
 use crate::crest::filter::{CompareOp, FilterValue, JsonPointer, QueryFilter};
 use crate::crest::query::SortKey;
 use crate::repo::{RepoError, RepoQuery, StoredObject};
-use crate::sync::run::{bump, iso8601};
+use crate::sync::run::iso8601;
 
 /// Resource of the page tasks.
 pub const PAGES: &str = "recon/pages";
@@ -397,40 +396,12 @@ impl Engine {
             .min(self.mapping.page_size)
             .max(1);
         let workers = Arc::new(Semaphore::new(in_flight));
-        let mut tasks = JoinSet::new();
-        for id in ids {
-            let Some(source) = sources.remove(id) else {
-                continue;
-            };
-            if self.deletes_refused() {
-                break;
-            }
-            let link = links.remove(id);
-            let target = link.as_ref().and_then(|l| targets.remove(&l.target_id));
-            let permit = workers
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Stop::Canceled)?;
-            let engine = self.clone();
-            let id = id.clone();
-            tasks.spawn(async move {
-                let deferred = engine.process_source(&id, Some(source), link, target).await;
-                drop(permit);
-                deferred
-            });
-        }
-        let mut deferred = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(Some(d)) => deferred.push(d),
-                Ok(None) => {}
-                Err(e) => {
-                    bump(&self.run.counters.failure);
-                    self.note_error(&format!("processing a source failed: {e}"));
-                }
-            }
-        }
+        let named = ids
+            .iter()
+            .filter_map(|id| sources.remove(id).map(|s| (id.clone(), s)));
+        let deferred = self
+            .process_sources(named, &mut links, &mut targets, &workers)
+            .await?;
         self.write_links(deferred).await;
         Ok(())
     }
