@@ -526,30 +526,33 @@ fn spawn_cluster(
 /// Works on the source pages of clustered reconciliations (a shared store only), on a
 /// runtime of its own: a page's work never holds up the heartbeats or the scheduler.
 fn spawn_page_worker(sync: Arc<SyncService>, drain: Drain) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("recon-pages")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the reconciliation page runtime: {e}"))?;
-    std::thread::Builder::new()
-        .name("recon-pages".into())
-        .spawn(move || rt.block_on(sync.page_worker(drain)))
-        .map_err(|e| format!("cannot start the reconciliation page thread: {e}"))?;
-    Ok(())
+    spawn_on_own_runtime(
+        "recon-pages",
+        "reconciliation page",
+        sync.page_worker(drain),
+    )
 }
 
 fn spawn_scheduler(scheduler: Arc<Scheduler>, drain: Drain) -> Result<(), String> {
+    spawn_on_own_runtime("scheduler", "scheduler", scheduler.run(drain))
+}
+
+/// Runs `work` on a two-thread runtime of its own, on thread `name`.
+fn spawn_on_own_runtime(
+    name: &str,
+    what: &str,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("scheduler")
+        .thread_name(name)
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the scheduler runtime: {e}"))?;
+        .map_err(|e| format!("cannot start the {what} runtime: {e}"))?;
     std::thread::Builder::new()
-        .name("scheduler".into())
-        .spawn(move || rt.block_on(scheduler.run(drain)))
-        .map_err(|e| format!("cannot start the scheduler thread: {e}"))?;
+        .name(name.into())
+        .spawn(move || rt.block_on(work))
+        .map_err(|e| format!("cannot start the {what} thread: {e}"))?;
     Ok(())
 }
 
