@@ -23,7 +23,8 @@
 # Knobs: N, THREADS (gateway workers, default nproc), SEED_CONNS (16), KEEP_TMP (0),
 # CASES ("local scripted remote"), STORE (sqlite, or postgres: B on a throwaway durable
 # PostgreSQL server started here, see benches/lib.sh start_pg), TASK_THREADS (the local
-# mapping's taskThreads, IDM's default 10).
+# mapping's taskThreads, IDM's default 10), CLUSTER_NODES (2, or 1: the clustered case without
+# gateway C).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -173,7 +174,9 @@ esac
 
 case " $CASES " in *" clustered "*)
     [ "$STORE" = postgres ] || { echo "the clustered case needs STORE=postgres" >&2; exit 1; }
-    C_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # CLUSTER_NODES=1: B alone works on its pages (the clustered path without a second node).
+    if [ "${CLUSTER_NODES:-2}" = 2 ]; then
+        C_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     mkdir -p "$TMP/c/data"
     IDM_GATEWAY_ADMIN_PASSWORD=$ADMIN_PW RUST_LOG=warn "$BIN" --conf "$TMP/conf" --data "$TMP/c/data" \
         --certs "$TMP/certs" --listen "127.0.0.1:$C_PORT" --threads "$THREADS" \
@@ -183,6 +186,7 @@ case " $CASES " in *" clustered "*)
         curl -sf "http://127.0.0.1:$C_PORT/openidm/info/ping" >/dev/null && break
         sleep 0.1
     done
+    fi
     run clu-first "$PORT" u2o_c
     run clu-unch "$PORT" u2o_c
 esac

@@ -133,8 +133,9 @@ impl SyncService {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Works on the source pages of clustered runs (any node's) until `drain` starts: one
-    /// page at a time, the next at once while there are any.
+    /// Works on the source pages of clustered runs (any node's) until `drain` starts:
+    /// [`clustered::PAGES_PER_NODE`] pages at a time, the next claimed as soon as one ends
+    /// while there are any.
     pub async fn page_worker(self: Arc<Self>, drain: crate::lifecycle::Drain) {
         let Some(node) = self.node().map(str::to_owned) else {
             return;
@@ -142,9 +143,19 @@ impl SyncService {
         if let Err(e) = clustered::index(self.repo.as_ref()).await {
             tracing::error!(error = %e, "cannot index the reconciliation pages; retrying at each look");
         }
+        let slots = Arc::new(tokio::sync::Semaphore::new(clustered::PAGES_PER_NODE));
         while !drain.is_draining() {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             match clustered::claim(self.repo.as_ref(), &node).await {
-                Ok(Some((task, content))) => self.work_page(task, content).await,
+                Ok(Some((task, content))) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.work_page(task, content).await;
+                        drop(slot);
+                    });
+                }
                 Ok(None) => tokio::time::sleep(clustered::POLL).await,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the reconciliation pages");

@@ -38,6 +38,9 @@ use crate::sync::run::iso8601;
 pub const PAGES: &str = "recon/pages";
 /// Pages queued and not done yet, per run.
 const AHEAD: usize = 8;
+/// Pages a node works on at once (two keep a node busy while one waits for its last
+/// objects or its link batch).
+pub const PAGES_PER_NODE: usize = 2;
 /// How often the coordinator looks at its pages, and an idle worker for new ones.
 pub const POLL: Duration = Duration::from_millis(200);
 /// How long a claim holds a page; renewed every third of it while the page is worked on.
