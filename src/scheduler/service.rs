@@ -66,6 +66,13 @@ fn fingerprint(job: &Job) -> String {
     d.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether stored trigger `t` is of a newer version of the job than `job` loaded at
+/// `anchor` (a trigger without a version is older; equal times are ordered by fingerprint,
+/// so two nodes always agree on which is newer).
+fn newer(t: &Stored, anchor: DateTime<Utc>, job: &Job) -> bool {
+    (t.version, t.fingerprint.as_str()) > (Some(anchor), fingerprint(job).as_str())
+}
+
 fn millis(t: Option<DateTime<Utc>>) -> Value {
     t.map_or(Value::Null, |t| json!(t.timestamp_millis()))
 }
@@ -336,7 +343,7 @@ impl Scheduler {
             let current = existing.as_ref().map(stored);
             let t = match current {
                 Some(t) if t.fingerprint == fingerprint(&job) => t,
-                Some(t) if t.version.is_some_and(|v| v > anchor) => {
+                Some(t) if newer(&t, anchor, &job) => {
                     if self.retry_load(&job, now + DEFER, true) {
                         tracing::warn!(job = %job.name,
                             "the stored trigger of this persisted schedule is a newer version of the job \
@@ -448,7 +455,10 @@ impl Scheduler {
         let misfired = now - scheduled > MISFIRE_THRESHOLD;
         let fire = !(misfired && job.misfire == MisfirePolicy::DoNothing);
         let previous = if fire { Some(now) } else { t.previous };
-        let version = t.version.unwrap_or(now);
+        // A trigger written before versions were stored is this node's version.
+        let version = t
+            .version
+            .unwrap_or_else(|| self.lock().get(&job.name).map_or(now, |s| s.anchor));
         let record = trigger_record(job, version, next, previous, false);
         match store
             .repo
@@ -738,8 +748,7 @@ impl Scheduler {
                 let record = match (&existing, &current) {
                     // A newer version of the job owns the trigger: only its state changes.
                     (Some(o), Some(t))
-                        if t.fingerprint != fingerprint(&job)
-                            && t.version.is_some_and(|v| v > anchor) =>
+                        if t.fingerprint != fingerprint(&job) && newer(t, anchor, &job) =>
                     {
                         stored_next = t.next;
                         let mut content = o.content.clone();

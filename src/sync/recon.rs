@@ -133,7 +133,7 @@ enum Phase {
 }
 
 /// A task stopped when dropped.
-struct Aborting(tokio::task::JoinHandle<()>);
+pub struct Aborting(pub tokio::task::JoinHandle<()>);
 
 impl Drop for Aborting {
     fn drop(&mut self) {
@@ -628,7 +628,7 @@ impl Engine {
     ) -> Result<Vec<Deferred>, Stop> {
         let mut tasks = JoinSet::new();
         for (id, source) in sources {
-            if self.deletes_refused() {
+            if self.deletes_refused() || self.run.is_canceled() {
                 break;
             }
             let link = links.remove(&id);

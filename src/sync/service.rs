@@ -27,6 +27,9 @@ pub type MappingSource = Arc<dyn Fn() -> Arc<Mappings> + Send + Sync>;
 
 /// The run record's node (gateway extra).
 const NODE_ID: &str = "nodeId";
+/// How often a page worker removes the done pages of runs that ended without collecting
+/// them.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// One record per mapping with a full reconciliation running, in any node of the cluster
 /// (gateway extra): `{"runId", "nodeId", "started"}`.
 pub const RECON_SLOTS: &str = "recon/slots";
@@ -144,7 +147,23 @@ impl SyncService {
             tracing::error!(error = %e, "cannot index the reconciliation pages; retrying at each look");
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(clustered::PAGES_PER_NODE));
+        let mut swept = tokio::time::Instant::now();
         while !drain.is_draining() {
+            if swept.elapsed() >= SWEEP_EVERY {
+                swept = tokio::time::Instant::now();
+                let me = self.clone();
+                let live = move |run: String| {
+                    let me = me.clone();
+                    async move { me.run_is_live(&run).await.unwrap_or(true) }
+                };
+                match clustered::sweep(self.repo.as_ref(), live).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(pages = n, "done pages of ended reconciliations removed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot sweep the reconciliation pages"),
+                }
+            }
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -163,48 +182,68 @@ impl SyncService {
                 }
             }
         }
+        // Draining: the pages in flight end (and are stored) before the runtime goes.
+        let _ = slots.acquire_many(clustered::PAGES_PER_NODE as u32).await;
+    }
+
+    /// Whether run `id` is ACTIVE with no cancel request (`None`: the store failed).
+    async fn run_is_live(&self, id: &str) -> Option<bool> {
+        let run = self.repo.read(RUN_RESOURCE, id).await.ok()?;
+        let active = run.is_some_and(|r| r.content.get("state") == Some(&json!("ACTIVE")));
+        let canceled = self.repo.read(CANCEL_REQUESTS, id).await.ok()?.is_some();
+        Some(active && !canceled)
     }
 
     /// Reconciles one claimed page of a clustered run (if the run is still ACTIVE) and
     /// stores its counters for the run's node.
     async fn work_page(self: &Arc<Self>, task: clustered::PageTask, content: Map<String, Value>) {
-        let active = match self.repo.read(RUN_RESOURCE, &task.run_id).await {
-            Ok(r) => r.is_some_and(|r| r.content.get("state") == Some(&json!("ACTIVE"))),
+        match self.run_is_live(&task.run_id).await {
+            Some(true) => {}
+            Some(false) => {
+                clustered::drop_page(self.repo.as_ref(), &task.id).await;
+                return;
+            }
+            None => {
+                tracing::error!(page = %task.id, "cannot read the run of a reconciliation page");
+                return;
+            }
+        }
+        let engine = self.mapping(&task.mapping).and_then(|(all, m)| {
+            let links = self.link_store(&all, &m)?;
+            Ok((self.router()?, links, m))
+        });
+        let (router, links, m) = match engine {
+            Ok(parts) => parts,
             Err(e) => {
-                tracing::error!(page = %task.id, error = %e, "cannot read the run of a reconciliation page");
+                // Not here yet (a mapping written over REST reaches this node within a
+                // second): another node, or this one later, takes the page.
+                tracing::warn!(page = %task.id, mapping = %task.mapping, error = %e.message,
+                    "a reconciliation page of a mapping this node cannot run is given back");
+                clustered::give_back(self.repo.as_ref(), &task, content).await;
+                tokio::time::sleep(clustered::POLL * 2).await;
                 return;
             }
         };
-        let canceled = matches!(
-            self.repo.read(CANCEL_REQUESTS, &task.run_id).await,
-            Ok(Some(_))
-        );
-        if !active || canceled {
-            clustered::drop_page(self.repo.as_ref(), &task.id).await;
-            return;
-        }
         let shadow = Arc::new(
             Run::new(&task.mapping, Value::Null)
                 .with_id(&task.run_id)
                 .on_node(self.node()),
         );
-        let work = async {
-            let engine = match self.mapping(&task.mapping).and_then(|(all, m)| {
-                let links = self.link_store(&all, &m)?;
-                Ok((self.router()?, links, m))
-            }) {
-                Ok((router, links, m)) => self.engine(router, links, &m, &shadow, AuditAs::Recon),
-                Err(e) => {
-                    let why = format!(
-                        "node {} cannot reconcile a page of mapping '{}': {}",
-                        self.node().unwrap_or("?"),
-                        task.mapping,
-                        e.message
-                    );
-                    return (shadow.counters.to_json(), Some(why));
+        let engine = self.engine(router, links, &m, &shadow, AuditAs::Recon);
+        engine.set_skip_correlation(task.skip_correlation);
+        // The run cancelled or ended elsewhere stops the page within a second.
+        let me = self.clone();
+        let (watched, run_id) = (shadow.clone(), task.run_id.clone());
+        let watcher = crate::sync::recon::Aborting(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if me.run_is_live(&run_id).await == Some(false) {
+                    watched.cancel();
+                    return;
                 }
-            };
-            engine.set_skip_correlation(task.skip_correlation);
+            }
+        }));
+        let work = async {
             let failure = match engine.clone().reconcile_page(&task.ids).await {
                 Ok(()) | Err(Stop::Canceled) => None,
                 Err(Stop::Failed(why)) => Some(why),
@@ -212,6 +251,12 @@ impl SyncService {
             (shadow.counters.to_json(), failure)
         };
         clustered::work_on(self.repo.as_ref(), &task, content, work).await;
+        drop(watcher);
+        // Its run is over (cancelled, failed, or its coordinator died): nobody collects
+        // the page.
+        if shadow.is_canceled() || self.run_is_live(&task.run_id).await == Some(false) {
+            clustered::drop_page(self.repo.as_ref(), &task.id).await;
+        }
     }
 
     /// Names this node's runs (`nodeId`); set once, before the first run.
@@ -668,12 +713,21 @@ impl SyncService {
         ))
     }
 
-    /// Gives back the slot taken by [`Self::take_slot`] (if still the one taken).
+    /// Gives back the slot taken by [`Self::take_slot`] (if still the one taken), retried
+    /// for a while when the store fails (a slot left behind would hold the mapping while
+    /// its run record says ACTIVE).
     async fn release_slot(&self, mapping: &str, rev: &str) {
-        match self.repo.delete(RECON_SLOTS, mapping, Some(rev)).await {
-            Ok(_) | Err(RepoError::NotFound { .. } | RepoError::RevisionMismatch { .. }) => {}
-            Err(e) => tracing::error!(mapping = %mapping, error = %e,
-                "cannot release the reconciliation slot; the next run takes it over"),
+        let mut wait = std::time::Duration::from_millis(250);
+        for attempt in 1..=8 {
+            match self.repo.delete(RECON_SLOTS, mapping, Some(rev)).await {
+                Ok(_) | Err(RepoError::NotFound { .. } | RepoError::RevisionMismatch { .. }) => {
+                    return
+                }
+                Err(e) => tracing::error!(mapping = %mapping, error = %e, attempt,
+                    "cannot release the reconciliation slot; retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(10));
         }
     }
 

@@ -13,10 +13,11 @@
 //! * The coordinator adds each done task's counters to the run (visible on `GET recon/<id>`
 //!   while it runs, with IDM's `sourceProcessedByNode`), removes the task, and once every
 //!   page is done runs the target phase itself.
-//! * Cancelling (from any node) stops the coordinator, which removes the pages not started;
-//!   a worker finding its run no longer ACTIVE drops the page. A page whose worker died is
-//!   taken again after its lease (a page processed twice is reconciled twice, which changes
-//!   nothing the second time).
+//! * Cancelling (from any node) stops the coordinator, which removes the pages not started
+//!   and waits (at most a lease) for those being worked on: each worker looks at its run
+//!   every second and stops, then drops its page. A page whose worker died is taken again
+//!   after its lease and correlates (targets may exist without their links). Done pages of
+//!   a run whose coordinator died are swept by the workers.
 //!
 //! Not distributed: a run with `maxDeletes` (the limit must be counted in one place; such
 //! a run's source phase stays on its node, with a log line), the target phase, and
@@ -140,6 +141,12 @@ pub async fn claim(
         .await?;
     for o in page.results {
         let mut content = o.content.clone();
+        // Taken from a worker that died (or stalled) mid-page: some of its targets may
+        // exist without their links yet, so the page correlates whatever the run's start
+        // said, or it would create them twice.
+        if content.get(STATE).and_then(Value::as_str) == Some("claimed") {
+            content.insert("skipCorrelation".into(), json!(false));
+        }
         content.insert(STATE.into(), json!("claimed"));
         content.insert("nodeId".into(), json!(node));
         content.insert(
@@ -218,6 +225,64 @@ pub async fn work_on<F>(
     }
 }
 
+/// Gives a claimed page back (this node cannot work on it: its mapping is not here yet):
+/// pending again, for any node.
+pub async fn give_back(
+    repo: &dyn crate::repo::Repo,
+    task: &PageTask,
+    mut content: Map<String, Value>,
+) {
+    content.insert(STATE.into(), json!("pending"));
+    content.remove("nodeId");
+    content.remove(LEASE_FIELD);
+    if let Err(e) = repo
+        .update(
+            PAGES,
+            &task.id,
+            Some(&task.rev),
+            content,
+            Default::default(),
+        )
+        .await
+    {
+        tracing::warn!(page = %task.id, error = %e, "cannot give a reconciliation page back; it is taken again after its lease");
+    }
+}
+
+/// Removes the done pages of runs no longer ACTIVE (`live` says, by run id): left by a
+/// coordinator that died.
+pub async fn sweep<F, Fut>(repo: &dyn crate::repo::Repo, live: F) -> Result<usize, RepoError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let done = eq(STATE, "done");
+    let page = repo.query(PAGES, query(&done, 100, false)).await?;
+    let mut checked: std::collections::HashMap<String, bool> = Default::default();
+    let mut removed = 0;
+    for o in page.results {
+        let run = o
+            .content
+            .get(RUN_ID)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let alive = match checked.get(&run) {
+            Some(a) => *a,
+            None => {
+                let a = live(run.clone()).await;
+                checked.insert(run, a);
+                a
+            }
+        };
+        if !alive {
+            drop_page(repo, &o.id).await;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Removes page task `id` (its run is over).
 pub async fn drop_page(repo: &dyn crate::repo::Repo, id: &str) {
     match repo.delete(PAGES, id, None).await {
@@ -238,9 +303,16 @@ impl Engine {
             Err(e) => Err(e),
         };
         if result.is_err() {
-            // Pages not started are dropped; those being worked on end on their own (their
-            // worker finds the run over).
-            let _ = self.collect_pages(true).await;
+            // Pages not started are dropped; those being worked on stop within a second
+            // (their worker finds the run over): the run ends after them, so a next run of
+            // the mapping never overlaps them (at most a lease: a silent worker's page is
+            // dropped by whoever takes it next).
+            let until = tokio::time::Instant::now() + LEASE;
+            while matches!(self.collect_pages(true).await, Ok(open) if open > 0)
+                && tokio::time::Instant::now() < until
+            {
+                tokio::time::sleep(POLL).await;
+            }
         }
         result
     }
@@ -325,7 +397,8 @@ impl Engine {
     }
 
     /// Adds the done pages' counters to the run and removes them; returns how many pages
-    /// are not done. `all`: removes the pages not started too (the run is over).
+    /// are not done. `all`: removes the pages not started too, and a page's failure no
+    /// longer matters (the run is over).
     async fn collect_pages(&self, all: bool) -> Result<usize, Stop> {
         let of_run = eq(RUN_ID, &self.run.id);
         let page = self
@@ -370,8 +443,8 @@ impl Engine {
         }
         self.save_now_and_then().await;
         match failure {
-            Some(f) => Err(Stop::Failed(f)),
-            None => Ok(open),
+            Some(f) if !all => Err(Stop::Failed(f)),
+            _ => Ok(open),
         }
     }
 
@@ -406,6 +479,73 @@ impl Engine {
             .process_sources(named, &mut links, &mut targets, &workers)
             .await?;
         self.write_links(deferred).await;
-        Ok(())
+        // A limit on deletes is the mapping's on the coordinator; one here (config that
+        // differs) stops the page, which fails the run rather than skipping sources.
+        self.check_deletes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::Repo;
+
+    fn page(run: &str, state: &str, lease: Option<SystemTime>) -> Map<String, Value> {
+        let mut c = Map::new();
+        c.insert(RUN_ID.into(), json!(run));
+        c.insert("mapping".into(), json!("m"));
+        c.insert("ids".into(), json!(["a", "b"]));
+        c.insert("skipCorrelation".into(), json!(true));
+        c.insert(STATE.into(), json!(state));
+        if let Some(l) = lease {
+            c.insert(LEASE_FIELD.into(), json!(iso8601(l)));
+        }
+        c
+    }
+
+    #[tokio::test]
+    async fn pages_are_claimed_once_retaken_after_their_lease_and_swept_with_their_run() {
+        let repo = crate::repo::sqlite::SqliteRepo::open_temporary().unwrap();
+        index(&repo).await.unwrap();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let earlier = SystemTime::now() - Duration::from_secs(60);
+        for (id, c) in [
+            ("r1-0", page("r1", "claimed", Some(later))),
+            ("r1-1", page("r1", "claimed", Some(earlier))),
+            ("r1-2", page("r1", "pending", None)),
+        ] {
+            repo.create(PAGES, id, c, Default::default()).await.unwrap();
+        }
+        // The live claim is left alone; the one whose worker went silent is taken first,
+        // and correlates (its worker may have created targets without their links).
+        let (retaken, content) = claim(&repo, "b").await.unwrap().unwrap();
+        assert_eq!(retaken.id, "r1-1");
+        assert!(!retaken.skip_correlation);
+        assert_eq!(retaken.ids, ["a", "b"]);
+        let (fresh, fresh_content) = claim(&repo, "b").await.unwrap().unwrap();
+        assert_eq!(fresh.id, "r1-2");
+        assert!(fresh.skip_correlation);
+        assert!(claim(&repo, "c").await.unwrap().is_none());
+
+        // Given back, it is anyone's again.
+        give_back(&repo, &fresh, fresh_content).await;
+        let (again, _) = claim(&repo, "c").await.unwrap().unwrap();
+        assert_eq!(again.id, "r1-2");
+
+        // Done, and its run over without collecting it: the sweep removes it; a live run's
+        // done page stays for its coordinator.
+        work_on(&repo, &retaken, content, async {
+            (json!({"sourceProcessed": 2}), None)
+        })
+        .await;
+        repo.create(PAGES, "r2-0", page("r2", "done", None), Default::default())
+            .await
+            .unwrap();
+        let removed = sweep(&repo, |run| async move { run == "r2" })
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert!(repo.read(PAGES, "r1-1").await.unwrap().is_none());
+        assert!(repo.read(PAGES, "r2-0").await.unwrap().is_some());
     }
 }
