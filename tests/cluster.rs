@@ -567,6 +567,33 @@ async fn clustered_node(id: &str, store: &str) -> Gateway {
         .await
 }
 
+/// Creates managed users `u0`… `u<n-1>` on `gw`, fifty at a time.
+async fn seed_users(gw: &Gateway, n: u64) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        let writes = chunk.iter().map(|i| {
+            gw.put(&format!("/openidm/managed/user/u{i}"))
+                .header("If-None-Match", "*")
+                .json(
+                    &json!({"userName": format!("u{i}"), "givenName": "G", "sn": "S",
+                              "mail": format!("u{i}@example.com")}),
+                )
+                .send()
+        });
+        for r in futures_util::future::join_all(writes).await {
+            assert_eq!(r.unwrap().status().as_u16(), 201);
+        }
+    }
+}
+
+/// How many managed groups `gw` serves.
+async fn groups(gw: &Gateway) -> Option<usize> {
+    let (status, body) =
+        json_of(gw.get("/openidm/managed/group?_queryFilter=true&_fields=_id&_pageSize=1000"))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    body["result"].as_array().map(Vec::len)
+}
+
 /// Runs `user_group` from `gw` to its end.
 async fn clustered_run(gw: &Gateway) -> Value {
     let id = start_recon_of(gw, "user_group").await;
@@ -596,20 +623,7 @@ async fn a_clustered_reconciliation_shares_its_source_pages_among_the_nodes() {
     let a = clustered_node("node-a", &url).await;
     let b = clustered_node("node-b", &url).await;
     const USERS: u64 = 400;
-    for chunk in (0..USERS).collect::<Vec<_>>().chunks(50) {
-        let writes = chunk.iter().map(|i| {
-            a.put(&format!("/openidm/managed/user/u{i}"))
-                .header("If-None-Match", "*")
-                .json(
-                    &json!({"userName": format!("u{i}"), "givenName": "G", "sn": "S",
-                              "mail": format!("u{i}@example.com")}),
-                )
-                .send()
-        });
-        for r in futures_util::future::join_all(writes).await {
-            assert_eq!(r.unwrap().status().as_u16(), 201);
-        }
-    }
+    seed_users(&a, USERS).await;
 
     let first = clustered_run(&a).await;
     assert_eq!(first["state"], "SUCCESS", "{first}");
@@ -627,13 +641,7 @@ async fn a_clustered_reconciliation_shares_its_source_pages_among_the_nodes() {
         by_node.get("node-b").and_then(Value::as_u64).unwrap_or(0) > 0,
         "B worked on none of A's pages: {first}"
     );
-    let (status, groups) =
-        json_of(b.get("/openidm/managed/group?_queryFilter=true&_fields=_id&_pageSize=1000")).await;
-    assert_eq!(status, 200, "{groups}");
-    assert_eq!(
-        groups["result"].as_array().map(Vec::len),
-        Some(USERS as usize)
-    );
+    assert_eq!(groups(&b).await, Some(USERS as usize));
 
     // Started from B this time: every source is linked and in step.
     let second = clustered_run(&b).await;
@@ -650,20 +658,7 @@ async fn a_clustered_run_is_cancelled_from_any_node_and_survives_its_coordinator
     let mut a = clustered_node("node-a", &url).await;
     let b = clustered_node("node-b", &url).await;
     const USERS: u64 = 200;
-    for chunk in (0..USERS).collect::<Vec<_>>().chunks(50) {
-        let writes = chunk.iter().map(|i| {
-            a.put(&format!("/openidm/managed/user/u{i}"))
-                .header("If-None-Match", "*")
-                .json(
-                    &json!({"userName": format!("u{i}"), "givenName": "G", "sn": "S",
-                              "mail": format!("u{i}@example.com")}),
-                )
-                .send()
-        });
-        for r in futures_util::future::join_all(writes).await {
-            assert_eq!(r.unwrap().status().as_u16(), 201);
-        }
-    }
+    seed_users(&a, USERS).await;
     let processed = |run: &Value| {
         run["progress"]["source"]["existing"]["processed"]
             .as_u64()
@@ -702,10 +697,5 @@ async fn a_clustered_run_is_cancelled_from_any_node_and_survives_its_coordinator
         json!({"node-b": USERS}),
         "only B's worker is left: {done}"
     );
-    let (_, groups) =
-        json_of(b.get("/openidm/managed/group?_queryFilter=true&_fields=_id&_pageSize=1000")).await;
-    assert_eq!(
-        groups["result"].as_array().map(Vec::len),
-        Some(USERS as usize)
-    );
+    assert_eq!(groups(&b).await, Some(USERS as usize));
 }
